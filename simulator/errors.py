@@ -1,0 +1,81 @@
+"""The one exception tree of rooftune.
+
+Every error a user can cause (bad input, unknown names, a model that does not fit, an unreachable
+storage) is a ``RooftuneError``. The CLI turns any of them into one line on stderr and a non-zero
+exit code; anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "RooftuneError",
+    "ConfigError",
+    "UnknownModelError",
+    "UnknownHardwareError",
+    "ProfileError",
+    "DoesNotFitError",
+    "WorkloadError",
+    "NoFeasiblePlanError",
+    "StorageError",
+    "GpuError",
+]
+
+
+class RooftuneError(Exception):
+    """Root of every error rooftune raises on purpose. ``exit_code`` is what the CLI returns."""
+
+    exit_code = 1
+
+
+class ConfigError(RooftuneError):
+    """A deployment configuration is impossible (TP does not divide the heads, bad dtype...)."""
+
+    exit_code = 2
+
+
+class UnknownModelError(RooftuneError):
+    """No preset of that name and no readable config.json at that path."""
+
+    exit_code = 2
+
+
+class UnknownHardwareError(RooftuneError):
+    """No hardware profile of that name."""
+
+    exit_code = 2
+
+
+class ProfileError(RooftuneError):
+    """A hardware profile or calibration file is malformed."""
+
+    exit_code = 2
+
+
+class DoesNotFitError(RooftuneError):
+    """The deployment does not fit in GPU memory."""
+
+    exit_code = 1
+
+
+class WorkloadError(RooftuneError):
+    """A workload or trace is malformed (negative rate, empty trace, lengths past max_model_len)."""
+
+    exit_code = 2
+
+
+class NoFeasiblePlanError(RooftuneError):
+    """The search finished but no configuration meets the SLOs."""
+
+    exit_code = 3
+
+
+class StorageError(RooftuneError):
+    """A study storage cannot be reached or holds something else."""
+
+    exit_code = 1
+
+
+class GpuError(RooftuneError):
+    """No usable GPU, or a GPU that does not match the requested profile."""
+
+    exit_code = 1

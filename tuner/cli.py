@@ -1,0 +1,81 @@
+"""The ``tune`` command: parse, call one function, print.
+
+Each verb lives in ``tuner/commands/<verb>.py`` with ``add_parser(subparsers)`` and
+``run(args) -> int``. Those modules import only argparse at module level, so ``tune --help`` stays
+instant; the simulator, optuna, matplotlib and torch are imported inside ``run``.
+
+Errors: a ``RooftuneError`` becomes one line on stderr and its ``exit_code``; Ctrl-C exits 130.
+Exit codes: 0 success, 1 runtime failure, 2 bad input, 3 no configuration meets the SLOs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+# Order shown in `tune --help`.
+COMMANDS = (
+    "plan", "predict", "capacity", "roofline", "report", "export", "schema", "worker",
+    "calibrate", "measure", "validate", "hardware", "models", "bench",
+)
+
+
+def _available_commands() -> list:
+    modules = []
+    for name in COMMANDS:
+        try:
+            modules.append(importlib.import_module(f"tuner.commands.{name}"))
+        except ModuleNotFoundError as error:
+            if error.name != f"tuner.commands.{name}":
+                raise
+    return modules
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tune",
+        description="rooftune: predict, search and validate Llama deployments on NVIDIA GPUs.",
+    )
+    parser.add_argument("--version", action="version", version=f"rooftune {_version()}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for module in _available_commands():
+        module.add_parser(subparsers)
+    return parser
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("rooftune")
+    except PackageNotFoundError:
+        return "0+unknown"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "run", None):
+        parser.print_help()
+        return 2
+    from simulator.errors import RooftuneError
+
+    try:
+        return int(args.run(args) or 0)
+    except RooftuneError as error:
+        if args.debug:
+            raise
+        print(f"tune {args.command}: error: {error}", file=sys.stderr)
+        return error.exit_code
+    except KeyboardInterrupt:
+        print(f"tune {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
