@@ -108,3 +108,25 @@ def _json_default(obj: Any) -> Any:
     if isinstance(obj, float):
         return None
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def add_workload_args(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("traffic (request-level simulation)")
+    group.add_argument("--workload", default=None,
+                       help="workload preset (chat, summarization, code, isl128-osl128, ...) or a "
+                            "trace file (JSONL/CSV of arrival_s, prompt_tokens, output_tokens)")
+    group.add_argument("--rate", default=None,
+                       help="arrival rate in requests/s, or 'inf' for offline (all queued at once)")
+    group.add_argument("--requests", type=int, default=None, help="number of requests")
+    group.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    group.add_argument("--slo", action="append", default=[],
+                       help="SLO such as ttft_p99=2s or tpot_p99=50ms (repeatable)")
+
+
+def load_model_and_hardware(args: argparse.Namespace):
+    from simulator.hardware import load_hardware
+    from simulator.models import get_model
+
+    model = get_model(args.model)
+    hardware = load_hardware(args.hardware, calibration=not getattr(args, "no_calibration", False))
+    return model, hardware

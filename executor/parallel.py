@@ -1,0 +1,160 @@
+"""Tensor parallelism: ``apply_tp(model)`` shards a built, unchanged Llama across GPUs.
+
+Megatron-style: in each layer the first GEMM of a pair is split by output columns and the second
+by input rows, so the pair needs one all-reduce at the end and nothing in between.
+- attention: ``wqkv`` column-parallel by heads (each GPU keeps ``num_heads / tp`` query heads and
+  ``num_kv_heads / tp`` K/V heads; the q, k and v parts of the fused weight are split
+  separately), ``wo`` row-parallel; all-reduce of the attention output ``[B, T, hidden]``.
+- MLP: ``w_gate_up`` column-parallel (gate and up parts each split), ``w_down`` row-parallel;
+  all-reduce of the MLP output.
+- ``lm_head`` column-parallel over the vocabulary, then an all-gather of the logits, so each GPU
+  reads only its share of the largest matrix; the embedding (a gather) stays whole.
+The all-reduce runs in a forward hook on ``attention`` and ``mlp`` and returns the *whole*
+reduced tensor (every batch row), so results are right at any batch size.
+
+``shard_model`` does the slicing with no communication, for any rank of a given world size; the
+CPU tests use it to check that summing the row-parallel partial outputs of all shards reproduces
+the unsharded model. ``apply_tp`` adds the collectives over ``torch.distributed`` (NCCL), started
+by ``torchrun`` (``init_distributed`` reads RANK / WORLD_SIZE / LOCAL_RANK). Pipeline
+parallelism is not implemented.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from executor.model import Attention, FeedForward, Llama
+
+__all__ = [
+    "init_distributed",
+    "shard_model",
+    "apply_tp",
+    "ReduceHook",
+    "check_tp_divides",
+]
+
+
+def init_distributed() -> tuple[int, int]:
+    """Join the torchrun job (NCCL on CUDA, gloo on CPU); return (rank, world_size).
+    A plain one-process run returns (0, 1) without a process group."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size == 1:
+        return 0, 1
+    if not dist.is_initialized():
+        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        if torch.cuda.is_available():
+            torch.cuda.set_device(local_rank)
+            dist.init_process_group("nccl", device_id=torch.device("cuda", local_rank))
+        else:
+            dist.init_process_group("gloo")
+    return dist.get_rank(), dist.get_world_size()
+
+
+def check_tp_divides(spec, tp: int) -> None:
+    """TP must split query heads, K/V heads, the MLP width and the vocabulary evenly."""
+    from simulator.errors import ConfigError
+
+    for label, value in (
+        ("num_attention_heads", spec.num_attention_heads),
+        ("num_key_value_heads", spec.num_key_value_heads),
+        ("intermediate_size", spec.intermediate_size),
+        ("vocab_size", spec.vocab_size),
+    ):
+        if value % tp:
+            raise ConfigError(f"tp={tp} does not divide {label}={value}")
+
+
+def _rows(weight: torch.Tensor, parts: list[int], rank: int, world_size: int) -> torch.Tensor:
+    # Split each consecutive part of the output rows into world_size pieces, keep piece `rank`.
+    pieces = []
+    for part in weight.split(parts, dim=0):
+        shard = part.shape[0] // world_size
+        pieces.append(part[rank * shard:(rank + 1) * shard])
+    return torch.cat(pieces, dim=0).contiguous()
+
+
+def _columns(weight: torch.Tensor, rank: int, world_size: int) -> torch.Tensor:
+    shard = weight.shape[1] // world_size
+    return weight[:, rank * shard:(rank + 1) * shard].contiguous()
+
+
+def _replace_weight(linear: nn.Linear, weight: torch.Tensor) -> None:
+    linear.weight = nn.Parameter(weight, requires_grad=False)
+    linear.out_features, linear.in_features = weight.shape
+
+
+@torch.no_grad()
+def shard_model(model: Llama, *, rank: int, world_size: int) -> Llama:
+    """Keep this rank's slice of every sharded weight (in place, no communication)."""
+    spec = model.spec
+    check_tp_divides(spec, world_size)
+    for layer in model.layers:
+        attn: Attention = layer.attention
+        head_dim = attn.head_dim
+        parts = [attn.num_heads * head_dim, attn.num_kv_heads * head_dim,
+                 attn.num_kv_heads * head_dim]
+        _replace_weight(attn.wqkv, _rows(attn.wqkv.weight, parts, rank, world_size))
+        _replace_weight(attn.wo, _columns(attn.wo.weight, rank, world_size))
+        attn.num_heads //= world_size
+        attn.num_kv_heads //= world_size
+        mlp: FeedForward = layer.mlp
+        half = mlp.w_gate_up.weight.shape[0] // 2
+        _replace_weight(mlp.w_gate_up, _rows(mlp.w_gate_up.weight, [half, half], rank,
+                                             world_size))
+        _replace_weight(mlp.w_down, _columns(mlp.w_down.weight, rank, world_size))
+    lm_head = model.lm_head
+    _replace_weight(lm_head, _rows(lm_head.weight, [lm_head.weight.shape[0]], rank, world_size))
+    model.tp_rank, model.tp_world_size = rank, world_size
+    return model
+
+
+class ReduceHook:
+    """Forward hook that replaces a module's output by ``reduce(output)`` (the whole tensor)."""
+
+    def __init__(self, reduce: Callable[[torch.Tensor], torch.Tensor]) -> None:
+        self.reduce = reduce
+
+    def __call__(self, module: nn.Module, inputs, output: torch.Tensor) -> torch.Tensor:
+        return self.reduce(output)
+
+
+def _nccl_all_reduce(tensor: torch.Tensor) -> torch.Tensor:
+    dist.all_reduce(tensor)  # in place, sum, the default group
+    return tensor
+
+
+def _nccl_gather_last_dim(world_size: int) -> Callable[[torch.Tensor], torch.Tensor]:
+    def gather(shard: torch.Tensor) -> torch.Tensor:  # [B, T, vocab / tp] -> [B, T, vocab]
+        shard = shard.contiguous()
+        out = torch.empty((world_size, *shard.shape), dtype=shard.dtype, device=shard.device)
+        dist.all_gather_into_tensor(out, shard)
+        return torch.cat(out.unbind(0), dim=-1)
+
+    return gather
+
+
+def apply_tp(
+    model: Llama, *, rank: int | None = None, world_size: int | None = None,
+    all_reduce: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    gather_last_dim: Callable[[torch.Tensor], torch.Tensor] | None = None,
+) -> Llama:
+    """Shard ``model`` for this rank and hook in the collectives (NCCL by default).
+    Call after the weights are loaded and before quantization and ``setup_caches``."""
+    if rank is None or world_size is None:
+        rank, world_size = dist.get_rank(), dist.get_world_size()
+    if world_size == 1:
+        return model
+    shard_model(model, rank=rank, world_size=world_size)
+    reduce = all_reduce or _nccl_all_reduce
+    for layer in model.layers:
+        layer.attention.register_forward_hook(ReduceHook(reduce))
+        layer.mlp.register_forward_hook(ReduceHook(reduce))
+    model.lm_head.register_forward_hook(
+        ReduceHook(gather_last_dim or _nccl_gather_last_dim(world_size))
+    )
+    return model

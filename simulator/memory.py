@@ -1,0 +1,150 @@
+"""Memory per GPU: weights, KV cache, activations and reserved workspace; what fits.
+
+The budget is the engine's: ``capacity = HBM x gpu_memory_utilization`` (vLLM counts the whole
+instance against it). Out of it come
+
+- **weights** of the fullest pipeline stage: its layers (attention sharded by tp, KV heads
+  replicated past tp > num_key_value_heads, dense MLP sharded by tp, experts spread over ep and
+  split tp/ep ways), the router, the norms, and the vocab-parallel embedding / lm_head (kept in
+  bf16: engines do not quantize them). Quantized weights carry their scales (int4: one bf16
+  scale per group); INT8 W8A8 keeps its outlier channels again in bf16;
+- **activations** at the token budget: the peak of one forward over ``max_num_batched_tokens``
+  tokens (residual stream, QKV, the widest MLP intermediate), the fp32 logits and probabilities
+  of up to ``max_num_seqs`` rows, and for naive attention the score matrix of a full chunk;
+- **reserved**: CUDA context and allocator slack, CUDA-graph pools, NCCL buffers;
+- what is left is the **KV cache**: ``kv_bytes_per_token = 2 x layers_per_stage x
+  kv_heads_per_gpu x head_dim x kv_dtype_bytes / cp``.
+
+An engine refuses to start unless one ``max_model_len`` sequence fits the KV cache, so that is
+the fit rule; ``max_batch_at_context`` says how many sequences of a given context fit at once.
+All functions are vectorized over ``ConfigArrays``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .configs import ConfigArrays
+from .specs import HardwareSpec, ModelSpec
+
+__all__ = ["MemoryArrays", "memory_per_gpu", "RESERVED_CONTEXT_BYTES", "RESERVED_GRAPH_BYTES",
+           "RESERVED_NCCL_BYTES"]
+
+# Memory outside the tensors the model allocates. CUDA context plus caching-allocator slack
+# (vLLM reports 0.5-1 GB of "non-torch memory" on H100-class GPUs); the CUDA-graph memory pool
+# for the captured batch sizes; NCCL communicators plus custom all-reduce buffers per process.
+RESERVED_CONTEXT_BYTES = 0.75e9
+RESERVED_GRAPH_BYTES = 0.5e9
+RESERVED_NCCL_BYTES = 0.4e9
+
+_BF16 = 2.0
+_LOGIT_BYTES = 4.0 * 2  # fp32 logits and fp32 probabilities
+
+
+@dataclass(frozen=True)
+class MemoryArrays:
+    """Per-GPU memory for each configuration (arrays [N], bytes)."""
+
+    weights_bytes: np.ndarray
+    activation_bytes: np.ndarray
+    reserved_bytes: np.ndarray
+    capacity_bytes: np.ndarray
+    kv_cache_bytes: np.ndarray  # capacity - weights - activations - reserved (may be < 0)
+    kv_bytes_per_token: np.ndarray
+    block_bytes: np.ndarray  # one paged-KV block of block_size tokens
+
+    @property
+    def kv_tokens(self) -> np.ndarray:
+        """Tokens the KV cache holds, in whole blocks."""
+        blocks = np.floor(np.maximum(self.kv_cache_bytes, 0.0) / self.block_bytes)
+        return blocks * (self.block_bytes / self.kv_bytes_per_token)
+
+    def tokens_needed(self, tokens: np.ndarray | float, block_size: np.ndarray) -> np.ndarray:
+        """KV tokens a sequence of ``tokens`` occupies (rounded up to whole blocks)."""
+        return np.ceil(np.asarray(tokens, dtype=float) / block_size) * block_size
+
+    def max_batch_at_context(self, context: np.ndarray | float, block_size: np.ndarray) -> np.ndarray:
+        return np.floor(self.kv_tokens / np.maximum(self.tokens_needed(context, block_size), 1.0))
+
+    def required_bytes(self, kv_tokens: np.ndarray | float) -> np.ndarray:
+        """Total bytes per GPU for a KV cache of ``kv_tokens`` tokens."""
+        return (self.weights_bytes + self.activation_bytes + self.reserved_bytes
+                + np.asarray(kv_tokens, dtype=float) * self.kv_bytes_per_token)
+
+
+def weight_bytes_per_gpu(model: ModelSpec, configs: ConfigArrays) -> np.ndarray:
+    """Weights on the fullest GPU of a replica (the stage holding the embedding or lm_head)."""
+    tp, pp, ep = configs.tp, configs.pp, configs.ep
+    wb = configs.weight_bytes_per_element
+    # INT8 W8A8 with outliers stores those input channels a second time in bf16.
+    outlier = np.where(configs.compute_code == 3, configs.int8_outlier_fraction, 0.0) * _BF16
+    hidden, head_dim = model.hidden_size, model.head_dim
+    q_width = model.num_attention_heads / tp * head_dim
+    kv_width = np.maximum(model.num_key_value_heads / tp, 1.0) * head_dim
+    attention = hidden * (q_width + 2 * kv_width) + q_width * hidden
+    dense_mlp = 3.0 * hidden * model.intermediate_size / tp
+    stage_layers = np.ceil(model.num_hidden_layers / pp)
+    stage_dense = np.ceil(model.num_dense_layers / pp)
+    stage_moe = np.ceil(model.num_moe_layers / pp)
+    per_layer = attention * (wb + outlier)
+    total = stage_layers * per_layer + stage_dense * dense_mlp * (wb + outlier)
+    if model.is_moe:
+        # Experts: E/ep per GPU, each split tp/ep ways -> E x expert / tp per GPU.
+        experts = model.num_local_experts * 3.0 * hidden * model.moe_intermediate_size / tp
+        shared = model.num_shared_experts * 3.0 * hidden * model.moe_intermediate_size / tp
+        router = hidden * model.num_local_experts * _BF16
+        total = total + stage_moe * ((experts + shared) * wb + router)
+        del ep  # the split between ep and tp leaves the bytes per GPU unchanged
+    norms = stage_layers * 2 * hidden * _BF16 + hidden * _BF16
+    vocab_shard = model.vocab_size / tp * hidden * _BF16
+    # One pipeline stage: the first holds the embedding, the last the lm_head; with pp == 1 the
+    # single stage holds both unless they are one tied matrix.
+    both = np.where(model.tie_word_embeddings, 1.0, 2.0)
+    vocab = np.where(pp > 1, 1.0, both) * vocab_shard
+    return total + norms + vocab
+
+
+def activation_bytes_per_gpu(model: ModelSpec, configs: ConfigArrays) -> np.ndarray:
+    """Peak activations of one forward over the token budget (the engine's profiling run)."""
+    tp = configs.tp
+    tokens = np.ceil(configs.max_num_batched_tokens / configs.cp)
+    hidden = model.hidden_size
+    q_width = model.num_attention_heads / tp * model.head_dim
+    kv_width = np.maximum(model.num_key_value_heads / tp, 1.0) * model.head_dim
+    widest = np.maximum(q_width + 2 * kv_width, 3.0 * model.intermediate_size / tp)
+    if model.is_moe:
+        routed = 3.0 * model.num_experts_per_tok * model.moe_intermediate_size / tp
+        widest = np.maximum(widest, routed + hidden * model.num_experts_per_tok)
+    per_token = (3.0 * hidden + widest) * _BF16
+    logit_rows = np.minimum(configs.max_num_seqs, tokens)
+    logits = logit_rows * model.vocab_size / tp * _LOGIT_BYTES
+    chunk = np.minimum(tokens, configs.max_model_len)
+    scores = np.where(
+        configs.naive_attention,
+        model.num_attention_heads / tp * chunk * configs.max_model_len * _BF16, 0.0)
+    return tokens * per_token + logits + scores
+
+
+def memory_per_gpu(model: ModelSpec, hardware: HardwareSpec, configs: ConfigArrays) -> MemoryArrays:
+    weights = weight_bytes_per_gpu(model, configs)
+    activations = activation_bytes_per_gpu(model, configs)
+    multi_gpu = configs.tp * configs.pp * configs.cp > 1
+    reserved = (RESERVED_CONTEXT_BYTES
+                + np.where(configs.cuda_graphs, RESERVED_GRAPH_BYTES, 0.0)
+                + np.where(multi_gpu, RESERVED_NCCL_BYTES, 0.0))
+    capacity = hardware.hbm_bytes * configs.gpu_memory_utilization
+    kv_heads_per_gpu = np.maximum(model.num_key_value_heads / configs.tp, 1.0)
+    stage_layers = np.ceil(model.num_hidden_layers / configs.pp)
+    kv_per_token = (2.0 * stage_layers * kv_heads_per_gpu * model.head_dim
+                    * configs.kv_bytes_per_element / configs.cp)
+    return MemoryArrays(
+        weights_bytes=weights,
+        activation_bytes=activations,
+        reserved_bytes=reserved,
+        capacity_bytes=capacity,
+        kv_cache_bytes=capacity - weights - activations - reserved,
+        kv_bytes_per_token=kv_per_token,
+        block_bytes=kv_per_token * configs.block_size,
+    )

@@ -1,0 +1,141 @@
+"""Prediction and Measurement: one schema, so validating a prediction is a join on field names.
+
+The JSON of a ``Prediction`` is a public contract (scripts and dashboards read it). Field names
+below are fixed; new fields may be added beside them, never renamed. Times are seconds, sizes
+bytes, rates per second. A ``Measurement`` is a ``Prediction`` plus the machine it ran on.
+
+Step-level runs (``tune predict`` without a workload) fill ``prefill``, ``decode``, ``memory`` and
+``ops``. Request-level runs (with a workload) also fill the latency percentiles, throughputs and
+goodput.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = [
+    "Bound",
+    "OpResult",
+    "PhaseResult",
+    "MemoryBreakdown",
+    "Percentiles",
+    "Prediction",
+    "Measurement",
+    "percentiles",
+    "relative_error",
+]
+
+Bound = Literal["memory", "compute", "communication", "overhead"]
+OpSource = Literal["spec", "literature", "calibrated", "measured"]
+
+
+class _Result(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+class OpResult(_Result):
+    """One operator of one phase on one GPU, summed over the layers of the (slowest) stage."""
+
+    name: str
+    phase: str
+    kind: str  # gemm | attention | elementwise | communication | other
+    flops: float
+    bytes: float
+    time_s: float
+    compute_s: float
+    memory_s: float
+    overhead_s: float
+    bound: Bound
+    share: float  # of the phase time
+    kernels: float
+    source: OpSource = "literature"
+
+
+class PhaseResult(_Result):
+    """A prefill or a decode step: its time, what bounds it, and its shape."""
+
+    time_s: float
+    step_time_s: float | None = None  # decode: time of one step (== time_s)
+    bound: Bound
+    tokens: int
+    batch: int
+    prompt: int | None = None
+    context: int | None = None
+    flops: float = 0.0
+    bytes: float = 0.0
+    communication_s: float = 0.0
+    tokens_per_s: float = 0.0
+    bound_shares: dict[str, float] = Field(default_factory=dict)
+
+
+class MemoryBreakdown(_Result):
+    """Per-GPU memory (the fullest GPU of the replica)."""
+
+    weights_bytes: float
+    kv_cache_bytes: float  # what is left for the KV cache under the memory budget
+    activation_bytes: float
+    reserved_bytes: float
+    capacity_bytes: float  # HBM x gpu_memory_utilization
+    kv_bytes_per_token: float
+    kv_tokens_capacity: float
+    required_kv_bytes: float = 0.0  # KV the asked-for batch x context needs
+    max_batch_at_context: int = 0
+
+
+class Percentiles(_Result):
+    mean: float
+    p50: float
+    p90: float
+    p99: float
+
+
+class Prediction(_Result):
+    model: str
+    hardware: str
+    config: dict
+    fits: bool
+    reason: str | None = None
+    num_gpus: int = 1
+    prefill: PhaseResult | None = None
+    decode: PhaseResult | None = None
+    memory: MemoryBreakdown | None = None
+    ops: list[OpResult] = Field(default_factory=list)
+    # Request-level (workload) results.
+    ttft_s: Percentiles | None = None
+    tpot_s: Percentiles | None = None
+    itl_s: Percentiles | None = None
+    e2e_s: Percentiles | None = None
+    queue_s: Percentiles | None = None
+    output_tokens_per_s: float | None = None
+    total_tokens_per_s: float | None = None
+    requests_per_s: float | None = None
+    goodput_requests_per_s: float | None = None
+    output_tokens_per_s_per_gpu: float | None = None
+    output_tokens_per_s_per_user: float | None = None
+    cost_per_million_tokens: float | None = None
+    source: str = "rooftune roofline"
+
+
+class Measurement(Prediction):
+    """What a real run measured, in the Prediction's schema, plus the machine it ran on."""
+
+    machine: dict = Field(default_factory=dict)
+    source: str = "measured"
+
+
+def percentiles(values: np.ndarray | list[float]) -> Percentiles:
+    """Mean, p50, p90, p99 of a sample (linear interpolation); NaN when the sample is empty."""
+    array = np.asarray(values, dtype=float)
+    if array.size == 0:
+        nan = float("nan")
+        return Percentiles(mean=nan, p50=nan, p90=nan, p99=nan)
+    p50, p90, p99 = np.percentile(array, [50, 90, 99])
+    return Percentiles(mean=float(array.mean()), p50=float(p50), p90=float(p90), p99=float(p99))
+
+
+def relative_error(predicted: float, measured: float) -> float:
+    """(predicted - measured) / measured: positive when the model is pessimistic."""
+    return (predicted - measured) / measured if measured else float("nan")

@@ -1,0 +1,124 @@
+"""Roofline: turn operator counts into time, and say what bounds each operator.
+
+For one operator on one GPU::
+
+    compute_s  = flops / (peak[dtype] * eff_c(op, rows)) + cuda_core_flops / vector_peak
+    memory_s   = bytes / (hbm_bw * eff_m)
+    overhead_s = kernels * t_kernel   (t_kernel smaller inside a CUDA graph) + fixed host time
+    time_s     = max(compute_s, memory_s) + overhead_s
+    comm time  = calls * latency + link_bytes / (link_bw * eff_link)
+
+The bound of an op is whichever of compute / memory / overhead is largest (communication for
+collectives). Everything is numpy over ``[..., ops]``: one call evaluates one step of one
+configuration or a step for each of 10^5 configurations.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .hardware import attention_efficiency, gemm_efficiency
+from .ops import (
+    EFF_ATTENTION,
+    EFF_COMM,
+    EFF_DECODE_ATTENTION,
+    EFF_GEMM,
+    OpTable,
+)
+from .shapes import FEATURES
+from .specs import HardwareSpec
+
+__all__ = ["roofline_time", "OpTimes", "evaluate", "BOUNDS", "CUDA_GRAPH_MAX_TOKENS"]
+
+BOUNDS = ("compute", "memory", "communication", "overhead")
+# Engines capture CUDA graphs for steps up to this many tokens (vLLM's default capture limit);
+# larger steps launch their kernels from the host.
+CUDA_GRAPH_MAX_TOKENS = 512
+
+_TOKENS = FEATURES.index("tokens")
+_PREFILL_TOKENS = FEATURES.index("prefill_tokens")
+_PREFILL_SEQS = FEATURES.index("prefill_seqs")
+
+
+def roofline_time(flops, bytes, peak_flops_per_s, bytes_per_s):
+    """The whole idea in one line: the slower of doing the math and moving the bytes."""
+    return np.maximum(flops / peak_flops_per_s, bytes / bytes_per_s)
+
+
+@dataclass(frozen=True)
+class OpTimes:
+    """Per-op results ``[..., ops]`` of evaluating an OpTable on step features."""
+
+    flops: np.ndarray
+    bytes: np.ndarray  # HBM bytes; link bytes per GPU for communication ops
+    compute_s: np.ndarray
+    memory_s: np.ndarray
+    communication_s: np.ndarray
+    overhead_s: np.ndarray
+    time_s: np.ndarray
+    bound: np.ndarray  # index into BOUNDS
+    kernels: np.ndarray
+
+    @property
+    def total_s(self) -> np.ndarray:
+        return self.time_s.sum(axis=-1)
+
+
+def evaluate(table: OpTable, hardware: HardwareSpec, features: np.ndarray,
+             *, cuda_graphs: np.ndarray | bool = True) -> OpTimes:
+    """Time every op of ``table`` on the steps ``features``.
+
+    Shapes: table tensors are ``[N, ops, F]``; ``features`` is ``[N, F]`` (one step per config)
+    or, when N == 1, ``[S, F]`` (S steps of one config). Results are ``[N or S, ops]``.
+    """
+    eff = hardware.efficiency
+    x = np.asarray(features, dtype=float)
+    if x.ndim == 1:
+        x = x[None, :]
+
+    def apply(coef: np.ndarray) -> np.ndarray:
+        if coef.shape[0] == 1 and x.shape[0] != 1:
+            return x @ coef[0].T  # [S, F] @ [F, ops]
+        return np.einsum("nof,nf->no", coef, x)
+
+    flops = apply(table.flops)
+    ideal = apply(table.ideal_s)
+    vector = apply(table.vector_flops)
+    nbytes = apply(table.bytes)
+    kernels = apply(table.kernels)
+    rows = apply(table.rows)
+    fixed = apply(table.fixed_s)
+
+    cls = table.eff_class[None, :]
+    tokens = x[:, _TOKENS][:, None]
+    query_len = (x[:, _PREFILL_TOKENS] / np.maximum(x[:, _PREFILL_SEQS], 1.0))[:, None]
+    compute_eff = np.where(
+        cls == EFF_GEMM,
+        gemm_efficiency(eff, np.maximum(rows, 1.0), low_precision=table.low_precision),
+        np.where(cls == EFF_ATTENTION, attention_efficiency(eff, np.maximum(query_len, 1.0)),
+                 eff.attention_efficiency[0]),
+    )
+    with np.errstate(divide="ignore", invalid="ignore"):
+        compute_s = np.where(ideal > 0, ideal / compute_eff, 0.0) + vector / hardware.vector_flops_per_s
+        memory_eff = np.where(cls == EFF_DECODE_ATTENTION, eff.hbm * eff.decode_attention_hbm, eff.hbm)
+        memory_s = nbytes / (hardware.hbm_bytes_per_s * memory_eff)
+        comm = cls == EFF_COMM
+        communication_s = np.where(
+            comm, kernels * table.link_latency_s + nbytes / table.link_bytes_per_s, 0.0)
+
+    graphs = np.asarray(cuda_graphs, dtype=bool)
+    graphs = graphs[:, None] if graphs.ndim else graphs
+    per_kernel = np.where(graphs & (tokens <= CUDA_GRAPH_MAX_TOKENS), eff.kernel_graph_s,
+                          eff.kernel_launch_s)
+    overhead_s = np.where(comm, 0.0, kernels * per_kernel) + fixed
+    compute_s = np.where(comm, 0.0, compute_s)
+    memory_s = np.where(comm, 0.0, memory_s)
+    time_s = np.maximum(compute_s, memory_s) + overhead_s + communication_s
+
+    stacked = np.stack([compute_s, memory_s, communication_s, overhead_s], axis=-1)
+    bound = np.argmax(stacked, axis=-1)
+    return OpTimes(flops=flops + vector, bytes=nbytes, compute_s=compute_s,
+                   memory_s=memory_s, communication_s=communication_s, overhead_s=overhead_s,
+                   time_s=time_s, bound=bound, kernels=kernels)

@@ -1,0 +1,114 @@
+"""What one engine iteration has to do, as a handful of numbers (the step's *features*).
+
+Every operator's FLOPs, bytes and kernel count are linear in these features (see ``ops.py``),
+so one matrix product turns a batch of steps into per-operator work. The features are global
+(for the whole replica); the op table divides them by tp / cp where the work is split.
+
+A step holds prefill chunks and decodes (vLLM v1 schedules both in one iteration):
+
+- a prefill chunk of ``c`` new tokens on top of ``p`` already cached tokens computes
+  ``c * p + c * (c + 1) / 2`` causal query-key pairs and reads ``p + c`` tokens of K/V;
+- a decode of a sequence with ``ctx`` cached tokens reads ``ctx`` tokens of K/V and, with
+  speculative verification of ``g`` drafted tokens, runs ``g + 1`` query tokens against it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["FEATURES", "NUM_FEATURES", "step_features", "prefill_features", "decode_features"]
+
+FEATURES = (
+    "tokens",  # all new tokens through the linears (prefill chunk tokens + decode query tokens)
+    "logits",  # rows that need the lm_head: decode query tokens + prefills ending this step
+    "prefill_tokens",
+    "prefill_pairs",  # causal query-key pairs of the prefill chunks
+    "prefill_kv",  # K/V tokens the prefill chunks read (cached + new)
+    "naive_scores",  # score-matrix elements a non-fused attention materializes, per head
+    "decode_tokens",  # decode query tokens (batch x (1 + speculative tokens))
+    "decode_kv",  # K/V tokens the decodes read (sum of their contexts)
+    "decode_pairs",  # decode query-key pairs (each query token against its context)
+    "has_tokens",  # 1 if the step runs at all: weights are read once per step
+    "has_prefill",  # 1 if any prefill chunk: its attention kernel launches
+    "has_decode",  # 1 if any decode: its attention kernel launches
+    "moe_touched",  # expected fraction of experts that receive at least one token
+    "prefill_seqs",  # sequences with a prefill chunk (sets the attention query length)
+)
+NUM_FEATURES = len(FEATURES)
+_INDEX = {name: i for i, name in enumerate(FEATURES)}
+
+
+def step_features(
+    *,
+    prefill_tokens: np.ndarray | float = 0.0,
+    prefill_pairs: np.ndarray | float = 0.0,
+    prefill_kv: np.ndarray | float = 0.0,
+    naive_scores: np.ndarray | float = 0.0,
+    prefill_logits: np.ndarray | float = 0.0,
+    prefill_seqs: np.ndarray | float | None = None,
+    decode_tokens: np.ndarray | float = 0.0,
+    decode_kv: np.ndarray | float = 0.0,
+    decode_pairs: np.ndarray | float = 0.0,
+    experts: int = 0,
+    experts_per_token: int = 0,
+) -> np.ndarray:
+    """Feature matrix ``[S, NUM_FEATURES]`` for S steps given as aggregate arrays of shape [S]."""
+    prefill_tokens = np.asarray(prefill_tokens, dtype=float)
+    decode_tokens = np.asarray(decode_tokens, dtype=float)
+    tokens = prefill_tokens + decode_tokens
+    shape = np.broadcast_shapes(
+        tokens.shape, *(np.shape(v) for v in (prefill_pairs, prefill_kv, decode_kv, decode_pairs))
+    )
+    x = np.zeros(shape + (NUM_FEATURES,))
+    x[..., _INDEX["tokens"]] = tokens
+    x[..., _INDEX["logits"]] = decode_tokens + prefill_logits
+    x[..., _INDEX["prefill_tokens"]] = prefill_tokens
+    x[..., _INDEX["prefill_pairs"]] = prefill_pairs
+    x[..., _INDEX["prefill_kv"]] = prefill_kv
+    x[..., _INDEX["naive_scores"]] = naive_scores
+    x[..., _INDEX["decode_tokens"]] = decode_tokens
+    x[..., _INDEX["decode_kv"]] = decode_kv
+    x[..., _INDEX["decode_pairs"]] = decode_pairs
+    x[..., _INDEX["has_tokens"]] = tokens > 0
+    x[..., _INDEX["has_prefill"]] = prefill_tokens > 0
+    x[..., _INDEX["has_decode"]] = decode_tokens > 0
+    x[..., _INDEX["prefill_seqs"]] = prefill_logits if prefill_seqs is None else prefill_seqs
+    if experts:
+        # Each token picks k of E experts: an expert stays idle with probability (1 - k/E)^T.
+        x[..., _INDEX["moe_touched"]] = 1.0 - (1.0 - experts_per_token / experts) ** tokens
+    return x
+
+
+def prefill_features(
+    batch: np.ndarray | float, prompt: np.ndarray | float, *, cached: np.ndarray | float = 0.0,
+    experts: int = 0, experts_per_token: int = 0,
+) -> np.ndarray:
+    """``batch`` sequences each prefilling ``prompt`` new tokens on top of ``cached`` ones."""
+    batch = np.asarray(batch, dtype=float)
+    prompt = np.asarray(prompt, dtype=float)
+    cached = np.asarray(cached, dtype=float)
+    return step_features(
+        prefill_tokens=batch * prompt,
+        prefill_pairs=batch * (prompt * cached + prompt * (prompt + 1) / 2),
+        prefill_kv=batch * (cached + prompt),
+        naive_scores=batch * prompt * (cached + prompt),
+        prefill_logits=batch,
+        experts=experts, experts_per_token=experts_per_token,
+    )
+
+
+def decode_features(
+    batch: np.ndarray | float, context: np.ndarray | float, *, query_tokens: int = 1,
+    experts: int = 0, experts_per_token: int = 0,
+) -> np.ndarray:
+    """``batch`` sequences each decoding ``query_tokens`` tokens (1, or g + 1 when verifying
+    speculative drafts) against ``context`` cached tokens."""
+    batch = np.asarray(batch, dtype=float)
+    context = np.asarray(context, dtype=float)
+    queries = batch * query_tokens
+    return step_features(
+        decode_tokens=queries,
+        decode_kv=batch * context,
+        decode_pairs=queries * context,
+        experts=experts, experts_per_token=experts_per_token,
+    )
