@@ -34,8 +34,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from executor.engine import DecodeGraphs, build_model, fill_cache_random, median, step_cost, \
-    time_cuda
+from executor.engine import DecodeGraphs, build_model, capture_graph, fill_cache_random, \
+    median, step_cost, time_cuda, time_graph
 from executor.quant import FP8_DTYPE, calibrate_static_scales, quantize_model
 from simulator.specs import ModelSpec
 
@@ -87,6 +87,7 @@ def _gemm_shapes(spec: ModelSpec, tps: list[int]) -> list[dict]:
 def _time_gemm(m: int, n: int, k: int, dtype: str, *, iters: int = 20) -> float:
     copies = max(1, math.ceil(L2_FLUSH_BYTES / (n * k * (1 if dtype == "fp8" else 2))))
     copies = min(copies, 64)
+    calls = max(copies, 8) if m * n * k < 2**34 else 2
     a = torch.randn(m, k, device="cuda", dtype=torch.bfloat16)
     weights = [torch.randn(n, k, device="cuda", dtype=torch.bfloat16) for _ in range(copies)]
     if dtype == "fp8":
@@ -102,7 +103,7 @@ def _time_gemm(m: int, n: int, k: int, dtype: str, *, iters: int = 20) -> float:
         def run(i=[0]):  # noqa: B006
             i[0] = (i[0] + 1) % copies
             return F.linear(a, weights[i[0]])
-    seconds = median(time_cuda(run, warmup=3, iters=iters))
+    seconds = time_graph(run, calls=calls, iters=iters)
     del a, weights
     return seconds
 
@@ -162,10 +163,10 @@ def bench_attention_decode(spec: ModelSpec, batches: list[int], contexts: list[i
                 continue
             k = torch.randn(batch, kv_heads, context, d, device="cuda", dtype=torch.bfloat16)
             v = torch.randn_like(k)
-            q = torch.randn(batch, kv_heads, group, d, device="cuda", dtype=torch.bfloat16)
-            mask = torch.arange(context, device="cuda")[None, :] <= context - 1
-            seconds = median(time_cuda(lambda: F.scaled_dot_product_attention(  # noqa: B023
-                q, k, v, attn_mask=mask), warmup=3, iters=20))
+            # The executor's decode: flash over exactly the valid keys, all query heads.
+            q = torch.randn(batch, kv_heads * group, 1, d, device="cuda", dtype=torch.bfloat16)
+            seconds = time_graph(lambda: F.scaled_dot_product_attention(  # noqa: B023
+                q, k, v, enable_gqa=True), calls=10)
             records.append({"batch": batch, "context": context, "time_s": seconds,
                             "bytes": kv_bytes, "bytes_per_s": kv_bytes / seconds})
             del k, v, q
@@ -255,8 +256,8 @@ def measure_point(model, spec: ModelSpec, *, weights: str, batch: int, prompt: i
     """One prefill (``prompt`` > 0) or decode-step (``context``) timing; OOM -> fits False."""
     record = {"phase": "prefill" if prompt else "decode", "weights": weights, "tp": tp,
               "batch": batch, "prompt": prompt or None, "context": context or None,
-              "kv_dtype": kv_dtype, "cuda_graphs": use_graphs if not prompt else False}
-    graphs = None
+              "kv_dtype": kv_dtype, "cuda_graphs": use_graphs}
+    graphs = graph = None
     try:
         length = (prompt if prompt else context) + 16
         kv_torch_dtype = FP8_DTYPE if kv_dtype == "fp8" else None
@@ -265,18 +266,25 @@ def measure_point(model, spec: ModelSpec, *, weights: str, batch: int, prompt: i
         if prompt:
             tokens = torch.randint(0, spec.vocab_size, (batch, prompt), device=device)
             positions = torch.arange(prompt, device=device)
-            samples = time_cuda(lambda: model(tokens, positions, last_token_only=True),
-                                warmup=2, iters=max(3, iters if prompt < 8192 else 5))
+
+            def run_prefill():
+                return model(tokens, positions, last_token_only=True)
+
+            if use_graphs:
+                graph, _ = capture_graph(run_prefill, warmup=1)
+                run_prefill = graph.replay  # noqa: F811 - time the captured prefill
+            samples = time_cuda(run_prefill, warmup=2,
+                                iters=max(3, iters if batch * prompt < 8192 else 5))
         else:
             fill_cache_random(model)
             graphs = DecodeGraphs(model, use_graphs=use_graphs)
-            graphs.capture(batch, position=context)
+            graphs.capture(batch, position=context, fixed_position=True)
             graphs.static_tokens[batch].random_(0, spec.vocab_size)
             samples = time_cuda(lambda: graphs.replay(batch), warmup=3, iters=iters)
         seconds = median(samples)
     except torch.OutOfMemoryError as error:
         record.update(fits=False, reason="out of memory: " + str(error).splitlines()[0][:160])
-        del graphs
+        del graphs, graph
         model.free_caches()
         _free()
         return record
@@ -291,7 +299,7 @@ def measure_point(model, spec: ModelSpec, *, weights: str, batch: int, prompt: i
         achieved_flops_per_s=cost.flops / seconds,
         peak_memory_bytes=torch.cuda.max_memory_allocated(),
     )
-    del graphs
+    del graphs, graph
     model.free_caches()
     _free()
     return record
@@ -413,7 +421,7 @@ def bench_hf(spec: ModelSpec, ours: list[dict], *, smoke: bool = False) -> dict:
         _free()
         match = [r for r in ours if r["fits"] and r["phase"] == record["phase"]
                  and r["weights"] == "bf16" and r["batch"] == batch and r["tp"] == 1
-                 and r.get("cuda_graphs", False) == (not prompt) and r["kv_dtype"] == "bf16"
+                 and r["cuda_graphs"] and r["kv_dtype"] == "bf16"
                  and (r["prompt"] or 0) == prompt and (r["context"] or 0) == context]
         if match and record.get("fits"):
             record["executor_time_s"] = match[0]["time_s"]

@@ -30,6 +30,8 @@ __all__ = [
     "build_model",
     "DecodeGraphs",
     "time_cuda",
+    "time_graph",
+    "capture_graph",
     "median",
     "StepCost",
     "step_cost",
@@ -99,6 +101,7 @@ class DecodeGraphs:
         self.static_pos: dict[int, torch.Tensor] = {}
         self.static_next: dict[int, torch.Tensor] = {}
         self.logits: dict[int, torch.Tensor] = {}
+        self.kv_length: dict[int, int] = {}
         self.pool = None
 
     def bucket(self, batch: int) -> int:
@@ -110,27 +113,23 @@ class DecodeGraphs:
         raise ValueError(f"batch {batch} exceeds the cache's max_batch {self.model.max_batch}")
 
     def _run(self, bucket: int) -> None:
-        logits = self.model(self.static_tokens[bucket], self.static_pos[bucket])  # [B, 1, V]
+        logits = self.model(self.static_tokens[bucket], self.static_pos[bucket],
+                            kv_length=self.kv_length.get(bucket))  # [B, 1, V]
         self.logits[bucket] = logits
         self.static_next[bucket] = logits[:, -1].argmax(dim=-1)
 
-    def capture(self, bucket: int, *, position: int = 0) -> None:
+    def capture(self, bucket: int, *, position: int = 0, fixed_position: bool = False) -> None:
+        """Capture the step of ``bucket`` sequences. ``fixed_position`` bakes the context length
+        (``position + 1`` valid keys) into the graph: unmasked flash attention over exactly the
+        valid cache, for timing one context; the default graph serves any position."""
         device = self.model.embed_tokens.weight.device
         self.static_tokens[bucket] = torch.zeros(bucket, 1, dtype=torch.long, device=device)
         self.static_pos[bucket] = torch.tensor([position], dtype=torch.long, device=device)
+        if fixed_position:
+            self.kv_length[bucket] = position + 1
         if not self.use_graphs:
             return
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):
-            for _ in range(2):  # warm-up: cuBLAS handles, compiled kernels, allocator
-                self._run(bucket)
-        torch.cuda.current_stream().wait_stream(side)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph, pool=self.pool):
-            self._run(bucket)
-        self.pool = graph.pool()
-        self.graphs[bucket] = graph
+        self.graphs[bucket], self.pool = capture_graph(lambda: self._run(bucket), pool=self.pool)
 
     def step(self, tokens: torch.Tensor, position: int | torch.Tensor) -> torch.Tensor:
         batch = tokens.shape[0]
@@ -148,6 +147,30 @@ class DecodeGraphs:
             self.graphs[bucket].replay()
         else:
             self._run(bucket)
+
+
+def capture_graph(fn: Callable[[], object], *, pool=None, warmup: int = 2):
+    """Warm ``fn`` up on a side stream (cuBLAS handles, compiled kernels, the allocator), then
+    capture one call as a CUDA graph; returns (graph, memory pool)."""
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(warmup):
+            fn()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph, pool=pool):
+        fn()
+    return graph, graph.pool()
+
+
+def time_graph(fn: Callable[[], object], *, calls: int = 20, iters: int = 10) -> float:
+    """Median seconds of one ``fn()`` when ``calls`` of them replay back to back in a graph:
+    the GPU time of short kernels, free of the host's launch cost."""
+    graph, _ = capture_graph(lambda: [fn() for _ in range(calls)])
+    seconds = median(time_cuda(graph.replay, warmup=2, iters=iters)) / calls
+    del graph
+    return seconds
 
 
 def time_cuda(fn: Callable[[], object], *, warmup: int = 3, iters: int = 20) -> list[float]:

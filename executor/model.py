@@ -23,8 +23,10 @@ Three attention paths, chosen by shape:
 - no cache (``forward`` on a whole sequence): causal SDPA, the reference for tests;
 - prefill from position 0: causal SDPA over the new tokens (flash backend on a GPU), and the new
   K/V written into the cache;
-- decode (one token, or with ``attend_cache`` a chunk that continues a cached context): SDPA of the new queries against the whole
-  cache with a mask of the valid positions. For one token the query heads of a KV group are
+- decode with a known ``kv_length`` (a step captured for one context): unmasked SDPA over
+  exactly the valid cache positions, which the flash backend splits over the keys;
+- decode without it (one token, or with ``attend_cache`` a chunk that continues a cached
+  context): SDPA of the new queries against the whole cache with a mask of the valid positions. For one token the query heads of a KV group are
   folded into the query-length axis (``[B, kv_heads, heads_per_kv_group, D]``), so each K/V head
   is read once, not once per query head.
 
@@ -160,18 +162,27 @@ class KVCache(nn.Module):
         self.scale = scale
 
     def update(
-        self, input_pos: torch.Tensor, k: torch.Tensor, v: torch.Tensor
+        self, input_pos: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+        kv_length: int | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Write k, v ``[B, kv_heads, T, D]`` at positions ``input_pos [T]``; return this
-        batch's view of the whole cache (``[B, kv_heads, max_seq_length, D]``, compute dtype)."""
+        batch's view of the cache (``[B, kv_heads, kv_length or max_seq_length, D]``) in the
+        compute dtype."""
         batch = k.shape[0]
         k_cache, v_cache = self.k[:batch], self.v[:batch]
         if self.is_fp8:
-            k_cache.index_copy_(2, input_pos, (k.float() / self.scale).to(self.k.dtype))
-            v_cache.index_copy_(2, input_pos, (v.float() / self.scale).to(self.v.dtype))
-            return (k_cache.to(k.dtype) * self.scale, v_cache.to(v.dtype) * self.scale)
-        k_cache.index_copy_(2, input_pos, k)
-        v_cache.index_copy_(2, input_pos, v)
+            # index_copy_ has no float8 kernel: move the bytes as uint8.
+            k_fp8 = (k.float() / self.scale).clamp(-448, 448).to(self.k.dtype)
+            v_fp8 = (v.float() / self.scale).clamp(-448, 448).to(self.v.dtype)
+            k_cache.view(torch.uint8).index_copy_(2, input_pos, k_fp8.view(torch.uint8))
+            v_cache.view(torch.uint8).index_copy_(2, input_pos, v_fp8.view(torch.uint8))
+        else:
+            k_cache.index_copy_(2, input_pos, k)
+            v_cache.index_copy_(2, input_pos, v)
+        if kv_length is not None:
+            k_cache, v_cache = k_cache[:, :, :kv_length], v_cache[:, :, :kv_length]
+        if self.is_fp8:
+            return k_cache.to(k.dtype) * self.scale, v_cache.to(v.dtype) * self.scale
         return k_cache, v_cache
 
 
@@ -206,6 +217,7 @@ class Attention(nn.Module):
     def forward(
         self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
         input_pos: torch.Tensor | None, kernels: Kernels, attend_cache: bool = False,
+        kv_length: int | None = None,
     ) -> torch.Tensor:
         batch, num_tokens, _ = x.shape  # x: [B, T, hidden]
         q_width = self.num_heads * self.head_dim
@@ -219,8 +231,13 @@ class Attention(nn.Module):
         if self.kv_cache is None or input_pos is None:
             out = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
         else:
-            k_all, v_all = self.kv_cache.update(input_pos, k, v)  # [B, kv_heads, S_max, D]
-            if num_tokens == 1 or attend_cache:
+            exact = kv_length if num_tokens == 1 else None
+            k_all, v_all = self.kv_cache.update(input_pos, k, v, exact)  # [B, kv_heads, S, D]
+            if exact is not None:
+                # Every cached position is valid: no mask, so the flash kernel (split over the
+                # keys for one query) reads each K/V head once.
+                out = F.scaled_dot_product_attention(q, k_all, v_all, enable_gqa=True)
+            elif num_tokens == 1 or attend_cache:
                 out = self._attend_cache(q, k_all, v_all, input_pos)
             else:
                 # Prefill from position 0: the new tokens are the whole context.
@@ -265,9 +282,10 @@ class TransformerBlock(nn.Module):
         self.mlp_norm = RMSNorm(spec.hidden_size, spec.rms_norm_eps)
         self.mlp = FeedForward(spec)
 
-    def forward(self, x, cos, sin, input_pos, kernels: Kernels, attend_cache: bool = False):
+    def forward(self, x, cos, sin, input_pos, kernels: Kernels, attend_cache: bool = False,
+                kv_length: int | None = None):
         normed = self.attention_norm(x, kernels)
-        x = x + self.attention(normed, cos, sin, input_pos, kernels, attend_cache)
+        x = x + self.attention(normed, cos, sin, input_pos, kernels, attend_cache, kv_length)
         return x + self.mlp(self.mlp_norm(x, kernels), kernels)
 
 
@@ -277,6 +295,9 @@ class Llama(nn.Module):
     ``input_pos`` None runs without the cache (causal attention over ``tokens``). With a cache,
     several tokens are a prefill from position 0, unless ``attend_cache`` says they continue a
     cached context (a chunk); one token is a decode step.
+    ``kv_length`` (decode only) says that exactly the first ``kv_length`` cache positions are
+    valid, a number fixed when a step's graph is captured for one context length; attention then
+    runs unmasked over them (the flash kernel, as serving engines read only valid KV).
     ``last_token_only`` computes the ``lm_head`` for the last position only (prefill needs just
     that one to sample, and the vocabulary projection of every prompt token is wasted work).
     """
@@ -331,7 +352,7 @@ class Llama(nn.Module):
 
     def forward(
         self, tokens: torch.Tensor, input_pos: torch.Tensor | None = None, *,
-        last_token_only: bool = False, attend_cache: bool = False,
+        last_token_only: bool = False, attend_cache: bool = False, kv_length: int | None = None,
     ) -> torch.Tensor:
         num_tokens = tokens.shape[1]
         if input_pos is None:
@@ -343,7 +364,7 @@ class Llama(nn.Module):
         cos, sin = self.rope_cos[positions], self.rope_sin[positions]  # [T, head_dim]
         x = self.embed_tokens(tokens)  # [B, T, hidden]
         for layer in self.layers:
-            x = layer(x, cos, sin, input_pos, self.kernels, attend_cache)
+            x = layer(x, cos, sin, input_pos, self.kernels, attend_cache, kv_length)
         if last_token_only:
             x = x[:, -1:]
         return self.lm_head(self.norm(x, self.kernels))  # [B, T or 1, vocab]

@@ -57,20 +57,27 @@ _DEQUANT_TILE_ROWS = 64.0  # rows of M per weight dequantization in weight-only 
 _DEQUANT_FLOPS = {2: 2.0, 3: 2.0, 4: 4.0}  # per weight element: fp8/int8 convert+scale; int4 unpack too
 
 
+_TENSORS = ("flops", "ideal_s", "vector_flops", "bytes", "kernels", "rows", "fixed_s")
+
+
 @dataclass(frozen=True)
 class OpTable:
-    """Per-op coefficient tensors ``[N, ops, features]`` plus per-op attributes ``[N, ops]``."""
+    """Per-op coefficients, linear in the step features, plus per-op attributes ``[N, ops]``.
+
+    ``terms[key][op]`` lists ``(feature_index, coefficient)`` pairs (coefficient: an ``[N]``
+    array or a scalar): the sparse form ``evaluate`` uses, so 10^5 configurations cost a few
+    hundred array operations. ``dense(key)`` gives the same as a tensor ``[N, ops, features]``.
+    Keys: flops (FLOPs performed), ideal_s (seconds at 100 % of each op's tensor peak),
+    vector_flops (CUDA-core FLOPs: dequantization, element-wise math), bytes (HBM bytes; for
+    communication ops, bytes on the link per GPU), kernels (launches; for communication ops,
+    collective calls), rows (GEMM rows M, which set the GEMM efficiency), fixed_s (host time).
+    """
 
     names: tuple[str, ...]
     kinds: tuple[str, ...]  # gemm | attention | elementwise | communication | other
     eff_class: np.ndarray  # [ops]
-    flops: np.ndarray  # [N, ops, F] FLOPs actually performed
-    ideal_s: np.ndarray  # [N, ops, F] seconds at 100 % of each op's tensor peak
-    vector_flops: np.ndarray  # [N, ops, F] CUDA-core FLOPs (dequantization, element-wise math)
-    bytes: np.ndarray  # [N, ops, F] HBM bytes; for communication ops, bytes on the link per GPU
-    kernels: np.ndarray  # [N, ops, F] kernel launches; for communication ops, collective calls
-    rows: np.ndarray  # [N, ops, F] GEMM rows M (sets the GEMM efficiency)
-    fixed_s: np.ndarray  # [N, ops, F] fixed seconds (host-side step overhead)
+    size: int  # N configurations
+    terms: dict[str, list[list[tuple[int, np.ndarray | float]]]]
     low_precision: np.ndarray  # [N, ops] fp8/int8 tensor-core GEMM
     link_bytes_per_s: np.ndarray  # [N, ops] achievable link bandwidth (communication ops)
     link_latency_s: np.ndarray  # [N, ops] latency of one call (communication ops)
@@ -78,6 +85,30 @@ class OpTable:
     @property
     def num_ops(self) -> int:
         return len(self.names)
+
+    def dense(self, key: str, index: int | None = None) -> np.ndarray:
+        """Coefficients as ``[N, ops, features]`` (or ``[ops, features]`` for one config)."""
+        n = 1 if index is None and self.size == 1 else self.size
+        out = np.zeros((n, self.num_ops, NUM_FEATURES))
+        for j, op_terms in enumerate(self.terms[key]):
+            for feature, value in op_terms:
+                out[:, j, feature] += np.broadcast_to(value, (self.size,))[: n]
+        if index is not None:
+            full = np.zeros((self.num_ops, NUM_FEATURES))
+            for j, op_terms in enumerate(self.terms[key]):
+                for feature, value in op_terms:
+                    full[j, feature] += float(np.broadcast_to(value, (self.size,))[index])
+            return full
+        return out
+
+    def apply(self, key: str, features: np.ndarray) -> np.ndarray:
+        """Work of each op on each step: ``features`` ``[N or S, F]`` -> ``[N or S, ops]``."""
+        rows = features.shape[0]
+        out = np.zeros((rows, self.num_ops))
+        for j, op_terms in enumerate(self.terms[key]):
+            for feature, value in op_terms:
+                out[:, j] += value * features[:, feature]
+        return out
 
 
 class _Builder:
@@ -99,13 +130,17 @@ class _Builder:
         ))
 
     def build(self) -> OpTable:
-        n, o = self.size, len(self.rows)
-        tensors = {key: np.zeros((n, o, NUM_FEATURES)) for key in
-                   ("flops", "ideal_s", "vector_flops", "bytes", "kernels", "rows", "fixed_s")}
-        for j, row in enumerate(self.rows):
-            for key, terms in row["coef"].items():
-                for feature, value in (terms or {}).items():
-                    tensors[key][:, j, _F[feature]] += value
+        n = self.size
+        terms: dict[str, list[list[tuple[int, np.ndarray | float]]]] = {k: [] for k in _TENSORS}
+        for row in self.rows:
+            for key in _TENSORS:
+                op_terms = []
+                for feature, value in (row["coef"][key] or {}).items():
+                    value = np.asarray(value, dtype=float)
+                    if not np.any(value):
+                        continue  # a zero coefficient costs nothing to skip
+                    op_terms.append((_F[feature], value if value.ndim else float(value)))
+                terms[key].append(op_terms)
         per_op = {key: np.stack([np.broadcast_to(np.asarray(r[key], dtype=float), (n,))
                                  for r in self.rows], axis=1)
                   for key in ("low_precision", "link_bytes_per_s", "link_latency_s")}
@@ -113,10 +148,11 @@ class _Builder:
             names=tuple(r["name"] for r in self.rows),
             kinds=tuple(r["kind"] for r in self.rows),
             eff_class=np.array([r["eff_class"] for r in self.rows]),
+            size=n,
+            terms=terms,
             low_precision=per_op["low_precision"].astype(bool),
             link_bytes_per_s=per_op["link_bytes_per_s"],
             link_latency_s=per_op["link_latency_s"],
-            **tensors,
         )
 
 

@@ -72,12 +72,13 @@ def fit_reason(step: StepModel, index: int, *, batch: int, tokens_per_sequence: 
     capacity = float(mem.capacity_bytes[index])
     hbm = step.hardware.hbm_bytes
     utilization = float(step.configs.gpu_memory_utilization[index])
+    kv_bytes = kv_tokens * mem.kv_bytes_per_token[index]
     return (
-        f"does not fit: needs {need / GB:.1f} GB per GPU (weights "
-        f"{mem.weights_bytes[index] / GB:.1f} GB, KV cache {kv_tokens * mem.kv_bytes_per_token[index] / GB:.1f} GB "
-        f"for {int(kv_tokens)} tokens, activations {mem.activation_bytes[index] / GB:.1f} GB, reserved "
-        f"{mem.reserved_bytes[index] / GB:.1f} GB), has {capacity / GB:.1f} GB "
-        f"({hbm / GB:.0f} GB x {utilization:.2f} on {step.hardware.name})"
+        f"does not fit: needs {need / GB:.1f} GB per GPU, has {capacity / GB:.1f} GB "
+        f"({hbm / GB:.0f} GB x {utilization:.2f} on {step.hardware.name}); needed: weights "
+        f"{mem.weights_bytes[index] / GB:.1f} GB, KV cache {kv_bytes / GB:.1f} GB for "
+        f"{int(kv_tokens)} tokens, activations {mem.activation_bytes[index] / GB:.1f} GB, "
+        f"reserved {mem.reserved_bytes[index] / GB:.1f} GB"
     )
 
 

@@ -78,18 +78,13 @@ def evaluate(table: OpTable, hardware: HardwareSpec, features: np.ndarray,
     if x.ndim == 1:
         x = x[None, :]
 
-    def apply(coef: np.ndarray) -> np.ndarray:
-        if coef.shape[0] == 1 and x.shape[0] != 1:
-            return x @ coef[0].T  # [S, F] @ [F, ops]
-        return np.einsum("nof,nf->no", coef, x)
-
-    flops = apply(table.flops)
-    ideal = apply(table.ideal_s)
-    vector = apply(table.vector_flops)
-    nbytes = apply(table.bytes)
-    kernels = apply(table.kernels)
-    rows = apply(table.rows)
-    fixed = apply(table.fixed_s)
+    flops = table.apply("flops", x)
+    ideal = table.apply("ideal_s", x)
+    vector = table.apply("vector_flops", x)
+    nbytes = table.apply("bytes", x)
+    kernels = table.apply("kernels", x)
+    rows = table.apply("rows", x)
+    fixed = table.apply("fixed_s", x)
 
     cls = table.eff_class[None, :]
     tokens = x[:, _TOKENS][:, None]

@@ -46,15 +46,14 @@ def run(args: argparse.Namespace) -> int:
                          context=args.context)
     if args.json:
         common.print_json(prediction.model_dump(mode="json"))
-    else:
-        print(render(prediction, hardware))
     if not prediction.fits:
-        if not args.json:
-            import sys
+        # One line says why; the JSON above (with --json) still carries the whole breakdown.
+        from simulator.errors import ConfigError, DoesNotFitError
 
-            print(f"tune predict: error: {prediction.reason}", file=sys.stderr)
-        code = 2 if prediction.prefill is None else 1
-        return code
+        error = ConfigError if prediction.prefill is None else DoesNotFitError
+        raise error(prediction.reason or "does not fit")
+    if not args.json:
+        print(render(prediction, hardware))
     return 0
 
 
@@ -93,8 +92,6 @@ def render(prediction, hardware) -> str:
             ("budget", f"{format_bytes(mem.capacity_bytes)} (HBM x gpu_memory_utilization)"),
             ("max batch", f"{mem.max_batch_at_context} sequences at this length"),
         ], title="memory per GPU"))
-    if not prediction.fits:
-        out.append(f"\nDOES NOT FIT: {prediction.reason}")
     return "\n".join(out)
 
 

@@ -1,0 +1,177 @@
+"""What the three renderers share: the pinned flag definitions, dtype and model-path helpers,
+replica launch lines and shell quoting.
+
+Flag definitions come from ``flags/<engine>-<version>.json``, written by ``extract_flags`` from
+each engine's released source. ``unknown_flags`` / ``unknown_config_keys`` check a rendered
+command or config file against them; the tests run every rendered section through both.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import shlex
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from simulator.errors import ConfigError
+from simulator.specs import DeploymentConfig, SpeculativeConfig
+
+__all__ = [
+    "ENGINE_VERSIONS",
+    "definitions",
+    "unknown_flags",
+    "unknown_config_keys",
+    "bad_values",
+    "model_dtype",
+    "draft_model_path",
+    "shell_line",
+    "dump_yaml",
+    "replica_lines",
+    "prequantized_note",
+]
+
+# The engine releases the flag names are pinned to (flags/<engine>-<version>.json).
+ENGINE_VERSIONS = {"vllm": "0.33.0", "sglang": "0.5.23", "trtllm": "1.x"}
+FLAGS_DIR = Path(__file__).with_name("flags")
+
+
+@functools.cache
+def definitions(engine: str) -> dict[str, Any]:
+    """The extracted argument definitions of the pinned release of ``engine``."""
+    if engine not in ENGINE_VERSIONS:
+        raise ConfigError(f"unknown engine {engine!r}; expected one of {sorted(ENGINE_VERSIONS)}")
+    path = FLAGS_DIR / f"{engine}-{ENGINE_VERSIONS[engine]}.json"
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def unknown_flags(engine: str, argv: Iterable[str]) -> list[str]:
+    """Tokens of a command line that look like flags but the pinned engine does not define."""
+    known = set(definitions(engine)["flags"])
+    return [a for a in argv if a.startswith("-") and not _is_number(a) and a not in known]
+
+
+def unknown_config_keys(engine: str, config: Mapping[str, Any]) -> list[str]:
+    """Keys (``a`` or ``a.b`` for nested mappings) of a config file the engine does not define."""
+    spec = definitions(engine)
+    top, nested = set(spec["config_keys"]), spec["nested_keys"]
+    bad = []
+    for key, value in config.items():
+        if key not in top:
+            bad.append(key)
+        elif isinstance(value, Mapping):
+            bad += [f"{key}.{sub}" for sub in value if sub not in nested.get(key, ())]
+    return bad
+
+
+def bad_values(engine: str, *, flags: Mapping[str, Any], config: Mapping[str, Any]) -> list[str]:
+    """``flag=value`` pairs whose value is outside the choices the engine's source declares."""
+    spec = definitions(engine)
+    out = []
+    for flag, value in flags.items():
+        allowed = spec["choices"].get(flag)
+        if allowed and not isinstance(value, bool) and str(value) not in allowed:
+            out.append(f"{flag}={value}")
+    for key, value in config.items():
+        if isinstance(value, Mapping):
+            for sub, sub_value in value.items():
+                allowed = spec["nested_choices"].get(f"{key}.{sub}")
+                if allowed and str(sub_value) not in allowed:
+                    out.append(f"{key}.{sub}={sub_value}")
+    return out
+
+
+def _is_number(token: str) -> bool:
+    try:
+        float(token)
+    except ValueError:
+        return False
+    return True
+
+
+def model_dtype(config: DeploymentConfig) -> str:
+    """The dtype of the unquantized parts (embeddings, norms, activations): fp16 or bf16."""
+    return "float16" if "fp16" in (config.weight_dtype, config.activation_dtype) else "bfloat16"
+
+
+def draft_model_path(spec: SpeculativeConfig) -> str:
+    """Where the drafter's weights are: an HF id or a directory (a config.json means its folder)."""
+    if not spec.draft_model:
+        method = "EAGLE" if spec.method == "eagle" else "draft-model"
+        raise ConfigError(
+            f"{method} speculative decoding needs the drafter's checkpoint: set "
+            "speculative.draft_model to its Hugging Face id or local path"
+        )
+    path = spec.draft_model
+    return str(Path(path).parent) if path.endswith("config.json") else path
+
+
+def shell_line(argv: Iterable[str], env: Mapping[str, str] | None = None) -> str:
+    """One shell line; every token quoted so paths with spaces or quotes survive."""
+    prefix = [f"{k}={shlex.quote(v)}" for k, v in (env or {}).items()]
+    return " ".join([*prefix, shlex.join(list(argv))])
+
+
+def dump_yaml(mapping: Mapping[str, Any]) -> str:
+    """YAML in the order the renderer built it (easier to read next to the command line)."""
+    return yaml.safe_dump(dict(mapping), sort_keys=False, default_flow_style=False)
+
+
+def replica_lines(
+    *, config: DeploymentConfig, argv: list[str], port: int, port_flag: str
+) -> list[str]:
+    """One launch line per data-parallel replica, each on its own GPUs and port.
+
+    Replicas are independent servers (the plan puts a router in front of them), so each gets
+    ``CUDA_VISIBLE_DEVICES`` for its slice of GPUs and the next port. Lines assume one host
+    holds all the GPUs; on several hosts run each line on the host that has its GPUs.
+    """
+    per_replica = config.gpus_per_replica
+    lines = []
+    for replica in range(config.dp):
+        gpus = ",".join(str(g) for g in range(replica * per_replica, (replica + 1) * per_replica))
+        lines.append(
+            shell_line([*argv, port_flag, str(port + replica)], env={"CUDA_VISIBLE_DEVICES": gpus})
+        )
+    return lines
+
+
+def prequantized_note(config: DeploymentConfig, *, engine: str) -> str | None:
+    """What checkpoint a quantized plan needs when the engine cannot quantize it at load time."""
+    w, a, group = config.weight_dtype, config.activation_dtype, config.quant_group_size
+    if w in ("bf16", "fp16"):
+        return None
+    if engine == "trtllm":
+        return (
+            f"needs a ModelOpt pre-quantized checkpoint ({_scheme(config)}; hf_quant_config.json "
+            "beside config.json): TensorRT-LLM reads the quantization from the checkpoint and "
+            "has no flag for it, so pass that directory as the model"
+        )
+    if (w, a) == ("int8", "int8"):
+        return (
+            "needs a pre-quantized INT8 W8A8 checkpoint (SmoothQuant-style, e.g. "
+            "compressed-tensors W8A8): pass its path as the model"
+        )
+    if w in ("int8", "int4") and a in ("bf16", "fp16"):
+        bits = 4 if w == "int4" else 8
+        return (
+            f"needs a pre-quantized INT{bits} weight-only checkpoint (AWQ or GPTQ, group size "
+            f"{group}, or compressed-tensors W{bits}A16): the engine detects it from the "
+            "checkpoint's config.json; pass its path as the model"
+        )
+    if w == "fp8" and config.fp8_scaling == "static" and a == "fp8":
+        return (
+            "static FP8 activation scales need a pre-quantized FP8 checkpoint (compressed-tensors "
+            "or ModelOpt) detected from its config.json; no --quantization flag is emitted"
+        )
+    return None
+
+
+def _scheme(config: DeploymentConfig) -> str:
+    w, a = config.weight_dtype, config.activation_dtype
+    if w == a:
+        return f"{w.upper()} W8A8" if w in ("fp8", "int8") else w.upper()
+    return f"{w.upper()} weight-only, group size {config.quant_group_size}"
