@@ -232,13 +232,13 @@ def bench_micro(spec: ModelSpec, *, smoke: bool = False) -> dict:
 # model
 
 
-def prepare_model(spec: ModelSpec, *, weights: str, scaling: str = "dynamic",
+def prepare_model(spec: ModelSpec, *, weights: str, scaling: str = "static",
                   granularity: str = "per_tensor", tp_rank: int = 0, tp_world_size: int = 1,
                   seed: int = 0):
     model = build_model(spec, seed=seed, tp_rank=tp_rank, tp_world_size=tp_world_size)
     if weights != "bf16":
         quantize_model(model, weights=weights, scaling=scaling, granularity=granularity,
-                       compile_quantize=True)
+                       compile_quantize=True, include_lm_head=True)
         if weights == "fp8" and scaling == "static":
             tokens = torch.randint(0, spec.vocab_size, (1, 256), device="cuda")
             calibrate_static_scales(model, lambda: model(tokens))
@@ -290,7 +290,8 @@ def measure_point(model, spec: ModelSpec, *, weights: str, batch: int, prompt: i
         return record
     cost = step_cost(spec, batch=batch, prompt=prompt, context=context, tp=tp,
                      weight_bytes_per_param=_bytes_per_param(weights),
-                     kv_bytes_per_value=1.0 if kv_dtype == "fp8" else 2.0)
+                     kv_bytes_per_value=1.0 if kv_dtype == "fp8" else 2.0,
+                     lm_head_bytes_per_param=_bytes_per_param(weights))
     tokens_done = batch * prompt if prompt else batch
     record.update(
         fits=True, time_s=seconds, samples_s=samples, tokens_per_s=tokens_done / seconds,

@@ -109,6 +109,14 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
     return (x_float * weight.float()).to(x.dtype)
 
 
+def add_rms_norm(
+    residual: torch.Tensor, delta: torch.Tensor, weight: torch.Tensor, eps: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The residual add and the next RMSNorm in one pass: (residual + delta, its norm)."""
+    residual = residual + delta
+    return residual, rms_norm(residual, weight, eps)
+
+
 def silu_and_mul(gate_up: torch.Tensor) -> torch.Tensor:
     gate, up = gate_up.chunk(2, dim=-1)
     return F.silu(gate) * up
@@ -127,17 +135,20 @@ class Kernels:
         rms_norm: Callable = rms_norm,
         apply_rope: Callable = apply_rope,
         silu_and_mul: Callable = silu_and_mul,
+        add_rms_norm: Callable = add_rms_norm,
     ) -> None:
         self.rms_norm = rms_norm
         self.apply_rope = apply_rope
         self.silu_and_mul = silu_and_mul
+        self.add_rms_norm = add_rms_norm
 
     @classmethod
     def compiled(cls) -> Kernels:
         def compile_one(fn: Callable) -> Callable:
             return torch.compile(fn, dynamic=True, fullgraph=True)
 
-        return cls(compile_one(rms_norm), compile_one(apply_rope), compile_one(silu_and_mul))
+        return cls(compile_one(rms_norm), compile_one(apply_rope), compile_one(silu_and_mul),
+                   compile_one(add_rms_norm))
 
 
 EAGER = Kernels()
@@ -362,12 +373,22 @@ class Llama(nn.Module):
         else:
             positions = input_pos
         cos, sin = self.rope_cos[positions], self.rope_sin[positions]  # [T, head_dim]
-        x = self.embed_tokens(tokens)  # [B, T, hidden]
-        for layer in self.layers:
-            x = layer(x, cos, sin, input_pos, self.kernels, attend_cache, kv_length)
+        kernels = self.kernels
+        residual = self.embed_tokens(tokens)  # [B, T, hidden]
+        normed = self.layers[0].attention_norm(residual, kernels)
+        # TransformerBlock.forward unrolled so that each residual add shares a kernel with the
+        # RMSNorm after it (the next layer's, or the final norm).
+        next_norms = [layer.attention_norm for layer in self.layers[1:]] + [self.norm]
+        for layer, next_norm in zip(self.layers, next_norms, strict=True):
+            attended = layer.attention(normed, cos, sin, input_pos, kernels, attend_cache,
+                                       kv_length)
+            residual, normed = kernels.add_rms_norm(
+                residual, attended, layer.mlp_norm.weight, layer.mlp_norm.eps)
+            residual, normed = kernels.add_rms_norm(
+                residual, layer.mlp(normed, kernels), next_norm.weight, next_norm.eps)
         if last_token_only:
-            x = x[:, -1:]
-        return self.lm_head(self.norm(x, self.kernels))  # [B, T or 1, vocab]
+            normed = normed[:, -1:]
+        return self.lm_head(normed)  # [B, T or 1, vocab]
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -154,7 +154,6 @@ def apply_tp(
     for layer in model.layers:
         layer.attention.register_forward_hook(ReduceHook(reduce))
         layer.mlp.register_forward_hook(ReduceHook(reduce))
-    model.lm_head.register_forward_hook(
-        ReduceHook(gather_last_dim or _nccl_gather_last_dim(world_size))
-    )
+    # On the model, not on lm_head, so that quantization may replace the lm_head module.
+    model.register_forward_hook(ReduceHook(gather_last_dim or _nccl_gather_last_dim(world_size)))
     return model

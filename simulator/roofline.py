@@ -77,6 +77,8 @@ def evaluate(table: OpTable, hardware: HardwareSpec, features: np.ndarray,
     x = np.asarray(features, dtype=float)
     if x.ndim == 1:
         x = x[None, :]
+    if x.shape[0] == 1 and table.size > 1:
+        x = np.broadcast_to(x, (table.size, x.shape[1]))  # one step shape for every config
 
     flops = table.apply("flops", x)
     ideal = table.apply("ideal_s", x)

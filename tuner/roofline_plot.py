@@ -37,7 +37,7 @@ def plot_roofline(prediction, hardware, path: str | Path | None = None, *, ax=No
             ax.annotate(f"ridge {ridge:,.0f} FLOP/B", (ridge, peak * 0.02), rotation=90,
                         fontsize=8, color="0.4", ha="right")
     colors = {"prefill": "tab:blue", "decode": "tab:orange"}
-    markers = {"compute": "o", "memory": "s", "overhead": "x"}
+    markers = {"compute": "o", "memory": "s", "overhead": "D"}
     for op in prediction.ops:
         if op.kind == "communication" or op.bytes <= 0 or op.flops <= 0 or op.time_s <= 0:
             continue

@@ -22,6 +22,7 @@ from simulator.specs import DeploymentConfig, SpeculativeConfig
 
 __all__ = [
     "ENGINE_VERSIONS",
+    "PROGRAMS",
     "definitions",
     "unknown_flags",
     "unknown_config_keys",
@@ -37,6 +38,12 @@ __all__ = [
 # The engine releases the flag names are pinned to (flags/<engine>-<version>.json).
 ENGINE_VERSIONS = {"vllm": "0.33.0", "sglang": "0.5.23", "trtllm": "1.x"}
 FLAGS_DIR = Path(__file__).with_name("flags")
+# How each engine's server is started; the flags follow.
+PROGRAMS = {
+    "vllm": ["vllm", "serve"],
+    "sglang": ["python", "-m", "sglang.launch_server"],
+    "trtllm": ["trtllm-serve"],
+}
 
 
 @functools.cache
@@ -49,9 +56,17 @@ def definitions(engine: str) -> dict[str, Any]:
 
 
 def unknown_flags(engine: str, argv: Iterable[str]) -> list[str]:
-    """Tokens of a command line that look like flags but the pinned engine does not define."""
+    """Tokens of a command line that look like flags but the pinned engine does not define.
+
+    The launcher itself (``vllm serve``, ``python -m sglang.launch_server``, ``trtllm-serve``)
+    is skipped when ``argv`` starts with it.
+    """
     known = set(definitions(engine)["flags"])
-    return [a for a in argv if a.startswith("-") and not _is_number(a) and a not in known]
+    tokens = list(argv)
+    program = PROGRAMS[engine]
+    if tokens[: len(program)] == program:
+        tokens = tokens[len(program) :]
+    return [a for a in tokens if a.startswith("-") and not _is_number(a) and a not in known]
 
 
 def unknown_config_keys(engine: str, config: Mapping[str, Any]) -> list[str]:

@@ -1,0 +1,88 @@
+"""The `tune` command: one clear line and a non-zero exit for bad input, never a traceback."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tuner.cli import main
+
+
+def run(capsys, *argv):
+    code = main(list(argv))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_predict_prints_ops_and_memory(capsys):
+    code, out, err = run(capsys, "predict", "--model", "llama-3.1-8b", "--hardware", "h100-sxm",
+                         "--batch", "4", "--prompt", "2048", "--context", "4096")
+    assert code == 0, err
+    assert "prefill: batch 4 x prompt 2048" in out and "decode: batch 4 at context 4096" in out
+    assert "gate_up_proj" in out and "memory per GPU" in out and "KV cache" in out
+
+
+def test_predict_json_is_the_prediction_contract(capsys):
+    code, out, _ = run(capsys, "predict", "--model", "llama-3.1-70b", "--hardware", "h100-sxm",
+                       "--tp", "8", "--batch", "64", "--prompt", "2048", "--context", "4096",
+                       "--weights", "fp8", "--kv-dtype", "fp8", "--json")
+    assert code == 0
+    document = json.loads(out)
+    assert document["fits"] is True and document["config"]["weight_dtype"] == "fp8"
+    assert document["decode"]["bound"] == "memory"
+    assert {"name", "phase", "flops", "bytes", "time_s", "bound", "source"} <= set(document["ops"][0])
+
+
+@pytest.mark.parametrize(
+    ("argv", "code", "needle"),
+    [
+        (["--model", "llama-3.1-405b", "--hardware", "h100-sxm"], 1,
+         "does not fit: needs 8"),
+        (["--model", "llama-3.1-8b", "--hardware", "h100-sxm", "--tp", "3"], 2,
+         "tp=3 does not divide num_attention_heads=32"),
+        (["--model", "llama-9b", "--hardware", "h100-sxm"], 2, "unknown model 'llama-9b'"),
+        (["--model", "llama-3.1-8b", "--hardware", "h1000"], 2, "did you mean h100-sxm"),
+        (["--model", "llama-3.1-8b", "--hardware", "h100-sxm", "--batch", "0"], 2,
+         "--batch must be at least 1"),
+        (["--model", "llama-3.1-8b", "--hardware", "a100-sxm-80gb", "--weights", "fp8"], 2,
+         "has no fp8 tensor cores"),
+    ],
+)
+def test_predict_bad_input_is_one_line(capsys, argv, code, needle):
+    actual, out, err = run(capsys, "predict", *argv)
+    assert actual == code, (actual, err)
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and needle in lines[0], err
+    assert "Traceback" not in err
+
+
+def test_malformed_profile_yaml_is_one_line(capsys, tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\n  peak: [1, 2\n")
+    code, _, err = run(capsys, "predict", "--model", "llama-3.1-8b", "--hardware", str(bad))
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "bad.yaml" in err
+
+
+def test_hardware_and_models_listings(capsys):
+    code, out, _ = run(capsys, "hardware", "list")
+    assert code == 0 and "h100-sxm" in out and "h200-sxm" in out and "295" in out
+    code, out, _ = run(capsys, "hardware", "show", "h200-sxm")
+    assert code == 0 and "4.80 TB/s" in out and "141 GB" in out
+    code, out, _ = run(capsys, "models", "list")
+    assert code == 0 and "llama-4-maverick-17b-128e" in out and "405.85B" in out
+    code, out, _ = run(capsys, "models", "show", "llama-3.1-8b", "--json")
+    assert code == 0 and json.loads(out)["num_key_value_heads"] == 8
+
+
+def test_roofline_plot(capsys, tmp_path):
+    path = tmp_path / "roofline.png"
+    code, out, err = run(capsys, "roofline", "--model", "llama-3.1-8b", "--hardware", "h100-sxm",
+                         "--batch", "8", "--prompt", "2048", "--context", "2048", "--out", str(path))
+    assert code == 0, err
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 20_000
+
+
+def test_no_command_prints_help(capsys):
+    code, out, _ = run(capsys)
+    assert code == 2 and "predict" in out

@@ -1,0 +1,159 @@
+"""SGLang (pinned to 0.5.23): ``python -m sglang.launch_server`` arguments and a config YAML.
+
+What each knob means in SGLang, and how the plan maps onto it:
+
+* ``--tp-size`` / ``--pp-size`` / ``--ep-size``: sizes, not switches. ``ep-size`` spreads the
+  experts over ``ep`` ranks of the TP group, exactly the plan's ``ep``. ``--dp-size`` is 1:
+  replicas are separate servers (see ``tuner.engines``). SGLang's ``--attn-cp-size`` splits
+  attention *inside* the TP group, so a plan whose ``cp`` adds GPUs cannot be expressed.
+* ``--mem-fraction-static``: share of total memory for the static pools, weights + KV cache;
+  activations and CUDA graphs use the rest. See ``budget.py``.
+* ``--kv-cache-dtype``: ``auto`` (model dtype) or ``fp8_e4m3``. SGLang rejects the bare ``fp8``
+  that vLLM and TensorRT-LLM accept.
+* ``--quantization fp8`` quantizes a bf16 checkpoint at load time; ``w8a8_int8`` runs a
+  pre-quantized INT8 W8A8 checkpoint; AWQ/GPTQ weight-only checkpoints are detected from
+  ``config.json``.
+* ``--max-running-requests`` caps concurrent requests (vLLM's max-num-seqs).
+  ``--max-prefill-tokens`` caps prefill tokens per step and ``--chunked-prefill-size`` the chunk
+  (``-1`` = no chunking): together they play vLLM's ``--max-num-batched-tokens``.
+* ``--context-length`` is the longest sequence (prompt + output).
+* CUDA graphs off: ``--cuda-graph-backend-decode disabled`` and ``--cuda-graph-backend-prefill
+  disabled`` (0.5.23 deprecates ``--disable-cuda-graph``).
+* Speculative decoding: ``--speculative-algorithm`` ``STANDALONE`` (a separate draft model),
+  ``EAGLE3`` or ``NGRAM``. A chain of ``g`` proposals is ``--speculative-num-steps g``,
+  ``--speculative-eagle-topk 1`` and ``--speculative-num-draft-tokens g+1`` (the verified window
+  counts the last accepted token); once the steps are set the whole triple must be.
+
+The YAML (``--config sglang.yaml``) uses the flag names as keys; command-line values are merged
+over it, which is how replicas get their port.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from simulator.errors import ConfigError
+from simulator.specs import DeploymentConfig, SpeculativeConfig
+from tuner.engines import EngineInputs, EngineSection
+from tuner.engines.budget import memory_fraction
+from tuner.engines.common import (
+    ENGINE_VERSIONS,
+    PROGRAMS,
+    draft_model_path,
+    dump_yaml,
+    model_dtype,
+    prequantized_note,
+    replica_lines,
+    shell_line,
+)
+
+__all__ = ["render", "CONFIG_FILE", "LAUNCHER"]
+
+CONFIG_FILE = "sglang.yaml"
+LAUNCHER = PROGRAMS["sglang"]
+_ALGORITHM = {"draft": "STANDALONE", "eagle": "EAGLE3", "ngram": "NGRAM"}
+
+
+def render(inputs: EngineInputs) -> EngineSection:
+    config = inputs.config
+    notes: list[str] = []
+    options = _options(inputs, notes)
+    head = [*LAUNCHER, "--model-path", inputs.model_id]
+    args = [*head, *_flags(options)]
+    if config.dp > 1:
+        notes.append(
+            f"dp={config.dp}: run one server per replica (lines in `replicas`), each on "
+            f"{config.gpus_per_replica} GPU(s) and its own port, behind a load balancer"
+        )
+    return EngineSection(
+        engine="sglang",
+        engine_version=ENGINE_VERSIONS["sglang"],
+        command=shell_line(args),
+        args=args,
+        config_files={CONFIG_FILE: dump_yaml(options)},
+        launch=shell_line([*head, "--config", CONFIG_FILE]),
+        replicas=replica_lines(
+            config=config, argv=[*head, "--config", CONFIG_FILE], port=inputs.port,
+            port_flag="--port",
+        ),
+        notes=notes,
+        memory_fraction=options["mem-fraction-static"],
+    )
+
+
+def _options(inputs: EngineInputs, notes: list[str]) -> dict[str, Any]:
+    config = inputs.config
+    if config.cp > 1:
+        raise ConfigError(
+            f"SGLang cannot express cp={config.cp}: its --attn-cp-size splits attention inside "
+            "the TP group instead of adding GPUs; plan cp=1 for SGLang"
+        )
+    options: dict[str, Any] = {
+        "tp-size": config.tp,
+        "pp-size": config.pp,
+        "dp-size": 1,  # replicas are separate servers (see tuner.engines)
+        "ep-size": config.ep,
+        "dtype": model_dtype(config),
+    }
+    quantization = _quantization(config)
+    if quantization:
+        options["quantization"] = quantization
+    note = prequantized_note(config, engine="sglang")
+    if note:
+        notes.append(note)
+    options["kv-cache-dtype"] = "fp8_e4m3" if config.kv_dtype == "fp8" else "auto"
+    options["mem-fraction-static"] = memory_fraction("sglang", inputs)
+    options["context-length"] = config.max_model_len
+    options["max-running-requests"] = config.max_num_seqs
+    options["max-prefill-tokens"] = config.max_num_batched_tokens
+    options["chunked-prefill-size"] = (
+        config.max_num_batched_tokens if config.enable_chunked_prefill else -1
+    )
+    if config.scheduling == "static":
+        notes.append("SGLang always batches continuously; the plan's static batching is not kept")
+    if not config.cuda_graphs:
+        options["cuda-graph-backend-decode"] = "disabled"
+        options["cuda-graph-backend-prefill"] = "disabled"
+    if config.speculative is not None:
+        options.update(_speculative(config.speculative))
+    if inputs.served_model_name:
+        options["served-model-name"] = inputs.served_model_name
+    options["host"] = inputs.host
+    options["port"] = inputs.port
+    return options
+
+
+def _quantization(config: DeploymentConfig) -> str | None:
+    w, a = config.weight_dtype, config.activation_dtype
+    if w == "fp8":
+        static = a == "fp8" and config.fp8_scaling == "static"
+        return None if static else "fp8"
+    if (w, a) == ("int8", "int8"):
+        return "w8a8_int8"
+    return None  # bf16/fp16, or AWQ/GPTQ weight-only detected from the checkpoint
+
+
+def _speculative(spec: SpeculativeConfig) -> dict[str, Any]:
+    steps = spec.num_speculative_tokens
+    out: dict[str, Any] = {"speculative-algorithm": _ALGORITHM[spec.method]}
+    if spec.method == "ngram":
+        # A chain, not a tree: one candidate per step, matching the plan's acceptance model.
+        out["speculative-ngram-min-bfs-breadth"] = 1
+        out["speculative-ngram-max-bfs-breadth"] = 1
+        out["speculative-num-draft-tokens"] = steps + 1
+        return out
+    out["speculative-draft-model-path"] = draft_model_path(spec)
+    out["speculative-num-steps"] = steps
+    out["speculative-eagle-topk"] = 1
+    out["speculative-num-draft-tokens"] = steps + 1
+    return out
+
+
+def _flags(options: dict[str, Any]) -> list[str]:
+    argv: list[str] = []
+    for key, value in options.items():
+        if isinstance(value, bool):  # store_true flags: present or absent
+            argv += [f"--{key}"] if value else []
+        else:
+            argv += [f"--{key}", str(value)]
+    return argv

@@ -1,0 +1,156 @@
+"""TensorRT-LLM 1.x (PyTorch backend): ``trtllm-serve`` flags plus its options YAML.
+
+``trtllm-serve MODEL --config trtllm.yaml`` builds ``TorchLlmArgs`` from a few click flags and
+then merges the YAML over them (1.x names the option ``--config``; ``--extra_llm_api_options``
+is the older spelling of the same option). Everything the plan decides is written to the YAML,
+and the command line repeats the knobs that have flags with the same values, so precedence
+between the two never matters. Flags are snake_case.
+
+What each knob means here, and how the plan maps onto it:
+
+* ``tensor_parallel_size`` / ``pipeline_parallel_size`` / ``context_parallel_size``
+  (``--tp_size`` / ``--pp_size`` / ``--cp_size``).
+* ``moe_expert_parallel_size`` (``--ep_size``) with ``moe_tensor_parallel_size``: experts are
+  spread over ``ep`` ranks and each is split ``tp / ep`` ways, the plan's layout, written out so
+  the engine does not pick its own split.
+* ``kv_cache_config.free_gpu_memory_fraction`` (``--kv_cache_free_gpu_memory_fraction``): share
+  of the memory still *free* after weights and runtime buffers, used only for the KV cache; see
+  ``budget.py``. The YAML repeats it inside ``kv_cache_config`` because older 1.x releases
+  replace the whole ``kv_cache_config`` with the YAML's mapping.
+* ``kv_cache_config.dtype``: ``auto`` or ``fp8``; ``kv_cache_config.tokens_per_block`` is the
+  KV page size.
+* ``max_batch_size`` / ``max_num_tokens`` / ``max_seq_len``: running requests, tokens per step,
+  longest sequence. ``enable_chunked_prefill`` is a plain switch (``--enable_chunked_prefill``
+  is a flag with no ``--no-`` form, so it appears on the command line only when on).
+* ``cuda_graph_config``: ``null`` disables CUDA graphs; otherwise graphs are captured up to the
+  plan's batch size with padding, so every decode step of the plan runs inside a graph.
+* ``speculative_config``: ``{decoding_type, max_draft_len, speculative_model}`` with
+  ``decoding_type`` ``Draft_Target``, ``Eagle3`` or ``NGram`` (n-gram adds
+  ``max_matching_ngram_size``).
+* Quantization has no flag: TensorRT-LLM reads it from a ModelOpt pre-quantized checkpoint.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from simulator.specs import DeploymentConfig, SpeculativeConfig
+from tuner.engines import EngineInputs, EngineSection
+from tuner.engines.budget import memory_fraction
+from tuner.engines.common import (
+    ENGINE_VERSIONS,
+    draft_model_path,
+    dump_yaml,
+    model_dtype,
+    prequantized_note,
+    replica_lines,
+    shell_line,
+)
+
+__all__ = ["render", "CONFIG_FILE"]
+
+CONFIG_FILE = "trtllm.yaml"
+# n-gram drafting: match suffixes of up to 4 tokens (same window as the vLLM rendering).
+NGRAM_MATCH_SIZE = 4
+_DECODING_TYPE = {"draft": "Draft_Target", "eagle": "Eagle3", "ngram": "NGram"}
+
+
+def render(inputs: EngineInputs) -> EngineSection:
+    config = inputs.config
+    notes: list[str] = []
+    options = _options(inputs, notes)
+    head = ["trtllm-serve", inputs.model_id, "--backend", "pytorch", "--host", inputs.host]
+    args = [*head, "--port", str(inputs.port), *_flags(config, options), "--config", CONFIG_FILE]
+    if config.dp > 1:
+        notes.append(
+            f"dp={config.dp}: TensorRT-LLM has no data-parallel flag; run one server per "
+            f"replica (lines in `replicas`), each on {config.gpus_per_replica} GPU(s) and its "
+            "own port, behind a load balancer"
+        )
+    if inputs.served_model_name:
+        notes.append(
+            "trtllm-serve has no served-model-name option in this release: clients use the "
+            "model path as the model name"
+        )
+    return EngineSection(
+        engine="trtllm",
+        engine_version=ENGINE_VERSIONS["trtllm"],
+        command=shell_line(args),
+        args=args,
+        config_files={CONFIG_FILE: dump_yaml(options)},
+        launch=shell_line([*head, "--port", str(inputs.port), "--config", CONFIG_FILE]),
+        replicas=replica_lines(
+            config=config, argv=[*head, "--config", CONFIG_FILE], port=inputs.port,
+            port_flag="--port",
+        ),
+        notes=notes,
+        memory_fraction=options["kv_cache_config"]["free_gpu_memory_fraction"],
+    )
+
+
+def _options(inputs: EngineInputs, notes: list[str]) -> dict[str, Any]:
+    config = inputs.config
+    note = prequantized_note(config, engine="trtllm")
+    if note:
+        notes.append(note)
+    if config.scheduling == "static":
+        notes.append(
+            "TensorRT-LLM always batches in flight; the plan's static batching is not kept"
+        )
+    options: dict[str, Any] = {
+        "tensor_parallel_size": config.tp,
+        "pipeline_parallel_size": config.pp,
+        "context_parallel_size": config.cp,
+        "moe_expert_parallel_size": config.ep,
+        "moe_tensor_parallel_size": config.tp // config.ep,
+        "dtype": model_dtype(config),
+        "max_batch_size": config.max_num_seqs,
+        "max_num_tokens": config.max_num_batched_tokens,
+        "max_seq_len": config.max_model_len,
+        "enable_chunked_prefill": config.enable_chunked_prefill,
+        "kv_cache_config": {
+            "free_gpu_memory_fraction": memory_fraction("trtllm", inputs),
+            "dtype": "fp8" if config.kv_dtype == "fp8" else "auto",
+            "tokens_per_block": config.block_size,
+        },
+        "cuda_graph_config": _cuda_graphs(config),
+    }
+    if config.speculative is not None:
+        options["speculative_config"] = _speculative(config.speculative)
+    return options
+
+
+def _cuda_graphs(config: DeploymentConfig) -> dict[str, Any] | None:
+    if not config.cuda_graphs:
+        return None
+    return {"enable_padding": True, "max_batch_size": config.max_num_seqs}
+
+
+def _speculative(spec: SpeculativeConfig) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "decoding_type": _DECODING_TYPE[spec.method],
+        "max_draft_len": spec.num_speculative_tokens,
+    }
+    if spec.method == "ngram":
+        out["max_matching_ngram_size"] = NGRAM_MATCH_SIZE
+    else:
+        out["speculative_model"] = draft_model_path(spec)
+    return out
+
+
+def _flags(config: DeploymentConfig, options: dict[str, Any]) -> list[str]:
+    """The click flags that exist for plan knobs, with the same values as the YAML."""
+    argv = [
+        "--tp_size", str(config.tp),
+        "--pp_size", str(config.pp),
+        "--cp_size", str(config.cp),
+        "--ep_size", str(config.ep),
+        "--max_batch_size", str(config.max_num_seqs),
+        "--max_num_tokens", str(config.max_num_batched_tokens),
+        "--max_seq_len", str(config.max_model_len),
+        "--kv_cache_free_gpu_memory_fraction",
+        str(options["kv_cache_config"]["free_gpu_memory_fraction"]),
+    ]
+    if config.enable_chunked_prefill:
+        argv.append("--enable_chunked_prefill")
+    return argv

@@ -1,0 +1,336 @@
+"""The search space of ``tune plan``, as data.
+
+A point of the space is one deployment of one model on a GPU budget:
+
+- **where**: the GPU type (when several are offered) and, per replica, tensor parallelism ``tp``,
+  pipeline stages ``pp`` and, for mixture-of-experts models, expert parallelism ``ep``; then the
+  number of ``replicas`` behind a router, at most ``gpus // (tp * pp)``;
+- **quantization**: the weight scheme and the KV-cache dtype. Each carries a *quality risk*
+  (``none < low < medium < high``) that the plan states. Nothing riskier than ``--allow-quant``
+  permits is ever searched, so a risky scheme is never chosen silently;
+- **batching**: ``max_num_seqs``, chunked prefill and, only when chunked prefill is on,
+  ``max_num_batched_tokens`` (without chunking the engine must take a whole prompt in one step,
+  so the token budget is pinned to ``max_model_len``);
+- **speculative decoding**: the method, and only when there is one, the number of drafted
+  tokens; the draft model is fixed by the target (same tokenizer, much smaller).
+
+Knobs that depend on others are *conditional*: Optuna's define-by-run API asks for them only
+when they matter, under names whose choices never change (a requirement of its categorical
+distributions). ``SearchSpace.suggest(trial)`` is the one place that talks to a trial;
+``SearchSpace.points()`` enumerates the same space for exhaustive checks.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from simulator.errors import ConfigError
+from simulator.specs import DeploymentConfig, HardwareSpec, ModelSpec, SpeculativeConfig
+
+__all__ = [
+    "RISK_LEVELS",
+    "QuantScheme",
+    "WEIGHT_SCHEMES",
+    "KV_SCHEMES",
+    "SPEC_METHODS",
+    "DEFAULT_ALLOW_QUANT",
+    "parse_allow_quant",
+    "Point",
+    "SearchSpace",
+]
+
+RISK_LEVELS = ("none", "low", "medium", "high")
+
+
+@dataclass(frozen=True)
+class QuantScheme:
+    """A quantization choice and what it risks: ``risk`` is one of ``RISK_LEVELS``."""
+
+    name: str
+    weight_dtype: str
+    activation_dtype: str
+    risk: str
+    description: str
+
+    @property
+    def risk_rank(self) -> int:
+        return RISK_LEVELS.index(self.risk)
+
+
+# Published accuracy studies of Llama 3.x put FP8 W8A8 within noise of bf16, INT8 W8A8
+# (SmoothQuant) a little below, and 4-bit weight-only visibly below on reasoning and long-context
+# tasks; hence the labels. They are a warning to the reader, not a measurement.
+WEIGHT_SCHEMES: dict[str, QuantScheme] = {
+    "bf16": QuantScheme("bf16", "bf16", "bf16", "none", "bf16 weights and activations"),
+    "fp8": QuantScheme("fp8", "fp8", "fp8", "low", "FP8 W8A8 (dynamic per-token scales)"),
+    "int8": QuantScheme("int8", "int8", "int8", "medium", "INT8 W8A8 (SmoothQuant)"),
+    "int4": QuantScheme("int4", "int4", "bf16", "high", "INT4 weight-only (group 128)"),
+}
+KV_SCHEMES: dict[str, QuantScheme] = {
+    "bf16": QuantScheme("bf16", "bf16", "bf16", "none", "bf16 KV cache"),
+    "fp8": QuantScheme("fp8", "fp8", "fp8", "low", "FP8 (e4m3) KV cache"),
+}
+DEFAULT_ALLOW_QUANT = "bf16,fp8"
+
+# Speculative methods and the acceptance rate assumed for each on conversational traffic: the
+# chance that one drafted token is accepted. EAGLE-style heads trained on the target accept most,
+# a small same-family draft model a little less, prompt n-gram lookup little on chat (it shines
+# on code edits and summaries that copy the prompt). Assumptions, stated in every plan.
+SPEC_METHODS: dict[str, float] = {"eagle": 0.75, "draft": 0.65, "ngram": 0.35}
+SPEC_DRAFT_MODEL = "llama-3.2-1b"
+
+
+def parse_allow_quant(text: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """``'bf16,fp8'`` -> (weight schemes, KV dtypes) allowed. ``fp8`` allows FP8 weights and the
+    FP8 KV cache; ``kv-fp8`` allows only the latter; ``all`` allows everything."""
+    tokens = [t.strip().lower() for t in text.split(",") if t.strip()]
+    if "all" in tokens:
+        return tuple(WEIGHT_SCHEMES), tuple(KV_SCHEMES)
+    weights: list[str] = []
+    kv = ["bf16"]
+    for token in tokens:
+        if token in WEIGHT_SCHEMES:
+            weights.append(token)
+            if token == "fp8":
+                kv.append("fp8")
+        elif token in ("kv-fp8", "fp8-kv"):
+            kv.append("fp8")
+        else:
+            known = ", ".join([*WEIGHT_SCHEMES, "kv-fp8", "all"])
+            raise ConfigError(f"--allow-quant: unknown scheme {token!r}; known: {known}")
+    if not weights:
+        raise ConfigError(f"--allow-quant {text!r} allows no weight scheme (add bf16 or fp8)")
+    return tuple(dict.fromkeys(weights)), tuple(dict.fromkeys(kv))
+
+
+@dataclass(frozen=True)
+class Point:
+    """One deployment in the space (what a trial's parameters resolve to)."""
+
+    hardware: str
+    tp: int
+    pp: int
+    ep: int
+    replicas: int
+    weights: str
+    kv: str
+    max_num_seqs: int
+    chunked_prefill: bool
+    max_num_batched_tokens: int
+    spec_method: str = "none"
+    spec_tokens: int = 0
+
+    @property
+    def gpus_per_replica(self) -> int:
+        return self.tp * self.pp
+
+    @property
+    def num_gpus(self) -> int:
+        return self.replicas * self.gpus_per_replica
+
+    @property
+    def replica_key(self) -> tuple:
+        """The knobs the step model sees (replicas and speculation only matter under traffic)."""
+        return (self.hardware, self.tp, self.pp, self.ep, self.weights, self.kv,
+                self.max_num_seqs, self.chunked_prefill, self.max_num_batched_tokens)
+
+    @property
+    def risk(self) -> str:
+        rank = max(WEIGHT_SCHEMES[self.weights].risk_rank, KV_SCHEMES[self.kv].risk_rank)
+        return RISK_LEVELS[rank]
+
+    def label(self) -> str:
+        spec = "" if self.spec_method == "none" else f" spec={self.spec_method}x{self.spec_tokens}"
+        chunk = f"chunk={self.max_num_batched_tokens}" if self.chunked_prefill else "no-chunk"
+        return (f"{self.replicas}x(tp{self.tp} pp{self.pp}{f' ep{self.ep}' if self.ep > 1 else ''})"
+                f" {self.hardware} w={self.weights} kv={self.kv} seqs={self.max_num_seqs}"
+                f" {chunk}{spec}")
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    """Every knob's choices. Build with ``SearchSpace.build``; all tuples are sorted."""
+
+    model: ModelSpec
+    hardware: tuple[HardwareSpec, ...]
+    gpus: int
+    max_model_len: int
+    tp: tuple[int, ...]
+    pp: tuple[int, ...]
+    ep: tuple[int, ...]
+    weights: tuple[str, ...]
+    kv: tuple[str, ...]
+    max_num_seqs: tuple[int, ...]
+    max_num_batched_tokens: tuple[int, ...]
+    chunked_prefill: tuple[bool, ...]
+    spec_methods: tuple[str, ...]
+    spec_tokens: tuple[int, ...]
+    gpu_memory_utilization: float = 0.90
+    spec_acceptance: dict[str, float] = field(default_factory=lambda: dict(SPEC_METHODS))
+
+    @classmethod
+    def build(cls, *, model: ModelSpec, hardware: Sequence[HardwareSpec], gpus: int,
+              max_model_len: int, allow_quant: str = DEFAULT_ALLOW_QUANT,
+              speculative: bool = True, small: bool = False) -> SearchSpace:
+        """The full space for ``gpus`` GPUs (``small=True``: a few hundred points, enumerable)."""
+        if gpus < 1:
+            raise ConfigError(f"--gpus must be at least 1 (got {gpus})")
+        weights, kv = parse_allow_quant(allow_quant)
+        node = min(h.gpus_per_node for h in hardware)
+        # TP stays inside one node (it all-reduces twice per layer); PP may span nodes.
+        tp = tuple(t for t in (1, 2, 4, 8) if t <= min(gpus, node))
+        pp = tuple(p for p in (1, 2, 4) if p <= gpus and p <= model.num_hidden_layers)
+        ep = tuple(e for e in (1, 2, 4, 8) if e <= max(tp)) if model.is_moe else (1,)
+        seqs: tuple[int, ...] = (16, 32, 64, 128, 256, 512)
+        tokens: tuple[int, ...] = (2048, 4096, 8192, 16384)
+        methods = ("none", *SPEC_METHODS) if speculative else ("none",)
+        spec_tokens: tuple[int, ...] = (2, 3, 4, 5)
+        if small:
+            seqs, tokens, pp, spec_tokens = (32, 64, 128, 256), (4096, 8192), pp[:2], (3,)
+            methods = methods[:2]
+        if model.vocab_size != 128256 or model.num_hidden_layers <= 16:
+            # The draft model must share the tokenizer and be far smaller than the target.
+            methods = tuple(m for m in methods if m != "draft")
+        return cls(model=model, hardware=tuple(hardware), gpus=gpus, max_model_len=max_model_len,
+                   tp=tp, pp=pp, ep=ep, weights=weights, kv=kv, max_num_seqs=seqs,
+                   max_num_batched_tokens=tokens, chunked_prefill=(True, False),
+                   spec_methods=methods, spec_tokens=spec_tokens)
+
+    # --- the knobs one trial asks for ----------------------------------------------------------
+
+    @property
+    def hardware_names(self) -> tuple[str, ...]:
+        return tuple(h.name for h in self.hardware)
+
+    def hardware_spec(self, name: str) -> HardwareSpec:
+        return self.hardware[self.hardware_names.index(name)]
+
+    @property
+    def unchunked_tokens(self) -> int:
+        """Token budget without chunked prefill: a whole ``max_model_len`` prompt per step."""
+        return max(self.max_model_len, max(self.max_num_seqs))
+
+    def max_replicas(self, tp: int, pp: int) -> int:
+        return self.gpus // (tp * pp)
+
+    def suggest(self, trial: Any) -> Point:
+        """Ask ``trial`` for one point, conditional knobs only where they apply."""
+        hardware = self._categorical(trial, "hardware", self.hardware_names)
+        tp = self._categorical(trial, "tp", self.tp)
+        pp = self._categorical(trial, "pp", self.pp)
+        ep = self._categorical(trial, "ep", self.ep) if self.model.is_moe else 1
+        most = self.max_replicas(tp, pp)
+        replicas = trial.suggest_int("replicas", 1, most) if most > 1 else 1
+        weights = self._categorical(trial, "weights", self.weights)
+        kv = self._categorical(trial, "kv", self.kv)
+        seqs = self._categorical(trial, "max_num_seqs", self.max_num_seqs)
+        chunked = self._categorical(trial, "chunked_prefill", self.chunked_prefill)
+        tokens = (self._categorical(trial, "max_num_batched_tokens", self.max_num_batched_tokens)
+                  if chunked else self.unchunked_tokens)
+        method = self._categorical(trial, "spec_method", self.spec_methods)
+        spec_tokens = (self._categorical(trial, "spec_tokens", self.spec_tokens)
+                       if method != "none" else 0)
+        return Point(hardware=hardware, tp=tp, pp=pp, ep=ep, replicas=replicas, weights=weights,
+                     kv=kv, max_num_seqs=seqs, chunked_prefill=chunked,
+                     max_num_batched_tokens=tokens, spec_method=method, spec_tokens=spec_tokens)
+
+    @staticmethod
+    def _categorical(trial: Any, name: str, choices: tuple) -> Any:
+        # A knob with one choice is a constant: asking for it would only clutter the study.
+        return choices[0] if len(choices) == 1 else trial.suggest_categorical(name, choices)
+
+    def params(self, point: Point) -> dict[str, Any]:
+        """The trial parameters that reproduce ``point`` (for ``enqueue_trial``)."""
+        out: dict[str, Any] = {}
+        for name, choices in (("hardware", self.hardware_names), ("tp", self.tp),
+                              ("pp", self.pp), ("ep", self.ep if self.model.is_moe else (1,))):
+            if len(choices) > 1:
+                out[name] = getattr(point, name)
+        if self.max_replicas(point.tp, point.pp) > 1:
+            out["replicas"] = point.replicas
+        for name, choices in (("weights", self.weights), ("kv", self.kv),
+                              ("max_num_seqs", self.max_num_seqs),
+                              ("chunked_prefill", self.chunked_prefill)):
+            if len(choices) > 1:
+                out[name] = getattr(point, name)
+        if point.chunked_prefill and len(self.max_num_batched_tokens) > 1:
+            out["max_num_batched_tokens"] = point.max_num_batched_tokens
+        if len(self.spec_methods) > 1:
+            out["spec_method"] = point.spec_method
+        if point.spec_method != "none" and len(self.spec_tokens) > 1:
+            out["spec_tokens"] = point.spec_tokens
+        return out
+
+    # --- enumeration ---------------------------------------------------------------------------
+
+    def replica_keys(self) -> Iterator[tuple]:
+        """Every distinct step-model configuration (see ``Point.replica_key``)."""
+        batching = [(c, t) for c in self.chunked_prefill
+                    for t in (self.max_num_batched_tokens if c else (self.unchunked_tokens,))]
+        for hw, tp, pp, ep, w, kv, seqs, (chunked, tokens) in itertools.product(
+                self.hardware_names, self.tp, self.pp, self.ep, self.weights, self.kv,
+                self.max_num_seqs, batching):
+            if tp * pp <= self.gpus:
+                yield (hw, tp, pp, ep, w, kv, seqs, chunked, tokens)
+
+    def spec_options(self) -> list[tuple[str, int]]:
+        return [("none", 0)] + [(m, g) for m in self.spec_methods if m != "none"
+                                for g in self.spec_tokens]
+
+    def points(self) -> Iterator[Point]:
+        """The whole space, one point at a time (exhaustive mode; keep the space small)."""
+        for key in self.replica_keys():
+            hw, tp, pp, ep, w, kv, seqs, chunked, tokens = key
+            for replicas in range(1, self.max_replicas(tp, pp) + 1):
+                for method, g in self.spec_options():
+                    yield Point(hardware=hw, tp=tp, pp=pp, ep=ep, replicas=replicas, weights=w,
+                                kv=kv, max_num_seqs=seqs, chunked_prefill=chunked,
+                                max_num_batched_tokens=tokens, spec_method=method,
+                                spec_tokens=g)
+
+    def size(self) -> int:
+        per_key = len(self.spec_options())
+        return sum(self.max_replicas(k[1], k[2]) * per_key for k in self.replica_keys())
+
+    # --- to the simulator ----------------------------------------------------------------------
+
+    def speculative(self, point: Point) -> SpeculativeConfig | None:
+        if point.spec_method == "none":
+            return None
+        return SpeculativeConfig(
+            method=point.spec_method, num_speculative_tokens=point.spec_tokens,
+            acceptance_rate=self.spec_acceptance[point.spec_method],
+            draft_model=SPEC_DRAFT_MODEL if point.spec_method == "draft" else None)
+
+    def to_config(self, point: Point) -> DeploymentConfig:
+        scheme = WEIGHT_SCHEMES[point.weights]
+        return DeploymentConfig(
+            tp=point.tp, pp=point.pp, dp=point.replicas, ep=point.ep,
+            weight_dtype=scheme.weight_dtype, activation_dtype=scheme.activation_dtype,
+            kv_dtype=point.kv, max_num_seqs=point.max_num_seqs,
+            max_num_batched_tokens=point.max_num_batched_tokens,
+            enable_chunked_prefill=point.chunked_prefill,
+            speculative=self.speculative(point),
+            gpu_memory_utilization=self.gpu_memory_utilization,
+            max_model_len=self.max_model_len)
+
+    def describe(self) -> dict[str, Any]:
+        """The space as JSON-able data (stored with the study and in the plan)."""
+        return {
+            "model": self.model.name, "hardware": list(self.hardware_names), "gpus": self.gpus,
+            "max_model_len": self.max_model_len, "tp": list(self.tp), "pp": list(self.pp),
+            "ep": list(self.ep), "weights": list(self.weights), "kv": list(self.kv),
+            "max_num_seqs": list(self.max_num_seqs),
+            "max_num_batched_tokens": list(self.max_num_batched_tokens),
+            "chunked_prefill": list(self.chunked_prefill),
+            "spec_methods": list(self.spec_methods), "spec_tokens": list(self.spec_tokens),
+            "spec_acceptance": {m: a for m, a in self.spec_acceptance.items()
+                                if m in self.spec_methods},
+            "gpu_memory_utilization": self.gpu_memory_utilization, "size": self.size(),
+        }
