@@ -112,7 +112,10 @@ class ConfigArrays:
         if size is None:
             size = max((np.size(v) for v in columns.values()), default=1)
         base = {
-            "tp": defaults.tp, "pp": defaults.pp, "ep": defaults.ep, "cp": defaults.cp,
+            "tp": defaults.tp,
+            "pp": defaults.pp,
+            "ep": defaults.ep,
+            "cp": defaults.cp,
             "dp": defaults.dp,
             "weight_code": WEIGHT_CODES.index(defaults.weight_dtype),
             "compute_code": COMPUTE_CODES.index(defaults.activation_dtype),
@@ -131,7 +134,7 @@ class ConfigArrays:
         unknown = set(columns) - set(base)
         if unknown:
             raise TypeError(f"unknown config columns: {sorted(unknown)}")
-        out = {}
+        out: dict[str, np.ndarray] = {}
         for f in fields(cls):
             value = np.asarray(columns.get(f.name, base[f.name]))
             if f.name.endswith("_code"):
@@ -194,9 +197,14 @@ class ConfigArrays:
 
     def reason(self, index: int, code: int, model: ModelSpec, hardware: HardwareSpec) -> str:
         return INVALID_REASONS[code].format(
-            tp=int(self.tp[index]), ep=int(self.ep[index]), pp=int(self.pp[index]),
-            heads=model.num_attention_heads, kv_heads=model.num_key_value_heads,
-            ffn=model.intermediate_size, experts=model.num_local_experts,
-            layers=model.num_hidden_layers, gpu=hardware.display_name,
+            tp=int(self.tp[index]),
+            ep=int(self.ep[index]),
+            pp=int(self.pp[index]),
+            heads=model.num_attention_heads,
+            kv_heads=model.num_key_value_heads,
+            ffn=model.intermediate_size,
+            experts=model.num_local_experts,
+            layers=model.num_hidden_layers,
+            gpu=hardware.display_name,
             act=COMPUTE_CODES[int(self.compute_code[index])],
         )

@@ -29,8 +29,13 @@ import numpy as np
 from .configs import ConfigArrays
 from .specs import HardwareSpec, ModelSpec
 
-__all__ = ["MemoryArrays", "memory_per_gpu", "RESERVED_CONTEXT_BYTES", "RESERVED_GRAPH_BYTES",
-           "RESERVED_NCCL_BYTES"]
+__all__ = [
+    "MemoryArrays",
+    "memory_per_gpu",
+    "RESERVED_CONTEXT_BYTES",
+    "RESERVED_GRAPH_BYTES",
+    "RESERVED_NCCL_BYTES",
+]
 
 # Memory outside the tensors the model allocates. CUDA context plus caching-allocator slack
 # (vLLM reports 0.5-1 GB of "non-torch memory" on H100-class GPUs); the CUDA-graph memory pool
@@ -61,17 +66,25 @@ class MemoryArrays:
         blocks = np.floor(np.maximum(self.kv_cache_bytes, 0.0) / self.block_bytes)
         return blocks * (self.block_bytes / self.kv_bytes_per_token)
 
-    def tokens_needed(self, tokens: np.ndarray | float, block_size: np.ndarray) -> np.ndarray:
+    def tokens_needed(
+        self, tokens: np.ndarray | float, block_size: np.ndarray | float
+    ) -> np.ndarray:
         """KV tokens a sequence of ``tokens`` occupies (rounded up to whole blocks)."""
         return np.ceil(np.asarray(tokens, dtype=float) / block_size) * block_size
 
-    def max_batch_at_context(self, context: np.ndarray | float, block_size: np.ndarray) -> np.ndarray:
+    def max_batch_at_context(
+        self, context: np.ndarray | float, block_size: np.ndarray | float
+    ) -> np.ndarray:
         return np.floor(self.kv_tokens / np.maximum(self.tokens_needed(context, block_size), 1.0))
 
     def required_bytes(self, kv_tokens: np.ndarray | float) -> np.ndarray:
         """Total bytes per GPU for a KV cache of ``kv_tokens`` tokens."""
-        return (self.weights_bytes + self.activation_bytes + self.reserved_bytes
-                + np.asarray(kv_tokens, dtype=float) * self.kv_bytes_per_token)
+        return (
+            self.weights_bytes
+            + self.activation_bytes
+            + self.reserved_bytes
+            + np.asarray(kv_tokens, dtype=float) * self.kv_bytes_per_token
+        )
 
 
 def weight_bytes_per_gpu(model: ModelSpec, configs: ConfigArrays) -> np.ndarray:
@@ -123,22 +136,34 @@ def activation_bytes_per_gpu(model: ModelSpec, configs: ConfigArrays) -> np.ndar
     chunk = np.minimum(tokens, configs.max_model_len)
     scores = np.where(
         configs.naive_attention,
-        model.num_attention_heads / tp * chunk * configs.max_model_len * _BF16, 0.0)
+        model.num_attention_heads / tp * chunk * configs.max_model_len * _BF16,
+        0.0,
+    )
     return tokens * per_token + logits + scores
 
 
-def memory_per_gpu(model: ModelSpec, hardware: HardwareSpec, configs: ConfigArrays) -> MemoryArrays:
+def memory_per_gpu(
+    model: ModelSpec, hardware: HardwareSpec, configs: ConfigArrays
+) -> MemoryArrays:
     weights = weight_bytes_per_gpu(model, configs)
     activations = activation_bytes_per_gpu(model, configs)
     multi_gpu = configs.tp * configs.pp * configs.cp > 1
-    reserved = (RESERVED_CONTEXT_BYTES
-                + np.where(configs.cuda_graphs, RESERVED_GRAPH_BYTES, 0.0)
-                + np.where(multi_gpu, RESERVED_NCCL_BYTES, 0.0))
+    reserved = (
+        RESERVED_CONTEXT_BYTES
+        + np.where(configs.cuda_graphs, RESERVED_GRAPH_BYTES, 0.0)
+        + np.where(multi_gpu, RESERVED_NCCL_BYTES, 0.0)
+    )
     capacity = hardware.hbm_bytes * configs.gpu_memory_utilization
     kv_heads_per_gpu = np.maximum(model.num_key_value_heads / configs.tp, 1.0)
     stage_layers = np.ceil(model.num_hidden_layers / configs.pp)
-    kv_per_token = (2.0 * stage_layers * kv_heads_per_gpu * model.head_dim
-                    * configs.kv_bytes_per_element / configs.cp)
+    kv_per_token = (
+        2.0
+        * stage_layers
+        * kv_heads_per_gpu
+        * model.head_dim
+        * configs.kv_bytes_per_element
+        / configs.cp
+    )
     return MemoryArrays(
         weights_bytes=weights,
         activation_bytes=activations,

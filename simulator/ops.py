@@ -41,8 +41,15 @@ from .configs import ConfigArrays
 from .shapes import FEATURES, NUM_FEATURES
 from .specs import HardwareSpec, ModelSpec
 
-__all__ = ["OpTable", "build_op_table", "EFF_NONE", "EFF_GEMM", "EFF_ATTENTION",
-           "EFF_DECODE_ATTENTION", "EFF_COMM"]
+__all__ = [
+    "OpTable",
+    "build_op_table",
+    "EFF_NONE",
+    "EFF_GEMM",
+    "EFF_ATTENTION",
+    "EFF_DECODE_ATTENTION",
+    "EFF_COMM",
+]
 
 # Efficiency class of an op: which curve sets its compute (or link) efficiency.
 EFF_NONE = 0  # element-wise: memory traffic and CUDA-core FLOPs only
@@ -54,7 +61,11 @@ EFF_COMM = 4  # collective over the scale-up link or the network
 _F = {name: i for i, name in enumerate(FEATURES)}
 _BF16_BYTES = 2.0  # activations between kernels, router, embedding and lm_head stay bf16
 _DEQUANT_TILE_ROWS = 64.0  # rows of M per weight dequantization in weight-only GEMM kernels
-_DEQUANT_FLOPS = {2: 2.0, 3: 2.0, 4: 4.0}  # per weight element: fp8/int8 convert+scale; int4 unpack too
+_DEQUANT_FLOPS = {
+    2: 2.0,
+    3: 2.0,
+    4: 4.0,
+}  # per weight element: fp8/int8 convert+scale; int4 unpack too
 
 
 _TENSORS = ("flops", "ideal_s", "vector_flops", "bytes", "kernels", "rows", "fixed_s")
@@ -92,7 +103,7 @@ class OpTable:
         out = np.zeros((n, self.num_ops, NUM_FEATURES))
         for j, op_terms in enumerate(self.terms[key]):
             for feature, value in op_terms:
-                out[:, j, feature] += np.broadcast_to(value, (self.size,))[: n]
+                out[:, j, feature] += np.broadcast_to(value, (self.size,))[:n]
         if index is not None:
             full = np.zeros((self.num_ops, NUM_FEATURES))
             for j, op_terms in enumerate(self.terms[key]):
@@ -118,16 +129,42 @@ class _Builder:
         self.size = size
         self.rows: list[dict] = []
 
-    def add(self, name: str, kind: str, eff_class: int, *, flops=None, ideal_s=None,
-            vector_flops=None, bytes=None, kernels=None, rows=None, fixed_s=None,
-            low_precision=False, link_bytes_per_s=np.inf, link_latency_s=0.0) -> None:
-        self.rows.append(dict(
-            name=name, kind=kind, eff_class=eff_class,
-            coef={"flops": flops, "ideal_s": ideal_s, "vector_flops": vector_flops,
-                  "bytes": bytes, "kernels": kernels, "rows": rows, "fixed_s": fixed_s},
-            low_precision=low_precision, link_bytes_per_s=link_bytes_per_s,
-            link_latency_s=link_latency_s,
-        ))
+    def add(
+        self,
+        name: str,
+        kind: str,
+        eff_class: int,
+        *,
+        flops=None,
+        ideal_s=None,
+        vector_flops=None,
+        bytes=None,
+        kernels=None,
+        rows=None,
+        fixed_s=None,
+        low_precision=False,
+        link_bytes_per_s=np.inf,
+        link_latency_s=0.0,
+    ) -> None:
+        self.rows.append(
+            dict(
+                name=name,
+                kind=kind,
+                eff_class=eff_class,
+                coef={
+                    "flops": flops,
+                    "ideal_s": ideal_s,
+                    "vector_flops": vector_flops,
+                    "bytes": bytes,
+                    "kernels": kernels,
+                    "rows": rows,
+                    "fixed_s": fixed_s,
+                },
+                low_precision=low_precision,
+                link_bytes_per_s=link_bytes_per_s,
+                link_latency_s=link_latency_s,
+            )
+        )
 
     def build(self) -> OpTable:
         n = self.size
@@ -141,9 +178,12 @@ class _Builder:
                         continue  # a zero coefficient costs nothing to skip
                     op_terms.append((_F[feature], value if value.ndim else float(value)))
                 terms[key].append(op_terms)
-        per_op = {key: np.stack([np.broadcast_to(np.asarray(r[key], dtype=float), (n,))
-                                 for r in self.rows], axis=1)
-                  for key in ("low_precision", "link_bytes_per_s", "link_latency_s")}
+        per_op = {
+            key: np.stack(
+                [np.broadcast_to(np.asarray(r[key], dtype=float), (n,)) for r in self.rows], axis=1
+            )
+            for key in ("low_precision", "link_bytes_per_s", "link_latency_s")
+        }
         return OpTable(
             names=tuple(r["name"] for r in self.rows),
             kinds=tuple(r["kind"] for r in self.rows),
@@ -163,7 +203,7 @@ def _scale(terms: dict, factor) -> dict:
 def build_op_table(model: ModelSpec, hardware: HardwareSpec, configs: ConfigArrays) -> OpTable:
     """Count every operator of one step for each configuration (see the module docstring)."""
     eff = hardware.efficiency
-    tp, pp, cp, ep = configs.tp, configs.pp, configs.cp, configs.ep
+    tp, cp, ep = configs.tp, configs.cp, configs.ep
     wb = configs.weight_bytes_per_element
     kvb = configs.kv_bytes_per_element
     lowp = configs.low_precision_compute
@@ -171,9 +211,11 @@ def build_op_table(model: ModelSpec, hardware: HardwareSpec, configs: ConfigArra
     peak = configs.compute_peak(hardware)
     peak_bf16 = hardware.peak("bf16")
     outlier = np.where(configs.compute_code == 3, configs.int8_outlier_fraction, 0.0)
-    dequant = np.where(configs.weight_only, 0.0, 0.0) + np.select(
+    dequant = np.select(
         [configs.weight_only & (configs.weight_code == c) for c in _DEQUANT_FLOPS],
-        list(_DEQUANT_FLOPS.values()), 0.0)
+        list(_DEQUANT_FLOPS.values()),
+        0.0,
+    )
     dynamic = lowp & configs.dynamic_scaling
 
     layers = model.num_hidden_layers
@@ -190,8 +232,9 @@ def build_op_table(model: ModelSpec, hardware: HardwareSpec, configs: ConfigArra
     once = {"has_tokens": 1.0}
     b = _Builder(len(configs))
 
-    def gemm(name: str, k, n, count, *, rows=local_tokens, quantized=True,
-             weight_fraction=once) -> None:
+    def gemm(
+        name: str, k, n, count, *, rows=local_tokens, quantized=True, weight_fraction=once
+    ) -> None:
         """A linear of ``rows x k`` by ``k x n`` repeated ``count`` times per step."""
         weight_bytes = wb if quantized else _BF16_BYTES
         act_in = in_bytes if quantized else _BF16_BYTES
@@ -200,54 +243,83 @@ def build_op_table(model: ModelSpec, hardware: HardwareSpec, configs: ConfigArra
         flops = _scale(rows, 2.0 * k * n * count)
         side_flops = _scale(rows, 2.0 * k * side * n * count)
         b.add(
-            name, "gemm", EFF_GEMM,
+            name,
+            "gemm",
+            EFF_GEMM,
             flops={f: flops[f] + side_flops[f] for f in rows},
             ideal_s={f: flops[f] / op_peak + side_flops[f] / peak_bf16 for f in rows},
-            vector_flops={**_scale(weight_fraction, k * n * count * (dequant if quantized else 0.0)),
-                          **_scale(rows, k * n * count / _DEQUANT_TILE_ROWS
-                                   * (dequant if quantized else 0.0))},
-            bytes={**_scale(weight_fraction, k * n * count * (weight_bytes + side * _BF16_BYTES)),
-                   **_scale(rows, count * (k * act_in + n * _BF16_BYTES))},
+            vector_flops={
+                **_scale(weight_fraction, k * n * count * (dequant if quantized else 0.0)),
+                **_scale(
+                    rows, k * n * count / _DEQUANT_TILE_ROWS * (dequant if quantized else 0.0)
+                ),
+            },
+            bytes={
+                **_scale(weight_fraction, k * n * count * (weight_bytes + side * _BF16_BYTES)),
+                **_scale(rows, count * (k * act_in + n * _BF16_BYTES)),
+            },
             kernels=_scale(weight_fraction, count),
             rows=rows,
             low_precision=lowp if quantized else False,
         )
 
-    def elementwise(name: str, bytes_per_token, kernels, *, flops_per_token=0.0,
-                    rows=local_tokens, when=once) -> None:
-        b.add(name, "elementwise", EFF_NONE,
-              bytes=_scale(rows, bytes_per_token), vector_flops=_scale(rows, flops_per_token),
-              kernels=_scale(when, kernels))
+    def elementwise(
+        name: str, bytes_per_token, kernels, *, flops_per_token=0.0, rows=local_tokens, when=once
+    ) -> None:
+        b.add(
+            name,
+            "elementwise",
+            EFF_NONE,
+            bytes=_scale(rows, bytes_per_token),
+            vector_flops=_scale(rows, flops_per_token),
+            kernels=_scale(when, kernels),
+        )
 
     # --- embedding and attention block ---------------------------------------------------------
     elementwise("embedding", 2.0 * hidden * _BF16_BYTES, 1.0)
-    elementwise("norm", 4.0 * hidden * _BF16_BYTES * (2 * layers + 1), 2.0 * layers + 1,
-                flops_per_token=5.0 * hidden * (2 * layers + 1))
+    elementwise(
+        "norm",
+        4.0 * hidden * _BF16_BYTES * (2 * layers + 1),
+        2.0 * layers + 1,
+        flops_per_token=5.0 * hidden * (2 * layers + 1),
+    )
     gemm("qkv_proj", hidden, q_width + 2 * kv_width, layers)
-    elementwise("rope", 2.0 * (q_width + kv_width) * _BF16_BYTES * layers, layers,
-                flops_per_token=6.0 * (q_width + kv_width) * layers)
+    elementwise(
+        "rope",
+        2.0 * (q_width + kv_width) * _BF16_BYTES * layers,
+        layers,
+        flops_per_token=6.0 * (q_width + kv_width) * layers,
+    )
     elementwise("kv_cache_write", 2.0 * kv_width * (_BF16_BYTES + kvb) * layers, layers)
 
     naive = configs.naive_attention
     attention_kernels = np.where(naive, 4.0, 1.0) * layers
     prefill_flops = 4.0 * heads_per_gpu * head_dim * layers / cp
     b.add(
-        "attention_prefill", "attention", EFF_ATTENTION,
+        "attention_prefill",
+        "attention",
+        EFF_ATTENTION,
         flops={"prefill_pairs": prefill_flops},
         ideal_s={"prefill_pairs": prefill_flops / peak_bf16},
-        bytes={"prefill_tokens": 2.0 * q_width * _BF16_BYTES * layers / cp,
-               "prefill_kv": 2.0 * kv_width * kvb * layers,
-               "naive_scores": np.where(naive, 4.0 * heads_per_gpu * _BF16_BYTES * layers / cp, 0.0)},
+        bytes={
+            "prefill_tokens": 2.0 * q_width * _BF16_BYTES * layers / cp,
+            "prefill_kv": 2.0 * kv_width * kvb * layers,
+            "naive_scores": np.where(naive, 4.0 * heads_per_gpu * _BF16_BYTES * layers / cp, 0.0),
+        },
         kernels={"has_prefill": attention_kernels},
     )
     decode_flops = 4.0 * heads_per_gpu * head_dim * layers / cp
     b.add(
-        "attention_decode", "attention", EFF_DECODE_ATTENTION,
+        "attention_decode",
+        "attention",
+        EFF_DECODE_ATTENTION,
         flops={"decode_pairs": decode_flops},
         ideal_s={"decode_pairs": decode_flops / peak_bf16},
-        bytes={"decode_kv": 2.0 * kv_width * kvb * layers / cp,
-               "decode_tokens": 2.0 * q_width * _BF16_BYTES * layers,
-               "decode_pairs": np.where(naive, 4.0 * heads_per_gpu * _BF16_BYTES * layers / cp, 0.0)},
+        bytes={
+            "decode_kv": 2.0 * kv_width * kvb * layers / cp,
+            "decode_tokens": 2.0 * q_width * _BF16_BYTES * layers,
+            "decode_pairs": np.where(naive, 4.0 * heads_per_gpu * _BF16_BYTES * layers / cp, 0.0),
+        },
         kernels={"has_decode": attention_kernels},
     )
     gemm("o_proj", q_width, hidden, layers)
@@ -255,8 +327,12 @@ def build_op_table(model: ModelSpec, hardware: HardwareSpec, configs: ConfigArra
     # --- MLP: dense layers --------------------------------------------------------------------
     if dense_layers:
         gemm("gate_up_proj", hidden, 2 * ffn_per_gpu, dense_layers)
-        elementwise("act_mul", 3.0 * ffn_per_gpu * _BF16_BYTES * dense_layers, dense_layers,
-                    flops_per_token=4.0 * ffn_per_gpu * dense_layers)
+        elementwise(
+            "act_mul",
+            3.0 * ffn_per_gpu * _BF16_BYTES * dense_layers,
+            dense_layers,
+            flops_per_token=4.0 * ffn_per_gpu * dense_layers,
+        )
         gemm("down_proj", ffn_per_gpu, hidden, dense_layers)
 
     # --- MLP: mixture-of-experts layers -------------------------------------------------------
@@ -271,25 +347,36 @@ def build_op_table(model: ModelSpec, hardware: HardwareSpec, configs: ConfigArra
         pair_rows = _scale(local_tokens, top_k / ep)
         expert_width = expert_ffn * ep / tp
         touched = {"moe_touched": 1.0}
-        for name, k, n in (("experts_gate_up", hidden, 2 * expert_width),
-                           ("experts_down", expert_width, hidden)):
+        for name, k, n in (
+            ("experts_gate_up", hidden, 2 * expert_width),
+            ("experts_down", expert_width, hidden),
+        ):
             flops = _scale(pair_rows, 2.0 * k * n * moe_layers)
             b.add(
-                name, "gemm", EFF_GEMM,
-                flops=flops, ideal_s=_scale(flops, 1.0 / peak),
-                vector_flops={**_scale(touched, experts / ep * k * n * moe_layers * dequant),
-                              **_scale(pair_rows, k * n * moe_layers * dequant / _DEQUANT_TILE_ROWS)},
-                bytes={**_scale(touched, experts / ep * k * n * wb * moe_layers),
-                       **_scale(pair_rows, moe_layers * (k * in_bytes + n * _BF16_BYTES))},
+                name,
+                "gemm",
+                EFF_GEMM,
+                flops=flops,
+                ideal_s=_scale(flops, 1.0 / peak),
+                vector_flops={
+                    **_scale(touched, experts / ep * k * n * moe_layers * dequant),
+                    **_scale(pair_rows, k * n * moe_layers * dequant / _DEQUANT_TILE_ROWS),
+                },
+                bytes={
+                    **_scale(touched, experts / ep * k * n * wb * moe_layers),
+                    **_scale(pair_rows, moe_layers * (k * in_bytes + n * _BF16_BYTES)),
+                },
                 kernels=_scale(once, moe_layers),
                 # Rows per expert: all routed pairs over all experts.
                 rows=_scale(local_tokens, top_k / experts),
                 low_precision=lowp,
             )
-        elementwise("experts_permute_act",
-                    moe_layers * (top_k / ep * 4.0 * hidden + 3.0 * top_k * expert_ffn / tp)
-                    * _BF16_BYTES, 4.0 * moe_layers,
-                    flops_per_token=4.0 * top_k * expert_ffn / tp * moe_layers)
+        elementwise(
+            "experts_permute_act",
+            moe_layers * (top_k / ep * 4.0 * hidden + 3.0 * top_k * expert_ffn / tp) * _BF16_BYTES,
+            4.0 * moe_layers,
+            flops_per_token=4.0 * top_k * expert_ffn / tp * moe_layers,
+        )
         if model.num_shared_experts:
             shared_ffn = model.num_shared_experts * expert_ffn / tp
             gemm("shared_expert", hidden, 3 * shared_ffn, moe_layers)
@@ -297,24 +384,52 @@ def build_op_table(model: ModelSpec, hardware: HardwareSpec, configs: ConfigArra
 
     if np.any(dynamic):
         # Dynamic per-token scales: one extra read of each GEMM input to find its absolute max.
-        elementwise("act_quant", np.where(dynamic, quant_inputs * _BF16_BYTES * layers, 0.0),
-                    np.where(dynamic, 4.0 * layers, 0.0))
+        elementwise(
+            "act_quant",
+            np.where(dynamic, quant_inputs * _BF16_BYTES * layers, 0.0),
+            np.where(dynamic, 4.0 * layers, 0.0),
+        )
 
     # --- output --------------------------------------------------------------------------------
     logits = {"logits": 1.0}
     gemm("lm_head", hidden, vocab / tp, 1, rows=logits, quantized=False)
     elementwise("sampling", 3.0 * vocab * 4.0, 3.0, rows=logits)
 
-    _add_communication(b, model, hardware, configs, local_tokens, layers, dense_layers,
-                       moe_layers, kv_width, q_width, kvb)
-    b.add("scheduler", "other", EFF_NONE,
-          fixed_s={"has_tokens": np.full(len(configs), eff.step_overhead_s)})
+    _add_communication(
+        b,
+        model,
+        hardware,
+        configs,
+        local_tokens,
+        layers,
+        dense_layers,
+        moe_layers,
+        kv_width,
+        q_width,
+        kvb,
+    )
+    b.add(
+        "scheduler",
+        "other",
+        EFF_NONE,
+        fixed_s={"has_tokens": np.full(len(configs), eff.step_overhead_s)},
+    )
     return b.build()
 
 
-def _add_communication(b: _Builder, model: ModelSpec, hardware: HardwareSpec,
-                       configs: ConfigArrays, local_tokens: dict, layers: int,
-                       dense_layers: int, moe_layers: int, kv_width, q_width, kvb) -> None:
+def _add_communication(
+    b: _Builder,
+    model: ModelSpec,
+    hardware: HardwareSpec,
+    configs: ConfigArrays,
+    local_tokens: dict,
+    layers: int,
+    dense_layers: int,
+    moe_layers: int,
+    kv_width,
+    q_width,
+    kvb,
+) -> None:
     """Collectives with an alpha-beta cost: ``calls x latency + bytes / achievable bandwidth``.
 
     A group that fits in one node uses the scale-up link (NVLink); a larger one is bound by the
@@ -327,8 +442,11 @@ def _add_communication(b: _Builder, model: ModelSpec, hardware: HardwareSpec,
 
     def link(group_gpus):
         inside = group_gpus <= node
-        bandwidth = np.where(inside, hardware.scale_up_bytes_per_s * eff.link,
-                             hardware.scale_out_bytes_per_s * eff.network)
+        bandwidth = np.where(
+            inside,
+            hardware.scale_up_bytes_per_s * eff.link,
+            hardware.scale_out_bytes_per_s * eff.network,
+        )
         latency = np.where(inside, eff.collective_latency_s, eff.network_latency_s)
         return bandwidth, latency + eff.collective_latency_per_rank_s * (group_gpus - 1)
 
@@ -339,13 +457,24 @@ def _add_communication(b: _Builder, model: ModelSpec, hardware: HardwareSpec,
     calls = np.where(multi, layers + dense_layers + moe_layers * (ep < tp) + 1, 0.0)
     ring = 2.0 * (tp - 1) / tp
     bandwidth, latency = link(tp * cp)
-    b.add("tp_allreduce", "communication", EFF_COMM,
-          bytes=_scale(local_tokens, calls * ring * hidden * _BF16_BYTES),
-          kernels={"has_tokens": calls}, link_bytes_per_s=bandwidth, link_latency_s=latency)
-    b.add("tp_logits_gather", "communication", EFF_COMM,
-          bytes={"logits": np.where(multi, (tp - 1) / tp * model.vocab_size * 4.0, 0.0)},
-          kernels={"has_tokens": np.where(multi, 1.0, 0.0)},
-          link_bytes_per_s=bandwidth, link_latency_s=latency)
+    b.add(
+        "tp_allreduce",
+        "communication",
+        EFF_COMM,
+        bytes=_scale(local_tokens, calls * ring * hidden * _BF16_BYTES),
+        kernels={"has_tokens": calls},
+        link_bytes_per_s=bandwidth,
+        link_latency_s=latency,
+    )
+    b.add(
+        "tp_logits_gather",
+        "communication",
+        EFF_COMM,
+        bytes={"logits": np.where(multi, (tp - 1) / tp * model.vocab_size * 4.0, 0.0)},
+        kernels={"has_tokens": np.where(multi, 1.0, 0.0)},
+        link_bytes_per_s=bandwidth,
+        link_latency_s=latency,
+    )
 
     if moe_layers:
         # Dispatch and combine: each GPU sends its 1/ep slice of the tokens to the top-k experts'
@@ -353,25 +482,42 @@ def _add_communication(b: _Builder, model: ModelSpec, hardware: HardwareSpec,
         a2a_calls = np.where(ep > 1, 2.0 * moe_layers, 0.0)
         per_token = model.num_experts_per_tok * hidden * _BF16_BYTES / ep * (ep - 1) / ep
         bandwidth, latency = link(ep)
-        b.add("ep_all_to_all", "communication", EFF_COMM,
-              bytes=_scale(local_tokens, a2a_calls * per_token),
-              kernels={"has_tokens": a2a_calls}, link_bytes_per_s=bandwidth,
-              link_latency_s=latency)
+        b.add(
+            "ep_all_to_all",
+            "communication",
+            EFF_COMM,
+            bytes=_scale(local_tokens, a2a_calls * per_token),
+            kernels={"has_tokens": a2a_calls},
+            link_bytes_per_s=bandwidth,
+            link_latency_s=latency,
+        )
 
     # PP: activations cross each of the pp - 1 stage boundaries once per step.
     boundaries = pp - 1
     bandwidth, latency = link(tp * pp * cp)
-    b.add("pp_send", "communication", EFF_COMM,
-          bytes=_scale(local_tokens, boundaries * hidden * _BF16_BYTES),
-          kernels={"has_tokens": boundaries}, link_bytes_per_s=bandwidth,
-          link_latency_s=latency)
+    b.add(
+        "pp_send",
+        "communication",
+        EFF_COMM,
+        bytes=_scale(local_tokens, boundaries * hidden * _BF16_BYTES),
+        kernels={"has_tokens": boundaries},
+        link_bytes_per_s=bandwidth,
+        link_latency_s=latency,
+    )
 
     # CP: each GPU holds 1/cp of a long prompt; ring attention passes K/V around the cp GPUs
     # (cp - 1 hops per layer), and decodes merge partial attention outputs (fp32) once per layer.
     share = (cp - 1) / cp
     bandwidth, latency = link(tp * cp)
-    b.add("cp_kv_exchange", "communication", EFF_COMM,
-          bytes={"prefill_kv": share * 2.0 * kv_width * kvb * layers,
-                 "decode_tokens": share * q_width * 4.0 * layers},
-          kernels={"has_prefill": (cp - 1) * layers, "has_decode": np.where(cp > 1, layers, 0.0)},
-          link_bytes_per_s=bandwidth, link_latency_s=latency)
+    b.add(
+        "cp_kv_exchange",
+        "communication",
+        EFF_COMM,
+        bytes={
+            "prefill_kv": share * 2.0 * kv_width * kvb * layers,
+            "decode_tokens": share * q_width * 4.0 * layers,
+        },
+        kernels={"has_prefill": (cp - 1) * layers, "has_decode": np.where(cp > 1, layers, 0.0)},
+        link_bytes_per_s=bandwidth,
+        link_latency_s=latency,
+    )

@@ -22,8 +22,18 @@ def _op_source(hardware: HardwareSpec) -> str:
     return "calibrated" if hardware.efficiency.provenance else "literature"
 
 
-def _phase(times: StepTimes, table_names, kinds, phase: str, source: str,
-           *, batch: int, tokens: int, prompt=None, context=None) -> tuple[PhaseResult, list[OpResult]]:
+def _phase(
+    times: StepTimes,
+    table_names,
+    kinds,
+    phase: str,
+    source: str,
+    *,
+    batch: int,
+    tokens: int,
+    prompt=None,
+    context=None,
+) -> tuple[PhaseResult, list[OpResult]]:
     ops: OpTimes = times.ops
     total = float(times.latency_s[0])
     shares: dict[str, float] = {bound: 0.0 for bound in BOUNDS}
@@ -34,24 +44,40 @@ def _phase(times: StepTimes, table_names, kinds, phase: str, source: str,
             continue
         bound = BOUNDS[int(ops.bound[0, j])]
         shares[bound] += time_s
-        rows.append(OpResult(
-            name=name, phase=phase, kind=kinds[j], flops=float(ops.flops[0, j]),
-            bytes=float(ops.bytes[0, j]), time_s=time_s, compute_s=float(ops.compute_s[0, j]),
-            memory_s=float(ops.memory_s[0, j]), overhead_s=float(ops.overhead_s[0, j]),
-            bound=bound, share=time_s / total if total else 0.0,
-            kernels=float(ops.kernels[0, j]),
-            source="spec" if kinds[j] == "communication" else source,
-        ))
+        rows.append(
+            OpResult(
+                name=name,
+                phase=phase,
+                kind=kinds[j],
+                flops=float(ops.flops[0, j]),
+                bytes=float(ops.bytes[0, j]),
+                time_s=time_s,
+                compute_s=float(ops.compute_s[0, j]),
+                memory_s=float(ops.memory_s[0, j]),
+                overhead_s=float(ops.overhead_s[0, j]),
+                bound=bound,
+                share=time_s / total if total else 0.0,
+                kernels=float(ops.kernels[0, j]),
+                source="spec" if kinds[j] == "communication" else source,
+            )
+        )
     bound_shares = {k: v / total for k, v in shares.items()} if total else shares
     phase_bound = max(bound_shares, key=lambda k: bound_shares[k])
     comm = [j for j, kind in enumerate(kinds) if kind == "communication"]
     hbm = [j for j, kind in enumerate(kinds) if kind != "communication"]
     result = PhaseResult(
-        time_s=total, step_time_s=total if phase == "decode" else None, bound=phase_bound,
-        tokens=tokens, batch=batch, prompt=prompt, context=context,
-        flops=float(ops.flops[0].sum()), bytes=float(ops.bytes[0, hbm].sum()),
+        time_s=total,
+        step_time_s=total if phase == "decode" else None,
+        bound=phase_bound,
+        tokens=tokens,
+        batch=batch,
+        prompt=prompt,
+        context=context,
+        flops=float(ops.flops[0].sum()),
+        bytes=float(ops.bytes[0, hbm].sum()),
         communication_s=float(ops.time_s[0, comm].sum()),
-        tokens_per_s=tokens / total if total else 0.0, bound_shares=bound_shares,
+        tokens_per_s=tokens / total if total else 0.0,
+        bound_shares=bound_shares,
         stage_time_s=float(times.stage_s[0]),
     )
     return result, rows
@@ -66,8 +92,10 @@ def fit_reason(step: StepModel, index: int, *, batch: int, tokens_per_sequence: 
         return None
     mem = step.memory
     block = step.configs.block_size[index]
-    kv_tokens = batch * mem.tokens_needed(tokens_per_sequence, block)
-    kv_tokens = max(float(kv_tokens), float(mem.tokens_needed(step.configs.max_model_len[index], block)))
+    kv_tokens: float = max(
+        float(batch * mem.tokens_needed(tokens_per_sequence, block)),
+        float(mem.tokens_needed(step.configs.max_model_len[index], block)),
+    )
     need = float(mem.required_bytes(kv_tokens)[index])
     capacity = float(mem.capacity_bytes[index])
     hbm = step.hardware.hbm_bytes
@@ -82,8 +110,15 @@ def fit_reason(step: StepModel, index: int, *, batch: int, tokens_per_sequence: 
     )
 
 
-def predict(model: ModelSpec, hardware: HardwareSpec, config: DeploymentConfig, *,
-            batch: int = 1, prompt: int = 1024, context: int = 1024) -> Prediction:
+def predict(
+    model: ModelSpec,
+    hardware: HardwareSpec,
+    config: DeploymentConfig,
+    *,
+    batch: int = 1,
+    prompt: int = 1024,
+    context: int = 1024,
+) -> Prediction:
     """Prefill of ``prompt`` tokens per sequence and one decode step at ``context`` cached
     tokens, for ``batch`` sequences. Never raises for an infeasible config: ``fits`` is False
     and ``reason`` says why."""
@@ -99,25 +134,51 @@ def predict(model: ModelSpec, hardware: HardwareSpec, config: DeploymentConfig, 
         capacity_bytes=float(mem.capacity_bytes[0]),
         kv_bytes_per_token=float(mem.kv_bytes_per_token[0]),
         kv_tokens_capacity=float(mem.kv_tokens[0]),
-        required_kv_bytes=float(batch * mem.tokens_needed(tokens_per_sequence, config.block_size)
-                                * mem.kv_bytes_per_token[0]),
-        max_batch_at_context=int(max(mem.max_batch_at_context(tokens_per_sequence,
-                                                             config.block_size)[0], 0)),
+        required_kv_bytes=float(
+            batch
+            * mem.tokens_needed(tokens_per_sequence, config.block_size)
+            * mem.kv_bytes_per_token[0]
+        ),
+        max_batch_at_context=int(
+            max(mem.max_batch_at_context(tokens_per_sequence, config.block_size)[0], 0)
+        ),
     )
     prediction = Prediction(
-        model=model.name, hardware=hardware.name, config=config.model_dump(mode="json"),
-        fits=reason is None, reason=reason, num_gpus=config.num_gpus, memory=memory,
+        model=model.name,
+        hardware=hardware.name,
+        config=config.model_dump(mode="json"),
+        fits=reason is None,
+        reason=reason,
+        num_gpus=config.num_gpus,
+        memory=memory,
     )
     if int(step.invalid_code[0]):
         return prediction
     source = _op_source(hardware)
     names, kinds = step.table.names, step.table.kinds
-    prefill, prefill_ops = _phase(step.prefill(batch, prompt), names, kinds, "prefill", source,
-                                  batch=batch, tokens=batch * prompt, prompt=prompt)
-    decode, decode_ops = _phase(step.decode(batch, context), names, kinds, "decode", source,
-                                batch=batch, tokens=batch, context=context)
-    return prediction.model_copy(update=dict(prefill=prefill, decode=decode,
-                                             ops=prefill_ops + decode_ops))
+    prefill, prefill_ops = _phase(
+        step.prefill(batch, prompt),
+        names,
+        kinds,
+        "prefill",
+        source,
+        batch=batch,
+        tokens=batch * prompt,
+        prompt=prompt,
+    )
+    decode, decode_ops = _phase(
+        step.decode(batch, context),
+        names,
+        kinds,
+        "decode",
+        source,
+        batch=batch,
+        tokens=batch,
+        context=context,
+    )
+    return prediction.model_copy(
+        update=dict(prefill=prefill, decode=decode, ops=prefill_ops + decode_ops)
+    )
 
 
 def require_fit(prediction: Prediction) -> Prediction:

@@ -66,8 +66,13 @@ class OpTimes:
         return self.time_s.sum(axis=-1)
 
 
-def evaluate(table: OpTable, hardware: HardwareSpec, features: np.ndarray,
-             *, cuda_graphs: np.ndarray | bool = True) -> OpTimes:
+def evaluate(
+    table: OpTable,
+    hardware: HardwareSpec,
+    features: np.ndarray,
+    *,
+    cuda_graphs: np.ndarray | bool = True,
+) -> OpTimes:
     """Time every op of ``table`` on the steps ``features``.
 
     Shapes: table tensors are ``[N, ops, F]``; ``features`` is ``[N, F]`` (one step per config)
@@ -94,21 +99,30 @@ def evaluate(table: OpTable, hardware: HardwareSpec, features: np.ndarray,
     compute_eff = np.where(
         cls == EFF_GEMM,
         gemm_efficiency(eff, np.maximum(rows, 1.0), low_precision=table.low_precision),
-        np.where(cls == EFF_ATTENTION, attention_efficiency(eff, np.maximum(query_len, 1.0)),
-                 eff.attention_efficiency[0]),
+        np.where(
+            cls == EFF_ATTENTION,
+            attention_efficiency(eff, np.maximum(query_len, 1.0)),
+            eff.attention_efficiency[0],
+        ),
     )
     with np.errstate(divide="ignore", invalid="ignore"):
-        compute_s = np.where(ideal > 0, ideal / compute_eff, 0.0) + vector / hardware.vector_flops_per_s
-        memory_eff = np.where(cls == EFF_DECODE_ATTENTION, eff.hbm * eff.decode_attention_hbm, eff.hbm)
+        compute_s = (
+            np.where(ideal > 0, ideal / compute_eff, 0.0) + vector / hardware.vector_flops_per_s
+        )
+        memory_eff = np.where(
+            cls == EFF_DECODE_ATTENTION, eff.hbm * eff.decode_attention_hbm, eff.hbm
+        )
         memory_s = nbytes / (hardware.hbm_bytes_per_s * memory_eff)
         comm = cls == EFF_COMM
         communication_s = np.where(
-            comm, kernels * table.link_latency_s + nbytes / table.link_bytes_per_s, 0.0)
+            comm, kernels * table.link_latency_s + nbytes / table.link_bytes_per_s, 0.0
+        )
 
     graphs = np.asarray(cuda_graphs, dtype=bool)
     graphs = graphs[:, None] if graphs.ndim else graphs
-    per_kernel = np.where(graphs & (tokens <= CUDA_GRAPH_MAX_TOKENS), eff.kernel_graph_s,
-                          eff.kernel_launch_s)
+    per_kernel = np.where(
+        graphs & (tokens <= CUDA_GRAPH_MAX_TOKENS), eff.kernel_graph_s, eff.kernel_launch_s
+    )
     overhead_s = np.where(comm, 0.0, kernels * per_kernel) + fixed
     compute_s = np.where(comm, 0.0, compute_s)
     memory_s = np.where(comm, 0.0, memory_s)
@@ -116,6 +130,14 @@ def evaluate(table: OpTable, hardware: HardwareSpec, features: np.ndarray,
 
     stacked = np.stack([compute_s, memory_s, communication_s, overhead_s], axis=-1)
     bound = np.argmax(stacked, axis=-1)
-    return OpTimes(flops=flops + vector, bytes=nbytes, compute_s=compute_s,
-                   memory_s=memory_s, communication_s=communication_s, overhead_s=overhead_s,
-                   time_s=time_s, bound=bound, kernels=kernels)
+    return OpTimes(
+        flops=flops + vector,
+        bytes=nbytes,
+        compute_s=compute_s,
+        memory_s=memory_s,
+        communication_s=communication_s,
+        overhead_s=overhead_s,
+        time_s=time_s,
+        bound=bound,
+        kernels=kernels,
+    )

@@ -80,8 +80,12 @@ def step_features(
 
 
 def prefill_features(
-    batch: np.ndarray | float, prompt: np.ndarray | float, *, cached: np.ndarray | float = 0.0,
-    experts: int = 0, experts_per_token: int = 0,
+    batch: np.ndarray | float,
+    prompt: np.ndarray | float,
+    *,
+    cached: np.ndarray | float = 0.0,
+    experts: int = 0,
+    experts_per_token: int = 0,
 ) -> np.ndarray:
     """``batch`` sequences each prefilling ``prompt`` new tokens on top of ``cached`` ones."""
     batch = np.asarray(batch, dtype=float)
@@ -93,13 +97,18 @@ def prefill_features(
         prefill_kv=batch * (cached + prompt),
         naive_scores=batch * prompt * (cached + prompt),
         prefill_logits=batch,
-        experts=experts, experts_per_token=experts_per_token,
+        experts=experts,
+        experts_per_token=experts_per_token,
     )
 
 
 def decode_features(
-    batch: np.ndarray | float, context: np.ndarray | float, *, query_tokens: int = 1,
-    experts: int = 0, experts_per_token: int = 0,
+    batch: np.ndarray | float,
+    context: np.ndarray | float,
+    *,
+    query_tokens: int = 1,
+    experts: int = 0,
+    experts_per_token: int = 0,
 ) -> np.ndarray:
     """``batch`` sequences each decoding ``query_tokens`` tokens (1, or g + 1 when verifying
     speculative drafts) against ``context`` cached tokens."""
@@ -110,5 +119,6 @@ def decode_features(
         decode_tokens=queries,
         decode_kv=batch * context,
         decode_pairs=queries * context,
-        experts=experts, experts_per_token=experts_per_token,
+        experts=experts,
+        experts_per_token=experts_per_token,
     )

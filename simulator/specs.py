@@ -129,7 +129,18 @@ class Efficiency(_Frozen):
     hbm: float = Field(default=0.85, gt=0, le=1)
     # Tensor-core GEMM efficiency vs the number of tokens M (rows of the activation matrix).
     gemm_tokens: tuple[float, ...] = (1, 16, 64, 128, 256, 512, 1024, 2048, 4096, 8192)
-    gemm_efficiency: tuple[float, ...] = (0.25, 0.30, 0.45, 0.55, 0.65, 0.70, 0.74, 0.77, 0.79, 0.80)
+    gemm_efficiency: tuple[float, ...] = (
+        0.25,
+        0.30,
+        0.45,
+        0.55,
+        0.65,
+        0.70,
+        0.74,
+        0.77,
+        0.79,
+        0.80,
+    )
     # Extra derate of an fp8 / int8 GEMM relative to the bf16 curve (scaled-mm kernels).
     low_precision_gemm_factor: float = Field(default=0.90, gt=0, le=1)
     # FlashAttention prefill efficiency vs query length per sequence.
@@ -284,9 +295,16 @@ class DeploymentConfig(_Frozen):
     def _check(self) -> DeploymentConfig:
         w, a = self.weight_dtype, self.activation_dtype
         allowed = {
-            ("bf16", "bf16"), ("fp16", "fp16"), ("fp8", "fp8"), ("int8", "int8"),
-            ("fp8", "bf16"), ("int8", "bf16"), ("int4", "bf16"),
-            ("fp8", "fp16"), ("int8", "fp16"), ("int4", "fp16"),
+            ("bf16", "bf16"),
+            ("fp16", "fp16"),
+            ("fp8", "fp8"),
+            ("int8", "int8"),
+            ("fp8", "bf16"),
+            ("int8", "bf16"),
+            ("int4", "bf16"),
+            ("fp8", "fp16"),
+            ("int8", "fp16"),
+            ("int4", "fp16"),
         }
         if (w, a) not in allowed:
             raise ValueError(
@@ -318,5 +336,6 @@ class DeploymentConfig(_Frozen):
     @property
     def is_weight_only(self) -> bool:
         return self.weight_dtype in ("int8", "int4", "fp8") and self.activation_dtype in (
-            "bf16", "fp16"
+            "bf16",
+            "fp16",
         )

@@ -46,8 +46,12 @@ class StepModel:
     invalid_code: np.ndarray  # [N], 0 where valid
 
     @classmethod
-    def build(cls, model: ModelSpec, hardware: HardwareSpec,
-              configs: ConfigArrays | Sequence[DeploymentConfig] | DeploymentConfig) -> StepModel:
+    def build(
+        cls,
+        model: ModelSpec,
+        hardware: HardwareSpec,
+        configs: ConfigArrays | Sequence[DeploymentConfig] | DeploymentConfig,
+    ) -> StepModel:
         if isinstance(configs, DeploymentConfig):
             configs = [configs]
         if not isinstance(configs, ConfigArrays):
@@ -56,8 +60,14 @@ class StepModel:
         with np.errstate(divide="ignore", invalid="ignore"):
             table = build_op_table(model, hardware, configs)
             memory = memory_per_gpu(model, hardware, configs)
-        return cls(model=model, hardware=hardware, configs=configs, table=table, memory=memory,
-                   invalid_code=invalid)
+        return cls(
+            model=model,
+            hardware=hardware,
+            configs=configs,
+            table=table,
+            memory=memory,
+            invalid_code=invalid,
+        )
 
     def __len__(self) -> int:
         return len(self.configs)
@@ -67,21 +77,26 @@ class StepModel:
         return self.invalid_code == 0
 
     def _moe(self) -> dict[str, int]:
-        return dict(experts=self.model.num_local_experts,
-                    experts_per_token=self.model.num_experts_per_tok)
+        return dict(
+            experts=self.model.num_local_experts, experts_per_token=self.model.num_experts_per_tok
+        )
 
     def step(self, features: np.ndarray) -> StepTimes:
         """Evaluate steps given as a feature matrix (see ``shapes.py``)."""
         with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-            ops = evaluate(self.table, self.hardware, features,
-                           cuda_graphs=self.configs.cuda_graphs)
+            ops = evaluate(
+                self.table, self.hardware, features, cuda_graphs=self.configs.cuda_graphs
+            )
         total = ops.total_s
         pp = self.configs.pp
         send = ops.time_s[..., self.table.names.index("pp_send")]
         stage = (total - send) / pp + np.where(pp > 1, send / np.maximum(pp - 1, 1), 0.0)
         valid = self.valid  # [N]; broadcasts over S shapes when N == 1
-        return StepTimes(latency_s=np.where(valid, total, np.inf),
-                         stage_s=np.where(valid, stage, np.inf), ops=ops)
+        return StepTimes(
+            latency_s=np.where(valid, total, np.inf),
+            stage_s=np.where(valid, stage, np.inf),
+            ops=ops,
+        )
 
     def prefill(self, batch, prompt, *, cached=0.0) -> StepTimes:
         """``batch`` prompts of ``prompt`` tokens (on top of ``cached`` tokens) in one step."""
@@ -95,7 +110,9 @@ class StepModel:
         """Valid, one ``max_model_len`` sequence fits (engine start-up rule), and ``batch``
         sequences of ``tokens_per_sequence`` fit the KV cache at once."""
         block = self.configs.block_size
-        need = np.asarray(batch, dtype=float) * self.memory.tokens_needed(tokens_per_sequence, block)
+        need = np.asarray(batch, dtype=float) * self.memory.tokens_needed(
+            tokens_per_sequence, block
+        )
         one_sequence = self.memory.tokens_needed(self.configs.max_model_len, block)
         kv_tokens = self.memory.kv_tokens
         return self.valid & (kv_tokens >= np.maximum(need, one_sequence)) & (kv_tokens > 0)

@@ -12,9 +12,21 @@ import math
 import re
 
 __all__ = [
-    "KB", "MB", "GB", "TB", "GiB", "MiB", "US", "MS",
-    "TERA", "PETA",
-    "format_bytes", "format_seconds", "format_rate", "format_flops", "parse_duration",
+    "KB",
+    "MB",
+    "GB",
+    "TB",
+    "GiB",
+    "MiB",
+    "US",
+    "MS",
+    "TERA",
+    "PETA",
+    "format_bytes",
+    "format_seconds",
+    "format_rate",
+    "format_flops",
+    "parse_duration",
     "parse_bytes",
 ]
 
@@ -58,7 +70,9 @@ def format_rate(bytes_per_s: float, digits: int = 1) -> str:
 def format_flops(flops_per_s: float, digits: int = 1) -> str:
     """Compute rate: ``format_flops(9.89e14) == '989.0 TFLOP/s'``."""
     return _scaled(
-        flops_per_s, [(PETA, "PFLOP/s"), (TERA, "TFLOP/s"), (1e9, "GFLOP/s"), (1, "FLOP/s")], digits
+        flops_per_s,
+        [(PETA, "PFLOP/s"), (TERA, "TFLOP/s"), (1e9, "GFLOP/s"), (1, "FLOP/s")],
+        digits,
     )
 
 
@@ -75,8 +89,16 @@ def parse_duration(text: str) -> float:
 
 
 _BYTES = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*(B|KB|MB|GB|TB|KiB|MiB|GiB)?\s*$", re.IGNORECASE)
-_BYTES_SCALE = {"b": 1, "kb": KB, "mb": MB, "gb": GB, "tb": TB, "kib": 1024.0, "mib": MiB,
-                "gib": GiB}
+_BYTES_SCALE = {
+    "b": 1,
+    "kb": KB,
+    "mb": MB,
+    "gb": GB,
+    "tb": TB,
+    "kib": 1024.0,
+    "mib": MiB,
+    "gib": GiB,
+}
 
 
 def parse_bytes(text: str) -> float:

@@ -13,8 +13,13 @@ import time
 import numpy as np
 
 
-def step_model_throughput(*, num_configs: int = 200_000, model_name: str = "llama-3.1-70b",
-                          hardware_name: str = "h100-sxm", repeats: int = 3) -> dict:
+def step_model_throughput(
+    *,
+    num_configs: int = 200_000,
+    model_name: str = "llama-3.1-70b",
+    hardware_name: str = "h100-sxm",
+    repeats: int = 3,
+) -> dict:
     from simulator.configs import ConfigArrays
     from simulator.hardware import load_hardware
     from simulator.models import get_model
@@ -25,8 +30,11 @@ def step_model_throughput(*, num_configs: int = 200_000, model_name: str = "llam
     rng = np.random.default_rng(0)
     tp = rng.choice([1, 2, 4, 8], num_configs)
     configs = ConfigArrays.from_arrays(
-        size=num_configs, tp=tp, pp=rng.choice([1, 2, 4], num_configs),
-        weight_code=rng.choice([0, 2, 4], num_configs), compute_code=0,
+        size=num_configs,
+        tp=tp,
+        pp=rng.choice([1, 2, 4], num_configs),
+        weight_code=rng.choice([0, 2, 4], num_configs),
+        compute_code=0,
         kv_code=rng.choice([0, 2], num_configs),
         max_num_seqs=rng.choice([64, 128, 256, 512], num_configs),
     )
@@ -40,8 +48,11 @@ def step_model_throughput(*, num_configs: int = 200_000, model_name: str = "llam
         fits = step.fits(batch, context + 1)
         best = min(best, time.perf_counter() - start)
     return {
-        "benchmark": "step_model_throughput", "model": model_name, "hardware": hardware_name,
-        "configs": num_configs, "seconds": round(best, 4),
+        "benchmark": "step_model_throughput",
+        "model": model_name,
+        "hardware": hardware_name,
+        "configs": num_configs,
+        "seconds": round(best, 4),
         "configs_per_second": round(num_configs / best),
         "feasible": int(np.sum(fits & np.isfinite(decode.latency_s))),
     }

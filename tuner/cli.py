@@ -17,8 +17,20 @@ from collections.abc import Sequence
 
 # Order shown in `tune --help`.
 COMMANDS = (
-    "plan", "predict", "capacity", "roofline", "report", "export", "schema", "worker",
-    "calibrate", "measure", "validate", "hardware", "models", "bench",
+    "plan",
+    "predict",
+    "capacity",
+    "roofline",
+    "report",
+    "export",
+    "schema",
+    "worker",
+    "calibrate",
+    "measure",
+    "validate",
+    "hardware",
+    "models",
+    "bench",
 )
 
 

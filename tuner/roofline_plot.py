@@ -29,24 +29,45 @@ def plot_roofline(prediction, hardware, path: str | Path | None = None, *, ax=No
         if dtype not in hardware.peak_flops_per_s and dtype != "bf16":
             continue
         peak = hardware.peak(dtype)
-        ax.plot(intensity, np.minimum(peak, bandwidth * intensity), style, color="0.3", lw=1.2,
-                label=f"{dtype} peak {peak / 1e12:,.0f} TFLOP/s")
+        ax.plot(
+            intensity,
+            np.minimum(peak, bandwidth * intensity),
+            style,
+            color="0.3",
+            lw=1.2,
+            label=f"{dtype} peak {peak / 1e12:,.0f} TFLOP/s",
+        )
         if dtype == "bf16":
             ridge = peak / bandwidth
             ax.axvline(ridge, color="0.7", lw=0.8)
-            ax.annotate(f"ridge {ridge:,.0f} FLOP/B", (ridge, peak * 0.02), rotation=90,
-                        fontsize=8, color="0.4", ha="right")
+            ax.annotate(
+                f"ridge {ridge:,.0f} FLOP/B",
+                (ridge, peak * 0.02),
+                rotation=90,
+                fontsize=8,
+                color="0.4",
+                ha="right",
+            )
     colors = {"prefill": "tab:blue", "decode": "tab:orange"}
     markers = {"compute": "o", "memory": "s", "overhead": "D"}
     for op in prediction.ops:
         if op.kind == "communication" or op.bytes <= 0 or op.flops <= 0 or op.time_s <= 0:
             continue
         x, y = op.flops / op.bytes, op.flops / op.time_s
-        ax.scatter([x], [y], color=colors.get(op.phase, "k"), marker=markers.get(op.bound, "o"),
-                   s=18 + 300 * op.share, alpha=0.8, edgecolor="k", lw=0.4)
+        ax.scatter(
+            [x],
+            [y],
+            color=colors.get(op.phase, "k"),
+            marker=markers.get(op.bound, "o"),
+            s=18 + 300 * op.share,
+            alpha=0.8,
+            edgecolor="k",
+            lw=0.4,
+        )
         if op.share > 0.04:
-            ax.annotate(f"{op.name}", (x, y), fontsize=7, xytext=(3, 3),
-                        textcoords="offset points")
+            ax.annotate(
+                f"{op.name}", (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points"
+            )
     for phase, color in colors.items():
         ax.scatter([], [], color=color, label=f"{phase} ops (size = share of time)")
     ax.set_xscale("log")

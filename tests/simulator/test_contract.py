@@ -12,11 +12,30 @@ from simulator.models import get_model, list_models
 from simulator.predict import predict
 from simulator.specs import DeploymentConfig
 
-CONTRACT_KEYS = {"model", "hardware", "config", "fits", "reason", "prefill", "decode", "memory",
-                 "ops", "ttft_s", "tpot_s", "output_tokens_per_s", "requests_per_s",
-                 "goodput_requests_per_s"}
-MEMORY_KEYS = {"weights_bytes", "kv_cache_bytes", "activation_bytes", "reserved_bytes",
-               "capacity_bytes", "kv_bytes_per_token"}
+CONTRACT_KEYS = {
+    "model",
+    "hardware",
+    "config",
+    "fits",
+    "reason",
+    "prefill",
+    "decode",
+    "memory",
+    "ops",
+    "ttft_s",
+    "tpot_s",
+    "output_tokens_per_s",
+    "requests_per_s",
+    "goodput_requests_per_s",
+}
+MEMORY_KEYS = {
+    "weights_bytes",
+    "kv_cache_bytes",
+    "activation_bytes",
+    "reserved_bytes",
+    "capacity_bytes",
+    "kv_bytes_per_token",
+}
 OP_KEYS = {"name", "phase", "flops", "bytes", "time_s", "bound", "source"}
 
 
@@ -24,10 +43,12 @@ def smallest_tp_that_fits(model, hardware):
     for tp in (1, 2, 4, 8):
         if model.num_attention_heads % tp:
             continue
-        config = DeploymentConfig(tp=tp, max_model_len=4096,
-                                  activation_dtype="bf16" if "bf16" in hardware.peak_flops_per_s
-                                  else "fp16", weight_dtype="bf16" if "bf16" in
-                                  hardware.peak_flops_per_s else "fp16")
+        config = DeploymentConfig(
+            tp=tp,
+            max_model_len=4096,
+            activation_dtype="bf16" if "bf16" in hardware.peak_flops_per_s else "fp16",
+            weight_dtype="bf16" if "bf16" in hardware.peak_flops_per_s else "fp16",
+        )
         prediction = predict(model, hardware, config, batch=4, prompt=1024, context=2048)
         if prediction.fits:
             return config, prediction
@@ -57,13 +78,24 @@ def test_prediction_contract(model_name, hardware_name):
         assert OP_KEYS <= set(op)
         assert op["time_s"] >= 0 and op["bytes"] >= 0 and op["flops"] >= 0
     memory = prediction.memory
-    used = (memory.weights_bytes + memory.activation_bytes + memory.reserved_bytes
-            + memory.required_kv_bytes)
+    used = (
+        memory.weights_bytes
+        + memory.activation_bytes
+        + memory.reserved_bytes
+        + memory.required_kv_bytes
+    )
     assert used <= memory.capacity_bytes <= hardware.hbm_bytes
     # The decode step reads every weight but the embedding table (and, for MoE, the routed
     # experts no token picked), so it cannot beat reading the rest once.
     embedding = model.vocab_size * model.hidden_size * 2 / config.tp
-    experts = (model.num_moe_layers * model.num_local_experts * 3 * model.hidden_size
-               * model.moe_intermediate_size * 2 / config.tp)
+    experts = (
+        model.num_moe_layers
+        * model.num_local_experts
+        * 3
+        * model.hidden_size
+        * model.moe_intermediate_size
+        * 2
+        / config.tp
+    )
     floor = (memory.weights_bytes - embedding - experts) / hardware.hbm_bytes_per_s
     assert prediction.decode.time_s >= floor

@@ -22,10 +22,21 @@ LLAMA_70B = get_model("llama-3.1-70b")
 def ideal_hardware(hardware=H100):
     """The datasheet alone: every efficiency 1, no launch or host overhead."""
     ideal = Efficiency(
-        hbm=1.0, gemm_tokens=(1.0,), gemm_efficiency=(1.0,), low_precision_gemm_factor=1.0,
-        attention_seq=(1.0,), attention_efficiency=(1.0,), decode_attention_hbm=1.0, link=1.0,
-        network=1.0, collective_latency_s=0.0, collective_latency_per_rank_s=0.0,
-        network_latency_s=0.0, kernel_launch_s=0.0, kernel_graph_s=0.0, step_overhead_s=0.0,
+        hbm=1.0,
+        gemm_tokens=(1.0,),
+        gemm_efficiency=(1.0,),
+        low_precision_gemm_factor=1.0,
+        attention_seq=(1.0,),
+        attention_efficiency=(1.0,),
+        decode_attention_hbm=1.0,
+        link=1.0,
+        network=1.0,
+        collective_latency_s=0.0,
+        collective_latency_per_rank_s=0.0,
+        network_latency_s=0.0,
+        kernel_launch_s=0.0,
+        kernel_graph_s=0.0,
+        step_overhead_s=0.0,
     )
     return hardware.model_copy(update={"efficiency": ideal})
 
@@ -35,7 +46,8 @@ def test_weight_bytes_8b_bf16_equal_parameters_times_two():
     expected = parameter_counts(LLAMA_8B).total * 2
     actual = step.memory.weights_bytes[0]
     assert actual == expected, (
-        f"expected {expected:,} B = 8,030,261,248 parameters x 2 B (bf16), got {actual:,.0f}")
+        f"expected {expected:,} B = 8,030,261,248 parameters x 2 B (bf16), got {actual:,.0f}"
+    )
 
 
 def test_weight_bytes_70b_tp8_per_gpu():
@@ -48,7 +60,8 @@ def test_weight_bytes_70b_tp8_per_gpu():
     actual = step.memory.weights_bytes[0]
     assert actual == expected, (
         f"expected {expected:,} B = (80 x (attn {attention:,} + mlp {mlp:,}) + norms {norms:,} "
-        f"+ vocab {vocab:,}) x 2 B, got {actual:,.0f}")
+        f"+ vocab {vocab:,}) x 2 B, got {actual:,.0f}"
+    )
 
 
 @pytest.mark.parametrize(
@@ -58,7 +71,13 @@ def test_weight_bytes_70b_tp8_per_gpu():
         (LLAMA_70B, 1, "bf16", 327_680, "2 x 80 layers x 8 kv heads x 128 x 2 B"),
         (LLAMA_70B, 8, "bf16", 40_960, "2 x 80 x (8 / 8) kv heads x 128 x 2 B"),
         (LLAMA_70B, 8, "fp8", 20_480, "2 x 80 x 1 kv head x 128 x 1 B"),
-        (LLAMA_8B, 16, "bf16", 16_384, "tp 16 > 8 kv heads: 1 head replicated; 2 x 32 x 1 x 128 x 2"),
+        (
+            LLAMA_8B,
+            16,
+            "bf16",
+            16_384,
+            "tp 16 > 8 kv heads: 1 head replicated; 2 x 32 x 1 x 128 x 2",
+        ),
     ],
 )
 def test_kv_bytes_per_token(model, tp, kv_dtype, expected, derivation):
@@ -79,7 +98,8 @@ def test_decode_step_never_below_weight_bytes_over_bandwidth():
         actual = step.decode(batch, context).latency_s[0]
         assert actual >= floor, (
             f"decode batch {batch} ctx {context}: {actual * 1e3:.3f} ms is below the floor "
-            f"{floor * 1e3:.3f} ms = (16.06 GB weights - 1.05 GB embedding) / 3.35 TB/s")
+            f"{floor * 1e3:.3f} ms = (16.06 GB weights - 1.05 GB embedding) / 3.35 TB/s"
+        )
 
 
 def test_prefill_flops_with_causal_attention():
@@ -87,8 +107,9 @@ def test_prefill_flops_with_causal_attention():
     step = StepModel.build(LLAMA_8B, H100, DeploymentConfig(max_model_len=prompt))
     times = step.prefill(1, prompt)
     kinds = step.table.kinds
-    tensor_flops = sum(times.ops.flops[0, j] for j, kind in enumerate(kinds)
-                       if kind in ("gemm", "attention"))
+    tensor_flops = sum(
+        times.ops.flops[0, j] for j, kind in enumerate(kinds) if kind in ("gemm", "attention")
+    )
     linear_params = 32 * (4096 * (4096 + 2 * 1024) + 4096 * 4096 + 3 * 4096 * 14336)
     linears = 2 * prompt * linear_params
     attention = 4 * 32 * 128 * 32 * (prompt * (prompt + 1) // 2)  # 4 h d L x causal pairs
@@ -97,7 +118,8 @@ def test_prefill_flops_with_causal_attention():
     assert math.isclose(tensor_flops, expected, rel_tol=1e-12), (
         f"expected {expected:.6e} FLOPs = linears 2 x 4096 x {linear_params:,} + causal attention "
         f"4 x 32 heads x 128 x 32 layers x 4096 x 4097 / 2 + lm_head 2 x 4096 x 128256, "
-        f"got {tensor_flops:.6e}")
+        f"got {tensor_flops:.6e}"
+    )
 
 
 def test_critical_batch_of_a_dense_layer():
@@ -115,7 +137,8 @@ def test_critical_batch_of_a_dense_layer():
         actual = "compute" if ops.compute_s[0, j] > ops.memory_s[0, j] else "memory"
         assert actual == bound, (
             f"gate_up at M={batch}: expected {bound}-bound (crossover {crossover:.1f} tokens), "
-            f"compute {ops.compute_s[0, j]:.3e} s vs memory {ops.memory_s[0, j]:.3e} s")
+            f"compute {ops.compute_s[0, j]:.3e} s vs memory {ops.memory_s[0, j]:.3e} s"
+        )
 
 
 def test_llama_8b_decode_memory_bound_and_8k_prefill_compute_bound():
@@ -125,8 +148,14 @@ def test_llama_8b_decode_memory_bound_and_8k_prefill_compute_bound():
 
 
 def test_405b_bf16_does_not_fit_one_h100():
-    prediction = predict(get_model("llama-3.1-405b"), H100, DeploymentConfig(max_model_len=2048),
-                         batch=1, prompt=1024, context=1024)
+    prediction = predict(
+        get_model("llama-3.1-405b"),
+        H100,
+        DeploymentConfig(max_model_len=2048),
+        batch=1,
+        prompt=1024,
+        context=1024,
+    )
     assert not prediction.fits
     assert prediction.reason.startswith("does not fit: needs 8"), prediction.reason
     assert "has 72.0 GB" in prediction.reason, prediction.reason
@@ -139,8 +168,9 @@ def test_tp_that_does_not_divide_heads_is_infeasible_not_an_exception():
 
 def test_weight_only_int4_reads_a_quarter_of_the_bytes_plus_scales():
     bf16 = StepModel.build(LLAMA_70B, H100, DeploymentConfig(tp=4))
-    int4 = StepModel.build(LLAMA_70B, H100, DeploymentConfig(tp=4, weight_dtype="int4",
-                                                              activation_dtype="bf16"))
+    int4 = StepModel.build(
+        LLAMA_70B, H100, DeploymentConfig(tp=4, weight_dtype="int4", activation_dtype="bf16")
+    )
     j = bf16.table.names.index("gate_up_proj")
     ratio = int4.decode(1, 16).ops.bytes[0, j] / bf16.decode(1, 16).ops.bytes[0, j]
     expected = (0.5 + 2 / 128) / 2  # int4 nibble + one bf16 scale per 128 weights, over bf16
@@ -150,18 +180,22 @@ def test_weight_only_int4_reads_a_quarter_of_the_bytes_plus_scales():
 def test_fp8_w8a8_runs_at_twice_the_bf16_peak():
     ideal = ideal_hardware()
     bf16 = StepModel.build(LLAMA_8B, ideal, DeploymentConfig())
-    fp8 = StepModel.build(LLAMA_8B, ideal, DeploymentConfig(weight_dtype="fp8",
-                                                            activation_dtype="fp8"))
+    fp8 = StepModel.build(
+        LLAMA_8B, ideal, DeploymentConfig(weight_dtype="fp8", activation_dtype="fp8")
+    )
     j = bf16.table.names.index("gate_up_proj")
     ratio = bf16.prefill(1, 8192).ops.compute_s[0, j] / fp8.prefill(1, 8192).ops.compute_s[0, j]
     expected = H100.peak("fp8") / H100.peak("bf16")
-    assert abs(ratio - expected) < 1e-9, f"fp8 compute should be 1978.9/989.4 = {expected} x faster, got {ratio}"
+    assert abs(ratio - expected) < 1e-9, (
+        f"fp8 compute should be 1978.9/989.4 = {expected} x faster, got {ratio}"
+    )
 
 
 def test_naive_attention_costs_score_matrix_bytes():
     flash = StepModel.build(LLAMA_8B, H100, DeploymentConfig(max_model_len=4096))
-    naive = StepModel.build(LLAMA_8B, H100, DeploymentConfig(max_model_len=4096,
-                                                             attention="naive"))
+    naive = StepModel.build(
+        LLAMA_8B, H100, DeploymentConfig(max_model_len=4096, attention="naive")
+    )
     j = flash.table.names.index("attention_prefill")
     extra = naive.prefill(1, 4096).ops.bytes[0, j] - flash.prefill(1, 4096).ops.bytes[0, j]
     expected = 4 * 32 * 2 * 4096 * 4096 * 32  # 4 passes x heads x 2 B x scores x layers
@@ -183,9 +217,12 @@ def test_moe_reads_only_touched_experts_at_small_batch():
 
 
 def test_vectorized_configs_match_one_by_one():
-    configs = [DeploymentConfig(tp=tp, weight_dtype=w, activation_dtype=a, kv_dtype=kv)
-               for tp in (1, 2, 8) for (w, a) in (("bf16", "bf16"), ("fp8", "fp8"),
-                                                  ("int4", "bf16")) for kv in ("bf16", "fp8")]
+    configs = [
+        DeploymentConfig(tp=tp, weight_dtype=w, activation_dtype=a, kv_dtype=kv)
+        for tp in (1, 2, 8)
+        for (w, a) in (("bf16", "bf16"), ("fp8", "fp8"), ("int4", "bf16"))
+        for kv in ("bf16", "fp8")
+    ]
     together = StepModel.build(LLAMA_70B, H100, configs)
     batch = np.arange(1, len(configs) + 1) * 7
     context = np.arange(1, len(configs) + 1) * 300

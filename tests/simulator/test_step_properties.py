@@ -14,8 +14,9 @@ from simulator.step import StepModel
 H100 = load_hardware("h100-sxm", calibration=False)
 MODELS = [get_model(name) for name in ("llama-3.1-8b", "llama-3.1-70b", "llama-4-scout-17b-16e")]
 
-schemes = st.sampled_from([("bf16", "bf16"), ("fp8", "fp8"), ("int8", "int8"), ("int4", "bf16"),
-                           ("int8", "bf16")])
+schemes = st.sampled_from(
+    [("bf16", "bf16"), ("fp8", "fp8"), ("int8", "int8"), ("int4", "bf16"), ("int8", "bf16")]
+)
 
 
 @st.composite
@@ -25,11 +26,17 @@ def deployments(draw):
     ep = draw(st.sampled_from([e for e in (1, 2, 4, 8) if e <= tp and tp % e == 0]))
     weights, activations = draw(schemes)
     config = DeploymentConfig(
-        tp=tp, pp=draw(st.sampled_from([1, 2, 4])), cp=draw(st.sampled_from([1, 2])),
-        ep=ep if model.is_moe else 1, weight_dtype=weights, activation_dtype=activations,
+        tp=tp,
+        pp=draw(st.sampled_from([1, 2, 4])),
+        cp=draw(st.sampled_from([1, 2])),
+        ep=ep if model.is_moe else 1,
+        weight_dtype=weights,
+        activation_dtype=activations,
         kv_dtype=draw(st.sampled_from(["bf16", "fp8"])),
         attention=draw(st.sampled_from(["flash", "naive"])),
-        cuda_graphs=draw(st.booleans()), max_model_len=32768, max_num_batched_tokens=32768,
+        cuda_graphs=draw(st.booleans()),
+        max_model_len=32768,
+        max_num_batched_tokens=32768,
     )
     return model, config
 
@@ -61,9 +68,12 @@ def test_time_never_falls_as_prompt_grows(deployment, batch, prompt, more):
 def test_time_never_rises_with_more_bandwidth_or_peak(deployment, batch, context, factor):
     model, config = deployment
     faster_memory = H100.model_copy(update={"hbm_bytes_per_s": H100.hbm_bytes_per_s * factor})
-    faster_compute = H100.model_copy(update={
-        "peak_flops_per_s": {k: v * factor for k, v in H100.peak_flops_per_s.items()},
-        "vector_flops_per_s": H100.vector_flops_per_s * factor})
+    faster_compute = H100.model_copy(
+        update={
+            "peak_flops_per_s": {k: v * factor for k, v in H100.peak_flops_per_s.items()},
+            "vector_flops_per_s": H100.vector_flops_per_s * factor,
+        }
+    )
     for prefill in (False, True):
         times = []
         for hw in (H100, faster_memory, faster_compute):
@@ -79,7 +89,9 @@ def test_single_gpu_has_no_communication(model, batch, context):
     step = StepModel.build(model, H100, DeploymentConfig())
     for run in (step.decode(batch, context), step.prefill(1, context)):
         comm = [j for j, kind in enumerate(step.table.kinds) if kind == "communication"]
-        assert np.all(run.ops.time_s[0, comm] == 0.0), dict(zip(step.table.names, run.ops.time_s[0]))
+        assert np.all(run.ops.time_s[0, comm] == 0.0), dict(
+            zip(step.table.names, run.ops.time_s[0], strict=True)
+        )
 
 
 @FAST
@@ -95,15 +107,19 @@ def test_fits_at_batch_implies_fits_at_batch_minus_one(deployment, batch, tokens
 @given(st.lists(deployments(), min_size=2, max_size=6), st.integers(1, 256), st.integers(1, 8192))
 def test_vectorized_equals_scalar(deployments_list, batch, context):
     model = deployments_list[0][0]
-    configs = [config if model.is_moe or config.ep == 1 else config.model_copy(update={"ep": 1})
-               for _, config in deployments_list]
+    configs = [
+        config if model.is_moe or config.ep == 1 else config.model_copy(update={"ep": 1})
+        for _, config in deployments_list
+    ]
     together = StepModel.build(model, H100, configs)
     joint_decode = together.decode(batch, context).latency_s
     joint_prefill = together.prefill(2, context).latency_s
     for i, config in enumerate(configs):
         alone = StepModel.build(model, H100, config)
-        np.testing.assert_allclose(joint_decode[i], alone.decode(batch, context).latency_s[0],
-                                   rtol=1e-12)
-        np.testing.assert_allclose(joint_prefill[i], alone.prefill(2, context).latency_s[0],
-                                   rtol=1e-12)
+        np.testing.assert_allclose(
+            joint_decode[i], alone.decode(batch, context).latency_s[0], rtol=1e-12
+        )
+        np.testing.assert_allclose(
+            joint_prefill[i], alone.prefill(2, context).latency_s[0], rtol=1e-12
+        )
         assert together.memory.kv_tokens[i] == alone.memory.kv_tokens[0]

@@ -16,37 +16,77 @@ def run(capsys, *argv):
 
 
 def test_predict_prints_ops_and_memory(capsys):
-    code, out, err = run(capsys, "predict", "--model", "llama-3.1-8b", "--hardware", "h100-sxm",
-                         "--batch", "4", "--prompt", "2048", "--context", "4096")
+    code, out, err = run(
+        capsys,
+        "predict",
+        "--model",
+        "llama-3.1-8b",
+        "--hardware",
+        "h100-sxm",
+        "--batch",
+        "4",
+        "--prompt",
+        "2048",
+        "--context",
+        "4096",
+    )
     assert code == 0, err
     assert "prefill: batch 4 x prompt 2048" in out and "decode: batch 4 at context 4096" in out
     assert "gate_up_proj" in out and "memory per GPU" in out and "KV cache" in out
 
 
 def test_predict_json_is_the_prediction_contract(capsys):
-    code, out, _ = run(capsys, "predict", "--model", "llama-3.1-70b", "--hardware", "h100-sxm",
-                       "--tp", "8", "--batch", "64", "--prompt", "2048", "--context", "4096",
-                       "--weights", "fp8", "--kv-dtype", "fp8", "--json")
+    code, out, _ = run(
+        capsys,
+        "predict",
+        "--model",
+        "llama-3.1-70b",
+        "--hardware",
+        "h100-sxm",
+        "--tp",
+        "8",
+        "--batch",
+        "64",
+        "--prompt",
+        "2048",
+        "--context",
+        "4096",
+        "--weights",
+        "fp8",
+        "--kv-dtype",
+        "fp8",
+        "--json",
+    )
     assert code == 0
     document = json.loads(out)
     assert document["fits"] is True and document["config"]["weight_dtype"] == "fp8"
     assert document["decode"]["bound"] == "memory"
-    assert {"name", "phase", "flops", "bytes", "time_s", "bound", "source"} <= set(document["ops"][0])
+    assert {"name", "phase", "flops", "bytes", "time_s", "bound", "source"} <= set(
+        document["ops"][0]
+    )
 
 
 @pytest.mark.parametrize(
     ("argv", "code", "needle"),
     [
-        (["--model", "llama-3.1-405b", "--hardware", "h100-sxm"], 1,
-         "does not fit: needs 8"),
-        (["--model", "llama-3.1-8b", "--hardware", "h100-sxm", "--tp", "3"], 2,
-         "tp=3 does not divide num_attention_heads=32"),
+        (["--model", "llama-3.1-405b", "--hardware", "h100-sxm"], 1, "does not fit: needs 8"),
+        (
+            ["--model", "llama-3.1-8b", "--hardware", "h100-sxm", "--tp", "3"],
+            2,
+            "tp=3 does not divide num_attention_heads=32",
+        ),
         (["--model", "llama-9b", "--hardware", "h100-sxm"], 2, "unknown model 'llama-9b'"),
         (["--model", "llama-3.1-8b", "--hardware", "h1000"], 2, "did you mean h100-sxm"),
-        (["--model", "llama-3.1-8b", "--hardware", "h100-sxm", "--batch", "0"], 2,
-         "--batch must be at least 1"),
-        (["--model", "llama-3.1-8b", "--hardware", "a100-sxm-80gb", "--weights", "fp8"], 2,
-         "has no fp8 tensor cores"),
+        (
+            ["--model", "llama-3.1-8b", "--hardware", "h100-sxm", "--batch", "0"],
+            2,
+            "--batch must be at least 1",
+        ),
+        (
+            ["--model", "llama-3.1-8b", "--hardware", "a100-sxm-80gb", "--weights", "fp8"],
+            2,
+            "has no fp8 tensor cores",
+        ),
     ],
 )
 def test_predict_bad_input_is_one_line(capsys, argv, code, needle):
@@ -77,8 +117,22 @@ def test_hardware_and_models_listings(capsys):
 
 def test_roofline_plot(capsys, tmp_path):
     path = tmp_path / "roofline.png"
-    code, out, err = run(capsys, "roofline", "--model", "llama-3.1-8b", "--hardware", "h100-sxm",
-                         "--batch", "8", "--prompt", "2048", "--context", "2048", "--out", str(path))
+    code, out, err = run(
+        capsys,
+        "roofline",
+        "--model",
+        "llama-3.1-8b",
+        "--hardware",
+        "h100-sxm",
+        "--batch",
+        "8",
+        "--prompt",
+        "2048",
+        "--context",
+        "2048",
+        "--out",
+        str(path),
+    )
     assert code == 0, err
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 20_000
 

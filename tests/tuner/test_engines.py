@@ -33,7 +33,7 @@ from tuner.engines.common import (
 from tuner.engines.extract_flags import extract
 
 GIB = 2**30
-AWKWARD_MODEL = "/models/My Llama's \"v2\" $HOME;echo pwned"
+AWKWARD_MODEL = '/models/My Llama\'s "v2" $HOME;echo pwned'
 DRAFT = "meta-llama/Llama-3.2-1B-Instruct"
 
 # name -> config; a grid over parallelism, quantization, KV dtype, batching and speculation.
@@ -67,8 +67,16 @@ CONFIGS: dict[str, DeploymentConfig] = {
     ),
     "spec-ngram": DeploymentConfig(speculative=SpeculativeConfig(method="ngram")),
     "everything": DeploymentConfig(
-        tp=4, pp=2, dp=2, ep=4, weight_dtype="fp8", activation_dtype="fp8", kv_dtype="fp8",
-        cuda_graphs=False, enable_chunked_prefill=False, max_num_batched_tokens=16384,
+        tp=4,
+        pp=2,
+        dp=2,
+        ep=4,
+        weight_dtype="fp8",
+        activation_dtype="fp8",
+        kv_dtype="fp8",
+        cuda_graphs=False,
+        enable_chunked_prefill=False,
+        max_num_batched_tokens=16384,
         speculative=SpeculativeConfig(method="draft", draft_model="/drafts/tiny/config.json"),
     ),
 }
@@ -81,8 +89,13 @@ REFUSED = {
 
 def inputs_for(config: DeploymentConfig, **overrides) -> EngineInputs:
     values = dict(
-        config=config, model_id=AWKWARD_MODEL, hbm_bytes=80 * GIB, weights_bytes=16 * GIB,
-        activation_bytes=3 * GIB, reserved_bytes=2 * GIB, kv_cache_bytes=40 * GIB,
+        config=config,
+        model_id=AWKWARD_MODEL,
+        hbm_bytes=80 * GIB,
+        weights_bytes=16 * GIB,
+        activation_bytes=3 * GIB,
+        reserved_bytes=2 * GIB,
+        kv_cache_bytes=40 * GIB,
         served_model_name="llama",
     )
     values.update(overrides)
@@ -257,7 +270,10 @@ def test_speculative_shapes(sections, name, vllm_method, sglang_algorithm, trt_t
     assert sglang["--speculative-algorithm"] == sglang_algorithm
     assert sglang["--speculative-num-draft-tokens"] == str(g + 1)
     if name != "spec-ngram":  # the triple is all-or-nothing
-        assert (sglang["--speculative-num-steps"], sglang["--speculative-eagle-topk"]) == (str(g), "1")
+        assert (sglang["--speculative-num-steps"], sglang["--speculative-eagle-topk"]) == (
+            str(g),
+            "1",
+        )
     trt = config_mapping(sections["trtllm", name])["speculative_config"]
     assert (trt["decoding_type"], trt["max_draft_len"]) == (trt_type, g)
 
@@ -316,8 +332,13 @@ def test_emitted_fraction_gives_the_plan_its_kv_and_fits(engine):
     for hbm, *shares in MEMORY_GRID:
         w, a, r, kv = (round(s * hbm) for s in shares)
         inputs = EngineInputs(
-            config=config, model_id="m", hbm_bytes=hbm, weights_bytes=w, activation_bytes=a,
-            reserved_bytes=r, kv_cache_bytes=kv,
+            config=config,
+            model_id="m",
+            hbm_bytes=hbm,
+            weights_bytes=w,
+            activation_bytes=a,
+            reserved_bytes=r,
+            kv_cache_bytes=kv,
         )
         try:
             section = render(engine, inputs)
@@ -346,16 +367,22 @@ def test_plans_that_do_not_fit_are_refused(engine):
 
 
 def test_sglang_rounding_never_eats_activation_headroom():
-    # weights + KV = 0.90005 of memory, activations + reserve exactly the rest: rounding the
-    # fraction up to 0.901 would overcommit, so a finer grid point is used.
-    hbm = 100_000 * GIB // 1000
+    # weights + KV = 0.90004 of memory and activations + reserve leave 5e-5 of it free: the
+    # 0.001 grid point (0.901) would overcommit the memory outside the static pools, so the
+    # fraction comes from the next finer grid.
+    hbm = 80 * GIB
+    w, kv, a, r = 0.5 * hbm, 0.40004 * hbm, 0.05 * hbm, 0.04985 * hbm
     inputs = inputs_for(
-        DeploymentConfig(), hbm_bytes=hbm, weights_bytes=0.5 * hbm, kv_cache_bytes=0.40005 * hbm,
-        activation_bytes=0.05 * hbm, reserved_bytes=0.04995 * hbm - 1,
+        DeploymentConfig(),
+        hbm_bytes=hbm,
+        weights_bytes=w,
+        kv_cache_bytes=kv,
+        activation_bytes=a,
+        reserved_bytes=r,
     )
     fraction = memory_fraction("sglang", inputs)
-    kv, total = granted("sglang", fraction, hbm=hbm, w=0.5 * hbm, a=0.05 * hbm, r=0.04995 * hbm - 1)
-    assert fraction == 0.90005 and kv >= inputs.kv_cache_bytes and total <= hbm
+    granted_kv, total = granted("sglang", fraction, hbm=hbm, w=w, a=a, r=r)
+    assert fraction == 0.9001 and granted_kv >= kv and total <= hbm
 
 
 def test_engine_inputs_validate_and_build_from_a_prediction():
@@ -363,13 +390,19 @@ def test_engine_inputs_validate_and_build_from_a_prediction():
         inputs_for(DeploymentConfig(), weights_bytes=-1)
     with pytest.raises(ConfigError, match="model_id"):
         inputs_for(DeploymentConfig(), model_id=" ")
-    memory = {"weights_bytes": 1e9, "kv_cache_bytes": 2e9, "activation_bytes": 1e8,
-              "reserved_bytes": 1e8, "capacity_bytes": 8e9}
+    memory = {
+        "weights_bytes": 1e9,
+        "kv_cache_bytes": 2e9,
+        "activation_bytes": 1e8,
+        "reserved_bytes": 1e8,
+        "capacity_bytes": 8e9,
+    }
     built = EngineInputs.from_memory(config=DeploymentConfig(), model_id="m", memory=memory)
     assert built.hbm_bytes == 8e9 and built.kv_cache_bytes == 2e9
     with pytest.raises(ConfigError, match="capacity_bytes"):
         EngineInputs.from_memory(
-            config=DeploymentConfig(), model_id="m",
+            config=DeploymentConfig(),
+            model_id="m",
             memory={k: v for k, v in memory.items() if k != "capacity_bytes"},
         )
     with pytest.raises(ConfigError, match="unknown engine"):
@@ -410,7 +443,8 @@ def test_trtllm_extractor_reads_pydantic_fields_and_click_options(tmp_path):
     serve = tmp_path / "tensorrt_llm" / "commands" / "serve.py"
     llm_args.parent.mkdir(parents=True)
     serve.parent.mkdir(parents=True)
-    llm_args.write_text(textwrap.dedent("""
+    llm_args.write_text(
+        textwrap.dedent("""
         class KvCacheConfig(StrictBaseModel):
             free_gpu_memory_fraction: Optional[float] = Field(default=0.9)
             dtype: str = "auto"
@@ -432,8 +466,10 @@ def test_trtllm_extractor_reads_pydantic_fields_and_click_options(tmp_path):
         class TorchLlmArgs(BaseLlmArgs):
             cuda_graph_config: Optional[dict] = None
             kind: ClassVar[str] = "torch"
-    """))
-    serve.write_text(textwrap.dedent("""
+    """)
+    )
+    serve.write_text(
+        textwrap.dedent("""
         @click.command("serve")
         @click.argument("model", type=str)
         @click.option("--tensor_parallel_size", "--tp_size", type=int, default=1)
@@ -446,18 +482,31 @@ def test_trtllm_extractor_reads_pydantic_fields_and_click_options(tmp_path):
         @click.option("--not_serve")
         def other(not_serve):
             pass
-    """))
+    """)
+    )
     data = extract(engine="trtllm", source_dir=tmp_path, version="test", commit="f" * 40)
     assert data["flags"] == sorted(
-        ["--tensor_parallel_size", "--tp_size", "--backend", "--config",
-         "--extra_llm_api_options", "--trust_remote_code"]
+        [
+            "--tensor_parallel_size",
+            "--tp_size",
+            "--backend",
+            "--config",
+            "--extra_llm_api_options",
+            "--trust_remote_code",
+        ]
     )
     assert data["config_keys"] == [
-        "cuda_graph_config", "kv_cache_config", "speculative_config", "tensor_parallel_size"
+        "cuda_graph_config",
+        "kv_cache_config",
+        "speculative_config",
+        "tensor_parallel_size",
     ]
     assert data["nested_keys"]["kv_cache_config"] == ["dtype", "free_gpu_memory_fraction"]
     assert data["nested_keys"]["speculative_config"] == [
-        "decoding_type", "max_draft_len", "speculative_model", "speculative_model_dir"
+        "decoding_type",
+        "max_draft_len",
+        "speculative_model",
+        "speculative_model_dir",
     ]
     assert data["nested_choices"]["speculative_config.decoding_type"] == ["Eagle3", "NGram"]
     assert data["choices"]["--backend"] == ["pytorch", "tensorrt"]

@@ -18,8 +18,9 @@ def run(args: argparse.Namespace) -> int:
 
     from tuner.benchmarks import step_model_throughput
 
-    result = step_model_throughput(num_configs=args.configs, model_name=args.model,
-                                   hardware_name=args.hardware)
+    result = step_model_throughput(
+        num_configs=args.configs, model_name=args.model, hardware_name=args.hardware
+    )
     print(f"{'configs':>10} {'seconds':>9} {'configs/s':>12}")
     print(f"{result['configs']:>10} {result['seconds']:>9.3f} {result['configs_per_second']:>12,}")
     print(json.dumps(result))

@@ -13,14 +13,21 @@ import sys
 from typing import Any
 
 
-def add_model_hardware_args(parser: argparse.ArgumentParser, *, hardware_required: bool = True) -> None:
-    parser.add_argument("--model", required=True, help="preset name (tune models list) or config.json path")
+def add_model_hardware_args(
+    parser: argparse.ArgumentParser, *, hardware_required: bool = True
+) -> None:
     parser.add_argument(
-        "--hardware", required=hardware_required, default=None,
+        "--model", required=True, help="preset name (tune models list) or config.json path"
+    )
+    parser.add_argument(
+        "--hardware",
+        required=hardware_required,
+        default=None,
         help="GPU profile name (tune hardware list) or a profile YAML path",
     )
     parser.add_argument(
-        "--no-calibration", action="store_true",
+        "--no-calibration",
+        action="store_true",
         help="use literature efficiency defaults even where a calibration file exists",
     )
 
@@ -30,22 +37,32 @@ def add_deployment_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--tp", type=int, default=1, help="tensor-parallel GPUs (default 1)")
     group.add_argument("--pp", type=int, default=1, help="pipeline stages (default 1)")
     group.add_argument("--dp", type=int, default=1, help="data-parallel replicas (default 1)")
-    group.add_argument("--ep", type=int, default=1, help="expert-parallel GPUs within TP (default 1)")
+    group.add_argument(
+        "--ep", type=int, default=1, help="expert-parallel GPUs within TP (default 1)"
+    )
     group.add_argument("--cp", type=int, default=1, help="context-parallel GPUs (default 1)")
     group.add_argument(
-        "--weights", default="bf16", choices=["bf16", "fp16", "fp8", "int8", "int4"],
+        "--weights",
+        default="bf16",
+        choices=["bf16", "fp16", "fp8", "int8", "int4"],
         help="weight dtype (default bf16)",
     )
     group.add_argument(
-        "--activations", default=None, choices=["bf16", "fp16", "fp8", "int8"],
+        "--activations",
+        default=None,
+        choices=["bf16", "fp16", "fp8", "int8"],
         help="GEMM compute dtype; default: fp8 for fp8 weights, bf16 (weight-only) for int8/int4",
     )
     group.add_argument("--kv-dtype", default="bf16", choices=["bf16", "fp16", "fp8"])
     group.add_argument("--attention", default="flash", choices=["flash", "naive"])
     group.add_argument("--max-num-seqs", type=int, default=256)
     group.add_argument("--max-num-batched-tokens", type=int, default=8192)
-    group.add_argument("--max-model-len", type=int, default=None,
-                       help="longest sequence the engine accepts (default: fits the request)")
+    group.add_argument(
+        "--max-model-len",
+        type=int,
+        default=None,
+        help="longest sequence the engine accepts (default: fits the request)",
+    )
     group.add_argument("--no-chunked-prefill", action="store_true")
     group.add_argument("--static-batching", action="store_true")
     group.add_argument("--no-cuda-graphs", action="store_true")
@@ -68,11 +85,17 @@ def config_from_args(args: argparse.Namespace, **overrides: Any):
     from simulator.specs import DeploymentConfig
 
     values: dict[str, Any] = dict(
-        tp=args.tp, pp=args.pp, dp=args.dp, ep=args.ep, cp=args.cp,
+        tp=args.tp,
+        pp=args.pp,
+        dp=args.dp,
+        ep=args.ep,
+        cp=args.cp,
         weight_dtype=args.weights,
         activation_dtype=args.activations or default_activation(args.weights),
-        kv_dtype=args.kv_dtype, attention=args.attention,
-        max_num_seqs=args.max_num_seqs, max_num_batched_tokens=args.max_num_batched_tokens,
+        kv_dtype=args.kv_dtype,
+        attention=args.attention,
+        max_num_seqs=args.max_num_seqs,
+        max_num_batched_tokens=args.max_num_batched_tokens,
         enable_chunked_prefill=not args.no_chunked_prefill,
         scheduling="static" if args.static_batching else "continuous",
         cuda_graphs=not args.no_cuda_graphs,
@@ -112,15 +135,25 @@ def _json_default(obj: Any) -> Any:
 
 def add_workload_args(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("traffic (request-level simulation)")
-    group.add_argument("--workload", default=None,
-                       help="workload preset (chat, summarization, code, isl128-osl128, ...) or a "
-                            "trace file (JSONL/CSV of arrival_s, prompt_tokens, output_tokens)")
-    group.add_argument("--rate", default=None,
-                       help="arrival rate in requests/s, or 'inf' for offline (all queued at once)")
+    group.add_argument(
+        "--workload",
+        default=None,
+        help="workload preset (chat, summarization, code, isl128-osl128, ...) or a "
+        "trace file (JSONL/CSV of arrival_s, prompt_tokens, output_tokens)",
+    )
+    group.add_argument(
+        "--rate",
+        default=None,
+        help="arrival rate in requests/s, or 'inf' for offline (all queued at once)",
+    )
     group.add_argument("--requests", type=int, default=None, help="number of requests")
     group.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    group.add_argument("--slo", action="append", default=[],
-                       help="SLO such as ttft_p99=2s or tpot_p99=50ms (repeatable)")
+    group.add_argument(
+        "--slo",
+        action="append",
+        default=[],
+        help="SLO such as ttft_p99=2s or tpot_p99=50ms (repeatable)",
+    )
 
 
 def load_model_and_hardware(args: argparse.Namespace):

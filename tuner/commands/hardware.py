@@ -29,13 +29,34 @@ def run(args: argparse.Namespace) -> int:
         if args.json:
             common.print_json([s.model_dump(mode="json") for s in specs])
             return 0
-        rows = [(s.name, s.display_name, f"{s.peak('bf16') / 1e12:,.0f}",
-                 f"{s.peak('fp8') / 1e12:,.0f}" if "fp8" in s.peak_flops_per_s else "-",
-                 format_bytes(s.hbm_bytes, 0), format_rate(s.hbm_bytes_per_s),
-                 f"{s.ridge_bf16:,.0f}",
-                 f"${s.price_per_hour:.2f}" if s.price_per_hour else "-") for s in specs]
-        print(table(["name", "GPU", "bf16 TFLOP/s", "fp8 TFLOP/s", "HBM", "bandwidth",
-                     "ridge FLOP/B", "$/GPU-h"], rows))
+        rows = [
+            (
+                s.name,
+                s.display_name,
+                f"{s.peak('bf16') / 1e12:,.0f}",
+                f"{s.peak('fp8') / 1e12:,.0f}" if "fp8" in s.peak_flops_per_s else "-",
+                format_bytes(s.hbm_bytes, 0),
+                format_rate(s.hbm_bytes_per_s),
+                f"{s.ridge_bf16:,.0f}",
+                f"${s.price_per_hour:.2f}" if s.price_per_hour else "-",
+            )
+            for s in specs
+        ]
+        print(
+            table(
+                [
+                    "name",
+                    "GPU",
+                    "bf16 TFLOP/s",
+                    "fp8 TFLOP/s",
+                    "HBM",
+                    "bandwidth",
+                    "ridge FLOP/B",
+                    "$/GPU-h",
+                ],
+                rows,
+            )
+        )
         return 0
     spec = load_hardware(args.name, calibration=not args.no_calibration)
     if args.json:

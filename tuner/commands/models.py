@@ -30,10 +30,17 @@ def run(args: argparse.Namespace) -> int:
         rows = []
         for m in models:
             counts = parameter_counts(m)
-            rows.append((m.name, m.num_hidden_layers, m.hidden_size,
-                         f"{m.num_attention_heads}/{m.num_key_value_heads}",
-                         f"{counts.total / 1e9:,.2f}B", f"{counts.active_per_token / 1e9:,.2f}B",
-                         f"{m.num_local_experts or '-'}"))
+            rows.append(
+                (
+                    m.name,
+                    m.num_hidden_layers,
+                    m.hidden_size,
+                    f"{m.num_attention_heads}/{m.num_key_value_heads}",
+                    f"{counts.total / 1e9:,.2f}B",
+                    f"{counts.active_per_token / 1e9:,.2f}B",
+                    f"{m.num_local_experts or '-'}",
+                )
+            )
         print(table(["name", "layers", "hidden", "heads/kv", "params", "active", "experts"], rows))
         return 0
     model = get_model(args.name)

@@ -10,7 +10,8 @@ from . import common
 
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser(
-        "predict", help="predict one configuration (per-op time, bound, memory)",
+        "predict",
+        help="predict one configuration (per-op time, bound, memory)",
         description="Predict one deployment. Step level: prefill of --prompt tokens per "
         "sequence and one decode step with --context cached tokens, for --batch sequences. "
         "With --workload: simulate traffic and report TTFT/TPOT/E2E percentiles.",
@@ -20,7 +21,9 @@ def add_parser(subparsers) -> None:
     shape = parser.add_argument_group("step shape")
     shape.add_argument("--batch", type=int, default=1, help="sequences per step (default 1)")
     shape.add_argument("--prompt", type=int, default=1024, help="prefill tokens per sequence")
-    shape.add_argument("--context", type=int, default=1024, help="cached tokens at the decode step")
+    shape.add_argument(
+        "--context", type=int, default=1024, help="cached tokens at the decode step"
+    )
     common.add_workload_args(parser)
     common.add_json_arg(parser)
     parser.set_defaults(run=run)
@@ -42,8 +45,9 @@ def run(args: argparse.Namespace) -> int:
     if args.max_model_len is None:
         overrides["max_model_len"] = max(args.prompt, args.context + 1, 16)
     config = common.config_from_args(args, **overrides)
-    prediction = predict(model, hardware, config, batch=args.batch, prompt=args.prompt,
-                         context=args.context)
+    prediction = predict(
+        model, hardware, config, batch=args.batch, prompt=args.prompt, context=args.context
+    )
     if args.json:
         common.print_json(prediction.model_dump(mode="json"))
     if not prediction.fits:
@@ -63,35 +67,64 @@ def render(prediction, hardware) -> str:
 
     out = []
     c = prediction.config
-    head = (f"{prediction.model} on {prediction.num_gpus} x {hardware.display_name}  "
-            f"tp={c['tp']} pp={c['pp']} dp={c['dp']} ep={c['ep']} cp={c['cp']}  "
-            f"weights {c['weight_dtype']}/{c['activation_dtype']}  kv {c['kv_dtype']}")
+    head = (
+        f"{prediction.model} on {prediction.num_gpus} x {hardware.display_name}  "
+        f"tp={c['tp']} pp={c['pp']} dp={c['dp']} ep={c['ep']} cp={c['cp']}  "
+        f"weights {c['weight_dtype']}/{c['activation_dtype']}  kv {c['kv_dtype']}"
+    )
     out.append(head)
     for phase_name in ("prefill", "decode"):
         phase = getattr(prediction, phase_name)
         if phase is None:
             continue
         ops = [o for o in prediction.ops if o.phase == phase_name]
-        rows = [(o.name, format_seconds(o.time_s), f"{100 * o.share:5.1f}%", o.bound,
-                 _intensity(o), o.source) for o in sorted(ops, key=lambda o: -o.time_s)]
-        shape = (f"batch {phase.batch} x prompt {phase.prompt}" if phase_name == "prefill"
-                 else f"batch {phase.batch} at context {phase.context}")
-        title = (f"\n{phase_name}: {shape}: {format_seconds(phase.time_s)} "
-                 f"({phase.bound}-bound, {phase.tokens_per_s:,.0f} tokens/s)")
-        out.append(table(["op", "time", "share", "bound", "FLOP/byte", "source"], rows, title=title))
+        rows = [
+            (
+                o.name,
+                format_seconds(o.time_s),
+                f"{100 * o.share:5.1f}%",
+                o.bound,
+                _intensity(o),
+                o.source,
+            )
+            for o in sorted(ops, key=lambda o: -o.time_s)
+        ]
+        shape = (
+            f"batch {phase.batch} x prompt {phase.prompt}"
+            if phase_name == "prefill"
+            else f"batch {phase.batch} at context {phase.context}"
+        )
+        title = (
+            f"\n{phase_name}: {shape}: {format_seconds(phase.time_s)} "
+            f"({phase.bound}-bound, {phase.tokens_per_s:,.0f} tokens/s)"
+        )
+        out.append(
+            table(["op", "time", "share", "bound", "FLOP/byte", "source"], rows, title=title)
+        )
     mem = prediction.memory
     if mem is not None:
         out.append("")
-        out.append(key_values([
-            ("weights", format_bytes(mem.weights_bytes)),
-            ("activations", format_bytes(mem.activation_bytes)),
-            ("reserved", format_bytes(mem.reserved_bytes)),
-            ("KV cache", f"{format_bytes(mem.kv_cache_bytes)} "
-                         f"({mem.kv_tokens_capacity:,.0f} tokens at {mem.kv_bytes_per_token:,.0f} B/token)"),
-            ("KV needed", format_bytes(mem.required_kv_bytes)),
-            ("budget", f"{format_bytes(mem.capacity_bytes)} (HBM x gpu_memory_utilization)"),
-            ("max batch", f"{mem.max_batch_at_context} sequences at this length"),
-        ], title="memory per GPU"))
+        out.append(
+            key_values(
+                [
+                    ("weights", format_bytes(mem.weights_bytes)),
+                    ("activations", format_bytes(mem.activation_bytes)),
+                    ("reserved", format_bytes(mem.reserved_bytes)),
+                    (
+                        "KV cache",
+                        f"{format_bytes(mem.kv_cache_bytes)} "
+                        f"({mem.kv_tokens_capacity:,.0f} tokens at {mem.kv_bytes_per_token:,.0f} B/token)",
+                    ),
+                    ("KV needed", format_bytes(mem.required_kv_bytes)),
+                    (
+                        "budget",
+                        f"{format_bytes(mem.capacity_bytes)} (HBM x gpu_memory_utilization)",
+                    ),
+                    ("max batch", f"{mem.max_batch_at_context} sequences at this length"),
+                ],
+                title="memory per GPU",
+            )
+        )
     return "\n".join(out)
 
 

@@ -14,7 +14,9 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--prompt", type=int, default=1024)
     parser.add_argument("--context", type=int, default=1024)
-    parser.add_argument("--out", default="roofline.png", help="PNG to write (default roofline.png)")
+    parser.add_argument(
+        "--out", default="roofline.png", help="PNG to write (default roofline.png)"
+    )
     parser.set_defaults(run=run)
 
 
@@ -27,8 +29,9 @@ def run(args: argparse.Namespace) -> int:
     if args.max_model_len is None:
         overrides["max_model_len"] = max(args.prompt, args.context + 1, 16)
     config = common.config_from_args(args, **overrides)
-    prediction = predict(model, hardware, config, batch=args.batch, prompt=args.prompt,
-                         context=args.context)
+    prediction = predict(
+        model, hardware, config, batch=args.batch, prompt=args.prompt, context=args.context
+    )
     if prediction.prefill is None:
         from simulator.errors import ConfigError
 

@@ -82,7 +82,9 @@ def _strings(node: ast.AST | None) -> list[str]:
     if isinstance(node, ast.Constant) and isinstance(node.value, str):
         return [node.value]
     if isinstance(node, (ast.List, ast.Tuple, ast.Set)):
-        return [e.value for e in node.elts if isinstance(e, ast.Constant) and isinstance(e.value, str)]
+        return [
+            e.value for e in node.elts if isinstance(e, ast.Constant) and isinstance(e.value, str)
+        ]
     return []
 
 
@@ -265,7 +267,9 @@ def _vllm(src: _Sources) -> dict:
 # ---------------------------------------------------------------- SGLang
 def _sglang(src: _Sources) -> dict:
     names = src.names()
-    field_files = sorted(n for n in names if re.fullmatch(r"sglang/srt/arg_groups/fields/\w+\.py", n))
+    field_files = sorted(
+        n for n in names if re.fullmatch(r"sglang/srt/arg_groups/fields/\w+\.py", n)
+    )
     choice_module = src.tree("sglang/srt/arg_groups/choices.py")
     server_args = src.tree("sglang/srt/server_args.py")
     field_modules = [src.tree(n) for n in field_files]
@@ -282,8 +286,12 @@ def _sglang(src: _Sources) -> dict:
                     continue
                 parts = ann.slice.elts if isinstance(ann.slice, ast.Tuple) else [ann.slice]
                 type_node, meta = parts[0], parts[1:]
-                arg = next((m for m in meta if isinstance(m, ast.Call) and _tail(m.func) == "Arg"), None)
-                has_help = any(isinstance(m, ast.Constant) and isinstance(m.value, str) for m in meta)
+                arg = next(
+                    (m for m in meta if isinstance(m, ast.Call) and _tail(m.func) == "Arg"), None
+                )
+                has_help = any(
+                    isinstance(m, ast.Constant) and isinstance(m.value, str) for m in meta
+                )
                 if arg is None and not has_help:
                     continue  # not registered automatically
                 if arg is not None and isinstance(_kwarg(arg, "no_cli"), ast.Constant):
@@ -292,7 +300,9 @@ def _sglang(src: _Sources) -> dict:
                 field = stmt.target.id
                 cli = _strings(_kwarg(arg, "cli_name")) if arg is not None else []
                 main_flag = cli[0] if cli else "--" + field.replace("_", "-")
-                spellings = [main_flag] + (_strings(_kwarg(arg, "aliases")) if arg is not None else [])
+                spellings = [main_flag] + (
+                    _strings(_kwarg(arg, "aliases")) if arg is not None else []
+                )
                 flags.update(spellings)
                 action = _kwarg(arg, "action") if arg is not None else None
                 if action is not None and _tail(action) == "BooleanOptionalAction":
@@ -363,8 +373,11 @@ def _trtllm(src: _Sources) -> dict:
     choices: dict[str, list[str]] = {}
     for fn in (n for n in ast.walk(serve) if isinstance(n, ast.FunctionDef)):
         commands = [
-            d for d in fn.decorator_list
-            if isinstance(d, ast.Call) and _tail(d.func) == "command" and _strings(d.args[0] if d.args else None) == ["serve"]
+            d
+            for d in fn.decorator_list
+            if isinstance(d, ast.Call)
+            and _tail(d.func) == "command"
+            and _strings(d.args[0] if d.args else None) == ["serve"]
         ]
         if not commands:
             continue
@@ -386,13 +399,19 @@ def _trtllm(src: _Sources) -> dict:
 
 
 _EXTRACTORS: dict[str, Callable[[_Sources], dict]] = {
-    "vllm": _vllm, "sglang": _sglang, "trtllm": _trtllm,
+    "vllm": _vllm,
+    "sglang": _sglang,
+    "trtllm": _trtllm,
 }
 
 
 def extract(
-    *, engine: str, wheel: Path | None = None, source_dir: Path | None = None,
-    version: str | None = None, commit: str | None = None,
+    *,
+    engine: str,
+    wheel: Path | None = None,
+    source_dir: Path | None = None,
+    version: str | None = None,
+    commit: str | None = None,
 ) -> dict:
     """The argument definitions of one engine release as a JSON-ready dict."""
     if engine not in _EXTRACTORS:
@@ -416,23 +435,32 @@ def extract(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tuner.engines.extract_flags", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m tuner.engines.extract_flags", description=__doc__.split("\n")[0]
+    )
     parser.add_argument("--engine", required=True, choices=sorted(_EXTRACTORS))
     parser.add_argument("--wheel", type=Path, help="the engine's released wheel")
     parser.add_argument("--source-dir", type=Path, help="a source checkout at a release tag")
     parser.add_argument("--version", help="version label (default: from the wheel name)")
     parser.add_argument("--commit", help="commit id of --source-dir, recorded in the output")
-    parser.add_argument("--out", type=Path, help="output JSON (default: flags/<engine>-<version>.json)")
+    parser.add_argument(
+        "--out", type=Path, help="output JSON (default: flags/<engine>-<version>.json)"
+    )
     args = parser.parse_args(argv)
     data = extract(
-        engine=args.engine, wheel=args.wheel, source_dir=args.source_dir,
-        version=args.version, commit=args.commit,
+        engine=args.engine,
+        wheel=args.wheel,
+        source_dir=args.source_dir,
+        version=args.version,
+        commit=args.commit,
     )
     out = args.out or FLAGS_DIR / f"{args.engine}-{data['version']}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(data, indent=1, sort_keys=False) + "\n", encoding="utf-8")
-    print(f"{args.engine} {data['version']}: {len(data['flags'])} flags, "
-          f"{len(data['config_keys'])} config keys -> {out}")
+    print(
+        f"{args.engine} {data['version']}: {len(data['flags'])} flags, "
+        f"{len(data['config_keys'])} config keys -> {out}"
+    )
     return 0
 
 

@@ -73,7 +73,9 @@ def render(inputs: EngineInputs) -> EngineSection:
         config_files={CONFIG_FILE: dump_yaml(options)},
         launch=shell_line([*head, "--config", CONFIG_FILE]),
         replicas=replica_lines(
-            config=config, argv=[*head, "--config", CONFIG_FILE], port=inputs.port,
+            config=config,
+            argv=[*head, "--config", CONFIG_FILE],
+            port=inputs.port,
             port_flag="--port",
         ),
         notes=notes,

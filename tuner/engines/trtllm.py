@@ -80,7 +80,9 @@ def render(inputs: EngineInputs) -> EngineSection:
         config_files={CONFIG_FILE: dump_yaml(options)},
         launch=shell_line([*head, "--port", str(inputs.port), "--config", CONFIG_FILE]),
         replicas=replica_lines(
-            config=config, argv=[*head, "--config", CONFIG_FILE], port=inputs.port,
+            config=config,
+            argv=[*head, "--config", CONFIG_FILE],
+            port=inputs.port,
             port_flag="--port",
         ),
         notes=notes,
@@ -140,17 +142,19 @@ def _speculative(spec: SpeculativeConfig) -> dict[str, Any]:
 
 def _flags(config: DeploymentConfig, options: dict[str, Any]) -> list[str]:
     """The click flags that exist for plan knobs, with the same values as the YAML."""
-    argv = [
-        "--tp_size", str(config.tp),
-        "--pp_size", str(config.pp),
-        "--cp_size", str(config.cp),
-        "--ep_size", str(config.ep),
-        "--max_batch_size", str(config.max_num_seqs),
-        "--max_num_tokens", str(config.max_num_batched_tokens),
-        "--max_seq_len", str(config.max_model_len),
-        "--kv_cache_free_gpu_memory_fraction",
-        str(options["kv_cache_config"]["free_gpu_memory_fraction"]),
-    ]
+    values = {
+        "--tp_size": config.tp,
+        "--pp_size": config.pp,
+        "--cp_size": config.cp,
+        "--ep_size": config.ep,
+        "--max_batch_size": config.max_num_seqs,
+        "--max_num_tokens": config.max_num_batched_tokens,
+        "--max_seq_len": config.max_model_len,
+        "--kv_cache_free_gpu_memory_fraction": options["kv_cache_config"][
+            "free_gpu_memory_fraction"
+        ],
+    }
+    argv = [token for flag, value in values.items() for token in (flag, str(value))]
     if config.enable_chunked_prefill:
         argv.append("--enable_chunked_prefill")
     return argv

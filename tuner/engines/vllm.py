@@ -74,7 +74,9 @@ def render(inputs: EngineInputs) -> EngineSection:
         config_files={CONFIG_FILE: dump_yaml(options)},
         launch=shell_line([*serve, "--config", CONFIG_FILE]),
         replicas=replica_lines(
-            config=config, argv=[*serve, "--config", CONFIG_FILE], port=inputs.port,
+            config=config,
+            argv=[*serve, "--config", CONFIG_FILE],
+            port=inputs.port,
             port_flag="--port",
         ),
         notes=notes,
