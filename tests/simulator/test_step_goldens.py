@@ -230,3 +230,77 @@ def test_vectorized_configs_match_one_by_one():
     for i, config in enumerate(configs):
         alone = StepModel.build(LLAMA_70B, H100, config).decode(batch[i], context[i]).latency_s[0]
         assert joint[i] == pytest.approx(alone, rel=1e-12), (config, joint[i], alone)
+
+
+def test_tp_allreduce_bytes_and_calls_70b_tp8_decode():
+    step = StepModel.build(LLAMA_70B, H100, DeploymentConfig(tp=8))
+    ops = step.decode(64, 4096).ops
+    j = step.table.names.index("tp_allreduce")
+    calls = 80 + 80 + 1  # after attention and after the MLP in each layer, and the embedding
+    expected_bytes = calls * 2 * 7 / 8 * 64 * 8192 * 2  # ring: 2 (n-1)/n of each message
+    assert ops.kernels[0, j] == calls, (
+        f"expected {calls} all-reduce calls, got {ops.kernels[0, j]}"
+    )
+    assert ops.bytes[0, j] == pytest.approx(expected_bytes, rel=1e-12), (
+        f"expected {expected_bytes:.4e} B = 161 calls x 2 x 7/8 x 64 tokens x 8192 x 2 B"
+    )
+    eff = H100.efficiency
+    latency = eff.collective_latency_s + 7 * eff.collective_latency_per_rank_s
+    expected_time = calls * latency + expected_bytes / (H100.scale_up_bytes_per_s * eff.link)
+    assert ops.time_s[0, j] == pytest.approx(expected_time, rel=1e-12)
+
+
+def test_pipeline_stage_time_and_p2p():
+    one = StepModel.build(LLAMA_70B, H100, DeploymentConfig(tp=4))
+    two = StepModel.build(LLAMA_70B, H100, DeploymentConfig(tp=4, pp=2))
+    a, b = one.decode(32, 2048), two.decode(32, 2048)
+    send = b.ops.time_s[0, two.table.names.index("pp_send")]
+    assert send > 0 and a.ops.time_s[0, one.table.names.index("pp_send")] == 0
+    # Same per-GPU work along the path plus one boundary crossing; each stage does half.
+    assert b.latency_s[0] == pytest.approx(a.latency_s[0] + send, rel=1e-9)
+    assert b.stage_s[0] == pytest.approx((a.latency_s[0]) / 2 + send, rel=1e-9)
+
+
+def test_context_parallel_splits_prefill_and_adds_kv_exchange():
+    one = StepModel.build(
+        LLAMA_8B, H100, DeploymentConfig(max_model_len=65536, max_num_batched_tokens=65536)
+    )
+    two = StepModel.build(
+        LLAMA_8B, H100, DeploymentConfig(cp=2, max_model_len=65536, max_num_batched_tokens=65536)
+    )
+    a, b = one.prefill(1, 65536), two.prefill(1, 65536)
+    j = one.table.names.index("attention_prefill")
+    assert b.ops.flops[0, j] == pytest.approx(a.ops.flops[0, j] / 2, rel=1e-12)
+    assert b.ops.time_s[0, two.table.names.index("cp_kv_exchange")] > 0
+    assert b.latency_s[0] < a.latency_s[0]
+    assert two.memory.kv_bytes_per_token[0] == one.memory.kv_bytes_per_token[0] / 2
+
+
+def test_mixed_step_reads_weights_once():
+    from simulator.shapes import step_features
+
+    step = StepModel.build(LLAMA_8B, H100, DeploymentConfig())
+    chunk, cached, decodes, context = 512, 1024, 32, 2048
+    mixed = step_features(
+        prefill_tokens=chunk,
+        prefill_pairs=chunk * cached + chunk * (chunk + 1) / 2,
+        prefill_kv=cached + chunk,
+        naive_scores=chunk * (cached + chunk),
+        prefill_logits=1,
+        decode_tokens=decodes,
+        decode_kv=decodes * context,
+        decode_pairs=decodes * context,
+    )
+    together = step.step(mixed).latency_s[0]
+    apart = (
+        step.prefill(1, chunk, cached=cached).latency_s[0]
+        + step.decode(decodes, context).latency_s[0]
+    )
+    assert (
+        max(
+            step.prefill(1, chunk, cached=cached).latency_s[0],
+            step.decode(decodes, context).latency_s[0],
+        )
+        < together
+        < apart
+    )

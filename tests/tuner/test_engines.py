@@ -37,7 +37,7 @@ AWKWARD_MODEL = '/models/My Llama\'s "v2" $HOME;echo pwned'
 DRAFT = "meta-llama/Llama-3.2-1B-Instruct"
 
 # name -> config; a grid over parallelism, quantization, KV dtype, batching and speculation.
-CONFIGS: dict[str, DeploymentConfig] = {
+CONFIGS: dict[str, DeploymentConfig | None] = {
     "dense-8b": DeploymentConfig(),
     "dense-70b-tp4-pp2": DeploymentConfig(tp=4, pp=2, max_num_seqs=128),
     "dense-tp8-dp2": DeploymentConfig(tp=8, dp=2),
@@ -66,20 +66,15 @@ CONFIGS: dict[str, DeploymentConfig] = {
         tp=2, speculative=SpeculativeConfig(method="eagle", draft_model="org/eagle3 head")
     ),
     "spec-ngram": DeploymentConfig(speculative=SpeculativeConfig(method="ngram")),
-    "everything": DeploymentConfig(
-        tp=4,
-        pp=2,
-        dp=2,
-        ep=4,
-        weight_dtype="fp8",
-        activation_dtype="fp8",
-        kv_dtype="fp8",
-        cuda_graphs=False,
-        enable_chunked_prefill=False,
-        max_num_batched_tokens=16384,
-        speculative=SpeculativeConfig(method="draft", draft_model="/drafts/tiny/config.json"),
-    ),
+    "everything": None,  # below: every option at once
 }
+# fmt: off
+CONFIGS["everything"] = DeploymentConfig(
+    tp=4, pp=2, dp=2, ep=4, weight_dtype="fp8", activation_dtype="fp8", kv_dtype="fp8",
+    cuda_graphs=False, enable_chunked_prefill=False, max_num_batched_tokens=16384,
+    speculative=SpeculativeConfig(method="draft", draft_model="/drafts/tiny/config.json"),
+)
+# fmt: on
 # What an engine cannot express, and the words its one-line refusal must contain.
 REFUSED = {
     ("vllm", "moe-ep-lt-tp"): ("ep=2", "tp=4"),
@@ -87,19 +82,24 @@ REFUSED = {
 }
 
 
+def plan_memory(hbm, w, a, r, kv) -> dict[str, float]:
+    """Per-GPU bytes: memory, weights, activations, reserve, KV cache."""
+    return dict(hbm_bytes=hbm, weights_bytes=w, activation_bytes=a, reserved_bytes=r, kv_cache_bytes=kv)
+
+
+MEMORY_KEYS = (
+    "hbm_bytes",
+    "weights_bytes",
+    "activation_bytes",
+    "reserved_bytes",
+    "kv_cache_bytes",
+)
+PLAN_MEMORY = dict(zip(MEMORY_KEYS, (80 * GIB, 16 * GIB, 3 * GIB, 2 * GIB, 40 * GIB)))
+
+
 def inputs_for(config: DeploymentConfig, **overrides) -> EngineInputs:
-    values = dict(
-        config=config,
-        model_id=AWKWARD_MODEL,
-        hbm_bytes=80 * GIB,
-        weights_bytes=16 * GIB,
-        activation_bytes=3 * GIB,
-        reserved_bytes=2 * GIB,
-        kv_cache_bytes=40 * GIB,
-        served_model_name="llama",
-    )
-    values.update(overrides)
-    return EngineInputs(**values)
+    values = dict(PLAN_MEMORY, model_id=AWKWARD_MODEL, served_model_name="llama")
+    return EngineInputs(config=config, **{**values, **overrides})
 
 
 def flag_values(argv: list[str]) -> dict[str, str | bool]:
@@ -153,14 +153,6 @@ def test_inexpressible_plans_are_refused_in_one_line(engine, name):
     assert "\n" not in message
     for word in REFUSED[engine, name]:
         assert word in message, message
-
-
-def test_vllm_expert_parallel_is_a_switch_for_ep_equal_tp(sections):
-    assert "--enable-expert-parallel" in sections["vllm", "moe-ep-eq-tp"].args
-    assert "--no-enable-expert-parallel" in sections["vllm", "dense-8b"].args
-    assert flag_values(sections["sglang", "moe-ep-lt-tp"].args)["--ep-size"] == "2"
-    trt = config_mapping(sections["trtllm", "moe-ep-lt-tp"])
-    assert (trt["moe_expert_parallel_size"], trt["moe_tensor_parallel_size"]) == (2, 2)
 
 
 # ---------------------------------------------------------------- shell safety
@@ -222,65 +214,71 @@ def test_quantization_flags_and_checkpoint_notes(sections, name, vllm_q, sglang_
     assert ("ModelOpt pre-quantized" in trt_notes) == quantized
 
 
-def test_batching_and_context_names(sections):
-    vllm = flag_values(sections["vllm", "dense-70b-tp4-pp2"].args)
-    assert (vllm["--max-num-seqs"], vllm["--max-num-batched-tokens"]) == ("128", "8192")
-    assert (vllm["--pipeline-parallel-size"], vllm["--max-model-len"]) == ("2", "8192")
-    sglang = flag_values(sections["sglang", "dense-70b-tp4-pp2"].args)
-    assert (sglang["--max-running-requests"], sglang["--context-length"]) == ("128", "8192")
-    assert sglang["--chunked-prefill-size"] == sglang["--max-prefill-tokens"] == "8192"
-    trt = config_mapping(sections["trtllm", "dense-70b-tp4-pp2"])
-    assert (trt["max_batch_size"], trt["max_num_tokens"], trt["max_seq_len"]) == (128, 8192, 8192)
-    assert flag_values(sections["trtllm", "dense-70b-tp4-pp2"].args)["--pp_size"] == "2"
+# (engine, config, flag or dotted YAML key, expected): plan knobs land on each engine's names.
+ABSENT = None
+KNOBS = [
+    ("vllm", "moe-ep-eq-tp", "--enable-expert-parallel", True),
+    ("vllm", "dense-8b", "--no-enable-expert-parallel", True),
+    ("sglang", "moe-ep-lt-tp", "--ep-size", "2"),
+    ("trtllm", "moe-ep-lt-tp", "moe_expert_parallel_size", 2),
+    ("trtllm", "moe-ep-lt-tp", "moe_tensor_parallel_size", 2),
+    ("vllm", "dense-70b-tp4-pp2", "--max-num-seqs", "128"),
+    ("vllm", "dense-70b-tp4-pp2", "--max-num-batched-tokens", "8192"),
+    ("vllm", "dense-70b-tp4-pp2", "--pipeline-parallel-size", "2"),
+    ("vllm", "dense-70b-tp4-pp2", "--max-model-len", "8192"),
+    ("sglang", "dense-70b-tp4-pp2", "--max-running-requests", "128"),
+    ("sglang", "dense-70b-tp4-pp2", "--context-length", "8192"),
+    ("sglang", "dense-70b-tp4-pp2", "--max-prefill-tokens", "8192"),
+    ("sglang", "dense-70b-tp4-pp2", "--chunked-prefill-size", "8192"),
+    ("trtllm", "dense-70b-tp4-pp2", "max_batch_size", 128),
+    ("trtllm", "dense-70b-tp4-pp2", "max_num_tokens", 8192),
+    ("trtllm", "dense-70b-tp4-pp2", "max_seq_len", 8192),
+    ("trtllm", "dense-70b-tp4-pp2", "--pp_size", "2"),
+    ("vllm", "dense-8b", "--enable-chunked-prefill", True),
+    ("vllm", "chunked-off", "--no-enable-chunked-prefill", True),
+    ("sglang", "chunked-off", "--chunked-prefill-size", "-1"),
+    ("trtllm", "chunked-off", "enable_chunked_prefill", False),
+    ("trtllm", "chunked-off", "--enable_chunked_prefill", ABSENT),
+    ("vllm", "graphs-off", "--enforce-eager", True),
+    ("vllm", "dense-8b", "--no-enforce-eager", True),
+    ("sglang", "graphs-off", "--cuda-graph-backend-decode", "disabled"),
+    ("sglang", "graphs-off", "--cuda-graph-backend-prefill", "disabled"),
+    ("trtllm", "graphs-off", "cuda_graph_config", None),
+    ("trtllm", "dense-8b", "cuda_graph_config.max_batch_size", 256),
+    ("vllm", "spec-draft", "speculative-config.method", "draft_model"),
+    ("vllm", "spec-draft", "speculative-config.model", DRAFT),
+    ("vllm", "spec-draft", "speculative-config.num_speculative_tokens", 4),
+    ("vllm", "spec-eagle", "speculative-config.method", "eagle3"),
+    ("vllm", "spec-ngram", "speculative-config.method", "ngram"),
+    ("vllm", "spec-ngram", "speculative-config.prompt_lookup_max", 4),
+    ("vllm", "spec-ngram", "speculative-config.model", ABSENT),
+    ("sglang", "spec-draft", "--speculative-algorithm", "STANDALONE"),
+    ("sglang", "spec-draft", "--speculative-draft-model-path", DRAFT),
+    ("sglang", "spec-draft", "--speculative-num-steps", "4"),  # the triple is all-or-nothing
+    ("sglang", "spec-draft", "--speculative-eagle-topk", "1"),
+    ("sglang", "spec-draft", "--speculative-num-draft-tokens", "5"),
+    ("sglang", "spec-eagle", "--speculative-algorithm", "EAGLE3"),
+    ("sglang", "spec-ngram", "--speculative-algorithm", "NGRAM"),
+    ("sglang", "spec-ngram", "--speculative-num-draft-tokens", "4"),
+    ("trtllm", "spec-draft", "speculative_config.decoding_type", "Draft_Target"),
+    ("trtllm", "spec-draft", "speculative_config.max_draft_len", 4),
+    ("trtllm", "spec-draft", "speculative_config.speculative_model", DRAFT),
+    ("trtllm", "spec-eagle", "speculative_config.decoding_type", "Eagle3"),
+    ("trtllm", "spec-ngram", "speculative_config.decoding_type", "NGram"),
+    ("trtllm", "everything", "speculative_config.speculative_model", "/drafts/tiny"),
+]
 
 
-def test_chunked_prefill_is_explicit(sections):
-    assert "--enable-chunked-prefill" in sections["vllm", "dense-8b"].args
-    assert "--no-enable-chunked-prefill" in sections["vllm", "chunked-off"].args
-    assert flag_values(sections["sglang", "chunked-off"].args)["--chunked-prefill-size"] == "-1"
-    assert config_mapping(sections["trtllm", "chunked-off"])["enable_chunked_prefill"] is False
-    assert "--enable_chunked_prefill" not in sections["trtllm", "chunked-off"].args
-
-
-def test_cuda_graphs_off(sections):
-    assert "--enforce-eager" in sections["vllm", "graphs-off"].args
-    assert "--no-enforce-eager" in sections["vllm", "dense-8b"].args
-    sglang = flag_values(sections["sglang", "graphs-off"].args)
-    assert sglang["--cuda-graph-backend-decode"] == sglang["--cuda-graph-backend-prefill"]
-    assert sglang["--cuda-graph-backend-decode"] == "disabled"
-    assert config_mapping(sections["trtllm", "graphs-off"])["cuda_graph_config"] is None
-    assert config_mapping(sections["trtllm", "dense-8b"])["cuda_graph_config"]["max_batch_size"]
-
-
-@pytest.mark.parametrize(
-    "name,vllm_method,sglang_algorithm,trt_type",
-    [
-        ("spec-draft", "draft_model", "STANDALONE", "Draft_Target"),
-        ("spec-eagle", "eagle3", "EAGLE3", "Eagle3"),
-        ("spec-ngram", "ngram", "NGRAM", "NGram"),
-    ],
-)
-def test_speculative_shapes(sections, name, vllm_method, sglang_algorithm, trt_type):
-    g = CONFIGS[name].speculative.num_speculative_tokens
-    vllm = config_mapping(sections["vllm", name])["speculative-config"]
-    assert (vllm["method"], vllm["num_speculative_tokens"]) == (vllm_method, g)
-    assert ("model" in vllm) == (name != "spec-ngram")
-    assert ("prompt_lookup_max" in vllm) == (name == "spec-ngram")
-    sglang = flag_values(sections["sglang", name].args)
-    assert sglang["--speculative-algorithm"] == sglang_algorithm
-    assert sglang["--speculative-num-draft-tokens"] == str(g + 1)
-    if name != "spec-ngram":  # the triple is all-or-nothing
-        assert (sglang["--speculative-num-steps"], sglang["--speculative-eagle-topk"]) == (
-            str(g),
-            "1",
-        )
-    trt = config_mapping(sections["trtllm", name])["speculative_config"]
-    assert (trt["decoding_type"], trt["max_draft_len"]) == (trt_type, g)
-
-
-def test_draft_config_json_means_its_folder(sections):
-    trt = config_mapping(sections["trtllm", "everything"])["speculative_config"]
-    assert trt["speculative_model"] == "/drafts/tiny"
+@pytest.mark.parametrize("engine,name,key,want", KNOBS)
+def test_plan_knobs_land_on_engine_names(sections, engine, name, key, want):
+    section = sections[engine, name]
+    if key.startswith("-"):
+        got = flag_values(section.args).get(key)
+    else:
+        got = config_mapping(section)
+        for part in key.split("."):
+            got = got.get(part) if isinstance(got, dict) else None
+    assert got == want, f"{engine} {name}: {key} is {got!r}, expected {want!r}"
 
 
 def test_eagle_without_a_head_is_refused():
@@ -331,15 +329,7 @@ def test_emitted_fraction_gives_the_plan_its_kv_and_fits(engine):
     checked = refused = 0
     for hbm, *shares in MEMORY_GRID:
         w, a, r, kv = (round(s * hbm) for s in shares)
-        inputs = EngineInputs(
-            config=config,
-            model_id="m",
-            hbm_bytes=hbm,
-            weights_bytes=w,
-            activation_bytes=a,
-            reserved_bytes=r,
-            kv_cache_bytes=kv,
-        )
+        inputs = inputs_for(config, **dict(zip(MEMORY_KEYS, (hbm, w, a, r, kv))))
         try:
             section = render(engine, inputs)
         except ConfigError:
@@ -372,14 +362,7 @@ def test_sglang_rounding_never_eats_activation_headroom():
     # fraction comes from the next finer grid.
     hbm = 80 * GIB
     w, kv, a, r = 0.5 * hbm, 0.40004 * hbm, 0.05 * hbm, 0.04985 * hbm
-    inputs = inputs_for(
-        DeploymentConfig(),
-        hbm_bytes=hbm,
-        weights_bytes=w,
-        kv_cache_bytes=kv,
-        activation_bytes=a,
-        reserved_bytes=r,
-    )
+    inputs = inputs_for(DeploymentConfig(), **dict(zip(MEMORY_KEYS, (hbm, w, a, r, kv))))
     fraction = memory_fraction("sglang", inputs)
     granted_kv, total = granted("sglang", fraction, hbm=hbm, w=w, a=a, r=r)
     assert fraction == 0.9001 and granted_kv >= kv and total <= hbm
@@ -390,21 +373,13 @@ def test_engine_inputs_validate_and_build_from_a_prediction():
         inputs_for(DeploymentConfig(), weights_bytes=-1)
     with pytest.raises(ConfigError, match="model_id"):
         inputs_for(DeploymentConfig(), model_id=" ")
-    memory = {
-        "weights_bytes": 1e9,
-        "kv_cache_bytes": 2e9,
-        "activation_bytes": 1e8,
-        "reserved_bytes": 1e8,
-        "capacity_bytes": 8e9,
-    }
+    # The memory block of a Prediction (its capacity is the GPU's usable memory).
+    memory = dict(zip(MEMORY_KEYS[1:], (1e9, 1e8, 1e8, 2e9)), capacity_bytes=8e9)
     built = EngineInputs.from_memory(config=DeploymentConfig(), model_id="m", memory=memory)
     assert built.hbm_bytes == 8e9 and built.kv_cache_bytes == 2e9
+    del memory["capacity_bytes"]
     with pytest.raises(ConfigError, match="capacity_bytes"):
-        EngineInputs.from_memory(
-            config=DeploymentConfig(),
-            model_id="m",
-            memory={k: v for k, v in memory.items() if k != "capacity_bytes"},
-        )
+        EngineInputs.from_memory(config=DeploymentConfig(), model_id="m", memory=memory)
     with pytest.raises(ConfigError, match="unknown engine"):
         render("tgi", built)
 
@@ -441,8 +416,8 @@ def test_trtllm_extractor_reads_pydantic_fields_and_click_options(tmp_path):
     """The TRT-LLM path of the extractor, on a small source tree shaped like the real one."""
     llm_args = tmp_path / "tensorrt_llm" / "llmapi" / "llm_args.py"
     serve = tmp_path / "tensorrt_llm" / "commands" / "serve.py"
-    llm_args.parent.mkdir(parents=True)
-    serve.parent.mkdir(parents=True)
+    for path in (llm_args, serve):
+        path.parent.mkdir(parents=True)
     llm_args.write_text(
         textwrap.dedent("""
         class KvCacheConfig(StrictBaseModel):
@@ -485,29 +460,13 @@ def test_trtllm_extractor_reads_pydantic_fields_and_click_options(tmp_path):
     """)
     )
     data = extract(engine="trtllm", source_dir=tmp_path, version="test", commit="f" * 40)
-    assert data["flags"] == sorted(
-        [
-            "--tensor_parallel_size",
-            "--tp_size",
-            "--backend",
-            "--config",
-            "--extra_llm_api_options",
-            "--trust_remote_code",
-        ]
-    )
-    assert data["config_keys"] == [
-        "cuda_graph_config",
-        "kv_cache_config",
-        "speculative_config",
-        "tensor_parallel_size",
-    ]
+    flags = "--tensor_parallel_size --tp_size --backend --config --extra_llm_api_options"
+    assert data["flags"] == sorted([*flags.split(), "--trust_remote_code"])
+    keys = "cuda_graph_config kv_cache_config speculative_config tensor_parallel_size"
+    assert data["config_keys"] == keys.split()
     assert data["nested_keys"]["kv_cache_config"] == ["dtype", "free_gpu_memory_fraction"]
-    assert data["nested_keys"]["speculative_config"] == [
-        "decoding_type",
-        "max_draft_len",
-        "speculative_model",
-        "speculative_model_dir",
-    ]
+    spec = "decoding_type max_draft_len speculative_model speculative_model_dir"
+    assert data["nested_keys"]["speculative_config"] == spec.split()
     assert data["nested_choices"]["speculative_config.decoding_type"] == ["Eagle3", "NGram"]
     assert data["choices"]["--backend"] == ["pytorch", "tensorrt"]
     assert data["source"] == {"commit": "f" * 40}

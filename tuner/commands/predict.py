@@ -62,6 +62,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def render(prediction, hardware) -> str:
+    batch = prediction.decode.batch if prediction.decode else 1
     from simulator.units import format_bytes, format_seconds
     from tuner.textfmt import key_values, table
 
@@ -121,6 +122,11 @@ def render(prediction, hardware) -> str:
                         f"{format_bytes(mem.capacity_bytes)} (HBM x gpu_memory_utilization)",
                     ),
                     ("max batch", f"{mem.max_batch_at_context} sequences at this length"),
+                    (
+                        "max context",
+                        f"{int(mem.kv_tokens_capacity // max(batch, 1)):,} tokens per sequence "
+                        f"at batch {batch}",
+                    ),
                 ],
                 title="memory per GPU",
             )

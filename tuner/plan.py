@@ -1,0 +1,202 @@
+"""The deployment plan: what ``tune plan`` decides, as versioned JSON with a published schema.
+
+A ``DeploymentPlan`` is the contract between rooftune and whoever deploys: a serving script, a
+Kubernetes generator, a person. It says *what to run* (model, GPU type and count, replicas and
+the per-replica configuration, the quantization and its quality risk, speculative decoding and
+the acceptance rate assumed), *what to expect* (predicted latency percentiles against each SLO,
+throughput, cost, the per-GPU memory plan), *why this one* (the Pareto set and the runners-up,
+each with the reason it lost) and *where it came from* (rooftune version, hardware profile and
+calibration, study and trial). The ``engines`` section holds each engine's rendering, so a
+serving system reads its launch line straight from the plan.
+
+``schema_version`` changes whenever a field changes meaning or disappears; ``load_plan`` refuses
+any other version with one line, rather than misreading it. ``tune schema plan`` prints
+``plan_json_schema()``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from simulator.errors import ConfigError
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "DeploymentPlan",
+    "Provenance",
+    "SloCheck",
+    "MemoryPlan",
+    "Candidate",
+    "QuantizationInfo",
+    "SpeculativeInfo",
+    "WorkloadInfo",
+    "plan_json_schema",
+    "load_plan",
+    "write_json_atomic",
+]
+
+SCHEMA_VERSION = "1"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SloCheck(_Strict):
+    """One SLO: its target and the prediction (``metric`` is ttft, tpot, itl or e2e)."""
+
+    name: str = Field(description="as given on the command line, e.g. ttft_p99")
+    metric: str
+    percentile: float
+    target_s: float
+    predicted_s: float
+    met: bool
+    margin: float = Field(description="(target - predicted) / target; negative when missed")
+
+
+class MemoryPlan(_Strict):
+    """Per GPU, on the fullest GPU of a replica. The KV cache is what the budget leaves."""
+
+    hbm_bytes: float
+    budget_bytes: float = Field(description="hbm_bytes x gpu_memory_utilization")
+    gpu_memory_utilization: float
+    weights_bytes: float
+    activation_bytes: float
+    reserved_bytes: float
+    kv_cache_bytes: float
+    kv_bytes_per_token: float
+    kv_tokens: float
+    kv_tokens_needed: float = Field(
+        description="max(max_num_seqs x mean request length, max_model_len), in whole blocks")
+    headroom_bytes: float = Field(description="hbm_bytes minus everything the engine allocates")
+    engine_fractions: dict[str, float] = Field(
+        default_factory=dict, description="each engine's memory knob under its own budget rule")
+
+
+class QuantizationInfo(_Strict):
+    weights: str
+    weight_dtype: str
+    activation_dtype: str
+    kv_dtype: str
+    risk: Literal["none", "low", "medium", "high"]
+    weights_risk: str
+    kv_risk: str
+    description: str
+    allowed: list[str] = Field(description="what --allow-quant permitted")
+
+
+class SpeculativeInfo(_Strict):
+    method: str
+    draft_model: str | None = None
+    num_speculative_tokens: int
+    acceptance_rate: float
+    acceptance_source: str = "assumed for conversational traffic; measure it on yours"
+
+
+class WorkloadInfo(_Strict):
+    name: str
+    rate_requests_per_s: float | None = Field(description="null means offline (all at once)")
+    num_requests: int
+    seed: int
+    mean_prompt_tokens: float
+    mean_output_tokens: float
+
+
+class Candidate(_Strict):
+    """A trial of the study: its configuration, its objectives, and why it was not chosen."""
+
+    trial: int
+    label: str
+    params: dict[str, Any]
+    feasible: bool
+    objectives: dict[str, float]
+    metrics: dict[str, float | None] = Field(default_factory=dict)
+    risk: str = "none"
+    why_not: str | None = None
+
+
+class Provenance(_Strict):
+    rooftune_version: str
+    created_utc: str
+    command: str
+    hardware_profile: dict[str, Any]
+    calibration: dict[str, Any]
+    study_name: str
+    storage: str
+    sampler: str
+    seed: int
+    trial: int
+    trials: int
+    evaluations: int = Field(description="request-level simulations run by this process")
+    wall_s: float
+
+
+class DeploymentPlan(_Strict):
+    """One deployment of one model on one GPU type, chosen by ``tune plan``."""
+
+    schema_version: Literal["1"] = SCHEMA_VERSION
+    model: str
+    model_id: str
+    hardware: str
+    gpu_budget: int
+    num_gpus: int
+    replicas: int
+    gpus_per_replica: int
+    config: dict[str, Any] = Field(description="per-replica simulator DeploymentConfig")
+    quantization: QuantizationInfo
+    speculative: SpeculativeInfo | None = None
+    workload: WorkloadInfo
+    objectives: dict[str, str] = Field(description="objective name -> maximize | minimize")
+    slos: list[SloCheck]
+    predicted: dict[str, Any] = Field(description="Prediction fields at the workload")
+    memory: MemoryPlan
+    pareto: list[Candidate]
+    alternatives: list[Candidate] = Field(default_factory=list)
+    search: dict[str, Any] = Field(default_factory=dict)
+    provenance: Provenance
+    engine: str = "vllm"
+    engines: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    validation: dict[str, Any] | None = Field(
+        default=None, description="measured metrics and errors once `tune validate` ran")
+
+
+def plan_json_schema() -> dict[str, Any]:
+    schema = DeploymentPlan.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["$id"] = f"https://rooftune.dev/schemas/deployment-plan-{SCHEMA_VERSION}.json"
+    return schema
+
+
+def load_plan(path: str | Path) -> DeploymentPlan:
+    """Read a plan; any other schema version or a malformed file is one ``ConfigError`` line."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such plan file") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ConfigError(f"{path}: not a readable JSON plan ({error})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a plan is a JSON object")
+    version = data.get("schema_version")
+    if version != SCHEMA_VERSION:
+        raise ConfigError(f"{path}: plan schema_version {version!r} is not supported "
+                          f"(this rooftune reads {SCHEMA_VERSION!r}); re-run tune plan")
+    try:
+        return DeploymentPlan.model_validate(data)
+    except ValidationError as error:
+        first = error.errors()[0]
+        where = ".".join(str(p) for p in first.get("loc", ()))
+        raise ConfigError(f"{path}: invalid plan at {where}: {first.get('msg')}") from None
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    """Write JSON next to ``path`` then rename over it: readers never see half a file."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=False, allow_nan=False) + "\n",
+                   encoding="utf-8")
+    tmp.replace(path)
