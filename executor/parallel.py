@@ -131,9 +131,10 @@ def _nccl_all_reduce(tensor: torch.Tensor) -> torch.Tensor:
 def _nccl_gather_last_dim(world_size: int) -> Callable[[torch.Tensor], torch.Tensor]:
     def gather(shard: torch.Tensor) -> torch.Tensor:  # [B, T, vocab / tp] -> [B, T, vocab]
         shard = shard.contiguous()
-        out = torch.empty((world_size, *shard.shape), dtype=shard.dtype, device=shard.device)
-        dist.all_gather_into_tensor(out, shard)
-        return torch.cat(out.unbind(0), dim=-1)
+        out = torch.empty((world_size * shard.shape[0], *shard.shape[1:]), dtype=shard.dtype,
+                          device=shard.device)
+        dist.all_gather_into_tensor(out, shard)  # rank r's shard at rows r*B .. (r+1)*B
+        return torch.cat(out.view(world_size, *shard.shape).unbind(0), dim=-1)
 
     return gather
 

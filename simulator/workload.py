@@ -232,8 +232,7 @@ def get_workload(name_or_path: str, *, rate: float | str | None = None,
             update["num_requests"] = int(values.pop("num_requests"))
         if rate is not None:
             if math.isinf(rate):
-                arrival["process"] = "offline" if arrival["process"] != "trace" else "trace"
-                arrival["rate_per_s"] = None if arrival["process"] == "offline" else rate
+                arrival.update(process="offline", rate_per_s=None)
             elif arrival["process"] == "closed":
                 raise WorkloadError("a closed-loop workload has no rate (its users set the pace)")
             else:

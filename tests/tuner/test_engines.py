@@ -36,8 +36,15 @@ GIB = 2**30
 AWKWARD_MODEL = '/models/My Llama\'s "v2" $HOME;echo pwned'
 DRAFT = "meta-llama/Llama-3.2-1B-Instruct"
 
+# fmt: off
+EVERYTHING = DeploymentConfig(
+    tp=4, pp=2, dp=2, ep=4, weight_dtype="fp8", activation_dtype="fp8", kv_dtype="fp8",
+    cuda_graphs=False, enable_chunked_prefill=False, max_num_batched_tokens=16384,
+    speculative=SpeculativeConfig(method="draft", draft_model="/drafts/tiny/config.json"),
+)
+# fmt: on
 # name -> config; a grid over parallelism, quantization, KV dtype, batching and speculation.
-CONFIGS: dict[str, DeploymentConfig | None] = {
+CONFIGS: dict[str, DeploymentConfig] = {
     "dense-8b": DeploymentConfig(),
     "dense-70b-tp4-pp2": DeploymentConfig(tp=4, pp=2, max_num_seqs=128),
     "dense-tp8-dp2": DeploymentConfig(tp=8, dp=2),
@@ -66,15 +73,8 @@ CONFIGS: dict[str, DeploymentConfig | None] = {
         tp=2, speculative=SpeculativeConfig(method="eagle", draft_model="org/eagle3 head")
     ),
     "spec-ngram": DeploymentConfig(speculative=SpeculativeConfig(method="ngram")),
-    "everything": None,  # below: every option at once
+    "everything": EVERYTHING,
 }
-# fmt: off
-CONFIGS["everything"] = DeploymentConfig(
-    tp=4, pp=2, dp=2, ep=4, weight_dtype="fp8", activation_dtype="fp8", kv_dtype="fp8",
-    cuda_graphs=False, enable_chunked_prefill=False, max_num_batched_tokens=16384,
-    speculative=SpeculativeConfig(method="draft", draft_model="/drafts/tiny/config.json"),
-)
-# fmt: on
 # What an engine cannot express, and the words its one-line refusal must contain.
 REFUSED = {
     ("vllm", "moe-ep-lt-tp"): ("ep=2", "tp=4"),
@@ -84,17 +84,12 @@ REFUSED = {
 
 def plan_memory(hbm, w, a, r, kv) -> dict[str, float]:
     """Per-GPU bytes: memory, weights, activations, reserve, KV cache."""
-    return dict(hbm_bytes=hbm, weights_bytes=w, activation_bytes=a, reserved_bytes=r, kv_cache_bytes=kv)
+    return dict(
+        hbm_bytes=hbm, weights_bytes=w, activation_bytes=a, reserved_bytes=r, kv_cache_bytes=kv
+    )
 
 
-MEMORY_KEYS = (
-    "hbm_bytes",
-    "weights_bytes",
-    "activation_bytes",
-    "reserved_bytes",
-    "kv_cache_bytes",
-)
-PLAN_MEMORY = dict(zip(MEMORY_KEYS, (80 * GIB, 16 * GIB, 3 * GIB, 2 * GIB, 40 * GIB)))
+PLAN_MEMORY = plan_memory(80 * GIB, 16 * GIB, 3 * GIB, 2 * GIB, 40 * GIB)
 
 
 def inputs_for(config: DeploymentConfig, **overrides) -> EngineInputs:
@@ -329,7 +324,7 @@ def test_emitted_fraction_gives_the_plan_its_kv_and_fits(engine):
     checked = refused = 0
     for hbm, *shares in MEMORY_GRID:
         w, a, r, kv = (round(s * hbm) for s in shares)
-        inputs = inputs_for(config, **dict(zip(MEMORY_KEYS, (hbm, w, a, r, kv))))
+        inputs = inputs_for(config, **plan_memory(hbm, w, a, r, kv))
         try:
             section = render(engine, inputs)
         except ConfigError:
@@ -362,7 +357,7 @@ def test_sglang_rounding_never_eats_activation_headroom():
     # fraction comes from the next finer grid.
     hbm = 80 * GIB
     w, kv, a, r = 0.5 * hbm, 0.40004 * hbm, 0.05 * hbm, 0.04985 * hbm
-    inputs = inputs_for(DeploymentConfig(), **dict(zip(MEMORY_KEYS, (hbm, w, a, r, kv))))
+    inputs = inputs_for(DeploymentConfig(), **plan_memory(hbm, w, a, r, kv))
     fraction = memory_fraction("sglang", inputs)
     granted_kv, total = granted("sglang", fraction, hbm=hbm, w=w, a=a, r=r)
     assert fraction == 0.9001 and granted_kv >= kv and total <= hbm
@@ -374,7 +369,8 @@ def test_engine_inputs_validate_and_build_from_a_prediction():
     with pytest.raises(ConfigError, match="model_id"):
         inputs_for(DeploymentConfig(), model_id=" ")
     # The memory block of a Prediction (its capacity is the GPU's usable memory).
-    memory = dict(zip(MEMORY_KEYS[1:], (1e9, 1e8, 1e8, 2e9)), capacity_bytes=8e9)
+    memory = plan_memory(None, 1e9, 1e8, 1e8, 2e9)
+    memory["capacity_bytes"] = memory.pop("hbm_bytes") or 8e9
     built = EngineInputs.from_memory(config=DeploymentConfig(), model_id="m", memory=memory)
     assert built.hbm_bytes == 8e9 and built.kv_cache_bytes == 2e9
     del memory["capacity_bytes"]
