@@ -288,6 +288,16 @@ def measure_point(model, spec: ModelSpec, *, weights: str, batch: int, prompt: i
         model.free_caches()
         _free()
         return record
+    except Exception as error:  # keep the run going; the record says what broke
+        if torch.distributed.is_initialized():
+            raise
+        record.update(fits=False, error=f"{type(error).__name__}: {str(error)[:300]}",
+                      reason="error")
+        _log(f"point failed: {record}")
+        del graphs, graph
+        model.free_caches()
+        _free()
+        return record
     cost = step_cost(spec, batch=batch, prompt=prompt, context=context, tp=tp,
                      weight_bytes_per_param=_bytes_per_param(weights),
                      kv_bytes_per_value=1.0 if kv_dtype == "fp8" else 2.0,
@@ -320,7 +330,10 @@ def _print_points(records: list[dict]) -> None:
              f"{r['achieved_bytes_per_s'] / 1e9:7.0f} {r['achieved_flops_per_s'] / 1e12:8.1f}")
 
 
-def model_grid(smoke: bool) -> dict:
+def model_grid(smoke: bool, name: str = "full") -> dict:
+    if name == "compare":  # the points bench_hf times, and the must-show points
+        return {"weights": ["bf16", "fp8"], "batches": [1, 16, 64], "contexts": [1024, 4096],
+                "prompts": [512, 2048, 8192]}
     if smoke:
         return {"weights": ["bf16", "fp8"], "batches": [1, 8], "contexts": [512],
                 "prompts": [256]}
@@ -485,6 +498,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", default="llama-3.1-8b")
     parser.add_argument("--out", default="bench-out")
     parser.add_argument("--smoke", action="store_true", help="tiny grid, to check the script")
+    parser.add_argument("--grid", default="full", choices=["full", "compare"],
+                        help="model grid: full (calibration) or compare (the HF points)")
     args = parser.parse_args(argv)
     from executor.parallel import init_distributed
     from simulator.models import get_model
@@ -505,7 +520,7 @@ def main(argv: list[str] | None = None) -> int:
         _write(out / "micro.json", {**summary, "results": micro})
     ours: list = []
     if "model" in suites:
-        ours = bench_model(spec, smoke=args.smoke)
+        ours = bench_model(spec, smoke=args.smoke, grid=model_grid(args.smoke, args.grid))
         _write(out / "model.json", {**summary, "results": ours})
     if "hf" in suites:
         hf = bench_hf(spec, ours, smoke=args.smoke)
@@ -529,10 +544,7 @@ def main(argv: list[str] | None = None) -> int:
                          f"{r['time_s'] * 1e6:9.1f} us, bus {r['bus_bytes_per_s'] / 1e9:6.1f} GB/s")
         tp_records = []
         if "tp" in suites:
-            grid = None if not args.smoke else model_grid(True)
-            if grid is None:
-                grid = {"weights": ["bf16", "fp8"], "batches": [1, 16, 64],
-                        "contexts": [1024, 4096], "prompts": [512, 2048, 8192]}
+            grid = model_grid(args.smoke, "compare")
             tp_records = bench_model(spec, smoke=args.smoke, tp_rank=rank, tp_world_size=world,
                                      grid=grid)
         if rank == 0:

@@ -103,6 +103,15 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     return (x_float * cos + rotated * sin).to(x.dtype)
 
 
+def rope_qkv(
+    qkv: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, num_rotated_heads: int
+) -> torch.Tensor:
+    """qkv: [B, T, heads, D] (q, k and v heads of the fused projection). Rotates the first
+    ``num_rotated_heads`` (q and k) and passes v through: one kernel for the whole projection."""
+    rotated = apply_rope(qkv[:, :, :num_rotated_heads].transpose(1, 2), cos, sin).transpose(1, 2)
+    return torch.cat([rotated, qkv[:, :, num_rotated_heads:]], dim=2)
+
+
 def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
     x_float = x.float()
     x_float = x_float * torch.rsqrt(x_float.pow(2).mean(-1, keepdim=True) + eps)
@@ -136,7 +145,9 @@ class Kernels:
         apply_rope: Callable = apply_rope,
         silu_and_mul: Callable = silu_and_mul,
         add_rms_norm: Callable = add_rms_norm,
+        rope_qkv: Callable = rope_qkv,
     ) -> None:
+        self.rope_qkv = rope_qkv
         self.rms_norm = rms_norm
         self.apply_rope = apply_rope
         self.silu_and_mul = silu_and_mul
@@ -147,8 +158,11 @@ class Kernels:
         def compile_one(fn: Callable) -> Callable:
             return torch.compile(fn, dynamic=True, fullgraph=True)
 
+        # One compiled function serves every shape, but each distinct stride pattern and grad
+        # mode is a recompile; a model sees a few dozen, more than dynamo's default of 8.
+        torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
         return cls(compile_one(rms_norm), compile_one(apply_rope), compile_one(silu_and_mul),
-                   compile_one(add_rms_norm))
+                   compile_one(add_rms_norm), compile_one(rope_qkv))
 
 
 EAGER = Kernels()
@@ -232,12 +246,10 @@ class Attention(nn.Module):
     ) -> torch.Tensor:
         batch, num_tokens, _ = x.shape  # x: [B, T, hidden]
         q_width = self.num_heads * self.head_dim
-        kv_width = self.num_kv_heads * self.head_dim
-        q, k, v = self.wqkv(x).split([q_width, kv_width, kv_width], dim=-1)
-        q = q.view(batch, num_tokens, self.num_heads, self.head_dim).transpose(1, 2)
-        k = k.view(batch, num_tokens, self.num_kv_heads, self.head_dim).transpose(1, 2)
-        v = v.view(batch, num_tokens, self.num_kv_heads, self.head_dim).transpose(1, 2)
-        q, k = kernels.apply_rope(q, cos, sin), kernels.apply_rope(k, cos, sin)  # [B, h, T, D]
+        qkv = self.wqkv(x).view(batch, num_tokens, -1, self.head_dim)  # [B, T, q+k+v heads, D]
+        qkv = kernels.rope_qkv(qkv, cos, sin, self.num_heads + self.num_kv_heads)
+        q, k, v = qkv.transpose(1, 2).split(
+            [self.num_heads, self.num_kv_heads, self.num_kv_heads], dim=1)  # [B, heads, T, D]
 
         if self.kv_cache is None or input_pos is None:
             out = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)

@@ -71,7 +71,7 @@ def quantize_fp8(
             amax = x_float.abs().amax()
         scale = amax.clamp(min=1e-12) / FP8_MAX
     elif granularity == "rowwise" and scale.dim() == 0:
-        scale = scale.expand(x.shape[0], 1)
+        scale = scale.expand(x.shape[0], 1).contiguous()
     x_fp8 = (x_float / scale).clamp(-FP8_MAX, FP8_MAX).to(FP8_DTYPE)
     return x_fp8, scale.float()
 

@@ -106,62 +106,92 @@ class FastStep:
             link = np.where(comm[:, None], kernels * link_latency[:, None]
                             + nbytes / link_bw[:, None], 0.0)
         fixed = dense("fixed_s") if host_overhead else np.zeros_like(kernels)
-        self._ops = table.num_ops
-        # Stacked so that one product gives everything linear: [6 x ops, F].
+        ops = table.num_ops
+        self._ops = ops
+        overhead_graph = np.where(keep, kernels * eff.kernel_graph_s, 0.0) + fixed
+        overhead_launch = np.where(keep, kernels * eff.kernel_launch_s, 0.0) + fixed
+        send = table.names.index("pp_send")
+        # Stacked so that one product gives everything linear: per-op compute at full
+        # efficiency, CUDA-core and HBM seconds [3 x ops], then the summed overheads (in and
+        # out of a graph), the summed link time and the pp_send link time [4].
         self._matrix = np.concatenate([
             np.where(keep, dense("ideal_s"), 0.0),
             np.where(keep, dense("vector_flops") / hardware.vector_flops_per_s, 0.0),
             np.where(keep, nbytes / (hardware.hbm_bytes_per_s * memory_eff[:, None]), 0.0),
-            np.where(keep, kernels * eff.kernel_graph_s, 0.0) + fixed,
-            np.where(keep, kernels * eff.kernel_launch_s, 0.0) + fixed,
-            link,
+            overhead_graph.sum(axis=0)[None], overhead_launch.sum(axis=0)[None],
+            link.sum(axis=0)[None], link[send][None],
         ])
-        self._rows = dense("rows")
-        self._gemm = cls == EFF_GEMM
-        self._attention = cls == EFF_ATTENTION
-        self._low_precision = table.low_precision[index]
+        # The direction a run of decode steps moves in: every context grows by one token.
+        self._decode_direction = np.zeros(NUM_FEATURES)
+        self._decode_direction[F["decode_kv"]] = self._decode_direction[F["decode_pairs"]] = 1.0
+        self._matrix_direction = self._matrix @ self._decode_direction
         self._eff = eff
-        self._send = table.names.index("pp_send")
-        # Which features the efficiencies read: the cache key of a step.
-        self._key_columns = sorted(
-            set(np.flatnonzero(np.any(self._rows != 0, axis=0)).tolist())
-            | {_TOKENS, _PREFILL_TOKENS, _PREFILL_SEQS})
+        # GEMMs grouped by the features their row count M reads (most read ``tokens``; the
+        # lm_head reads ``logits``): one efficiency lookup per group per step.
+        rows = dense("rows")
+        low_precision = table.low_precision[index]
+        groups: dict[tuple, list[int]] = {}
+        for j in np.flatnonzero(cls == EFF_GEMM).tolist():
+            terms = tuple((int(f), float(rows[j, f])) for f in np.flatnonzero(rows[j]))
+            groups.setdefault((terms, bool(low_precision[j])), []).append(j)
+        self._groups = [(terms, lowp, np.array(members))
+                        for (terms, lowp), members in groups.items()]
+        self._attention_ops = np.flatnonzero(cls == EFF_ATTENTION)
+        self._inverse_base = np.full(ops, 1.0 / eff.attention_efficiency[0])
+        self._gemm_cache: dict[tuple[float, bool], float] = {}
+        self._attention_cache: dict[float, float] = {}
+        self._key_columns = sorted({f for terms, _, _ in self._groups for f, _ in terms}
+                                   | {_TOKENS, _PREFILL_TOKENS, _PREFILL_SEQS})
         self._cache: dict[tuple, tuple[np.ndarray, bool]] = {}
+        self._segments: dict[tuple, tuple[list[float], list[float], list[float]]] = {}
 
-    def _inverse_efficiency(self, x: np.ndarray) -> tuple[np.ndarray, bool]:
+    def _gemm_efficiency(self, rows: float, low_precision: bool) -> float:
+        key = (rows, low_precision)
+        value = self._gemm_cache.get(key)
+        if value is None:
+            value = float(gemm_efficiency(self._eff, max(rows, 1.0), low_precision=low_precision))
+            self._gemm_cache[key] = value
+        return value
+
+    def _attention_efficiency(self, query_len: float) -> float:
+        value = self._attention_cache.get(query_len)
+        if value is None:
+            value = float(attention_efficiency(self._eff, max(query_len, 1.0)))
+            self._attention_cache[query_len] = value
+        return value
+
+    def _inverse_efficiency(self, x) -> tuple[np.ndarray, bool]:
         """1 / compute efficiency of every op ``[ops]`` and whether the step runs in a graph."""
-        key = tuple(x[self._key_columns].tolist())
+        key = tuple([x[i] for i in self._key_columns])
         hit = self._cache.get(key)
         if hit is not None:
             return hit
-        rows = self._rows @ x
-        query_len = x[_PREFILL_TOKENS] / max(x[_PREFILL_SEQS], 1.0)
-        compute_eff = np.where(
-            self._gemm,
-            gemm_efficiency(self._eff, np.maximum(rows, 1.0), low_precision=self._low_precision),
-            np.where(self._attention,
-                     attention_efficiency(self._eff, np.maximum(query_len, 1.0)),
-                     self._eff.attention_efficiency[0]),
-        )
+        inverse = self._inverse_base.copy()
+        for terms, low_precision, members in self._groups:
+            rows = 0.0
+            for feature, coefficient in terms:
+                rows += coefficient * x[feature]
+            inverse[members] = 1.0 / self._gemm_efficiency(rows, low_precision)
+        if self._attention_ops.size:
+            query_len = x[_PREFILL_TOKENS] / max(x[_PREFILL_SEQS], 1.0)
+            inverse[self._attention_ops] = 1.0 / self._attention_efficiency(query_len)
         graph = self.cuda_graphs and x[_TOKENS] <= CUDA_GRAPH_MAX_TOKENS
-        hit = (1.0 / compute_eff, graph)
-        if len(self._cache) > 200_000:  # bounded: mixed steps rarely repeat a key
+        hit = (inverse, graph)
+        if len(self._cache) > 100_000:  # bounded: mixed steps rarely repeat a key
             self._cache.clear()
         self._cache[key] = hit
         return hit
 
     def _combine(self, linear: np.ndarray, inverse_eff: np.ndarray, graph: bool):
-        """Per-op times from the stacked linear terms ``[6 x ops, ...]``; (latency, stage)."""
+        """(latency, stage) from the stacked linear terms ``[3 x ops + 4, ...]``."""
         o = self._ops
-        ideal, vector, memory = linear[:o], linear[o:2 * o], linear[2 * o:3 * o]
-        overhead = linear[3 * o:4 * o] if graph else linear[4 * o:5 * o]
-        inverse = inverse_eff.reshape((o,) + (1,) * (linear.ndim - 1))
-        compute = ideal * inverse + vector
-        op_time = np.maximum(compute, memory) + overhead + linear[5 * o:]
-        total = op_time.sum(axis=0)
+        inverse = inverse_eff if linear.ndim == 1 else inverse_eff[:, None]
+        compute = linear[:o] * inverse + linear[o:2 * o]
+        total = np.maximum(compute, linear[2 * o:3 * o]).sum(axis=0)
+        total = total + linear[3 * o if graph else 3 * o + 1] + linear[3 * o + 2]
         if self.pp == 1:
             return total, total
-        send = op_time[self._send]
+        send = linear[3 * o + 3]
         return total, (total - send) / self.pp + send / (self.pp - 1)
 
     def time(self, x: np.ndarray) -> tuple[float, float]:
@@ -171,6 +201,54 @@ class FastStep:
         inverse_eff, graph = self._inverse_efficiency(x)
         latency, stage = self._combine(self._matrix @ x, inverse_eff, graph)
         return float(latency), float(stage)
+
+    def decode_segments(self, x_base: np.ndarray) -> tuple[list[float], list[float], list[float]]:
+        """A decode step's latency as a piecewise-linear function of its context sum C.
+
+        ``x_base`` is a decode-only step with no context (decode_kv = decode_pairs = 0); the
+        step at context C is ``x_base + C x (decode direction)``. Each op's time is the larger
+        of two lines in C, so the total is linear between the points where an op changes
+        bound. Returns (breaks, intercepts, slopes): on ``breaks[i-1] <= C < breaks[i]`` the
+        latency is ``intercepts[i] + slopes[i] x C``. Pipeline parallelism is not folded in.
+        """
+        key = tuple(x_base.tolist())
+        hit = self._segments.get(key)
+        if hit is not None:
+            return hit
+        inverse_eff, graph = self._inverse_efficiency(x_base)
+        o = self._ops
+        base, slope = self._matrix @ x_base, self._matrix_direction
+        compute0 = base[:o] * inverse_eff + base[o:2 * o]
+        compute1 = slope[:o] * inverse_eff + slope[o:2 * o]
+        memory0, memory1 = base[2 * o:3 * o], slope[2 * o:3 * o]
+        overhead = 3 * o if graph else 3 * o + 1
+        fixed0 = base[overhead] + base[3 * o + 2]
+        fixed1 = slope[overhead] + slope[3 * o + 2]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            crossing = (memory0 - compute0) / (compute1 - memory1)
+        breaks = sorted(set(crossing[np.isfinite(crossing) & (crossing > 0)].tolist()))
+        probes = [0.0] + [b for b in breaks]
+        intercepts, slopes = [], []
+        for i, start in enumerate(probes):
+            # A context inside segment i decides which line each op follows there.
+            end = breaks[i] if i < len(breaks) else start * 2 + 1.0
+            probe = (start + end) / 2
+            use_compute = compute0 + compute1 * probe >= memory0 + memory1 * probe
+            intercepts.append(float(np.where(use_compute, compute0, memory0).sum() + fixed0))
+            slopes.append(float(np.where(use_compute, compute1, memory1).sum() + fixed1))
+        hit = (breaks, intercepts, slopes)
+        self._segments[key] = hit
+        return hit
+
+    def run_decode(self, x0: np.ndarray, growth: float, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """``run`` along the decode direction: decode_kv and decode_pairs grow by ``growth``
+        per step (the number of sequences, for one query token each)."""
+        if not self.valid:
+            return np.full(k, np.inf), np.full(k, np.inf)
+        inverse_eff, graph = self._inverse_efficiency(x0)
+        j = np.arange(k, dtype=float)
+        linear = (self._matrix @ x0)[:, None] + (growth * self._matrix_direction)[:, None] * j
+        return self._combine(linear, inverse_eff, graph)
 
     def run(self, x0: np.ndarray, dx: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """(latency_s, stage_s) arrays ``[k]`` of the steps ``x0 + j dx`` for j = 0..k-1.

@@ -37,6 +37,9 @@ __all__ = [
     "plan_json_schema",
     "load_plan",
     "write_json_atomic",
+    "memory_plan",
+    "render_engines",
+    "hf_model_id",
 ]
 
 SCHEMA_VERSION = "1"
@@ -200,3 +203,63 @@ def write_json_atomic(path: Path, data: Any) -> None:
     tmp.write_text(json.dumps(data, indent=2, sort_keys=False, allow_nan=False) + "\n",
                    encoding="utf-8")
     tmp.replace(path)
+
+
+def hf_model_id(model: Any) -> str:
+    """``meta-llama/Llama-3.1-70B`` from a preset's config.json URL (else the model's name)."""
+    source = str(getattr(model, "source", "") or "")
+    marker = "huggingface.co/"
+    if marker in source:
+        parts = source.split(marker, 1)[1].split("/")
+        if len(parts) >= 2:
+            return f"{parts[0]}/{parts[1]}"
+    return source if source and Path(source).exists() else model.name
+
+
+def memory_plan(*, memory: Any, hbm_bytes: float, gpu_memory_utilization: float,
+                kv_tokens_needed: float) -> MemoryPlan:
+    """The per-GPU memory plan from the simulator's ``MemoryBreakdown``."""
+    used = (memory.weights_bytes + memory.activation_bytes + memory.reserved_bytes
+            + memory.kv_cache_bytes)
+    return MemoryPlan(
+        hbm_bytes=hbm_bytes, budget_bytes=memory.capacity_bytes,
+        gpu_memory_utilization=gpu_memory_utilization, weights_bytes=memory.weights_bytes,
+        activation_bytes=memory.activation_bytes, reserved_bytes=memory.reserved_bytes,
+        kv_cache_bytes=memory.kv_cache_bytes, kv_bytes_per_token=memory.kv_bytes_per_token,
+        kv_tokens=memory.kv_tokens_capacity, kv_tokens_needed=kv_tokens_needed,
+        headroom_bytes=hbm_bytes - used)
+
+
+def render_engines(*, config: Any, model_id: str, memory: MemoryPlan, chosen: str,
+                   served_model_name: str | None = None) -> dict[str, dict[str, Any]]:
+    """Every engine's section. The chosen engine must render *and* hold the plan under its own
+    budget rule (KV cache at least what the plan needs, total within HBM), else ConfigError:
+    a plan that cannot launch is never written. Other engines that cannot render get a note."""
+    from tuner.engines import ENGINES, EngineInputs, kv_cache_bytes_given, render, total_bytes_used
+
+    inputs = EngineInputs(config=config, model_id=model_id, hbm_bytes=memory.hbm_bytes,
+                          weights_bytes=memory.weights_bytes,
+                          activation_bytes=memory.activation_bytes,
+                          reserved_bytes=memory.reserved_bytes,
+                          kv_cache_bytes=memory.kv_cache_bytes,
+                          served_model_name=served_model_name)
+    sections: dict[str, dict[str, Any]] = {}
+    needed = memory.kv_tokens_needed * memory.kv_bytes_per_token
+    for engine in ENGINES:
+        try:
+            section = render(engine, inputs)
+        except ConfigError as error:
+            if engine == chosen:
+                raise
+            sections[engine] = {"engine": engine, "error": str(error)}
+            continue
+        fraction = section.memory_fraction
+        kv = kv_cache_bytes_given(engine, inputs, fraction)
+        total = total_bytes_used(engine, inputs, fraction)
+        if engine == chosen and (kv < needed or total > memory.hbm_bytes):
+            raise ConfigError(f"{engine} would give the KV cache {kv / 1e9:.1f} GB (needs "
+                              f"{needed / 1e9:.1f} GB) using {total / 1e9:.1f} GB in all")
+        memory.engine_fractions[engine] = fraction
+        sections[engine] = section.to_dict()
+    return sections
+

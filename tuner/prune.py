@@ -32,7 +32,7 @@ from simulator.configs import ConfigArrays
 from simulator.step import StepModel
 from tuner.space import KV_SCHEMES, WEIGHT_SCHEMES, Point, SearchSpace
 
-__all__ = ["TrafficStats", "PruneResult", "prune", "STATUS"]
+__all__ = ["TrafficStats", "PruneResult", "prune", "hopeless_reason", "STATUS"]
 
 STATUS = ("ok", "invalid", "memory", "slo", "dominated")
 _OK, _INVALID, _MEMORY, _SLO, _DOMINATED = range(5)
@@ -85,6 +85,9 @@ class PruneResult:
 
     def index(self, point: Point) -> int:
         return self._index[point.replica_key]
+
+    def has(self, point: Point) -> bool:
+        return point.replica_key in self._index
 
     def counts(self) -> dict[str, int]:
         return {name: int((self.status == code).sum()) for code, name in enumerate(STATUS)}
@@ -267,3 +270,32 @@ def _mark_dominated(keys: list[tuple], status: np.ndarray, reasons: list[str | N
                 k = keys[a]
                 reasons[members[b]] = (f"dominated by tp={k[1]} pp={k[2]} ep={k[3]} weights={k[4]}"
                                        f" kv={k[5]} (faster on every step measure, no riskier)")
+
+
+def hopeless_reason(pruned: PruneResult, slos: list) -> str:
+    """Why the pruning pass left nothing, naming the closest configuration."""
+    counts = pruned.counts()
+    where = f"{pruned.space.gpus} x {'/'.join(pruned.space.hardware_names)}"
+    parts = [f"{n} {k}" for k, n in counts.items() if n and k != "ok"]
+    slo_rows = np.flatnonzero(pruned.status == 3)
+    if slo_rows.size:
+        tpot = min((s.target_s for s in slos if s.metric in ("tpot", "itl")), default=None)
+        if tpot is not None:
+            best = slo_rows[np.argmin(pruned.tpot_floor_s[slo_rows])]
+            closest = (f"fastest is {_key_label(pruned.keys[best])} at "
+                       f"{pruned.tpot_floor_s[best] * 1e3:.1f} ms per token alone")
+        else:
+            best = slo_rows[np.argmin(pruned.ttft_floor_s[slo_rows])]
+            closest = (f"fastest is {_key_label(pruned.keys[best])} with a "
+                       f"{pruned.ttft_floor_s[best]:.2f} s prefill alone")
+        return (f"no configuration on {where} can meet the SLOs ({', '.join(parts)}): "
+                f"{closest}")
+    best = int(np.argmin(pruned.fit_violation))
+    return (f"nothing fits on {where} ({', '.join(parts)}); closest: {_key_label(pruned.keys[best])}"
+            f" needs {100 * (pruned.fit_violation[best]):.0f}% more memory per GPU than the "
+            "budget; allow more GPUs or quantization (--allow-quant)")
+
+
+def _key_label(key: tuple) -> str:
+    hw, tp, pp, ep, w, kv, seqs, chunked, tokens = key
+    return f"tp{tp} pp{pp} {w} weights, {kv} KV, max_num_seqs {seqs}"

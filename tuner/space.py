@@ -80,7 +80,14 @@ DEFAULT_ALLOW_QUANT = "bf16,fp8"
 # a small same-family draft model a little less, prompt n-gram lookup little on chat (it shines
 # on code edits and summaries that copy the prompt). Assumptions, stated in every plan.
 SPEC_METHODS: dict[str, float] = {"eagle": 0.75, "draft": 0.65, "ngram": 0.35}
-SPEC_DRAFT_MODEL = "llama-3.2-1b"
+# The draft model (same tokenizer as every Llama 3.x) and the published EAGLE-3 heads; a
+# method is offered only where its drafter exists, so every plan can actually launch.
+SPEC_DRAFT_MODEL = "meta-llama/Llama-3.2-1B"
+EAGLE_HEADS = {
+    "llama-3.1-8b": "yuhuili/EAGLE3-LLaMA3.1-Instruct-8B",
+    "llama-3.1-70b": "yuhuili/EAGLE3-LLaMA3.3-Instruct-70B",
+    "llama-3.3-70b": "yuhuili/EAGLE3-LLaMA3.3-Instruct-70B",
+}
 
 
 def parse_allow_quant(text: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
@@ -193,10 +200,12 @@ class SearchSpace:
         spec_tokens: tuple[int, ...] = (2, 3, 4, 5)
         if small:
             seqs, tokens, pp, spec_tokens = (32, 64, 128, 256), (4096, 8192), pp[:2], (3,)
-            methods = methods[:2]
+            methods = tuple(m for m in methods if m in ("none", "eagle", "ngram"))[:2]
         if model.vocab_size != 128256 or model.num_hidden_layers <= 16:
             # The draft model must share the tokenizer and be far smaller than the target.
             methods = tuple(m for m in methods if m != "draft")
+        if model.name not in EAGLE_HEADS:
+            methods = tuple(m for m in methods if m != "eagle")
         return cls(model=model, hardware=tuple(hardware), gpus=gpus, max_model_len=max_model_len,
                    tp=tp, pp=pp, ep=ep, weights=weights, kv=kv, max_num_seqs=seqs,
                    max_num_batched_tokens=tokens, chunked_prefill=(True, False),
@@ -306,7 +315,8 @@ class SearchSpace:
         return SpeculativeConfig(
             method=point.spec_method, num_speculative_tokens=point.spec_tokens,
             acceptance_rate=self.spec_acceptance[point.spec_method],
-            draft_model=SPEC_DRAFT_MODEL if point.spec_method == "draft" else None)
+            draft_model={"draft": SPEC_DRAFT_MODEL,
+                         "eagle": EAGLE_HEADS.get(self.model.name)}.get(point.spec_method))
 
     def to_config(self, point: Point) -> DeploymentConfig:
         scheme = WEIGHT_SCHEMES[point.weights]

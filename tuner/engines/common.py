@@ -27,6 +27,7 @@ __all__ = [
     "unknown_flags",
     "unknown_config_keys",
     "bad_values",
+    "flag_values",
     "model_dtype",
     "draft_model_path",
     "shell_line",
@@ -190,3 +191,14 @@ def _scheme(config: DeploymentConfig) -> str:
     if w == a:
         return f"{w.upper()} W8A8" if w in ("fp8", "int8") else w.upper()
     return f"{w.upper()} weight-only, group size {config.quant_group_size}"
+
+
+def flag_values(argv: Iterable[str]) -> dict[str, str | bool]:
+    """``--flag value`` pairs of a command line; a flag followed by another flag maps to True."""
+    tokens = list(argv)
+    out: dict[str, str | bool] = {}
+    for i, token in enumerate(tokens):
+        if token.startswith("--"):
+            nxt = tokens[i + 1] if i + 1 < len(tokens) else "--"
+            out[token] = True if nxt.startswith("--") else nxt
+    return out

@@ -5,9 +5,9 @@ What each knob means in vLLM, and how the plan maps onto it:
 * ``--tensor-parallel-size`` / ``--pipeline-parallel-size``: the replica's TP x PP grid.
   ``--prefill-context-parallel-size`` splits long prompts' attention (the plan's ``cp``).
 * ``--enable-expert-parallel`` is a *switch*, not a size: when on, MoE experts are sharded over
-  every rank of the instance (EP = DP x TP; DP is 1 here since replicas are separate servers),
-  so vLLM can express ``ep == tp`` or ``ep == 1`` and nothing in between. ``1 < ep < tp`` is
-  refused rather than silently rendered as something else.
+  every rank of the instance (EP = DP x PCP x TP; DP is 1 here since replicas are separate
+  servers), so vLLM can express ``ep == tp`` (without ``cp``) or ``ep == 1`` and nothing in
+  between. Other plans are refused rather than silently rendered as something else.
 * ``--gpu-memory-utilization``: share of *total* GPU memory for the whole instance; see
   ``budget.py``.
 * ``--kv-cache-dtype``: ``auto`` stores KV in the model dtype (an explicit ``bfloat16`` must
@@ -132,6 +132,11 @@ def _options(inputs: EngineInputs, notes: list[str]) -> dict[str, Any]:
 def _expert_parallel(config: DeploymentConfig) -> bool:
     if config.ep == 1:
         return False
+    if config.cp > 1:
+        raise ConfigError(
+            f"vLLM cannot express ep={config.ep} with cp={config.cp}: its expert-parallel group "
+            "spans TP x prefill-context-parallel ranks; plan ep=1 or cp=1 for vLLM"
+        )
     if config.ep == config.tp:
         return True
     raise ConfigError(

@@ -1,0 +1,294 @@
+"""Optuna studies: where trials are stored, how they are sampled, and how workers share them.
+
+**Storage.** By default a study lives in an Optuna journal file inside the study directory
+(``STUDY_DIR/study.journal``): an append-only log where every finished trial is one flushed
+record, so a crash or Ctrl-C loses at most the trials in flight, and re-running the same
+``tune plan`` resumes. Trials a dead process left RUNNING are failed and queued again on resume
+(the journal has no heartbeat, so liveness is judged by the pid recorded with each trial).
+``--storage postgresql://...`` puts the study in PostgreSQL instead, where any number of
+``tune worker`` processes on any machines join it by name. There each process sends a heartbeat
+while its trial runs; a trial whose heartbeat stops (a killed worker) is failed by whichever
+worker next starts a trial, and ``RetryHeartbeatStaleTrialCallback`` queues it again.
+
+**Budget.** ``run_trials`` stops every process once the study holds exactly ``budget`` COMPLETE
+trials. Processes race, so two may start the last trial at once: a trial whose number comes after
+``budget`` live ones (complete, running or queued) is pruned as surplus before it evaluates.
+
+**Samplers.** TPE (multivariate, grouped for the conditional knobs, constant liar so parallel
+workers do not propose the same point) by default; NSGA-II for large budgets; Optuna's
+``BruteForceSampler`` for ``--exhaustive``. Every process records its seed.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from simulator.errors import ConfigError, StorageError
+
+__all__ = [
+    "SPEC_ATTR",
+    "redact",
+    "open_storage",
+    "create_study",
+    "load_study",
+    "make_sampler",
+    "recover_stale_trials",
+    "run_trials",
+    "worker_id",
+    "count_states",
+    "seed_baselines",
+]
+
+SPEC_ATTR = "rooftune_spec"  # study user attr: everything a worker needs to rebuild the search
+JOURNAL_NAME = "study.journal"
+SAMPLERS = ("tpe", "nsga2", "random")
+
+
+def worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def redact(url: str | None) -> str:
+    """A storage URL without its password, for messages and plans."""
+    if not url:
+        return "journal"
+    parts = urlsplit(url)
+    if parts.password:
+        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+        return urlunsplit(parts._replace(netloc=netloc))
+    return url
+
+
+def open_storage(url: str | None, *, study_dir: Path | None = None, heartbeat_s: int = 10,
+                 grace_s: int | None = None, max_retry: int = 3) -> Any:
+    """The Optuna storage for ``url`` (None: the journal file in ``study_dir``)."""
+    import optuna
+    from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+    from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock, JournalStorage
+
+    if url is None or url.endswith(".journal"):
+        path = Path(url) if url else (study_dir or Path(".")) / JOURNAL_NAME
+        if not path.parent.is_dir():
+            raise StorageError(f"journal directory {path.parent} does not exist")
+        lock = JournalFileOpenLock(str(path))
+        return JournalStorage(JournalFileBackend(str(path), lock_obj=lock))
+    scheme = urlsplit(url).scheme
+    if scheme not in ("postgresql", "postgresql+psycopg2", "sqlite", "mysql+pymysql"):
+        raise ConfigError(f"--storage {redact(url)}: expected postgresql://..., sqlite:///... or "
+                          "a .journal file path")
+    kwargs: dict[str, Any] = {}
+    if scheme.startswith("postgresql"):
+        kwargs["engine_kwargs"] = {"connect_args": {"connect_timeout": 5},
+                                   "pool_pre_ping": True}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        try:
+            return RDBStorage(
+                url, heartbeat_interval=heartbeat_s, grace_period=grace_s or 3 * heartbeat_s,
+                heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(
+                    max_retry=max_retry), **kwargs)
+        except Exception as error:  # sqlalchemy / driver errors vary by backend
+            reason = str(getattr(error, "orig", None) or error).strip().splitlines()
+            text = reason[0] if reason else type(error).__name__
+            raise StorageError(f"cannot open storage {redact(url)}: {text}") from None
+
+
+def make_sampler(kind: str, *, seed: int | None, exhaustive: bool = False) -> Any:
+    import optuna
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        if exhaustive:
+            return optuna.samplers.BruteForceSampler(seed=seed)
+        if kind == "tpe":
+            return optuna.samplers.TPESampler(multivariate=True, group=True, constant_liar=True,
+                                              n_startup_trials=8, seed=seed)
+        if kind == "nsga2":
+            return optuna.samplers.NSGAIISampler(population_size=24, seed=seed)
+        if kind == "random":
+            return optuna.samplers.RandomSampler(seed=seed)
+    raise ConfigError(f"unknown sampler {kind!r}; known: {', '.join(SAMPLERS)}")
+
+
+def create_study(*, storage: Any, name: str, directions: Sequence[str],
+                 metric_names: Sequence[str], sampler: Any, spec: dict[str, Any]) -> Any:
+    """Create the study, or resume it when it exists with the same search ``spec``."""
+    import optuna
+
+    try:
+        study = optuna.create_study(storage=storage, study_name=name, sampler=sampler,
+                                    directions=list(directions), load_if_exists=True)
+    except ValueError as error:
+        raise StorageError(f"study {name!r}: {error}") from None
+    stored = study.user_attrs.get(SPEC_ATTR)
+    if stored is None:
+        study.set_user_attr(SPEC_ATTR, spec)
+        study.set_metric_names(list(metric_names))
+    elif _search_part(stored) != _search_part(spec):
+        changed = sorted(k for k in set(stored) | set(spec)
+                         if k in _SEARCH_KEYS and stored.get(k) != spec.get(k))
+        raise StorageError(f"study {name!r} already holds a different search (differs in "
+                           f"{', '.join(changed)}); pick another --study or directory")
+    return study
+
+
+# What must match to resume a study (the trial budget and output options may change).
+_SEARCH_KEYS = ("model", "hardware", "gpus", "workload", "rate", "requests", "seed", "slos",
+                "allow_quant", "speculative", "small", "objective", "max_model_len",
+                "calibration")
+
+
+def _search_part(spec: dict[str, Any]) -> dict[str, Any]:
+    return {k: spec.get(k) for k in _SEARCH_KEYS}
+
+
+def load_study(*, storage: Any, name: str, sampler: Any, wait_s: float = 0.0) -> Any:
+    """Join an existing study, waiting up to ``wait_s`` seconds for it to be created."""
+    import optuna
+
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            study = optuna.load_study(study_name=name, storage=storage, sampler=sampler)
+        except KeyError:
+            if time.monotonic() >= deadline:
+                raise StorageError(f"no study named {name!r} in that storage") from None
+            time.sleep(0.5)
+            continue
+        if SPEC_ATTR not in study.user_attrs:
+            if time.monotonic() >= deadline:
+                raise StorageError(f"study {name!r} was not created by tune plan")
+            time.sleep(0.5)
+            continue
+        return study
+
+
+def count_states(study: Any) -> dict[str, int]:
+    from optuna.trial import TrialState
+
+    counts = {state.name: 0 for state in TrialState}
+    for trial in study.get_trials(deepcopy=False):
+        counts[trial.state.name] += 1
+    return counts
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def recover_stale_trials(study: Any) -> int:
+    """Journal studies: fail trials a dead process on this host left RUNNING, queue them again."""
+    from optuna.trial import TrialState
+
+    host = socket.gethostname()
+    recovered = 0
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        owner = str(trial.user_attrs.get("worker", ""))
+        owner_host, _, pid = owner.rpartition(":")
+        if owner_host != host or not pid.isdigit() or _alive(int(pid)):
+            continue
+        study._storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL)
+        study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number},
+                            skip_if_exists=False)
+        recovered += 1
+    return recovered
+
+
+def run_trials(study: Any, objective: Callable[[Any], Any], *, budget: int,
+               timeout_s: float | None = None, on_progress: Callable[[int], None] | None = None,
+               poll_s: float = 0.5, max_own_trials: int | None = None) -> int:
+    """Run trials in this process until the study holds ``budget`` COMPLETE trials.
+
+    Returns how many trials this process ran. When the rest of the budget is already running
+    elsewhere, waits (failing stale trials so that a killed worker's trial is retried).
+    """
+    import optuna
+    from optuna.storages import fail_stale_trials
+    from optuna.storages._heartbeat import is_heartbeat_enabled
+    from optuna.trial import TrialState
+
+    start = time.monotonic()
+    own = 0
+    last_complete = -1
+    while True:
+        states = [t.state for t in study.get_trials(deepcopy=False)]
+        complete = states.count(TrialState.COMPLETE)
+        running = states.count(TrialState.RUNNING)
+        waiting = states.count(TrialState.WAITING)
+        if on_progress is not None and complete != last_complete:
+            on_progress(complete)
+            last_complete = complete
+        if complete >= budget:
+            return own
+        if timeout_s is not None and time.monotonic() - start > timeout_s:
+            return own
+        if max_own_trials is not None and own >= max_own_trials:
+            return own
+        if complete + running >= budget and waiting == 0:
+            if is_heartbeat_enabled(study._storage):
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                    fail_stale_trials(study)
+            time.sleep(poll_s)
+            continue
+        study.optimize(objective, n_trials=1, catch=(), gc_after_trial=False)
+        own += 1
+
+
+def surplus(trial: Any, budget: int) -> bool:
+    """True when ``budget`` live trials (complete, running or queued) come before this one."""
+    from optuna.trial import TrialState
+
+    live = (TrialState.COMPLETE, TrialState.RUNNING, TrialState.WAITING)
+    ahead = sum(1 for t in trial.study.get_trials(deepcopy=False, states=live)
+                if t.number < trial.number)
+    return ahead >= budget
+
+
+def seed_baselines(study: Any, search: Any, *, limit: int) -> None:
+    """Known starting points: each GPU's smallest TP that fits with the engine's defaults, then
+    the best configurations by the step model's estimate."""
+    from tuner.space import Point
+
+    space, pruned = search.space, search.pruned
+    seen: set = set()
+    points = []
+    for hardware in space.hardware_names:
+        for seqs in (256, 128, 64, 32):
+            found = None
+            for tp in space.tp:
+                point = Point(hardware=hardware, tp=tp, pp=1, ep=1,
+                              replicas=space.max_replicas(tp, 1), weights=space.weights[0],
+                              kv=space.kv[0], max_num_seqs=seqs, chunked_prefill=True,
+                              max_num_batched_tokens=8192)
+                if (pruned.has(point) and seqs in space.max_num_seqs
+                        and 8192 in space.max_num_batched_tokens
+                        and pruned.status[pruned.index(point)] == 0):
+                    found = point
+                    break
+            if found:
+                points.append(found)
+                break
+    slo_tpot = next((s.target_s for s in search.slos if s.metric == "tpot"), None)
+    for index, replicas, _ in pruned.ranked(search.traffic, slo_tpot, limit):
+        hw, tp, pp, ep, w, kv, seqs, chunked, tokens = pruned.keys[index]
+        points.append(Point(hardware=hw, tp=tp, pp=pp, ep=ep, replicas=replicas, weights=w, kv=kv,
+                            max_num_seqs=seqs, chunked_prefill=chunked,
+                            max_num_batched_tokens=tokens))
+    for point in points:
+        if point not in seen:
+            seen.add(point)
+            study.enqueue_trial(space.params(point), user_attrs={"seeded": True})
