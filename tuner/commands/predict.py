@@ -18,12 +18,7 @@ def add_parser(subparsers) -> None:
     )
     common.add_model_hardware_args(parser)
     common.add_deployment_args(parser)
-    shape = parser.add_argument_group("step shape")
-    shape.add_argument("--batch", type=int, default=1, help="sequences per step (default 1)")
-    shape.add_argument("--prompt", type=int, default=1024, help="prefill tokens per sequence")
-    shape.add_argument(
-        "--context", type=int, default=1024, help="cached tokens at the decode step"
-    )
+    common.add_step_shape_args(parser)
     common.add_workload_args(parser)
     common.add_json_arg(parser)
     parser.set_defaults(run=run)
@@ -34,20 +29,7 @@ def run(args: argparse.Namespace) -> int:
         from tuner.commands.serving_output import run_workload
 
         return run_workload(args)
-    from simulator.errors import ConfigError
-    from simulator.predict import predict
-
-    for flag in ("batch", "prompt", "context"):
-        if getattr(args, flag) < 1:
-            raise ConfigError(f"--{flag} must be at least 1")
-    model, hardware = common.load_model_and_hardware(args)
-    overrides = {}
-    if args.max_model_len is None:
-        overrides["max_model_len"] = max(args.prompt, args.context + 1, 16)
-    config = common.config_from_args(args, **overrides)
-    prediction = predict(
-        model, hardware, config, batch=args.batch, prompt=args.prompt, context=args.context
-    )
+    prediction, hardware = common.predict_from_args(args)
     if args.json:
         common.print_json(prediction.model_dump(mode="json"))
     if not prediction.fits:
