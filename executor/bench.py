@@ -108,8 +108,38 @@ def _time_gemm(m: int, n: int, k: int, dtype: str, *, iters: int = 20) -> float:
     return seconds
 
 
+def _time_gemv(n: int, k: int, dtype: str) -> float:
+    from executor.kernels import gemv
+
+    copies = min(64, max(1, math.ceil(L2_FLUSH_BYTES / (n * k * (1 if dtype == "fp8" else 2)))))
+    x = torch.randn(1, k, device="cuda", dtype=torch.bfloat16)
+    weights = [torch.randn(n, k, device="cuda", dtype=torch.bfloat16) for _ in range(copies)]
+    scale = None
+    if dtype == "fp8":
+        weights = [w.to(FP8_DTYPE) for w in weights]
+        scale = torch.ones(1, device="cuda")
+
+    def run(i=[0]):  # noqa: B006 - a rotating index
+        i[0] = (i[0] + 1) % copies
+        return gemv(x, weights[i[0]], scale)
+
+    run()  # autotune outside the graph
+    seconds = time_graph(run, calls=max(copies, 8))
+    del x, weights
+    return seconds
+
+
 def bench_gemm(spec: ModelSpec, *, tokens: list[int], tps: list[int], dtypes: list[str]) -> list:
     records = []
+    from executor.kernels import available
+
+    if available():  # the one-token GEMV the decode step uses at batch 1
+        for dtype in dtypes:
+            for shape in _gemm_shapes(spec, tps):
+                seconds = _time_gemv(shape["n"], shape["k"], dtype)
+                flops = 2.0 * shape["n"] * shape["k"]
+                records.append({**shape, "dtype": dtype, "m": 1, "kernel": "gemv",
+                                "time_s": seconds, "flops": flops, "flops_per_s": flops / seconds})
     for dtype in dtypes:
         for shape in _gemm_shapes(spec, tps):
             for m in tokens:
@@ -117,8 +147,8 @@ def bench_gemm(spec: ModelSpec, *, tokens: list[int], tps: list[int], dtypes: li
                     continue  # the lm_head sees one token per sequence
                 seconds = _time_gemm(m, shape["n"], shape["k"], dtype)
                 flops = 2.0 * m * shape["n"] * shape["k"]
-                records.append({**shape, "dtype": dtype, "m": m, "time_s": seconds,
-                                "flops": flops, "flops_per_s": flops / seconds})
+                records.append({**shape, "dtype": dtype, "m": m, "kernel": "cublas",
+                                "time_s": seconds, "flops": flops, "flops_per_s": flops / seconds})
     _free()
     return records
 
@@ -209,7 +239,15 @@ def bench_micro(spec: ModelSpec, *, smoke: bool = False) -> dict:
     for dtype in ("bf16", "fp8"):
         for shape in _gemm_shapes(spec, [1]):
             row = [r for r in results["gemm"] if r["name"] == shape["name"] and r["tp"] == 1
-                   and r["dtype"] == dtype]
+                   and r["dtype"] == dtype and r["kernel"] == "cublas"]
+            gemv_row = [r for r in results["gemm"] if r["name"] == shape["name"]
+                        and r["tp"] == 1 and r["dtype"] == dtype and r["kernel"] == "gemv"]
+            if gemv_row:
+                bytes_read = shape["n"] * shape["k"] * (1 if dtype == "fp8" else 2)
+                _log(f"{shape['name']:>14} {1:>3} {dtype:>5} gemv M=1: "
+                     f"{gemv_row[0]['time_s'] * 1e6:.1f} us, "
+                     f"{bytes_read / gemv_row[0]['time_s'] / 1e12:.2f} TB/s; cuBLAS "
+                     f"{row[0]['time_s'] * 1e6:.1f} us, {bytes_read / row[0]['time_s'] / 1e12:.2f} TB/s")
             _log(f"{shape['name']:>14} {1:>3} {dtype:>5} "
                  + " ".join(f"{r['flops_per_s'] / 1e12:7.0f}" for r in row) + "  TFLOP/s")
     seqs = [128, 1024] if smoke else [128, 256, 512, 1024, 2048, 4096, 8192, 16384]
@@ -234,14 +272,19 @@ def bench_micro(spec: ModelSpec, *, smoke: bool = False) -> dict:
 
 def prepare_model(spec: ModelSpec, *, weights: str, scaling: str = "static",
                   granularity: str = "per_tensor", tp_rank: int = 0, tp_world_size: int = 1,
-                  seed: int = 0):
-    model = build_model(spec, seed=seed, tp_rank=tp_rank, tp_world_size=tp_world_size)
+                  seed: int = 0, all_reduce: str = "nccl", gemv: bool = True):
+    model = build_model(spec, seed=seed, tp_rank=tp_rank, tp_world_size=tp_world_size,
+                        all_reduce=all_reduce)
     if weights != "bf16":
         quantize_model(model, weights=weights, scaling=scaling, granularity=granularity,
                        compile_quantize=True, include_lm_head=True)
         if weights == "fp8" and scaling == "static":
             tokens = torch.randint(0, spec.vocab_size, (1, 256), device="cuda")
             calibrate_static_scales(model, lambda: model(tokens))
+    if gemv:
+        from executor.kernels import use_gemv
+
+        use_gemv(model)
     _free()
     return model
 
@@ -256,7 +299,7 @@ def measure_point(model, spec: ModelSpec, *, weights: str, batch: int, prompt: i
     """One prefill (``prompt`` > 0) or decode-step (``context``) timing; OOM -> fits False."""
     record = {"phase": "prefill" if prompt else "decode", "weights": weights, "tp": tp,
               "batch": batch, "prompt": prompt or None, "context": context or None,
-              "kv_dtype": kv_dtype, "cuda_graphs": use_graphs}
+              "kv_dtype": kv_dtype, "cuda_graphs": use_graphs, "gemv": True}
     graphs = graph = None
     try:
         length = (prompt if prompt else context) + 16
@@ -342,12 +385,15 @@ def model_grid(smoke: bool, name: str = "full") -> dict:
 
 
 def bench_model(spec: ModelSpec, *, smoke: bool = False, tp_rank: int = 0,
-                tp_world_size: int = 1, grid: dict | None = None) -> list:
+                tp_world_size: int = 1, grid: dict | None = None,
+                all_reduce: str = "nccl") -> list:
     grid = grid or model_grid(smoke)
     records = []
     for weights in grid["weights"]:
         model = prepare_model(spec, weights=weights, tp_rank=tp_rank,
-                              tp_world_size=tp_world_size)
+                              tp_world_size=tp_world_size, all_reduce=all_reduce)
+        backend = getattr(model, "all_reduce_backend", None)
+        first = len(records)
         for prompt in grid["prompts"]:
             records.append(measure_point(model, spec, weights=weights, batch=1, prompt=prompt,
                                          tp=tp_world_size))
@@ -355,12 +401,21 @@ def bench_model(spec: ModelSpec, *, smoke: bool = False, tp_rank: int = 0,
             for context in grid["contexts"]:
                 records.append(measure_point(model, spec, weights=weights, batch=batch,
                                              context=context, tp=tp_world_size))
-        if tp_world_size == 1:  # what graphs and an fp8 KV cache change, at batch 1
+        for record in records[first:]:
+            record["all_reduce"] = backend
+        if tp_world_size == 1:  # what graphs, the GEMV and an fp8 KV cache change, at batch 1
             context = grid["contexts"][0]
             records.append(measure_point(model, spec, weights=weights, batch=1,
                                          context=context, use_graphs=False))
             records.append(measure_point(model, spec, weights=weights, batch=1,
                                          context=context, kv_dtype="fp8"))
+            from executor.kernels import use_gemv
+
+            use_gemv(model, enabled=False)
+            records.append(measure_point(model, spec, weights=weights, batch=1,
+                                         context=context))
+            records[-1]["gemv"] = False
+            use_gemv(model, enabled=True)
         del model
         _free()
     if tp_rank == 0:
@@ -435,7 +490,7 @@ def bench_hf(spec: ModelSpec, ours: list[dict], *, smoke: bool = False) -> dict:
         _free()
         match = [r for r in ours if r["fits"] and r["phase"] == record["phase"]
                  and r["weights"] == "bf16" and r["batch"] == batch and r["tp"] == 1
-                 and r["cuda_graphs"] and r["kv_dtype"] == "bf16"
+                 and r["cuda_graphs"] and r["kv_dtype"] == "bf16" and r.get("gemv", True)
                  and (r["prompt"] or 0) == prompt and (r["context"] or 0) == context]
         if match and record.get("fits"):
             record["executor_time_s"] = match[0]["time_s"]
@@ -461,20 +516,26 @@ def bench_hf(spec: ModelSpec, ours: list[dict], *, smoke: bool = False) -> dict:
 # collectives
 
 
-def bench_allreduce(sizes_bytes: list[int], *, group=None, iters: int = 20) -> list:
+def bench_allreduce(sizes_bytes: list[int], *, group=None, iters: int = 20,
+                    reduce=None, backend: str = "nccl") -> list:
+    """All-reduce time vs message size: eager (host launch included) and, for messages up to
+    4 MB, inside a CUDA graph of 20 back-to-back calls (what a captured decode step pays)."""
     import torch.distributed as dist
 
     world = dist.get_world_size(group)
+    reduce = reduce or (lambda t: dist.all_reduce(t, group=group))
     records = []
     for size in sizes_bytes:
         x = torch.randn(size // 2, dtype=torch.bfloat16, device="cuda")
-        dist.all_reduce(x, group=group)
+        reduce(x)
         dist.barrier(group=group)
-        seconds = median(time_cuda(lambda: dist.all_reduce(x, group=group),  # noqa: B023
-                                   warmup=5, iters=iters))
-        bus = 2 * (world - 1) / world * size / seconds
-        records.append({"world_size": world, "bytes": size, "time_s": seconds,
-                        "bus_bytes_per_s": bus})
+        seconds = median(time_cuda(lambda: reduce(x), warmup=5, iters=iters))  # noqa: B023
+        record = {"world_size": world, "bytes": size, "time_s": seconds, "backend": backend,
+                  "bus_bytes_per_s": 2 * (world - 1) / world * size / seconds}
+        if size <= 2**22:
+            dist.barrier(group=group)
+            record["graph_time_s"] = time_graph(lambda: reduce(x), calls=20)  # noqa: B023
+        records.append(record)
         del x
     return records
 
@@ -498,6 +559,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", default="llama-3.1-8b")
     parser.add_argument("--out", default="bench-out")
     parser.add_argument("--smoke", action="store_true", help="tiny grid, to check the script")
+    parser.add_argument("--all-reduce", default="nccl", choices=["nccl", "symm"],
+                        help="TP all-reduce: NCCL, or one-shot over symmetric memory")
     parser.add_argument("--grid", default="full", choices=["full", "compare"],
                         help="model grid: full (calibration) or compare (the HF points)")
     args = parser.parse_args(argv)
@@ -538,17 +601,29 @@ def main(argv: list[str] | None = None) -> int:
                 if rank in (0, 1):
                     records += bench_allreduce(sizes, group=pair)
             dist.barrier()
+            if args.all_reduce == "symm":
+                from executor.parallel import symmetric_memory_all_reduce
+
+                one_shot = symmetric_memory_all_reduce(max_bytes=2**22)
+                if one_shot is not None:
+                    small = [s for s in sizes if s <= 2**22]
+                    records += bench_allreduce(small, reduce=one_shot, backend="symm")
+            dist.barrier()
             if rank == 0:
                 for r in records:
-                    _log(f"all-reduce world {r['world_size']} {r['bytes']:>11} B: "
-                         f"{r['time_s'] * 1e6:9.1f} us, bus {r['bus_bytes_per_s'] / 1e9:6.1f} GB/s")
+                    graph = r.get("graph_time_s")
+                    _log(f"all-reduce {r['backend']:>4} world {r['world_size']} "
+                         f"{r['bytes']:>11} B: {r['time_s'] * 1e6:9.1f} us eager, "
+                         + (f"{graph * 1e6:7.1f} us in a graph, " if graph else "")
+                         + f"bus {r['bus_bytes_per_s'] / 1e9:6.1f} GB/s")
         tp_records = []
         if "tp" in suites:
             grid = model_grid(args.smoke, "compare")
             tp_records = bench_model(spec, smoke=args.smoke, tp_rank=rank, tp_world_size=world,
-                                     grid=grid)
+                                     grid=grid, all_reduce=args.all_reduce)
         if rank == 0:
-            _write(out / f"tp{world}.json", {**summary, "results": {"allreduce": records,
+            _write(out / f"tp{world}-{args.all_reduce}.json",
+                   {**summary, "results": {"allreduce": records,
                                                                     "model": tp_records}})
         if dist.is_initialized():
             dist.barrier()

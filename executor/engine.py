@@ -45,10 +45,11 @@ DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 def build_model(
     spec: ModelSpec, *, device: str | torch.device = "cuda", dtype: torch.dtype = torch.bfloat16,
     seed: int = 0, checkpoint: str | None = None, fused_kernels: bool | None = None,
-    tp_rank: int = 0, tp_world_size: int = 1,
+    tp_rank: int = 0, tp_world_size: int = 1, all_reduce: str = "nccl",
 ) -> Llama:
     """A Llama at the spec's shapes on ``device``: seeded random weights, or a local HF
-    checkpoint. With ``tp_world_size > 1`` it is sharded with ``apply_tp`` (call inside torchrun).
+    checkpoint. With ``tp_world_size > 1`` it is sharded with ``apply_tp`` (call inside torchrun);
+    ``all_reduce`` is "nccl" or "symm" (one-shot over symmetric memory, NCCL if unavailable).
     ``fused_kernels`` (default: on for CUDA) compiles the elementwise helpers."""
     device = torch.device(device)
     default_dtype = torch.get_default_dtype()
@@ -65,9 +66,11 @@ def build_model(
     else:
         init_random_weights(model, seed=seed)
     if tp_world_size > 1:
-        from executor.parallel import apply_tp
+        from executor.parallel import apply_tp, symmetric_memory_all_reduce
 
-        apply_tp(model, rank=tp_rank, world_size=tp_world_size)
+        reduce = symmetric_memory_all_reduce(dtype=dtype) if all_reduce == "symm" else None
+        apply_tp(model, rank=tp_rank, world_size=tp_world_size, all_reduce=reduce)
+        model.all_reduce_backend = "symm" if reduce is not None else "nccl"
     if fused_kernels is None:
         fused_kernels = device.type == "cuda"
     if fused_kernels:

@@ -131,6 +131,31 @@ def silu_and_mul(gate_up: torch.Tensor) -> torch.Tensor:
     return F.silu(gate) * up
 
 
+def to_fp8(x: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """x / scale saturated to float8_e4m3fn (448 is its largest finite value)."""
+    return (x.float() / scale).clamp(-448.0, 448.0).to(torch.float8_e4m3fn)
+
+
+def add_rms_norm_fp8(
+    residual: torch.Tensor, delta: torch.Tensor, weight: torch.Tensor, eps: float,
+    scale: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """add_rms_norm whose normed output is already the FP8 input of the next GEMM."""
+    residual, normed = add_rms_norm(residual, delta, weight, eps)
+    return residual, to_fp8(normed, scale)
+
+
+def silu_and_mul_fp8(gate_up: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    return to_fp8(silu_and_mul(gate_up), scale)
+
+
+def static_input_scale(linear: nn.Module) -> torch.Tensor | None:
+    """The fixed per-tensor FP8 input scale of a quantized linear, or None (bf16 linears and
+    dynamic scaling). When it exists, the kernel before the GEMM writes FP8 directly."""
+    scale_of = getattr(linear, "static_input_scale", None)
+    return scale_of() if callable(scale_of) else None
+
+
 class Kernels:
     """The elementwise functions the model calls, swappable for compiled (fused) versions.
 
@@ -146,8 +171,12 @@ class Kernels:
         silu_and_mul: Callable = silu_and_mul,
         add_rms_norm: Callable = add_rms_norm,
         rope_qkv: Callable = rope_qkv,
+        add_rms_norm_fp8: Callable = add_rms_norm_fp8,
+        silu_and_mul_fp8: Callable = silu_and_mul_fp8,
     ) -> None:
         self.rope_qkv = rope_qkv
+        self.add_rms_norm_fp8 = add_rms_norm_fp8
+        self.silu_and_mul_fp8 = silu_and_mul_fp8
         self.rms_norm = rms_norm
         self.apply_rope = apply_rope
         self.silu_and_mul = silu_and_mul
@@ -162,7 +191,8 @@ class Kernels:
         # mode is a recompile; a model sees a few dozen, more than dynamo's default of 8.
         torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
         return cls(compile_one(rms_norm), compile_one(apply_rope), compile_one(silu_and_mul),
-                   compile_one(add_rms_norm), compile_one(rope_qkv))
+                   compile_one(add_rms_norm), compile_one(rope_qkv),
+                   compile_one(add_rms_norm_fp8), compile_one(silu_and_mul_fp8))
 
 
 EAGER = Kernels()
@@ -294,7 +324,11 @@ class FeedForward(nn.Module):
         self.w_down = nn.Linear(spec.intermediate_size, spec.hidden_size, bias=False)
 
     def forward(self, x: torch.Tensor, kernels: Kernels) -> torch.Tensor:
-        return self.w_down(kernels.silu_and_mul(self.w_gate_up(x)))
+        gate_up = self.w_gate_up(x)
+        scale = static_input_scale(self.w_down)
+        if scale is not None:
+            return self.w_down(kernels.silu_and_mul_fp8(gate_up, scale))
+        return self.w_down(kernels.silu_and_mul(gate_up))
 
 
 class TransformerBlock(nn.Module):
@@ -391,16 +425,30 @@ class Llama(nn.Module):
         # TransformerBlock.forward unrolled so that each residual add shares a kernel with the
         # RMSNorm after it (the next layer's, or the final norm).
         next_norms = [layer.attention_norm for layer in self.layers[1:]] + [self.norm]
-        for layer, next_norm in zip(self.layers, next_norms, strict=True):
+        next_inputs = [layer.attention.wqkv for layer in self.layers[1:]] + [self.lm_head]
+        first_scale = static_input_scale(self.layers[0].attention.wqkv)
+        if first_scale is not None:
+            normed = to_fp8(normed, first_scale)
+        for layer, next_norm, next_input in zip(self.layers, next_norms, next_inputs,
+                                                strict=True):
             attended = layer.attention(normed, cos, sin, input_pos, kernels, attend_cache,
                                        kv_length)
-            residual, normed = kernels.add_rms_norm(
-                residual, attended, layer.mlp_norm.weight, layer.mlp_norm.eps)
-            residual, normed = kernels.add_rms_norm(
-                residual, layer.mlp(normed, kernels), next_norm.weight, next_norm.eps)
+            residual, normed = self._add_norm(
+                residual, attended, layer.mlp_norm, layer.mlp.w_gate_up, kernels)
+            residual, normed = self._add_norm(
+                residual, layer.mlp(normed, kernels), next_norm, next_input, kernels)
         if last_token_only:
             normed = normed[:, -1:]
         return self.lm_head(normed)  # [B, T or 1, vocab]
+
+    @staticmethod
+    def _add_norm(residual, delta, norm: RMSNorm, consumer: nn.Module, kernels: Kernels):
+        # The normed activation feeds `consumer`; an FP8 consumer with a static scale gets it
+        # quantized by the same kernel.
+        scale = static_input_scale(consumer)
+        if scale is not None:
+            return kernels.add_rms_norm_fp8(residual, delta, norm.weight, norm.eps, scale)
+        return kernels.add_rms_norm(residual, delta, norm.weight, norm.eps)
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -36,6 +36,7 @@ __all__ = [
     "apply_tp",
     "ReduceHook",
     "check_tp_divides",
+    "symmetric_memory_all_reduce",
 ]
 
 
@@ -126,6 +127,41 @@ class ReduceHook:
 def _nccl_all_reduce(tensor: torch.Tensor) -> torch.Tensor:
     dist.all_reduce(tensor)  # in place, sum, the default group
     return tensor
+
+
+def symmetric_memory_all_reduce(
+    *, max_bytes: int = 2**20, dtype: torch.dtype = torch.bfloat16, group=None,
+) -> Callable[[torch.Tensor], torch.Tensor] | None:
+    """A one-shot all-reduce for small messages: every GPU reads its peers' copies straight
+    out of their memory (``torch.ops.symm_mem.one_shot_all_reduce`` over P2P, no NVLink
+    multicast), one kernel instead of NCCL's protocol. Messages over ``max_bytes`` go to NCCL.
+    Returns None, after a check against NCCL, when this torch or machine cannot do it."""
+    try:
+        import torch.distributed._symmetric_memory as symm_mem
+
+        group = group or dist.group.WORLD
+        name = group.group_name
+        if hasattr(symm_mem, "enable_symm_mem_for_group"):
+            symm_mem.enable_symm_mem_for_group(name)
+        capacity = max_bytes // torch.tensor([], dtype=dtype).element_size()
+        buffer = symm_mem.empty(capacity, dtype=dtype, device=torch.cuda.current_device())
+        symm_mem.rendezvous(buffer, name)
+
+        def all_reduce(tensor: torch.Tensor) -> torch.Tensor:
+            if tensor.numel() > capacity or tensor.dtype != dtype:
+                return _nccl_all_reduce(tensor)
+            staging = buffer[: tensor.numel()]
+            staging.copy_(tensor.reshape(-1))
+            return torch.ops.symm_mem.one_shot_all_reduce(staging, "sum", name).view_as(tensor)
+
+        probe = torch.randn(3, 4096, dtype=dtype, device="cuda")
+        expected = _nccl_all_reduce(probe.clone())
+        torch.testing.assert_close(all_reduce(probe.clone()), expected, rtol=2e-2, atol=2e-2)
+        return all_reduce
+    except Exception as error:  # noqa: BLE001 - any failure means: use NCCL
+        if dist.get_rank() == 0:
+            print(f"symmetric-memory all-reduce unavailable, using NCCL: {error}", flush=True)
+        return None
 
 
 def _nccl_gather_last_dim(world_size: int) -> Callable[[torch.Tensor], torch.Tensor]:

@@ -99,10 +99,31 @@ class Fp8Linear(nn.Module):
         self.register_buffer("input_scale", torch.ones((), device=weight.device))
         self.quantize = quantize
         self.observe = False  # calibrate_static_scales turns this on to record amax
+        self.use_gemv = False  # executor.kernels.use_gemv: one token through the Triton GEMV
+
+    def static_input_scale(self) -> torch.Tensor | None:
+        """The fixed input scale when the previous kernel may hand over FP8 directly."""
+        if self.scaling == "static" and self.granularity == "per_tensor" and not self.observe:
+            return self.input_scale
+        return None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         leading = x.shape[:-1]
         x2d = x.reshape(-1, self.in_features)  # [M, in]
+        if self.use_gemv and x2d.shape[0] == 1 and x2d.is_cuda:
+            # One token: stream the FP8 weights through the GEMV; a bf16 input stays bf16
+            # (W8A16), an FP8 input (static scale upstream) brings its scale along.
+            from executor.kernels import gemv
+
+            scale = self.weight_scale.reshape(-1).float()
+            if x.dtype == FP8_DTYPE:
+                scale = scale * self.input_scale
+            out = gemv(x2d, self.weight, scale, out_dtype=self.output_dtype)
+            return out.reshape(*leading, self.out_features)
+        if x.dtype == FP8_DTYPE:  # already quantized with static_input_scale() upstream
+            out = torch._scaled_mm(x2d, self.weight.t(), scale_a=self.input_scale,
+                                   scale_b=self.weight_scale, out_dtype=self.output_dtype)
+            return out.reshape(*leading, self.out_features)
         if self.observe:
             self.input_scale = torch.maximum(self.input_scale, x2d.float().abs().amax() / FP8_MAX)
         static = self.input_scale if self.scaling == "static" else None

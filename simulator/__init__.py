@@ -9,6 +9,7 @@ The public surface, re-exported here::
                          DeploymentConfig(), batch=1, prompt=8192, context=1024)
 """
 
+from .capacity import CapacityResult, find_capacity
 from .errors import (
     ConfigError,
     DoesNotFitError,
@@ -25,10 +26,21 @@ from .hardware import list_hardware, load_hardware
 from .models import get_model, list_models, parameter_counts
 from .predict import predict
 from .results import Measurement, Prediction
+from .serving import ServingResult, simulate
 from .specs import DeploymentConfig, HardwareSpec, ModelSpec, SpeculativeConfig
 from .step import StepModel
+from .workload import Slo, Workload, get_workload, list_workloads, parse_slo
 
 __all__ = [
+    "CapacityResult",
+    "ServingResult",
+    "Slo",
+    "Workload",
+    "find_capacity",
+    "get_workload",
+    "list_workloads",
+    "parse_slo",
+    "simulate",
     "ConfigError",
     "DeploymentConfig",
     "DoesNotFitError",

@@ -150,13 +150,13 @@ class RandomDecodes:
         return np.maximum(-(-(self.length[:n] + query) // self.block) - self.held[:n], 0)
 
     def allocate(self, need: np.ndarray) -> None:
-        self.held[:self.n] += need
+        self.held[: self.n] += need
 
     def latest_order(self) -> int:
-        return int(self.order[:self.n].max()) if self.n else -1
+        return int(self.order[: self.n].max()) if self.n else -1
 
     def preempt_latest(self) -> tuple[int, int, int]:
-        i = int(np.argmax(self.order[:self.n]))
+        i = int(np.argmax(self.order[: self.n]))
         rid, remaining = int(self.ids[i]), int(self.remaining[i])
         private = int(self.held[i] - self.shared[i])
         self.context -= int(self.length[i])
@@ -175,8 +175,10 @@ class RandomDecodes:
         done = self.remaining[:n] <= 0
         if not done.any():
             return []
-        finished = [(int(self.ids[i]), int(self.held[i] - self.shared[i]))
-                    for i in np.flatnonzero(done).tolist()]
+        finished = [
+            (int(self.ids[i]), int(self.held[i] - self.shared[i]))
+            for i in np.flatnonzero(done).tolist()
+        ]
         self.context -= int(self.length[:n][done].sum())
         self._keep(~done)
         return finished

@@ -19,33 +19,32 @@ aggregate features). A prefill that completes emits the request's first token at
 its iteration; each decode emits one token (or the accepted drafts plus one).
 
 Prefix sharing: ``cached`` tokens of a prompt (whole blocks) hit the prefix cache. They skip the
-prefill compute but are still read by attention, and their blocks are shared (reserved once).
+prefill compute but are still read by attention, and their blocks are shared: one pool sized
+for the longest hit is reserved once (a common system prompt or few-shot context), so a hit
+costs no blocks of its own.
 
 Pipeline parallelism: the requests of an iteration are split into ``m = min(pp, sequences)``
 micro-batches that follow each other through the stages; the engine issues one every stage
 time, so the iteration (every sequence advancing once) takes ``max(latency, m x stage)`` of a
-micro-batch: with fewer micro-batches than stages, stages idle (the pipeline bubble). The
-token budget is per micro-batch, so an iteration holds up to ``pp x max_num_batched_tokens``.
+micro-batch: with fewer micro-batches than stages, stages idle (the pipeline bubble). A prompt
+chunk is not split across micro-batches, so the one holding the largest chunk takes its full
+latency. Stage-to-stage transfers are the step model's ``pp_send``. The token budget is per
+micro-batch, so an iteration holds up to ``pp x max_num_batched_tokens``.
 
 Speed: iterations where nothing happens but decoding (no arrival, no completion, no phase
-change, enough free blocks) form a run whose features grow linearly; the engine times the whole
-run at once (``FastStep.run``) instead of one iteration at a time.
+change, enough free blocks) form a run; ``decode_runs.py`` times a whole run at once instead
+of one iteration at a time.
 """
 
 from __future__ import annotations
 
-import math
-from bisect import bisect_right
 from collections import deque
 
-import numpy as np
-
+from .decode_runs import decode_run
 from .decodes import RandomDecodes, UniformDecodes
 from .step_fast import feature_vector
 
-__all__ = ["ContinuousEngine", "MAX_RUN_STEPS"]
-
-MAX_RUN_STEPS = 4096  # longest run of decode iterations timed in one go
+__all__ = ["ContinuousEngine"]
 
 
 class ContinuousEngine:
@@ -62,8 +61,11 @@ class ContinuousEngine:
         self.budget = cfg.max_num_batched_tokens * cfg.pp
         self.chunked = cfg.enable_chunked_prefill
         self.query = 1 if run.spec is None else run.spec.g + 1
-        self.decodes = (UniformDecodes(cfg.block_size) if run.spec is None
-                        else RandomDecodes(cfg.block_size, cfg.max_num_seqs))
+        self.decodes: UniformDecodes | RandomDecodes = (
+            UniformDecodes(cfg.block_size)
+            if run.spec is None
+            else RandomDecodes(cfg.block_size, cfg.max_num_seqs)
+        )
         self.total_blocks = run.total_blocks
         self.free = run.total_blocks - run.shared_prefix_blocks
         self.clock = 0.0
@@ -97,8 +99,12 @@ class ContinuousEngine:
     def step(self, until: float) -> None:
         """Run one iteration, or a run of decode iterations that all start before ``until``."""
         self.last_finished = 0
-        if (self.run.spec is None and not self.prefilling and self.decodes.n
-                and not self._admissible() and self._decode_run(until)):
+        if (
+            not self.prefilling
+            and self.decodes.n
+            and not self._admissible()
+            and decode_run(self, until)
+        ):
             return
         self._iteration()
 
@@ -120,7 +126,7 @@ class ContinuousEngine:
         """Blocks for the slots this iteration writes; preempt the newest requests until they
         fit (a preempted prefill frees its blocks; a preempted decode also needs none)."""
         decodes = self.decodes
-        if self.run.spec is None:
+        if isinstance(decodes, UniformDecodes):
             need = decodes.new_blocks(1) if decodes.n else 0
             while need > self.free:
                 if decodes.n and decodes.latest_order() > self._latest_prefill_order():
@@ -128,12 +134,12 @@ class ContinuousEngine:
                 self._preempt()
             self.free -= need
             return
-        need = decodes.need(self.query)
-        while int(need.sum()) > self.free:
+        needs = decodes.need(self.query)
+        while int(needs.sum()) > self.free:
             self._preempt()
-            need = decodes.need(self.query)
-        self.free -= int(need.sum())
-        decodes.allocate(need)
+            needs = decodes.need(self.query)
+        self.free -= int(needs.sum())
+        decodes.allocate(needs)
 
     def _latest_prefill_order(self) -> int:
         return self.prefilling[-1][4] if self.prefilling else -1
@@ -187,23 +193,52 @@ class ContinuousEngine:
         context = float(decodes.context)
         micro = min(self.pp, n + len(chunks))
         x = feature_vector(
-            prefill_tokens=c_tokens / micro, prefill_pairs=c_pairs / micro,
-            prefill_kv=c_kv / micro, naive_scores=c_naive / micro,
-            prefill_logits=logits / micro, prefill_seqs=len(chunks) / micro,
-            decode_tokens=n * query / micro, decode_kv=context / micro,
+            prefill_tokens=c_tokens / micro,
+            prefill_pairs=c_pairs / micro,
+            prefill_kv=c_kv / micro,
+            naive_scores=c_naive / micro,
+            prefill_logits=logits / micro,
+            prefill_seqs=len(chunks) / micro,
+            decode_tokens=n * query / micro,
+            decode_kv=context / micro,
             decode_pairs=query * context / micro,
-            experts=run.experts, experts_per_token=run.experts_per_token)
+            experts=run.experts,
+            experts_per_token=run.experts_per_token,
+        )
         latency, stage = run.fast.time(x)
         duration = max(latency, micro * stage)
+        if micro > 1 and chunks:
+            # A prompt chunk is not split across micro-batches: the one holding the largest
+            # chunk (with its share of the decodes) takes its full latency.
+            entry, chunk = max(chunks, key=lambda item: item[1])
+            past = entry[1]
+            big = feature_vector(
+                prefill_tokens=chunk,
+                prefill_pairs=chunk * past + chunk * (chunk + 1) / 2,
+                prefill_kv=past + chunk,
+                naive_scores=chunk * (past + chunk),
+                prefill_logits=float(past + chunk == entry[2]),
+                prefill_seqs=1.0,
+                decode_tokens=n * query / micro,
+                decode_kv=context / micro,
+                decode_pairs=query * context / micro,
+                experts=run.experts,
+                experts_per_token=run.experts_per_token,
+            )
+            duration = max(duration, run.fast.time(big)[0])
         if run.spec is not None:  # the drafter's own steps, before the target's verify
             duration += (run.spec.draft_time(n, context) if n else 0.0) + (
-                micro * run.spec.prefill_time(x) if chunks else 0.0)
+                micro * run.spec.prefill_time(x) if chunks else 0.0
+            )
         end = self.clock + duration
         self._account(duration, n + len(self.prefilling), 0)
         # Emit: decodes advance, finished prefills emit their first (or next) token.
         finished = []
         if n:
-            finished = decodes.advance(1 if run.spec is None else run.spec.sample(n))
+            if isinstance(decodes, UniformDecodes):
+                finished = decodes.advance(1)
+            else:
+                finished = decodes.advance(run.spec.sample(n))
             run.itl_runs.append((duration, 0.0, 1, n))
         for entry, chunk in chunks:
             entry[1] += chunk
@@ -227,8 +262,9 @@ class ContinuousEngine:
             self.free += private
             self._finish(rid, end)
             return
-        self.decodes.add(rid, target, run.output[rid] - emitted - 1, order,
-                         run.cached[rid] // self.block)
+        self.decodes.add(
+            rid, target, run.output[rid] - emitted - 1, order, run.cached[rid] // self.block
+        )
 
     def _finish(self, rid: int, end: float) -> None:
         self.run.finish_s[rid] = end
@@ -265,76 +301,3 @@ class ContinuousEngine:
         self.batch_seconds += running * duration
         self.peak_blocks = max(self.peak_blocks, used)
         self.steps += 1
-
-    # --- runs of pure decode iterations ---------------------------------------------------------
-    def _decode_run(self, until: float) -> bool:
-        """Time up to the next event in one go; False when the next step needs a preemption."""
-        decodes = self.decodes
-        k = decodes.max_steps(self.free, min(decodes.steps_to_finish(), MAX_RUN_STEPS))
-        if k <= 0:
-            return False
-        start = self.clock
-        if self.pp == 1:
-            k = self._decode_run_linear(k, until)
-        else:
-            k = self._decode_run_arrays(k, until)
-        new_blocks = decodes.new_blocks(k)
-        self.free -= new_blocks
-        self._account(self.clock - start, decodes.n, new_blocks)
-        self.steps += k - 1  # _account counted one
-        self._finish_decodes(decodes.advance(k), self.clock)
-        return True
-
-    def _decode_run_linear(self, k: int, until: float) -> int:
-        """Without pipeline stages a decode step's time is linear in the context sum C between
-        the few points where an op changes bound: step j of a run takes ``d0 + slope x j``, and
-        the run's end, its cut at ``until`` and its ITL record are closed forms."""
-        run, n = self.run, self.decodes.n
-        x_base = feature_vector(decode_tokens=n, experts=run.experts,
-                                experts_per_token=run.experts_per_token)
-        breaks, intercepts, slopes = run.fast.decode_segments(x_base)
-        context = float(self.decodes.context)
-        done = 0
-        while done < k:
-            i = bisect_right(breaks, context)
-            steps = k - done
-            if i < len(breaks):  # stay on this segment: contexts below the next break
-                steps = min(steps, max(1, math.ceil((breaks[i] - context) / n)))
-            d0 = intercepts[i] + slopes[i] * context
-            slope = slopes[i] * n
-            cut = False
-            last_start = self.clock + (steps - 1) * d0 + slope * (steps - 1) * (steps - 2) / 2
-            if steps > 1 and last_start >= until:
-                low, high = 1, steps - 1  # steps starting before until: the first always does
-                while low < high:
-                    mid = (low + high + 1) // 2
-                    if self.clock + mid * d0 + slope * mid * (mid - 1) / 2 < until:
-                        low = mid
-                    else:
-                        high = mid - 1
-                steps, cut = low + 1, True
-            run.itl_runs.append((d0, slope, steps, n))
-            self.clock += steps * d0 + slope * steps * (steps - 1) / 2
-            context += n * steps
-            done += steps
-            if cut:
-                break
-        return done
-
-    def _decode_run_arrays(self, k: int, until: float) -> int:
-        """With pipeline stages: each step is max(latency, m x stage) of its micro-batches."""
-        run, n = self.run, self.decodes.n
-        micro = min(self.pp, n)
-        context = float(self.decodes.context)
-        x0 = feature_vector(decode_tokens=n / micro, decode_kv=context / micro,
-                            decode_pairs=context / micro, experts=run.experts,
-                            experts_per_token=run.experts_per_token)
-        latency, stage = run.fast.run_decode(x0, n / micro, k)
-        durations = np.maximum(latency, micro * stage)
-        ends = np.cumsum(durations) + self.clock
-        if k > 1 and ends[-2] >= until:
-            k = 1 + int(np.searchsorted(ends[:-1], until, side="left"))
-            durations, ends = durations[:k], ends[:k]
-        run.itl_runs.extend((d, 0.0, 1, n) for d in durations.tolist())
-        self.clock = float(ends[-1])
-        return k

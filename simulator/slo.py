@@ -57,7 +57,8 @@ def parse_slo(text: str) -> Slo:
     if not match:
         raise WorkloadError(
             f"not an SLO: {text!r} (expected METRIC_pPCT=DURATION with METRIC one of "
-            f"{', '.join(METRICS)}, e.g. ttft_p99=2s or tpot_p90=50ms)")
+            f"{', '.join(METRICS)}, e.g. ttft_p99=2s or tpot_p90=50ms)"
+        )
     metric, pct, target = match.group(1).lower(), float(match.group(2)), match.group(3)
     try:
         target_s = parse_duration(target)
@@ -79,9 +80,14 @@ class SloCheck:
     met: bool
 
     def as_dict(self) -> dict:
-        return {"name": self.slo.name, "metric": self.slo.metric,
-                "percentile": self.slo.percentile, "target_s": self.slo.target_s,
-                "value_s": self.value_s, "met": self.met}
+        return {
+            "name": self.slo.name,
+            "metric": self.slo.metric,
+            "percentile": self.slo.percentile,
+            "target_s": self.slo.target_s,
+            "value_s": self.value_s,
+            "met": self.met,
+        }
 
 
 def _metric(samples: dict[str, np.ndarray], metric: str) -> np.ndarray:
@@ -100,8 +106,9 @@ def check_slos(slos, samples: dict[str, np.ndarray]) -> list[SloCheck]:
     return checks
 
 
-def requests_meeting_slos(slos, *, ttft_s: np.ndarray, tpot_s: np.ndarray,
-                          e2e_s: np.ndarray) -> np.ndarray:
+def requests_meeting_slos(
+    slos, *, ttft_s: np.ndarray, tpot_s: np.ndarray, e2e_s: np.ndarray
+) -> np.ndarray:
     """Boolean per request: met every SLO's target on its own (NaN TPOT, one output token,
     counts as met). With no SLOs every finished request counts."""
     ok = np.isfinite(e2e_s)

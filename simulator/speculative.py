@@ -31,7 +31,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .specs import DeploymentConfig, HardwareSpec, ModelSpec, SpeculativeConfig
+from .specs import DeploymentConfig, HardwareSpec, ModelSpec
 from .step import StepModel
 from .step_fast import F, FastStep, feature_vector
 
@@ -50,33 +50,48 @@ def expected_tokens_per_round(num_speculative_tokens: int, acceptance_rate: floa
 class SpeculativeModel:
     """Costs and Monte Carlo acceptance of one speculative configuration on one replica."""
 
-    def __init__(self, *, model: ModelSpec, hardware: HardwareSpec, config: DeploymentConfig,
-                 target: FastStep, seed: int):
-        spec: SpeculativeConfig = config.speculative
+    def __init__(
+        self,
+        *,
+        model: ModelSpec,
+        hardware: HardwareSpec,
+        config: DeploymentConfig,
+        target: FastStep,
+        seed: int,
+    ):
+        spec = config.speculative
+        assert spec is not None, "SpeculativeModel needs config.speculative"
         self.spec = spec
         self.g = spec.num_speculative_tokens
         self.a = spec.acceptance_rate
         self.method = spec.method
         self.target = target
         self.layers = model.num_hidden_layers
-        self.experts = dict(experts=model.num_local_experts,
-                            experts_per_token=model.num_experts_per_tok)
+        self.experts = dict(
+            experts=model.num_local_experts, experts_per_token=model.num_experts_per_tok
+        )
         self.draft: FastStep | None = None
         self.draft_weights_bytes = 0.0
         self.draft_kv_bytes_per_token = 0.0
         if spec.method == "draft":
             from .models import get_model
 
-            draft_model = get_model(spec.draft_model)
+            draft_model = get_model(spec.draft_model or "")
             draft_config = DeploymentConfig(
-                tp=1, kv_dtype=config.kv_dtype, max_num_seqs=config.max_num_seqs,
+                tp=1,
+                kv_dtype=config.kv_dtype,
+                max_num_seqs=config.max_num_seqs,
                 max_num_batched_tokens=config.max_num_batched_tokens,
-                max_model_len=config.max_model_len, cuda_graphs=config.cuda_graphs,
-                block_size=config.block_size)
+                max_model_len=config.max_model_len,
+                cuda_graphs=config.cuda_graphs,
+                block_size=config.block_size,
+            )
             step = StepModel.build(draft_model, hardware, draft_config)
             self.draft = FastStep(step, host_overhead=False)
-            self.draft_experts = dict(experts=draft_model.num_local_experts,
-                                      experts_per_token=draft_model.num_experts_per_tok)
+            self.draft_experts = dict(
+                experts=draft_model.num_local_experts,
+                experts_per_token=draft_model.num_experts_per_tok,
+            )
             self.draft_weights_bytes = float(step.memory.weights_bytes[0])
             self.draft_kv_bytes_per_token = float(step.memory.kv_bytes_per_token[0])
         self._log_a = math.log(self.a)
@@ -89,21 +104,28 @@ class SpeculativeModel:
 
     # --- costs ---------------------------------------------------------------------------------
     def _decode_x(self, batch: float, context: float, query: int, experts: dict) -> np.ndarray:
-        return feature_vector(decode_tokens=batch * query, decode_kv=context,
-                              decode_pairs=query * context, **experts)
+        return feature_vector(
+            decode_tokens=batch * query, decode_kv=context, decode_pairs=query * context, **experts
+        )
 
     def draft_time(self, batch: int, context: float) -> float:
         """Seconds to draft ``g`` tokens for ``batch`` sequences holding ``context`` tokens."""
+        return float(self.draft_times(batch, np.array([context]))[0])
+
+    def draft_times(self, batch: int, contexts: np.ndarray) -> np.ndarray:
+        """``draft_time`` for each context sum in ``contexts`` (one per round of a run)."""
         if self.method == "ngram":
-            return 0.0
+            return np.zeros(len(contexts))
         if self.method == "eagle":
-            step, _ = self.target.time(self._decode_x(batch, context, 1, self.experts))
+            step = self.target.decode_latencies(batch, contexts, **self.experts)
             return self.g * step / self.layers * EAGLE_LAYERS_PER_TOKEN
-        x0 = self._decode_x(batch, context, 1, self.draft_experts)
-        dx = np.zeros_like(x0)
-        dx[F["decode_kv"]] = dx[F["decode_pairs"]] = batch  # each draft step adds a token
-        latency, _ = self.draft.run(x0, dx, self.g)
-        return float(latency.sum())
+        # g sequential draft steps; each adds a token per sequence to the draft's context.
+        assert self.draft is not None
+        return self.draft.decode_latencies(batch, contexts, self.g, **self.draft_experts)
+
+    def verify_times(self, batch: int, contexts: np.ndarray) -> np.ndarray:
+        """The target's verify step (g + 1 tokens per sequence) at each context sum."""
+        return self.target.decode_latencies(batch, contexts, query=self.g + 1, **self.experts)
 
     def prefill_time(self, x: np.ndarray) -> float:
         """The draft model's share of a step with prefill chunks (it builds its own KV)."""
@@ -120,28 +142,49 @@ class SpeculativeModel:
         return self.target.time(self._decode_x(batch, context, self.g + 1, self.experts))[0]
 
     # --- acceptance ----------------------------------------------------------------------------
-    def sample(self, batch: int) -> np.ndarray:
-        """Tokens each of ``batch`` sequences gets this round (accepted drafts + 1)."""
-        if self._used + batch > self._uniform.size:
-            self._uniform = 1.0 - self._rng.random(max(_UNIFORM_CHUNK, batch))  # in (0, 1]
+    def draw(self, rounds: int, batch: int) -> np.ndarray:
+        """Tokens ``[rounds, batch]`` each sequence would get per round (accepted drafts + 1);
+        not yet counted in the statistics (``count`` the rounds a run actually used)."""
+        size = rounds * batch
+        if self._used + size > self._uniform.size:
+            self._uniform = 1.0 - self._rng.random(max(_UNIFORM_CHUNK, size))  # in (0, 1]
             self._used = 0
-        u = self._uniform[self._used:self._used + batch]
-        self._used += batch
+        u = self._uniform[self._used : self._used + size]
+        self._used += size
         # P(leading accepted >= i) = a^i  <=>  floor(log u / log a) >= i.
         accepted = np.minimum(np.floor(np.log(u) / self._log_a), self.g).astype(np.int64)
-        self.rounds += batch
-        self.accepted += int(accepted.sum())
-        self.tokens += int(accepted.sum()) + batch
-        return accepted + 1
+        return (accepted + 1).reshape(rounds, batch)
 
-    def stats(self) -> dict:
+    def count(self, tokens: np.ndarray) -> None:
+        """Add rounds (an array of tokens per sequence-round) to the statistics."""
+        self.rounds += tokens.size
+        self.tokens += int(tokens.sum())
+        self.accepted += int(tokens.sum()) - tokens.size
+
+    def sample(self, batch: int) -> np.ndarray:
+        """Tokens each of ``batch`` sequences gets this round (accepted drafts + 1)."""
+        tokens = self.draw(1, batch)[0]
+        self.count(tokens)
+        return tokens
+
+    def stats(self, *, context: int | None = None) -> dict:
+        """Acceptance statistics of the run; with ``context`` also the decode speed-up per
+        batch size at that many cached tokens per sequence, and the first batch where
+        speculation costs more than it saves (None if it pays up to batch 512)."""
+        speedup = speedup_table(self, context=context) if context else []
+        losing = [row.batch for row in speedup if row.speedup < 1.0]
         return {
-            "method": self.method, "num_speculative_tokens": self.g, "acceptance_rate": self.a,
+            "method": self.method,
+            "num_speculative_tokens": self.g,
+            "acceptance_rate": self.a,
             "draft_model": self.spec.draft_model,
             "expected_tokens_per_round": expected_tokens_per_round(self.g, self.a),
             "simulated_tokens_per_round": self.tokens / self.rounds if self.rounds else None,
             "sequence_rounds": self.rounds,
             "draft_acceptance": self.accepted / (self.rounds * self.g) if self.rounds else None,
+            "speedup_context": context,
+            "speedup_by_batch": {row.batch: row.speedup for row in speedup},
+            "stops_paying_at_batch": losing[0] if losing else None,
         }
 
 
@@ -153,14 +196,23 @@ class SpeedupRow:
     speedup: float  # E[tokens] x decode_step_s / round_s
 
 
-def speedup_table(spec: SpeculativeModel, *, context: int,
-                  batches=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512)) -> list[SpeedupRow]:
+def speedup_table(
+    spec: SpeculativeModel, *, context: int, batches=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+) -> list[SpeedupRow]:
     """Decode speed-up of speculation vs batch size at ``context`` cached tokens per sequence."""
     expected = expected_tokens_per_round(spec.g, spec.a)
     rows = []
     for batch in batches:
         plain = spec.target.time(spec._decode_x(batch, batch * context, 1, spec.experts))[0]
-        round_s = spec.draft_time(batch, batch * context) + spec.verify_time(batch, batch * context)
-        rows.append(SpeedupRow(batch=batch, decode_step_s=plain, round_s=round_s,
-                               speedup=expected * plain / round_s))
+        round_s = spec.draft_time(batch, batch * context) + spec.verify_time(
+            batch, batch * context
+        )
+        rows.append(
+            SpeedupRow(
+                batch=batch,
+                decode_step_s=plain,
+                round_s=round_s,
+                speedup=expected * plain / round_s,
+            )
+        )
     return rows

@@ -59,8 +59,11 @@ class StaticEngine:
         run = self.run
         sequences = aggregate.pop("sequences")
         micro = min(self.pp, sequences)
-        x = feature_vector(**{k: v / micro for k, v in aggregate.items()},
-                           experts=run.experts, experts_per_token=run.experts_per_token)
+        x = feature_vector(
+            **{k: v / micro for k, v in aggregate.items()},
+            experts=run.experts,
+            experts_per_token=run.experts_per_token,
+        )
         latency, stage = run.fast.time(x)
         return max(latency, micro * stage), micro
 
@@ -84,7 +87,7 @@ class StaticEngine:
         i = 0
         while i < len(batch):
             tokens = pairs = kv = naive = 0.0
-            group = []
+            group: list[int] = []
             while i < len(batch):
                 rid = batch[i]
                 past = run.cached[rid]
@@ -98,8 +101,14 @@ class StaticEngine:
                 group.append(rid)
                 i += 1
             duration, _ = self._time(
-                prefill_tokens=tokens, prefill_pairs=pairs, prefill_kv=kv, naive_scores=naive,
-                prefill_logits=len(group), prefill_seqs=len(group), sequences=len(group))
+                prefill_tokens=tokens,
+                prefill_pairs=pairs,
+                prefill_kv=kv,
+                naive_scores=naive,
+                prefill_logits=len(group),
+                prefill_seqs=len(group),
+                sequences=len(group),
+            )
             t += duration
             self._account(duration, blocks, len(batch))
             for rid in group:
@@ -113,9 +122,13 @@ class StaticEngine:
         if steps > 0:
             context = float(sum(run.prompt[rid] for rid in batch))
             micro = min(self.pp, size)
-            x0 = feature_vector(decode_tokens=size / micro, decode_kv=context / micro,
-                                decode_pairs=context / micro, experts=run.experts,
-                                experts_per_token=run.experts_per_token)
+            x0 = feature_vector(
+                decode_tokens=size / micro,
+                decode_kv=context / micro,
+                decode_pairs=context / micro,
+                experts=run.experts,
+                experts_per_token=run.experts_per_token,
+            )
             dx = np.zeros_like(x0)
             dx[run.decode_kv_index] = dx[run.decode_pairs_index] = size / micro
             latency, stage = run.fast.run(x0, dx, steps)
@@ -126,8 +139,10 @@ class StaticEngine:
             # Requests still producing real tokens at each step (the rest is padding).
             alive = size - np.searchsorted(np.sort(outputs - 1), np.arange(steps), side="right")
             keep = alive > 0
-            run.itl_runs.extend((d, 0.0, 1, a) for d, a in
-                                zip(durations[keep].tolist(), alive[keep].tolist(), strict=True))
+            run.itl_runs.extend(
+                (d, 0.0, 1, a)
+                for d, a in zip(durations[keep].tolist(), alive[keep].tolist(), strict=True)
+            )
             self.busy_s += float(durations.sum())
             self.block_seconds += blocks * float(durations.sum())
             self.batch_seconds += size * float(durations.sum())

@@ -98,13 +98,15 @@ class FastStep:
 
         kernels = dense("kernels")
         nbytes = dense("bytes")
-        memory_eff = np.where(cls == EFF_DECODE_ATTENTION, eff.hbm * eff.decode_attention_hbm,
-                              eff.hbm)
+        memory_eff = np.where(
+            cls == EFF_DECODE_ATTENTION, eff.hbm * eff.decode_attention_hbm, eff.hbm
+        )
         link_bw = table.link_bytes_per_s[index]
         link_latency = table.link_latency_s[index]
         with np.errstate(divide="ignore", invalid="ignore"):
-            link = np.where(comm[:, None], kernels * link_latency[:, None]
-                            + nbytes / link_bw[:, None], 0.0)
+            link = np.where(
+                comm[:, None], kernels * link_latency[:, None] + nbytes / link_bw[:, None], 0.0
+            )
         fixed = dense("fixed_s") if host_overhead else np.zeros_like(kernels)
         ops = table.num_ops
         self._ops = ops
@@ -114,17 +116,21 @@ class FastStep:
         # Stacked so that one product gives everything linear: per-op compute at full
         # efficiency, CUDA-core and HBM seconds [3 x ops], then the summed overheads (in and
         # out of a graph), the summed link time and the pp_send link time [4].
-        self._matrix = np.concatenate([
-            np.where(keep, dense("ideal_s"), 0.0),
-            np.where(keep, dense("vector_flops") / hardware.vector_flops_per_s, 0.0),
-            np.where(keep, nbytes / (hardware.hbm_bytes_per_s * memory_eff[:, None]), 0.0),
-            overhead_graph.sum(axis=0)[None], overhead_launch.sum(axis=0)[None],
-            link.sum(axis=0)[None], link[send][None],
-        ])
+        self._matrix = np.concatenate(
+            [
+                np.where(keep, dense("ideal_s"), 0.0),
+                np.where(keep, dense("vector_flops") / hardware.vector_flops_per_s, 0.0),
+                np.where(keep, nbytes / (hardware.hbm_bytes_per_s * memory_eff[:, None]), 0.0),
+                overhead_graph.sum(axis=0)[None],
+                overhead_launch.sum(axis=0)[None],
+                link.sum(axis=0)[None],
+                link[send][None],
+            ]
+        )
         # The direction a run of decode steps moves in: every context grows by one token.
-        self._decode_direction = np.zeros(NUM_FEATURES)
-        self._decode_direction[F["decode_kv"]] = self._decode_direction[F["decode_pairs"]] = 1.0
-        self._matrix_direction = self._matrix @ self._decode_direction
+        direction = np.zeros(NUM_FEATURES)
+        direction[F["decode_kv"]] = direction[F["decode_pairs"]] = 1.0
+        self._matrix_direction = self._matrix @ direction
         self._eff = eff
         # GEMMs grouped by the features their row count M reads (most read ``tokens``; the
         # lm_head reads ``logits``): one efficiency lookup per group per step.
@@ -134,14 +140,17 @@ class FastStep:
         for j in np.flatnonzero(cls == EFF_GEMM).tolist():
             terms = tuple((int(f), float(rows[j, f])) for f in np.flatnonzero(rows[j]))
             groups.setdefault((terms, bool(low_precision[j])), []).append(j)
-        self._groups = [(terms, lowp, np.array(members))
-                        for (terms, lowp), members in groups.items()]
+        self._groups = [
+            (terms, lowp, np.array(members)) for (terms, lowp), members in groups.items()
+        ]
         self._attention_ops = np.flatnonzero(cls == EFF_ATTENTION)
         self._inverse_base = np.full(ops, 1.0 / eff.attention_efficiency[0])
         self._gemm_cache: dict[tuple[float, bool], float] = {}
         self._attention_cache: dict[float, float] = {}
-        self._key_columns = sorted({f for terms, _, _ in self._groups for f, _ in terms}
-                                   | {_TOKENS, _PREFILL_TOKENS, _PREFILL_SEQS})
+        self._key_columns = sorted(
+            {f for terms, _, _ in self._groups for f, _ in terms}
+            | {_TOKENS, _PREFILL_TOKENS, _PREFILL_SEQS}
+        )
         self._cache: dict[tuple, tuple[np.ndarray, bool]] = {}
         self._segments: dict[tuple, tuple[list[float], list[float], list[float]]] = {}
 
@@ -186,8 +195,8 @@ class FastStep:
         """(latency, stage) from the stacked linear terms ``[3 x ops + 4, ...]``."""
         o = self._ops
         inverse = inverse_eff if linear.ndim == 1 else inverse_eff[:, None]
-        compute = linear[:o] * inverse + linear[o:2 * o]
-        total = np.maximum(compute, linear[2 * o:3 * o]).sum(axis=0)
+        compute = linear[:o] * inverse + linear[o : 2 * o]
+        total = np.maximum(compute, linear[2 * o : 3 * o]).sum(axis=0)
         total = total + linear[3 * o if graph else 3 * o + 1] + linear[3 * o + 2]
         if self.pp == 1:
             return total, total
@@ -202,25 +211,30 @@ class FastStep:
         latency, stage = self._combine(self._matrix @ x, inverse_eff, graph)
         return float(latency), float(stage)
 
-    def decode_segments(self, x_base: np.ndarray) -> tuple[list[float], list[float], list[float]]:
+    def decode_segments(
+        self, x_base: np.ndarray, query: int = 1
+    ) -> tuple[list[float], list[float], list[float]]:
         """A decode step's latency as a piecewise-linear function of its context sum C.
 
         ``x_base`` is a decode-only step with no context (decode_kv = decode_pairs = 0); the
-        step at context C is ``x_base + C x (decode direction)``. Each op's time is the larger
-        of two lines in C, so the total is linear between the points where an op changes
-        bound. Returns (breaks, intercepts, slopes): on ``breaks[i-1] <= C < breaks[i]`` the
-        latency is ``intercepts[i] + slopes[i] x C``. Pipeline parallelism is not folded in.
+        step at context C has decode_kv = C and decode_pairs = ``query`` x C (``query`` tokens
+        per sequence, g + 1 for a speculative verify). Each op's time is the larger of two
+        lines in C, so the total is linear between the points where an op changes bound.
+        Returns (breaks, intercepts, slopes): on ``breaks[i-1] <= C < breaks[i]`` the latency
+        is ``intercepts[i] + slopes[i] x C``. Pipeline parallelism is not folded in.
         """
-        key = tuple(x_base.tolist())
+        key = (query, *x_base.tolist())
         hit = self._segments.get(key)
         if hit is not None:
             return hit
         inverse_eff, graph = self._inverse_efficiency(x_base)
         o = self._ops
-        base, slope = self._matrix @ x_base, self._matrix_direction
-        compute0 = base[:o] * inverse_eff + base[o:2 * o]
-        compute1 = slope[:o] * inverse_eff + slope[o:2 * o]
-        memory0, memory1 = base[2 * o:3 * o], slope[2 * o:3 * o]
+        direction = np.zeros(NUM_FEATURES)
+        direction[F["decode_kv"]], direction[F["decode_pairs"]] = 1.0, float(query)
+        base, slope = self._matrix @ x_base, self._matrix @ direction
+        compute0 = base[:o] * inverse_eff + base[o : 2 * o]
+        compute1 = slope[:o] * inverse_eff + slope[o : 2 * o]
+        memory0, memory1 = base[2 * o : 3 * o], slope[2 * o : 3 * o]
         overhead = 3 * o if graph else 3 * o + 1
         fixed0 = base[overhead] + base[3 * o + 2]
         fixed1 = slope[overhead] + slope[3 * o + 2]
@@ -239,6 +253,37 @@ class FastStep:
         hit = (breaks, intercepts, slopes)
         self._segments[key] = hit
         return hit
+
+    def decode_latencies(
+        self,
+        batch: float,
+        contexts: np.ndarray,
+        k: int = 1,
+        *,
+        query: int = 1,
+        experts: int = 0,
+        experts_per_token: int = 0,
+    ) -> np.ndarray:
+        """For each context sum in ``contexts``: the total latency of ``k`` decode steps of
+        ``batch`` sequences with ``query`` tokens each, starting at that context and growing
+        by ``batch`` tokens per step (k = 1: one step; k = g: a drafter's steps)."""
+        x_base = feature_vector(
+            decode_tokens=batch * query, experts=experts, experts_per_token=experts_per_token
+        )
+        breaks, intercepts, slopes = self.decode_segments(x_base, query)
+        contexts = np.asarray(contexts, dtype=float)
+        i = np.searchsorted(breaks, contexts, side="right")
+        alpha, beta = np.asarray(intercepts)[i], np.asarray(slopes)[i]
+        total = k * (alpha + beta * contexts) + beta * batch * k * (k - 1) / 2
+        if breaks:  # runs that cross a break: step by step
+            bounds = np.append(np.asarray(breaks), np.inf)[i]
+            for j in np.flatnonzero(contexts + batch * (k - 1) >= bounds).tolist():
+                steps = contexts[j] + batch * np.arange(k)
+                at = np.searchsorted(breaks, steps, side="right")
+                total[j] = float(
+                    (np.asarray(intercepts)[at] + np.asarray(slopes)[at] * steps).sum()
+                )
+        return total
 
     def run_decode(self, x0: np.ndarray, growth: float, k: int) -> tuple[np.ndarray, np.ndarray]:
         """``run`` along the decode direction: decode_kv and decode_pairs grow by ``growth``

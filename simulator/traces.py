@@ -66,8 +66,11 @@ def _load(path: str, mtime_ns: int, size: int) -> Trace:
         prompt.append(_tokens(name, line, row, _PROMPT))
         output.append(_tokens(name, line, row, _OUTPUT))
     order = np.argsort(np.asarray(arrival), kind="stable")
-    return Trace(arrival_s=np.asarray(arrival)[order], prompt=np.asarray(prompt)[order],
-                 output=np.asarray(output)[order])
+    return Trace(
+        arrival_s=np.asarray(arrival)[order],
+        prompt=np.asarray(prompt)[order],
+        output=np.asarray(output)[order],
+    )
 
 
 def _json_rows(name: str, text: str) -> list[tuple[int, dict]]:
@@ -86,8 +89,9 @@ def _json_rows(name: str, text: str) -> list[tuple[int, dict]]:
             try:
                 pairs.append((number, json.loads(line)))
             except json.JSONDecodeError as error:
-                raise WorkloadError(f"trace {name} line {number}: not valid JSON "
-                                    f"({error.msg})") from None
+                raise WorkloadError(
+                    f"trace {name} line {number}: not valid JSON ({error.msg})"
+                ) from None
     for number, item in pairs:
         if not isinstance(item, dict):
             raise WorkloadError(f"trace {name} line {number}: expected an object")
@@ -131,8 +135,10 @@ def _tokens(name: str, line: int, row: dict, keys: tuple[str, ...]) -> int:
         if key in row:
             value = _number(name, line, key, row[key])
             if value < 1 or value != int(value):
-                raise WorkloadError(f"trace {name} line {line}: {key} must be a positive "
-                                    f"integer, got {row[key]!r}")
+                raise WorkloadError(
+                    f"trace {name} line {line}: {key} must be a positive integer, got {row[key]!r}"
+                )
             return int(value)
-    raise WorkloadError(f"trace {name} line {line}: no {keys[0]} column "
-                        f"(accepted: {', '.join(keys)})")
+    raise WorkloadError(
+        f"trace {name} line {line}: no {keys[0]} column (accepted: {', '.join(keys)})"
+    )

@@ -41,8 +41,18 @@ from .errors import WorkloadError
 from .slo import Slo, parse_slo
 from .traces import load_trace
 
-__all__ = ["LengthDist", "Arrival", "Workload", "Requests", "Slo", "parse_slo", "get_workload",
-           "list_workloads", "sample_requests", "PRESETS"]
+__all__ = [
+    "LengthDist",
+    "Arrival",
+    "Workload",
+    "Requests",
+    "Slo",
+    "parse_slo",
+    "get_workload",
+    "list_workloads",
+    "sample_requests",
+    "PRESETS",
+]
 
 
 class _Frozen(BaseModel):
@@ -66,30 +76,35 @@ class LengthDist(_Frozen):
     def _check(self) -> LengthDist:
         if self.kind in ("fixed", "normal", "lognormal") and self.mean is None:
             raise ValueError(f"a {self.kind} length needs a mean")
-        if self.kind == "uniform" and (self.low is None or self.high is None
-                                       or self.low > self.high):
+        if self.kind == "uniform" and (
+            self.low is None or self.high is None or self.low > self.high
+        ):
             raise ValueError("a uniform length needs low <= high")
         if self.kind == "empirical":
             if not self.values or any(v < 1 for v in self.values):
                 raise ValueError("an empirical length needs positive values")
-            if self.weights and (len(self.weights) != len(self.values)
-                                 or any(w < 0 for w in self.weights) or sum(self.weights) <= 0):
+            if self.weights and (
+                len(self.weights) != len(self.values)
+                or any(w < 0 for w in self.weights)
+                or sum(self.weights) <= 0
+            ):
                 raise ValueError("empirical weights: one non-negative weight per value")
         if self.max is not None and self.max < self.min:
             raise ValueError("max must be at least min")
         return self
 
     def sample(self, rng: np.random.Generator, size: int) -> np.ndarray:
+        mean = float(self.mean or 0.0)  # set for fixed/normal/lognormal (validated)
         if self.kind == "fixed":
-            x = np.full(size, float(self.mean))
+            x = np.full(size, mean)
         elif self.kind == "uniform":
-            x = rng.integers(self.low, self.high + 1, size).astype(float)
+            x = rng.integers(int(self.low or 1), int(self.high or 1) + 1, size).astype(float)
         elif self.kind == "normal":
-            x = rng.normal(self.mean, self.std, size)
+            x = rng.normal(mean, self.std, size)
         elif self.kind == "lognormal":
             # Parameters of the underlying normal from the mean and std of the lengths.
-            sigma2 = math.log1p((self.std / self.mean) ** 2)
-            x = rng.lognormal(math.log(self.mean) - sigma2 / 2, math.sqrt(sigma2), size)
+            sigma2 = math.log1p((self.std / mean) ** 2)
+            x = rng.lognormal(math.log(mean) - sigma2 / 2, math.sqrt(sigma2), size)
         else:
             weights = np.asarray(self.weights or [1.0] * len(self.values), dtype=float)
             x = rng.choice(np.asarray(self.values, dtype=float), size, p=weights / weights.sum())
@@ -148,24 +163,47 @@ def _fixed(n: int) -> LengthDist:
 
 
 PRESETS: dict[str, Workload] = {
-    w.name: w for w in [
-        Workload(name="chat", arrival=Arrival(rate_per_s=8.0),
-                 prompt=_lognormal(768, 768, 16, 6144), output=_lognormal(256, 256, 8, 1536),
-                 description="conversational: ~770-token prompts, ~260-token answers, 8 req/s"),
-        Workload(name="summarization", arrival=Arrival(rate_per_s=1.0),
-                 prompt=_lognormal(6000, 2500, 1024, 15000),
-                 output=LengthDist(kind="normal", mean=300, std=100, min=32, max=1000),
-                 description="long prompts (~6k tokens), short summaries, 1 req/s"),
-        Workload(name="code", arrival=Arrival(rate_per_s=4.0),
-                 prompt=_lognormal(2048, 1500, 128, 7000), output=_lognormal(128, 128, 4, 1000),
-                 prefix_sharing=0.3,
-                 description="code completion: ~2k-token context (30 % cached), short output"),
-    ] + [
-        Workload(name=f"isl{isl}-osl{osl}", arrival=Arrival(process="offline"),
-                 prompt=_fixed(isl), output=_fixed(osl), num_requests=n,
-                 description=f"benchmark pair: {isl} prompt / {osl} output tokens, offline")
-        for isl, osl, n in [(128, 128, 1000), (128, 2048, 1000), (2048, 128, 1000),
-                            (5000, 500, 1000), (20000, 2000, 256)]
+    w.name: w
+    for w in [
+        Workload(
+            name="chat",
+            arrival=Arrival(rate_per_s=8.0),
+            prompt=_lognormal(768, 768, 16, 6144),
+            output=_lognormal(256, 256, 8, 1536),
+            description="conversational: ~770-token prompts, ~260-token answers, 8 req/s",
+        ),
+        Workload(
+            name="summarization",
+            arrival=Arrival(rate_per_s=1.0),
+            prompt=_lognormal(6000, 2500, 1024, 15000),
+            output=LengthDist(kind="normal", mean=300, std=100, min=32, max=1000),
+            description="long prompts (~6k tokens), short summaries, 1 req/s",
+        ),
+        Workload(
+            name="code",
+            arrival=Arrival(rate_per_s=4.0),
+            prompt=_lognormal(2048, 1500, 128, 7000),
+            output=_lognormal(128, 128, 4, 1000),
+            prefix_sharing=0.3,
+            description="code completion: ~2k-token context (30 % cached), short output",
+        ),
+    ]
+    + [
+        Workload(
+            name=f"isl{isl}-osl{osl}",
+            arrival=Arrival(process="offline"),
+            prompt=_fixed(isl),
+            output=_fixed(osl),
+            num_requests=n,
+            description=f"benchmark pair: {isl} prompt / {osl} output tokens, offline",
+        )
+        for isl, osl, n in [
+            (128, 128, 1000),
+            (128, 2048, 1000),
+            (2048, 128, 1000),
+            (5000, 500, 1000),
+            (20000, 2000, 256),
+        ]
     ]
 }
 
@@ -174,8 +212,14 @@ def list_workloads() -> list[str]:
     return list(PRESETS)
 
 
-_OPTIONS = {"rate": "rate", "cv": "cv", "concurrency": "concurrency", "think": "think_s",
-            "prefix": "prefix_sharing", "requests": "num_requests"}
+_OPTIONS = {
+    "rate": "rate",
+    "cv": "cv",
+    "concurrency": "concurrency",
+    "think": "think_s",
+    "prefix": "prefix_sharing",
+    "requests": "num_requests",
+}
 
 
 def _parse_rate(rate: float | str | None) -> float | None:
@@ -186,13 +230,20 @@ def _parse_rate(rate: float | str | None) -> float | None:
     except (TypeError, ValueError):
         raise WorkloadError(f"rate {rate!r} is not a number (requests/s, or 'inf')") from None
     if math.isnan(value) or value <= 0:
-        raise WorkloadError(f"rate must be positive (requests/s, or 'inf' for offline), got {rate}")
+        raise WorkloadError(
+            f"rate must be positive (requests/s, or 'inf' for offline), got {rate}"
+        )
     return value
 
 
-def get_workload(name_or_path: str, *, rate: float | str | None = None,
-                 num_requests: int | None = None, seed: int | None = None,
-                 slos=()) -> Workload:
+def get_workload(
+    name_or_path: str,
+    *,
+    rate: float | str | None = None,
+    num_requests: int | None = None,
+    seed: int | None = None,
+    slos=(),
+) -> Workload:
     """A preset or a trace file, with options (see the module docstring); ``rate = inf`` means
     offline. Bad names, options or traces raise ``WorkloadError`` in one line."""
     text = str(name_or_path).strip()
@@ -201,21 +252,29 @@ def get_workload(name_or_path: str, *, rate: float | str | None = None,
     for item in filter(None, (part.strip() for part in options.split(","))):
         key, eq, value = item.partition("=")
         if not eq or key.strip() not in _OPTIONS:
-            raise WorkloadError(f"workload option {item!r}: expected one of "
-                                f"{', '.join(k + '=...' for k in _OPTIONS)}")
+            raise WorkloadError(
+                f"workload option {item!r}: expected one of "
+                f"{', '.join(k + '=...' for k in _OPTIONS)}"
+            )
         values[_OPTIONS[key.strip()]] = value.strip()
     if base in PRESETS:
         workload = PRESETS[base]
     elif Path(base).is_file():
         trace = load_trace(base)  # validates now: an empty or garbled trace fails here
-        workload = Workload(name=Path(base).name, trace=str(Path(base).resolve()),
-                            arrival=Arrival(process="trace"), num_requests=len(trace.prompt),
-                            description=f"trace replay of {len(trace.prompt)} requests")
+        workload = Workload(
+            name=Path(base).name,
+            trace=str(Path(base).resolve()),
+            arrival=Arrival(process="trace"),
+            num_requests=len(trace.prompt),
+            description=f"trace replay of {len(trace.prompt)} requests",
+        )
     elif base.endswith((".jsonl", ".json", ".csv")) or "/" in base:
         raise WorkloadError(f"trace file {base!r} not found")
     else:
-        raise WorkloadError(f"unknown workload {base!r}; presets: {', '.join(PRESETS)}, "
-                            "or a trace file (.jsonl/.csv)")
+        raise WorkloadError(
+            f"unknown workload {base!r}; presets: {', '.join(PRESETS)}, "
+            "or a trace file (.jsonl/.csv)"
+        )
     arrival = dict(workload.arrival.model_dump())
     update: dict = {}
     rate = _parse_rate(values.pop("rate", None) if rate is None else rate)
@@ -241,14 +300,22 @@ def get_workload(name_or_path: str, *, rate: float | str | None = None,
                 arrival["rate_per_s"] = rate
         if num_requests is not None:
             if num_requests < 1:
-                raise WorkloadError(f"the number of requests must be at least 1, got {num_requests}")
+                raise WorkloadError(
+                    f"the number of requests must be at least 1, got {num_requests}"
+                )
             update["num_requests"] = num_requests
         if seed is not None:
             update["seed"] = seed
         if slos:
             update["slos"] = tuple(parse_slo(s) if isinstance(s, str) else s for s in slos)
-        return Workload(**{**workload.model_dump(exclude={"arrival", "slos"}),
-                           "slos": workload.slos, **update, "arrival": Arrival(**arrival)})
+        return Workload(
+            **{
+                **workload.model_dump(exclude={"arrival", "slos"}),
+                "slos": workload.slos,
+                **update,
+                "arrival": Arrival(**arrival),
+            }
+        )
     except (ValidationError, ValueError) as error:
         raise WorkloadError(f"workload {text!r}: {_first_error(error)}") from None
 
@@ -293,9 +360,10 @@ def sample_requests(workload: Workload, seed: int | None = None) -> Requests:
         else:
             times = times[:n]
     else:
+        assert workload.prompt is not None and workload.output is not None  # validated
         prompt = workload.prompt.sample(prompt_rng, n)
         output = workload.output.sample(output_rng, n)
-        times = None
+        times = np.zeros(n)
     if arrival.process == "offline":
         arrival_s = np.zeros(n)
     elif arrival.process == "closed":
@@ -308,6 +376,9 @@ def sample_requests(workload: Workload, seed: int | None = None) -> Requests:
         shape = 1.0 / arrival.cv**2 if arrival.process == "gamma" else 1.0
         gaps = gap_rng.gamma(shape, 1.0 / shape, n)  # unit mean; / rate below
         gaps[0] = 0.0  # the run starts with the first arrival
-        arrival_s = np.cumsum(gaps) / arrival.rate_per_s
-    return Requests(arrival_s=arrival_s, prompt_tokens=prompt.astype(np.int64),
-                    output_tokens=output.astype(np.int64))
+        arrival_s = np.cumsum(gaps) / float(arrival.rate_per_s or 1.0)  # set (validated)
+    return Requests(
+        arrival_s=arrival_s,
+        prompt_tokens=prompt.astype(np.int64),
+        output_tokens=output.astype(np.int64),
+    )

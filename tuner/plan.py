@@ -17,6 +17,9 @@ any other version with one line, rather than misreading it. ``tune schema plan``
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any, Literal
 
@@ -37,6 +40,8 @@ __all__ = [
     "plan_json_schema",
     "load_plan",
     "write_json_atomic",
+    "write_engine_files",
+    "write_study_dir",
     "memory_plan",
     "render_engines",
     "hf_model_id",
@@ -74,10 +79,12 @@ class MemoryPlan(_Strict):
     kv_bytes_per_token: float
     kv_tokens: float
     kv_tokens_needed: float = Field(
-        description="max(max_num_seqs x mean request length, max_model_len), in whole blocks")
+        description="max(max_num_seqs x mean request length, max_model_len), in whole blocks"
+    )
     headroom_bytes: float = Field(description="hbm_bytes minus everything the engine allocates")
     engine_fractions: dict[str, float] = Field(
-        default_factory=dict, description="each engine's memory knob under its own budget rule")
+        default_factory=dict, description="each engine's memory knob under its own budget rule"
+    )
 
 
 class QuantizationInfo(_Strict):
@@ -141,7 +148,7 @@ class Provenance(_Strict):
 class DeploymentPlan(_Strict):
     """One deployment of one model on one GPU type, chosen by ``tune plan``."""
 
-    schema_version: Literal["1"] = SCHEMA_VERSION
+    schema_version: Literal["1"] = "1"  # SCHEMA_VERSION
     model: str
     model_id: str
     hardware: str
@@ -164,7 +171,8 @@ class DeploymentPlan(_Strict):
     engine: str = "vllm"
     engines: dict[str, dict[str, Any]] = Field(default_factory=dict)
     validation: dict[str, Any] | None = Field(
-        default=None, description="measured metrics and errors once `tune validate` ran")
+        default=None, description="measured metrics and errors once `tune validate` ran"
+    )
 
 
 def plan_json_schema() -> dict[str, Any]:
@@ -187,8 +195,10 @@ def load_plan(path: str | Path) -> DeploymentPlan:
         raise ConfigError(f"{path}: a plan is a JSON object")
     version = data.get("schema_version")
     if version != SCHEMA_VERSION:
-        raise ConfigError(f"{path}: plan schema_version {version!r} is not supported "
-                          f"(this rooftune reads {SCHEMA_VERSION!r}); re-run tune plan")
+        raise ConfigError(
+            f"{path}: plan schema_version {version!r} is not supported "
+            f"(this rooftune reads {SCHEMA_VERSION!r}); re-run tune plan"
+        )
     try:
         return DeploymentPlan.model_validate(data)
     except ValidationError as error:
@@ -200,8 +210,9 @@ def load_plan(path: str | Path) -> DeploymentPlan:
 def write_json_atomic(path: Path, data: Any) -> None:
     """Write JSON next to ``path`` then rename over it: readers never see half a file."""
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=False, allow_nan=False) + "\n",
-                   encoding="utf-8")
+    tmp.write_text(
+        json.dumps(data, indent=2, sort_keys=False, allow_nan=False) + "\n", encoding="utf-8"
+    )
     tmp.replace(path)
 
 
@@ -216,33 +227,54 @@ def hf_model_id(model: Any) -> str:
     return source if source and Path(source).exists() else model.name
 
 
-def memory_plan(*, memory: Any, hbm_bytes: float, gpu_memory_utilization: float,
-                kv_tokens_needed: float) -> MemoryPlan:
+def memory_plan(
+    *, memory: Any, hbm_bytes: float, gpu_memory_utilization: float, kv_tokens_needed: float
+) -> MemoryPlan:
     """The per-GPU memory plan from the simulator's ``MemoryBreakdown``."""
-    used = (memory.weights_bytes + memory.activation_bytes + memory.reserved_bytes
-            + memory.kv_cache_bytes)
+    used = (
+        memory.weights_bytes
+        + memory.activation_bytes
+        + memory.reserved_bytes
+        + memory.kv_cache_bytes
+    )
     return MemoryPlan(
-        hbm_bytes=hbm_bytes, budget_bytes=memory.capacity_bytes,
-        gpu_memory_utilization=gpu_memory_utilization, weights_bytes=memory.weights_bytes,
-        activation_bytes=memory.activation_bytes, reserved_bytes=memory.reserved_bytes,
-        kv_cache_bytes=memory.kv_cache_bytes, kv_bytes_per_token=memory.kv_bytes_per_token,
-        kv_tokens=memory.kv_tokens_capacity, kv_tokens_needed=kv_tokens_needed,
-        headroom_bytes=hbm_bytes - used)
+        hbm_bytes=hbm_bytes,
+        budget_bytes=memory.capacity_bytes,
+        gpu_memory_utilization=gpu_memory_utilization,
+        weights_bytes=memory.weights_bytes,
+        activation_bytes=memory.activation_bytes,
+        reserved_bytes=memory.reserved_bytes,
+        kv_cache_bytes=memory.kv_cache_bytes,
+        kv_bytes_per_token=memory.kv_bytes_per_token,
+        kv_tokens=memory.kv_tokens_capacity,
+        kv_tokens_needed=kv_tokens_needed,
+        headroom_bytes=hbm_bytes - used,
+    )
 
 
-def render_engines(*, config: Any, model_id: str, memory: MemoryPlan, chosen: str,
-                   served_model_name: str | None = None) -> dict[str, dict[str, Any]]:
+def render_engines(
+    *,
+    config: Any,
+    model_id: str,
+    memory: MemoryPlan,
+    chosen: str,
+    served_model_name: str | None = None,
+) -> dict[str, dict[str, Any]]:
     """Every engine's section. The chosen engine must render *and* hold the plan under its own
     budget rule (KV cache at least what the plan needs, total within HBM), else ConfigError:
     a plan that cannot launch is never written. Other engines that cannot render get a note."""
     from tuner.engines import ENGINES, EngineInputs, kv_cache_bytes_given, render, total_bytes_used
 
-    inputs = EngineInputs(config=config, model_id=model_id, hbm_bytes=memory.hbm_bytes,
-                          weights_bytes=memory.weights_bytes,
-                          activation_bytes=memory.activation_bytes,
-                          reserved_bytes=memory.reserved_bytes,
-                          kv_cache_bytes=memory.kv_cache_bytes,
-                          served_model_name=served_model_name)
+    inputs = EngineInputs(
+        config=config,
+        model_id=model_id,
+        hbm_bytes=memory.hbm_bytes,
+        weights_bytes=memory.weights_bytes,
+        activation_bytes=memory.activation_bytes,
+        reserved_bytes=memory.reserved_bytes,
+        kv_cache_bytes=memory.kv_cache_bytes,
+        served_model_name=served_model_name,
+    )
     sections: dict[str, dict[str, Any]] = {}
     needed = memory.kv_tokens_needed * memory.kv_bytes_per_token
     for engine in ENGINES:
@@ -257,9 +289,75 @@ def render_engines(*, config: Any, model_id: str, memory: MemoryPlan, chosen: st
         kv = kv_cache_bytes_given(engine, inputs, fraction)
         total = total_bytes_used(engine, inputs, fraction)
         if engine == chosen and (kv < needed or total > memory.hbm_bytes):
-            raise ConfigError(f"{engine} would give the KV cache {kv / 1e9:.1f} GB (needs "
-                              f"{needed / 1e9:.1f} GB) using {total / 1e9:.1f} GB in all")
+            raise ConfigError(
+                f"{engine} would give the KV cache {kv / 1e9:.1f} GB (needs "
+                f"{needed / 1e9:.1f} GB) using {total / 1e9:.1f} GB in all"
+            )
         memory.engine_fractions[engine] = fraction
         sections[engine] = section.to_dict()
     return sections
 
+
+def write_engine_files(directory: Path, plan: DeploymentPlan) -> list[Path]:
+    """Each rendered engine's config files and a launch script for every replica."""
+    written = []
+    for engine, section in plan.engines.items():
+        if "error" in section:
+            continue
+        for name, text in section.get("config_files", {}).items():
+            (directory / name).write_text(text, encoding="utf-8")
+            written.append(directory / name)
+        lines = [
+            "#!/usr/bin/env bash",
+            f"# {plan.model} on {plan.num_gpus} x {plan.hardware}: {plan.replicas} "
+            f"replica(s) of tp={plan.config['tp']} pp={plan.config['pp']}; "
+            f"{engine} {section.get('engine_version', '')}",
+            f"# written by rooftune {plan.provenance.rooftune_version} from plan.json "
+            f"(study {plan.provenance.study_name}, trial {plan.provenance.trial})",
+        ]
+        lines += [f"# note: {note}" for note in section.get("notes", [])]
+        lines += ["set -euo pipefail", 'cd "$(dirname "$0")"']
+        replicas = section.get("replicas") or [section["launch"]]
+        if len(replicas) == 1:
+            lines.append(replicas[0])
+        else:
+            lines += [f"{line} &" for line in replicas] + ["wait"]
+        script = directory / f"{engine}.sh"
+        script.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        script.chmod(0o755)
+        written.append(script)
+    return written
+
+
+def write_study_dir(
+    *,
+    out_dir: Path,
+    plan: DeploymentPlan,
+    figures: dict[str, bytes] | None,
+    html_text: str | None,
+    md_text: str | None,
+) -> list[Path]:
+    """Write every output through a staging folder; ``plan.json`` is renamed in last."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=out_dir))
+    try:
+        files = write_engine_files(staging, plan)
+        if figures:
+            (staging / "plots").mkdir()
+            for name, png in figures.items():
+                (staging / "plots" / f"{name}.png").write_bytes(png)
+                files.append(staging / "plots" / f"{name}.png")
+        for name, text in (("report.html", html_text), ("report.md", md_text)):
+            if text is not None:
+                (staging / name).write_text(text, encoding="utf-8")
+                files.append(staging / name)
+        write_json_atomic(staging / "plan.json", plan.model_dump(mode="json"))
+        final = []
+        for path in [*files, staging / "plan.json"]:
+            target = out_dir / path.relative_to(staging)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(path, target)
+            final.append(target)
+        return final
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, astuple, dataclass, field
 from typing import Any
 
 from simulator.errors import ConfigError
@@ -141,8 +141,7 @@ class Point:
     @property
     def replica_key(self) -> tuple:
         """The knobs the step model sees (replicas and speculation only matter under traffic)."""
-        return (self.hardware, self.tp, self.pp, self.ep, self.weights, self.kv,
-                self.max_num_seqs, self.chunked_prefill, self.max_num_batched_tokens)
+        return astuple(self)[:4] + astuple(self)[5:10]
 
     @property
     def risk(self) -> str:
@@ -152,9 +151,11 @@ class Point:
     def label(self) -> str:
         spec = "" if self.spec_method == "none" else f" spec={self.spec_method}x{self.spec_tokens}"
         chunk = f"chunk={self.max_num_batched_tokens}" if self.chunked_prefill else "no-chunk"
-        return (f"{self.replicas}x(tp{self.tp} pp{self.pp}{f' ep{self.ep}' if self.ep > 1 else ''})"
-                f" {self.hardware} w={self.weights} kv={self.kv} seqs={self.max_num_seqs}"
-                f" {chunk}{spec}")
+        return (
+            f"{self.replicas}x(tp{self.tp} pp{self.pp}{f' ep{self.ep}' if self.ep > 1 else ''})"
+            f" {self.hardware} w={self.weights} kv={self.kv} seqs={self.max_num_seqs}"
+            f" {chunk}{spec}"
+        )
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -182,9 +183,17 @@ class SearchSpace:
     spec_acceptance: dict[str, float] = field(default_factory=lambda: dict(SPEC_METHODS))
 
     @classmethod
-    def build(cls, *, model: ModelSpec, hardware: Sequence[HardwareSpec], gpus: int,
-              max_model_len: int, allow_quant: str = DEFAULT_ALLOW_QUANT,
-              speculative: bool = True, small: bool = False) -> SearchSpace:
+    def build(
+        cls,
+        *,
+        model: ModelSpec,
+        hardware: Sequence[HardwareSpec],
+        gpus: int,
+        max_model_len: int,
+        allow_quant: str = DEFAULT_ALLOW_QUANT,
+        speculative: bool = True,
+        small: bool = False,
+    ) -> SearchSpace:
         """The full space for ``gpus`` GPUs (``small=True``: a few hundred points, enumerable)."""
         if gpus < 1:
             raise ConfigError(f"--gpus must be at least 1 (got {gpus})")
@@ -206,10 +215,22 @@ class SearchSpace:
             methods = tuple(m for m in methods if m != "draft")
         if model.name not in EAGLE_HEADS:
             methods = tuple(m for m in methods if m != "eagle")
-        return cls(model=model, hardware=tuple(hardware), gpus=gpus, max_model_len=max_model_len,
-                   tp=tp, pp=pp, ep=ep, weights=weights, kv=kv, max_num_seqs=seqs,
-                   max_num_batched_tokens=tokens, chunked_prefill=(True, False),
-                   spec_methods=methods, spec_tokens=spec_tokens)
+        return cls(
+            model=model,
+            hardware=tuple(hardware),
+            gpus=gpus,
+            max_model_len=max_model_len,
+            tp=tp,
+            pp=pp,
+            ep=ep,
+            weights=weights,
+            kv=kv,
+            max_num_seqs=seqs,
+            max_num_batched_tokens=tokens,
+            chunked_prefill=(True, False),
+            spec_methods=methods,
+            spec_tokens=spec_tokens,
+        )
 
     # --- the knobs one trial asks for ----------------------------------------------------------
 
@@ -230,24 +251,27 @@ class SearchSpace:
 
     def suggest(self, trial: Any) -> Point:
         """Ask ``trial`` for one point, conditional knobs only where they apply."""
-        hardware = self._categorical(trial, "hardware", self.hardware_names)
-        tp = self._categorical(trial, "tp", self.tp)
-        pp = self._categorical(trial, "pp", self.pp)
-        ep = self._categorical(trial, "ep", self.ep) if self.model.is_moe else 1
+        ask = self._categorical
+        knobs: dict[str, Any] = {"hardware": ask(trial, "hardware", self.hardware_names)}
+        knobs["tp"] = tp = ask(trial, "tp", self.tp)
+        knobs["pp"] = pp = ask(trial, "pp", self.pp)
+        knobs["ep"] = ask(trial, "ep", self.ep) if self.model.is_moe else 1
         most = self.max_replicas(tp, pp)
-        replicas = trial.suggest_int("replicas", 1, most) if most > 1 else 1
-        weights = self._categorical(trial, "weights", self.weights)
-        kv = self._categorical(trial, "kv", self.kv)
-        seqs = self._categorical(trial, "max_num_seqs", self.max_num_seqs)
-        chunked = self._categorical(trial, "chunked_prefill", self.chunked_prefill)
-        tokens = (self._categorical(trial, "max_num_batched_tokens", self.max_num_batched_tokens)
-                  if chunked else self.unchunked_tokens)
-        method = self._categorical(trial, "spec_method", self.spec_methods)
-        spec_tokens = (self._categorical(trial, "spec_tokens", self.spec_tokens)
-                       if method != "none" else 0)
-        return Point(hardware=hardware, tp=tp, pp=pp, ep=ep, replicas=replicas, weights=weights,
-                     kv=kv, max_num_seqs=seqs, chunked_prefill=chunked,
-                     max_num_batched_tokens=tokens, spec_method=method, spec_tokens=spec_tokens)
+        # Log scale: at a fixed offered load the interesting counts are the small ones.
+        knobs["replicas"] = trial.suggest_int("replicas", 1, most, log=True) if most > 1 else 1
+        knobs["weights"] = ask(trial, "weights", self.weights)
+        knobs["kv"] = ask(trial, "kv", self.kv)
+        knobs["max_num_seqs"] = ask(trial, "max_num_seqs", self.max_num_seqs)
+        knobs["chunked_prefill"] = chunked = ask(trial, "chunked_prefill", self.chunked_prefill)
+        tokens = self.max_num_batched_tokens
+        knobs["max_num_batched_tokens"] = (
+            ask(trial, "max_num_batched_tokens", tokens) if chunked else self.unchunked_tokens
+        )
+        knobs["spec_method"] = method = ask(trial, "spec_method", self.spec_methods)
+        knobs["spec_tokens"] = (
+            ask(trial, "spec_tokens", self.spec_tokens) if method != "none" else 0
+        )
+        return Point(**knobs)
 
     @staticmethod
     def _categorical(trial: Any, name: str, choices: tuple) -> Any:
@@ -255,42 +279,38 @@ class SearchSpace:
         return choices[0] if len(choices) == 1 else trial.suggest_categorical(name, choices)
 
     def params(self, point: Point) -> dict[str, Any]:
-        """The trial parameters that reproduce ``point`` (for ``enqueue_trial``)."""
-        out: dict[str, Any] = {}
-        for name, choices in (("hardware", self.hardware_names), ("tp", self.tp),
-                              ("pp", self.pp), ("ep", self.ep if self.model.is_moe else (1,))):
-            if len(choices) > 1:
-                out[name] = getattr(point, name)
-        if self.max_replicas(point.tp, point.pp) > 1:
-            out["replicas"] = point.replicas
-        for name, choices in (("weights", self.weights), ("kv", self.kv),
-                              ("max_num_seqs", self.max_num_seqs),
-                              ("chunked_prefill", self.chunked_prefill)):
-            if len(choices) > 1:
-                out[name] = getattr(point, name)
-        if point.chunked_prefill and len(self.max_num_batched_tokens) > 1:
-            out["max_num_batched_tokens"] = point.max_num_batched_tokens
-        if len(self.spec_methods) > 1:
-            out["spec_method"] = point.spec_method
-        if point.spec_method != "none" and len(self.spec_tokens) > 1:
-            out["spec_tokens"] = point.spec_tokens
-        return out
+        """The trial parameters that reproduce ``point`` (for ``enqueue_trial``): replay
+        ``suggest`` against the point, so the two can never disagree."""
+        replay = _Replay(point)
+        self.suggest(replay)
+        return replay.asked
 
     # --- enumeration ---------------------------------------------------------------------------
 
     def replica_keys(self) -> Iterator[tuple]:
         """Every distinct step-model configuration (see ``Point.replica_key``)."""
-        batching = [(c, t) for c in self.chunked_prefill
-                    for t in (self.max_num_batched_tokens if c else (self.unchunked_tokens,))]
+        batching = [
+            (c, t)
+            for c in self.chunked_prefill
+            for t in (self.max_num_batched_tokens if c else (self.unchunked_tokens,))
+        ]
         for hw, tp, pp, ep, w, kv, seqs, (chunked, tokens) in itertools.product(
-                self.hardware_names, self.tp, self.pp, self.ep, self.weights, self.kv,
-                self.max_num_seqs, batching):
+            self.hardware_names,
+            self.tp,
+            self.pp,
+            self.ep,
+            self.weights,
+            self.kv,
+            self.max_num_seqs,
+            batching,
+        ):
             if tp * pp <= self.gpus:
                 yield (hw, tp, pp, ep, w, kv, seqs, chunked, tokens)
 
     def spec_options(self) -> list[tuple[str, int]]:
-        return [("none", 0)] + [(m, g) for m in self.spec_methods if m != "none"
-                                for g in self.spec_tokens]
+        return [("none", 0)] + [
+            (m, g) for m in self.spec_methods if m != "none" for g in self.spec_tokens
+        ]
 
     def points(self) -> Iterator[Point]:
         """The whole space, one point at a time (exhaustive mode; keep the space small)."""
@@ -298,10 +318,20 @@ class SearchSpace:
             hw, tp, pp, ep, w, kv, seqs, chunked, tokens = key
             for replicas in range(1, self.max_replicas(tp, pp) + 1):
                 for method, g in self.spec_options():
-                    yield Point(hardware=hw, tp=tp, pp=pp, ep=ep, replicas=replicas, weights=w,
-                                kv=kv, max_num_seqs=seqs, chunked_prefill=chunked,
-                                max_num_batched_tokens=tokens, spec_method=method,
-                                spec_tokens=g)
+                    yield Point(
+                        hardware=hw,
+                        tp=tp,
+                        pp=pp,
+                        ep=ep,
+                        replicas=replicas,
+                        weights=w,
+                        kv=kv,
+                        max_num_seqs=seqs,
+                        chunked_prefill=chunked,
+                        max_num_batched_tokens=tokens,
+                        spec_method=method,
+                        spec_tokens=g,
+                    )
 
     def size(self) -> int:
         per_key = len(self.spec_options())
@@ -313,34 +343,54 @@ class SearchSpace:
         if point.spec_method == "none":
             return None
         return SpeculativeConfig(
-            method=point.spec_method, num_speculative_tokens=point.spec_tokens,
+            method=point.spec_method,
+            num_speculative_tokens=point.spec_tokens,
             acceptance_rate=self.spec_acceptance[point.spec_method],
-            draft_model={"draft": SPEC_DRAFT_MODEL,
-                         "eagle": EAGLE_HEADS.get(self.model.name)}.get(point.spec_method))
+            draft_model={"draft": SPEC_DRAFT_MODEL, "eagle": EAGLE_HEADS.get(self.model.name)}.get(
+                point.spec_method
+            ),
+        )
 
     def to_config(self, point: Point) -> DeploymentConfig:
         scheme = WEIGHT_SCHEMES[point.weights]
         return DeploymentConfig(
-            tp=point.tp, pp=point.pp, dp=point.replicas, ep=point.ep,
-            weight_dtype=scheme.weight_dtype, activation_dtype=scheme.activation_dtype,
-            kv_dtype=point.kv, max_num_seqs=point.max_num_seqs,
+            tp=point.tp,
+            pp=point.pp,
+            dp=point.replicas,
+            ep=point.ep,
+            weight_dtype=scheme.weight_dtype,
+            activation_dtype=scheme.activation_dtype,
+            kv_dtype=point.kv,
+            max_num_seqs=point.max_num_seqs,
             max_num_batched_tokens=point.max_num_batched_tokens,
             enable_chunked_prefill=point.chunked_prefill,
             speculative=self.speculative(point),
             gpu_memory_utilization=self.gpu_memory_utilization,
-            max_model_len=self.max_model_len)
+            max_model_len=self.max_model_len,
+        )
 
     def describe(self) -> dict[str, Any]:
         """The space as JSON-able data (stored with the study and in the plan)."""
-        return {
-            "model": self.model.name, "hardware": list(self.hardware_names), "gpus": self.gpus,
-            "max_model_len": self.max_model_len, "tp": list(self.tp), "pp": list(self.pp),
-            "ep": list(self.ep), "weights": list(self.weights), "kv": list(self.kv),
-            "max_num_seqs": list(self.max_num_seqs),
-            "max_num_batched_tokens": list(self.max_num_batched_tokens),
-            "chunked_prefill": list(self.chunked_prefill),
-            "spec_methods": list(self.spec_methods), "spec_tokens": list(self.spec_tokens),
-            "spec_acceptance": {m: a for m, a in self.spec_acceptance.items()
-                                if m in self.spec_methods},
-            "gpu_memory_utilization": self.gpu_memory_utilization, "size": self.size(),
-        }
+        knobs = ("tp", "pp", "ep", "weights", "kv", "max_num_seqs", "max_num_batched_tokens",
+                 "chunked_prefill", "spec_methods", "spec_tokens")  # fmt: skip
+        acceptance = {m: a for m, a in self.spec_acceptance.items() if m in self.spec_methods}
+        return {"model": self.model.name, "hardware": list(self.hardware_names),
+                "gpus": self.gpus, "max_model_len": self.max_model_len,
+                **{name: list(getattr(self, name)) for name in knobs},
+                "spec_acceptance": acceptance, "size": self.size(),
+                "gpu_memory_utilization": self.gpu_memory_utilization}  # fmt: skip
+
+
+class _Replay:
+    """A stand-in trial that answers every question with ``point``'s value and records it."""
+
+    def __init__(self, point: Point) -> None:
+        self.point = point
+        self.asked: dict[str, Any] = {}
+
+    def suggest_categorical(self, name: str, choices: tuple) -> Any:
+        self.asked[name] = getattr(self.point, name)
+        return self.asked[name]
+
+    def suggest_int(self, name: str, low: int, high: int, log: bool = False) -> int:
+        return self.suggest_categorical(name, ())

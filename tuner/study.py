@@ -43,7 +43,7 @@ __all__ = [
     "run_trials",
     "worker_id",
     "count_states",
-    "seed_baselines",
+    "driver_url",
 ]
 
 SPEC_ATTR = "rooftune_spec"  # study user attr: everything a worker needs to rebuild the search
@@ -66,8 +66,25 @@ def redact(url: str | None) -> str:
     return url
 
 
-def open_storage(url: str | None, *, study_dir: Path | None = None, heartbeat_s: int = 10,
-                 grace_s: int | None = None, max_retry: int = 3) -> Any:
+def driver_url(url: str) -> str:
+    """``postgresql://`` with the driver that is installed: SQLAlchemy 2.1 means psycopg 3 by
+    it, while rooftune depends on psycopg2 (``psycopg2-binary``)."""
+    if url.startswith("postgresql://"):
+        import importlib.util
+
+        if importlib.util.find_spec("psycopg") is None:
+            return "postgresql+psycopg2://" + url[len("postgresql://") :]
+    return url
+
+
+def open_storage(
+    url: str | None,
+    *,
+    study_dir: Path | None = None,
+    heartbeat_s: int = 10,
+    grace_s: int | None = None,
+    max_retry: int = 3,
+) -> Any:
     """The Optuna storage for ``url`` (None: the journal file in ``study_dir``)."""
     import optuna
     from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
@@ -81,19 +98,25 @@ def open_storage(url: str | None, *, study_dir: Path | None = None, heartbeat_s:
         return JournalStorage(JournalFileBackend(str(path), lock_obj=lock))
     scheme = urlsplit(url).scheme
     if scheme not in ("postgresql", "postgresql+psycopg2", "sqlite", "mysql+pymysql"):
-        raise ConfigError(f"--storage {redact(url)}: expected postgresql://..., sqlite:///... or "
-                          "a .journal file path")
+        raise ConfigError(
+            f"--storage {redact(url)}: expected postgresql://..., sqlite:///... or "
+            "a .journal file path"
+        )
     kwargs: dict[str, Any] = {}
     if scheme.startswith("postgresql"):
-        kwargs["engine_kwargs"] = {"connect_args": {"connect_timeout": 5},
-                                   "pool_pre_ping": True}
+        kwargs["engine_kwargs"] = {"connect_args": {"connect_timeout": 5}, "pool_pre_ping": True}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         try:
             return RDBStorage(
-                url, heartbeat_interval=heartbeat_s, grace_period=grace_s or 3 * heartbeat_s,
+                driver_url(url),
+                heartbeat_interval=heartbeat_s,
+                grace_period=grace_s or 3 * heartbeat_s,
                 heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(
-                    max_retry=max_retry), **kwargs)
+                    max_retry=max_retry
+                ),
+                **kwargs,
+            )
         except Exception as error:  # sqlalchemy / driver errors vary by backend
             reason = str(getattr(error, "orig", None) or error).strip().splitlines()
             text = reason[0] if reason else type(error).__name__
@@ -108,8 +131,9 @@ def make_sampler(kind: str, *, seed: int | None, exhaustive: bool = False) -> An
         if exhaustive:
             return optuna.samplers.BruteForceSampler(seed=seed)
         if kind == "tpe":
-            return optuna.samplers.TPESampler(multivariate=True, group=True, constant_liar=True,
-                                              n_startup_trials=8, seed=seed)
+            return optuna.samplers.TPESampler(
+                multivariate=True, group=True, constant_liar=True, n_startup_trials=8, seed=seed
+            )
         if kind == "nsga2":
             return optuna.samplers.NSGAIISampler(population_size=24, seed=seed)
         if kind == "random":
@@ -117,32 +141,67 @@ def make_sampler(kind: str, *, seed: int | None, exhaustive: bool = False) -> An
     raise ConfigError(f"unknown sampler {kind!r}; known: {', '.join(SAMPLERS)}")
 
 
-def create_study(*, storage: Any, name: str, directions: Sequence[str],
-                 metric_names: Sequence[str], sampler: Any, spec: dict[str, Any]) -> Any:
+def create_study(
+    *,
+    storage: Any,
+    name: str,
+    directions: Sequence[str],
+    metric_names: Sequence[str],
+    sampler: Any,
+    spec: dict[str, Any],
+) -> Any:
     """Create the study, or resume it when it exists with the same search ``spec``."""
     import optuna
 
     try:
-        study = optuna.create_study(storage=storage, study_name=name, sampler=sampler,
-                                    directions=list(directions), load_if_exists=True)
+        study = optuna.create_study(
+            storage=storage,
+            study_name=name,
+            sampler=sampler,
+            directions=[str(d) for d in directions],  # type: ignore[misc]
+            load_if_exists=True,
+        )
     except ValueError as error:
         raise StorageError(f"study {name!r}: {error}") from None
     stored = study.user_attrs.get(SPEC_ATTR)
     if stored is None:
         study.set_user_attr(SPEC_ATTR, spec)
-        study.set_metric_names(list(metric_names))
-    elif _search_part(stored) != _search_part(spec):
-        changed = sorted(k for k in set(stored) | set(spec)
-                         if k in _SEARCH_KEYS and stored.get(k) != spec.get(k))
-        raise StorageError(f"study {name!r} already holds a different search (differs in "
-                           f"{', '.join(changed)}); pick another --study or directory")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names(list(metric_names))
+    elif _search_part(stored) == _search_part(spec):
+        if stored != spec:  # same search, new budget or outputs: workers read the new one
+            study.set_user_attr(SPEC_ATTR, spec)
+    else:
+        changed = sorted(
+            k
+            for k in set(stored) | set(spec)
+            if k in _SEARCH_KEYS and stored.get(k) != spec.get(k)
+        )
+        raise StorageError(
+            f"study {name!r} already holds a different search (differs in "
+            f"{', '.join(changed)}); pick another --study or directory"
+        )
     return study
 
 
 # What must match to resume a study (the trial budget and output options may change).
-_SEARCH_KEYS = ("model", "hardware", "gpus", "workload", "rate", "requests", "seed", "slos",
-                "allow_quant", "speculative", "small", "objective", "max_model_len",
-                "calibration")
+_SEARCH_KEYS = (
+    "model",
+    "hardware",
+    "gpus",
+    "workload",
+    "rate",
+    "requests",
+    "seed",
+    "slos",
+    "allow_quant",
+    "speculative",
+    "small",
+    "objective",
+    "max_model_len",
+    "calibration",
+)
 
 
 def _search_part(spec: dict[str, Any]) -> dict[str, Any]:
@@ -201,15 +260,23 @@ def recover_stale_trials(study: Any) -> int:
         if owner_host != host or not pid.isdigit() or _alive(int(pid)):
             continue
         study._storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL)
-        study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number},
-                            skip_if_exists=False)
+        study.enqueue_trial(
+            trial.params, user_attrs={"retry_of": trial.number}, skip_if_exists=False
+        )
         recovered += 1
     return recovered
 
 
-def run_trials(study: Any, objective: Callable[[Any], Any], *, budget: int,
-               timeout_s: float | None = None, on_progress: Callable[[int], None] | None = None,
-               poll_s: float = 0.5, max_own_trials: int | None = None) -> int:
+def run_trials(
+    study: Any,
+    objective: Callable[[Any], Any],
+    *,
+    budget: int,
+    timeout_s: float | None = None,
+    on_progress: Callable[[int], None] | None = None,
+    poll_s: float = 0.5,
+    max_own_trials: int | None = None,
+) -> int:
     """Run trials in this process until the study holds ``budget`` COMPLETE trials.
 
     Returns how many trials this process ran. When the rest of the budget is already running
@@ -253,42 +320,7 @@ def surplus(trial: Any, budget: int) -> bool:
     from optuna.trial import TrialState
 
     live = (TrialState.COMPLETE, TrialState.RUNNING, TrialState.WAITING)
-    ahead = sum(1 for t in trial.study.get_trials(deepcopy=False, states=live)
-                if t.number < trial.number)
+    ahead = sum(
+        1 for t in trial.study.get_trials(deepcopy=False, states=live) if t.number < trial.number
+    )
     return ahead >= budget
-
-
-def seed_baselines(study: Any, search: Any, *, limit: int) -> None:
-    """Known starting points: each GPU's smallest TP that fits with the engine's defaults, then
-    the best configurations by the step model's estimate."""
-    from tuner.space import Point
-
-    space, pruned = search.space, search.pruned
-    seen: set = set()
-    points = []
-    for hardware in space.hardware_names:
-        for seqs in (256, 128, 64, 32):
-            found = None
-            for tp in space.tp:
-                point = Point(hardware=hardware, tp=tp, pp=1, ep=1,
-                              replicas=space.max_replicas(tp, 1), weights=space.weights[0],
-                              kv=space.kv[0], max_num_seqs=seqs, chunked_prefill=True,
-                              max_num_batched_tokens=8192)
-                if (pruned.has(point) and seqs in space.max_num_seqs
-                        and 8192 in space.max_num_batched_tokens
-                        and pruned.status[pruned.index(point)] == 0):
-                    found = point
-                    break
-            if found:
-                points.append(found)
-                break
-    slo_tpot = next((s.target_s for s in search.slos if s.metric == "tpot"), None)
-    for index, replicas, _ in pruned.ranked(search.traffic, slo_tpot, limit):
-        hw, tp, pp, ep, w, kv, seqs, chunked, tokens = pruned.keys[index]
-        points.append(Point(hardware=hw, tp=tp, pp=pp, ep=ep, replicas=replicas, weights=w, kv=kv,
-                            max_num_seqs=seqs, chunked_prefill=chunked,
-                            max_num_batched_tokens=tokens))
-    for point in points:
-        if point not in seen:
-            seen.add(point)
-            study.enqueue_trial(space.params(point), user_attrs={"seeded": True})

@@ -90,3 +90,22 @@ def test_fp8_kv_cache_close_to_bf16(model):
     model(tokens[:, :8], torch.arange(8))
     step = model(tokens[:, 8:], torch.tensor([8]))
     assert _relative(step, full[:, 8:]) < FP8_TOLERANCE
+
+
+@needs_scaled_mm
+def test_fp8_model_static_scales_hand_over_fp8_between_kernels(model):
+    """With static per-tensor scales the norms and SwiGLU write FP8 for the next GEMM; the
+    result stays within the FP8 tolerance of the unquantized model, dynamic scaling too."""
+    tokens = torch.randint(0, model.spec.vocab_size, (2, 6))
+    model.to(torch.bfloat16)
+    ref = model(tokens)
+    quantize_model(model, weights="fp8", scaling="static", include_lm_head=True)
+    calibrate_static_scales(model, lambda: model(tokens))
+    assert model.layers[0].mlp.w_down.static_input_scale() is not None
+    static = model(tokens)
+    for layer in model.modules():
+        if isinstance(layer, Fp8Linear):
+            layer.scaling = "dynamic"
+    dynamic = model(tokens)
+    assert _relative(static, ref) < 2 * FP8_TOLERANCE
+    assert _relative(dynamic, ref) < 2 * FP8_TOLERANCE

@@ -163,3 +163,149 @@ def load_model_and_hardware(args: argparse.Namespace):
     model = get_model(args.model)
     hardware = load_hardware(args.hardware, calibration=not getattr(args, "no_calibration", False))
     return model, hardware
+
+
+# --- request-level simulation (tune predict --workload, tune capacity) ---------------------------
+
+
+def add_serving_args(parser: argparse.ArgumentParser) -> None:
+    """Flags of the serving simulation beside ``add_workload_args``: speculative decoding, the
+    data-parallel router, exports and the progress bar."""
+    group = parser.add_argument_group("serving simulation")
+    group.add_argument(
+        "--spec",
+        default=None,
+        metavar="METHOD:...",
+        help="speculative decoding: draft:MODEL:G:ACCEPT (e.g. "
+        "draft:llama-3.2-1b:4:0.7), eagle:G:ACCEPT or ngram:G:ACCEPT",
+    )
+    group.add_argument(
+        "--router",
+        default="least_outstanding",
+        choices=["least_outstanding", "round_robin"],
+        help="how requests are spread over --dp replicas",
+    )
+    group.add_argument(
+        "--timeline",
+        default=None,
+        metavar="PATH.csv",
+        help="write one row per request (arrival, first token, finish, ...)",
+    )
+    group.add_argument(
+        "--trace",
+        default=None,
+        metavar="PATH.json",
+        help="write a Chrome trace of the requests (chrome://tracing, Perfetto)",
+    )
+    group.add_argument(
+        "--progress",
+        action="store_true",
+        help="show a progress bar even when stderr is not a terminal",
+    )
+
+
+def parse_spec(text: str | None):
+    """``draft:llama-3.2-1b:4:0.7`` / ``eagle:4:0.7`` / ``ngram:3:0.6`` -> SpeculativeConfig
+    (G defaults to 3, ACCEPT to 0.7); bad text raises ConfigError."""
+    if not text:
+        return None
+    from pydantic import ValidationError
+
+    from simulator.errors import ConfigError
+    from simulator.specs import SpeculativeConfig
+
+    parts = [p.strip() for p in str(text).split(":")]
+    method, rest = parts[0].lower(), parts[1:]
+    values: dict[str, Any] = {"method": method}
+    if method == "draft":
+        if not rest or not rest[0]:
+            raise ConfigError("--spec draft needs a draft model: draft:MODEL[:G[:ACCEPT]]")
+        values["draft_model"], rest = rest[0], rest[1:]
+    elif method not in ("eagle", "ngram"):
+        raise ConfigError(f"--spec {text!r}: method must be draft, eagle or ngram")
+    if len(rest) > 2:
+        raise ConfigError(f"--spec {text!r}: expected METHOD[:MODEL]:G:ACCEPT")
+    try:
+        if rest:
+            values["num_speculative_tokens"] = int(rest[0])
+        if len(rest) > 1:
+            values["acceptance_rate"] = float(rest[1])
+        if values.get("draft_model"):
+            from simulator.models import get_model
+
+            get_model(values["draft_model"])  # unknown names fail here, in one line
+        return SpeculativeConfig(**values)
+    except ValueError as error:
+        if isinstance(error, ValidationError):
+            raise ConfigError(f"--spec {text!r}: {first_validation_message(error)}") from None
+        raise ConfigError(f"--spec {text!r}: {error}") from None
+
+
+def workload_from_args(args: argparse.Namespace):
+    """The ``Workload`` of ``--workload --rate --requests --seed --slo``."""
+    from simulator.workload import get_workload
+
+    return get_workload(
+        args.workload or "chat",
+        rate=args.rate,
+        num_requests=args.requests,
+        seed=args.seed,
+        slos=tuple(args.slo or ()),
+    )
+
+
+def serving_config_from_args(args: argparse.Namespace, workload):
+    """``config_from_args`` for a workload: ``max_model_len`` defaults to the longest request
+    (at least 8192), and a request past an explicit ``--max-model-len`` is a WorkloadError."""
+    from simulator.errors import WorkloadError
+    from simulator.workload import sample_requests
+
+    requests = sample_requests(workload, args.seed)
+    lengths = requests.prompt_tokens + requests.output_tokens
+    longest = int(lengths.max())
+    overrides: dict[str, Any] = {}
+    if args.max_model_len is None:
+        overrides["max_model_len"] = max(8192, longest)
+    elif longest > args.max_model_len:
+        i = int(lengths.argmax())
+        raise WorkloadError(
+            f"request {i} has {int(requests.prompt_tokens[i])} prompt + "
+            f"{int(requests.output_tokens[i])} output tokens = {longest}, past "
+            f"--max-model-len {args.max_model_len}"
+        )
+    spec = parse_spec(getattr(args, "spec", None))
+    if spec is not None:
+        overrides["speculative"] = spec
+    return config_from_args(args, **overrides)
+
+
+def add_step_shape_args(parser: argparse.ArgumentParser) -> None:
+    shape = parser.add_argument_group("step shape")
+    shape.add_argument("--batch", type=int, default=1, help="sequences per step (default 1)")
+    shape.add_argument("--prompt", type=int, default=1024, help="prefill tokens per sequence")
+    shape.add_argument(
+        "--context", type=int, default=1024, help="cached tokens at the decode step"
+    )
+
+
+def predict_from_args(args: argparse.Namespace):
+    """Step-level prediction for the shared flags: ``(prediction, hardware)``.
+
+    Without ``--max-model-len`` the engine is sized for the asked-for shape, so a question about
+    a 1k-token step is not refused because of a default 8k-token context window.
+    """
+    from simulator.errors import ConfigError
+    from simulator.predict import predict
+
+    for flag in ("batch", "prompt", "context"):
+        if getattr(args, flag) < 1:
+            raise ConfigError(f"--{flag} must be at least 1")
+    model, hardware = load_model_and_hardware(args)
+    overrides = {}
+    if args.max_model_len is None:
+        overrides["max_model_len"] = max(args.prompt, args.context + 1, 16)
+    config = config_from_args(args, **overrides)
+    prediction = predict(
+        model, hardware, config, batch=args.batch, prompt=args.prompt, context=args.context
+    )
+    return prediction, hardware

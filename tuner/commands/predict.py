@@ -20,6 +20,7 @@ def add_parser(subparsers) -> None:
     common.add_deployment_args(parser)
     common.add_step_shape_args(parser)
     common.add_workload_args(parser)
+    common.add_serving_args(parser)
     common.add_json_arg(parser)
     parser.set_defaults(run=run)
 

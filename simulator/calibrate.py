@@ -1,0 +1,296 @@
+"""Fit efficiency from GPU measurements, and measure how well the calibrated model predicts.
+
+``executor.bench`` writes what it measured as plain JSON (``micro.json``: HBM bandwidth, GEMM
+time vs tokens, attention, per-kernel costs; ``tp<N>.json``: all-reduce time vs size and model
+steps at TP = N). This module turns those numbers into an ``Efficiency`` (numpy only, no torch):
+
+- ``hbm``: streaming read bandwidth / the datasheet HBM bandwidth.
+- ``gemm_efficiency`` at each measured M: the median over the model's layer shapes (TP 1) of
+  achieved bf16 FLOP/s / datasheet bf16 peak. Small M is memory bound; there the "efficiency" is
+  what makes the compute term equal the measured time, which keeps t = max(compute, memory)
+  exact at the measured points.
+- ``low_precision_gemm_factor``: fp8 efficiency (vs the fp8 peak) over bf16 efficiency (vs the
+  bf16 peak), median over M >= 256 where both are compute bound.
+- ``attention_efficiency`` at each measured sequence length: causal flash prefill FLOP/s / bf16
+  peak. ``decode_attention_hbm``: decode attention bytes/s / (HBM x ``hbm``), median.
+- ``kernel_launch_s`` / ``kernel_graph_s``: per-kernel time eager and inside a CUDA graph.
+- ``link``: the largest all-reduce's bus bandwidth / the scale-up link bandwidth, and the
+  collective latency from the TP decode steps: the time a TP step spends beyond 1/TP of the TP=1
+  step, per all-reduce (two per layer), as it runs inside the step's CUDA graph.
+
+``fidelity_table`` joins predictions with measurements on (phase, weights, tp, batch, prompt,
+context) and reports the relative error of each point and the median absolute relative error.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from simulator.specs import Efficiency, HardwareSpec
+
+__all__ = [
+    "load_bench",
+    "fit_efficiency",
+    "FidelityRow",
+    "FidelityTable",
+    "fidelity_table",
+    "format_fidelity",
+]
+
+MIN_ATTENTION_SEQ = 512
+
+
+def load_bench(path: str | Path) -> dict[str, Any]:
+    """One JSON document written by ``executor.bench``."""
+    return json.loads(Path(path).read_text())
+
+
+def _median(values: list[float]) -> float:
+    return float(np.median(np.asarray(values, dtype=float)))
+
+
+def _clamp(value: float) -> float:
+    return float(np.clip(value, 1e-4, 1.0))
+
+
+def _gemm_curve(records: list[dict], peak: float, dtype: str) -> tuple[np.ndarray, np.ndarray]:
+    # Per (shape, M) the kernel the executor uses: the faster of cuBLAS and the one-token GEMV.
+    best: dict[tuple, dict] = {}
+    for r in records:
+        if r["dtype"] != dtype or r.get("tp", 1) != 1:
+            continue
+        key = (r["name"], r["m"])
+        if key not in best or r["time_s"] < best[key]["time_s"]:
+            best[key] = r
+    rows = list(best.values())
+    tokens = np.array(sorted({r["m"] for r in rows}), dtype=float)
+    efficiency = np.array(
+        [_median([r["flops_per_s"] / peak for r in rows if r["m"] == m]) for m in tokens]
+    )
+    return tokens, efficiency
+
+
+def _monotone(values: np.ndarray) -> np.ndarray:
+    # Efficiency should not fall as a kernel gets more work; measured dips (a tile-size cliff
+    # at one M) are noise for a planning model, so keep the running maximum.
+    return np.maximum.accumulate(values)
+
+
+def fit_efficiency(
+    micro: dict[str, Any],
+    hardware: HardwareSpec,
+    *,
+    base: Efficiency | None = None,
+    tp_runs: list[dict[str, Any]] | None = None,
+    single_gpu_points: list[dict[str, Any]] | None = None,
+    num_layers: int | None = None,
+    source: str = "measured by tune calibrate",
+) -> Efficiency:
+    """Efficiency fitted from ``micro`` (``micro.json['results']``) on ``hardware``.
+
+    ``tp_runs`` (``tp<N>.json['results']`` documents) add the collective fields; their latency
+    needs the TP=1 decode steps (``single_gpu_points``) of the same GPU and ``num_layers``.
+    Fields with no measurement keep ``base`` (the profile's current efficiency).
+    """
+    base = base or hardware.efficiency
+    fields: dict[str, Any] = {}
+    sources: dict[str, str] = dict(base.sources)
+
+    hbm = micro.get("hbm")
+    if hbm:
+        fields["hbm"] = _clamp(hbm["read_bytes_per_s"] / hardware.hbm_bytes_per_s)
+        sources["hbm"] = "measured: torch.sum over a 4 GB bf16 tensor"
+
+    gemm = micro.get("gemm") or []
+    if gemm:
+        peak_bf16 = hardware.peak("bf16")
+        tokens, bf16 = _gemm_curve(gemm, peak_bf16, "bf16")
+        fields["gemm_tokens"] = tuple(float(t) for t in tokens)
+        fields["gemm_efficiency"] = tuple(_clamp(e) for e in _monotone(bf16))
+        sources["gemm"] = "measured: cuBLAS bf16 GEMMs of the model's layer shapes, graph-timed"
+        if hardware.has_dtype("fp8") and "fp8" in hardware.peak_flops_per_s:
+            fp8_tokens, fp8 = _gemm_curve(gemm, hardware.peak("fp8"), "fp8")
+            if fp8_tokens.size:
+                common = [i for i, t in enumerate(tokens) if t >= 256 and t in fp8_tokens]
+                ratios = [
+                    fp8[list(fp8_tokens).index(tokens[i])] / bf16[i] for i in common if bf16[i]
+                ]
+                if ratios:
+                    fields["low_precision_gemm_factor"] = _clamp(_median(ratios))
+                    sources["low_precision_gemm"] = "measured: torch._scaled_mm fp8 vs bf16"
+
+    # Batch-1 flash attention below ~512 tokens runs one block per head (32 blocks on 132 SMs)
+    # and measures occupancy, not efficiency; the cost model also reuses the first knot for the
+    # compute side of decode attention, so the curve starts where the GPU is full.
+    prefill = [r for r in micro.get("attention_prefill") or [] if r["seq"] >= MIN_ATTENTION_SEQ]
+    if prefill:
+        seqs = sorted({r["seq"] for r in prefill})
+        values = [
+            _median([r["flops_per_s"] / hardware.peak("bf16") for r in prefill if r["seq"] == s])
+            for s in seqs
+        ]
+        fields["attention_seq"] = tuple(float(s) for s in seqs)
+        fields["attention_efficiency"] = tuple(_clamp(v) for v in _monotone(np.array(values)))
+        sources["attention"] = "measured: SDPA flash, causal, GQA, batch 1"
+
+    decode = micro.get("attention_decode") or []
+    if decode:
+        hbm_eff = fields.get("hbm", base.hbm)
+        fields["decode_attention_hbm"] = _clamp(
+            _median([r["bytes_per_s"] for r in decode]) / (hardware.hbm_bytes_per_s * hbm_eff)
+        )
+        sources["decode_attention"] = "measured: SDPA flash over the valid KV, median of B x C"
+
+    overhead = micro.get("kernel_overhead")
+    if overhead:
+        fields["kernel_launch_s"] = float(overhead["eager_per_kernel_s"])
+        fields["kernel_graph_s"] = float(overhead["graph_per_kernel_s"])
+        sources["kernels"] = "measured: 200 tiny kernels, eager vs one CUDA graph"
+
+    if tp_runs:
+        fields.update(_fit_collectives(tp_runs, hardware, single_gpu_points, num_layers, sources))
+
+    fields["sources"] = sources
+    fields["source"] = source
+    return base.model_copy(update=fields)
+
+
+def _fit_collectives(
+    tp_runs: list[dict[str, Any]],
+    hardware: HardwareSpec,
+    single_gpu_points: list[dict[str, Any]] | None,
+    num_layers: int | None,
+    sources: dict[str, str],
+) -> dict[str, float]:
+    fields: dict[str, float] = {}
+    allreduce = [r for run in tp_runs for r in run.get("allreduce", [])]
+    if allreduce:
+        largest = max(r["bytes"] for r in allreduce)
+        bus = max(r["bus_bytes_per_s"] for r in allreduce if r["bytes"] == largest)
+        fields["link"] = _clamp(bus / hardware.scale_up_bytes_per_s)
+        sources["link"] = "measured: NCCL all-reduce bus bandwidth at the largest message"
+    if not (single_gpu_points and num_layers):
+        return fields
+    base = {
+        (r["weights"], r["batch"], r["context"]): r["time_s"]
+        for r in single_gpu_points
+        if r.get("fits") and r["phase"] == "decode" and r["tp"] == 1
+        and r.get("cuda_graphs", True) and r.get("kv_dtype", "bf16") == "bf16"
+    }
+    per_world: dict[int, list[float]] = {}
+    for run in tp_runs:
+        for r in run.get("model", []):
+            key = (r["weights"], r["batch"], r["context"])
+            if not r.get("fits") or r["phase"] != "decode" or r["batch"] != 1 or key not in base:
+                continue
+            extra = r["time_s"] - base[key] / r["tp"]
+            per_world.setdefault(r["tp"], []).append(extra / (2 * num_layers))
+    if per_world:
+        worlds = sorted(per_world)
+        latency = np.array([max(_median(per_world[w]), 0.0) for w in worlds])
+        if len(worlds) >= 2:
+            slope, intercept = np.polyfit(np.array(worlds, dtype=float) - 1, latency, 1)
+            fields["collective_latency_per_rank_s"] = float(max(slope, 0.0))
+            fields["collective_latency_s"] = float(max(intercept, 0.0))
+        else:
+            fields["collective_latency_s"] = float(latency[0])
+        sources["collective_latency"] = (
+            "measured: TP decode step time beyond 1/TP of the TP=1 step, per all-reduce "
+            "(in-graph NCCL, batch 1)"
+        )
+    return fields
+
+
+@dataclass(frozen=True)
+class FidelityRow:
+    phase: str
+    weights: str
+    tp: int
+    batch: int
+    prompt: int | None
+    context: int | None
+    predicted_s: float
+    measured_s: float
+
+    @property
+    def relative_error(self) -> float:
+        return (self.predicted_s - self.measured_s) / self.measured_s
+
+
+@dataclass
+class FidelityTable:
+    hardware: str
+    rows: list[FidelityRow] = field(default_factory=list)
+    infeasible: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def errors(self) -> np.ndarray:
+        return np.array([row.relative_error for row in self.rows], dtype=float)
+
+    @property
+    def median_abs_error(self) -> float:
+        return float(np.median(np.abs(self.errors))) if self.rows else float("nan")
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "hardware": self.hardware,
+            "median_abs_relative_error": self.median_abs_error,
+            "points": len(self.rows),
+            "rows": [{**row.__dict__, "relative_error": row.relative_error} for row in self.rows],
+            "infeasible": self.infeasible,
+        }
+
+
+def fidelity_table(
+    measured: list[dict[str, Any]], predict_step: Any, *, hardware: str
+) -> FidelityTable:
+    """Join measured step times with ``predict_step(record) -> seconds | None``.
+
+    ``record`` is one measured point (phase, weights, tp, batch, prompt, context); the callable
+    returns the predicted prefill time or decode step time (None: not predictable, skipped).
+    Points measured as out of memory are listed apart.
+    """
+    table = FidelityTable(hardware=hardware)
+    for record in measured:
+        if not record.get("fits"):
+            table.infeasible.append(
+                {k: record.get(k) for k in ("phase", "weights", "tp", "batch", "prompt",
+                                            "context", "reason")}
+            )
+            continue
+        predicted = predict_step(record)
+        if predicted is None or not np.isfinite(predicted):
+            continue
+        table.rows.append(
+            FidelityRow(
+                phase=record["phase"], weights=record["weights"], tp=int(record["tp"]),
+                batch=int(record["batch"]), prompt=record.get("prompt"),
+                context=record.get("context"), predicted_s=float(predicted),
+                measured_s=float(record["time_s"]),
+            )
+        )
+    return table
+
+
+def format_fidelity(table: FidelityTable) -> str:
+    """A Markdown table: one row per point, then the median absolute error."""
+    lines = [
+        f"Fidelity on {table.hardware}: predicted vs measured step time",
+        "",
+        "| phase | weights | tp | batch | prompt | context | predicted ms | measured ms | error |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in table.rows:
+        lines.append(
+            f"| {row.phase} | {row.weights} | {row.tp} | {row.batch} | {row.prompt or ''} | "
+            f"{row.context or ''} | {row.predicted_s * 1e3:.3f} | {row.measured_s * 1e3:.3f} | "
+            f"{row.relative_error:+.1%} |"
+        )
+    lines += ["", f"Median absolute relative error: {table.median_abs_error:.1%} over "
+              f"{len(table.rows)} points; {len(table.infeasible)} points out of memory."]
+    return "\n".join(lines)

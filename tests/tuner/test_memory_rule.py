@@ -1,0 +1,55 @@
+"""No plan is memory-infeasible under the engine's budget rule.
+
+Every replica configuration that survives pruning must render for vLLM (the default engine)
+with a KV cache at least as large as the plan needs (``max_num_seqs`` mean requests, or one
+``max_model_len`` sequence), and within HBM. A plan is only ever built from survivors, and
+``render_engines`` refuses the chosen engine otherwise; this checks the two agree everywhere.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from simulator.hardware import load_hardware
+from simulator.models import get_model
+from simulator.predict import predict
+from tuner.engines import EngineInputs, kv_cache_bytes_given, total_bytes_used
+from tuner.plan import memory_plan, render_engines
+from tuner.prune import TrafficStats, prune
+from tuner.space import Point, SearchSpace
+
+CHAT = TrafficStats(mean_prompt=770, mean_output=260, median_prompt=540, rate=8.0)
+
+
+@pytest.mark.parametrize("model, gpu, gpus", [("llama-3.1-70b", "h100-sxm", 8),
+                                              ("llama-3.1-8b", "a100-sxm-80gb", 2)])  # fmt: skip
+def test_every_survivor_launches_under_each_engine_rule(model, gpu, gpus):
+    space = SearchSpace.build(model=get_model(model), hardware=[load_hardware(gpu)], gpus=gpus,
+                              max_model_len=8192, allow_quant="all")  # fmt: skip
+    result = prune(space, CHAT)
+    survivors = result.survivors()
+    rng = np.random.default_rng(0)
+    for i in rng.choice(survivors, size=min(40, survivors.size), replace=False):
+        hw, tp, pp, ep, w, kv, seqs, chunked, tokens = result.keys[i]
+        point = Point(hardware=hw, tp=tp, pp=pp, ep=ep, replicas=1, weights=w, kv=kv,
+                      max_num_seqs=seqs, chunked_prefill=chunked,
+                      max_num_batched_tokens=tokens)  # fmt: skip
+        config = space.to_config(point)
+        hardware = space.hardware_spec(hw)
+        memory = predict(space.model, hardware, config, batch=seqs, prompt=770, context=1030)
+        need = max(seqs * -(-CHAT.mean_length // 16) * 16, 8192)
+        plan_memory = memory_plan(memory=memory.memory, hbm_bytes=hardware.hbm_bytes,
+                                  gpu_memory_utilization=0.9, kv_tokens_needed=float(need))  # fmt: skip
+        sections = render_engines(config=config, model_id="m", memory=plan_memory,
+                                  chosen="vllm")  # fmt: skip
+        inputs = EngineInputs(config=config, model_id="m", hbm_bytes=hardware.hbm_bytes,
+                              weights_bytes=plan_memory.weights_bytes,
+                              activation_bytes=plan_memory.activation_bytes,
+                              reserved_bytes=plan_memory.reserved_bytes,
+                              kv_cache_bytes=plan_memory.kv_cache_bytes)  # fmt: skip
+        for engine, fraction in plan_memory.engine_fractions.items():
+            assert "error" not in sections[engine]
+            given = kv_cache_bytes_given(engine, inputs, fraction)
+            assert given >= need * plan_memory.kv_bytes_per_token, (engine, point)
+            assert total_bytes_used(engine, inputs, fraction) <= hardware.hbm_bytes

@@ -1,0 +1,63 @@
+"""Helpers the tuner tests share (imported by name; pytest puts this folder on sys.path)."""
+
+from __future__ import annotations
+
+import os
+
+PG_URL = os.environ.get("ROOFTUNE_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
+CHROMIUM = os.environ.get("ROOFTUNE_CHROMIUM", "/usr/bin/chromium")
+
+# A plan small enough to search in a few seconds: 8B on two H100s, enumerable space.
+SMALL_PLAN = [
+    "plan",
+    "--model",
+    "llama-3.1-8b",
+    "--hardware",
+    "h100-sxm",
+    "--gpus",
+    "2",
+    "--workload",
+    "chat",
+    "--requests",
+    "150",
+    "--slo",
+    "ttft_p99=2s",
+    "--slo",
+    "tpot_p99=50ms",
+    "--small-space",
+    "--quiet",
+]
+
+
+def small_spec(**overrides):
+    spec = {
+        "model": "llama-3.1-8b",
+        "hardware": ["h100-sxm"],
+        "gpus": 2,
+        "workload": "chat",
+        "rate": None,
+        "requests": 150,
+        "seed": 0,
+        "slos": ["ttft_p99=2s", "tpot_p99=50ms"],
+        "allow_quant": "bf16,fp8",
+        "speculative": True,
+        "small": True,
+        "objective": "goodput",
+        "max_model_len": None,
+        "calibration": True,
+        "trials": 12,
+        "sampler": "tpe",
+        "engine": "vllm",
+        "model_id": None,
+        "exhaustive": False,
+    }
+    spec.update(overrides)
+    return spec
+
+
+def run_cli(capsys, *argv):
+    from tuner.cli import main
+
+    code = main(list(argv))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
