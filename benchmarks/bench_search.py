@@ -7,6 +7,10 @@ pruning is checked too) and take the best feasible goodput per GPU. Then run the
 few seeds, and compare: the best it found must be within 2 % of the optimum while running at
 most 10 % of the exhaustive run's simulations.
 
+``--offline`` queues every request at once (TPOT SLO only), so throughput per GPU varies with
+every knob instead of with the GPU count; ``--no-seeds`` leaves out the step model's ranked
+baselines (TPE alone, the pruning table still answering infeasible points for free).
+
 Prints a table, then one JSON line last. Run: ``python benchmarks/bench_search.py``.
 """
 
@@ -26,16 +30,20 @@ TOLERANCE = 0.02
 EVALUATION_SHARE = 0.10
 
 
+SEEDED = True  # --no-seeds: TPE alone, without the step model's ranked baselines
+OFFLINE = False  # --offline: every request queued at once; throughput decides, not GPU count
+
+
 def spec(requests: int, seed: int) -> dict:
     return {
         "model": "llama-3.1-70b",
         "hardware": ["h100-sxm"],
         "gpus": 8,
         "workload": "chat",
-        "rate": None,
+        "rate": "inf" if OFFLINE else None,
         "requests": requests,
         "seed": seed,
-        "slos": ["ttft_p99=2s", "tpot_p99=50ms"],
+        "slos": ["tpot_p99=50ms"] if OFFLINE else ["ttft_p99=2s", "tpot_p99=50ms"],
         "allow_quant": "bf16,fp8",
         "speculative": False,
         "small": True,
@@ -82,7 +90,8 @@ def searched(requests: int, seed: int, max_evaluations: int, optimum: float) -> 
     study = optuna.create_study(
         directions=search.directions, sampler=make_sampler("tpe", seed=seed)
     )
-    seed_baselines(study, search, limit=8)
+    if SEEDED:
+        seed_baselines(study, search, limit=8)
     objective = make_objective(search.evaluator, budget=10**6)
     start = time.perf_counter()
     trials, first_within = 0, None
@@ -113,7 +122,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=300)
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument(
+        "--offline",
+        action="store_true",
+        help="offline traffic (rate inf, TPOT SLO only): a harder landscape",
+    )
+    parser.add_argument(
+        "--no-seeds",
+        action="store_true",
+        help="ablation: no step-model baselines, TPE from random startup",
+    )
     args = parser.parse_args()
+    global OFFLINE, SEEDED
+    OFFLINE, SEEDED = args.offline, not args.no_seeds
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     full = exhaustive(args.requests)
     cap = int(EVALUATION_SHARE * full["evaluations"])
@@ -144,6 +165,8 @@ def main() -> None:
         json.dumps(
             {
                 "benchmark": "search_vs_exhaustive",
+                "traffic": "offline" if OFFLINE else "chat 8 req/s",
+                "seeded": SEEDED,
                 "space_points": full["points"],
                 "exhaustive_evaluations": full["evaluations"],
                 "optimum": full["optimum"],

@@ -21,7 +21,9 @@ from dataclasses import dataclass
 
 import torch
 
-from executor.model import Kernels, Llama, init_random_weights
+from executor.fused import Kernels
+from executor.model import Llama
+from executor.weights import init_random_weights
 from simulator.specs import ModelSpec
 
 __all__ = [
@@ -43,9 +45,17 @@ DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 
 
 def build_model(
-    spec: ModelSpec, *, device: str | torch.device = "cuda", dtype: torch.dtype = torch.bfloat16,
-    seed: int = 0, checkpoint: str | None = None, fused_kernels: bool | None = None,
-    tp_rank: int = 0, tp_world_size: int = 1, all_reduce: str = "nccl",
+    spec: ModelSpec,
+    *,
+    device: str | torch.device = "cuda",
+    dtype: torch.dtype = torch.bfloat16,
+    seed: int = 0,
+    checkpoint: str | None = None,
+    fused_kernels: bool | None = None,
+    tp_rank: int = 0,
+    tp_world_size: int = 1,
+    all_reduce: str = "nccl",
+    prefill_backend: str = "flash",
 ) -> Llama:
     """A Llama at the spec's shapes on ``device``: seeded random weights, or a local HF
     checkpoint. With ``tp_world_size > 1`` it is sharded with ``apply_tp`` (call inside torchrun);
@@ -60,7 +70,7 @@ def build_model(
     finally:
         torch.set_default_dtype(default_dtype)
     if checkpoint:
-        from executor.model import load_hf_checkpoint
+        from executor.weights import load_hf_checkpoint
 
         load_hf_checkpoint(model, checkpoint)
     else:
@@ -74,7 +84,7 @@ def build_model(
     if fused_kernels is None:
         fused_kernels = device.type == "cuda"
     if fused_kernels:
-        model.kernels = Kernels.compiled()
+        model.kernels = Kernels.compiled(prefill_backend)
     model.requires_grad_(False)
     return model.eval()
 
@@ -86,8 +96,14 @@ def fill_cache_random(model: Llama, *, seed: int = 0) -> None:
         cache = layer.attention.kv_cache
         for buffer in (cache.k, cache.v):
             if cache.is_fp8:
-                buffer.copy_(torch.randn(buffer.shape, device=buffer.device,
-                                         generator=generator, dtype=torch.bfloat16))
+                buffer.copy_(
+                    torch.randn(
+                        buffer.shape,
+                        device=buffer.device,
+                        generator=generator,
+                        dtype=torch.bfloat16,
+                    )
+                )
             else:
                 buffer.normal_(generator=generator)
 
@@ -116,8 +132,11 @@ class DecodeGraphs:
         raise ValueError(f"batch {batch} exceeds the cache's max_batch {self.model.max_batch}")
 
     def _run(self, bucket: int) -> None:
-        logits = self.model(self.static_tokens[bucket], self.static_pos[bucket],
-                            kv_length=self.kv_length.get(bucket))  # [B, 1, V]
+        logits = self.model(
+            self.static_tokens[bucket],
+            self.static_pos[bucket],
+            kv_length=self.kv_length.get(bucket),
+        )  # [B, 1, V]
         self.logits[bucket] = logits
         self.static_next[bucket] = logits[:, -1].argmax(dim=-1)
 
@@ -140,8 +159,9 @@ class DecodeGraphs:
         if bucket not in self.static_tokens:
             self.capture(bucket)
         self.static_tokens[bucket][:batch, 0].copy_(tokens)
-        self.static_pos[bucket].fill_(position) if isinstance(position, int) else \
-            self.static_pos[bucket].copy_(position.reshape(1))
+        self.static_pos[bucket].fill_(position) if isinstance(position, int) else self.static_pos[
+            bucket
+        ].copy_(position.reshape(1))
         self.replay(bucket)
         return self.static_next[bucket][:batch]
 
@@ -213,8 +233,14 @@ class StepCost:
 
 
 def step_cost(
-    spec: ModelSpec, *, batch: int, prompt: int = 0, context: int = 0, tp: int = 1,
-    weight_bytes_per_param: float = 2.0, kv_bytes_per_value: float = 2.0,
+    spec: ModelSpec,
+    *,
+    batch: int,
+    prompt: int = 0,
+    context: int = 0,
+    tp: int = 1,
+    weight_bytes_per_param: float = 2.0,
+    kv_bytes_per_value: float = 2.0,
     lm_head_bytes_per_param: float = 2.0,
 ) -> StepCost:
     """Per-GPU bytes and FLOPs of a prefill (``prompt`` > 0) or a decode step (``context``)."""
@@ -224,8 +250,9 @@ def step_cost(
     layers = spec.num_hidden_layers
     layer_params = counts.attention_per_layer + counts.dense_mlp_per_layer
     lm_head_params = spec.vocab_size * spec.hidden_size
-    weight_bytes = (layers * layer_params * weight_bytes_per_param
-                    + lm_head_params * lm_head_bytes_per_param) / tp
+    weight_bytes = (
+        layers * layer_params * weight_bytes_per_param + lm_head_params * lm_head_bytes_per_param
+    ) / tp
     weight_bytes += counts.norms * 2
     kv_per_token = 2 * layers * spec.kv_size * kv_bytes_per_value / tp
     q_width = spec.q_size / tp

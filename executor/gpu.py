@@ -102,12 +102,16 @@ def detect_gpus() -> list[GpuInfo]:
         gpus = []
         for index, handle in enumerate(handles):
             info = GpuInfo(
-                index=index, name=_text(nvml.nvmlDeviceGetName(handle)),
+                index=index,
+                name=_text(nvml.nvmlDeviceGetName(handle)),
                 memory_bytes=int(nvml.nvmlDeviceGetMemoryInfo(handle).total),
-                driver=driver, cuda_driver_version=cuda_version,
+                driver=driver,
+                cuda_driver_version=cuda_version,
             )
             try:
-                info.sm_clock_max_hz = nvml.nvmlDeviceGetMaxClockInfo(handle, nvml.NVML_CLOCK_SM) * 1e6
+                info.sm_clock_max_hz = (
+                    nvml.nvmlDeviceGetMaxClockInfo(handle, nvml.NVML_CLOCK_SM) * 1e6
+                )
                 info.memory_clock_max_hz = (
                     nvml.nvmlDeviceGetMaxClockInfo(handle, nvml.NVML_CLOCK_MEM) * 1e6
                 )
@@ -173,11 +177,23 @@ def require_profile(profile: str | None = None, *, gpu_name: str | None = None) 
 def _git_commit() -> str:
     root = Path(__file__).resolve().parent.parent
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
-                             text=True, timeout=5, check=False)
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+        )
         commit = out.stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=root, capture_output=True,
-                               text=True, timeout=5, check=False).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+        ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return os.environ.get("ROOFTUNE_COMMIT", "unknown")
     if not commit:

@@ -39,17 +39,27 @@ if triton is not None:
     @triton.autotune(
         configs=[
             triton.Config({"BLOCK_N": n, "BLOCK_K": k}, num_warps=w)
-            for n in (4, 8, 16)
-            for k in (256, 512, 1024)
+            for n in (2, 4, 8, 16)
+            for k in (256, 512, 1024, 2048)
             for w in (2, 4, 8)
-            if n * k <= 8192
+            if 1024 <= n * k <= 16384
         ],
         key=["N", "K", "SCALE_PER_ROW"],
     )
     @triton.jit
-    def _gemv_kernel(x_ptr, w_ptr, y_ptr, scale_ptr, N, K, stride_wn,
-                     HAS_SCALE: tl.constexpr, SCALE_PER_ROW: tl.constexpr,
-                     BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+    def _gemv_kernel(
+        x_ptr,
+        w_ptr,
+        y_ptr,
+        scale_ptr,
+        N,
+        K,
+        stride_wn,
+        HAS_SCALE: tl.constexpr,
+        SCALE_PER_ROW: tl.constexpr,
+        BLOCK_N: tl.constexpr,
+        BLOCK_K: tl.constexpr,
+    ):
         pid = tl.program_id(0)
         rows = pid * BLOCK_N + tl.arange(0, BLOCK_N)  # [BLOCK_N]
         row_ok = rows < N
@@ -57,8 +67,11 @@ if triton is not None:
         for k0 in range(0, K, BLOCK_K):
             cols = k0 + tl.arange(0, BLOCK_K)
             col_ok = cols < K
-            w = tl.load(w_ptr + rows[:, None] * stride_wn + cols[None, :],
-                        mask=row_ok[:, None] & col_ok[None, :], other=0.0)
+            w = tl.load(
+                w_ptr + rows[:, None] * stride_wn + cols[None, :],
+                mask=row_ok[:, None] & col_ok[None, :],
+                other=0.0,
+            )
             x = tl.load(x_ptr + cols, mask=col_ok, other=0.0)
             acc += w.to(tl.float32) * x.to(tl.float32)[None, :]
         y = tl.sum(acc, axis=1)  # [BLOCK_N]
@@ -71,7 +84,9 @@ if triton is not None:
 
 
 def gemv(
-    x: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor | None = None,
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    scale: torch.Tensor | None = None,
     out_dtype: torch.dtype = torch.bfloat16,
 ) -> torch.Tensor:
     """x [1, K] @ weight[N, K].T -> [1, N] (times ``scale``: [] or [N], float32)."""
@@ -85,8 +100,17 @@ def gemv(
     def grid(meta):
         return (triton.cdiv(n, meta["BLOCK_N"]),)
 
-    _gemv_kernel[grid](x, weight, y, scale_arg, n, k, weight.stride(0),
-                       HAS_SCALE=scale is not None, SCALE_PER_ROW=scale_per_row)
+    _gemv_kernel[grid](
+        x,
+        weight,
+        y,
+        scale_arg,
+        n,
+        k,
+        weight.stride(0),
+        HAS_SCALE=scale is not None,
+        SCALE_PER_ROW=scale_per_row,
+    )
     return y
 
 
@@ -96,7 +120,8 @@ class GemvLinear(nn.Linear):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.is_cuda and x.numel() == self.in_features and x.dtype == self.weight.dtype:
             return gemv(x.reshape(1, -1), self.weight, out_dtype=x.dtype).view(
-                *x.shape[:-1], self.out_features)
+                *x.shape[:-1], self.out_features
+            )
         return F.linear(x, self.weight)
 
 

@@ -75,13 +75,13 @@ def _rows(weight: torch.Tensor, parts: list[int], rank: int, world_size: int) ->
     pieces = []
     for part in weight.split(parts, dim=0):
         shard = part.shape[0] // world_size
-        pieces.append(part[rank * shard:(rank + 1) * shard])
+        pieces.append(part[rank * shard : (rank + 1) * shard])
     return torch.cat(pieces, dim=0).contiguous()
 
 
 def _columns(weight: torch.Tensor, rank: int, world_size: int) -> torch.Tensor:
     shard = weight.shape[1] // world_size
-    return weight[:, rank * shard:(rank + 1) * shard].contiguous()
+    return weight[:, rank * shard : (rank + 1) * shard].contiguous()
 
 
 def _replace_weight(linear: nn.Linear, weight: torch.Tensor) -> None:
@@ -97,16 +97,18 @@ def shard_model(model: Llama, *, rank: int, world_size: int) -> Llama:
     for layer in model.layers:
         attn: Attention = layer.attention
         head_dim = attn.head_dim
-        parts = [attn.num_heads * head_dim, attn.num_kv_heads * head_dim,
-                 attn.num_kv_heads * head_dim]
+        parts = [
+            attn.num_heads * head_dim,
+            attn.num_kv_heads * head_dim,
+            attn.num_kv_heads * head_dim,
+        ]
         _replace_weight(attn.wqkv, _rows(attn.wqkv.weight, parts, rank, world_size))
         _replace_weight(attn.wo, _columns(attn.wo.weight, rank, world_size))
         attn.num_heads //= world_size
         attn.num_kv_heads //= world_size
         mlp: FeedForward = layer.mlp
         half = mlp.w_gate_up.weight.shape[0] // 2
-        _replace_weight(mlp.w_gate_up, _rows(mlp.w_gate_up.weight, [half, half], rank,
-                                             world_size))
+        _replace_weight(mlp.w_gate_up, _rows(mlp.w_gate_up.weight, [half, half], rank, world_size))
         _replace_weight(mlp.w_down, _columns(mlp.w_down.weight, rank, world_size))
     lm_head = model.lm_head
     _replace_weight(lm_head, _rows(lm_head.weight, [lm_head.weight.shape[0]], rank, world_size))
@@ -130,12 +132,18 @@ def _nccl_all_reduce(tensor: torch.Tensor) -> torch.Tensor:
 
 
 def symmetric_memory_all_reduce(
-    *, max_bytes: int = 2**20, dtype: torch.dtype = torch.bfloat16, group=None,
+    *,
+    max_bytes: int = 2**20,
+    dtype: torch.dtype = torch.bfloat16,
+    group=None,
 ) -> Callable[[torch.Tensor], torch.Tensor] | None:
     """A one-shot all-reduce for small messages: every GPU reads its peers' copies straight
     out of their memory (``torch.ops.symm_mem.one_shot_all_reduce`` over P2P, no NVLink
     multicast), one kernel instead of NCCL's protocol. Messages over ``max_bytes`` go to NCCL.
-    Returns None, after a check against NCCL, when this torch or machine cannot do it."""
+    Returns None, after a check against NCCL, when this torch or machine cannot do it.
+
+    Experimental: on 2 x H200 it measured 7.3 us per 4 kB all-reduce in a CUDA graph (NCCL:
+    11.9 us), but the one TP model run with it did not finish; NCCL is the default."""
     try:
         import torch.distributed._symmetric_memory as symm_mem
 
@@ -167,8 +175,9 @@ def symmetric_memory_all_reduce(
 def _nccl_gather_last_dim(world_size: int) -> Callable[[torch.Tensor], torch.Tensor]:
     def gather(shard: torch.Tensor) -> torch.Tensor:  # [B, T, vocab / tp] -> [B, T, vocab]
         shard = shard.contiguous()
-        out = torch.empty((world_size * shard.shape[0], *shard.shape[1:]), dtype=shard.dtype,
-                          device=shard.device)
+        out = torch.empty(
+            (world_size * shard.shape[0], *shard.shape[1:]), dtype=shard.dtype, device=shard.device
+        )
         dist.all_gather_into_tensor(out, shard)  # rank r's shard at rows r*B .. (r+1)*B
         return torch.cat(out.view(world_size, *shard.shape).unbind(0), dim=-1)
 
@@ -176,7 +185,10 @@ def _nccl_gather_last_dim(world_size: int) -> Callable[[torch.Tensor], torch.Ten
 
 
 def apply_tp(
-    model: Llama, *, rank: int | None = None, world_size: int | None = None,
+    model: Llama,
+    *,
+    rank: int | None = None,
+    world_size: int | None = None,
     all_reduce: Callable[[torch.Tensor], torch.Tensor] | None = None,
     gather_last_dim: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> Llama:

@@ -10,6 +10,10 @@ w_scale`` on the FP8 tensor cores, accumulating in float32 and writing bf16.
   GEMM); ``static`` uses a scale fixed once from calibration data (``calibrate_static_scales``).
 Scale = amax / 448, 448 being the largest finite float8_e4m3fn.
 
+For one token (batch-1 decode) ``executor.kernels.use_gemv`` routes an ``Fp8Linear`` to a Triton
+GEMV that streams the FP8 weights and takes the activation as it comes: bf16 (W8A16, no
+quantization kernel at all) or FP8 handed over by the previous kernel (``static_input_scale``).
+
 Weight-only INT8 (``Int8WeightOnlyLinear``): per-output-channel symmetric int8; the forward
 dequantizes to the activation dtype and runs a bf16 GEMM (memory: half of bf16; compute: bf16).
 INT4 (``Int4WeightOnlyLinear``) uses ``torch.ops.aten._weight_int4pack_mm`` with group scales
@@ -80,8 +84,12 @@ class Fp8Linear(nn.Module):
     """``y = x W^T`` with W and x in float8_e4m3fn, through ``torch._scaled_mm``."""
 
     def __init__(
-        self, weight: torch.Tensor, *, granularity: Granularity = "per_tensor",
-        scaling: Scaling = "dynamic", quantize: Callable = quantize_fp8,
+        self,
+        weight: torch.Tensor,
+        *,
+        granularity: Granularity = "per_tensor",
+        scaling: Scaling = "dynamic",
+        quantize: Callable = quantize_fp8,
     ) -> None:
         super().__init__()
         self.out_features, self.in_features = weight.shape
@@ -121,15 +129,23 @@ class Fp8Linear(nn.Module):
             out = gemv(x2d, self.weight, scale, out_dtype=self.output_dtype)
             return out.reshape(*leading, self.out_features)
         if x.dtype == FP8_DTYPE:  # already quantized with static_input_scale() upstream
-            out = torch._scaled_mm(x2d, self.weight.t(), scale_a=self.input_scale,
-                                   scale_b=self.weight_scale, out_dtype=self.output_dtype)
+            out = torch._scaled_mm(
+                x2d,
+                self.weight.t(),
+                scale_a=self.input_scale,
+                scale_b=self.weight_scale,
+                out_dtype=self.output_dtype,
+            )
             return out.reshape(*leading, self.out_features)
         if self.observe:
             self.input_scale = torch.maximum(self.input_scale, x2d.float().abs().amax() / FP8_MAX)
         static = self.input_scale if self.scaling == "static" else None
         x_fp8, x_scale = self.quantize(x2d, granularity=self.granularity, scale=static)
         out = torch._scaled_mm(
-            x_fp8, self.weight.t(), scale_a=x_scale, scale_b=self.weight_scale,
+            x_fp8,
+            self.weight.t(),
+            scale_a=x_scale,
+            scale_b=self.weight_scale,
             out_dtype=self.output_dtype,
         )
         return out.reshape(*leading, self.out_features)
@@ -200,14 +216,16 @@ class Int4WeightOnlyLinear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         leading = x.shape[:-1]
         out = torch.ops.aten._weight_int4pack_mm(
-            x.reshape(-1, self.in_features).to(torch.bfloat16), self.weight, self.group_size,
+            x.reshape(-1, self.in_features).to(torch.bfloat16),
+            self.weight,
+            self.group_size,
             self.scales_and_zeros,
         )
         return out.reshape(*leading, self.out_features).to(x.dtype)
 
 
 def _quantizable_linears(model: nn.Module, include_lm_head: bool) -> Iterable[tuple]:
-    for parent_name, parent in model.named_modules():
+    for parent in model.modules():
         for child_name, child in parent.named_children():
             if isinstance(child, nn.Linear) and (include_lm_head or child_name != "lm_head"):
                 yield parent, child_name, child
@@ -215,8 +233,13 @@ def _quantizable_linears(model: nn.Module, include_lm_head: bool) -> Iterable[tu
 
 @torch.no_grad()
 def quantize_model(
-    model: nn.Module, *, weights: str, granularity: Granularity = "per_tensor",
-    scaling: Scaling = "dynamic", include_lm_head: bool = False, compile_quantize: bool = False,
+    model: nn.Module,
+    *,
+    weights: str,
+    granularity: Granularity = "per_tensor",
+    scaling: Scaling = "dynamic",
+    include_lm_head: bool = False,
+    compile_quantize: bool = False,
     int4_group_size: int = 128,
 ) -> nn.Module:
     """Replace the model's ``nn.Linear`` layers in place: ``weights`` is fp8 (W8A8), int8 or

@@ -30,7 +30,12 @@ def _require_cuda():
 
 
 def measure(
-    spec: ModelSpec, config: DeploymentConfig, *, batch: int, prompt: int, context: int,
+    spec: ModelSpec,
+    config: DeploymentConfig,
+    *,
+    batch: int,
+    prompt: int,
+    context: int,
     hardware: str | None = None,
 ) -> Measurement:
     _require_cuda()
@@ -43,17 +48,34 @@ def measure(
         raise ConfigError("tune measure runs bf16 or fp8 (W8A8) weights")
     rank, world = init_distributed()
     if world != config.tp:
-        raise ConfigError(f"--tp {config.tp} needs `torchrun --nproc-per-node {config.tp}` "
-                          f"(this process sees a world of {world})")
+        raise ConfigError(
+            f"--tp {config.tp} needs `torchrun --nproc-per-node {config.tp}` "
+            f"(this process sees a world of {world})"
+        )
     check_tp_divides(spec, config.tp)
-    model = prepare_model(spec, weights=config.weight_dtype, tp_rank=rank,
-                          tp_world_size=world)
+    model = prepare_model(spec, weights=config.weight_dtype, tp_rank=rank, tp_world_size=world)
     kv = "fp8" if config.kv_dtype == "fp8" else "bf16"
     points = [
-        measure_point(model, spec, weights=config.weight_dtype, batch=batch, prompt=prompt,
-                      tp=world, kv_dtype=kv, use_graphs=config.cuda_graphs),
-        measure_point(model, spec, weights=config.weight_dtype, batch=batch, context=context,
-                      tp=world, kv_dtype=kv, use_graphs=config.cuda_graphs),
+        measure_point(
+            model,
+            spec,
+            weights=config.weight_dtype,
+            batch=batch,
+            prompt=prompt,
+            tp=world,
+            kv_dtype=kv,
+            use_graphs=config.cuda_graphs,
+        ),
+        measure_point(
+            model,
+            spec,
+            weights=config.weight_dtype,
+            batch=batch,
+            context=context,
+            tp=world,
+            kv_dtype=kv,
+            use_graphs=config.cuda_graphs,
+        ),
     ]
     machine = _machine()
     fits = all(p["fits"] for p in points)
@@ -63,18 +85,29 @@ def measure(
         if not point["fits"]:
             return None
         return PhaseResult(
-            time_s=point["time_s"], step_time_s=point["time_s"] if decode else None,
-            bound="memory" if decode else "compute", tokens=batch if decode else batch * prompt,
-            batch=batch, prompt=None if decode else prompt, context=context if decode else None,
-            flops=point["flops"], bytes=point["bytes"], tokens_per_s=point["tokens_per_s"],
+            time_s=point["time_s"],
+            step_time_s=point["time_s"] if decode else None,
+            bound="memory" if decode else "compute",
+            tokens=batch if decode else batch * prompt,
+            batch=batch,
+            prompt=None if decode else prompt,
+            context=context if decode else None,
+            flops=point["flops"],
+            bytes=point["bytes"],
+            tokens_per_s=point["tokens_per_s"],
             achieved_bytes_per_s=point["achieved_bytes_per_s"],
             achieved_flops_per_s=point["achieved_flops_per_s"],
         )
 
     return Measurement(
-        model=spec.name, hardware=hardware or machine.get("device_name", ""),
-        config=config.model_dump(mode="json"), fits=fits, reason=reason, num_gpus=world,
-        prefill=phase(points[0], decode=False), decode=phase(points[1], decode=True),
+        model=spec.name,
+        hardware=hardware or machine.get("device_name", ""),
+        config=config.model_dump(mode="json"),
+        fits=fits,
+        reason=reason,
+        num_gpus=world,
+        prefill=phase(points[0], decode=False),
+        decode=phase(points[1], decode=True),
         machine=machine,
     )
 
@@ -82,8 +115,9 @@ def measure(
 def calibrate_here(*, hardware: str | None, model: str, out: str | None) -> Path:
     """Measure this GPU (microbenchmarks) and write its calibration; the GPU must match."""
     _require_cuda()
-    from executor.bench import bench_micro, _machine
+    from executor.bench import _machine
     from executor.gpu import require_profile
+    from executor.microbench import bench_micro
     from simulator.models import get_model
     from tuner.commands.calibrate_saved import fit_saved
 

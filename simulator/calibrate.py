@@ -6,9 +6,11 @@ steps at TP = N). This module turns those numbers into an ``Efficiency`` (numpy 
 
 - ``hbm``: streaming read bandwidth / the datasheet HBM bandwidth.
 - ``gemm_efficiency`` at each measured M: the median over the model's layer shapes (TP 1) of
-  achieved bf16 FLOP/s / datasheet bf16 peak. Small M is memory bound; there the "efficiency" is
-  what makes the compute term equal the measured time, which keeps t = max(compute, memory)
-  exact at the measured points.
+  achieved bf16 FLOP/s / datasheet bf16 peak, from the points where the GEMM is compute bound
+  only. A small-M GEMM streams its weights; its time says how fast HBM is read, not how busy the
+  tensor cores are, so it carries no information about compute efficiency (fitting it anyway
+  makes a 4-token step predict faster than a 1-token one). Below the first compute-bound M the
+  curve holds its first value, and the memory term sets the time there.
 - ``low_precision_gemm_factor``: fp8 efficiency (vs the fp8 peak) over bf16 efficiency (vs the
   bf16 peak), median over M >= 256 where both are compute bound.
 - ``attention_efficiency`` at each measured sequence length: causal flash prefill FLOP/s / bf16
@@ -58,11 +60,24 @@ def _clamp(value: float) -> float:
     return float(np.clip(value, 1e-4, 1.0))
 
 
-def _gemm_curve(records: list[dict], peak: float, dtype: str) -> tuple[np.ndarray, np.ndarray]:
+def _compute_bound(record: dict, peak: float, memory_bytes_per_s: float) -> bool:
+    """Whether a measured GEMM is limited by its math rather than by reading its operands: its
+    FLOPs at the full tensor peak take at least half as long as its bytes at achieved HBM speed."""
+    m, k, n = record["m"], record["k"], record["n"]
+    element = 1.0 if record["dtype"] in ("fp8", "int8") else 2.0
+    operand_bytes = element * (k * n + m * k) + 2.0 * m * n
+    return 2.0 * m * k * n / peak >= 0.5 * operand_bytes / memory_bytes_per_s
+
+
+def _gemm_curve(
+    records: list[dict], peak: float, dtype: str, memory_bytes_per_s: float
+) -> tuple[np.ndarray, np.ndarray]:
     # Per (shape, M) the kernel the executor uses: the faster of cuBLAS and the one-token GEMV.
     best: dict[tuple, dict] = {}
     for r in records:
         if r["dtype"] != dtype or r.get("tp", 1) != 1:
+            continue
+        if "k" in r and not _compute_bound(r, peak, memory_bytes_per_s):
             continue
         key = (r["name"], r["m"])
         if key not in best or r["time_s"] < best[key]["time_s"]:
@@ -79,6 +94,18 @@ def _monotone(values: np.ndarray) -> np.ndarray:
     # Efficiency should not fall as a kernel gets more work; measured dips (a tile-size cliff
     # at one M) are noise for a planning model, so keep the running maximum.
     return np.maximum.accumulate(values)
+
+
+def _no_speedup_with_more_work(
+    xs: np.ndarray, efficiency: np.ndarray, *, work_exponent: float
+) -> np.ndarray:
+    """Cap each knot so that time never falls as the work grows (see ``Efficiency``)."""
+    capped = np.array(efficiency, dtype=float)
+    for i in range(1, len(capped)):
+        steps = np.log2(xs[i] / xs[i - 1])
+        limit = capped[i - 1] * (1.0 + work_exponent * np.log(2.0) * steps)
+        capped[i] = min(capped[i], limit)
+    return capped
 
 
 def fit_efficiency(
@@ -109,12 +136,14 @@ def fit_efficiency(
     gemm = micro.get("gemm") or []
     if gemm:
         peak_bf16 = hardware.peak("bf16")
-        tokens, bf16 = _gemm_curve(gemm, peak_bf16, "bf16")
+        memory_rate = hardware.hbm_bytes_per_s * fields.get("hbm", base.hbm)
+        tokens, bf16 = _gemm_curve(gemm, peak_bf16, "bf16", memory_rate)
+        curve = _no_speedup_with_more_work(tokens, _monotone(bf16), work_exponent=1.0)
         fields["gemm_tokens"] = tuple(float(t) for t in tokens)
-        fields["gemm_efficiency"] = tuple(_clamp(e) for e in _monotone(bf16))
+        fields["gemm_efficiency"] = tuple(_clamp(e) for e in curve)
         sources["gemm"] = "measured: cuBLAS bf16 GEMMs of the model's layer shapes, graph-timed"
         if hardware.has_dtype("fp8") and "fp8" in hardware.peak_flops_per_s:
-            fp8_tokens, fp8 = _gemm_curve(gemm, hardware.peak("fp8"), "fp8")
+            fp8_tokens, fp8 = _gemm_curve(gemm, hardware.peak("fp8"), "fp8", memory_rate)
             if fp8_tokens.size:
                 common = [i for i, t in enumerate(tokens) if t >= 256 and t in fp8_tokens]
                 ratios = [
@@ -128,6 +157,9 @@ def fit_efficiency(
     # and measures occupancy, not efficiency; the cost model also reuses the first knot for the
     # compute side of decode attention, so the curve starts where the GPU is full.
     prefill = [r for r in micro.get("attention_prefill") or [] if r["seq"] >= MIN_ATTENTION_SEQ]
+    # "flash" is the executor's default prefill (PyTorch's own backend choice); other
+    # backends measured beside it are for comparison only.
+    prefill = [r for r in prefill if r.get("backend", "flash") == "flash"]
     if prefill:
         seqs = sorted({r["seq"] for r in prefill})
         values = [
@@ -135,7 +167,10 @@ def fit_efficiency(
             for s in seqs
         ]
         fields["attention_seq"] = tuple(float(s) for s in seqs)
-        fields["attention_efficiency"] = tuple(_clamp(v) for v in _monotone(np.array(values)))
+        curve = _no_speedup_with_more_work(
+            np.array(seqs, dtype=float), _monotone(np.array(values)), work_exponent=2.0
+        )
+        fields["attention_efficiency"] = tuple(_clamp(v) for v in curve)
         sources["attention"] = "measured: SDPA flash, causal, GQA, batch 1"
 
     decode = micro.get("attention_decode") or []
@@ -179,8 +214,11 @@ def _fit_collectives(
     base = {
         (r["weights"], r["batch"], r["context"]): r["time_s"]
         for r in single_gpu_points
-        if r.get("fits") and r["phase"] == "decode" and r["tp"] == 1
-        and r.get("cuda_graphs", True) and r.get("kv_dtype", "bf16") == "bf16"
+        if r.get("fits")
+        and r["phase"] == "decode"
+        and r["tp"] == 1
+        and r.get("cuda_graphs", True)
+        and r.get("kv_dtype", "bf16") == "bf16"
     }
     per_world: dict[int, list[float]] = {}
     for run in tp_runs:
@@ -259,8 +297,10 @@ def fidelity_table(
     for record in measured:
         if not record.get("fits"):
             table.infeasible.append(
-                {k: record.get(k) for k in ("phase", "weights", "tp", "batch", "prompt",
-                                            "context", "reason")}
+                {
+                    k: record.get(k)
+                    for k in ("phase", "weights", "tp", "batch", "prompt", "context", "reason")
+                }
             )
             continue
         predicted = predict_step(record)
@@ -268,9 +308,13 @@ def fidelity_table(
             continue
         table.rows.append(
             FidelityRow(
-                phase=record["phase"], weights=record["weights"], tp=int(record["tp"]),
-                batch=int(record["batch"]), prompt=record.get("prompt"),
-                context=record.get("context"), predicted_s=float(predicted),
+                phase=record["phase"],
+                weights=record["weights"],
+                tp=int(record["tp"]),
+                batch=int(record["batch"]),
+                prompt=record.get("prompt"),
+                context=record.get("context"),
+                predicted_s=float(predicted),
                 measured_s=float(record["time_s"]),
             )
         )
@@ -291,6 +335,9 @@ def format_fidelity(table: FidelityTable) -> str:
             f"{row.context or ''} | {row.predicted_s * 1e3:.3f} | {row.measured_s * 1e3:.3f} | "
             f"{row.relative_error:+.1%} |"
         )
-    lines += ["", f"Median absolute relative error: {table.median_abs_error:.1%} over "
-              f"{len(table.rows)} points; {len(table.infeasible)} points out of memory."]
+    lines += [
+        "",
+        f"Median absolute relative error: {table.median_abs_error:.1%} over "
+        f"{len(table.rows)} points; {len(table.infeasible)} points out of memory.",
+    ]
     return "\n".join(lines)

@@ -27,7 +27,7 @@ from .ops import (
     EFF_GEMM,
     OpTable,
 )
-from .shapes import FEATURES
+from .shapes import FEATURES, attention_length
 from .specs import HardwareSpec
 
 __all__ = ["roofline_time", "OpTimes", "evaluate", "BOUNDS", "CUDA_GRAPH_MAX_TOKENS"]
@@ -38,7 +38,7 @@ BOUNDS = ("compute", "memory", "communication", "overhead")
 CUDA_GRAPH_MAX_TOKENS = 512
 
 _TOKENS = FEATURES.index("tokens")
-_PREFILL_TOKENS = FEATURES.index("prefill_tokens")
+_PREFILL_PAIRS = FEATURES.index("prefill_pairs")
 _PREFILL_SEQS = FEATURES.index("prefill_seqs")
 
 
@@ -95,7 +95,7 @@ def evaluate(
 
     cls = table.eff_class[None, :]
     tokens = x[:, _TOKENS][:, None]
-    query_len = (x[:, _PREFILL_TOKENS] / np.maximum(x[:, _PREFILL_SEQS], 1.0))[:, None]
+    query_len = attention_length(x[:, _PREFILL_PAIRS], x[:, _PREFILL_SEQS])[:, None]
     compute_eff = np.where(
         cls == EFF_GEMM,
         gemm_efficiency(eff, np.maximum(rows, 1.0), low_precision=table.low_precision),

@@ -16,7 +16,14 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["FEATURES", "NUM_FEATURES", "step_features", "prefill_features", "decode_features"]
+__all__ = [
+    "FEATURES",
+    "NUM_FEATURES",
+    "step_features",
+    "prefill_features",
+    "decode_features",
+    "attention_length",
+]
 
 FEATURES = (
     "tokens",  # all new tokens through the linears (prefill chunk tokens + decode query tokens)
@@ -122,3 +129,12 @@ def decode_features(
         experts=experts,
         experts_per_token=experts_per_token,
     )
+
+
+def attention_length(prefill_pairs, prefill_seqs):
+    """The prompt length whose full causal prefill has as many query-key pairs per sequence as
+    this step: ``sqrt(2 x pairs / seqs)``. FlashAttention's efficiency grows with the work each
+    launch amortizes its ramp over; a 512-token chunk on top of 6k cached tokens does the work
+    of a ~2.5k-token prefill, not of a 512-token one. Equals the prompt length for a whole
+    prefill (``sqrt(L (L + 1))``), which is how the efficiency curve is measured."""
+    return np.sqrt(2.0 * np.asarray(prefill_pairs, dtype=float) / np.maximum(prefill_seqs, 1.0))

@@ -9,9 +9,9 @@ For one configuration the same roofline folds into a few small dense matrices:
   time and link seconds are linear in the step features, so one ``[6 x ops, F] @ [F]`` product
   gives all of them;
 - the only non-linear parts are the efficiencies (GEMM efficiency vs rows M, attention
-  efficiency vs query length, the CUDA-graph cut at 512 tokens) and the ``max`` of compute and
-  memory. The efficiencies depend on a few features only (tokens, logits, prefill tokens and
-  sequences), so they are cached per distinct value of those.
+  efficiency vs the work per sequence, the CUDA-graph cut at 512 tokens) and the ``max`` of
+  compute and memory. The efficiencies depend on a few features only (tokens, logits, prefill
+  pairs and sequences), so they are cached per distinct value of those.
 
 ``FastStep.time(x)`` returns ``(latency_s, stage_s)`` exactly as ``StepModel.step`` does (a test
 holds them equal to 1e-9 relative). ``FastStep.run(x0, dx, k)`` times ``k`` consecutive steps whose
@@ -27,7 +27,7 @@ import numpy as np
 from .hardware import attention_efficiency, gemm_efficiency
 from .ops import EFF_ATTENTION, EFF_COMM, EFF_DECODE_ATTENTION, EFF_GEMM
 from .roofline import CUDA_GRAPH_MAX_TOKENS
-from .shapes import FEATURES, NUM_FEATURES
+from .shapes import FEATURES, NUM_FEATURES, attention_length
 from .step import StepModel
 
 __all__ = ["FastStep", "feature_vector", "F"]
@@ -36,6 +36,7 @@ __all__ = ["FastStep", "feature_vector", "F"]
 F = {name: i for i, name in enumerate(FEATURES)}
 _TOKENS, _LOGITS = F["tokens"], F["logits"]
 _PREFILL_TOKENS, _PREFILL_SEQS = F["prefill_tokens"], F["prefill_seqs"]
+_PREFILL_PAIRS = F["prefill_pairs"]
 
 
 def feature_vector(
@@ -149,7 +150,7 @@ class FastStep:
         self._attention_cache: dict[float, float] = {}
         self._key_columns = sorted(
             {f for terms, _, _ in self._groups for f, _ in terms}
-            | {_TOKENS, _PREFILL_TOKENS, _PREFILL_SEQS}
+            | {_TOKENS, _PREFILL_PAIRS, _PREFILL_SEQS}
         )
         self._cache: dict[tuple, tuple[np.ndarray, bool]] = {}
         self._segments: dict[tuple, tuple[list[float], list[float], list[float]]] = {}
@@ -182,7 +183,7 @@ class FastStep:
                 rows += coefficient * x[feature]
             inverse[members] = 1.0 / self._gemm_efficiency(rows, low_precision)
         if self._attention_ops.size:
-            query_len = x[_PREFILL_TOKENS] / max(x[_PREFILL_SEQS], 1.0)
+            query_len = float(attention_length(x[_PREFILL_PAIRS], x[_PREFILL_SEQS]))
             inverse[self._attention_ops] = 1.0 / self._attention_efficiency(query_len)
         graph = self.cuda_graphs and x[_TOKENS] <= CUDA_GRAPH_MAX_TOKENS
         hit = (inverse, graph)

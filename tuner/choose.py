@@ -83,7 +83,12 @@ def _why_not(trial: Any, best: Any, slos: list, maximize: bool, objective: str) 
     what = "goodput per GPU" if objective == "goodput" else "cost per M tokens"
     if not _near(a0, b0):
         change = abs(a0 - b0) / abs(b0) * 100 if b0 else 100.0
-        return f"{change:.1f}% {'less' if maximize else 'higher'} {what} than the plan"
+        text = f"{change:.1f}% {'less' if maximize else 'higher'} {what} than the plan"
+        mine, plans = trial.user_attrs["point"], best.user_attrs["point"]
+        gpus, best_gpus = (p["replicas"] * p["tp"] * p["pp"] for p in (mine, plans))
+        if gpus != best_gpus:
+            text += f" ({gpus} GPUs where the plan uses {best_gpus})"
+        return text
     if a1 > b1 * 1.001:
         return (
             f"{what} within {100 * TIE:g}% of the plan, but higher p99 TPOT "
@@ -101,6 +106,12 @@ RISK_ORDER = ["none", "low", "medium", "high"]
 # Objective values this close count as equal: the simulation's throughput over a finite run
 # moves by about that much with the request mix, so the next criteria decide.
 TIE = 0.01
+
+
+def _layout(trial: Any) -> tuple:
+    p = trial.user_attrs["point"]
+    keys = ("hardware", "replicas", "tp", "pp", "ep", "weights", "kv", "spec_method")
+    return tuple(p[k] for k in keys)
 
 
 def _near(value: float, best: float) -> bool:
@@ -236,14 +247,15 @@ def assemble_plan(
     weights, kv = WEIGHT_SCHEMES[point.weights], KV_SCHEMES[point.kv]
     spec_cfg = config.speculative
     pareto = [_candidate(t, names) for t in study.best_trials if "point" in t.user_attrs]
-    seen, alternatives = {best.user_attrs["label"]}, list[Any]()
+    # Runners-up, best first, one per layout (replicas, parallelism, dtypes, speculation), so
+    # the table contrasts real alternatives rather than batching variants of one.
+    seen, alternatives = {_layout(best)}, list[Any]()
     for t in sorted(
         (t for t in trials if t.user_attrs.get("simulated")),
-        key=lambda t: -t.values[0] if maximize else t.values[0],
+        key=lambda t: (-t.values[0] if maximize else t.values[0], t.values[1]),
     ):
-        label = t.user_attrs["label"]
-        if label not in seen and len(alternatives) < 10:
-            seen.add(label)
+        if _layout(t) not in seen and len(alternatives) < 10:
+            seen.add(_layout(t))
             why = launch_failures.get(t.number) or _why_not(
                 t, best, slos, maximize, spec["objective"]
             )

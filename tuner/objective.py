@@ -39,7 +39,7 @@ __all__ = [
 # objective name -> (metric names, directions)
 OBJECTIVES: dict[str, tuple[tuple[str, str], tuple[str, str]]] = {
     "goodput": (("goodput_tokens_per_s_per_gpu", "maximize"), ("tpot_p99_s", "minimize")),
-    "cost": (("cost_per_million_tokens", "minimize"), ("tpot_p99_s", "minimize")),
+    "cost": (("goodput_cost_per_million_tokens", "minimize"), ("tpot_p99_s", "minimize")),
 }
 # Test hook: seconds each trial sleeps before it evaluates (to kill a worker mid-trial).
 SLEEP_ENV = "ROOFTUNE_TRIAL_SLEEP_S"

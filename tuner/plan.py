@@ -12,6 +12,12 @@ serving system reads its launch line straight from the plan.
 ``schema_version`` changes whenever a field changes meaning or disappears; ``load_plan`` refuses
 any other version with one line, rather than misreading it. ``tune schema plan`` prints
 ``plan_json_schema()``.
+
+Writing: ``write_study_dir`` puts everything a plan produces (``plan.json``, each engine's config
+file and launch script, the report and its plots) in a staging folder first, then renames each
+file into place with ``plan.json`` last, so a reader (or a crash) never meets half a plan.
+``render_engines`` renders every engine and refuses a plan the chosen engine could not launch
+under its own memory rule.
 """
 
 from __future__ import annotations

@@ -1,15 +1,14 @@
-"""The study directory's human side: engine launch files and the report (HTML and Markdown).
+"""The report of a study: figures, ``report.html`` and ``report.md``.
 
-``write_study_dir`` writes everything a plan produces — ``plan.json``, each engine's config file
-and launch script (``vllm.yaml`` + ``vllm.sh``, ``sglang.yaml`` + ``sglang.sh``, ``trtllm.yaml``
-+ ``trtllm.sh``), ``report.html``, ``report.md`` and ``plots/*.png`` — into a staging folder
-first, then renames each file into place with ``plan.json`` last: a reader (or a crash) never
-meets half a plan. ``report.html`` is self-contained (CSS inline, figures as base64 PNG), so it
+``build_report(plan=, study=, search=)`` draws the figures (``tuner.plots``) and writes both
+documents as text; ``tuner.plan.write_study_dir`` puts them in the study directory with
+everything else. ``report.html`` is self-contained (CSS inline, figures as base64 PNG), so it
 can be mailed or attached to a ticket; ``report.md`` links the same PNGs from ``plots/``.
 
 The figures need the chosen configuration's per-request latencies and per-op breakdown; those are
 recomputed from the plan (the simulation is deterministic for a seed), so ``tune report
-STUDY_DIR`` can regenerate the report from ``plan.json`` and the study alone.
+STUDY_DIR`` can regenerate the report from ``plan.json`` and the study alone. Without the study
+(``study=None``) the history, importance and Pareto-scatter figures are left out or empty.
 """
 
 from __future__ import annotations
@@ -69,9 +68,10 @@ def build_report(
     title = (
         f"{plan.model} on up to {plan.gpu_budget} x {plan.hardware}, {plan.workload.name} traffic"
     )
-    figures["pareto"] = plots.pareto(
-        points=points, chosen=chosen, tpot_target_s=tpot_slo, title=title
-    )
+    if points:
+        figures["pareto"] = plots.pareto(
+            points=points, chosen=chosen, tpot_target_s=tpot_slo, title=title
+        )
     figures["roofline"] = plots.roofline(prediction=step, hardware=hardware)
     figures["memory"] = plots.memory(
         plan_memory=plan.memory, title=f"memory per GPU ({plan.hardware})"

@@ -81,7 +81,8 @@ DEFAULT_ALLOW_QUANT = "bf16,fp8"
 # on code edits and summaries that copy the prompt). Assumptions, stated in every plan.
 SPEC_METHODS: dict[str, float] = {"eagle": 0.75, "draft": 0.65, "ngram": 0.35}
 # The draft model (same tokenizer as every Llama 3.x) and the published EAGLE-3 heads; a
-# method is offered only where its drafter exists, so every plan can actually launch.
+# method is offered only where its drafter exists, so every plan can actually launch. The 70B
+# head was trained on 3.3-Instruct (3.1-70B's architecture): on other weights expect less.
 SPEC_DRAFT_MODEL = "meta-llama/Llama-3.2-1B"
 EAGLE_HEADS = {
     "llama-3.1-8b": "yuhuili/EAGLE3-LLaMA3.1-Instruct-8B",

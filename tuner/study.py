@@ -16,7 +16,9 @@ trials. Processes race, so two may start the last trial at once: a trial whose n
 
 **Samplers.** TPE (multivariate, grouped for the conditional knobs, constant liar so parallel
 workers do not propose the same point) by default; NSGA-II for large budgets; Optuna's
-``BruteForceSampler`` for ``--exhaustive``. Every process records its seed.
+``BruteForceSampler`` for ``--exhaustive``. ``tune plan`` samples with ``--seed`` (stored
+with the study); each ``tune worker`` adds its process id to it, so workers do not propose in
+lockstep, except in exhaustive mode, where every process must share one seed.
 """
 
 from __future__ import annotations

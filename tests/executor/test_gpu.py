@@ -10,15 +10,18 @@ from executor.gpu import profile_for_name, require_profile  # noqa: E402
 from simulator.errors import GpuError  # noqa: E402
 
 
-@pytest.mark.parametrize(("name", "profile"), [
-    ("NVIDIA H100 80GB HBM3", "h100-sxm"),
-    ("NVIDIA H200", "h200-sxm"),
-    ("NVIDIA H100 PCIe", "h100-pcie"),
-    ("NVIDIA H100 NVL", "h100-nvl"),
-    ("NVIDIA A100-SXM4-80GB", "a100-sxm-80gb"),
-    ("Tesla T4", "t4"),
-    ("NVIDIA GeForce RTX 4090", None),
-])
+@pytest.mark.parametrize(
+    ("name", "profile"),
+    [
+        ("NVIDIA H100 80GB HBM3", "h100-sxm"),
+        ("NVIDIA H200", "h200-sxm"),
+        ("NVIDIA H100 PCIe", "h100-pcie"),
+        ("NVIDIA H100 NVL", "h100-nvl"),
+        ("NVIDIA A100-SXM4-80GB", "a100-sxm-80gb"),
+        ("Tesla T4", "t4"),
+        ("NVIDIA GeForce RTX 4090", None),
+    ],
+)
 def test_profile_for_name(name, profile):
     assert profile_for_name(name) == profile
 
@@ -40,8 +43,14 @@ def test_graph_decode_matches_eager_on_gpu():
     from executor.engine import DecodeGraphs, build_model
     from tests.executor.conftest import tiny_spec
 
-    spec = tiny_spec(hidden_size=256, num_attention_heads=4, num_key_value_heads=2,
-                     head_dim=64, intermediate_size=512, vocab_size=512)
+    spec = tiny_spec(
+        hidden_size=256,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=64,
+        intermediate_size=512,
+        vocab_size=512,
+    )
     model = build_model(spec, device="cuda", dtype=torch.bfloat16, fused_kernels=False)
     tokens = torch.randint(0, spec.vocab_size, (2, 9), device="cuda")
     full = model(tokens)
@@ -51,5 +60,6 @@ def test_graph_decode_matches_eager_on_gpu():
     graphs.capture(2, position=8, fixed_position=True)
     graphs.static_tokens[2].copy_(tokens[:, 8:])
     graphs.replay(2)
-    torch.testing.assert_close(graphs.logits[2][:, 0].float(), full[:, 8].float(),
-                               rtol=2e-2, atol=2e-2)
+    torch.testing.assert_close(
+        graphs.logits[2][:, 0].float(), full[:, 8].float(), rtol=2e-2, atol=2e-2
+    )

@@ -38,9 +38,14 @@ SCRIPT = textwrap.dedent("""
 
 def test_gemv_matches_matmul_in_interpreter():
     env = {**os.environ, "TRITON_INTERPRET": "1"}
-    out = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True,
-                         env=env, timeout=120, cwd=os.path.dirname(os.path.dirname(
-                             os.path.dirname(os.path.abspath(__file__)))))
+    out = subprocess.run(
+        [sys.executable, "-c", SCRIPT],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        cwd=os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+    )
     if out.returncode:
         pytest.skip(f"Triton interpreter unavailable here: {out.stderr.strip()[-200:]}")
     bf16_error, fp8_error = map(float, out.stdout.split())

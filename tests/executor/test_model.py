@@ -7,7 +7,8 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from executor.engine import DecodeGraphs, build_model  # noqa: E402
-from executor.model import Llama, count_parameters, rope_frequencies  # noqa: E402
+from executor.model import Llama, rope_frequencies  # noqa: E402
+from executor.weights import count_parameters  # noqa: E402
 from simulator.models import get_model, parameter_counts  # noqa: E402
 from tests.executor.conftest import tiny_spec  # noqa: E402
 
@@ -20,7 +21,7 @@ def test_cached_decode_equals_full_recompute(model):
     model.setup_caches(max_batch=4, max_seq_length=prompt + new)
     logits = [model(tokens[:, :prompt], torch.arange(prompt))]
     for position in range(prompt, prompt + new):
-        logits.append(model(tokens[:, position:position + 1], torch.tensor([position])))
+        logits.append(model(tokens[:, position : position + 1], torch.tensor([position])))
     cached = torch.cat(logits, dim=1)
     torch.testing.assert_close(cached, full, rtol=1e-4, atol=1e-4)
 
@@ -66,8 +67,12 @@ def test_gqa_equals_mha_with_repeated_kv():
     for m in (gqa, mha):
         m.setup_caches(max_batch=2, max_seq_length=16)
         m(tokens[:, :8], torch.arange(8))
-    torch.testing.assert_close(gqa(tokens[:, 8:], torch.tensor([8])),
-                               mha(tokens[:, 8:], torch.tensor([8])), rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(
+        gqa(tokens[:, 8:], torch.tensor([8])),
+        mha(tokens[:, 8:], torch.tensor([8])),
+        rtol=1e-4,
+        atol=1e-4,
+    )
 
 
 @pytest.mark.parametrize("name", ["llama-3.2-1b", "llama-3.1-8b", "llama-3.1-70b"])
@@ -92,7 +97,7 @@ def test_llama3_rope_scaling_keeps_high_and_divides_low_frequencies():
 
 
 def test_hf_state_dict_round_trip(model, spec):
-    from executor.model import to_hf_state_dict
+    from executor.weights import to_hf_state_dict
 
     hf = {k: v.clone() for k, v in to_hf_state_dict(model).items()}
     assert hf["model.layers.0.self_attn.k_proj.weight"].shape == (spec.kv_size, spec.hidden_size)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 
 import pytest
 
@@ -75,19 +74,15 @@ def test_apply_tp_in_process_equals_whole_model():
         torch.testing.assert_close(logits, ref, rtol=1e-4, atol=1e-4)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _worker(rank, world_size, port, spec_json, tokens, queue):
+def _worker(rank, world_size, rendezvous_file, spec_json, tokens, queue):
     import torch.distributed as dist
 
     from simulator.specs import ModelSpec
 
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=world_size)
+    # A file rendezvous: no TCP port to race for with other tests on the machine.
+    dist.init_process_group(
+        "gloo", rank=rank, world_size=world_size, init_method=f"file://{rendezvous_file}"
+    )
     spec = ModelSpec.model_validate_json(spec_json)
     model = build_model(spec, device="cpu", dtype=torch.float32, fused_kernels=False)
     apply_tp(model, rank=rank, world_size=world_size)
@@ -101,16 +96,23 @@ def _worker(rank, world_size, port, spec_json, tokens, queue):
 
 
 def _run_gloo(spec, tokens, world_size):
+    import tempfile
+
     import torch.multiprocessing as mp
 
     context = mp.get_context("spawn")
     queue = context.Queue()
-    port = _free_port()
-    procs = [context.Process(target=_worker, args=(r, world_size, port, spec.model_dump_json(),
-                                                    tokens, queue)) for r in range(world_size)]
+    rendezvous_file = os.path.join(tempfile.mkdtemp(prefix="tp-gloo-"), "rendezvous")
+    procs = [
+        context.Process(
+            target=_worker,
+            args=(r, world_size, rendezvous_file, spec.model_dump_json(), tokens, queue),
+        )
+        for r in range(world_size)
+    ]
     for p in procs:
         p.start()
-    results = dict(queue.get(timeout=60) for _ in procs)
+    results = dict(queue.get(timeout=120) for _ in procs)
     for p in procs:
         p.join(timeout=60)
     return [results[r] for r in range(world_size)]

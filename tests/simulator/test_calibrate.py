@@ -19,16 +19,28 @@ def _micro(peak_bf16: float, peak_fp8: float) -> dict:
     # GEMMs at 50% of peak for M <= 64 and 80% above (bf16); fp8 at 72% of its own peak.
     gemm = []
     for m in (1, 64, 1024, 8192):
-        for dtype, peak, eff in (("bf16", peak_bf16, 0.5 if m <= 64 else 0.8),
-                                 ("fp8", peak_fp8, 0.72)):
-            gemm.append({"name": "gate_up_proj", "tp": 1, "dtype": dtype, "m": m,
-                         "flops_per_s": eff * peak, "time_s": 1.0 / eff})
+        for dtype, peak, eff in (
+            ("bf16", peak_bf16, 0.5 if m <= 64 else 0.8),
+            ("fp8", peak_fp8, 0.72),
+        ):
+            gemm.append(
+                {
+                    "name": "gate_up_proj",
+                    "tp": 1,
+                    "dtype": dtype,
+                    "m": m,
+                    "flops_per_s": eff * peak,
+                    "time_s": 1.0 / eff,
+                }
+            )
     return {
         "hbm": {"read_bytes_per_s": 3.015e12},
         "gemm": gemm,
-        "attention_prefill": [{"seq": 128, "flops_per_s": 1e12},
-                              {"seq": 1024, "flops_per_s": 0.4 * peak_bf16},
-                              {"seq": 8192, "flops_per_s": 0.3 * peak_bf16}],
+        "attention_prefill": [
+            {"seq": 128, "flops_per_s": 1e12},
+            {"seq": 1024, "flops_per_s": 0.4 * peak_bf16},
+            {"seq": 8192, "flops_per_s": 0.3 * peak_bf16},
+        ],
         "attention_decode": [{"bytes_per_s": 2.7135e12}],
         "kernel_overhead": {"eager_per_kernel_s": 6e-6, "graph_per_kernel_s": 1e-6},
     }
@@ -52,14 +64,34 @@ def test_fit_efficiency_from_hand_made_measurements(h100):
 
 def test_collective_latency_from_tp_steps(h100):
     layers = 32
-    single = [{"phase": "decode", "weights": "bf16", "tp": 1, "batch": 1, "context": 1024,
-               "fits": True, "time_s": 6e-3}]
+    single = [
+        {
+            "phase": "decode",
+            "weights": "bf16",
+            "tp": 1,
+            "batch": 1,
+            "context": 1024,
+            "fits": True,
+            "time_s": 6e-3,
+        }
+    ]
     # TP=2 adds 20 us per all-reduce, TP=4 adds 24 us. latency = base + per_rank x (N - 1):
     # base + 1 x per_rank = 20 and base + 3 x per_rank = 24, so per_rank = 2 us, base = 18 us.
     tp_runs = [
-        {"allreduce": [{"bytes": 2**30, "bus_bytes_per_s": 360e9}],
-         "model": [{"phase": "decode", "weights": "bf16", "tp": w, "batch": 1,
-                    "context": 1024, "fits": True, "time_s": 6e-3 / w + 2 * layers * lat}]}
+        {
+            "allreduce": [{"bytes": 2**30, "bus_bytes_per_s": 360e9}],
+            "model": [
+                {
+                    "phase": "decode",
+                    "weights": "bf16",
+                    "tp": w,
+                    "batch": 1,
+                    "context": 1024,
+                    "fits": True,
+                    "time_s": 6e-3 / w + 2 * layers * lat,
+                }
+            ],
+        }
         for w, lat in ((2, 20e-6), (4, 24e-6))
     ]
     eff = fit_efficiency({}, h100, tp_runs=tp_runs, single_gpu_points=single, num_layers=layers)
@@ -70,11 +102,27 @@ def test_collective_latency_from_tp_steps(h100):
 
 def test_fidelity_table_median_and_infeasible():
     measured = [
-        {"phase": "decode", "weights": "bf16", "tp": 1, "batch": b, "context": 1024,
-         "fits": True, "time_s": 1.0}
+        {
+            "phase": "decode",
+            "weights": "bf16",
+            "tp": 1,
+            "batch": b,
+            "context": 1024,
+            "fits": True,
+            "time_s": 1.0,
+        }
         for b in (1, 2, 4)
-    ] + [{"phase": "decode", "weights": "bf16", "tp": 1, "batch": 256, "context": 16384,
-          "fits": False, "reason": "out of memory"}]
+    ] + [
+        {
+            "phase": "decode",
+            "weights": "bf16",
+            "tp": 1,
+            "batch": 256,
+            "context": 16384,
+            "fits": False,
+            "reason": "out of memory",
+        }
+    ]
     predicted = {1: 1.05, 2: 0.8, 4: 1.1}
     table = fidelity_table(measured, lambda r: predicted[r["batch"]], hardware="h100-sxm")
     assert [round(row.relative_error, 3) for row in table.rows] == [0.05, -0.2, 0.1]
@@ -82,3 +130,37 @@ def test_fidelity_table_median_and_infeasible():
     assert len(table.infeasible) == 1
     assert "Median absolute relative error: 10.0%" in format_fidelity(table)
     assert math.isfinite(table.as_dict()["median_abs_relative_error"])
+
+
+def _bench_file(path, device_name, results):
+    import json
+
+    path.write_text(json.dumps({"machine": {"device_name": device_name}, "results": results}))
+
+
+def test_fit_saved_writes_calibration_and_fidelity(tmp_path, h100):
+    from tuner.commands.calibrate_saved import fit_saved
+
+    _bench_file(tmp_path / "micro.json", "NVIDIA H100 80GB HBM3",
+                _micro(h100.peak("bf16"), h100.peak("fp8")))
+    decode = {"phase": "decode", "weights": "bf16", "tp": 1, "batch": 1, "prompt": None,
+              "context": 1024, "kv_dtype": "bf16", "cuda_graphs": True, "fits": True,
+              "time_s": 6e-3}
+    oom = {**decode, "batch": 256, "context": 16384, "fits": False, "reason": "out of memory"}
+    _bench_file(tmp_path / "model.json", "NVIDIA H100 80GB HBM3", [decode, oom])
+    out = tmp_path / "h100-sxm.yaml"
+    result = fit_saved(tmp_path, hardware="h100-sxm", model="llama-3.1-8b", out=str(out))
+    assert out.is_file() and "gpu: h100-sxm" in out.read_text()
+    fidelity = result["fidelity"]
+    assert fidelity["points"] == 1 and len(fidelity["infeasible"]) == 1
+    assert 0 < fidelity["rows"][0]["predicted_s"] < 1
+
+
+def test_fit_saved_refuses_another_gpus_measurements(tmp_path, h100):
+    from simulator.errors import GpuError
+    from tuner.commands.calibrate_saved import fit_saved
+
+    _bench_file(tmp_path / "micro.json", "NVIDIA H200", _micro(1e15, 2e15))
+    with pytest.raises(GpuError, match="refusing to mix GPUs"):
+        fit_saved(tmp_path, hardware="h100-sxm", model="llama-3.1-8b",
+                  out=str(tmp_path / "x.yaml"))

@@ -227,3 +227,37 @@ def test_same_seed_same_plan(tmp_path, capsys):
     assert a.config == b.config and a.provenance.trial == b.provenance.trial
     assert a.predicted["tpot_s"] == b.predicted["tpot_s"]
     assert [c.trial for c in a.pareto] == [c.trial for c in b.pareto]
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_cleanly_and_the_rerun_resumes(tmp_path):
+    out = tmp_path / "intr"
+    argv = [sys.executable, "-m", "tuner.cli", *SMALL_PLAN, "--no-speculative", "--trials", "6",
+            "--out", str(out), "--no-report"]  # fmt: skip
+    env = dict(os.environ, ROOFTUNE_TRIAL_SLEEP_S="0.5")
+    proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True)  # fmt: skip
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        time.sleep(0.2)
+        if (out / "study.journal").exists() and sum(
+            t.state.name == "COMPLETE" for t in journal_trials(out, "intr")
+        ) >= 2:
+            break
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, err
+    assert "run the same command to resume" in err
+    kept = [t.number for t in journal_trials(out, "intr") if t.state.name == "COMPLETE"]
+    assert len(kept) >= 2 and not (out / "plan.json").exists()
+    rerun = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+    assert rerun.returncode == 0, rerun.stderr
+    after = [t.number for t in journal_trials(out, "intr") if t.state.name == "COMPLETE"]
+    assert set(kept) <= set(after) and len(after) == 6
+
+
+def test_worker_for_a_missing_study_is_one_line(capsys, tmp_path):
+    journal = tmp_path / "x.journal"
+    code, _, err = run_cli(capsys, "worker", "--study", "nope", "--storage", str(journal),
+                           "--wait", "0")  # fmt: skip
+    assert code == 1 and err.count("\n") == 1 and "no study named 'nope'" in err

@@ -96,8 +96,13 @@ def _predictor(spec, hardware):
     from simulator.specs import DeploymentConfig
 
     def predict_step(record: dict[str, Any]) -> float | None:
-        if record.get("kv_dtype", "bf16") != "bf16" or not record.get("cuda_graphs", True):
-            return None  # the grid compares the default engine: bf16 KV, CUDA graphs
+        if (
+            record.get("kv_dtype", "bf16") != "bf16"
+            or not record.get("cuda_graphs", True)
+            or record.get("gemv") is False
+            or record.get("prefill_backend") not in (None, "flash")
+        ):
+            return None  # the grid scores the default engine; variants are for comparison
         weights = record["weights"]
         prompt = record.get("prompt") or 0
         context = record.get("context") or 0

@@ -5,6 +5,7 @@ Prediction, with the relative error of each phase. TP > 1 runs under
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 from . import common
 
@@ -52,11 +53,11 @@ def run(args: argparse.Namespace) -> int:
     )
     if int(os.environ.get("RANK", "0")) != 0:
         return 0
-    rows = []
+    rows: list[dict[str, Any]] = []
     for name, field in (("prefill", "time_s"), ("decode", "step_time_s")):
         p, m = getattr(predicted, name), getattr(measured, name)
-        p_value = getattr(p, field) if p else None
-        m_value = getattr(m, field) if m else None
+        p_value: float | None = getattr(p, field) if p else None
+        m_value: float | None = getattr(m, field) if m else None
         error = relative_error(p_value, m_value) if p_value and m_value else None
         rows.append(
             {"phase": name, "predicted_s": p_value, "measured_s": m_value, "relative_error": error}

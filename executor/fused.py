@@ -1,0 +1,170 @@
+"""The elementwise pieces of the Llama layer, and fused versions of them.
+
+RoPE, RMSNorm, the residual add, SwiGLU's ``silu(gate) * up`` and the FP8 cast are each several
+small kernels when PyTorch runs them op by op. ``Kernels`` holds the functions the model calls;
+``Kernels.compiled()`` compiles each one (``torch.compile``, dynamic shapes, one Triton kernel
+apiece) so a decode step launches one kernel where eager launches five. The GEMMs and attention
+stay library calls. Fusions that follow the data: the residual add shares a kernel with the next
+RMSNorm, RoPE runs on the fused q/k/v projection in place, and before an FP8 GEMM with a static
+input scale the producing kernel writes FP8 directly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = [
+    "Kernels",
+    "EAGER",
+    "apply_rope",
+    "rope_qkv",
+    "rms_norm",
+    "add_rms_norm",
+    "silu_and_mul",
+    "to_fp8",
+    "static_input_scale",
+    "causal_attention",
+]
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """x: [B, heads, T, D]; cos, sin: [T, D]. Rotate pairs (i, i + D/2) by the position angle."""
+    x_float = x.float()
+    first, second = x_float.chunk(2, dim=-1)
+    rotated = torch.cat([-second, first], dim=-1)
+    return (x_float * cos + rotated * sin).to(x.dtype)
+
+
+def rope_qkv(
+    qkv: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, num_rotated_heads: int
+) -> torch.Tensor:
+    """qkv: [B, T, heads, D] (q, k and v heads of the fused projection). Rotates the first
+    ``num_rotated_heads`` (q and k) and passes v through: one kernel for the whole projection."""
+    # Work in the projection's own [B, T, heads, D] layout (cos, sin broadcast over heads), so
+    # the fused kernel reads and writes along D, coalesced, with no transposes.
+    x = qkv[:, :, :num_rotated_heads].float()
+    first, second = x.chunk(2, dim=-1)
+    rotated = torch.cat([-second, first], dim=-1)
+    x = (x * cos[:, None, :] + rotated * sin[:, None, :]).to(qkv.dtype)
+    return torch.cat([x, qkv[:, :, num_rotated_heads:]], dim=2)
+
+
+def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    x_float = x.float()
+    x_float = x_float * torch.rsqrt(x_float.pow(2).mean(-1, keepdim=True) + eps)
+    return (x_float * weight.float()).to(x.dtype)
+
+
+def add_rms_norm(
+    residual: torch.Tensor, delta: torch.Tensor, weight: torch.Tensor, eps: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The residual add and the next RMSNorm in one pass: (residual + delta, its norm)."""
+    residual = residual + delta
+    return residual, rms_norm(residual, weight, eps)
+
+
+def silu_and_mul(gate_up: torch.Tensor) -> torch.Tensor:
+    gate, up = gate_up.chunk(2, dim=-1)
+    return F.silu(gate) * up
+
+
+def to_fp8(x: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """x / scale saturated to float8_e4m3fn (448 is its largest finite value)."""
+    return (x.float() / scale).clamp(-448.0, 448.0).to(torch.float8_e4m3fn)
+
+
+def add_rms_norm_fp8(
+    residual: torch.Tensor,
+    delta: torch.Tensor,
+    weight: torch.Tensor,
+    eps: float,
+    scale: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """add_rms_norm whose normed output is already the FP8 input of the next GEMM."""
+    residual, normed = add_rms_norm(residual, delta, weight, eps)
+    return residual, to_fp8(normed, scale)
+
+
+def silu_and_mul_fp8(gate_up: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    return to_fp8(silu_and_mul(gate_up), scale)
+
+
+def static_input_scale(linear: nn.Module) -> torch.Tensor | None:
+    """The fixed per-tensor FP8 input scale of a quantized linear, or None (bf16 linears and
+    dynamic scaling). When it exists, the kernel before the GEMM writes FP8 directly."""
+    scale_of = getattr(linear, "static_input_scale", None)
+    return scale_of() if callable(scale_of) else None
+
+
+def causal_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, backend: str = "flash"
+) -> torch.Tensor:
+    """Causal SDPA of q [B, heads, T, D] over k, v [B, kv_heads, T, D]. ``backend`` "cudnn"
+    asks for cuDNN's fused attention (faster than flash on Hopper for long prompts); it wants
+    as many K/V heads as query heads, so K/V are repeated first (a small copy next to T^2 work).
+    Anything else, or a CPU, is PyTorch's choice (flash on a GPU) with native GQA."""
+    if backend == "cudnn" and q.is_cuda:
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+
+        group = q.shape[1] // k.shape[1]
+        k_full, v_full = k.repeat_interleave(group, dim=1), v.repeat_interleave(group, dim=1)
+        with sdpa_kernel(
+            [SDPBackend.CUDNN_ATTENTION, SDPBackend.FLASH_ATTENTION], set_priority=True
+        ):
+            return F.scaled_dot_product_attention(q, k_full, v_full, is_causal=True)
+    return F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
+
+
+class Kernels:
+    """The elementwise functions the model calls, swappable for compiled (fused) versions.
+
+    Eager, each of them is several small kernels; ``Kernels.compiled()`` fuses each into one
+    Triton kernel (``torch.compile`` of these small functions only, with dynamic shapes, so they
+    compile once and serve every batch size). The GEMMs and attention stay library calls.
+    """
+
+    def __init__(
+        self,
+        rms_norm: Callable = rms_norm,
+        apply_rope: Callable = apply_rope,
+        silu_and_mul: Callable = silu_and_mul,
+        add_rms_norm: Callable = add_rms_norm,
+        rope_qkv: Callable = rope_qkv,
+        add_rms_norm_fp8: Callable = add_rms_norm_fp8,
+        silu_and_mul_fp8: Callable = silu_and_mul_fp8,
+        prefill_backend: str = "flash",
+    ) -> None:
+        self.prefill_backend = prefill_backend
+        self.rope_qkv = rope_qkv
+        self.add_rms_norm_fp8 = add_rms_norm_fp8
+        self.silu_and_mul_fp8 = silu_and_mul_fp8
+        self.rms_norm = rms_norm
+        self.apply_rope = apply_rope
+        self.silu_and_mul = silu_and_mul
+        self.add_rms_norm = add_rms_norm
+
+    @classmethod
+    def compiled(cls, prefill_backend: str = "flash") -> Kernels:
+        def compile_one(fn: Callable) -> Callable:
+            return torch.compile(fn, dynamic=True, fullgraph=True)
+
+        # One compiled function serves every shape, but each distinct stride pattern and grad
+        # mode is a recompile; a model sees a few dozen, more than dynamo's default of 8.
+        torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
+        return cls(
+            compile_one(rms_norm),
+            compile_one(apply_rope),
+            compile_one(silu_and_mul),
+            compile_one(add_rms_norm),
+            compile_one(rope_qkv),
+            compile_one(add_rms_norm_fp8),
+            compile_one(silu_and_mul_fp8),
+            prefill_backend=prefill_backend,
+        )
+
+
+EAGER = Kernels()
