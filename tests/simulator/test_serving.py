@@ -245,8 +245,10 @@ def test_prediction_contract_and_exports(tmp_path, capsys):
         stats = getattr(p, field)
         assert stats.p50 <= stats.p90 <= stats.p99
     assert p.output_tokens_per_s_per_gpu == p.output_tokens_per_s
-    # 8B on one H100 at $2.99/h: $ per million output tokens = 2.99 / (tokens/s x 3600) x 1e6.
-    assert p.cost_per_million_tokens == pytest.approx(2.99 / (p.output_tokens_per_s * 3600) * 1e6)
+    # 8B on one H100 at its listed price: $ per million output tokens = price / (tokens/s x 3600)
+    # x 1e6.
+    price = H100.price_per_hour
+    assert p.cost_per_million_tokens == pytest.approx(price / (p.output_tokens_per_s * 3600) * 1e6)
     assert [s["met"] for s in p.slos] == [True, False]
     assert p.goodput_requests_per_s == 0.0, "no request meets a 1 ms TPOT"
     json.dumps(p.model_dump(mode="json"))
