@@ -1,0 +1,96 @@
+"""Validate a plan on a GPU: measure the chosen configuration's steps and record the error.
+
+``tune plan`` only predicts. ``tune validate plan.json`` runs the plan's per-replica
+configuration through the PyTorch executor at the shapes its traffic produces, and writes what
+it measured into the plan's ``validation`` section beside what the model predicted:
+
+- a decode step at the plan's simulated mean batch, with the mean context a running request
+  has (mean prompt + half the mean output);
+- a prefill of one mean-length prompt.
+
+The executor runs the target model only (bf16 or FP8 W8A8; TP under torchrun), so speculative
+decoding and INT8/INT4 schemes are not exercised: the validation says so rather than pretend.
+Everything here but the measurement itself is plain Python, so it is tested without a GPU.
+"""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+from simulator.results import relative_error
+
+__all__ = ["ValidationShape", "validation_shape", "validation_section", "AGREEMENT"]
+
+# A plan whose measured steps are within this of the prediction is marked as agreeing.
+AGREEMENT = 0.10
+
+
+@dataclass(frozen=True)
+class ValidationShape:
+    batch: int
+    prompt: int
+    context: int
+
+
+def validation_shape(plan: Any) -> ValidationShape:
+    """The step shapes that stand for the plan's traffic (see the module docstring)."""
+    config = plan.config
+    mean_batch = plan.predicted.get("mean_batch") or 1.0
+    batch = max(1, min(int(round(mean_batch)), int(config["max_num_seqs"])))
+    prompt = max(1, int(round(plan.workload.mean_prompt_tokens)))
+    context = max(
+        1, int(round(plan.workload.mean_prompt_tokens + plan.workload.mean_output_tokens / 2))
+    )
+    return ValidationShape(batch=batch, prompt=prompt, context=context)
+
+
+def _not_exercised(plan: Any) -> list[str]:
+    notes = []
+    if plan.speculative is not None:
+        notes.append("speculative decoding is not run by the executor: target steps only")
+    if plan.config.get("weight_dtype") not in ("bf16", "fp16", "fp8"):
+        notes.append(f"{plan.config.get('weight_dtype')} weights are not run by the executor")
+    return notes
+
+
+def validation_section(
+    plan: Any, shape: ValidationShape, predicted: Any, measured: Any, *, command: str
+) -> dict[str, Any]:
+    """The plan's ``validation`` section: each measured phase beside its prediction."""
+    points = []
+    for phase in ("prefill", "decode"):
+        p, m = getattr(predicted, phase), getattr(measured, phase)
+        if p is None or m is None:
+            continue
+        points.append(
+            {
+                "phase": phase,
+                "batch": shape.batch if phase == "decode" else 1,
+                "prompt": shape.prompt if phase == "prefill" else None,
+                "context": shape.context if phase == "decode" else None,
+                "predicted_s": p.time_s,
+                "measured_s": m.time_s,
+                "relative_error": relative_error(p.time_s, m.time_s),
+            }
+        )
+    errors = [abs(point["relative_error"]) for point in points]
+    median = statistics.median(errors) if errors else None
+    if not measured.fits:
+        status = f"not measured: {measured.reason}"
+    elif median is None:
+        status = "not measured"
+    else:
+        status = "agrees" if median <= AGREEMENT else "differs"
+    return {
+        "status": status,
+        "median_abs_relative_error": median,
+        "agreement_threshold": AGREEMENT,
+        "points": points,
+        "machine": dict(getattr(measured, "machine", {}) or {}),
+        "notes": _not_exercised(plan),
+        "command": command,
+        "measured_utc": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }
