@@ -18,9 +18,7 @@ def add_parser(subparsers) -> None:
     )
     common.add_model_hardware_args(parser, hardware_required=False)
     common.add_deployment_args(parser)
-    parser.add_argument("--batch", type=int, default=1)
-    parser.add_argument("--prompt", type=int, default=1024)
-    parser.add_argument("--context", type=int, default=1024)
+    common.add_step_shape_args(parser)
     common.add_json_arg(parser)
     parser.set_defaults(run=run)
 
