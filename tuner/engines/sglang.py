@@ -37,15 +37,12 @@ from simulator.specs import DeploymentConfig, SpeculativeConfig
 from tuner.engines import EngineInputs, EngineSection
 from tuner.engines.budget import memory_fraction
 from tuner.engines.common import (
-    ENGINE_VERSIONS,
     PROGRAMS,
     draft_model_path,
-    dump_yaml,
     model_dtype,
     prequantized_note,
-    replica_lines,
-    shell_line,
 )
+from tuner.engines.section import config_file_section, replica_note
 
 __all__ = ["render", "CONFIG_FILE", "LAUNCHER"]
 
@@ -60,24 +57,16 @@ def render(inputs: EngineInputs) -> EngineSection:
     options = _options(inputs, notes)
     head = [*LAUNCHER, "--model-path", inputs.model_id]
     args = [*head, *_flags(options)]
-    if config.dp > 1:
-        notes.append(
-            f"dp={config.dp}: run one server per replica (lines in `replicas`), each on "
-            f"{config.gpus_per_replica} GPU(s) and its own port, behind a load balancer"
-        )
-    return EngineSection(
-        engine="sglang",
-        engine_version=ENGINE_VERSIONS["sglang"],
-        command=shell_line(args),
+    note = replica_note(config)
+    if note:
+        notes.append(note)
+    return config_file_section(
+        "sglang",
+        inputs,
         args=args,
-        config_files={CONFIG_FILE: dump_yaml(options)},
-        launch=shell_line([*head, "--config", CONFIG_FILE]),
-        replicas=replica_lines(
-            config=config,
-            argv=[*head, "--config", CONFIG_FILE],
-            port=inputs.port,
-            port_flag="--port",
-        ),
+        server=head,
+        config_file=CONFIG_FILE,
+        options=options,
         notes=notes,
         memory_fraction=options["mem-fraction-static"],
     )

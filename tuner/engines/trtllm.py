@@ -38,14 +38,11 @@ from simulator.specs import DeploymentConfig, SpeculativeConfig
 from tuner.engines import EngineInputs, EngineSection
 from tuner.engines.budget import memory_fraction
 from tuner.engines.common import (
-    ENGINE_VERSIONS,
     draft_model_path,
-    dump_yaml,
     model_dtype,
     prequantized_note,
-    replica_lines,
-    shell_line,
 )
+from tuner.engines.section import config_file_section, replica_note
 
 __all__ = ["render", "CONFIG_FILE"]
 
@@ -61,30 +58,22 @@ def render(inputs: EngineInputs) -> EngineSection:
     options = _options(inputs, notes)
     head = ["trtllm-serve", inputs.model_id, "--backend", "pytorch", "--host", inputs.host]
     args = [*head, "--port", str(inputs.port), *_flags(config, options), "--config", CONFIG_FILE]
-    if config.dp > 1:
-        notes.append(
-            f"dp={config.dp}: TensorRT-LLM has no data-parallel flag; run one server per "
-            f"replica (lines in `replicas`), each on {config.gpus_per_replica} GPU(s) and its "
-            "own port, behind a load balancer"
-        )
+    note = replica_note(config, why="TensorRT-LLM has no data-parallel flag; ")
+    if note:
+        notes.append(note)
     if inputs.served_model_name:
         notes.append(
             "trtllm-serve has no served-model-name option in this release: clients use the "
             "model path as the model name"
         )
-    return EngineSection(
-        engine="trtllm",
-        engine_version=ENGINE_VERSIONS["trtllm"],
-        command=shell_line(args),
+    return config_file_section(
+        "trtllm",
+        inputs,
         args=args,
-        config_files={CONFIG_FILE: dump_yaml(options)},
-        launch=shell_line([*head, "--port", str(inputs.port), "--config", CONFIG_FILE]),
-        replicas=replica_lines(
-            config=config,
-            argv=[*head, "--config", CONFIG_FILE],
-            port=inputs.port,
-            port_flag="--port",
-        ),
+        server=head,
+        launch_extra=["--port", str(inputs.port)],
+        config_file=CONFIG_FILE,
+        options=options,
         notes=notes,
         memory_fraction=options["kv_cache_config"]["free_gpu_memory_fraction"],
     )
