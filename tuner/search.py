@@ -194,21 +194,7 @@ def seed_baselines(study: Any, search: Any, *, limit: int) -> None:
                 break
     slo_tpot = next((s.target_s for s in search.slos if s.metric == "tpot"), None)
     for index, replicas, _ in pruned.ranked(search.traffic, slo_tpot, limit):
-        hw, tp, pp, ep, w, kv, seqs, chunked, tokens = pruned.keys[index]
-        points.append(
-            Point(
-                hardware=hw,
-                tp=tp,
-                pp=pp,
-                ep=ep,
-                replicas=replicas,
-                weights=w,
-                kv=kv,
-                max_num_seqs=seqs,
-                chunked_prefill=chunked,
-                max_num_batched_tokens=tokens,
-            )
-        )
+        points.append(Point.from_key(pruned.keys[index], replicas))
     for point in points:
         if point not in seen:
             seen.add(point)

@@ -131,6 +131,28 @@ class Point:
     spec_method: str = "none"
     spec_tokens: int = 0
 
+    @classmethod
+    def from_key(
+        cls, key: tuple, replicas: int, *, spec_method: str = "none", spec_tokens: int = 0
+    ) -> Point:
+        """A point from a replica key ``(hardware, tp, pp, ep, weights, kv, max_num_seqs,
+        chunked_prefill, max_num_batched_tokens)``, the form the pruning pass ranks."""
+        hw, tp, pp, ep, w, kv, seqs, chunked, tokens = key
+        return cls(
+            hardware=hw,
+            tp=tp,
+            pp=pp,
+            ep=ep,
+            replicas=replicas,
+            weights=w,
+            kv=kv,
+            max_num_seqs=seqs,
+            chunked_prefill=chunked,
+            max_num_batched_tokens=tokens,
+            spec_method=spec_method,
+            spec_tokens=spec_tokens,
+        )
+
     @property
     def gpus_per_replica(self) -> int:
         return self.tp * self.pp
@@ -316,23 +338,10 @@ class SearchSpace:
     def points(self) -> Iterator[Point]:
         """The whole space, one point at a time (exhaustive mode; keep the space small)."""
         for key in self.replica_keys():
-            hw, tp, pp, ep, w, kv, seqs, chunked, tokens = key
+            _hw, tp, pp, *_ = key
             for replicas in range(1, self.max_replicas(tp, pp) + 1):
                 for method, g in self.spec_options():
-                    yield Point(
-                        hardware=hw,
-                        tp=tp,
-                        pp=pp,
-                        ep=ep,
-                        replicas=replicas,
-                        weights=w,
-                        kv=kv,
-                        max_num_seqs=seqs,
-                        chunked_prefill=chunked,
-                        max_num_batched_tokens=tokens,
-                        spec_method=method,
-                        spec_tokens=g,
-                    )
+                    yield Point.from_key(key, replicas, spec_method=method, spec_tokens=g)
 
     def size(self) -> int:
         per_key = len(self.spec_options())
