@@ -21,7 +21,6 @@ prints a readable table, then one JSON line last; the full records go to ``--out
 from __future__ import annotations
 
 import argparse
-import gc
 import json
 import os
 import sys
@@ -30,172 +29,14 @@ from pathlib import Path
 
 import torch
 
-from executor.engine import (
-    DecodeGraphs,
-    build_model,
-    capture_graph,
-    fill_cache_random,
-    median,
-    step_cost,
-    time_cuda,
-)
-from executor.quant import FP8_DTYPE, calibrate_static_scales, quantize_model
+from executor.points import free_memory, machine_info, measure_point, prepare_model
 from simulator.specs import ModelSpec
 
-__all__ = ["bench_model", "measure_point", "prepare_model", "main"]
+__all__ = ["bench_model", "main"]
 
 
 def _log(*parts) -> None:
     print(*parts, flush=True)
-
-
-def _free() -> None:
-    gc.collect()
-    torch.cuda.empty_cache()
-
-
-def prepare_model(
-    spec: ModelSpec,
-    *,
-    weights: str,
-    scaling: str = "static",
-    granularity: str = "per_tensor",
-    tp_rank: int = 0,
-    tp_world_size: int = 1,
-    seed: int = 0,
-    all_reduce: str = "nccl",
-    gemv: bool = True,
-    prefill_backend: str = "flash",
-):
-    model = build_model(
-        spec,
-        seed=seed,
-        tp_rank=tp_rank,
-        tp_world_size=tp_world_size,
-        all_reduce=all_reduce,
-        prefill_backend=prefill_backend,
-    )
-    if weights != "bf16":
-        quantize_model(
-            model,
-            weights=weights,
-            scaling=scaling,
-            granularity=granularity,
-            compile_quantize=True,
-            include_lm_head=True,
-        )
-        if weights == "fp8" and scaling == "static":
-            tokens = torch.randint(0, spec.vocab_size, (1, 256), device="cuda")
-            calibrate_static_scales(model, lambda: model(tokens))
-    if gemv:
-        from executor.kernels import use_gemv
-
-        use_gemv(model)
-    _free()
-    return model
-
-
-def _bytes_per_param(weights: str) -> float:
-    return {"bf16": 2.0, "fp16": 2.0, "fp8": 1.0, "int8": 1.0, "int4": 0.5}[weights]
-
-
-def measure_point(
-    model,
-    spec: ModelSpec,
-    *,
-    weights: str,
-    batch: int,
-    prompt: int = 0,
-    context: int = 0,
-    tp: int = 1,
-    kv_dtype: str = "bf16",
-    use_graphs: bool = True,
-    iters: int = 20,
-) -> dict:
-    """One prefill (``prompt`` > 0) or decode-step (``context``) timing; OOM -> fits False."""
-    record = {
-        "phase": "prefill" if prompt else "decode",
-        "weights": weights,
-        "tp": tp,
-        "batch": batch,
-        "prompt": prompt or None,
-        "context": context or None,
-        "kv_dtype": kv_dtype,
-        "cuda_graphs": use_graphs,
-        "gemv": True,
-        "prefill_backend": model.kernels.prefill_backend if prompt else None,
-    }
-    graphs = graph = None
-    try:
-        length = (prompt if prompt else context) + 16
-        kv_torch_dtype = FP8_DTYPE if kv_dtype == "fp8" else None
-        model.setup_caches(max_batch=batch, max_seq_length=length, kv_dtype=kv_torch_dtype)
-        device = model.embed_tokens.weight.device
-        if prompt:
-            tokens = torch.randint(0, spec.vocab_size, (batch, prompt), device=device)
-            positions = torch.arange(prompt, device=device)
-
-            def run_prefill():
-                return model(tokens, positions, last_token_only=True)
-
-            if use_graphs:
-                graph, _ = capture_graph(run_prefill, warmup=1)
-                run_prefill = graph.replay  # noqa: F811 - time the captured prefill
-            samples = time_cuda(
-                run_prefill, warmup=2, iters=max(3, iters if batch * prompt < 8192 else 5)
-            )
-        else:
-            fill_cache_random(model)
-            graphs = DecodeGraphs(model, use_graphs=use_graphs)
-            graphs.capture(batch, position=context, fixed_position=True)
-            graphs.static_tokens[batch].random_(0, spec.vocab_size)
-            samples = time_cuda(lambda: graphs.replay(batch), warmup=3, iters=iters)
-        seconds = median(samples)
-    except torch.OutOfMemoryError as error:
-        record.update(fits=False, reason="out of memory: " + str(error).splitlines()[0][:160])
-        graphs = graph = None  # noqa: F841
-        model.free_caches()
-        _free()
-        return record
-    except Exception as error:  # keep the run going; the record says what broke
-        if torch.distributed.is_initialized():
-            raise
-        record.update(
-            fits=False, error=f"{type(error).__name__}: {str(error)[:300]}", reason="error"
-        )
-        _log(f"point failed: {record}")
-        graphs = graph = None  # noqa: F841
-        model.free_caches()
-        _free()
-        return record
-    cost = step_cost(
-        spec,
-        batch=batch,
-        prompt=prompt,
-        context=context,
-        tp=tp,
-        weight_bytes_per_param=_bytes_per_param(weights),
-        kv_bytes_per_value=1.0 if kv_dtype == "fp8" else 2.0,
-        lm_head_bytes_per_param=_bytes_per_param(weights),
-    )
-    tokens_done = batch * prompt if prompt else batch
-    record.update(
-        fits=True,
-        time_s=seconds,
-        samples_s=samples,
-        tokens_per_s=tokens_done / seconds,
-        weight_bytes=cost.weight_bytes,
-        kv_bytes=cost.kv_bytes,
-        bytes=cost.bytes,
-        flops=cost.flops,
-        achieved_bytes_per_s=cost.bytes / seconds,
-        achieved_flops_per_s=cost.flops / seconds,
-        peak_memory_bytes=torch.cuda.max_memory_allocated(),
-    )
-    graphs = graph = None  # noqa: F841
-    model.free_caches()
-    _free()
-    return record
 
 
 def _print_points(records: list[dict]) -> None:
@@ -300,7 +141,7 @@ def bench_model(
                 records.append(measure_point(model, spec, weights=weights, batch=1, prompt=prompt))
             model.kernels.prefill_backend = "flash"
         del model
-        _free()
+        free_memory()
     if tp_rank == 0:
         _print_points(records)
     return records
@@ -326,19 +167,10 @@ def profile_prefill(spec: ModelSpec, *, prompt: int) -> None:
         )
     )
     del model
-    _free()
+    free_memory()
 
 
 # ----------------------------------------------------------------------------------------------
-
-
-def _machine() -> dict:
-    from executor.gpu import provenance
-
-    info = provenance()
-    info["device_name"] = torch.cuda.get_device_name(0)
-    info["device_count"] = str(torch.cuda.device_count())
-    return info
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -374,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
     suites = args.suite.split(",")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    summary: dict = {"model": spec.name, "machine": _machine(), "world_size": world}
+    summary: dict = {"model": spec.name, "machine": machine_info(), "world_size": world}
     started = time.time()
     torch.manual_seed(0)
     if "peaks" in suites:  # the two ceilings only: HBM read and the large-GEMM peak

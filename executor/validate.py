@@ -39,8 +39,8 @@ def measure(
     hardware: str | None = None,
 ) -> Measurement:
     _require_cuda()
-    from executor.bench import _machine, measure_point, prepare_model
     from executor.parallel import check_tp_divides, init_distributed
+    from executor.points import machine_info, measure_point, prepare_model
 
     if config.pp > 1 or config.cp > 1 or config.ep > 1:
         raise ConfigError("the executor runs tensor parallelism only (pp = cp = ep = 1)")
@@ -77,7 +77,7 @@ def measure(
             use_graphs=config.cuda_graphs,
         ),
     ]
-    machine = _machine()
+    machine = machine_info()
     fits = all(p["fits"] for p in points)
     reason = next((p.get("reason") for p in points if not p["fits"]), None)
 
@@ -115,9 +115,9 @@ def measure(
 def calibrate_here(*, hardware: str | None, model: str, out: str | None) -> Path:
     """Measure this GPU (microbenchmarks) and write its calibration; the GPU must match."""
     _require_cuda()
-    from executor.bench import _machine
     from executor.gpu import require_profile
     from executor.microbench import bench_micro
+    from executor.points import machine_info
     from simulator.models import get_model
     from tuner.commands.calibrate_saved import fit_saved
 
@@ -125,7 +125,7 @@ def calibrate_here(*, hardware: str | None, model: str, out: str | None) -> Path
     spec = get_model(model)
     micro = bench_micro(spec)
     with tempfile.TemporaryDirectory() as directory:
-        document = {"model": spec.name, "machine": _machine(), "results": micro}
+        document = {"model": spec.name, "machine": machine_info(), "results": micro}
         (Path(directory) / "micro.json").write_text(json.dumps(document, default=str))
         result = fit_saved(directory, hardware=profile, model=model, out=out)
     return Path(result["calibration"])
