@@ -7,7 +7,8 @@ Suites (``--suite a,b``):
   an out-of-memory point is recorded as ``fits: false``.
 - ``hf`` (``executor.hf_compare``): Hugging Face ``LlamaForCausalLM`` at the same shapes and
   weights, checked against the executor's logits, then timed at the same points.
-- ``profile``: a kernel-by-kernel profile of an 8k-token bf16 prefill.
+- ``profile``: kernel-by-kernel profiles of an 8k-token bf16 prefill and of batch-1 decode
+  steps (bf16, FP8).
 - ``tp`` (under ``torchrun``): the model grid at TP = world size, and ``allreduce``: all-reduce
   time vs message size.
 
@@ -21,6 +22,7 @@ prints a readable table, then one JSON line last; the full records go to ``--out
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import sys
@@ -67,6 +69,8 @@ def model_grid(smoke: bool, name: str = "full") -> dict:
             "contexts": [1024, 4096],
             "prompts": [512, 2048, 8192],
         }
+    if name == "decode1":  # the batch-1 decode steps of the must-show ratios, alone
+        return {"weights": ["bf16", "fp8"], "batches": [1], "contexts": [1024], "prompts": []}
     if smoke:
         return {"weights": ["bf16", "fp8"], "batches": [1, 8], "contexts": [512], "prompts": [256]}
     return {
@@ -84,7 +88,8 @@ def bench_model(
     tp_rank: int = 0,
     tp_world_size: int = 1,
     grid: dict | None = None,
-    all_reduce: str = "nccl",
+    all_reduce: str = "one-shot",
+    extras: bool = True,
 ) -> list:
     grid = grid or model_grid(smoke)
     records = []
@@ -96,7 +101,7 @@ def bench_model(
             tp_world_size=tp_world_size,
             all_reduce=all_reduce,
         )
-        backend = getattr(model, "all_reduce_backend", None)
+        backend = model.collectives.backend if model.collectives is not None else None
         first = len(records)
         for prompt in grid["prompts"]:
             records.append(
@@ -118,7 +123,9 @@ def bench_model(
                 )
         for record in records[first:]:
             record["all_reduce"] = backend
-        if tp_world_size == 1:  # what graphs, the GEMV and an fp8 KV cache change, at batch 1
+        if model.collectives is not None and model.collectives.one_shot is not None:
+            model.collectives.one_shot.check()  # no wait gave up: the timings are valid
+        if extras and tp_world_size == 1:  # what graphs, the GEMV, an fp8 KV cache change
             context = grid["contexts"][0]
             records.append(
                 measure_point(
@@ -130,8 +137,15 @@ def bench_model(
                     model, spec, weights=weights, batch=1, context=context, kv_dtype="fp8"
                 )
             )
+            from executor import pdl
             from executor.kernels import use_gemv
 
+            if pdl.enabled():
+                pdl.set_enabled(False)
+                records.append(
+                    measure_point(model, spec, weights=weights, batch=1, context=context)
+                )
+                pdl.set_enabled(True)
             use_gemv(model, enabled=False)
             records.append(measure_point(model, spec, weights=weights, batch=1, context=context))
             records[-1]["gemv"] = False
@@ -147,27 +161,44 @@ def bench_model(
     return records
 
 
-def profile_prefill(spec: ModelSpec, *, prompt: int) -> None:
-    """Where a bf16 prefill's time goes, kernel by kernel (torch.profiler, CUDA time)."""
+def profile_steps(spec: ModelSpec, *, prompt: int, context: int = 1024) -> None:
+    """Where the time goes, kernel by kernel (torch.profiler, CUDA time): a bf16 prefill of
+    ``prompt`` tokens, then a batch-1 decode step at ``context`` in bf16 and in FP8 (run
+    eagerly: the kernels' own times, without the launch gaps a graph removes)."""
     from torch.profiler import ProfilerActivity, profile
 
-    model = prepare_model(spec, weights="bf16")
-    model.setup_caches(max_batch=1, max_seq_length=prompt + 16)
-    tokens = torch.randint(0, spec.vocab_size, (1, prompt), device="cuda")
-    positions = torch.arange(prompt, device="cuda")
-    for _ in range(2):
-        model(tokens, positions, last_token_only=True)
-    torch.cuda.synchronize()
-    with profile(activities=[ProfilerActivity.CUDA]) as prof:
-        model(tokens, positions, last_token_only=True)
+    def report(title: str, run) -> None:
+        for _ in range(3):
+            run()
         torch.cuda.synchronize()
-    _log(
-        prof.key_averages().table(
+        with profile(activities=[ProfilerActivity.CUDA]) as prof:
+            run()
+            torch.cuda.synchronize()
+        _log(title)
+        table = prof.key_averages().table(
             sort_by="cuda_time_total", row_limit=18, max_name_column_width=70
         )
-    )
-    del model
-    free_memory()
+        _log(table)
+
+    for weights in ("bf16", "fp8"):
+        model = prepare_model(spec, weights=weights)
+        if weights == "bf16":
+            model.setup_caches(max_batch=1, max_seq_length=prompt + 16)
+            tokens = torch.randint(0, spec.vocab_size, (1, prompt), device="cuda")
+            positions = torch.arange(prompt, device="cuda")
+            report(
+                f"bf16 prefill of {prompt} tokens",
+                lambda: model(tokens, positions, last_token_only=True),  # noqa: B023
+            )
+        model.setup_caches(max_batch=1, max_seq_length=context + 16)
+        token = torch.randint(0, spec.vocab_size, (1, 1), device="cuda")
+        position = torch.tensor([context], device="cuda")
+        report(
+            f"{weights} decode step, batch 1, context {context}",
+            lambda: model(token, position, kv_length=context + 1),  # noqa: B023
+        )
+        model = None  # free the weights before the next dtype's model is built
+        free_memory()
 
 
 # ----------------------------------------------------------------------------------------------
@@ -185,15 +216,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--smoke", action="store_true", help="tiny grid, to check the script")
     parser.add_argument(
         "--all-reduce",
-        default="nccl",
-        choices=["nccl", "symm"],
-        help="TP all-reduce: NCCL, or one-shot over symmetric memory",
+        default="one-shot",
+        choices=["nccl", "one-shot"],
+        help="TP all-reduce: NCCL, or the fused one-shot kernel (executor.allreduce)",
+    )
+    parser.add_argument(
+        "--no-extras",
+        action="store_true",
+        help="skip the batch-1 variants (no graphs, no PDL, no GEMV, fp8 KV cache, cuDNN prefill)",
     )
     parser.add_argument(
         "--grid",
         default="full",
-        choices=["full", "compare"],
-        help="model grid: full (calibration) or compare (the HF points)",
+        choices=["full", "compare", "decode1"],
+        help="model grid: full (calibration), compare (the HF points; the default under TP) or "
+        "decode1 (batch-1 decode only)",
     )
     args = parser.parse_args(argv)
     from executor import hf_compare, microbench
@@ -232,10 +269,15 @@ def main(argv: list[str] | None = None) -> int:
         _write(out / "micro.json", {**summary, "results": micro})
     ours: list = []
     if "model" in suites:
-        ours = bench_model(spec, smoke=args.smoke, grid=model_grid(args.smoke, args.grid))
+        ours = bench_model(
+            spec,
+            smoke=args.smoke,
+            grid=model_grid(args.smoke, args.grid),
+            extras=not args.no_extras,
+        )
         _write(out / "model.json", {**summary, "results": ours})
     if "profile" in suites:
-        profile_prefill(spec, prompt=2048 if args.smoke else 8192)
+        profile_steps(spec, prompt=2048 if args.smoke else 8192)
     if "hf" in suites:
         hf = hf_compare.bench_hf(spec, ours, smoke=args.smoke)
         _write(out / "hf.json", {**summary, "results": hf})
@@ -252,13 +294,8 @@ def main(argv: list[str] | None = None) -> int:
                 if rank in (0, 1):
                     records += microbench.bench_allreduce(sizes, group=pair)
             dist.barrier()
-            if args.all_reduce == "symm":
-                from executor.parallel import symmetric_memory_all_reduce
-
-                one_shot = symmetric_memory_all_reduce(max_bytes=2**22)
-                if one_shot is not None:
-                    small = [s for s in sizes if s <= 2**22]
-                    records += microbench.bench_allreduce(small, reduce=one_shot, backend="symm")
+            if args.all_reduce == "one-shot":
+                records += _bench_one_shot(spec, sizes)
             dist.barrier()
             if rank == 0:
                 for r in records:
@@ -271,7 +308,7 @@ def main(argv: list[str] | None = None) -> int:
                     )
         tp_records = []
         if "tp" in suites:
-            grid = model_grid(args.smoke, "compare")
+            grid = model_grid(args.smoke, "compare" if args.grid == "full" else args.grid)
             tp_records = bench_model(
                 spec,
                 smoke=args.smoke,
@@ -282,7 +319,7 @@ def main(argv: list[str] | None = None) -> int:
             )
         if rank == 0:
             _write(
-                out / f"tp{world}-{args.all_reduce}.json",
+                out / f"tp{world}-{args.all_reduce}-{args.grid}.json",
                 {**summary, "results": {"allreduce": records, "model": tp_records}},
             )
         if dist.is_initialized():
@@ -292,6 +329,26 @@ def main(argv: list[str] | None = None) -> int:
     if rank == 0:
         print(json.dumps(summary, default=str))
     return 0
+
+
+def _bench_one_shot(spec: ModelSpec, sizes: list[int]) -> list:
+    """The one-shot all-reduce at the message sizes it takes (whole rows of ``hidden``)."""
+    from executor import microbench
+    from executor.allreduce import OneShotAllReduce
+
+    one_shot = OneShotAllReduce.create(hidden=spec.hidden_size, dtype=torch.bfloat16)
+    if one_shot is None:
+        return []
+    row_bytes = 2 * spec.hidden_size
+    small = [s for s in sizes if row_bytes <= s <= one_shot.max_rows * row_bytes]
+    calls = itertools.count()
+
+    def reduce(x: torch.Tensor) -> torch.Tensor:  # alternate the slots, as the model does
+        return one_shot.all_reduce(x.view(-1, spec.hidden_size), slot=next(calls) % 2)
+
+    records = microbench.bench_allreduce(small, reduce=reduce, backend="one-shot")
+    one_shot.check()
+    return records
 
 
 def _write(path: Path, document: dict) -> None:

@@ -54,13 +54,14 @@ def build_model(
     fused_kernels: bool | None = None,
     tp_rank: int = 0,
     tp_world_size: int = 1,
-    all_reduce: str = "nccl",
+    all_reduce: str = "one-shot",
     prefill_backend: str = "flash",
 ) -> Llama:
     """A Llama at the spec's shapes on ``device``: seeded random weights, or a local HF
     checkpoint. With ``tp_world_size > 1`` it is sharded with ``apply_tp`` (call inside torchrun);
-    ``all_reduce`` is "nccl" or "symm" (one-shot over symmetric memory, NCCL if unavailable).
-    ``fused_kernels`` (default: on for CUDA) compiles the elementwise helpers."""
+    ``all_reduce`` is "one-shot" (``executor.allreduce``: small messages in one kernel with the
+    residual add and RMSNorm, the rest and any GPU where it cannot run over NCCL) or "nccl".
+    ``fused_kernels`` (default: on for CUDA) swaps in the fused elementwise kernels."""
     device = torch.device(device)
     default_dtype = torch.get_default_dtype()
     torch.set_default_dtype(dtype)  # build at the target dtype: no float32 copy of 8B weights
@@ -76,11 +77,13 @@ def build_model(
     else:
         init_random_weights(model, seed=seed)
     if tp_world_size > 1:
-        from executor.parallel import apply_tp, symmetric_memory_all_reduce
+        from executor.allreduce import OneShotAllReduce
+        from executor.parallel import apply_tp
 
-        reduce = symmetric_memory_all_reduce(dtype=dtype) if all_reduce == "symm" else None
-        apply_tp(model, rank=tp_rank, world_size=tp_world_size, all_reduce=reduce)
-        model.all_reduce_backend = "symm" if reduce is not None else "nccl"
+        one_shot = None
+        if all_reduce == "one-shot" and device.type == "cuda":
+            one_shot = OneShotAllReduce.create(hidden=spec.hidden_size, dtype=dtype)
+        apply_tp(model, rank=tp_rank, world_size=tp_world_size, one_shot=one_shot)
     if fused_kernels is None:
         fused_kernels = device.type == "cuda"
     if fused_kernels:

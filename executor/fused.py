@@ -2,11 +2,13 @@
 
 RoPE, RMSNorm, the residual add, SwiGLU's ``silu(gate) * up`` and the FP8 cast are each several
 small kernels when PyTorch runs them op by op. ``Kernels`` holds the functions the model calls;
-``Kernels.compiled()`` compiles each one (``torch.compile``, dynamic shapes, one Triton kernel
-apiece) so a decode step launches one kernel where eager launches five. The GEMMs and attention
-stay library calls. Fusions that follow the data: the residual add shares a kernel with the next
-RMSNorm, RoPE runs on the fused q/k/v projection in place, and before an FP8 GEMM with a static
-input scale the producing kernel writes FP8 directly.
+``Kernels.compiled()`` swaps in fused ones: hand-written Triton kernels for RoPE with the KV-cache
+write, SwiGLU and the residual add + RMSNorm (``executor.elementwise``), and ``torch.compile``
+(dynamic shapes, one Triton kernel apiece) for the lone first RMSNorm, or for all of them where
+there is no Triton. The GEMMs and attention stay library calls. Fusions that follow
+the data: the residual add shares a kernel with the next RMSNorm, RoPE runs on the fused q/k/v
+projection in place and writes K and V into the cache in the same pass, and before an FP8 GEMM
+with a static input scale the producing kernel writes FP8 directly.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ __all__ = [
     "Kernels",
     "EAGER",
     "apply_rope",
-    "rope_qkv",
+    "rope_cache",
     "rms_norm",
     "add_rms_norm",
     "silu_and_mul",
@@ -39,18 +41,25 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     return (x_float * cos + rotated * sin).to(x.dtype)
 
 
-def rope_qkv(
-    qkv: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, num_rotated_heads: int
+def rope_cache(
+    qkv: torch.Tensor,
+    cos: torch.Tensor,
+    sin: torch.Tensor,
+    num_q_heads: int,
+    num_kv_heads: int,
+    cache=None,
+    input_pos: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """qkv: [B, T, heads, D] (q, k and v heads of the fused projection). Rotates the first
-    ``num_rotated_heads`` (q and k) and passes v through: one kernel for the whole projection."""
-    # Work in the projection's own [B, T, heads, D] layout (cos, sin broadcast over heads), so
-    # the fused kernel reads and writes along D, coalesced, with no transposes.
-    x = qkv[:, :, :num_rotated_heads].float()
-    first, second = x.chunk(2, dim=-1)
-    rotated = torch.cat([-second, first], dim=-1)
-    x = (x * cos[:, None, :] + rotated * sin[:, None, :]).to(qkv.dtype)
-    return torch.cat([x, qkv[:, :, num_rotated_heads:]], dim=2)
+    """qkv: [B, T, heads, D], the q, k and v heads of the fused projection. Rotates the q and k
+    heads in place and, given a ``KVCache``, stores K and V at ``input_pos``. Returns qkv."""
+    rotated = num_q_heads + num_kv_heads
+    # [B, T, heads, D] -> [B, heads, T, D] views, so apply_rope's [T, D] tables broadcast.
+    qkv[:, :, :rotated] = apply_rope(qkv[:, :, :rotated].transpose(1, 2), cos, sin).transpose(1, 2)
+    if cache is not None:
+        k = qkv[:, :, num_q_heads:rotated].transpose(1, 2)
+        v = qkv[:, :, rotated:].transpose(1, 2)
+        cache.write(input_pos, k, v)
+    return qkv
 
 
 def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
@@ -120,47 +129,56 @@ def causal_attention(
 
 
 class Kernels:
-    """The elementwise functions the model calls, swappable for compiled (fused) versions.
+    """The elementwise functions the model calls, swappable for fused versions.
 
-    Eager, each of them is several small kernels; ``Kernels.compiled()`` fuses each into one
-    Triton kernel (``torch.compile`` of these small functions only, with dynamic shapes, so they
-    compile once and serve every batch size). The GEMMs and attention stay library calls.
+    Eager, each of them is several small kernels; ``Kernels.compiled()`` makes each one kernel:
+    the Triton kernels of ``executor.elementwise`` where Triton and a GPU are here,
+    ``torch.compile`` (dynamic shapes, so one compile serves every batch size) otherwise. The GEMMs and attention stay library calls.
     """
 
     def __init__(
         self,
         rms_norm: Callable = rms_norm,
-        apply_rope: Callable = apply_rope,
+        rope_cache: Callable = rope_cache,
         silu_and_mul: Callable = silu_and_mul,
         add_rms_norm: Callable = add_rms_norm,
-        rope_qkv: Callable = rope_qkv,
         add_rms_norm_fp8: Callable = add_rms_norm_fp8,
         silu_and_mul_fp8: Callable = silu_and_mul_fp8,
         prefill_backend: str = "flash",
     ) -> None:
         self.prefill_backend = prefill_backend
-        self.rope_qkv = rope_qkv
-        self.add_rms_norm_fp8 = add_rms_norm_fp8
-        self.silu_and_mul_fp8 = silu_and_mul_fp8
         self.rms_norm = rms_norm
-        self.apply_rope = apply_rope
+        self.rope_cache = rope_cache
         self.silu_and_mul = silu_and_mul
         self.add_rms_norm = add_rms_norm
+        self.add_rms_norm_fp8 = add_rms_norm_fp8
+        self.silu_and_mul_fp8 = silu_and_mul_fp8
 
     @classmethod
     def compiled(cls, prefill_backend: str = "flash") -> Kernels:
+        from executor import elementwise
+
         def compile_one(fn: Callable) -> Callable:
             return torch.compile(fn, dynamic=True, fullgraph=True)
 
         # One compiled function serves every shape, but each distinct stride pattern and grad
         # mode is a recompile; a model sees a few dozen, more than dynamo's default of 8.
         torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
+        if elementwise.available():
+            return cls(
+                compile_one(rms_norm),
+                elementwise.rope_cache,
+                elementwise.silu_and_mul,
+                elementwise.add_rms_norm,
+                elementwise.add_rms_norm,
+                elementwise.silu_and_mul,
+                prefill_backend=prefill_backend,
+            )
         return cls(
             compile_one(rms_norm),
-            compile_one(apply_rope),
+            rope_cache,
             compile_one(silu_and_mul),
             compile_one(add_rms_norm),
-            compile_one(rope_qkv),
             compile_one(add_rms_norm_fp8),
             compile_one(silu_and_mul_fp8),
             prefill_backend=prefill_backend,

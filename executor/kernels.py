@@ -10,6 +10,10 @@ in bf16, or float8_e4m3fn (then ``x`` may be bf16 or float8, and ``scale`` multi
 sum: the product of the activation and weight scales, one value or one per output row). Rows of
 ``W`` are split over programs (``BLOCK_N`` rows each); K is walked in ``BLOCK_K`` steps.
 
+``gated=True`` fuses the SwiGLU before the MLP's down projection: ``x`` is the ``[gate | up]``
+output of the fused gate/up projection and the kernel multiplies by ``silu(gate) * up``, so a
+one-token MLP is two kernels, not three.
+
 ``GemvLinear`` is an ``nn.Linear`` that takes this path for a single token on a GPU and
 ``F.linear`` otherwise; ``use_gemv(model)`` swaps it in after the model is built (and sharded).
 ``available()`` says whether Triton and a GPU are here.
@@ -20,6 +24,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from executor import pdl
 
 __all__ = ["available", "gemv", "GemvLinear", "use_gemv"]
 
@@ -34,18 +40,30 @@ def available() -> bool:
     return triton is not None and torch.cuda.is_available()
 
 
+def _gemv_configs() -> list:
+    # Tiles of 4-64 kB per step: enough bytes in flight per program for one-byte FP8 weights as
+    # well as two-byte bf16 ones; the autotuner keeps the fastest per shape and dtype.
+    return [
+        triton.Config({"BLOCK_N": n, "BLOCK_K": k}, num_warps=w)
+        for n in (1, 2, 4, 8, 16, 32)
+        for k in (256, 512, 1024, 2048, 4096)
+        for w in (4, 8)
+        if 4096 <= n * k <= 32768
+    ]
+
+
 if triton is not None:
 
-    @triton.autotune(
-        configs=[
-            triton.Config({"BLOCK_N": n, "BLOCK_K": k}, num_warps=w)
-            for n in (2, 4, 8, 16)
-            for k in (256, 512, 1024, 2048)
-            for w in (2, 4, 8)
-            if 1024 <= n * k <= 16384
-        ],
-        key=["N", "K", "SCALE_PER_ROW"],
-    )
+    @triton.jit
+    def _tile_dot(w, x_ptr, cols, col_ok, K, GATED: tl.constexpr):
+        # One [BLOCK_N, BLOCK_K] weight tile times the matching slice of x, summed over K.
+        x = tl.load(x_ptr + cols, mask=col_ok, other=0.0).to(tl.float32)
+        if GATED:  # x holds [gate | up]: the SwiGLU input silu(gate) * up, made here
+            up = tl.load(x_ptr + K + cols, mask=col_ok, other=0.0).to(tl.float32)
+            x = x * tl.sigmoid(x) * up
+        return tl.sum(w.to(tl.float32) * x[None, :], axis=1)
+
+    @triton.autotune(configs=_gemv_configs(), key=["N", "K", "SCALE_PER_ROW", "GATED"])
     @triton.jit
     def _gemv_kernel(
         x_ptr,
@@ -57,14 +75,25 @@ if triton is not None:
         stride_wn,
         HAS_SCALE: tl.constexpr,
         SCALE_PER_ROW: tl.constexpr,
+        GATED: tl.constexpr,
+        USE_PDL: tl.constexpr,
         BLOCK_N: tl.constexpr,
         BLOCK_K: tl.constexpr,
     ):
         pid = tl.program_id(0)
         rows = pid * BLOCK_N + tl.arange(0, BLOCK_N)  # [BLOCK_N]
         row_ok = rows < N
-        acc = tl.zeros((BLOCK_N, BLOCK_K), dtype=tl.float32)
-        for k0 in range(0, K, BLOCK_K):
+        cols = tl.arange(0, BLOCK_K)
+        col_ok = cols < K
+        tile = w_ptr + rows[:, None] * stride_wn + cols[None, :]
+        # The first weight tile does not depend on the previous kernel: under PDL it is in
+        # flight while that kernel finishes, and only x waits.
+        w = tl.load(tile, mask=row_ok[:, None] & col_ok[None, :], other=0.0)
+        if USE_PDL:
+            tl.extra.cuda.gdc_launch_dependents()
+            tl.extra.cuda.gdc_wait()
+        acc = _tile_dot(w, x_ptr, cols, col_ok, K, GATED)
+        for k0 in range(BLOCK_K, K, BLOCK_K):
             cols = k0 + tl.arange(0, BLOCK_K)
             col_ok = cols < K
             w = tl.load(
@@ -72,15 +101,13 @@ if triton is not None:
                 mask=row_ok[:, None] & col_ok[None, :],
                 other=0.0,
             )
-            x = tl.load(x_ptr + cols, mask=col_ok, other=0.0)
-            acc += w.to(tl.float32) * x.to(tl.float32)[None, :]
-        y = tl.sum(acc, axis=1)  # [BLOCK_N]
+            acc += _tile_dot(w, x_ptr, cols, col_ok, K, GATED)
         if HAS_SCALE:
             if SCALE_PER_ROW:
-                y = y * tl.load(scale_ptr + rows, mask=row_ok, other=0.0)
+                acc = acc * tl.load(scale_ptr + rows, mask=row_ok, other=0.0)
             else:
-                y = y * tl.load(scale_ptr)
-        tl.store(y_ptr + rows, y.to(y_ptr.dtype.element_ty), mask=row_ok)
+                acc = acc * tl.load(scale_ptr)
+        tl.store(y_ptr + rows, acc.to(y_ptr.dtype.element_ty), mask=row_ok)
 
 
 def gemv(
@@ -88,10 +115,13 @@ def gemv(
     weight: torch.Tensor,
     scale: torch.Tensor | None = None,
     out_dtype: torch.dtype = torch.bfloat16,
+    gated: bool = False,
 ) -> torch.Tensor:
-    """x [1, K] @ weight[N, K].T -> [1, N] (times ``scale``: [] or [N], float32)."""
+    """x [1, K] @ weight[N, K].T -> [1, N] (times ``scale``: [] or [N], float32). ``gated``: x
+    is ``[1, 2K]``, a gate and an up half, and the GEMV reads ``silu(gate) * up``."""
     assert x.shape[0] == 1 and weight.stride(1) == 1, "gemv: one row of x, row-major weight"
     n, k = weight.shape
+    assert x.shape[1] == (2 * k if gated else k), "gemv: x does not match the weight"
     x = x.contiguous()
     y = torch.empty(1, n, dtype=out_dtype, device=x.device)
     scale_per_row = scale is not None and scale.numel() > 1
@@ -110,6 +140,8 @@ def gemv(
         weight.stride(0),
         HAS_SCALE=scale is not None,
         SCALE_PER_ROW=scale_per_row,
+        GATED=gated,
+        **pdl.launch_options(),
     )
     return y
 
@@ -117,12 +149,23 @@ def gemv(
 class GemvLinear(nn.Linear):
     """nn.Linear whose single-token forward on a GPU runs ``gemv``."""
 
+    def _takes_gemv(self, x: torch.Tensor, width: int) -> bool:
+        return x.is_cuda and x.numel() == width and x.dtype == self.weight.dtype
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.is_cuda and x.numel() == self.in_features and x.dtype == self.weight.dtype:
+        if self._takes_gemv(x, self.in_features):
             return gemv(x.reshape(1, -1), self.weight, out_dtype=x.dtype).view(
                 *x.shape[:-1], self.out_features
             )
         return F.linear(x, self.weight)
+
+    def forward_gated(self, gate_up: torch.Tensor) -> torch.Tensor | None:
+        """``self(silu(gate) * up)`` for one token in a single GEMV kernel, or None where the
+        GEMV does not apply (the caller then runs SwiGLU and the linear apart)."""
+        if not self._takes_gemv(gate_up, 2 * self.in_features):
+            return None
+        out = gemv(gate_up.reshape(1, -1), self.weight, out_dtype=gate_up.dtype, gated=True)
+        return out.view(*gate_up.shape[:-1], self.out_features)
 
 
 def use_gemv(model: nn.Module, enabled: bool = True) -> nn.Module:

@@ -112,31 +112,29 @@ class KVCache(nn.Module):
         self.is_fp8 = dtype == torch.float8_e4m3fn
         self.scale = scale
 
-    def update(
-        self,
-        input_pos: torch.Tensor,
-        k: torch.Tensor,
-        v: torch.Tensor,
-        kv_length: int | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Write k, v ``[B, kv_heads, T, D]`` at positions ``input_pos [T]``; return this
-        batch's view of the cache (``[B, kv_heads, kv_length or max_seq_length, D]``) in the
-        compute dtype."""
+    def write(self, input_pos: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
+        """Store k, v ``[B, kv_heads, T, D]`` at positions ``input_pos [T]``."""
         batch = k.shape[0]
-        k_cache, v_cache = self.k[:batch], self.v[:batch]
         if self.is_fp8:
             # index_copy_ has no float8 kernel: move the bytes as uint8.
             k_fp8 = (k.float() / self.scale).clamp(-448, 448).to(self.k.dtype)
             v_fp8 = (v.float() / self.scale).clamp(-448, 448).to(self.v.dtype)
-            k_cache.view(torch.uint8).index_copy_(2, input_pos, k_fp8.view(torch.uint8))
-            v_cache.view(torch.uint8).index_copy_(2, input_pos, v_fp8.view(torch.uint8))
+            self.k[:batch].view(torch.uint8).index_copy_(2, input_pos, k_fp8.view(torch.uint8))
+            self.v[:batch].view(torch.uint8).index_copy_(2, input_pos, v_fp8.view(torch.uint8))
         else:
-            k_cache.index_copy_(2, input_pos, k)
-            v_cache.index_copy_(2, input_pos, v)
+            self.k[:batch].index_copy_(2, input_pos, k)
+            self.v[:batch].index_copy_(2, input_pos, v)
+
+    def read(
+        self, batch: int, dtype: torch.dtype, kv_length: int | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The first ``batch`` sequences' cache, ``[batch, kv_heads, kv_length or
+        max_seq_length, D]``, in the compute ``dtype``."""
+        k_cache, v_cache = self.k[:batch], self.v[:batch]
         if kv_length is not None:
             k_cache, v_cache = k_cache[:, :, :kv_length], v_cache[:, :, :kv_length]
         if self.is_fp8:
-            return k_cache.to(k.dtype) * self.scale, v_cache.to(v.dtype) * self.scale
+            return k_cache.to(dtype) * self.scale, v_cache.to(dtype) * self.scale
         return k_cache, v_cache
 
 
@@ -181,16 +179,18 @@ class Attention(nn.Module):
         batch, num_tokens, _ = x.shape  # x: [B, T, hidden]
         q_width = self.num_heads * self.head_dim
         qkv = self.wqkv(x).view(batch, num_tokens, -1, self.head_dim)  # [B, T, q+k+v heads, D]
-        qkv = kernels.rope_qkv(qkv, cos, sin, self.num_heads + self.num_kv_heads)
+        cache = self.kv_cache if input_pos is not None else None
+        # In place: q and k rotated; with a cache, the new K and V stored at input_pos.
+        kernels.rope_cache(qkv, cos, sin, self.num_heads, self.num_kv_heads, cache, input_pos)
         q, k, v = qkv.transpose(1, 2).split(
             [self.num_heads, self.num_kv_heads, self.num_kv_heads], dim=1
         )  # [B, heads, T, D]
 
-        if self.kv_cache is None or input_pos is None:
+        if cache is None:
             out = causal_attention(q, k, v, kernels.prefill_backend)
         else:
             exact = kv_length if num_tokens == 1 else None
-            k_all, v_all = self.kv_cache.update(input_pos, k, v, exact)  # [B, kv_heads, S, D]
+            k_all, v_all = cache.read(batch, q.dtype, exact)  # [B, kv_heads, S, D]
             if exact is not None:
                 # Every cached position is valid: no mask, so the flash kernel (split over the
                 # keys for one query) reads each K/V head once.
@@ -228,6 +228,11 @@ class FeedForward(nn.Module):
 
     def forward(self, x: torch.Tensor, kernels: Kernels) -> torch.Tensor:
         gate_up = self.w_gate_up(x)
+        # One token on a GPU: the down projection's GEMV makes silu(gate) * up itself.
+        fused = getattr(self.w_down, "forward_gated", None)
+        out = fused(gate_up) if fused is not None else None
+        if out is not None:
+            return out
         scale = static_input_scale(self.w_down)
         if scale is not None:
             return self.w_down(kernels.silu_and_mul_fp8(gate_up, scale))
@@ -235,26 +240,15 @@ class FeedForward(nn.Module):
 
 
 class TransformerBlock(nn.Module):
+    """One decoder layer's modules. ``Llama.forward`` runs them (unrolled across layers, so each
+    residual add shares a kernel with the RMSNorm after it)."""
+
     def __init__(self, spec: ModelSpec) -> None:
         super().__init__()
         self.attention_norm = RMSNorm(spec.hidden_size, spec.rms_norm_eps)
         self.attention = Attention(spec)
         self.mlp_norm = RMSNorm(spec.hidden_size, spec.rms_norm_eps)
         self.mlp = FeedForward(spec)
-
-    def forward(
-        self,
-        x,
-        cos,
-        sin,
-        input_pos,
-        kernels: Kernels,
-        attend_cache: bool = False,
-        kv_length: int | None = None,
-    ):
-        normed = self.attention_norm(x, kernels)
-        x = x + self.attention(normed, cos, sin, input_pos, kernels, attend_cache, kv_length)
-        return x + self.mlp(self.mlp_norm(x, kernels), kernels)
 
 
 class Llama(nn.Module):
@@ -282,6 +276,7 @@ class Llama(nn.Module):
         if spec.tie_word_embeddings:
             self.lm_head.weight = self.embed_tokens.weight
         self.kernels = EAGER
+        self.collectives = None  # executor.parallel.Collectives once apply_tp has sharded it
         self.max_batch = 0
         self.max_seq_length = 0
         self.register_buffer("rope_cos", torch.empty(0), persistent=False)
@@ -347,8 +342,8 @@ class Llama(nn.Module):
         kernels = self.kernels
         residual = self.embed_tokens(tokens)  # [B, T, hidden]
         normed = self.layers[0].attention_norm(residual, kernels)
-        # TransformerBlock.forward unrolled so that each residual add shares a kernel with the
-        # RMSNorm after it (the next layer's, or the final norm).
+        # The layers unrolled so that each residual add shares a kernel with the RMSNorm after
+        # it (the next layer's, or the final norm).
         next_norms = [layer.attention_norm for layer in self.layers[1:]] + [self.norm]
         next_inputs = [layer.attention.wqkv for layer in self.layers[1:]] + [self.lm_head]
         first_scale = static_input_scale(self.layers[0].attention.wqkv)
@@ -359,20 +354,31 @@ class Llama(nn.Module):
                 normed, cos, sin, input_pos, kernels, attend_cache, kv_length
             )
             residual, normed = self._add_norm(
-                residual, attended, layer.mlp_norm, layer.mlp.w_gate_up, kernels
+                residual, attended, layer.mlp_norm, layer.mlp.w_gate_up, kernels, slot=0
             )
             residual, normed = self._add_norm(
-                residual, layer.mlp(normed, kernels), next_norm, next_input, kernels
+                residual, layer.mlp(normed, kernels), next_norm, next_input, kernels, slot=1
             )
         if last_token_only:
             normed = normed[:, -1:]
-        return self.lm_head(normed)  # [B, T or 1, vocab]
+        logits = self.lm_head(normed)  # [B, T or 1, vocab / tp]
+        if self.collectives is not None:
+            logits = self.collectives.gather_last_dim(logits)
+        return logits
 
-    @staticmethod
-    def _add_norm(residual, delta, norm: RMSNorm, consumer: nn.Module, kernels: Kernels):
-        # The normed activation feeds `consumer`; an FP8 consumer with a static scale gets it
-        # quantized by the same kernel.
+    def _add_norm(self, residual, delta, norm: RMSNorm, consumer: nn.Module, kernels, slot: int):
+        """(residual + delta, its RMSNorm), the norm feeding ``consumer``: quantized by the same
+        kernel for an FP8 consumer with a static scale. Under TP ``delta`` is this GPU's partial
+        sum: all-reduced first, or all in one kernel by the one-shot all-reduce (``slot``
+        alternates between the attention's and the MLP's reduction, see executor.allreduce)."""
         scale = static_input_scale(consumer)
+        if self.collectives is not None:
+            fused = self.collectives.reduce_add_rms_norm(
+                residual, delta, norm.weight, norm.eps, scale, slot
+            )
+            if fused is not None:
+                return fused
+            delta = self.collectives.all_reduce(delta)
         if scale is not None:
             return kernels.add_rms_norm_fp8(residual, delta, norm.weight, norm.eps, scale)
         return kernels.add_rms_norm(residual, delta, norm.weight, norm.eps)

@@ -9,13 +9,15 @@ by input rows, so the pair needs one all-reduce at the end and nothing in betwee
   all-reduce of the MLP output.
 - ``lm_head`` column-parallel over the vocabulary, then an all-gather of the logits, so each GPU
   reads only its share of the largest matrix; the embedding (a gather) stays whole.
-The all-reduce runs in a forward hook on ``attention`` and ``mlp`` and returns the *whole*
-reduced tensor (every batch row), so results are right at any batch size.
+``apply_tp`` gives the model a ``Collectives``: ``Llama.forward`` all-reduces each row-parallel
+output (every batch row, so results are right at any batch size) before the residual add, and
+gathers the logits. With ``one_shot`` (``executor.allreduce``) a small all-reduce, the residual
+add and the next RMSNorm are one kernel; larger messages (prefill) go to NCCL.
 
 ``shard_model`` does the slicing with no communication, for any rank of a given world size; the
 CPU tests use it to check that summing the row-parallel partial outputs of all shards reproduces
-the unsharded model. ``apply_tp`` adds the collectives over ``torch.distributed`` (NCCL), started
-by ``torchrun`` (``init_distributed`` reads RANK / WORLD_SIZE / LOCAL_RANK). Pipeline
+the unsharded model. The collectives run over ``torch.distributed`` (NCCL), started by
+``torchrun`` (``init_distributed`` reads RANK / WORLD_SIZE / LOCAL_RANK). Pipeline
 parallelism is not implemented.
 """
 
@@ -34,9 +36,8 @@ __all__ = [
     "init_distributed",
     "shard_model",
     "apply_tp",
-    "ReduceHook",
+    "Collectives",
     "check_tp_divides",
-    "symmetric_memory_all_reduce",
 ]
 
 
@@ -116,60 +117,48 @@ def shard_model(model: Llama, *, rank: int, world_size: int) -> Llama:
     return model
 
 
-class ReduceHook:
-    """Forward hook that replaces a module's output by ``reduce(output)`` (the whole tensor)."""
-
-    def __init__(self, reduce: Callable[[torch.Tensor], torch.Tensor]) -> None:
-        self.reduce = reduce
-
-    def __call__(self, module: nn.Module, inputs, output: torch.Tensor) -> torch.Tensor:
-        return self.reduce(output)
-
-
 def _nccl_all_reduce(tensor: torch.Tensor) -> torch.Tensor:
     dist.all_reduce(tensor)  # in place, sum, the default group
     return tensor
 
 
-def symmetric_memory_all_reduce(
-    *,
-    max_bytes: int = 2**20,
-    dtype: torch.dtype = torch.bfloat16,
-    group=None,
-) -> Callable[[torch.Tensor], torch.Tensor] | None:
-    """A one-shot all-reduce for small messages: every GPU reads its peers' copies straight
-    out of their memory (``torch.ops.symm_mem.one_shot_all_reduce`` over P2P, no NVLink
-    multicast), one kernel instead of NCCL's protocol. Messages over ``max_bytes`` go to NCCL.
-    Returns None, after a check against NCCL, when this torch or machine cannot do it.
+class Collectives:
+    """The communication of one TP shard, called by ``Llama.forward``.
 
-    Experimental: on 2 x H200 it measured 7.3 us per 4 kB all-reduce in a CUDA graph (NCCL:
-    11.9 us), but the one TP model run with it did not finish; NCCL is the default."""
-    try:
-        import torch.distributed._symmetric_memory as symm_mem
+    ``all_reduce`` sums a row-parallel output over the group; ``gather_last_dim`` joins the
+    vocabulary shards of the logits. ``one_shot`` (an ``executor.allreduce.OneShotAllReduce``,
+    optional) does small all-reduces together with the residual add and RMSNorm after them, in
+    one kernel; ``reduce_add_rms_norm`` returns None where it does not apply (no one-shot, or a
+    message too large), and the caller then all-reduces and normalizes apart."""
 
-        group = group or dist.group.WORLD
-        name = group.group_name
-        if hasattr(symm_mem, "enable_symm_mem_for_group"):
-            symm_mem.enable_symm_mem_for_group(name)
-        capacity = max_bytes // torch.tensor([], dtype=dtype).element_size()
-        buffer = symm_mem.empty(capacity, dtype=dtype, device=torch.cuda.current_device())
-        symm_mem.rendezvous(buffer, name)
+    def __init__(
+        self,
+        all_reduce: Callable[[torch.Tensor], torch.Tensor],
+        gather_last_dim: Callable[[torch.Tensor], torch.Tensor],
+        one_shot=None,
+    ) -> None:
+        self.all_reduce = all_reduce
+        self.gather_last_dim = gather_last_dim
+        self.one_shot = one_shot
 
-        def all_reduce(tensor: torch.Tensor) -> torch.Tensor:
-            if tensor.numel() > capacity or tensor.dtype != dtype:
-                return _nccl_all_reduce(tensor)
-            staging = buffer[: tensor.numel()]
-            staging.copy_(tensor.reshape(-1))
-            return torch.ops.symm_mem.one_shot_all_reduce(staging, "sum", name).view_as(tensor)
+    @property
+    def backend(self) -> str:
+        return "one-shot" if self.one_shot is not None else "nccl"
 
-        probe = torch.randn(3, 4096, dtype=dtype, device="cuda")
-        expected = _nccl_all_reduce(probe.clone())
-        torch.testing.assert_close(all_reduce(probe.clone()), expected, rtol=2e-2, atol=2e-2)
-        return all_reduce
-    except Exception as error:  # noqa: BLE001 - any failure means: use NCCL
-        if dist.get_rank() == 0:
-            print(f"symmetric-memory all-reduce unavailable, using NCCL: {error}", flush=True)
-        return None
+    def reduce_add_rms_norm(
+        self,
+        residual: torch.Tensor,
+        partial: torch.Tensor,
+        weight: torch.Tensor,
+        eps: float,
+        fp8_scale: torch.Tensor | None,
+        slot: int,
+    ) -> tuple[torch.Tensor, torch.Tensor] | None:
+        if self.one_shot is None or not self.one_shot.applies(partial):
+            return None
+        return self.one_shot.add_rms_norm(
+            residual, partial, weight, eps, slot=slot, fp8_scale=fp8_scale
+        )
 
 
 def _nccl_gather_last_dim(world_size: int) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -191,18 +180,19 @@ def apply_tp(
     world_size: int | None = None,
     all_reduce: Callable[[torch.Tensor], torch.Tensor] | None = None,
     gather_last_dim: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    one_shot=None,
 ) -> Llama:
-    """Shard ``model`` for this rank and hook in the collectives (NCCL by default).
-    Call after the weights are loaded and before quantization and ``setup_caches``."""
+    """Shard ``model`` for this rank and give it its collectives (NCCL by default, plus an
+    optional fused one-shot all-reduce). Call after the weights are loaded and before
+    quantization and ``setup_caches``."""
     if rank is None or world_size is None:
         rank, world_size = dist.get_rank(), dist.get_world_size()
     if world_size == 1:
         return model
     shard_model(model, rank=rank, world_size=world_size)
-    reduce = all_reduce or _nccl_all_reduce
-    for layer in model.layers:
-        layer.attention.register_forward_hook(ReduceHook(reduce))
-        layer.mlp.register_forward_hook(ReduceHook(reduce))
-    # On the model, not on lm_head, so that quantization may replace the lm_head module.
-    model.register_forward_hook(ReduceHook(gather_last_dim or _nccl_gather_last_dim(world_size)))
+    model.collectives = Collectives(
+        all_reduce or _nccl_all_reduce,
+        gather_last_dim or _nccl_gather_last_dim(world_size),
+        one_shot,
+    )
     return model

@@ -14,6 +14,7 @@ import gc
 
 import torch
 
+from executor import pdl
 from executor.engine import (
     DecodeGraphs,
     build_model,
@@ -43,7 +44,7 @@ def prepare_model(
     tp_rank: int = 0,
     tp_world_size: int = 1,
     seed: int = 0,
-    all_reduce: str = "nccl",
+    all_reduce: str = "one-shot",
     gemv: bool = True,
     prefill_backend: str = "flash",
 ):
@@ -104,6 +105,7 @@ def measure_point(
         "cuda_graphs": use_graphs,
         "gemv": True,
         "prefill_backend": model.kernels.prefill_backend if prompt else None,
+        "pdl": pdl.enabled(),
     }
     graphs = graph = None
     try:

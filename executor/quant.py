@@ -105,9 +105,17 @@ class Fp8Linear(nn.Module):
         # _scaled_mm wants the second scale as [1, out] for rowwise, [] for per tensor.
         self.register_buffer("weight_scale", w_scale.reshape(1, -1) if w_scale.dim() else w_scale)
         self.register_buffer("input_scale", torch.ones((), device=weight.device))
+        # The GEMV's output scale for an FP8 input: input scale x weight scale, one per output
+        # row, kept up to date by set_input_scale (no multiply kernel in every decode step).
+        self.register_buffer("gemv_scale", self.weight_scale.reshape(-1).float().clone())
         self.quantize = quantize
         self.observe = False  # calibrate_static_scales turns this on to record amax
         self.use_gemv = False  # executor.kernels.use_gemv: one token through the Triton GEMV
+
+    def set_input_scale(self, scale: torch.Tensor) -> None:
+        """Fix the activation scale (static scaling), and the GEMV's combined scale with it."""
+        self.input_scale = scale.float().reshape(())
+        self.gemv_scale = self.weight_scale.reshape(-1).float() * self.input_scale
 
     def static_input_scale(self) -> torch.Tensor | None:
         """The fixed input scale when the previous kernel may hand over FP8 directly."""
@@ -115,19 +123,27 @@ class Fp8Linear(nn.Module):
             return self.input_scale
         return None
 
+    def _gemv(self, x2d: torch.Tensor, gated: bool = False) -> torch.Tensor:
+        # One token: stream the FP8 weights through the GEMV; a bf16 input stays bf16 (W8A16),
+        # an FP8 input (static scale upstream) brings its scale along.
+        from executor.kernels import gemv
+
+        scale = self.gemv_scale if x2d.dtype == FP8_DTYPE else self.weight_scale.reshape(-1)
+        return gemv(x2d, self.weight, scale, out_dtype=self.output_dtype, gated=gated)
+
+    def forward_gated(self, gate_up: torch.Tensor) -> torch.Tensor | None:
+        """``self(silu(gate) * up)`` for one token in one GEMV kernel; None where the GEMV does
+        not apply."""
+        if not (self.use_gemv and gate_up.is_cuda and gate_up.numel() == 2 * self.in_features):
+            return None
+        out = self._gemv(gate_up.reshape(1, -1), gated=True)
+        return out.reshape(*gate_up.shape[:-1], self.out_features)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         leading = x.shape[:-1]
         x2d = x.reshape(-1, self.in_features)  # [M, in]
         if self.use_gemv and x2d.shape[0] == 1 and x2d.is_cuda:
-            # One token: stream the FP8 weights through the GEMV; a bf16 input stays bf16
-            # (W8A16), an FP8 input (static scale upstream) brings its scale along.
-            from executor.kernels import gemv
-
-            scale = self.weight_scale.reshape(-1).float()
-            if x.dtype == FP8_DTYPE:
-                scale = scale * self.input_scale
-            out = gemv(x2d, self.weight, scale, out_dtype=self.output_dtype)
-            return out.reshape(*leading, self.out_features)
+            return self._gemv(x2d).reshape(*leading, self.out_features)
         if x.dtype == FP8_DTYPE:  # already quantized with static_input_scale() upstream
             out = torch._scaled_mm(
                 x2d,
@@ -277,3 +293,4 @@ def calibrate_static_scales(model: nn.Module, run: Callable[[], object]) -> None
     run()
     for layer, scaling in zip(layers, saved, strict=True):
         layer.observe, layer.scaling = False, scaling
+        layer.set_input_scale(layer.input_scale)

@@ -52,6 +52,19 @@ def load_bench(path: str | Path) -> dict[str, Any]:
     return json.loads(Path(path).read_text())
 
 
+def is_default_engine(record: dict[str, Any]) -> bool:
+    """Whether a measured step ran the executor as it serves by default (CUDA graphs, the GEMV,
+    PDL, a bf16 KV cache, PyTorch's own prefill attention). The variants measured beside it
+    (graphs off, cuBLAS at batch 1, ...) are comparisons, not what the simulator predicts."""
+    return (
+        record.get("kv_dtype", "bf16") == "bf16"
+        and record.get("cuda_graphs", True) is not False
+        and record.get("gemv", True) is not False
+        and record.get("pdl", True) is not False
+        and record.get("prefill_backend") in (None, "flash")
+    )
+
+
 def _median(values: list[float]) -> float:
     return float(np.median(np.asarray(values, dtype=float)))
 
@@ -116,9 +129,16 @@ def fit_efficiency(
     tp_runs: list[dict[str, Any]] | None = None,
     single_gpu_points: list[dict[str, Any]] | None = None,
     num_layers: int | None = None,
+    tp_floor: Any = None,
     source: str = "measured by tune calibrate",
 ) -> Efficiency:
     """Efficiency fitted from ``micro`` (``micro.json['results']``) on ``hardware``.
+
+    ``tp_floor(record) -> seconds | None`` is what a TP decode step would take with free
+    collectives; the time beyond it, per all-reduce, is the collective latency. Default: the TP=1
+    step divided by TP, which also charges the collectives with every cost that does not shrink
+    with TP (kernel launches, attention over fewer heads); a second pass with the calibrated
+    model's own prediction at zero latency (``tune calibrate --from``) removes those.
 
     ``tp_runs`` (``tp<N>.json['results']`` documents) add the collective fields; their latency
     needs the TP=1 decode steps (``single_gpu_points``) of the same GPU and ``num_layers``.
@@ -188,7 +208,11 @@ def fit_efficiency(
         sources["kernels"] = "measured: 200 tiny kernels, eager vs one CUDA graph"
 
     if tp_runs:
-        fields.update(_fit_collectives(tp_runs, hardware, single_gpu_points, num_layers, sources))
+        fields.update(
+            _fit_collectives(
+                tp_runs, hardware, single_gpu_points, num_layers, sources, tp_floor=tp_floor
+            )
+        )
 
     fields["sources"] = sources
     fields["source"] = source
@@ -201,6 +225,7 @@ def _fit_collectives(
     single_gpu_points: list[dict[str, Any]] | None,
     num_layers: int | None,
     sources: dict[str, str],
+    tp_floor: Any = None,
 ) -> dict[str, float]:
     fields: dict[str, float] = {}
     allreduce = [r for run in tp_runs for r in run.get("allreduce", [])]
@@ -214,19 +239,24 @@ def _fit_collectives(
     base = {
         (r["weights"], r["batch"], r["context"]): r["time_s"]
         for r in single_gpu_points
-        if r.get("fits")
-        and r["phase"] == "decode"
-        and r["tp"] == 1
-        and r.get("cuda_graphs", True)
-        and r.get("kv_dtype", "bf16") == "bf16"
+        if r.get("fits") and r["phase"] == "decode" and r["tp"] == 1 and is_default_engine(r)
     }
     per_world: dict[int, list[float]] = {}
     for run in tp_runs:
         for r in run.get("model", []):
             key = (r["weights"], r["batch"], r["context"])
-            if not r.get("fits") or r["phase"] != "decode" or r["batch"] != 1 or key not in base:
+            if (
+                not r.get("fits")
+                or r["phase"] != "decode"
+                or r["batch"] != 1
+                or key not in base
+                or not is_default_engine(r)
+            ):
                 continue
-            extra = r["time_s"] - base[key] / r["tp"]
+            floor = tp_floor(r) if tp_floor is not None else base[key] / r["tp"]
+            if floor is None:
+                continue
+            extra = r["time_s"] - floor
             per_world.setdefault(r["tp"], []).append(extra / (2 * num_layers))
     if per_world:
         worlds = sorted(per_world)
@@ -238,8 +268,9 @@ def _fit_collectives(
         else:
             fields["collective_latency_s"] = float(latency[0])
         sources["collective_latency"] = (
-            "measured: TP decode step time beyond 1/TP of the TP=1 step, per all-reduce "
-            "(in-graph NCCL, batch 1)"
+            "measured: TP decode step time beyond "
+            + ("the model's prediction with free collectives" if tp_floor else "1/TP of TP=1")
+            + ", per all-reduce (in a CUDA graph, batch 1)"
         )
     return fields
 

@@ -1,53 +1,97 @@
-"""The Triton GEMV against a float32 matmul, in Triton's CPU interpreter (skipped without it)."""
+"""The Triton kernels against PyTorch references, in Triton's CPU interpreter (skipped where the
+interpreter cannot run): the GEMV (bf16, FP8, and with SwiGLU fused in), RoPE with the KV-cache
+write, SwiGLU, and the residual add with RMSNorm."""
 
 from __future__ import annotations
-
-import os
-import subprocess
-import sys
-import textwrap
 
 import pytest
 
 pytest.importorskip("torch")
 pytest.importorskip("triton")
 
-SCRIPT = textwrap.dedent("""
+from tests.executor.conftest import run_in_interpreter  # noqa: E402
+
+
+def _interpret(script: str) -> list[float]:
+    return [float(value) for value in run_in_interpreter(script).split()]
+
+
+GEMV = """
     import torch, triton
     from executor import kernels
 
-    def run(x, w, scale=None):
+    def run(x, w, scale=None, gated=False):
         n, k = w.shape
         y = torch.empty(1, n, dtype=torch.bfloat16)
         per_row = scale is not None and scale.numel() > 1
         kernels._gemv_kernel.fn[(triton.cdiv(n, 8),)](
             x, w, y, scale if scale is not None else y, n, k, w.stride(0),
-            HAS_SCALE=scale is not None, SCALE_PER_ROW=per_row, BLOCK_N=8, BLOCK_K=256)
+            HAS_SCALE=scale is not None, SCALE_PER_ROW=per_row, GATED=gated, USE_PDL=False,
+            BLOCK_N=8, BLOCK_K=256)
         return y
 
     torch.manual_seed(0)
     x = torch.randn(1, 640).to(torch.bfloat16)      # K not a multiple of BLOCK_K: masked tail
     w = torch.randn(44, 640).to(torch.bfloat16)     # N not a multiple of BLOCK_N
     ref = x.float() @ w.float().T
-    rel = lambda y: ((y.float() - ref).norm() / ref.norm()).item()
+    rel = lambda y, ref: ((y.float() - ref).norm() / ref.norm()).item()
     rows = w.float().abs().amax(1) / 448
     w8 = (w.float() / rows[:, None]).to(torch.float8_e4m3fn)
-    print(rel(run(x, w)), rel(run(x, w8, rows.contiguous())))
-""")
+    gate_up = torch.randn(1, 1280).to(torch.bfloat16)
+    gate, up = gate_up.float().chunk(2, dim=-1)
+    gated_ref = (torch.nn.functional.silu(gate) * up) @ w.float().T
+    print(rel(run(x, w), ref), rel(run(x, w8, rows.contiguous()), ref),
+          rel(run(gate_up, w, gated=True), gated_ref))
+"""
 
 
 def test_gemv_matches_matmul_in_interpreter():
-    env = {**os.environ, "TRITON_INTERPRET": "1"}
-    out = subprocess.run(
-        [sys.executable, "-c", SCRIPT],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-        cwd=os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
-    )
-    if out.returncode:
-        pytest.skip(f"Triton interpreter unavailable here: {out.stderr.strip()[-200:]}")
-    bf16_error, fp8_error = map(float, out.stdout.split())
+    bf16_error, fp8_error, gated_error = _interpret(GEMV)
     assert bf16_error < 1e-2, "bf16 output rounding only: well under 1%"
     assert fp8_error < 0.06, "e4m3 weights: a few percent (see test_quant.FP8_TOLERANCE)"
+    assert gated_error < 1e-2, "SwiGLU inside the GEMV: bf16 output rounding only"
+
+
+ELEMENTWISE = """
+    import torch
+    from executor import elementwise, fused
+    from executor.model import KVCache
+
+    torch.manual_seed(0)
+    B, T, HQ, HKV, D = 2, 5, 8, 2, 16
+    qkv = torch.randn(B, T, HQ + 2 * HKV, D)
+    cos, sin = torch.randn(T, D), torch.randn(T, D)
+    cos, sin = torch.cat([cos[:, :D // 2]] * 2, -1), torch.cat([sin[:, :D // 2]] * 2, -1)
+    pos = torch.tensor([3, 4, 5, 6, 7])
+
+    def caches():
+        return [KVCache(B, HKV, 12, D, torch.float32, "cpu") for _ in range(2)]
+
+    mine, ref = caches()
+    got, want = qkv.clone(), qkv.clone()
+    elementwise.rope_cache(got, cos, sin, HQ, HKV, mine, pos)
+    fused.rope_cache(want, cos, sin, HQ, HKV, ref, pos)
+    no_cache = qkv.clone()
+    elementwise.rope_cache(no_cache, cos, sin, HQ, HKV)
+    print((got - want).abs().max().item(),
+          max((mine.k - ref.k).abs().max().item(), (mine.v - ref.v).abs().max().item()),
+          (no_cache - want).abs().max().item(),
+          ref.k.abs().sum().item())
+
+    gate_up = torch.randn(3, 4, 2 * 40)
+    print((elementwise.silu_and_mul(gate_up) - fused.silu_and_mul(gate_up)).abs().max().item())
+
+    residual, delta, weight = torch.randn(3, 4, 48), torch.randn(3, 4, 48), torch.rand(48)
+    got = elementwise.add_rms_norm(residual, delta, weight, 1e-5)
+    want = fused.add_rms_norm(residual, delta, weight, 1e-5)
+    print(max((a - b).abs().max().item() for a, b in zip(got, want)))
+"""
+
+
+def test_elementwise_kernels_match_eager_in_interpreter():
+    rope, cache, no_cache, cache_filled, swiglu, add_norm = _interpret(ELEMENTWISE)
+    assert rope < 1e-5, "q and k rotated (and v left) exactly as the eager rotate-half"
+    assert cache_filled > 0 and cache < 1e-5, "K and V stored at input_pos, as KVCache.write"
+    assert no_cache < 1e-5, "without a cache only the rotation happens"
+    assert swiglu < 1e-5, "silu(gate) * up"
+    assert add_norm < 1e-5, "residual + delta, and its RMSNorm"

@@ -141,11 +141,23 @@ def _bench_file(path, device_name, results):
 def test_fit_saved_writes_calibration_and_fidelity(tmp_path, h100):
     from tuner.commands.calibrate_saved import fit_saved
 
-    _bench_file(tmp_path / "micro.json", "NVIDIA H100 80GB HBM3",
-                _micro(h100.peak("bf16"), h100.peak("fp8")))
-    decode = {"phase": "decode", "weights": "bf16", "tp": 1, "batch": 1, "prompt": None,
-              "context": 1024, "kv_dtype": "bf16", "cuda_graphs": True, "fits": True,
-              "time_s": 6e-3}
+    _bench_file(
+        tmp_path / "micro.json",
+        "NVIDIA H100 80GB HBM3",
+        _micro(h100.peak("bf16"), h100.peak("fp8")),
+    )
+    decode = {
+        "phase": "decode",
+        "weights": "bf16",
+        "tp": 1,
+        "batch": 1,
+        "prompt": None,
+        "context": 1024,
+        "kv_dtype": "bf16",
+        "cuda_graphs": True,
+        "fits": True,
+        "time_s": 6e-3,
+    }
     oom = {**decode, "batch": 256, "context": 16384, "fits": False, "reason": "out of memory"}
     _bench_file(tmp_path / "model.json", "NVIDIA H100 80GB HBM3", [decode, oom])
     out = tmp_path / "h100-sxm.yaml"
@@ -162,5 +174,6 @@ def test_fit_saved_refuses_another_gpus_measurements(tmp_path, h100):
 
     _bench_file(tmp_path / "micro.json", "NVIDIA H200", _micro(1e15, 2e15))
     with pytest.raises(GpuError, match="refusing to mix GPUs"):
-        fit_saved(tmp_path, hardware="h100-sxm", model="llama-3.1-8b",
-                  out=str(tmp_path / "x.yaml"))
+        fit_saved(
+            tmp_path, hardware="h100-sxm", model="llama-3.1-8b", out=str(tmp_path / "x.yaml")
+        )

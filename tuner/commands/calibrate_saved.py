@@ -58,13 +58,26 @@ def fit_saved(
     micro = documents["micro.json"]
     single = [r for name, d in documents.items() if name.startswith("model") for r in d["results"]]
     tp_runs = [d["results"] for name, d in documents.items() if name.startswith("tp")]
-    efficiency = fit_efficiency(
-        micro["results"],
-        profile,
-        tp_runs=tp_runs,
-        single_gpu_points=single,
-        num_layers=spec.num_hidden_layers,
-    )
+
+    def fit(tp_floor=None):
+        return fit_efficiency(
+            micro["results"],
+            profile,
+            tp_runs=tp_runs,
+            single_gpu_points=single,
+            num_layers=spec.num_hidden_layers,
+            tp_floor=tp_floor,
+        )
+
+    efficiency = fit()
+    if tp_runs:
+        # Second pass: the collective latency is what the TP steps take beyond this model's own
+        # prediction with free collectives (kernel launches and attention that do not shrink
+        # with TP are already in that prediction).
+        free = efficiency.model_copy(
+            update={"collective_latency_s": 0.0, "collective_latency_per_rank_s": 0.0}
+        )
+        efficiency = fit(_predictor(spec, profile.model_copy(update={"efficiency": free})))
     provenance = {k: str(v) for k, v in micro.get("machine", {}).items()}
     provenance["bench_files"] = ", ".join(sorted(documents))
     if out:
@@ -92,16 +105,12 @@ def fit_saved(
 
 
 def _predictor(spec, hardware):
+    from simulator.calibrate import is_default_engine
     from simulator.predict import predict
     from simulator.specs import DeploymentConfig
 
     def predict_step(record: dict[str, Any]) -> float | None:
-        if (
-            record.get("kv_dtype", "bf16") != "bf16"
-            or not record.get("cuda_graphs", True)
-            or record.get("gemv") is False
-            or record.get("prefill_backend") not in (None, "flash")
-        ):
+        if not is_default_engine(record):
             return None  # the grid scores the default engine; variants are for comparison
         weights = record["weights"]
         prompt = record.get("prompt") or 0
