@@ -31,21 +31,17 @@ import warnings
 import torch
 
 from executor import pdl
+from executor.tritonlib import tl, triton
 
 __all__ = ["OneShotAllReduce"]
 
-try:  # Triton comes with CUDA builds of torch; CPU-only installs run without it.
-    import triton
-    import triton.language as tl
-except ImportError:  # pragma: no cover - depends on the environment
-    triton = None
 
 SLOTS = 2
 SPIN_LIMIT = 1 << 26
 
 
 if triton is not None:
-    FP8_MAX = tl.constexpr(448.0)  # the largest finite float8_e4m3fn
+    from executor.elementwise import add_rms_norm_row
 
     @triton.jit
     def _one_shot_kernel(
@@ -71,9 +67,7 @@ if triton is not None:
         USE_PDL: tl.constexpr,
         BLOCK: tl.constexpr,
     ):
-        if USE_PDL:
-            tl.extra.cuda.gdc_launch_dependents()
-            tl.extra.cuda.gdc_wait()
+        pdl.start(USE_PDL)
         row = tl.program_id(0)
         cols = tl.arange(0, BLOCK)
         ok = cols < hidden
@@ -116,18 +110,20 @@ if triton is not None:
                 total += tl.load(pushed, mask=ok, other=0.0, volatile=True).to(tl.float32)
 
         reduced = total.to(dtype)
-        if FUSE_NORM:
-            # As the unfused kernels round: the bf16 sum, the bf16 residual, then the norm.
-            residual = tl.load(residual_ptr + row * hidden + cols, mask=ok, other=0.0)
-            residual = (residual.to(tl.float32) + reduced.to(tl.float32)).to(dtype)
-            tl.store(out_residual_ptr + row * hidden + cols, residual, mask=ok)
-            x = residual.to(tl.float32)
-            rms = tl.rsqrt(tl.sum(x * x, axis=0) / hidden + eps)
-            weight = tl.load(weight_ptr + cols, mask=ok, other=0.0).to(tl.float32)
-            normed = x * rms * weight
-            if TO_FP8:
-                normed = tl.clamp(normed / tl.load(scale_ptr), -FP8_MAX, FP8_MAX)
-            tl.store(out_ptr + row * hidden + cols, normed.to(out_ptr.dtype.element_ty), mask=ok)
+        if FUSE_NORM:  # as the unfused kernels round: the bf16 sum, then add and norm
+            add_rms_norm_row(
+                residual_ptr,
+                reduced,
+                weight_ptr,
+                scale_ptr,
+                out_residual_ptr,
+                out_ptr,
+                row,
+                hidden,
+                eps,
+                TO_FP8,
+                BLOCK,
+            )
         else:
             tl.store(out_ptr + row * hidden + cols, reduced, mask=ok)
 

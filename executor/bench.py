@@ -10,7 +10,8 @@ Suites (``--suite a,b``):
 - ``profile``: kernel-by-kernel profiles of an 8k-token bf16 prefill and of batch-1 decode
   steps (bf16, FP8).
 - ``tp`` (under ``torchrun``): the model grid at TP = world size, and ``allreduce``: all-reduce
-  time vs message size.
+  time vs message size (NCCL, and the one-shot kernel of ``executor.allreduce`` for the sizes
+  it takes). ``--all-reduce`` picks the model's all-reduce: ``one-shot`` (default) or ``nccl``.
 
 Every timing is a median of CUDA-event samples after warm-up, on fresh random data. Each suite
 prints a readable table, then one JSON line last; the full records go to ``--out DIR``.

@@ -25,18 +25,9 @@ from __future__ import annotations
 import torch
 
 from executor import pdl
+from executor.tritonlib import available, tl, triton
 
 __all__ = ["available", "rope_cache", "silu_and_mul", "add_rms_norm"]
-
-try:  # Triton comes with CUDA builds of torch; CPU-only installs run without it.
-    import triton
-    import triton.language as tl
-except ImportError:  # pragma: no cover - depends on the environment
-    triton = None
-
-
-def available() -> bool:
-    return triton is not None and torch.cuda.is_available()
 
 
 if triton is not None:
@@ -67,9 +58,7 @@ if triton is not None:
         CACHE_FP8: tl.constexpr,
         USE_PDL: tl.constexpr,
     ):
-        if USE_PDL:
-            tl.extra.cuda.gdc_launch_dependents()
-            tl.extra.cuda.gdc_wait()
+        pdl.start(USE_PDL)
         token = tl.program_id(0)  # batch * num_tokens + position index
         b = token // num_tokens
         t = token % num_tokens
@@ -121,9 +110,7 @@ if triton is not None:
         USE_PDL: tl.constexpr,
         BLOCK: tl.constexpr,
     ):
-        if USE_PDL:
-            tl.extra.cuda.gdc_launch_dependents()
-            tl.extra.cuda.gdc_wait()
+        pdl.start(USE_PDL)
         row = tl.program_id(0)
         cols = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
         ok = cols < width
@@ -133,6 +120,35 @@ if triton is not None:
         if TO_FP8:
             y = tl.clamp(y / tl.load(scale_ptr), -FP8_MAX, FP8_MAX)
         tl.store(out_ptr + row * stride_out + cols, y.to(out_ptr.dtype.element_ty), mask=ok)
+
+    @triton.jit
+    def add_rms_norm_row(
+        residual_ptr,
+        delta,
+        weight_ptr,
+        scale_ptr,
+        out_residual_ptr,
+        out_ptr,
+        row,
+        hidden,
+        eps,
+        TO_FP8: tl.constexpr,
+        BLOCK: tl.constexpr,
+    ):
+        """One row: ``residual + delta`` (``delta`` a loaded block) stored, then its RMSNorm.
+        Shared with the one-shot all-reduce (executor.allreduce), whose delta is the sum."""
+        cols = tl.arange(0, BLOCK)
+        ok = cols < hidden
+        residual = tl.load(residual_ptr + row * hidden + cols, mask=ok, other=0.0)
+        # Rounded as PyTorch rounds ``residual + delta``: the sum in the model's dtype.
+        residual = (residual.to(tl.float32) + delta.to(tl.float32)).to(residual.dtype)
+        tl.store(out_residual_ptr + row * hidden + cols, residual, mask=ok)
+        x = residual.to(tl.float32)
+        rms = tl.rsqrt(tl.sum(x * x, axis=0) / hidden + eps)
+        normed = x * rms * tl.load(weight_ptr + cols, mask=ok, other=0.0).to(tl.float32)
+        if TO_FP8:
+            normed = tl.clamp(normed / tl.load(scale_ptr), -FP8_MAX, FP8_MAX)
+        tl.store(out_ptr + row * hidden + cols, normed.to(out_ptr.dtype.element_ty), mask=ok)
 
     @triton.jit
     def _add_rms_norm_kernel(
@@ -148,23 +164,23 @@ if triton is not None:
         USE_PDL: tl.constexpr,
         BLOCK: tl.constexpr,
     ):
-        if USE_PDL:
-            tl.extra.cuda.gdc_launch_dependents()
-            tl.extra.cuda.gdc_wait()
+        pdl.start(USE_PDL)
         row = tl.program_id(0)
         cols = tl.arange(0, BLOCK)
-        ok = cols < hidden
-        residual = tl.load(residual_ptr + row * hidden + cols, mask=ok, other=0.0)
-        delta = tl.load(delta_ptr + row * hidden + cols, mask=ok, other=0.0)
-        # Rounded as PyTorch rounds ``residual + delta``: the sum in the model's dtype.
-        residual = (residual.to(tl.float32) + delta.to(tl.float32)).to(residual.dtype)
-        tl.store(out_residual_ptr + row * hidden + cols, residual, mask=ok)
-        x = residual.to(tl.float32)
-        rms = tl.rsqrt(tl.sum(x * x, axis=0) / hidden + eps)
-        normed = x * rms * tl.load(weight_ptr + cols, mask=ok, other=0.0).to(tl.float32)
-        if TO_FP8:
-            normed = tl.clamp(normed / tl.load(scale_ptr), -FP8_MAX, FP8_MAX)
-        tl.store(out_ptr + row * hidden + cols, normed.to(out_ptr.dtype.element_ty), mask=ok)
+        delta = tl.load(delta_ptr + row * hidden + cols, mask=cols < hidden, other=0.0)
+        add_rms_norm_row(
+            residual_ptr,
+            delta,
+            weight_ptr,
+            scale_ptr,
+            out_residual_ptr,
+            out_ptr,
+            row,
+            hidden,
+            eps,
+            TO_FP8,
+            BLOCK,
+        )
 
 
 def rope_cache(

@@ -26,18 +26,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from executor import pdl
+from executor.tritonlib import available, tl, triton
 
 __all__ = ["available", "gemv", "GemvLinear", "use_gemv"]
-
-try:  # Triton comes with CUDA builds of torch; CPU-only installs run without it.
-    import triton
-    import triton.language as tl
-except ImportError:  # pragma: no cover - depends on the environment
-    triton = None
-
-
-def available() -> bool:
-    return triton is not None and torch.cuda.is_available()
 
 
 def _gemv_configs() -> list:
@@ -89,9 +80,7 @@ if triton is not None:
         # The first weight tile does not depend on the previous kernel: under PDL it is in
         # flight while that kernel finishes, and only x waits.
         w = tl.load(tile, mask=row_ok[:, None] & col_ok[None, :], other=0.0)
-        if USE_PDL:
-            tl.extra.cuda.gdc_launch_dependents()
-            tl.extra.cuda.gdc_wait()
+        pdl.start(USE_PDL)
         acc = _tile_dot(w, x_ptr, cols, col_ok, K, GATED)
         for k0 in range(BLOCK_K, K, BLOCK_K):
             cols = k0 + tl.arange(0, BLOCK_K)

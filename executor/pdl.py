@@ -20,16 +20,28 @@ import os
 
 import torch
 
-__all__ = ["enabled", "set_enabled", "launch_options"]
+from executor.tritonlib import tl, triton
+
+__all__ = ["enabled", "set_enabled", "launch_options", "start"]
+
+
+if triton is not None:
+
+    @triton.jit
+    def start(USE_PDL: tl.constexpr):
+        """In a kernel launched with PDL: let the next kernel launch, then wait until the
+        previous one has finished and its writes are visible. Nothing without PDL."""
+        if USE_PDL:
+            tl.extra.cuda.gdc_launch_dependents()
+            tl.extra.cuda.gdc_wait()
+
 
 _switch = {"on": os.environ.get("ROOFTUNE_PDL", "1") != "0"}
 
 
 @functools.cache
 def _supported() -> bool:
-    try:
-        import triton.language as tl
-    except ImportError:
+    if triton is None:
         return False
     if not torch.cuda.is_available() or not hasattr(tl.extra.cuda, "gdc_wait"):
         return False
