@@ -91,6 +91,7 @@ def bench_model(
     grid: dict | None = None,
     all_reduce: str = "one-shot",
     extras: bool = True,
+    decode_attention: str = "sdpa",
 ) -> list:
     grid = grid or model_grid(smoke)
     records = []
@@ -101,6 +102,7 @@ def bench_model(
             tp_rank=tp_rank,
             tp_world_size=tp_world_size,
             all_reduce=all_reduce,
+            decode_attention=decode_attention,
         )
         backend = model.collectives.backend if model.collectives is not None else None
         first = len(records)
@@ -138,7 +140,7 @@ def bench_model(
                     model, spec, weights=weights, batch=1, context=context, kv_dtype="fp8"
                 )
             )
-            from executor import pdl
+            from executor import decode_attention, pdl
             from executor.kernels import use_gemv
 
             if pdl.enabled():
@@ -147,6 +149,21 @@ def bench_model(
                     measure_point(model, spec, weights=weights, batch=1, context=context)
                 )
                 pdl.set_enabled(True)
+            if model.kernels.decode_attention is None and decode_attention.available():
+                # The Triton flash-decoding kernel in place of SDPA, bf16 and fp8 KV cache.
+                model.kernels.decode_attention = decode_attention.decode_attention
+                for kv_dtype in ("bf16", "fp8"):
+                    records.append(
+                        measure_point(
+                            model,
+                            spec,
+                            weights=weights,
+                            batch=1,
+                            context=context,
+                            kv_dtype=kv_dtype,
+                        )
+                    )
+                model.kernels.decode_attention = None
             use_gemv(model, enabled=False)
             records.append(measure_point(model, spec, weights=weights, batch=1, context=context))
             records[-1]["gemv"] = False
@@ -222,9 +239,16 @@ def main(argv: list[str] | None = None) -> int:
         help="TP all-reduce: NCCL, or the fused one-shot kernel (executor.allreduce)",
     )
     parser.add_argument(
+        "--decode-attention",
+        default="sdpa",
+        choices=["sdpa", "triton"],
+        help="decode attention: PyTorch's SDPA, or the Triton flash-decoding kernel",
+    )
+    parser.add_argument(
         "--no-extras",
         action="store_true",
-        help="skip the batch-1 variants (no graphs, no PDL, no GEMV, fp8 KV cache, cuDNN prefill)",
+        help="skip the batch-1 variants (no graphs, no PDL, Triton decode attention, no GEMV, "
+        "fp8 KV cache, cuDNN prefill)",
     )
     parser.add_argument(
         "--grid",
@@ -275,6 +299,7 @@ def main(argv: list[str] | None = None) -> int:
             smoke=args.smoke,
             grid=model_grid(args.smoke, args.grid),
             extras=not args.no_extras,
+            decode_attention=args.decode_attention,
         )
         _write(out / "model.json", {**summary, "results": ours})
     if "profile" in suites:
@@ -317,6 +342,7 @@ def main(argv: list[str] | None = None) -> int:
                 tp_world_size=world,
                 grid=grid,
                 all_reduce=args.all_reduce,
+                decode_attention=args.decode_attention,
             )
         if rank == 0:
             _write(

@@ -145,8 +145,12 @@ class Kernels:
         add_rms_norm_fp8: Callable = add_rms_norm_fp8,
         silu_and_mul_fp8: Callable = silu_and_mul_fp8,
         prefill_backend: str = "flash",
+        decode_attention: Callable | None = None,
     ) -> None:
         self.prefill_backend = prefill_backend
+        # A decode step over exactly the valid cache: None is PyTorch's SDPA (the default);
+        # executor.decode_attention's Triton kernel where asked.
+        self.decode_attention = decode_attention
         self.rms_norm = rms_norm
         self.rope_cache = rope_cache
         self.silu_and_mul = silu_and_mul
@@ -155,7 +159,8 @@ class Kernels:
         self.silu_and_mul_fp8 = silu_and_mul_fp8
 
     @classmethod
-    def compiled(cls, prefill_backend: str = "flash") -> Kernels:
+    def compiled(cls, prefill_backend: str = "flash", decode_attention: str = "sdpa") -> Kernels:
+        from executor import decode_attention as triton_decode
         from executor import elementwise
 
         def compile_one(fn: Callable) -> Callable:
@@ -165,6 +170,7 @@ class Kernels:
         # mode is a recompile; a model sees a few dozen, more than dynamo's default of 8.
         torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
         if elementwise.available():
+            use_triton = decode_attention == "triton"
             return cls(
                 compile_one(rms_norm),
                 elementwise.rope_cache,
@@ -173,6 +179,7 @@ class Kernels:
                 elementwise.add_rms_norm,
                 elementwise.silu_and_mul,
                 prefill_backend=prefill_backend,
+                decode_attention=triton_decode.decode_attention if use_triton else None,
             )
         return cls(
             compile_one(rms_norm),

@@ -25,7 +25,9 @@ Attention paths, chosen by shape:
 - no cache (``forward`` on a whole sequence): causal SDPA, the reference for tests;
 - prefill from position 0: causal SDPA over the new tokens, the new K/V written into the cache;
 - decode with a known ``kv_length`` (a step captured for one context): unmasked SDPA over
-  exactly the valid cache positions, which the flash backend splits over the keys;
+  exactly the valid cache positions, which the flash backend splits over the keys (or, where
+  ``Kernels.decode_attention`` is set, the Triton flash-decoding kernel of
+  ``executor.decode_attention``);
 - decode without it (one token, or with ``attend_cache`` a chunk that continues a cached
   context): SDPA against the whole cache with a mask of the valid positions. For one token the
   query heads of a KV group ride the query-length axis (``[B, kv_heads, heads_per_kv_group, D]``),
@@ -188,18 +190,20 @@ class Attention(nn.Module):
 
         if cache is None:
             out = causal_attention(q, k, v, kernels.prefill_backend)
-        else:
-            exact = kv_length if num_tokens == 1 else None
-            k_all, v_all = cache.read(batch, q.dtype, exact)  # [B, kv_heads, S, D]
-            if exact is not None:
-                # Every cached position is valid: no mask, so the flash kernel (split over the
-                # keys for one query) reads each K/V head once.
-                out = F.scaled_dot_product_attention(q, k_all, v_all, enable_gqa=True)
-            elif num_tokens == 1 or attend_cache:
-                out = self._attend_cache(q, k_all, v_all, input_pos)
+        elif num_tokens == 1 and kv_length is not None:
+            # Every cached position is valid: no mask, so a flash-decoding kernel (split over
+            # the keys for one query) reads each K/V head once.
+            if kernels.decode_attention is not None:
+                out = kernels.decode_attention(q, cache, kv_length)
             else:
-                # Prefill from position 0: the new tokens are the whole context.
-                out = causal_attention(q, k, v, kernels.prefill_backend)
+                k_all, v_all = cache.read(batch, q.dtype, kv_length)  # [B, kv_heads, S, D]
+                out = F.scaled_dot_product_attention(q, k_all, v_all, enable_gqa=True)
+        elif num_tokens == 1 or attend_cache:
+            k_all, v_all = cache.read(batch, q.dtype)
+            out = self._attend_cache(q, k_all, v_all, input_pos)
+        else:
+            # Prefill from position 0: the new tokens are the whole context.
+            out = causal_attention(q, k, v, kernels.prefill_backend)
         out = out.transpose(1, 2).reshape(batch, num_tokens, q_width)
         return self.wo(out)
 

@@ -47,6 +47,7 @@ def prepare_model(
     all_reduce: str = "one-shot",
     gemv: bool = True,
     prefill_backend: str = "flash",
+    decode_attention: str = "sdpa",
 ):
     model = build_model(
         spec,
@@ -55,6 +56,7 @@ def prepare_model(
         tp_world_size=tp_world_size,
         all_reduce=all_reduce,
         prefill_backend=prefill_backend,
+        decode_attention=decode_attention,
     )
     if weights != "bf16":
         quantize_model(
@@ -74,6 +76,10 @@ def prepare_model(
         use_gemv(model)
     free_memory()
     return model
+
+
+def _decode_attention(model) -> str:
+    return "sdpa" if model.kernels.decode_attention is None else "triton"
 
 
 def _bytes_per_param(weights: str) -> float:
@@ -105,6 +111,7 @@ def measure_point(
         "cuda_graphs": use_graphs,
         "gemv": True,
         "prefill_backend": model.kernels.prefill_backend if prompt else None,
+        "decode_attention": None if prompt else _decode_attention(model),
         "pdl": pdl.enabled(),
     }
     graphs = graph = None

@@ -54,7 +54,7 @@ def load_bench(path: str | Path) -> dict[str, Any]:
 
 def is_default_engine(record: dict[str, Any]) -> bool:
     """Whether a measured step ran the executor as it serves by default (CUDA graphs, the GEMV,
-    PDL, a bf16 KV cache, PyTorch's own prefill attention). The variants measured beside it
+    PDL, a bf16 KV cache, PyTorch's own prefill and decode attention). The variants measured beside it
     (graphs off, cuBLAS at batch 1, ...) are comparisons, not what the simulator predicts."""
     return (
         record.get("kv_dtype", "bf16") == "bf16"
@@ -62,6 +62,7 @@ def is_default_engine(record: dict[str, Any]) -> bool:
         and record.get("gemv", True) is not False
         and record.get("pdl", True) is not False
         and record.get("prefill_backend") in (None, "flash")
+        and record.get("decode_attention") in (None, "sdpa")
     )
 
 

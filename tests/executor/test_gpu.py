@@ -114,3 +114,27 @@ def test_fused_kernels_match_eager_on_gpu(weights, batch):
         f"fused FP8 {fused_error:.3f} vs eager FP8 {eager_error:.3f} (relative to bf16): "
         "the fused kernels add error beyond FP8's own"
     )
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("kv_dtype", [torch.bfloat16, torch.float8_e4m3fn])
+def test_triton_decode_attention_matches_sdpa_on_gpu(kv_dtype):
+    """Flash decoding at Llama-3.1-8B's head shapes (GQA 32/8, D 128), bf16 and FP8 cache,
+    against SDPA over the same (dequantized) cache."""
+    import torch.nn.functional as F
+
+    from executor.decode_attention import available, decode_attention
+    from executor.model import KVCache
+
+    if not available():
+        pytest.skip("Triton is not installed")
+    batch, length = 3, 1025
+    cache = KVCache(batch, 8, 1040, 128, kv_dtype, "cuda", scale=0.05)
+    for buffer in (cache.k, cache.v):
+        buffer.copy_(torch.randn(buffer.shape, device="cuda") / cache.scale)
+    q = torch.randn(batch, 32, 1, 128, device="cuda", dtype=torch.bfloat16)
+    k_all, v_all = cache.read(batch, torch.bfloat16, length)
+    want = F.scaled_dot_product_attention(q, k_all, v_all, enable_gqa=True)
+    got = decode_attention(q, cache, length)
+    torch.testing.assert_close(got.float(), want.float(), rtol=2e-2, atol=2e-2)
