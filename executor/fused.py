@@ -5,8 +5,7 @@ small kernels when PyTorch runs them op by op. ``Kernels`` holds the functions t
 ``Kernels.compiled()`` swaps in fused ones: hand-written Triton kernels for RoPE with the KV-cache
 write, SwiGLU and the residual add + RMSNorm (``executor.elementwise``), and ``torch.compile``
 (dynamic shapes, one Triton kernel apiece) for the lone first RMSNorm, or for all of them where
-there is no Triton. The GEMMs and attention stay library calls. Fusions that follow
-the data: the residual add shares a kernel with the next RMSNorm, RoPE runs on the fused q/k/v
+there is no Triton. The GEMMs and attention stay library calls. Fusions that follow the data: the residual add shares a kernel with the next RMSNorm, RoPE runs on the fused q/k/v
 projection in place and writes K and V into the cache in the same pass, and before an FP8 GEMM
 with a static input scale the producing kernel writes FP8 directly.
 """
@@ -133,7 +132,9 @@ class Kernels:
 
     Eager, each of them is several small kernels; ``Kernels.compiled()`` makes each one kernel:
     the Triton kernels of ``executor.elementwise`` where Triton and a GPU are here,
-    ``torch.compile`` (dynamic shapes, so one compile serves every batch size) otherwise. The GEMMs and attention stay library calls.
+    ``torch.compile`` (dynamic shapes, so one compile serves every batch size) otherwise. The
+    GEMMs and attention stay library calls, unless ``decode_attention`` names the Triton
+    flash-decoding kernel.
     """
 
     def __init__(

@@ -14,6 +14,9 @@ sum: the product of the activation and weight scales, one value or one per outpu
 output of the fused gate/up projection and the kernel multiplies by ``silu(gate) * up``, so a
 one-token MLP is two kernels, not three.
 
+Where the GPU has programmatic dependent launch (``executor.pdl``), each program fetches its
+first weight tile before it waits for the previous kernel: the weights never depend on it.
+
 ``GemvLinear`` is an ``nn.Linear`` that takes this path for a single token on a GPU and
 ``F.linear`` otherwise; ``use_gemv(model)`` swaps it in after the model is built (and sharded).
 ``available()`` says whether Triton and a GPU are here.
@@ -32,8 +35,8 @@ __all__ = ["available", "gemv", "GemvLinear", "use_gemv"]
 
 
 def _gemv_configs() -> list:
-    # Tiles of 4-64 kB per step: enough bytes in flight per program for one-byte FP8 weights as
-    # well as two-byte bf16 ones; the autotuner keeps the fastest per shape and dtype.
+    # Tiles of 4k-32k weights per step (4-32 kB of FP8, 8-64 kB of bf16): enough bytes in flight
+    # per program for either; the autotuner keeps the fastest per shape and dtype.
     return [
         triton.Config({"BLOCK_N": n, "BLOCK_K": k}, num_warps=w)
         for n in (1, 2, 4, 8, 16, 32)
