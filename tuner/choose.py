@@ -135,6 +135,7 @@ def assemble_plan(
 
     from simulator.errors import ConfigError, NoFeasiblePlanError
     from simulator.predict import predict
+    from tuner.choices import KV_SCHEMES, WEIGHT_SCHEMES
     from tuner.plan import (
         DeploymentPlan,
         Provenance,
@@ -146,7 +147,7 @@ def assemble_plan(
         memory_plan,
         render_engines,
     )
-    from tuner.space import KV_SCHEMES, WEIGHT_SCHEMES, Point
+    from tuner.space import Point
 
     spec, space, slos = search.spec, search.space, search.slos
     names, maximize = search.metric_names, search.directions[0] == "maximize"

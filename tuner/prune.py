@@ -31,7 +31,8 @@ import numpy as np
 
 from simulator.configs import ConfigArrays
 from simulator.step import StepModel
-from tuner.space import KV_SCHEMES, WEIGHT_SCHEMES, Point, SearchSpace
+from tuner.choices import KV_SCHEMES, WEIGHT_SCHEMES
+from tuner.space import Point, SearchSpace
 
 __all__ = ["TrafficStats", "PruneResult", "prune", "hopeless_reason", "STATUS"]
 

@@ -5,14 +5,13 @@ A point of the space is one deployment of one model on a GPU budget:
 - **where**: the GPU type (when several are offered) and, per replica, tensor parallelism ``tp``,
   pipeline stages ``pp`` and, for mixture-of-experts models, expert parallelism ``ep``; then the
   number of ``replicas`` behind a router, at most ``gpus // (tp * pp)``;
-- **quantization**: the weight scheme and the KV-cache dtype. Each carries a *quality risk*
-  (``none < low < medium < high``) that the plan states. Nothing riskier than ``--allow-quant``
-  permits is ever searched, so a risky scheme is never chosen silently;
+- **quantization**: the weight scheme and the KV-cache dtype, each with the quality risk that
+  ``tuner.choices`` labels it with; nothing riskier than ``--allow-quant`` permits is searched;
 - **batching**: ``max_num_seqs``, chunked prefill and, only when chunked prefill is on,
   ``max_num_batched_tokens`` (without chunking the engine must take a whole prompt in one step,
   so the token budget is pinned to ``max_model_len``);
-- **speculative decoding**: the method, and only when there is one, the number of drafted
-  tokens; the draft model is fixed by the target (same tokenizer, much smaller).
+- **speculative decoding**: the method (``tuner.choices``), and only when there is one, the
+  number of drafted tokens; the draft model is fixed by the target.
 
 Knobs that depend on others are *conditional*: Optuna's define-by-run API asks for them only
 when they matter, under names whose choices never change (a requirement of its categorical
@@ -29,89 +28,18 @@ from typing import Any
 
 from simulator.errors import ConfigError
 from simulator.specs import DeploymentConfig, HardwareSpec, ModelSpec, SpeculativeConfig
+from tuner.choices import (
+    DEFAULT_ALLOW_QUANT,
+    EAGLE_HEADS,
+    KV_SCHEMES,
+    RISK_LEVELS,
+    SPEC_DRAFT_MODEL,
+    SPEC_METHODS,
+    WEIGHT_SCHEMES,
+    parse_allow_quant,
+)
 
-__all__ = [
-    "RISK_LEVELS",
-    "QuantScheme",
-    "WEIGHT_SCHEMES",
-    "KV_SCHEMES",
-    "SPEC_METHODS",
-    "DEFAULT_ALLOW_QUANT",
-    "parse_allow_quant",
-    "Point",
-    "SearchSpace",
-]
-
-RISK_LEVELS = ("none", "low", "medium", "high")
-
-
-@dataclass(frozen=True)
-class QuantScheme:
-    """A quantization choice and what it risks: ``risk`` is one of ``RISK_LEVELS``."""
-
-    name: str
-    weight_dtype: str
-    activation_dtype: str
-    risk: str
-    description: str
-
-    @property
-    def risk_rank(self) -> int:
-        return RISK_LEVELS.index(self.risk)
-
-
-# Published accuracy studies of Llama 3.x put FP8 W8A8 within noise of bf16, INT8 W8A8
-# (SmoothQuant) a little below, and 4-bit weight-only visibly below on reasoning and long-context
-# tasks; hence the labels. They are a warning to the reader, not a measurement.
-WEIGHT_SCHEMES: dict[str, QuantScheme] = {
-    "bf16": QuantScheme("bf16", "bf16", "bf16", "none", "bf16 weights and activations"),
-    "fp8": QuantScheme("fp8", "fp8", "fp8", "low", "FP8 W8A8 (dynamic per-token scales)"),
-    "int8": QuantScheme("int8", "int8", "int8", "medium", "INT8 W8A8 (SmoothQuant)"),
-    "int4": QuantScheme("int4", "int4", "bf16", "high", "INT4 weight-only (group 128)"),
-}
-KV_SCHEMES: dict[str, QuantScheme] = {
-    "bf16": QuantScheme("bf16", "bf16", "bf16", "none", "bf16 KV cache"),
-    "fp8": QuantScheme("fp8", "fp8", "fp8", "low", "FP8 (e4m3) KV cache"),
-}
-DEFAULT_ALLOW_QUANT = "bf16,fp8"
-
-# Speculative methods and the acceptance rate assumed for each on conversational traffic: the
-# chance that one drafted token is accepted. EAGLE-style heads trained on the target accept most,
-# a small same-family draft model a little less, prompt n-gram lookup little on chat (it shines
-# on code edits and summaries that copy the prompt). Assumptions, stated in every plan.
-SPEC_METHODS: dict[str, float] = {"eagle": 0.75, "draft": 0.65, "ngram": 0.35}
-# The draft model (same tokenizer as every Llama 3.x) and the published EAGLE-3 heads; a
-# method is offered only where its drafter exists, so every plan can actually launch. The 70B
-# head was trained on 3.3-Instruct (3.1-70B's architecture): on other weights expect less.
-SPEC_DRAFT_MODEL = "meta-llama/Llama-3.2-1B"
-EAGLE_HEADS = {
-    "llama-3.1-8b": "yuhuili/EAGLE3-LLaMA3.1-Instruct-8B",
-    "llama-3.1-70b": "yuhuili/EAGLE3-LLaMA3.3-Instruct-70B",
-    "llama-3.3-70b": "yuhuili/EAGLE3-LLaMA3.3-Instruct-70B",
-}
-
-
-def parse_allow_quant(text: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """``'bf16,fp8'`` -> (weight schemes, KV dtypes) allowed. ``fp8`` allows FP8 weights and the
-    FP8 KV cache; ``kv-fp8`` allows only the latter; ``all`` allows everything."""
-    tokens = [t.strip().lower() for t in text.split(",") if t.strip()]
-    if "all" in tokens:
-        return tuple(WEIGHT_SCHEMES), tuple(KV_SCHEMES)
-    weights: list[str] = []
-    kv = ["bf16"]
-    for token in tokens:
-        if token in WEIGHT_SCHEMES:
-            weights.append(token)
-            if token == "fp8":
-                kv.append("fp8")
-        elif token in ("kv-fp8", "fp8-kv"):
-            kv.append("fp8")
-        else:
-            known = ", ".join([*WEIGHT_SCHEMES, "kv-fp8", "all"])
-            raise ConfigError(f"--allow-quant: unknown scheme {token!r}; known: {known}")
-    if not weights:
-        raise ConfigError(f"--allow-quant {text!r} allows no weight scheme (add bf16 or fp8)")
-    return tuple(dict.fromkeys(weights)), tuple(dict.fromkeys(kv))
+__all__ = ["Point", "SearchSpace"]
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,8 @@ import pytest
 from simulator.errors import ConfigError
 from simulator.hardware import load_hardware
 from simulator.models import get_model
-from tuner.space import KV_SCHEMES, WEIGHT_SCHEMES, SearchSpace, parse_allow_quant
+from tuner.choices import KV_SCHEMES, WEIGHT_SCHEMES, parse_allow_quant
+from tuner.space import SearchSpace
 
 
 def space(**kw):
