@@ -32,6 +32,7 @@ from pathlib import Path
 
 import torch
 
+from executor.fused import DEFAULT_DECODE_ATTENTION
 from executor.points import free_memory, machine_info, measure_point, prepare_model
 from simulator.specs import ModelSpec
 
@@ -74,12 +75,15 @@ def model_grid(smoke: bool, name: str = "full") -> dict:
         return {"weights": ["bf16", "fp8"], "batches": [1], "contexts": [1024], "prompts": []}
     if smoke:
         return {"weights": ["bf16", "fp8"], "batches": [1, 8], "contexts": [512], "prompts": [256]}
-    return {
+    full = {
         "weights": ["bf16", "fp8"],
         "batches": [1, 4, 16, 64, 256],
         "contexts": [1024, 4096, 16384],
         "prompts": [128, 512, 2048, 8192, 16384],
     }
+    if name == "decode":  # the full grid's decode steps alone (to compare decode kernels)
+        return {**full, "prompts": []}
+    return full
 
 
 def bench_model(
@@ -91,7 +95,7 @@ def bench_model(
     grid: dict | None = None,
     all_reduce: str = "one-shot",
     extras: bool = True,
-    decode_attention: str = "sdpa",
+    decode_attention: str = DEFAULT_DECODE_ATTENTION,
 ) -> list:
     grid = grid or model_grid(smoke)
     records = []
@@ -124,54 +128,14 @@ def bench_model(
                         tp=tp_world_size,
                     )
                 )
+        variant = _grid_variant(decode_attention, backend)
         for record in records[first:]:
             record["all_reduce"] = backend
+            record["variant"] = variant
         if model.collectives is not None and model.collectives.one_shot is not None:
             model.collectives.one_shot.check()  # no wait gave up: the timings are valid
-        if extras and tp_world_size == 1:  # what graphs, the GEMV, an fp8 KV cache change
-            context = grid["contexts"][0]
-            records.append(
-                measure_point(
-                    model, spec, weights=weights, batch=1, context=context, use_graphs=False
-                )
-            )
-            records.append(
-                measure_point(
-                    model, spec, weights=weights, batch=1, context=context, kv_dtype="fp8"
-                )
-            )
-            from executor import decode_attention, pdl
-            from executor.kernels import use_gemv
-
-            if pdl.enabled():
-                pdl.set_enabled(False)
-                records.append(
-                    measure_point(model, spec, weights=weights, batch=1, context=context)
-                )
-                pdl.set_enabled(True)
-            if model.kernels.decode_attention is None and decode_attention.available():
-                # The Triton flash-decoding kernel in place of SDPA, bf16 and fp8 KV cache.
-                model.kernels.decode_attention = decode_attention.decode_attention
-                for kv_dtype in ("bf16", "fp8"):
-                    records.append(
-                        measure_point(
-                            model,
-                            spec,
-                            weights=weights,
-                            batch=1,
-                            context=context,
-                            kv_dtype=kv_dtype,
-                        )
-                    )
-                model.kernels.decode_attention = None
-            use_gemv(model, enabled=False)
-            records.append(measure_point(model, spec, weights=weights, batch=1, context=context))
-            records[-1]["gemv"] = False
-            use_gemv(model, enabled=True)
-            model.kernels.prefill_backend = "cudnn"
-            for prompt in grid["prompts"][-2:]:
-                records.append(measure_point(model, spec, weights=weights, batch=1, prompt=prompt))
-            model.kernels.prefill_backend = "flash"
+        if extras and tp_world_size == 1:
+            records += _batch1_variants(model, spec, weights, grid)
         del model
         free_memory()
     if tp_rank == 0:
@@ -179,10 +143,73 @@ def bench_model(
     return records
 
 
-def profile_steps(spec: ModelSpec, *, prompt: int, context: int = 1024) -> None:
+def _grid_variant(decode_attention: str, all_reduce: str | None) -> str | None:
+    """None for the engine as it serves by default, else what differs (the calibration fits and
+    scores only the default)."""
+    parts = []
+    if decode_attention != DEFAULT_DECODE_ATTENTION:
+        parts.append(f"{decode_attention}-decode-attention")
+    if all_reduce not in (None, "one-shot"):
+        parts.append(f"{all_reduce}-all-reduce")
+    return "+".join(parts) or None
+
+
+def _batch1_variants(model, spec: ModelSpec, weights: str, grid: dict) -> list[dict]:
+    """What the engine's parts are worth at batch 1: the step again with CUDA graphs off, an FP8
+    KV cache, PDL off, the other decode attention, cuBLAS in place of the GEMV, and cuDNN's
+    prefill for the two longest prompts. Each record names its ``variant``."""
+    from executor import decode_attention, pdl
+    from executor.kernels import use_gemv
+
+    context = grid["contexts"][0]
+    records = []
+
+    def measure(variant: str, **kwargs) -> None:
+        kwargs.setdefault("context", context)
+        record = measure_point(model, spec, weights=weights, batch=1, **kwargs)
+        records.append({**record, "variant": variant})
+
+    measure("no-graphs", use_graphs=False)
+    measure("fp8-kv-cache", kv_dtype="fp8")
+    if pdl.enabled():
+        pdl.set_enabled(False)
+        measure("no-pdl")
+        pdl.set_enabled(True)
+    ours = model.kernels.decode_attention
+    if ours is not None:  # PyTorch's RoPE kernel then SDPA, in place of the one kernel
+        model.kernels.decode_attention = None
+        measure("sdpa-decode-attention")
+        measure("sdpa-decode-attention+fp8-kv-cache", kv_dtype="fp8")
+    elif decode_attention.available():
+        model.kernels.decode_attention = decode_attention.decode_attention
+        measure("triton-decode-attention")
+        measure("triton-decode-attention+fp8-kv-cache", kv_dtype="fp8")
+    model.kernels.decode_attention = ours
+    use_gemv(model, enabled=False)
+    measure("cublas-gemv")
+    records[-1]["gemv"] = False
+    use_gemv(model, enabled=True)
+    model.kernels.prefill_backend = "cudnn"
+    for prompt in grid["prompts"][-2:]:
+        measure("cudnn-prefill", prompt=prompt, context=0)
+    model.kernels.prefill_backend = "flash"
+    return records
+
+
+def profile_steps(
+    spec: ModelSpec,
+    *,
+    prompt: int,
+    context: int = 1024,
+    tp_rank: int = 0,
+    tp_world_size: int = 1,
+    all_reduce: str = "one-shot",
+    decode_attention: str = DEFAULT_DECODE_ATTENTION,
+) -> None:
     """Where the time goes, kernel by kernel (torch.profiler, CUDA time): a bf16 prefill of
     ``prompt`` tokens, then a batch-1 decode step at ``context`` in bf16 and in FP8 (run
-    eagerly: the kernels' own times, without the launch gaps a graph removes)."""
+    eagerly: the kernels' own times, without the launch gaps a graph removes). Under torchrun
+    every rank runs the steps (they meet in the all-reduces) and rank 0 prints."""
     from torch.profiler import ProfilerActivity, profile
 
     def report(title: str, run) -> None:
@@ -192,14 +219,23 @@ def profile_steps(spec: ModelSpec, *, prompt: int, context: int = 1024) -> None:
         with profile(activities=[ProfilerActivity.CUDA]) as prof:
             run()
             torch.cuda.synchronize()
-        _log(title)
+        if tp_rank != 0:
+            return
+        _log(f"{title}, TP {tp_world_size}, decode attention {decode_attention}")
         table = prof.key_averages().table(
             sort_by="cuda_time_total", row_limit=18, max_name_column_width=70
         )
         _log(table)
 
     for weights in ("bf16", "fp8"):
-        model = prepare_model(spec, weights=weights)
+        model = prepare_model(
+            spec,
+            weights=weights,
+            tp_rank=tp_rank,
+            tp_world_size=tp_world_size,
+            all_reduce=all_reduce,
+            decode_attention=decode_attention,
+        )
         if weights == "bf16":
             model.setup_caches(max_batch=1, max_seq_length=prompt + 16)
             tokens = torch.randint(0, spec.vocab_size, (1, prompt), device="cuda")
@@ -240,9 +276,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--decode-attention",
-        default="sdpa",
+        default=DEFAULT_DECODE_ATTENTION,
         choices=["sdpa", "triton"],
-        help="decode attention: PyTorch's SDPA, or the Triton flash-decoding kernel",
+        help="decode attention: the Triton kernel with RoPE and the cache write (triton), or "
+        "the RoPE kernel then PyTorch's SDPA (sdpa)",
     )
     parser.add_argument(
         "--no-extras",
@@ -253,9 +290,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--grid",
         default="full",
-        choices=["full", "compare", "decode1"],
-        help="model grid: full (calibration), compare (the HF points; the default under TP) or "
-        "decode1 (batch-1 decode only)",
+        choices=["full", "compare", "decode", "decode1"],
+        help="model grid: full (calibration), compare (the HF points; the default under TP), "
+        "decode (the full grid's decode steps) or decode1 (batch-1 decode only)",
     )
     args = parser.parse_args(argv)
     from executor import hf_compare, microbench
@@ -303,7 +340,14 @@ def main(argv: list[str] | None = None) -> int:
         )
         _write(out / "model.json", {**summary, "results": ours})
     if "profile" in suites:
-        profile_steps(spec, prompt=2048 if args.smoke else 8192)
+        profile_steps(
+            spec,
+            prompt=2048 if args.smoke else 8192,
+            tp_rank=rank,
+            tp_world_size=world,
+            all_reduce=args.all_reduce,
+            decode_attention=args.decode_attention,
+        )
     if "hf" in suites:
         hf = hf_compare.bench_hf(spec, ours, smoke=args.smoke)
         _write(out / "hf.json", {**summary, "results": hf})

@@ -1,26 +1,36 @@
-"""Decode attention in Triton: one new token per sequence against its cached K/V (flash decoding).
+"""A decode step's attention in one Triton kernel: RoPE, the KV-cache write and flash decoding.
 
-A decode step's attention is small (at batch 1 and a 1k context, 4 MB of K/V a layer) and
-latency-bound: the library kernel it replaces took ~8.5 us a layer on an H100 in two launches
-(`studies/executor-h100/profile.log`), for ~1.4 us of memory traffic. This one:
+One new token per sequence attends over its cached K/V. At small batch this is latency-bound
+(at batch 1 and a 1k context, 4 MB of K/V a layer, ~1.4 us of HBM traffic on an H100), yet the
+library path takes three launches: RoPE with the cache write, SDPA's split-K kernel and its
+reduction, ~10.5 us a layer (`studies/executor-h100/profile.log`). Here one kernel takes the
+un-rotated output of the fused q/k/v projection and:
 
 1. splits each sequence's valid keys ``[0, kv_length)`` into chunks; one program takes one
    (sequence, K/V head, chunk) and all ``G = heads / kv_heads`` query heads that share the K/V
-   head (GQA), so each K/V element is read once. Scores ``q K^T / sqrt(D)`` and ``P V`` run on
-   the tensor cores (``tl.dot``, the G query rows padded to 16), with the running max and sum of
-   the online softmax; each program writes its partial output and log-sum-exp;
-2. a second, small kernel merges the chunks of each (sequence, head) by their log-sum-exp.
+   head (GQA), so each K/V element is read once;
+2. rotates those query heads and the new key (RoPE, rotate-half layout, in float32 as
+   ``executor.elementwise.rope_cache`` does). The program whose chunk holds the new token's
+   position stores the new K and V in the cache, and uses them from registers at that
+   position, so no program waits on another's store;
+3. runs the online softmax over its chunk on the tensor cores (``tl.dot``, the G query rows
+   padded to 16; the scores as two half-head dots, since RoPE leaves q and k in halves), and
+   writes its partial output and log-sum-exp;
+4. counts itself done on a per-(sequence, K/V head) counter (an acquire-release atomic): the
+   last program of that pair merges every chunk by its log-sum-exp, writes the output and
+   resets the counter. A single chunk writes its output directly.
 
-An FP8 cache is read as FP8 and its scale applied to the scores and the output, so an FP8 cache
-halves the bytes instead of adding a dequantized copy. ``decode_attention(q, cache, kv_length)``
-takes ``q [B, heads, 1, D]`` and the layer's ``KVCache``, and returns ``[B, heads, 1, D]``.
-It is an option (``Kernels.compiled(decode_attention="triton")``), off by default until it has
-been timed against the library kernel on each GPU.
+An FP8 cache is read as FP8 and its scale applied to the scores and the output, so it halves the
+bytes instead of adding a dequantized copy; the new key is rounded to FP8 first, as it will be
+read back. The counters live in the ``KVCache`` (``split_counters``), so a captured CUDA graph
+replays the kernel with them. ``decode_attention(qkv, cos, sin, input_pos, cache, kv_length,
+num_heads)`` returns ``[B, 1, heads * D]``, the input of the output projection.
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 from executor import pdl
 from executor.tritonlib import available, tl, triton
@@ -39,29 +49,42 @@ def split_count(batch: int, kv_heads: int, kv_length: int) -> int:
 
 
 if triton is not None:
+    FP8_MAX = tl.constexpr(448.0)  # the largest finite float8_e4m3fn
 
     @triton.jit
-    def _partial_kernel(
-        q_ptr,
+    def _rotate(x1, x2, cos, sin):
+        """RoPE of a head held as its two halves (float32)."""
+        return x1 * cos - x2 * sin, x2 * cos + x1 * sin
+
+    @triton.jit
+    def _decode_kernel(
+        qkv_ptr,
+        cos_ptr,
+        sin_ptr,
+        pos_ptr,
         k_ptr,
         v_ptr,
-        out_ptr,
+        partial_ptr,
         lse_ptr,
+        counters_ptr,
+        out_ptr,
         kv_length,
         keys_per_split,
         num_splits,
+        heads,
         kv_heads,
         group,
         sm_scale,
         cache_scale,
-        stride_qb,
-        stride_qh,
+        stride_qkv_b,
         stride_kb,
         stride_kh,
         stride_ks,
-        HEAD_DIM: tl.constexpr,
+        HALF: tl.constexpr,
         BLOCK_G: tl.constexpr,
         BLOCK_S: tl.constexpr,
+        BLOCK_SPLITS: tl.constexpr,
+        CACHE_FP8: tl.constexpr,
         USE_PDL: tl.constexpr,
     ):
         pdl.start(USE_PDL)
@@ -69,112 +92,190 @@ if triton is not None:
         split = tl.program_id(1)
         b = pair // kv_heads
         kv_head = pair % kv_heads
+        head_dim = 2 * HALF
         g = tl.arange(0, BLOCK_G)
-        d = tl.arange(0, HEAD_DIM)
+        d = tl.arange(0, HALF)
         g_ok = g < group
-        heads = kv_head * group + g  # the query heads of this K/V head
-        q = tl.load(
-            q_ptr + b * stride_qb + heads[:, None] * stride_qh + d[None, :],
-            mask=g_ok[:, None],
-            other=0.0,
+        dot_type = qkv_ptr.dtype.element_ty  # an FP8 cache is widened to the query's dtype
+        cache_type = k_ptr.dtype.element_ty
+        cos = tl.load(cos_ptr + d)
+        sin = tl.load(sin_ptr + d)
+        position = tl.load(pos_ptr)
+
+        # The G query heads of this K/V head, rotated, in halves [BLOCK_G, HALF].
+        row = qkv_ptr + b * stride_qkv_b
+        q_rows = row + (kv_head * group + g)[:, None] * head_dim + d[None, :]
+        q1 = tl.load(q_rows, mask=g_ok[:, None], other=0.0).to(tl.float32)
+        q2 = tl.load(q_rows + HALF, mask=g_ok[:, None], other=0.0).to(tl.float32)
+        q1, q2 = _rotate(q1, q2, cos[None, :], sin[None, :])
+        q1, q2 = q1.to(dot_type), q2.to(dot_type)
+
+        # The new key, rotated, and value, rounded to the cache's dtype [HALF] each.
+        k_row = row + (heads + kv_head) * head_dim
+        v_row = row + (heads + kv_heads + kv_head) * head_dim
+        k1, k2 = _rotate(
+            tl.load(k_row + d).to(tl.float32), tl.load(k_row + HALF + d).to(tl.float32), cos, sin
         )
-        dot_type = q_ptr.dtype.element_ty  # an FP8 cache is widened to the query's dtype
+        v1, v2 = tl.load(v_row + d).to(tl.float32), tl.load(v_row + HALF + d).to(tl.float32)
+        if CACHE_FP8:
+            k1 = tl.clamp(k1 / cache_scale, -FP8_MAX, FP8_MAX)
+            k2 = tl.clamp(k2 / cache_scale, -FP8_MAX, FP8_MAX)
+            v1 = tl.clamp(v1 / cache_scale, -FP8_MAX, FP8_MAX)
+            v2 = tl.clamp(v2 / cache_scale, -FP8_MAX, FP8_MAX)
+        k1, k2 = k1.to(cache_type), k2.to(cache_type)
+        v1, v2 = v1.to(cache_type), v2.to(cache_type)
+
         base = b * stride_kb + kv_head * stride_kh
         start = split * keys_per_split
         stop = tl.minimum(start + keys_per_split, kv_length)
+        if (position >= start) & (position < stop):  # this chunk holds the new token
+            slot = base + position * stride_ks
+            tl.store(k_ptr + slot + d, k1)
+            tl.store(k_ptr + slot + HALF + d, k2)
+            tl.store(v_ptr + slot + d, v1)
+            tl.store(v_ptr + slot + HALF + d, v2)
+
+        scale = sm_scale * cache_scale
+        k1, k2 = k1.to(dot_type)[None, :], k2.to(dot_type)[None, :]
+        v1, v2 = v1.to(dot_type)[None, :], v2.to(dot_type)[None, :]
         running_max = tl.full((BLOCK_G,), float("-inf"), dtype=tl.float32)
         running_sum = tl.zeros((BLOCK_G,), dtype=tl.float32)
-        acc = tl.zeros((BLOCK_G, HEAD_DIM), dtype=tl.float32)
+        acc1 = tl.zeros((BLOCK_G, HALF), dtype=tl.float32)
+        acc2 = tl.zeros((BLOCK_G, HALF), dtype=tl.float32)
         for s0 in range(start, stop, BLOCK_S):
             s = s0 + tl.arange(0, BLOCK_S)
             s_ok = s < stop
-            offsets = base + s[:, None] * stride_ks + d[None, :]
-            k = tl.load(k_ptr + offsets, mask=s_ok[:, None], other=0.0).to(dot_type)
-            v = tl.load(v_ptr + offsets, mask=s_ok[:, None], other=0.0).to(dot_type)
-            scores = tl.dot(q, tl.trans(k)) * (sm_scale * cache_scale)  # [BLOCK_G, BLOCK_S]
-            scores = tl.where(s_ok[None, :], scores, float("-inf"))
+            new = (s == position)[:, None]  # the new token's row comes from registers
+            keys = k_ptr + base + s[:, None] * stride_ks + d[None, :]
+            values = v_ptr + base + s[:, None] * stride_ks + d[None, :]
+            kc1 = tl.where(new, k1, tl.load(keys, mask=s_ok[:, None], other=0.0).to(dot_type))
+            kc2 = tl.where(
+                new, k2, tl.load(keys + HALF, mask=s_ok[:, None], other=0.0).to(dot_type)
+            )
+            vc1 = tl.where(new, v1, tl.load(values, mask=s_ok[:, None], other=0.0).to(dot_type))
+            vc2 = tl.where(
+                new, v2, tl.load(values + HALF, mask=s_ok[:, None], other=0.0).to(dot_type)
+            )
+            scores = tl.dot(q1, tl.trans(kc1)) + tl.dot(q2, tl.trans(kc2))  # [BLOCK_G, BLOCK_S]
+            scores = tl.where(s_ok[None, :], scores * scale, float("-inf"))
             new_max = tl.maximum(running_max, tl.max(scores, axis=1))
             correction = tl.exp(running_max - new_max)
             p = tl.exp(scores - new_max[:, None])
             running_sum = running_sum * correction + tl.sum(p, axis=1)
-            acc = acc * correction[:, None] + tl.dot(p.to(dot_type), v)
+            p = p.to(dot_type)
+            acc1 = acc1 * correction[:, None] + tl.dot(p, vc1)
+            acc2 = acc2 * correction[:, None] + tl.dot(p, vc2)
             running_max = new_max
-        out = acc * cache_scale / running_sum[:, None]
-        row = (b * kv_heads * group + heads) * num_splits + split  # [B, heads, splits]
-        tl.store(out_ptr + row[:, None] * HEAD_DIM + d[None, :], out, mask=g_ok[:, None])
-        tl.store(lse_ptr + row, running_max + tl.log(running_sum), mask=g_ok)
+        norm = cache_scale / running_sum[:, None]
+        acc1, acc2 = acc1 * norm, acc2 * norm
 
-    @triton.jit
-    def _merge_kernel(
-        partial_ptr,
-        lse_ptr,
-        out_ptr,
-        num_splits,
-        HEAD_DIM: tl.constexpr,
-        BLOCK_SPLITS: tl.constexpr,
-        USE_PDL: tl.constexpr,
-    ):
-        pdl.start(USE_PDL)
-        row = tl.program_id(0)  # sequence * heads + head
-        splits = tl.arange(0, BLOCK_SPLITS)
-        ok = splits < num_splits
-        lse = tl.load(lse_ptr + row * num_splits + splits, mask=ok, other=float("-inf"))
-        weights = tl.exp(lse - tl.max(lse, axis=0))
-        weights = weights / tl.sum(weights, axis=0)
-        d = tl.arange(0, HEAD_DIM)
-        parts = tl.load(
-            partial_ptr + (row * num_splits + splits)[:, None] * HEAD_DIM + d[None, :],
-            mask=ok[:, None],
-            other=0.0,
-        )
-        out = tl.sum(parts * weights[:, None], axis=0)
-        tl.store(out_ptr + row * HEAD_DIM + d, out.to(out_ptr.dtype.element_ty))
+        out_rows = out_ptr + (b * heads + kv_head * group + g)[:, None] * head_dim + d[None, :]
+        out_type = out_ptr.dtype.element_ty
+        if num_splits == 1:
+            tl.store(out_rows, acc1.to(out_type), mask=g_ok[:, None])
+            tl.store(out_rows + HALF, acc2.to(out_type), mask=g_ok[:, None])
+        else:
+            part = (pair * num_splits + split) * BLOCK_G + g  # [pairs, splits, BLOCK_G]
+            tl.store(partial_ptr + part[:, None] * head_dim + d[None, :], acc1)
+            tl.store(partial_ptr + part[:, None] * head_dim + HALF + d[None, :], acc2)
+            tl.store(lse_ptr + part, running_max + tl.log(running_sum))
+            tl.debug_barrier()  # every thread's stores are issued before the count
+            done = tl.atomic_add(counters_ptr + pair, 1, sem="acq_rel", scope="gpu")
+            if done == num_splits - 1:  # the last chunk of this pair: merge them all
+                splits = tl.arange(0, BLOCK_SPLITS)
+                s_ok = splits < num_splits
+                e = tl.arange(0, 2 * HALF)
+                for h in range(group):
+                    rows = (pair * num_splits + splits) * BLOCK_G + h
+                    lse = tl.load(lse_ptr + rows, mask=s_ok, other=float("-inf"), volatile=True)
+                    weights = tl.exp(lse - tl.max(lse, axis=0))
+                    weights = weights / tl.sum(weights, axis=0)
+                    parts = tl.load(
+                        partial_ptr + rows[:, None] * head_dim + e[None, :],
+                        mask=s_ok[:, None],
+                        other=0.0,
+                        volatile=True,
+                    )
+                    merged = tl.sum(parts * weights[:, None], axis=0)
+                    head = b * heads + kv_head * group + h
+                    tl.store(out_ptr + head * head_dim + e, merged.to(out_type))
+                tl.atomic_xchg(counters_ptr + pair, 0)  # ready for the next step
 
 
-def decode_attention(q: torch.Tensor, cache, kv_length: int) -> torch.Tensor:
-    """Attention of ``q [B, heads, 1, D]`` over the first ``kv_length`` positions of ``cache``
-    (``executor.model.KVCache``, bf16 or FP8), every position valid. Returns ``[B, heads, 1, D]``
-    in q's dtype."""
-    batch, heads, _, head_dim = q.shape
-    k_cache, v_cache = cache.k[:batch], cache.v[:batch]
+def _unfused(qkv, cos, sin, input_pos, cache, kv_length: int, num_heads: int) -> torch.Tensor:
+    """The same result by the library path (a head size whose half is not a power of two)."""
+    from executor.fused import rope_cache
+
+    batch, _, _, head_dim = qkv.shape
+    kv_heads = cache.k.shape[1]
+    rope_cache(qkv, cos, sin, num_heads, kv_heads, cache, input_pos)
+    q = qkv[:, :, :num_heads].transpose(1, 2)
+    k_all, v_all = cache.read(batch, q.dtype, kv_length)
+    out = F.scaled_dot_product_attention(q, k_all, v_all, enable_gqa=True)
+    return out.transpose(1, 2).reshape(batch, 1, num_heads * head_dim)
+
+
+def decode_attention(
+    qkv: torch.Tensor,
+    cos: torch.Tensor,
+    sin: torch.Tensor,
+    input_pos: torch.Tensor,
+    cache,
+    kv_length: int,
+    num_heads: int,
+) -> torch.Tensor:
+    """One decode step's attention from the fused projection ``qkv [B, 1, heads + 2 kv_heads,
+    D]`` (not yet rotated; q, k, v heads in that order) with ``cos, sin [1, D]`` at the new
+    token's position ``input_pos [1]``: stores the new K/V in ``cache`` (``executor.model.
+    KVCache``, bf16 or FP8) and attends over its first ``kv_length`` positions, the new one
+    among them. Returns ``[B, 1, heads * D]`` in qkv's dtype."""
+    batch, num_tokens, _, head_dim = qkv.shape
+    assert num_tokens == 1, "decode_attention: one new token per sequence"
+    half = head_dim // 2
+    if half & (half - 1) or half < 16:  # the kernel's dots want a power-of-two half head
+        return _unfused(qkv, cos, sin, input_pos, cache, kv_length, num_heads)
+    assert qkv.stride(3) == 1 and qkv.stride(2) == head_dim, "decode_attention: packed heads"
+    k_cache, v_cache = cache.k, cache.v
     kv_heads = k_cache.shape[1]
-    group = heads // kv_heads
+    group = num_heads // kv_heads
+    block_g = max(16, triton.next_power_of_2(group))
     keys_per_split = -(-kv_length // split_count(batch, kv_heads, kv_length))
     splits = -(-kv_length // keys_per_split)  # no chunk left empty
-    partial = torch.empty(batch * heads * splits, head_dim, dtype=torch.float32, device=q.device)
-    lse = torch.empty(batch * heads * splits, dtype=torch.float32, device=q.device)
-    _partial_kernel[(batch * kv_heads, splits)](
-        q,
+    pairs = batch * kv_heads
+    partial = torch.empty(
+        pairs * splits * block_g, head_dim, dtype=torch.float32, device=qkv.device
+    )
+    lse = torch.empty(pairs * splits * block_g, dtype=torch.float32, device=qkv.device)
+    out = torch.empty(batch, 1, num_heads * head_dim, dtype=qkv.dtype, device=qkv.device)
+    _decode_kernel[(pairs, splits)](
+        qkv,
+        cos,
+        sin,
+        input_pos,
         k_cache,
         v_cache,
         partial,
         lse,
+        cache.split_counters,
+        out,
         kv_length,
         keys_per_split,
         splits,
+        num_heads,
         kv_heads,
         group,
         head_dim**-0.5,
         cache.scale if cache.is_fp8 else 1.0,
-        q.stride(0),
-        q.stride(1),
+        qkv.stride(0),
         k_cache.stride(0),
         k_cache.stride(1),
         k_cache.stride(2),
-        HEAD_DIM=head_dim,
-        BLOCK_G=max(16, triton.next_power_of_2(group)),
+        HALF=half,
+        BLOCK_G=block_g,
         BLOCK_S=64,
-        **pdl.launch_options(),
-    )
-    out = torch.empty(batch, heads, 1, head_dim, dtype=q.dtype, device=q.device)
-    _merge_kernel[(batch * heads,)](
-        partial,
-        lse,
-        out,
-        splits,
-        HEAD_DIM=head_dim,
         BLOCK_SPLITS=triton.next_power_of_2(splits),
-        num_warps=4 if splits <= 64 else 8,
+        CACHE_FP8=cache.is_fp8,
+        num_warps=4,
         **pdl.launch_options(),
     )
     return out

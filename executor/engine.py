@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import torch
 
-from executor.fused import Kernels
+from executor.fused import DEFAULT_DECODE_ATTENTION, Kernels
 from executor.model import Llama
 from executor.weights import init_random_weights
 from simulator.specs import ModelSpec
@@ -56,15 +56,15 @@ def build_model(
     tp_world_size: int = 1,
     all_reduce: str = "one-shot",
     prefill_backend: str = "flash",
-    decode_attention: str = "sdpa",
+    decode_attention: str = DEFAULT_DECODE_ATTENTION,
 ) -> Llama:
     """A Llama at the spec's shapes on ``device``: seeded random weights, or a local HF
     checkpoint. With ``tp_world_size > 1`` it is sharded with ``apply_tp`` (call inside torchrun);
     ``all_reduce`` is "one-shot" (``executor.allreduce``: small messages in one kernel with the
     residual add and RMSNorm, the rest and any GPU where it cannot run over NCCL) or "nccl".
     ``fused_kernels`` (default: on for CUDA) swaps in the fused elementwise kernels, and with
-    them ``decode_attention``: "sdpa" (PyTorch's, the default) or "triton"
-    (``executor.decode_attention``)."""
+    them ``decode_attention``: "triton" (``executor.decode_attention``, the default) or
+    "sdpa" (PyTorch's)."""
     device = torch.device(device)
     default_dtype = torch.get_default_dtype()
     torch.set_default_dtype(dtype)  # build at the target dtype: no float32 copy of 8B weights

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 __all__ = [
+    "DEFAULT_DECODE_ATTENTION",
     "Kernels",
     "EAGER",
     "apply_rope",
@@ -127,14 +128,20 @@ def causal_attention(
     return F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
 
 
+# The decode-step attention a fused model runs: "triton" (executor.decode_attention: RoPE, the
+# cache write and flash decoding in one kernel) or "sdpa" (the RoPE kernel, then PyTorch's SDPA).
+DEFAULT_DECODE_ATTENTION = "triton"
+
+
 class Kernels:
     """The elementwise functions the model calls, swappable for fused versions.
 
     Eager, each of them is several small kernels; ``Kernels.compiled()`` makes each one kernel:
     the Triton kernels of ``executor.elementwise`` where Triton and a GPU are here,
     ``torch.compile`` (dynamic shapes, so one compile serves every batch size) otherwise. The
-    GEMMs and attention stay library calls, unless ``decode_attention`` names the Triton
-    flash-decoding kernel.
+    GEMMs and prefill attention stay library calls; a decode step's attention is the Triton
+    kernel of ``executor.decode_attention`` (with its RoPE and cache write) unless
+    ``decode_attention`` is "sdpa".
     """
 
     def __init__(
@@ -149,8 +156,8 @@ class Kernels:
         decode_attention: Callable | None = None,
     ) -> None:
         self.prefill_backend = prefill_backend
-        # A decode step over exactly the valid cache: None is PyTorch's SDPA (the default);
-        # executor.decode_attention's Triton kernel where asked.
+        # A decode step over exactly the valid cache: executor.decode_attention's kernel, or
+        # None for rope_cache then PyTorch's SDPA.
         self.decode_attention = decode_attention
         self.rms_norm = rms_norm
         self.rope_cache = rope_cache
@@ -160,7 +167,9 @@ class Kernels:
         self.silu_and_mul_fp8 = silu_and_mul_fp8
 
     @classmethod
-    def compiled(cls, prefill_backend: str = "flash", decode_attention: str = "sdpa") -> Kernels:
+    def compiled(
+        cls, prefill_backend: str = "flash", decode_attention: str = DEFAULT_DECODE_ATTENTION
+    ) -> Kernels:
         from executor import decode_attention as triton_decode
         from executor import elementwise
 

@@ -12,6 +12,7 @@ import gc
 import torch
 
 from executor.engine import build_model, median, time_cuda
+from simulator.calibrate import is_default_engine
 from simulator.specs import ModelSpec
 
 __all__ = ["bench_hf"]
@@ -118,10 +119,7 @@ def bench_hf(spec: ModelSpec, ours: list[dict], *, smoke: bool = False) -> dict:
             and r["weights"] == "bf16"
             and r["batch"] == batch
             and r["tp"] == 1
-            and r["cuda_graphs"]
-            and r["kv_dtype"] == "bf16"
-            and r.get("gemv", True)
-            and r.get("prefill_backend") in (None, "flash")
+            and is_default_engine(r)  # not a variant (graphs off, cuBLAS, ...)
             and (r["prompt"] or 0) == prompt
             and (r["context"] or 0) == context
         ]

@@ -25,9 +25,9 @@ Attention paths, chosen by shape:
 - no cache (``forward`` on a whole sequence): causal SDPA, the reference for tests;
 - prefill from position 0: causal SDPA over the new tokens, the new K/V written into the cache;
 - decode with a known ``kv_length`` (a step captured for one context): unmasked SDPA over
-  exactly the valid cache positions, which the flash backend splits over the keys (or, where
-  ``Kernels.decode_attention`` is set, the Triton flash-decoding kernel of
-  ``executor.decode_attention``);
+  exactly the valid cache positions, which the flash backend splits over the keys; or, where
+  ``Kernels.decode_attention`` is set, the Triton kernel of ``executor.decode_attention``,
+  which also does the step's RoPE and cache write (one launch for three);
 - decode without it (one token, or with ``attend_cache`` a chunk that continues a cached
   context): SDPA against the whole cache with a mask of the valid positions. For one token the
   query heads of a KV group ride the query-length axis (``[B, kv_heads, heads_per_kv_group, D]``),
@@ -111,6 +111,10 @@ class KVCache(nn.Module):
         shape = (max_batch, num_kv_heads, max_seq_length, head_dim)
         self.register_buffer("k", torch.zeros(shape, dtype=dtype, device=device), persistent=False)
         self.register_buffer("v", torch.zeros(shape, dtype=dtype, device=device), persistent=False)
+        # Per (sequence, K/V head): the decode-attention kernel's count of finished key chunks
+        # (executor.decode_attention), zero between steps. Here so a CUDA graph keeps them.
+        counters = torch.zeros(max_batch * num_kv_heads, dtype=torch.int32, device=device)
+        self.register_buffer("split_counters", counters, persistent=False)
         self.is_fp8 = dtype == torch.float8_e4m3fn
         self.scale = scale
 
@@ -182,6 +186,13 @@ class Attention(nn.Module):
         q_width = self.num_heads * self.head_dim
         qkv = self.wqkv(x).view(batch, num_tokens, -1, self.head_dim)  # [B, T, q+k+v heads, D]
         cache = self.kv_cache if input_pos is not None else None
+        one_kernel = kernels.decode_attention is not None and kv_length is not None
+        if cache is not None and num_tokens == 1 and one_kernel:
+            # RoPE, the cache write and attention over the valid keys in one kernel.
+            out = kernels.decode_attention(
+                qkv, cos, sin, input_pos, cache, kv_length, self.num_heads
+            )
+            return self.wo(out)
         # In place: q and k rotated; with a cache, the new K and V stored at input_pos.
         kernels.rope_cache(qkv, cos, sin, self.num_heads, self.num_kv_heads, cache, input_pos)
         q, k, v = qkv.transpose(1, 2).split(
@@ -193,11 +204,8 @@ class Attention(nn.Module):
         elif num_tokens == 1 and kv_length is not None:
             # Every cached position is valid: no mask, so a flash-decoding kernel (split over
             # the keys for one query) reads each K/V head once.
-            if kernels.decode_attention is not None:
-                out = kernels.decode_attention(q, cache, kv_length)
-            else:
-                k_all, v_all = cache.read(batch, q.dtype, kv_length)  # [B, kv_heads, S, D]
-                out = F.scaled_dot_product_attention(q, k_all, v_all, enable_gqa=True)
+            k_all, v_all = cache.read(batch, q.dtype, kv_length)  # [B, kv_heads, S, D]
+            out = F.scaled_dot_product_attention(q, k_all, v_all, enable_gqa=True)
         elif num_tokens == 1 or attend_cache:
             k_all, v_all = cache.read(batch, q.dtype)
             out = self._attend_cache(q, k_all, v_all, input_pos)

@@ -24,6 +24,7 @@ from executor.engine import (
     step_cost,
     time_cuda,
 )
+from executor.fused import DEFAULT_DECODE_ATTENTION
 from executor.quant import FP8_DTYPE, calibrate_static_scales, quantize_model
 from simulator.specs import ModelSpec
 
@@ -47,7 +48,7 @@ def prepare_model(
     all_reduce: str = "one-shot",
     gemv: bool = True,
     prefill_backend: str = "flash",
-    decode_attention: str = "sdpa",
+    decode_attention: str = DEFAULT_DECODE_ATTENTION,
 ):
     model = build_model(
         spec,

@@ -53,9 +53,12 @@ def load_bench(path: str | Path) -> dict[str, Any]:
 
 
 def is_default_engine(record: dict[str, Any]) -> bool:
-    """Whether a measured step ran the executor as it serves by default (CUDA graphs, the GEMV,
-    PDL, a bf16 KV cache, PyTorch's own prefill and decode attention). The variants measured beside it
-    (graphs off, cuBLAS at batch 1, ...) are comparisons, not what the simulator predicts."""
+    """Whether a measured step ran the executor as it serves by default. The variants measured
+    beside it (graphs off, cuBLAS at batch 1, ...) are comparisons, not what the simulator
+    predicts. Records name their ``variant`` (None for the default); older ones are judged by
+    their fields (CUDA graphs, the GEMV, PDL, a bf16 KV cache, flash prefill, SDPA decode)."""
+    if "variant" in record:
+        return record["variant"] is None
     return (
         record.get("kv_dtype", "bf16") == "bf16"
         and record.get("cuda_graphs", True) is not False

@@ -1,6 +1,7 @@
-"""The Triton flash-decoding kernel against PyTorch's SDPA, in Triton's CPU interpreter: GQA,
-a batch of two, a valid length that no chunk size divides, the query a strided view of the
-fused projection as the model hands it over."""
+"""The one-kernel decode attention (RoPE, cache write, flash decoding) against the eager path
+(``fused.rope_cache`` then SDPA over the valid cache), in Triton's CPU interpreter: GQA, a batch
+of two, a valid length that no chunk size divides, several chunks merged by the last one to
+finish, and a single chunk."""
 
 from __future__ import annotations
 
@@ -15,26 +16,52 @@ SCRIPT = """
     import torch
     import torch.nn.functional as F
     from executor import decode_attention as attention
+    from executor import fused
     from executor.model import KVCache
 
     torch.manual_seed(0)
     B, HQ, HKV, D, S_MAX, LENGTH = 2, 8, 2, 64, 320, 203
-    qkv = torch.randn(B, 1, HQ + 2 * HKV, D)
-    q = qkv.transpose(1, 2)[:, :HQ]  # [B, HQ, 1, D], strided like the model's
-    cache = KVCache(B, HKV, S_MAX, D, torch.float32, "cpu")
-    cache.k.normal_()
-    cache.v.normal_()
+    angles = torch.randn(1, D // 2).repeat(1, 2)  # the halves share angles, as in the model
+    cos, sin = angles.cos(), angles.sin()
     attention.MIN_KEYS_PER_SPLIT = 32  # several chunks, the last one short
-    got = attention.decode_attention(q, cache, LENGTH)
-    want = F.scaled_dot_product_attention(
-        q, cache.k[:, :, :LENGTH], cache.v[:, :, :LENGTH], enable_gqa=True
-    )
-    splits = attention.split_count(B, HKV, LENGTH)
-    print((got - want).abs().max().item(), want.abs().max().item(), splits)
+
+    def caches():
+        mine = KVCache(B, HKV, S_MAX, D, torch.float32, "cpu")
+        mine.k.normal_()
+        mine.v.normal_()
+        ref = KVCache(B, HKV, S_MAX, D, torch.float32, "cpu")
+        ref.k.copy_(mine.k)
+        ref.v.copy_(mine.v)
+        return mine, ref
+
+    for length in (LENGTH, 16):  # 16 keys: one chunk, written without the merge
+        position = torch.tensor([length - 1])
+        qkv = torch.randn(B, 1, HQ + 2 * HKV, D)
+        mine, ref = caches()
+        got = attention.decode_attention(qkv.clone(), cos, sin, position, mine, length, HQ)
+        want_qkv = fused.rope_cache(qkv.clone(), cos, sin, HQ, HKV, ref, position)
+        q = want_qkv[:, :, :HQ].transpose(1, 2)
+        k_all, v_all = ref.read(B, q.dtype, length)
+        want = F.scaled_dot_product_attention(q, k_all, v_all, enable_gqa=True)
+        want = want.transpose(1, 2).reshape(B, 1, HQ * D)
+        splits = -(-length // -(-length // attention.split_count(B, HKV, length)))
+        print(
+            (got - want).abs().max().item(),
+            want.abs().max().item(),
+            (mine.k - ref.k).abs().max().item() + (mine.v - ref.v).abs().max().item(),
+            mine.split_counters.abs().sum().item(),
+            splits,
+        )
 """
 
 
-def test_decode_attention_matches_sdpa_in_interpreter():
-    error, scale, splits = map(float, run_in_interpreter(SCRIPT).split())
-    assert splits > 1, "the keys are split, so the merge is exercised"
-    assert scale > 0.1 and error < 1e-4, f"max abs error {error:.2e} against SDPA"
+def test_decode_attention_matches_rope_cache_and_sdpa_in_interpreter():
+    lines = run_in_interpreter(SCRIPT).strip().splitlines()
+    split_counts = []
+    for line in lines:
+        error, scale, cache_error, counters, splits = map(float, line.split())
+        assert scale > 0.1 and error < 1e-4, f"max abs error {error:.2e} against SDPA"
+        assert cache_error < 1e-5, "the new K and V are stored rotated, as rope_cache stores them"
+        assert counters == 0, "the merging program leaves the counters at zero for the next step"
+        split_counts.append(splits)
+    assert split_counts[0] > 1 and split_counts[1] == 1, "both the merge and one chunk run"

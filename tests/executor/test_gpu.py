@@ -70,8 +70,8 @@ def test_graph_decode_matches_eager_on_gpu():
 @pytest.mark.parametrize("weights", ["bf16", "fp8"])
 @pytest.mark.parametrize("batch", [1, 3])
 def test_fused_kernels_match_eager_on_gpu(weights, batch):
-    """The Triton kernels (RoPE + cache write, SwiGLU, add + RMSNorm, the gated GEMV at batch 1)
-    give the eager model's logits: a prefill, then a cached decode step. bf16 matches to
+    """The Triton kernels (RoPE + cache write, the one-kernel decode attention, SwiGLU, add +
+    RMSNorm, the gated GEMV at batch 1) give the eager model's logits: a prefill, then a cached decode step. bf16 matches to
     rounding. FP8 rounds differently by construction (the batch-1 GEMV keeps bf16 activations
     where eager quantizes them; one bf16 ulp moves an FP8 rounding), so its error against bf16
     eager must stay that of eager FP8."""
@@ -98,7 +98,8 @@ def test_fused_kernels_match_eager_on_gpu(weights, batch):
             use_gemv(model)
         model.setup_caches(max_batch=batch, max_seq_length=16)
         prefill = model(tokens[:, :8], torch.arange(8, device="cuda"))
-        step = model(tokens[:, 8:], torch.tensor([8], device="cuda"))
+        # kv_length: the captured-step path (one decode-attention kernel when fused).
+        step = model(tokens[:, 8:], torch.tensor([8], device="cuda"), kv_length=9)
         return torch.cat([prefill, step], dim=1).float()
 
     reference = logits(fused=False, quantized=False)
@@ -119,22 +120,41 @@ def test_fused_kernels_match_eager_on_gpu(weights, batch):
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 @pytest.mark.parametrize("kv_dtype", [torch.bfloat16, torch.float8_e4m3fn])
-def test_triton_decode_attention_matches_sdpa_on_gpu(kv_dtype):
-    """Flash decoding at Llama-3.1-8B's head shapes (GQA 32/8, D 128), bf16 and FP8 cache,
-    against SDPA over the same (dequantized) cache."""
+@pytest.mark.parametrize(("batch", "length"), [(1, 1025), (3, 1025), (64, 4096)])
+def test_triton_decode_attention_matches_rope_cache_and_sdpa_on_gpu(kv_dtype, batch, length):
+    """The one-kernel decode attention at Llama-3.1-8B's head shapes (GQA 32/8, D 128), bf16 and
+    FP8 cache, split (batch 1 and 3) and not (batch 64), against the RoPE kernel and SDPA over
+    the same cache; the new K/V it stores must match the RoPE kernel's."""
     import torch.nn.functional as F
 
+    from executor import elementwise
     from executor.decode_attention import available, decode_attention
-    from executor.model import KVCache
+    from executor.model import KVCache, rope_frequencies
+    from tests.executor.conftest import tiny_spec
 
     if not available():
         pytest.skip("Triton is not installed")
-    batch, length = 3, 1025
-    cache = KVCache(batch, 8, 1040, 128, kv_dtype, "cuda", scale=0.05)
-    for buffer in (cache.k, cache.v):
-        buffer.copy_(torch.randn(buffer.shape, device="cuda") / cache.scale)
-    q = torch.randn(batch, 32, 1, 128, device="cuda", dtype=torch.bfloat16)
-    k_all, v_all = cache.read(batch, torch.bfloat16, length)
+    heads, kv_heads, dim = 32, 8, 128
+    caches = [KVCache(batch, kv_heads, length + 16, dim, kv_dtype, "cuda", scale=0.05)]
+    for buffer in (caches[0].k, caches[0].v):
+        buffer.copy_(torch.randn(buffer.shape, device="cuda") / caches[0].scale)
+    caches.append(KVCache(batch, kv_heads, length + 16, dim, kv_dtype, "cuda", scale=0.05))
+    caches[1].k.copy_(caches[0].k)
+    caches[1].v.copy_(caches[0].v)
+    position = torch.tensor([length - 1], device="cuda")
+    angles = position.double().cpu()[:, None] * rope_frequencies(tiny_spec(head_dim=dim))
+    angles = torch.cat([angles, angles], dim=-1)
+    cos, sin = angles.cos().float().cuda(), angles.sin().float().cuda()
+    qkv = torch.randn(batch, 1, heads + 2 * kv_heads, dim, device="cuda", dtype=torch.bfloat16)
+
+    got = decode_attention(qkv.clone(), cos, sin, position, caches[0], length, heads)
+    rotated = elementwise.rope_cache(qkv.clone(), cos, sin, heads, kv_heads, caches[1], position)
+    q = rotated[:, :, :heads].transpose(1, 2)
+    k_all, v_all = caches[1].read(batch, torch.bfloat16, length)
     want = F.scaled_dot_product_attention(q, k_all, v_all, enable_gqa=True)
-    got = decode_attention(q, cache, length)
+    want = want.transpose(1, 2).reshape(batch, 1, heads * dim)
     torch.testing.assert_close(got.float(), want.float(), rtol=2e-2, atol=2e-2)
+    ulp = 0.13 if kv_dtype == torch.float8_e4m3fn else 1e-2  # x / s and x * (1 / s) may differ
+    for mine, theirs in ((caches[0].k, caches[1].k), (caches[0].v, caches[1].v)):
+        torch.testing.assert_close(mine.float(), theirs.float(), rtol=ulp, atol=1e-2)
+    assert int(caches[0].split_counters.abs().sum()) == 0, "counters left for the next step"
