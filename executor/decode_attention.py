@@ -17,8 +17,9 @@ un-rotated output of the fused q/k/v projection and:
    padded to 16; the scores as two half-head dots, since RoPE leaves q and k in halves), and
    writes its partial output and log-sum-exp;
 4. counts itself done on a per-(sequence, K/V head) counter (an acquire-release atomic): the
-   last program of that pair merges every chunk by its log-sum-exp, writes the output and
-   resets the counter. A single chunk writes its output directly.
+   last program of that pair merges every chunk of its G heads by their log-sum-exp (one
+   load of all of them, so the merge costs one memory round trip, not one per head), writes
+   the output and resets the counter. A single chunk writes its output directly.
 
 An FP8 cache is read as FP8 and its scale applied to the scores and the output, so it halves the
 bytes instead of adding a dequantized copy; the new key is rounded to FP8 first, as it will be
@@ -84,6 +85,7 @@ if triton is not None:
         BLOCK_G: tl.constexpr,
         BLOCK_S: tl.constexpr,
         BLOCK_SPLITS: tl.constexpr,
+        GROUP: tl.constexpr,
         CACHE_FP8: tl.constexpr,
         USE_PDL: tl.constexpr,
     ):
@@ -181,24 +183,28 @@ if triton is not None:
             tl.store(lse_ptr + part, running_max + tl.log(running_sum))
             tl.debug_barrier()  # every thread's stores are issued before the count
             done = tl.atomic_add(counters_ptr + pair, 1, sem="acq_rel", scope="gpu")
-            if done == num_splits - 1:  # the last chunk of this pair: merge them all
-                splits = tl.arange(0, BLOCK_SPLITS)
-                s_ok = splits < num_splits
-                e = tl.arange(0, 2 * HALF)
-                for h in range(group):
-                    rows = (pair * num_splits + splits) * BLOCK_G + h
-                    lse = tl.load(lse_ptr + rows, mask=s_ok, other=float("-inf"), volatile=True)
-                    weights = tl.exp(lse - tl.max(lse, axis=0))
-                    weights = weights / tl.sum(weights, axis=0)
-                    parts = tl.load(
-                        partial_ptr + rows[:, None] * head_dim + e[None, :],
-                        mask=s_ok[:, None],
-                        other=0.0,
-                        volatile=True,
-                    )
-                    merged = tl.sum(parts * weights[:, None], axis=0)
-                    head = b * heads + kv_head * group + h
-                    tl.store(out_ptr + head * head_dim + e, merged.to(out_type))
+            if done == num_splits - 1:  # the last chunk of this pair: merge them all at once
+                splits = tl.arange(0, BLOCK_SPLITS)[:, None]  # [BLOCK_SPLITS, 1]
+                h = tl.arange(0, GROUP)[None, :]  # [1, GROUP]: the real query heads only
+                ok = (splits < num_splits) & (h < group)
+                rows = (pair * num_splits + splits) * BLOCK_G + h  # [BLOCK_SPLITS, GROUP]
+                lse = tl.load(lse_ptr + rows, mask=ok, other=float("-inf"), volatile=True)
+                weights = tl.exp(lse - tl.max(lse, axis=0)[None, :])
+                weights = weights / tl.sum(weights, axis=0)[None, :]
+                e = tl.arange(0, 2 * HALF)[None, None, :]
+                parts = tl.load(
+                    partial_ptr + rows[:, :, None] * head_dim + e,
+                    mask=ok[:, :, None],
+                    other=0.0,
+                    volatile=True,
+                )  # [BLOCK_SPLITS, GROUP, D]
+                merged = tl.sum(parts * weights[:, :, None], axis=0)  # [GROUP, D]
+                heads_out = (b * heads + kv_head * group + h).reshape(GROUP, 1)
+                tl.store(
+                    out_ptr + heads_out * head_dim + e.reshape(1, 2 * HALF),
+                    merged.to(out_type),
+                    mask=h.reshape(GROUP, 1) < group,
+                )
                 tl.atomic_xchg(counters_ptr + pair, 0)  # ready for the next step
 
 
@@ -274,6 +280,7 @@ def decode_attention(
         BLOCK_G=block_g,
         BLOCK_S=64,
         BLOCK_SPLITS=triton.next_power_of_2(splits),
+        GROUP=triton.next_power_of_2(group),
         CACHE_FP8=cache.is_fp8,
         num_warps=4,
         **pdl.launch_options(),
