@@ -32,7 +32,11 @@ from pathlib import Path
 
 import torch
 
-from executor.fused import DEFAULT_DECODE_ATTENTION
+from executor.fused import (
+    DECODE_ATTENTION_MODES,
+    DEFAULT_DECODE_ATTENTION,
+    decode_attention_for,
+)
 from executor.points import free_memory, machine_info, measure_point, prepare_model
 from simulator.specs import ModelSpec
 
@@ -158,7 +162,7 @@ def _batch1_variants(model, spec: ModelSpec, weights: str, grid: dict) -> list[d
     """What the engine's parts are worth at batch 1: the step again with CUDA graphs off, an FP8
     KV cache, PDL off, the other decode attention, cuBLAS in place of the GEMV, and cuDNN's
     prefill for the two longest prompts. Each record names its ``variant``."""
-    from executor import decode_attention, pdl
+    from executor import pdl
     from executor.kernels import use_gemv
 
     context = grid["contexts"][0]
@@ -175,16 +179,16 @@ def _batch1_variants(model, spec: ModelSpec, weights: str, grid: dict) -> list[d
         pdl.set_enabled(False)
         measure("no-pdl")
         pdl.set_enabled(True)
-    ours = model.kernels.decode_attention
-    if ours is not None:  # PyTorch's RoPE kernel then SDPA, in place of the one kernel
-        model.kernels.decode_attention = None
-        measure("sdpa-decode-attention")
-        measure("sdpa-decode-attention+fp8-kv-cache", kv_dtype="fp8")
-    elif decode_attention.available():
-        model.kernels.decode_attention = decode_attention.decode_attention
-        measure("triton-decode-attention")
-        measure("triton-decode-attention+fp8-kv-cache", kv_dtype="fp8")
-    model.kernels.decode_attention = ours
+    ours = model.kernels.decode_attention_mode
+    if model.kernels.decode_attention is not None:  # the attention the default does not pick
+        for kv_dtype in ("bf16", "fp8"):
+            for mode in ("sdpa", "triton"):
+                if mode == decode_attention_for(ours, kv_dtype == "fp8"):
+                    continue  # the default row (or "fp8-kv-cache") is this one
+                model.kernels.decode_attention_mode = mode
+                suffix = "+fp8-kv-cache" if kv_dtype == "fp8" else ""
+                measure(f"{mode}-decode-attention{suffix}", kv_dtype=kv_dtype)
+        model.kernels.decode_attention_mode = ours
     use_gemv(model, enabled=False)
     measure("cublas-gemv")
     records[-1]["gemv"] = False
@@ -277,9 +281,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--decode-attention",
         default=DEFAULT_DECODE_ATTENTION,
-        choices=["sdpa", "triton"],
-        help="decode attention: the Triton kernel with RoPE and the cache write (triton), or "
-        "the RoPE kernel then PyTorch's SDPA (sdpa)",
+        choices=list(DECODE_ATTENTION_MODES),
+        help="decode attention: the Triton kernel with RoPE and the cache write (triton), the "
+        "RoPE kernel then PyTorch's SDPA (sdpa), or triton for an FP8 KV cache and sdpa for a "
+        "bf16 one (auto, the default)",
     )
     parser.add_argument(
         "--no-extras",

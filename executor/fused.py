@@ -20,6 +20,8 @@ from torch import nn
 
 __all__ = [
     "DEFAULT_DECODE_ATTENTION",
+    "DECODE_ATTENTION_MODES",
+    "decode_attention_for",
     "Kernels",
     "EAGER",
     "apply_rope",
@@ -129,8 +131,19 @@ def causal_attention(
 
 
 # The decode-step attention a fused model runs: "triton" (executor.decode_attention: RoPE, the
-# cache write and flash decoding in one kernel) or "sdpa" (the RoPE kernel, then PyTorch's SDPA).
-DEFAULT_DECODE_ATTENTION = "triton"
+# cache write and flash decoding in one kernel), "sdpa" (the RoPE kernel, then PyTorch's SDPA),
+# or "auto": the Triton kernel for an FP8 cache (it reads FP8 where SDPA needs a dequantized
+# copy: a batch-1 step 8-13% faster), SDPA for a bf16 one (a step 0.5-4% faster, measured over
+# the decode grid on an H100; studies/executor-h100/decode-attention).
+DECODE_ATTENTION_MODES = ("auto", "sdpa", "triton")
+DEFAULT_DECODE_ATTENTION = "auto"
+
+
+def decode_attention_for(mode: str, fp8_cache: bool) -> str:
+    """The decode attention ("sdpa" or "triton") that ``mode`` runs for a cache."""
+    if mode == "auto":
+        return "triton" if fp8_cache else "sdpa"
+    return mode
 
 
 class Kernels:
@@ -139,9 +152,9 @@ class Kernels:
     Eager, each of them is several small kernels; ``Kernels.compiled()`` makes each one kernel:
     the Triton kernels of ``executor.elementwise`` where Triton and a GPU are here,
     ``torch.compile`` (dynamic shapes, so one compile serves every batch size) otherwise. The
-    GEMMs and prefill attention stay library calls; a decode step's attention is the Triton
-    kernel of ``executor.decode_attention`` (with its RoPE and cache write) unless
-    ``decode_attention`` is "sdpa".
+    GEMMs and prefill attention stay library calls. A decode step's attention is the Triton
+    kernel of ``executor.decode_attention`` (with its RoPE and cache write) or PyTorch's SDPA,
+    as ``decode_attention_mode`` says (see ``DEFAULT_DECODE_ATTENTION``).
     """
 
     def __init__(
@@ -154,17 +167,25 @@ class Kernels:
         silu_and_mul_fp8: Callable = silu_and_mul_fp8,
         prefill_backend: str = "flash",
         decode_attention: Callable | None = None,
+        decode_attention_mode: str = "sdpa",
     ) -> None:
         self.prefill_backend = prefill_backend
-        # A decode step over exactly the valid cache: executor.decode_attention's kernel, or
-        # None for rope_cache then PyTorch's SDPA.
+        # A decode step over exactly the valid cache: executor.decode_attention's kernel where
+        # the mode picks it, else rope_cache then PyTorch's SDPA.
         self.decode_attention = decode_attention
+        self.decode_attention_mode = decode_attention_mode if decode_attention else "sdpa"
         self.rms_norm = rms_norm
         self.rope_cache = rope_cache
         self.silu_and_mul = silu_and_mul
         self.add_rms_norm = add_rms_norm
         self.add_rms_norm_fp8 = add_rms_norm_fp8
         self.silu_and_mul_fp8 = silu_and_mul_fp8
+
+    def decode_kernel(self, cache) -> Callable | None:
+        """The one-kernel decode attention for this ``KVCache``, or None for SDPA."""
+        if decode_attention_for(self.decode_attention_mode, cache.is_fp8) == "triton":
+            return self.decode_attention
+        return None
 
     @classmethod
     def compiled(
@@ -180,7 +201,6 @@ class Kernels:
         # mode is a recompile; a model sees a few dozen, more than dynamo's default of 8.
         torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
         if elementwise.available():
-            use_triton = decode_attention == "triton"
             return cls(
                 compile_one(rms_norm),
                 elementwise.rope_cache,
@@ -189,7 +209,8 @@ class Kernels:
                 elementwise.add_rms_norm,
                 elementwise.silu_and_mul,
                 prefill_backend=prefill_backend,
-                decode_attention=triton_decode.decode_attention if use_triton else None,
+                decode_attention=triton_decode.decode_attention,
+                decode_attention_mode=decode_attention,
             )
         return cls(
             compile_one(rms_norm),

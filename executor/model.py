@@ -26,8 +26,8 @@ Attention paths, chosen by shape:
 - prefill from position 0: causal SDPA over the new tokens, the new K/V written into the cache;
 - decode with a known ``kv_length`` (a step captured for one context): unmasked SDPA over
   exactly the valid cache positions, which the flash backend splits over the keys; or, where
-  ``Kernels.decode_attention`` is set, the Triton kernel of ``executor.decode_attention``,
-  which also does the step's RoPE and cache write (one launch for three);
+  ``Kernels.decode_kernel`` picks it (by default for an FP8 cache), the Triton kernel of
+  ``executor.decode_attention``, which also does the step's RoPE and cache write;
 - decode without it (one token, or with ``attend_cache`` a chunk that continues a cached
   context): SDPA against the whole cache with a mask of the valid positions. For one token the
   query heads of a KV group ride the query-length axis (``[B, kv_heads, heads_per_kv_group, D]``),
@@ -186,12 +186,12 @@ class Attention(nn.Module):
         q_width = self.num_heads * self.head_dim
         qkv = self.wqkv(x).view(batch, num_tokens, -1, self.head_dim)  # [B, T, q+k+v heads, D]
         cache = self.kv_cache if input_pos is not None else None
-        one_kernel = kernels.decode_attention is not None and kv_length is not None
-        if cache is not None and num_tokens == 1 and one_kernel:
+        one_kernel = None
+        if cache is not None and num_tokens == 1 and kv_length is not None:
+            one_kernel = kernels.decode_kernel(cache)
+        if one_kernel is not None:
             # RoPE, the cache write and attention over the valid keys in one kernel.
-            out = kernels.decode_attention(
-                qkv, cos, sin, input_pos, cache, kv_length, self.num_heads
-            )
+            out = one_kernel(qkv, cos, sin, input_pos, cache, kv_length, self.num_heads)
             return self.wo(out)
         # In place: q and k rotated; with a cache, the new K and V stored at input_pos.
         kernels.rope_cache(qkv, cos, sin, self.num_heads, self.num_kv_heads, cache, input_pos)

@@ -22,7 +22,7 @@ import torch
 
 from executor.tritonlib import tl, triton
 
-__all__ = ["enabled", "set_enabled", "launch_options", "start"]
+__all__ = ["enabled", "set_enabled", "launch_options", "start", "wait", "launch_dependents"]
 
 
 if triton is not None:
@@ -34,6 +34,18 @@ if triton is not None:
         if USE_PDL:
             tl.extra.cuda.gdc_launch_dependents()
             tl.extra.cuda.gdc_wait()
+
+    @triton.jit
+    def wait(USE_PDL: tl.constexpr):
+        """Wait until the previous kernel has finished and its writes are visible."""
+        if USE_PDL:
+            tl.extra.cuda.gdc_wait()
+
+    @triton.jit
+    def launch_dependents(USE_PDL: tl.constexpr):
+        """Let the next kernel launch (its blocks then take SM slots while they wait)."""
+        if USE_PDL:
+            tl.extra.cuda.gdc_launch_dependents()
 
 
 _switch = {"on": os.environ.get("ROOFTUNE_PDL", "1") != "0"}

@@ -24,7 +24,7 @@ from executor.engine import (
     step_cost,
     time_cuda,
 )
-from executor.fused import DEFAULT_DECODE_ATTENTION
+from executor.fused import DEFAULT_DECODE_ATTENTION, decode_attention_for
 from executor.quant import FP8_DTYPE, calibrate_static_scales, quantize_model
 from simulator.specs import ModelSpec
 
@@ -79,10 +79,6 @@ def prepare_model(
     return model
 
 
-def _decode_attention(model) -> str:
-    return "sdpa" if model.kernels.decode_attention is None else "triton"
-
-
 def _bytes_per_param(weights: str) -> float:
     return {"bf16": 2.0, "fp16": 2.0, "fp8": 1.0, "int8": 1.0, "int4": 0.5}[weights]
 
@@ -112,7 +108,9 @@ def measure_point(
         "cuda_graphs": use_graphs,
         "gemv": True,
         "prefill_backend": model.kernels.prefill_backend if prompt else None,
-        "decode_attention": None if prompt else _decode_attention(model),
+        "decode_attention": None
+        if prompt
+        else decode_attention_for(model.kernels.decode_attention_mode, kv_dtype == "fp8"),
         "pdl": pdl.enabled(),
     }
     graphs = graph = None

@@ -69,10 +69,11 @@ def test_graph_decode_matches_eager_on_gpu():
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 @pytest.mark.parametrize("weights", ["bf16", "fp8"])
 @pytest.mark.parametrize("batch", [1, 3])
-def test_fused_kernels_match_eager_on_gpu(weights, batch):
-    """The Triton kernels (RoPE + cache write, the one-kernel decode attention, SwiGLU, add +
-    RMSNorm, the gated GEMV at batch 1) give the eager model's logits: a prefill, then a cached decode step. bf16 matches to
-    rounding. FP8 rounds differently by construction (the batch-1 GEMV keeps bf16 activations
+@pytest.mark.parametrize("attention", ["sdpa", "triton"])
+def test_fused_kernels_match_eager_on_gpu(weights, batch, attention):
+    """The Triton kernels (RoPE + cache write, SwiGLU, add + RMSNorm, the gated GEMV at batch 1,
+    and the one-kernel decode attention or SDPA) give the eager model's logits: a prefill, then
+    a cached decode step. bf16 matches to rounding. FP8 rounds differently by construction (the batch-1 GEMV keeps bf16 activations
     where eager quantizes them; one bf16 ulp moves an FP8 rounding), so its error against bf16
     eager must stay that of eager FP8."""
     from executor.engine import build_model
@@ -96,6 +97,7 @@ def test_fused_kernels_match_eager_on_gpu(weights, batch):
             quantize_model(model, weights="fp8")
         if fused:
             use_gemv(model)
+            model.kernels.decode_attention_mode = attention
         model.setup_caches(max_batch=batch, max_seq_length=16)
         prefill = model(tokens[:, :8], torch.arange(8, device="cuda"))
         # kv_length: the captured-step path (one decode-attention kernel when fused).

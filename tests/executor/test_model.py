@@ -107,3 +107,24 @@ def test_hf_state_dict_round_trip(model, spec):
             tensor.copy_(hf[name])
     tokens = torch.randint(0, spec.vocab_size, (1, 5))
     torch.testing.assert_close(other(tokens), model(tokens))
+
+
+def test_decode_attention_mode_picks_the_kernel_by_cache_dtype():
+    """Mode "auto" runs the one-kernel decode attention for an FP8 cache and SDPA for a bf16 one;
+    "triton" and "sdpa" pick one for both; without the kernel every mode is SDPA."""
+    from executor.fused import Kernels
+    from executor.model import KVCache
+
+    def kernel(*args):
+        return None
+
+    caches = {
+        fp8: KVCache(1, 1, 16, 8, torch.float8_e4m3fn if fp8 else torch.bfloat16, "cpu")
+        for fp8 in (False, True)
+    }
+    expected = {"auto": (None, kernel), "triton": (kernel, kernel), "sdpa": (None, None)}
+    for mode, (for_bf16, for_fp8) in expected.items():
+        kernels = Kernels(decode_attention=kernel, decode_attention_mode=mode)
+        assert kernels.decode_kernel(caches[False]) is for_bf16, mode
+        assert kernels.decode_kernel(caches[True]) is for_fp8, mode
+        assert Kernels(decode_attention_mode=mode).decode_kernel(caches[True]) is None

@@ -177,3 +177,14 @@ def test_fit_saved_refuses_another_gpus_measurements(tmp_path, h100):
         fit_saved(
             tmp_path, hardware="h100-sxm", model="llama-3.1-8b", out=str(tmp_path / "x.yaml")
         )
+
+
+def test_default_engine_by_variant_name_or_by_fields():
+    """Records that name their variant are judged by it alone; older ones by their fields."""
+    from simulator.calibrate import is_default_engine
+
+    assert is_default_engine({"variant": None, "decode_attention": "triton", "kv_dtype": "fp8"})
+    assert not is_default_engine({"variant": "no-pdl", "pdl": False})
+    assert is_default_engine({"kv_dtype": "bf16", "decode_attention": "sdpa", "pdl": True})
+    assert not is_default_engine({"kv_dtype": "bf16", "decode_attention": "triton"})
+    assert not is_default_engine({"kv_dtype": "fp8"})
