@@ -5,9 +5,12 @@ small kernels when PyTorch runs them op by op. ``Kernels`` holds the functions t
 ``Kernels.compiled()`` swaps in fused ones: hand-written Triton kernels for RoPE with the KV-cache
 write, SwiGLU and the residual add + RMSNorm (``executor.elementwise``), and ``torch.compile``
 (dynamic shapes, one Triton kernel apiece) for the lone first RMSNorm, or for all of them where
-there is no Triton. The GEMMs and attention stay library calls. Fusions that follow the data: the residual add shares a kernel with the next RMSNorm, RoPE runs on the fused q/k/v
-projection in place and writes K and V into the cache in the same pass, and before an FP8 GEMM
-with a static input scale the producing kernel writes FP8 directly.
+there is no Triton. The GEMMs and prefill attention stay library calls; decode attention is
+SDPA or the one Triton kernel of ``executor.decode_attention``, as ``decode_attention_mode``
+says. Fusions that follow the data: the residual add shares a kernel with the next RMSNorm,
+RoPE runs on the fused q/k/v projection in place and writes K and V into the cache in the same
+pass, and before an FP8 GEMM with a static input scale the producing kernel writes FP8
+directly.
 """
 
 from __future__ import annotations
