@@ -136,7 +136,7 @@ def causal_attention(
 # The decode-step attention a fused model runs: "triton" (executor.decode_attention: RoPE, the
 # cache write and flash decoding in one kernel), "sdpa" (the RoPE kernel, then PyTorch's SDPA),
 # or "auto": the Triton kernel for an FP8 cache (it reads FP8 where SDPA needs a dequantized
-# copy: a batch-1 step 8-13% faster), SDPA for a bf16 one (a step 0.5-4% faster, measured over
+# copy: a batch-1 step 8-13% faster), SDPA for a bf16 one (a step 0.4-4.6% faster, measured over
 # the decode grid on an H100; studies/executor-h100/decode-attention).
 DECODE_ATTENTION_MODES = ("auto", "sdpa", "triton")
 DEFAULT_DECODE_ATTENTION = "auto"
