@@ -32,234 +32,13 @@ from pathlib import Path
 
 import torch
 
-from executor.fused import (
-    DECODE_ATTENTION_MODES,
-    DEFAULT_DECODE_ATTENTION,
-    decode_attention_for,
-)
-from executor.points import free_memory, machine_info, measure_point, prepare_model
+from executor.fused import DECODE_ATTENTION_MODES, DEFAULT_DECODE_ATTENTION
+from executor.model_bench import bench_model, log, model_grid
+from executor.points import machine_info
+from executor.profiling import profile_steps
 from simulator.specs import ModelSpec
 
-__all__ = ["bench_model", "main"]
-
-
-def _log(*parts) -> None:
-    print(*parts, flush=True)
-
-
-def _print_points(records: list[dict]) -> None:
-    _log(
-        f"{'phase':>7} {'w':>4} {'tp':>2} {'B':>4} {'P/C':>6} {'time':>10} {'tok/s':>10} "
-        f"{'GB/s':>7} {'TFLOP/s':>8}"
-    )
-    for r in records:
-        size = r["prompt"] or r["context"]
-        if not r["fits"]:
-            _log(
-                f"{r['phase']:>7} {r['weights']:>4} {r['tp']:>2} {r['batch']:>4} {size:>6}  "
-                f"infeasible ({r['reason'][:40]})"
-            )
-            continue
-        _log(
-            f"{r['phase']:>7} {r['weights']:>4} {r['tp']:>2} {r['batch']:>4} {size:>6} "
-            f"{r['time_s'] * 1e3:8.3f}ms {r['tokens_per_s']:10.0f} "
-            f"{r['achieved_bytes_per_s'] / 1e9:7.0f} {r['achieved_flops_per_s'] / 1e12:8.1f}"
-        )
-
-
-def model_grid(smoke: bool, name: str = "full") -> dict:
-    if name == "compare":  # the points bench_hf times, and the must-show points
-        return {
-            "weights": ["bf16", "fp8"],
-            "batches": [1, 16, 64],
-            "contexts": [1024, 4096],
-            "prompts": [512, 2048, 8192],
-        }
-    if name == "decode1":  # the batch-1 decode steps of the must-show ratios, alone
-        return {"weights": ["bf16", "fp8"], "batches": [1], "contexts": [1024], "prompts": []}
-    if smoke:
-        return {"weights": ["bf16", "fp8"], "batches": [1, 8], "contexts": [512], "prompts": [256]}
-    full = {
-        "weights": ["bf16", "fp8"],
-        "batches": [1, 4, 16, 64, 256],
-        "contexts": [1024, 4096, 16384],
-        "prompts": [128, 512, 2048, 8192, 16384],
-    }
-    if name == "decode":  # the full grid's decode steps alone (to compare decode kernels)
-        return {**full, "prompts": []}
-    return full
-
-
-def bench_model(
-    spec: ModelSpec,
-    *,
-    smoke: bool = False,
-    tp_rank: int = 0,
-    tp_world_size: int = 1,
-    grid: dict | None = None,
-    all_reduce: str = "one-shot",
-    extras: bool = True,
-    decode_attention: str = DEFAULT_DECODE_ATTENTION,
-) -> list:
-    grid = grid or model_grid(smoke)
-    records = []
-    for weights in grid["weights"]:
-        model = prepare_model(
-            spec,
-            weights=weights,
-            tp_rank=tp_rank,
-            tp_world_size=tp_world_size,
-            all_reduce=all_reduce,
-            decode_attention=decode_attention,
-        )
-        backend = model.collectives.backend if model.collectives is not None else None
-        first = len(records)
-        for prompt in grid["prompts"]:
-            records.append(
-                measure_point(
-                    model, spec, weights=weights, batch=1, prompt=prompt, tp=tp_world_size
-                )
-            )
-        for batch in grid["batches"]:
-            for context in grid["contexts"]:
-                records.append(
-                    measure_point(
-                        model,
-                        spec,
-                        weights=weights,
-                        batch=batch,
-                        context=context,
-                        tp=tp_world_size,
-                    )
-                )
-        variant = _grid_variant(decode_attention, backend)
-        for record in records[first:]:
-            record["all_reduce"] = backend
-            record["variant"] = variant
-        if model.collectives is not None and model.collectives.one_shot is not None:
-            model.collectives.one_shot.check()  # no wait gave up: the timings are valid
-        if extras and tp_world_size == 1:
-            records += _batch1_variants(model, spec, weights, grid)
-        del model
-        free_memory()
-    if tp_rank == 0:
-        _print_points(records)
-    return records
-
-
-def _grid_variant(decode_attention: str, all_reduce: str | None) -> str | None:
-    """None for the engine as it serves by default, else what differs (the calibration fits and
-    scores only the default)."""
-    parts = []
-    if decode_attention != DEFAULT_DECODE_ATTENTION:
-        parts.append(f"{decode_attention}-decode-attention")
-    if all_reduce not in (None, "one-shot"):
-        parts.append(f"{all_reduce}-all-reduce")
-    return "+".join(parts) or None
-
-
-def _batch1_variants(model, spec: ModelSpec, weights: str, grid: dict) -> list[dict]:
-    """What the engine's parts are worth at batch 1: the step again with CUDA graphs off, an FP8
-    KV cache, PDL off, the other decode attention, cuBLAS in place of the GEMV, and cuDNN's
-    prefill for the two longest prompts. Each record names its ``variant``."""
-    from executor import pdl
-    from executor.kernels import use_gemv
-
-    context = grid["contexts"][0]
-    records = []
-
-    def measure(variant: str, **kwargs) -> None:
-        kwargs.setdefault("context", context)
-        record = measure_point(model, spec, weights=weights, batch=1, **kwargs)
-        records.append({**record, "variant": variant})
-
-    measure("no-graphs", use_graphs=False)
-    measure("fp8-kv-cache", kv_dtype="fp8")
-    if pdl.enabled():
-        pdl.set_enabled(False)
-        measure("no-pdl")
-        pdl.set_enabled(True)
-    ours = model.kernels.decode_attention_mode
-    if model.kernels.decode_attention is not None:  # the attention the default does not pick
-        for kv_dtype in ("bf16", "fp8"):
-            for mode in ("sdpa", "triton"):
-                if mode == decode_attention_for(ours, kv_dtype == "fp8"):
-                    continue  # the default row (or "fp8-kv-cache") is this one
-                model.kernels.decode_attention_mode = mode
-                suffix = "+fp8-kv-cache" if kv_dtype == "fp8" else ""
-                measure(f"{mode}-decode-attention{suffix}", kv_dtype=kv_dtype)
-        model.kernels.decode_attention_mode = ours
-    use_gemv(model, enabled=False)
-    measure("cublas-gemv")
-    records[-1]["gemv"] = False
-    use_gemv(model, enabled=True)
-    model.kernels.prefill_backend = "cudnn"
-    for prompt in grid["prompts"][-2:]:
-        measure("cudnn-prefill", prompt=prompt, context=0)
-    model.kernels.prefill_backend = "flash"
-    return records
-
-
-def profile_steps(
-    spec: ModelSpec,
-    *,
-    prompt: int,
-    context: int = 1024,
-    tp_rank: int = 0,
-    tp_world_size: int = 1,
-    all_reduce: str = "one-shot",
-    decode_attention: str = DEFAULT_DECODE_ATTENTION,
-) -> None:
-    """Where the time goes, kernel by kernel (torch.profiler, CUDA time): a bf16 prefill of
-    ``prompt`` tokens, then a batch-1 decode step at ``context`` in bf16 and in FP8 (run
-    eagerly: the kernels' own times, without the launch gaps a graph removes). Under torchrun
-    every rank runs the steps (they meet in the all-reduces) and rank 0 prints."""
-    from torch.profiler import ProfilerActivity, profile
-
-    def report(title: str, run) -> None:
-        for _ in range(3):
-            run()
-        torch.cuda.synchronize()
-        with profile(activities=[ProfilerActivity.CUDA]) as prof:
-            run()
-            torch.cuda.synchronize()
-        if tp_rank != 0:
-            return
-        _log(f"{title}, TP {tp_world_size}, decode attention {decode_attention}")
-        table = prof.key_averages().table(
-            sort_by="cuda_time_total", row_limit=18, max_name_column_width=70
-        )
-        _log(table)
-
-    for weights in ("bf16", "fp8"):
-        model = prepare_model(
-            spec,
-            weights=weights,
-            tp_rank=tp_rank,
-            tp_world_size=tp_world_size,
-            all_reduce=all_reduce,
-            decode_attention=decode_attention,
-        )
-        if weights == "bf16":
-            model.setup_caches(max_batch=1, max_seq_length=prompt + 16)
-            tokens = torch.randint(0, spec.vocab_size, (1, prompt), device="cuda")
-            positions = torch.arange(prompt, device="cuda")
-            report(
-                f"bf16 prefill of {prompt} tokens",
-                lambda: model(tokens, positions, last_token_only=True),  # noqa: B023
-            )
-        model.setup_caches(max_batch=1, max_seq_length=context + 16)
-        token = torch.randint(0, spec.vocab_size, (1, 1), device="cuda")
-        position = torch.tensor([context], device="cuda")
-        report(
-            f"{weights} decode step, batch 1, context {context}",
-            lambda: model(token, position, kv_length=context + 1),  # noqa: B023
-        )
-        model = None  # free the weights before the next dtype's model is built
-        free_memory()
-
-
-# ----------------------------------------------------------------------------------------------
+__all__ = ["main"]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -318,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
             "hbm": microbench.bench_hbm(),
             "gemm_peak": microbench.bench_gemm_peak(["bf16", "fp8"]),
         }
-        _log(
+        log(
             f"HBM read {peaks['hbm']['read_bytes_per_s'] / 1e12:.2f} TB/s; GEMM peak bf16 "
             f"{peaks['gemm_peak']['bf16']['flops_per_s'] / 1e12:.0f} TFLOP/s"
         )
@@ -375,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
             if rank == 0:
                 for r in records:
                     graph = r.get("graph_time_s")
-                    _log(
+                    log(
                         f"all-reduce {r['backend']:>4} world {r['world_size']} "
                         f"{r['bytes']:>11} B: {r['time_s'] * 1e6:9.1f} us eager, "
                         + (f"{graph * 1e6:7.1f} us in a graph, " if graph else "")

@@ -37,12 +37,11 @@ caches only.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 from executor import pdl
 from executor.tritonlib import available, tl, triton
 
-__all__ = ["available", "decode_attention", "split_count"]
+__all__ = ["available", "decode_attention", "split_count", "supports"]
 
 MIN_KEYS_PER_SPLIT = 64
 TARGET_PROGRAMS = 256  # about two per SM on an H100 (132) or H200 (132)
@@ -217,17 +216,11 @@ if triton is not None:
                 tl.atomic_xchg(counters_ptr + pair, 0)  # ready for the next step
 
 
-def _unfused(qkv, cos, sin, input_pos, cache, kv_length: int, num_heads: int) -> torch.Tensor:
-    """The same result by the library path (a head size whose half is not a power of two)."""
-    from executor.fused import rope_cache
-
-    batch, _, _, head_dim = qkv.shape
-    kv_heads = cache.k.shape[1]
-    rope_cache(qkv, cos, sin, num_heads, kv_heads, cache, input_pos)
-    q = qkv[:, :, :num_heads].transpose(1, 2)
-    k_all, v_all = cache.read(batch, q.dtype, kv_length)
-    out = F.scaled_dot_product_attention(q, k_all, v_all, enable_gqa=True)
-    return out.transpose(1, 2).reshape(batch, 1, num_heads * head_dim)
+def supports(head_dim: int) -> bool:
+    """Whether the kernel takes this head size: its dots want a power-of-two half head of at
+    least 16 (Llama's 128 is one). Other sizes run SDPA (``Kernels.decode_kernel``)."""
+    half = head_dim // 2
+    return head_dim % 2 == 0 and half >= 16 and half & (half - 1) == 0
 
 
 def decode_attention(
@@ -247,8 +240,7 @@ def decode_attention(
     batch, num_tokens, _, head_dim = qkv.shape
     assert num_tokens == 1, "decode_attention: one new token per sequence"
     half = head_dim // 2
-    if half & (half - 1) or half < 16:  # the kernel's dots want a power-of-two half head
-        return _unfused(qkv, cos, sin, input_pos, cache, kv_length, num_heads)
+    assert supports(head_dim), f"decode_attention: head size {head_dim} (see supports)"
     assert qkv.stride(3) == 1 and qkv.stride(2) == head_dim, "decode_attention: packed heads"
     k_cache, v_cache = cache.k, cache.v
     kv_heads = k_cache.shape[1]

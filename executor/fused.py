@@ -186,9 +186,11 @@ class Kernels:
 
     def decode_kernel(self, cache) -> Callable | None:
         """The one-kernel decode attention for this ``KVCache``, or None for SDPA."""
-        if decode_attention_for(self.decode_attention_mode, cache.is_fp8) == "triton":
-            return self.decode_attention
-        return None
+        if decode_attention_for(self.decode_attention_mode, cache.is_fp8) != "triton":
+            return None
+        from executor.decode_attention import supports
+
+        return self.decode_attention if supports(cache.k.shape[-1]) else None
 
     @classmethod
     def compiled(

@@ -111,7 +111,8 @@ def test_hf_state_dict_round_trip(model, spec):
 
 def test_decode_attention_mode_picks_the_kernel_by_cache_dtype():
     """Mode "auto" runs the one-kernel decode attention for an FP8 cache and SDPA for a bf16 one;
-    "triton" and "sdpa" pick one for both; without the kernel every mode is SDPA."""
+    "triton" and "sdpa" pick one for both; without the kernel, or for a head size it cannot
+    take, it is SDPA."""
     from executor.fused import Kernels
     from executor.model import KVCache
 
@@ -119,7 +120,7 @@ def test_decode_attention_mode_picks_the_kernel_by_cache_dtype():
         return None
 
     caches = {
-        fp8: KVCache(1, 1, 16, 8, torch.float8_e4m3fn if fp8 else torch.bfloat16, "cpu")
+        fp8: KVCache(1, 1, 16, 32, torch.float8_e4m3fn if fp8 else torch.bfloat16, "cpu")
         for fp8 in (False, True)
     }
     expected = {"auto": (None, kernel), "triton": (kernel, kernel), "sdpa": (None, None)}
@@ -128,3 +129,8 @@ def test_decode_attention_mode_picks_the_kernel_by_cache_dtype():
         assert kernels.decode_kernel(caches[False]) is for_bf16, mode
         assert kernels.decode_kernel(caches[True]) is for_fp8, mode
         assert Kernels(decode_attention_mode=mode).decode_kernel(caches[True]) is None
+    odd_heads = KVCache(1, 1, 16, 24, torch.float8_e4m3fn, "cpu")  # half of 24: not a power of 2
+    assert (
+        Kernels(decode_attention=kernel, decode_attention_mode="triton").decode_kernel(odd_heads)
+        is None
+    ), "a head size the kernel cannot take runs SDPA"
