@@ -23,7 +23,6 @@ prints a readable table, then one JSON line last; the full records go to ``--out
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import os
 import sys
@@ -195,11 +194,12 @@ def _bench_one_shot(spec: ModelSpec, sizes: list[int]) -> list:
     if one_shot is None:
         return []
     row_bytes = 2 * spec.hidden_size
-    small = [s for s in sizes if row_bytes <= s <= one_shot.max_rows * row_bytes]
-    calls = itertools.count()
+    small = sorted(
+        {row_bytes, *(s for s in sizes if row_bytes <= s <= one_shot.max_rows * row_bytes)}
+    )
 
-    def reduce(x: torch.Tensor) -> torch.Tensor:  # alternate the slots, as the model does
-        return one_shot.all_reduce(x.view(-1, spec.hidden_size), slot=next(calls) % 2)
+    def reduce(x: torch.Tensor) -> torch.Tensor:
+        return one_shot.all_reduce(x.view(-1, spec.hidden_size))
 
     records = microbench.bench_allreduce(small, reduce=reduce, backend="one-shot")
     one_shot.check()

@@ -14,6 +14,10 @@ sum: the product of the activation and weight scales, one value or one per outpu
 output of the fused gate/up projection and the kernel multiplies by ``silu(gate) * up``, so a
 one-token MLP is two kernels, not three.
 
+Under tensor parallelism, ``push`` (the group's ``executor.allreduce.OneShotAllReduce``, given
+to the row-parallel weights) has each program also store its share of ``y`` into the peers'
+all-reduce buffers, as soon as it is computed; the all-reduce kernel then only waits for it.
+
 Where the GPU has programmatic dependent launch (``executor.pdl``), each program fetches its
 first weight tile before it waits for the previous kernel: the weights never depend on it.
 
@@ -47,6 +51,7 @@ def _gemv_configs() -> list:
 
 
 if triton is not None:
+    from executor.allreduce import push_row
 
     @triton.jit
     def _tile_dot(w, x_ptr, cols, col_ok, K, GATED: tl.constexpr):
@@ -67,9 +72,15 @@ if triton is not None:
         N,
         K,
         stride_wn,
+        push_buffers_ptr,
+        push_counters_ptr,
+        push_max_rows,
         HAS_SCALE: tl.constexpr,
         SCALE_PER_ROW: tl.constexpr,
         GATED: tl.constexpr,
+        PUSH: tl.constexpr,
+        RANK: tl.constexpr,
+        WORLD: tl.constexpr,
         USE_PDL: tl.constexpr,
         BLOCK_N: tl.constexpr,
         BLOCK_K: tl.constexpr,
@@ -99,7 +110,22 @@ if triton is not None:
                 acc = acc * tl.load(scale_ptr + rows, mask=row_ok, other=0.0)
             else:
                 acc = acc * tl.load(scale_ptr)
-        tl.store(y_ptr + rows, acc.to(y_ptr.dtype.element_ty), mask=row_ok)
+        y = acc.to(y_ptr.dtype.element_ty)
+        tl.store(y_ptr + rows, y, mask=row_ok)
+        if PUSH:  # a row-parallel GEMV under TP: the peers get this share of y now
+            push_row(
+                y,
+                rows,
+                row_ok,
+                push_buffers_ptr,
+                push_counters_ptr,
+                0,
+                N,
+                push_max_rows,
+                RANK,
+                WORLD,
+                min(BLOCK_N, 8),
+            )
 
 
 def gemv(
@@ -108,47 +134,77 @@ def gemv(
     scale: torch.Tensor | None = None,
     out_dtype: torch.dtype = torch.bfloat16,
     gated: bool = False,
+    push=None,
 ) -> torch.Tensor:
     """x [1, K] @ weight[N, K].T -> [1, N] (times ``scale``: [] or [N], float32). ``gated``: x
-    is ``[1, 2K]``, a gate and an up half, and the GEMV reads ``silu(gate) * up``."""
+    is ``[1, 2K]``, a gate and an up half, and the GEMV reads ``silu(gate) * up``. ``push``: the
+    TP group's ``OneShotAllReduce``, for a row-parallel weight; each program then also stores
+    its outputs into the peers' buffers, and the all-reduce of y only waits for theirs."""
     assert x.shape[0] == 1 and weight.stride(1) == 1, "gemv: one row of x, row-major weight"
     n, k = weight.shape
     assert x.shape[1] == (2 * k if gated else k), "gemv: x does not match the weight"
     x = x.contiguous()
     y = torch.empty(1, n, dtype=out_dtype, device=x.device)
+    if push is not None and not push.applies(y):
+        push = None
     scale_per_row = scale is not None and scale.numel() > 1
     scale_arg = scale.reshape(-1).contiguous() if scale is not None else y
 
     def grid(meta):
         return (triton.cdiv(n, meta["BLOCK_N"]),)
 
-    _gemv_kernel[grid](
-        x,
-        weight,
-        y,
-        scale_arg,
-        n,
-        k,
-        weight.stride(0),
-        HAS_SCALE=scale is not None,
-        SCALE_PER_ROW=scale_per_row,
-        GATED=gated,
-        **pdl.launch_options(),
-    )
+    def launch(pushing: bool) -> None:
+        _gemv_kernel[grid](
+            x,
+            weight,
+            y,
+            scale_arg,
+            n,
+            k,
+            weight.stride(0),
+            push.pointers if push is not None else y,
+            push.counters if push is not None else y,
+            push.max_rows if push is not None else 0,
+            HAS_SCALE=scale is not None,
+            SCALE_PER_ROW=scale_per_row,
+            GATED=gated,
+            PUSH=pushing,
+            RANK=push.rank if push is not None else 0,
+            WORLD=push.world_size if push is not None else 1,
+            **pdl.launch_options(),
+        )
+
+    if push is not None:
+        # The autotuner times each shape on its first call by running it many times, configs
+        # that round differently included: do that without pushing, so that the peers only
+        # ever receive the chosen config's result.
+        tune_key = (n, k, x.dtype, weight.dtype, scale_per_row, gated)
+        if tune_key not in _TUNED_FOR_PUSH:
+            launch(False)
+            _TUNED_FOR_PUSH.add(tune_key)
+        launch(True)
+        push.mark_pushed(y)
+    else:
+        launch(False)
     return y
 
 
+_TUNED_FOR_PUSH: set[tuple] = set()
+
+
 class GemvLinear(nn.Linear):
-    """nn.Linear whose single-token forward on a GPU runs ``gemv``."""
+    """nn.Linear whose single-token forward on a GPU runs ``gemv``; ``gemv_push`` (set by
+    ``executor.parallel.push_from_gemv`` on row-parallel weights) is its ``push``."""
+
+    gemv_push = None
 
     def _takes_gemv(self, x: torch.Tensor, width: int) -> bool:
         return x.is_cuda and x.numel() == width and x.dtype == self.weight.dtype
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self._takes_gemv(x, self.in_features):
-            return gemv(x.reshape(1, -1), self.weight, out_dtype=x.dtype).view(
-                *x.shape[:-1], self.out_features
-            )
+            out = gemv(x.reshape(1, -1), self.weight, out_dtype=x.dtype, push=self.gemv_push)
+            return out.view(*x.shape[:-1], self.out_features)
         return F.linear(x, self.weight)
 
     def forward_gated(self, gate_up: torch.Tensor) -> torch.Tensor | None:
@@ -156,7 +212,13 @@ class GemvLinear(nn.Linear):
         GEMV does not apply (the caller then runs SwiGLU and the linear apart)."""
         if not self._takes_gemv(gate_up, 2 * self.in_features):
             return None
-        out = gemv(gate_up.reshape(1, -1), self.weight, out_dtype=gate_up.dtype, gated=True)
+        out = gemv(
+            gate_up.reshape(1, -1),
+            self.weight,
+            out_dtype=gate_up.dtype,
+            gated=True,
+            push=self.gemv_push,
+        )
         return out.view(*gate_up.shape[:-1], self.out_features)
 
 

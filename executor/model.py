@@ -366,10 +366,10 @@ class Llama(nn.Module):
                 normed, cos, sin, input_pos, kernels, attend_cache, kv_length
             )
             residual, normed = self._add_norm(
-                residual, attended, layer.mlp_norm, layer.mlp.w_gate_up, kernels, slot=0
+                residual, attended, layer.mlp_norm, layer.mlp.w_gate_up, kernels
             )
             residual, normed = self._add_norm(
-                residual, layer.mlp(normed, kernels), next_norm, next_input, kernels, slot=1
+                residual, layer.mlp(normed, kernels), next_norm, next_input, kernels
             )
         if last_token_only:
             normed = normed[:, -1:]
@@ -378,15 +378,14 @@ class Llama(nn.Module):
             logits = self.collectives.gather_last_dim(logits)
         return logits
 
-    def _add_norm(self, residual, delta, norm: RMSNorm, consumer: nn.Module, kernels, slot: int):
+    def _add_norm(self, residual, delta, norm: RMSNorm, consumer: nn.Module, kernels):
         """(residual + delta, its RMSNorm), the norm feeding ``consumer``: quantized by the same
         kernel for an FP8 consumer with a static scale. Under TP ``delta`` is this GPU's partial
-        sum: all-reduced first, or all in one kernel by the one-shot all-reduce (``slot``
-        alternates between the attention's and the MLP's reduction, see executor.allreduce)."""
+        sum: all-reduced first, or all in one kernel by the one-shot all-reduce."""
         scale = static_input_scale(consumer)
         if self.collectives is not None:
             fused = self.collectives.reduce_add_rms_norm(
-                residual, delta, norm.weight, norm.eps, scale, slot
+                residual, delta, norm.weight, norm.eps, scale
             )
             if fused is not None:
                 return fused

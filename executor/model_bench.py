@@ -4,9 +4,10 @@
 ``model_grid`` names the grids (full: the calibration grid; compare: the Hugging Face points;
 decode: the full grid's decode steps; decode1: the batch-1 decode steps of the must-show
 ratios). ``bench_model`` builds the model once per weight dtype and times every point with
-``executor.points.measure_point``; at TP 1 it adds batch-1 variants that show what each part of
-the engine is worth. Every record names its ``variant``: None for the engine as it serves by
-default, which is all that calibration fits and scores.
+``executor.points.measure_point``; it adds batch-1 variants that show what each part of the
+engine is worth (at TP > 1: the row-parallel GEMVs' own push to the peers). Every record names
+its ``variant``: None for the engine as it serves by default, which is all that calibration fits
+and scores.
 """
 
 from __future__ import annotations
@@ -115,6 +116,8 @@ def bench_model(
             model.collectives.one_shot.check()  # no wait gave up: the timings are valid
         if extras and tp_world_size == 1:
             records += _batch1_variants(model, spec, weights, grid)
+        elif extras and backend == "one-shot":
+            records += _gemv_push_variant(model, spec, weights, grid, tp_world_size)
         del model
         free_memory()
     if tp_rank == 0:
@@ -131,6 +134,20 @@ def _grid_variant(decode_attention: str, all_reduce: str | None) -> str | None:
     if all_reduce not in (None, "one-shot"):
         parts.append(f"{all_reduce}-all-reduce")
     return "+".join(parts) or None
+
+
+def _gemv_push_variant(model, spec: ModelSpec, weights: str, grid: dict, tp: int) -> list[dict]:
+    """Under TP with the one-shot all-reduce: the batch-1 step with the row-parallel GEMVs not
+    pushing their outputs themselves (the all-reduce kernel pushes), what that push is worth."""
+    from executor.parallel import push_from_gemv
+
+    push_from_gemv(model, enabled=False)
+    record = measure_point(
+        model, spec, weights=weights, batch=1, context=grid["contexts"][0], tp=tp
+    )
+    push_from_gemv(model, enabled=True)
+    model.collectives.one_shot.check()
+    return [{**record, "all_reduce": "one-shot", "variant": "no-gemv-push"}]
 
 
 def _batch1_variants(model, spec: ModelSpec, weights: str, grid: dict) -> list[dict]:

@@ -12,7 +12,9 @@ by input rows, so the pair needs one all-reduce at the end and nothing in betwee
 ``apply_tp`` gives the model a ``Collectives``: ``Llama.forward`` all-reduces each row-parallel
 output (every batch row, so results are right at any batch size) before the residual add, and
 gathers the logits. With ``one_shot`` (``executor.allreduce``) a small all-reduce, the residual
-add and the next RMSNorm are one kernel; larger messages (prefill) go to NCCL.
+add and the next RMSNorm are one kernel; larger messages (prefill) go to NCCL. For one token,
+``push_from_gemv`` has the row-parallel GEMVs store their outputs into the peers' one-shot
+buffers themselves, so the all-reduce after them only waits, sums and normalizes.
 
 ``shard_model`` does the slicing with no communication, for any rank of a given world size; the
 CPU tests use it to check that summing the row-parallel partial outputs of all shards reproduces
@@ -38,6 +40,8 @@ __all__ = [
     "apply_tp",
     "Collectives",
     "check_tp_divides",
+    "row_parallel_linears",
+    "push_from_gemv",
 ]
 
 
@@ -117,6 +121,22 @@ def shard_model(model: Llama, *, rank: int, world_size: int) -> Llama:
     return model
 
 
+def row_parallel_linears(model: Llama) -> list[nn.Module]:
+    """The weights split by input rows, whose outputs are partial sums: every layer's attention
+    output and MLP down projection."""
+    return [linear for layer in model.layers for linear in (layer.attention.wo, layer.mlp.w_down)]
+
+
+def push_from_gemv(model: Llama, enabled: bool = True) -> Llama:
+    """Give the row-parallel linears the model's one-shot all-reduce as their GEMV's ``push``
+    (``executor.kernels.gemv``), or take it away. Call after quantization (which replaces the
+    linears); a no-op without TP or without the one-shot all-reduce."""
+    one_shot = model.collectives.one_shot if model.collectives is not None else None
+    for linear in row_parallel_linears(model):
+        linear.gemv_push = one_shot if enabled else None
+    return model
+
+
 def _nccl_all_reduce(tensor: torch.Tensor) -> torch.Tensor:
     dist.all_reduce(tensor)  # in place, sum, the default group
     return tensor
@@ -152,13 +172,10 @@ class Collectives:
         weight: torch.Tensor,
         eps: float,
         fp8_scale: torch.Tensor | None,
-        slot: int,
     ) -> tuple[torch.Tensor, torch.Tensor] | None:
         if self.one_shot is None or not self.one_shot.applies(partial):
             return None
-        return self.one_shot.add_rms_norm(
-            residual, partial, weight, eps, slot=slot, fp8_scale=fp8_scale
-        )
+        return self.one_shot.add_rms_norm(residual, partial, weight, eps, fp8_scale=fp8_scale)
 
 
 def _nccl_gather_last_dim(world_size: int) -> Callable[[torch.Tensor], torch.Tensor]:

@@ -73,8 +73,9 @@ def prepare_model(
             calibrate_static_scales(model, lambda: model(tokens))
     if gemv:
         from executor.kernels import use_gemv
+        from executor.parallel import push_from_gemv
 
-        use_gemv(model)
+        push_from_gemv(use_gemv(model))
     free_memory()
     return model
 

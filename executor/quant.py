@@ -111,6 +111,7 @@ class Fp8Linear(nn.Module):
         self.quantize = quantize
         self.observe = False  # calibrate_static_scales turns this on to record amax
         self.use_gemv = False  # executor.kernels.use_gemv: one token through the Triton GEMV
+        self.gemv_push = None  # executor.parallel.push_from_gemv: the GEMV's ``push``
 
     def set_input_scale(self, scale: torch.Tensor) -> None:
         """Fix the activation scale (static scaling), and the GEMV's combined scale with it."""
@@ -129,7 +130,9 @@ class Fp8Linear(nn.Module):
         from executor.kernels import gemv
 
         scale = self.gemv_scale if x2d.dtype == FP8_DTYPE else self.weight_scale.reshape(-1)
-        return gemv(x2d, self.weight, scale, out_dtype=self.output_dtype, gated=gated)
+        return gemv(
+            x2d, self.weight, scale, out_dtype=self.output_dtype, gated=gated, push=self.gemv_push
+        )
 
     def forward_gated(self, gate_up: torch.Tensor) -> torch.Tensor | None:
         """``self(silu(gate) * up)`` for one token in one GEMV kernel; None where the GEMV does

@@ -25,9 +25,9 @@ GEMV = """
         y = torch.empty(1, n, dtype=torch.bfloat16)
         per_row = scale is not None and scale.numel() > 1
         kernels._gemv_kernel.fn[(triton.cdiv(n, 8),)](
-            x, w, y, scale if scale is not None else y, n, k, w.stride(0),
-            HAS_SCALE=scale is not None, SCALE_PER_ROW=per_row, GATED=gated, USE_PDL=False,
-            BLOCK_N=8, BLOCK_K=256)
+            x, w, y, scale if scale is not None else y, n, k, w.stride(0), y, y, 0,
+            HAS_SCALE=scale is not None, SCALE_PER_ROW=per_row, GATED=gated, PUSH=False,
+            RANK=0, WORLD=1, USE_PDL=False, BLOCK_N=8, BLOCK_K=256)
         return y
 
     torch.manual_seed(0)
