@@ -16,6 +16,9 @@ steps at TP = N). This module turns those numbers into an ``Efficiency`` (numpy 
 - ``attention_efficiency`` at each measured sequence length: causal flash prefill FLOP/s / bf16
   peak. ``decode_attention_hbm``: decode attention bytes/s / (HBM x ``hbm``), median.
 - ``kernel_launch_s`` / ``kernel_graph_s``: per-kernel time eager and inside a CUDA graph.
+- ``gemm_tail_s``: what a memory-bound library GEMM of more than one row takes beyond reading
+  its operands at the ``hbm`` rate and one kernel's graph cost (ramp-up and tail), median over
+  every measured layer shape and TP shard. The one-token GEMV is left out: it has none.
 - ``link``: the largest all-reduce's bus bandwidth / the scale-up link bandwidth, and the
   collective latency from the TP decode steps: the time a TP step spends beyond 1/TP of the TP=1
   step, per all-reduce (two per layer), as it runs inside the step's CUDA graph.
@@ -77,13 +80,37 @@ def _clamp(value: float) -> float:
     return float(np.clip(value, 1e-4, 1.0))
 
 
+def _operand_bytes(record: dict) -> float:
+    """HBM bytes of a measured GEMM: weights and input in its dtype, a bf16 output."""
+    m, k, n = record["m"], record["k"], record["n"]
+    element = 1.0 if record["dtype"] in ("fp8", "int8") else 2.0
+    return element * (k * n + m * k) + 2.0 * m * n
+
+
 def _compute_bound(record: dict, peak: float, memory_bytes_per_s: float) -> bool:
     """Whether a measured GEMM is limited by its math rather than by reading its operands: its
     FLOPs at the full tensor peak take at least half as long as its bytes at achieved HBM speed."""
-    m, k, n = record["m"], record["k"], record["n"]
-    element = 1.0 if record["dtype"] in ("fp8", "int8") else 2.0
-    operand_bytes = element * (k * n + m * k) + 2.0 * m * n
-    return 2.0 * m * k * n / peak >= 0.5 * operand_bytes / memory_bytes_per_s
+    flops = 2.0 * record["m"] * record["k"] * record["n"]
+    return flops / peak >= 0.5 * _operand_bytes(record) / memory_bytes_per_s
+
+
+def _fit_gemm_tail(
+    records: list[dict], hardware: HardwareSpec, hbm: float, kernel_graph_s: float
+) -> float | None:
+    """``gemm_tail_s``: the median, over the memory-bound library GEMMs of more than one row
+    (every layer shape and TP shard measured), of the time beyond streaming their operands at
+    the calibrated HBM rate and one kernel's cost inside a graph. None without such records."""
+    memory_rate = hardware.hbm_bytes_per_s * hbm
+    tails = []
+    for r in records:
+        if r.get("kernel", "cublas") != "cublas" or r["m"] <= 1 or "k" not in r:
+            continue
+        if not hardware.has_dtype(r["dtype"]) or r["dtype"] not in hardware.peak_flops_per_s:
+            continue
+        if _compute_bound(r, hardware.peak(r["dtype"]), memory_rate):
+            continue
+        tails.append(r["time_s"] - _operand_bytes(r) / memory_rate - kernel_graph_s)
+    return max(_median(tails), 0.0) if tails else None
 
 
 def _gemm_curve(
@@ -210,6 +237,19 @@ def fit_efficiency(
         fields["kernel_launch_s"] = float(overhead["eager_per_kernel_s"])
         fields["kernel_graph_s"] = float(overhead["graph_per_kernel_s"])
         sources["kernels"] = "measured: 200 tiny kernels, eager vs one CUDA graph"
+
+    tail = _fit_gemm_tail(
+        gemm,
+        hardware,
+        fields.get("hbm", base.hbm),
+        fields.get("kernel_graph_s", base.kernel_graph_s),
+    )
+    if tail is not None:
+        fields["gemm_tail_s"] = tail
+        sources["gemm_tail"] = (
+            "measured: memory-bound cuBLAS GEMMs of more than one row, time beyond their bytes "
+            "at the HBM rate, median over the layer shapes and TP shards"
+        )
 
     if tp_runs:
         fields.update(

@@ -42,6 +42,7 @@ __all__ = [
     "list_hardware",
     "load_hardware",
     "gemm_efficiency",
+    "gemm_tail_s",
     "attention_efficiency",
     "calibration_path",
     "write_calibration",
@@ -281,6 +282,13 @@ def gemm_efficiency(
         np.asarray(low_precision, dtype=bool), efficiency.low_precision_gemm_factor, 1.0
     )
     return np.asarray(curve * derate)
+
+
+def gemm_tail_s(is_gemm: Any, rows: Any, kernels: Any, efficiency: Efficiency) -> np.ndarray:
+    """The fixed ``gemm_tail_s`` of each GEMM kernel with more than one row (a one-token GEMM
+    runs as a GEMV without it), added to the memory-bound side of the op; 0 for other ops."""
+    multi_row = np.asarray(is_gemm, dtype=bool) & (np.asarray(rows) > 1.0)
+    return np.where(multi_row, np.asarray(kernels) * efficiency.gemm_tail_s, 0.0)
 
 
 def attention_efficiency(efficiency: Efficiency, seq_len: Any) -> np.ndarray:

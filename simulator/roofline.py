@@ -3,12 +3,14 @@
 For one operator on one GPU::
 
     compute_s  = flops / (peak[dtype] * eff_c(op, rows)) + cuda_core_flops / vector_peak
-    memory_s   = bytes / (hbm_bw * eff_m)
+    memory_s   = bytes / (hbm_bw * eff_m) + kernels * t_tail   (GEMMs of more than one row)
     overhead_s = kernels * t_kernel   (t_kernel smaller inside a CUDA graph) + fixed host time
     time_s     = max(compute_s, memory_s) + overhead_s
     comm time  = calls * latency + link_bytes / (link_bw * eff_link)
 
-The bound of an op is whichever of compute / memory / overhead is largest (communication for
+``t_tail`` (``gemm_tail_s``) is a library GEMM's fixed ramp-up and tail: measured, it is why a
+small TP shard's GEMM reads its weights at well under the HBM rate. A one-token GEMM runs as a
+GEMV without it. The bound of an op is whichever of compute / memory / overhead is largest (communication for
 collectives). Everything is numpy over ``[..., ops]``: one call evaluates one step of one
 configuration or a step for each of 10^5 configurations.
 """
@@ -19,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .hardware import attention_efficiency, gemm_efficiency
+from .hardware import attention_efficiency, gemm_efficiency, gemm_tail_s
 from .ops import (
     EFF_ATTENTION,
     EFF_COMM,
@@ -112,7 +114,9 @@ def evaluate(
         memory_eff = np.where(
             cls == EFF_DECODE_ATTENTION, eff.hbm * eff.decode_attention_hbm, eff.hbm
         )
-        memory_s = nbytes / (hardware.hbm_bytes_per_s * memory_eff)
+        memory_s = nbytes / (hardware.hbm_bytes_per_s * memory_eff) + gemm_tail_s(
+            cls == EFF_GEMM, rows, kernels, eff
+        )
         comm = cls == EFF_COMM
         communication_s = np.where(
             comm, kernels * table.link_latency_s + nbytes / table.link_bytes_per_s, 0.0

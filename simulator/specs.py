@@ -156,6 +156,11 @@ class Efficiency(_Frozen):
     collective_latency_s: float = Field(default=8e-6, ge=0)
     collective_latency_per_rank_s: float = Field(default=1e-6, ge=0)
     network_latency_s: float = Field(default=20e-6, ge=0)
+    # Fixed time of one multi-token GEMM kernel beyond streaming its weights: a library GEMM's
+    # ramp-up and tail (~4 us on an H100, studies/executor-h100/micro.json). It lengthens only
+    # the memory-bound side, where small TP shards feel it; a one-token GEMM is a GEMV that
+    # streams from its first tile (executor.kernels) and measures without it.
+    gemm_tail_s: float = Field(default=0.0, ge=0)
     # Fixed cost of one kernel: launch from the host (eager) or back-to-back inside a CUDA graph.
     kernel_launch_s: float = Field(default=5e-6, ge=0)
     kernel_graph_s: float = Field(default=1.5e-6, ge=0)

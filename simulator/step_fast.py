@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .hardware import attention_efficiency, gemm_efficiency
+from .hardware import attention_efficiency, gemm_efficiency, gemm_tail_s
 from .ops import EFF_ATTENTION, EFF_COMM, EFF_DECODE_ATTENTION, EFF_GEMM
 from .roofline import CUDA_GRAPH_MAX_TOKENS
 from .shapes import FEATURES, NUM_FEATURES, attention_length
@@ -144,15 +144,18 @@ class FastStep:
         self._groups = [
             (terms, lowp, np.array(members)) for (terms, lowp), members in groups.items()
         ]
+        self._is_gemm = cls == EFF_GEMM
+        self._kernels = kernels  # [ops, F]: GEMM launches set their fixed tail (gemm_tail_s)
         self._attention_ops = np.flatnonzero(cls == EFF_ATTENTION)
         self._inverse_base = np.full(ops, 1.0 / eff.attention_efficiency[0])
         self._gemm_cache: dict[tuple[float, bool], float] = {}
         self._attention_cache: dict[float, float] = {}
         self._key_columns = sorted(
             {f for terms, _, _ in self._groups for f, _ in terms}
+            | set(np.flatnonzero(kernels[self._is_gemm].any(axis=0)).tolist())
             | {_TOKENS, _PREFILL_PAIRS, _PREFILL_SEQS}
         )
-        self._cache: dict[tuple, tuple[np.ndarray, bool]] = {}
+        self._cache: dict[tuple, tuple[np.ndarray, bool, np.ndarray]] = {}
         self._segments: dict[tuple, tuple[list[float], list[float], list[float]]] = {}
 
     def _gemm_efficiency(self, rows: float, low_precision: bool) -> float:
@@ -170,34 +173,39 @@ class FastStep:
             self._attention_cache[query_len] = value
         return value
 
-    def _inverse_efficiency(self, x) -> tuple[np.ndarray, bool]:
-        """1 / compute efficiency of every op ``[ops]`` and whether the step runs in a graph."""
+    def _inverse_efficiency(self, x) -> tuple[np.ndarray, bool, np.ndarray]:
+        """1 / compute efficiency of every op ``[ops]``, whether the step runs in a graph, and
+        the GEMM tails ``[ops]`` (seconds added to each op's memory-bound side)."""
         key = tuple([x[i] for i in self._key_columns])
         hit = self._cache.get(key)
         if hit is not None:
             return hit
         inverse = self._inverse_base.copy()
+        rows_of = np.zeros(self._ops)
         for terms, low_precision, members in self._groups:
             rows = 0.0
             for feature, coefficient in terms:
                 rows += coefficient * x[feature]
             inverse[members] = 1.0 / self._gemm_efficiency(rows, low_precision)
+            rows_of[members] = rows
+        tail = gemm_tail_s(self._is_gemm, rows_of, self._kernels @ np.asarray(x), self._eff)
         if self._attention_ops.size:
             query_len = float(attention_length(x[_PREFILL_PAIRS], x[_PREFILL_SEQS]))
             inverse[self._attention_ops] = 1.0 / self._attention_efficiency(query_len)
-        graph = self.cuda_graphs and x[_TOKENS] <= CUDA_GRAPH_MAX_TOKENS
-        hit = (inverse, graph)
+        graph = bool(self.cuda_graphs and x[_TOKENS] <= CUDA_GRAPH_MAX_TOKENS)
+        hit = (inverse, graph, tail)
         if len(self._cache) > 100_000:  # bounded: mixed steps rarely repeat a key
             self._cache.clear()
         self._cache[key] = hit
         return hit
 
-    def _combine(self, linear: np.ndarray, inverse_eff: np.ndarray, graph: bool):
+    def _combine(self, linear: np.ndarray, inverse_eff: np.ndarray, graph: bool, tail: np.ndarray):
         """(latency, stage) from the stacked linear terms ``[3 x ops + 4, ...]``."""
         o = self._ops
         inverse = inverse_eff if linear.ndim == 1 else inverse_eff[:, None]
         compute = linear[:o] * inverse + linear[o : 2 * o]
-        total = np.maximum(compute, linear[2 * o : 3 * o]).sum(axis=0)
+        memory = linear[2 * o : 3 * o] + (tail if linear.ndim == 1 else tail[:, None])
+        total = np.maximum(compute, memory).sum(axis=0)
         total = total + linear[3 * o if graph else 3 * o + 1] + linear[3 * o + 2]
         if self.pp == 1:
             return total, total
@@ -208,8 +216,8 @@ class FastStep:
         """(latency_s, stage_s) of one step with features ``x`` ``[F]``."""
         if not self.valid:
             return float("inf"), float("inf")
-        inverse_eff, graph = self._inverse_efficiency(x)
-        latency, stage = self._combine(self._matrix @ x, inverse_eff, graph)
+        inverse_eff, graph, tail = self._inverse_efficiency(x)
+        latency, stage = self._combine(self._matrix @ x, inverse_eff, graph, tail)
         return float(latency), float(stage)
 
     def decode_segments(
@@ -228,14 +236,14 @@ class FastStep:
         hit = self._segments.get(key)
         if hit is not None:
             return hit
-        inverse_eff, graph = self._inverse_efficiency(x_base)
+        inverse_eff, graph, tail = self._inverse_efficiency(x_base)
         o = self._ops
         direction = np.zeros(NUM_FEATURES)
         direction[F["decode_kv"]], direction[F["decode_pairs"]] = 1.0, float(query)
         base, slope = self._matrix @ x_base, self._matrix @ direction
         compute0 = base[:o] * inverse_eff + base[o : 2 * o]
         compute1 = slope[:o] * inverse_eff + slope[o : 2 * o]
-        memory0, memory1 = base[2 * o : 3 * o], slope[2 * o : 3 * o]
+        memory0, memory1 = base[2 * o : 3 * o] + tail, slope[2 * o : 3 * o]
         overhead = 3 * o if graph else 3 * o + 1
         fixed0 = base[overhead] + base[3 * o + 2]
         fixed1 = slope[overhead] + slope[3 * o + 2]
@@ -291,10 +299,10 @@ class FastStep:
         per step (the number of sequences, for one query token each)."""
         if not self.valid:
             return np.full(k, np.inf), np.full(k, np.inf)
-        inverse_eff, graph = self._inverse_efficiency(x0)
+        inverse_eff, graph, tail = self._inverse_efficiency(x0)
         j = np.arange(k, dtype=float)
         linear = (self._matrix @ x0)[:, None] + (growth * self._matrix_direction)[:, None] * j
-        return self._combine(linear, inverse_eff, graph)
+        return self._combine(linear, inverse_eff, graph, tail)
 
     def run(self, x0: np.ndarray, dx: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """(latency_s, stage_s) arrays ``[k]`` of the steps ``x0 + j dx`` for j = 0..k-1.
@@ -304,7 +312,7 @@ class FastStep:
         """
         if not self.valid:
             return np.full(k, np.inf), np.full(k, np.inf)
-        inverse_eff, graph = self._inverse_efficiency(x0)
+        inverse_eff, graph, tail = self._inverse_efficiency(x0)
         j = np.arange(k, dtype=float)
         linear = (self._matrix @ x0)[:, None] + (self._matrix @ dx)[:, None] * j[None, :]
-        return self._combine(linear, inverse_eff, graph)
+        return self._combine(linear, inverse_eff, graph, tail)

@@ -188,3 +188,39 @@ def test_default_engine_by_variant_name_or_by_fields():
     assert is_default_engine({"kv_dtype": "bf16", "decode_attention": "sdpa", "pdl": True})
     assert not is_default_engine({"kv_dtype": "bf16", "decode_attention": "triton"})
     assert not is_default_engine({"kv_dtype": "fp8"})
+
+
+def test_gemm_tail_from_memory_bound_library_gemms(h100):
+    """``gemm_tail_s``: what a memory-bound cuBLAS GEMM of more than one row takes beyond its
+    bytes at the calibrated HBM rate and one kernel's graph cost. One-token GEMMs, the GEMV and
+    compute-bound GEMMs say nothing about it."""
+    micro = _micro(h100.peak("bf16"), h100.peak("fp8"))
+    rate = 3.015e12  # the measured read bandwidth, so hbm x datasheet
+    graph = micro["kernel_overhead"]["graph_per_kernel_s"]
+
+    def gemm(n: int, k: int, m: int, extra: float, kernel: str = "cublas") -> dict:
+        operand_bytes = 2.0 * (k * n + m * k) + 2.0 * m * n
+        time_s = operand_bytes / rate + graph + extra
+        flops = 2.0 * m * k * n
+        return {
+            "name": "proj",
+            "tp": 4,
+            "dtype": "bf16",
+            "m": m,
+            "n": n,
+            "k": k,
+            "kernel": kernel,
+            "time_s": time_s,
+            "flops_per_s": flops / time_s,
+        }
+
+    micro["gemm"] = [
+        gemm(1536, 4096, 16, 3e-6),
+        gemm(1024, 4096, 16, 4e-6),
+        gemm(7168, 4096, 64, 5e-6),
+        gemm(1536, 4096, 1, 9e-6),  # one token: left out
+        gemm(1536, 4096, 16, 0.0, kernel="gemv"),  # the GEMV: left out
+        gemm(28672, 4096, 8192, 1e-3),  # compute bound: left out
+    ]
+    assert fit_efficiency(micro, h100).gemm_tail_s == pytest.approx(4e-6, rel=1e-6)
+    assert fit_efficiency(_micro(h100.peak("bf16"), h100.peak("fp8")), h100).gemm_tail_s == 0.0

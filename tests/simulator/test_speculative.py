@@ -99,8 +99,12 @@ def test_where_speculation_stops_paying():
     by_batch = {row.batch: row.speedup for row in rows}
     assert by_batch[1] > 1.5
     assert by_batch[512] < 1.0
-    speedups = [row.speedup for row in rows]
+    # From batch 2 on it pays less as the batch grows. Batch 1 may trail batch 2 by a few
+    # percent: its plain step is a one-token GEMV, free of the fixed tail of a multi-row GEMM
+    # (``gemm_tail_s``) that its 5-token verify pays.
+    speedups = [row.speedup for row in rows if row.batch >= 2]
     assert speedups == sorted(speedups, reverse=True), "pays less as the batch grows"
+    assert by_batch[1] > 0.9 * by_batch[2]
 
 
 def test_draft_model_takes_kv_memory():

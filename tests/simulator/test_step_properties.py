@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -123,3 +124,24 @@ def test_vectorized_equals_scalar(deployments_list, batch, context):
             joint_prefill[i], alone.prefill(2, context).latency_s[0], rtol=1e-12
         )
         assert together.memory.kv_tokens[i] == alone.memory.kv_tokens[0]
+
+
+def test_gemm_tail_lengthens_multi_row_gemms_only():
+    """``gemm_tail_s`` is paid by every GEMM launch of more than one row, on its memory-bound
+    side: a one-token step (GEMVs) is unchanged, and a 16-token TP 4 step, whose GEMMs all
+    stream their weights, is longer by exactly the tail times its GEMM launches."""
+    from simulator.optable import EFF_GEMM
+    from simulator.shapes import decode_features
+
+    tail = 4e-6
+    tailed = H100.model_copy(
+        update={"efficiency": H100.efficiency.model_copy(update={"gemm_tail_s": tail})}
+    )
+    model, config = get_model("llama-3.1-8b"), DeploymentConfig(tp=4)
+    plain, with_tail = (StepModel.build(model, hw, config) for hw in (H100, tailed))
+    assert with_tail.decode(1, 1024).latency_s[0] == plain.decode(1, 1024).latency_s[0]
+    launches = plain.table.apply("kernels", decode_features(16, 1024)[None])[0]
+    gemm_launches = launches[plain.table.eff_class == EFF_GEMM].sum()
+    assert gemm_launches >= 4 * model.num_hidden_layers  # q/k/v, output, gate/up, down
+    extra = with_tail.decode(16, 1024).latency_s[0] - plain.decode(16, 1024).latency_s[0]
+    assert extra == pytest.approx(tail * gemm_launches, rel=1e-9)
