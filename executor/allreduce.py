@@ -28,6 +28,9 @@ into the peers' buffers itself, as each of its programs finishes; the all-reduce
 waits, sums and normalizes (``mark_pushed``). Messages over ``max_rows`` rows go to NCCL.
 ``OneShotAllReduce.create`` checks the kernel against NCCL once and returns None (with the reason
 printed) when this machine cannot run it.
+
+Measured on 2 x H100 (``studies/executor-h100/tp2-one-shot``): 2.6 us in a CUDA graph for one
+4096-wide bf16 row, where NCCL takes 11 us and this kernel took 5 us with flags and 2-byte stores.
 """
 
 from __future__ import annotations

@@ -10,7 +10,9 @@ For one operator on one GPU::
 
 ``t_tail`` (``gemm_tail_s``) is a library GEMM's fixed ramp-up and tail: measured, it is why a
 small TP shard's GEMM reads its weights at well under the HBM rate. A one-token GEMM runs as a
-GEMV without it. The bound of an op is whichever of compute / memory / overhead is largest (communication for
+GEMV without it.
+
+The bound of an op is whichever of compute / memory / overhead is largest (communication for
 collectives). Everything is numpy over ``[..., ops]``: one call evaluates one step of one
 configuration or a step for each of 10^5 configurations.
 """
