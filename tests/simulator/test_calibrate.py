@@ -6,7 +6,8 @@ import math
 
 import pytest
 
-from simulator.calibrate import fidelity_table, fit_efficiency, format_fidelity
+from simulator.calibrate import fit_efficiency
+from simulator.fidelity import fidelity_table, format_fidelity
 from simulator.hardware import load_hardware
 
 

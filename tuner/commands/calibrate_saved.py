@@ -32,8 +32,9 @@ def fit_saved(
     out: str | None = None,
     fidelity_path: str | None = None,
 ) -> dict[str, Any]:
-    from simulator.calibrate import fidelity_table, fit_efficiency, format_fidelity, load_bench
+    from simulator.calibrate import fit_efficiency, load_bench
     from simulator.errors import GpuError, ProfileError
+    from simulator.fidelity import fidelity_table, format_fidelity
     from simulator.hardware import calibration_path, load_hardware, write_calibration
     from simulator.models import get_model
 
