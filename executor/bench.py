@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     from executor import hf_compare, microbench
-    from executor.parallel import init_distributed
+    from executor.parallel import finish_distributed, init_distributed
     from simulator.models import get_model
 
     rank, world = init_distributed()
@@ -176,9 +176,7 @@ def main(argv: list[str] | None = None) -> int:
                 out / f"tp{world}-{args.all_reduce}-{args.grid}.json",
                 {**summary, "results": {"allreduce": records, "model": tp_records}},
             )
-        if dist.is_initialized():
-            dist.barrier()
-            dist.destroy_process_group()
+        finish_distributed()
     summary["wall_s"] = time.time() - started
     if rank == 0:
         print(json.dumps(summary, default=str))

@@ -60,6 +60,8 @@ def build_model(
 ) -> Llama:
     """A Llama at the spec's shapes on ``device``: seeded random weights, or a local HF
     checkpoint. With ``tp_world_size > 1`` it is sharded with ``apply_tp`` (call inside torchrun);
+    random weights are then built shard by shard (``random_shard``), so a model larger than one
+    GPU fits across several;
     ``all_reduce`` is "one-shot" (``executor.allreduce``: small messages in one kernel with the
     residual add and RMSNorm, the rest and any GPU where it cannot run over NCCL) or "nccl".
     ``fused_kernels`` (default: on for CUDA) swaps in the fused elementwise kernels, and with
@@ -68,12 +70,17 @@ def build_model(
     device = torch.device(device)
     default_dtype = torch.get_default_dtype()
     torch.set_default_dtype(dtype)  # build at the target dtype: no float32 copy of 8B weights
+    shard_by_block = tp_world_size > 1 and not checkpoint
     try:
-        with torch.device(device):
+        with torch.device("meta" if shard_by_block else device):
             model = Llama(spec)
     finally:
         torch.set_default_dtype(default_dtype)
-    if checkpoint:
+    if shard_by_block:
+        from executor.parallel import random_shard
+
+        random_shard(model, device=device, seed=seed, rank=tp_rank, world_size=tp_world_size)
+    elif checkpoint:
         from executor.weights import load_hf_checkpoint
 
         load_hf_checkpoint(model, checkpoint)

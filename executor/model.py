@@ -293,9 +293,10 @@ class Llama(nn.Module):
         self.max_seq_length = 0
         self.register_buffer("rope_cos", torch.empty(0), persistent=False)
         self.register_buffer("rope_sin", torch.empty(0), persistent=False)
-        self._set_rope(min(spec.max_position_embeddings, 4096))
+        self.set_rope(min(spec.max_position_embeddings, 4096))
 
-    def _set_rope(self, length: int) -> None:
+    def set_rope(self, length: int) -> None:
+        """The RoPE cos/sin table for positions 0..length-1, on the embedding's device."""
         device = self.embed_tokens.weight.device
         cos, sin = _rope_table(self.spec, length)
         self.rope_cos, self.rope_sin = cos.to(device), sin.to(device)
@@ -327,7 +328,7 @@ class Llama(nn.Module):
             )
         self.max_batch, self.max_seq_length = max_batch, max_seq_length
         if self.rope_cos.shape[0] < max_seq_length:
-            self._set_rope(max_seq_length)
+            self.set_rope(max_seq_length)
 
     def free_caches(self) -> None:
         for layer in self.layers:
@@ -347,7 +348,7 @@ class Llama(nn.Module):
         if input_pos is None:
             positions = torch.arange(num_tokens, device=tokens.device)
             if self.rope_cos.shape[0] < num_tokens:
-                self._set_rope(num_tokens)
+                self.set_rope(num_tokens)
         else:
             positions = input_pos
         cos, sin = self.rope_cos[positions], self.rope_sin[positions]  # [T, head_dim]

@@ -18,7 +18,8 @@ buffers themselves, so the all-reduce after them only waits, sums and normalizes
 
 ``shard_model`` does the slicing with no communication, for any rank of a given world size; the
 CPU tests use it to check that summing the row-parallel partial outputs of all shards reproduces
-the unsharded model. The collectives run over ``torch.distributed`` (NCCL), started by
+the unsharded model. ``random_shard`` builds a rank's shard of seeded random weights one block at
+a time, for models whose whole weights do not fit on one GPU (70B in bf16 is 141 GB). The collectives run over ``torch.distributed`` (NCCL), started by
 ``torchrun`` (``init_distributed`` reads RANK / WORLD_SIZE / LOCAL_RANK). Pipeline
 parallelism is not implemented.
 """
@@ -32,11 +33,14 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from executor.model import Attention, FeedForward, Llama
+from executor.model import Attention, FeedForward, Llama, TransformerBlock
+from executor.weights import init_random_weights
 
 __all__ = [
     "init_distributed",
+    "finish_distributed",
     "shard_model",
+    "random_shard",
     "apply_tp",
     "Collectives",
     "check_tp_divides",
@@ -59,6 +63,13 @@ def init_distributed() -> tuple[int, int]:
         else:
             dist.init_process_group("gloo")
     return dist.get_rank(), dist.get_world_size()
+
+
+def finish_distributed() -> None:
+    """Leave the torchrun job cleanly: wait for every rank, then drop the process group."""
+    if dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 def check_tp_divides(spec, tp: int) -> None:
@@ -97,27 +108,60 @@ def _replace_weight(linear: nn.Linear, weight: torch.Tensor) -> None:
 @torch.no_grad()
 def shard_model(model: Llama, *, rank: int, world_size: int) -> Llama:
     """Keep this rank's slice of every sharded weight (in place, no communication)."""
+    check_tp_divides(model.spec, world_size)
+    for layer in model.layers:
+        shard_layer(layer, rank=rank, world_size=world_size)
+    shard_lm_head(model.lm_head, rank=rank, world_size=world_size)
+    model.tp_rank, model.tp_world_size = rank, world_size
+    return model
+
+
+@torch.no_grad()
+def shard_layer(layer: TransformerBlock, *, rank: int, world_size: int) -> None:
+    """One transformer block's slice: attention by heads, the MLP by its intermediate width."""
+    attn: Attention = layer.attention
+    head_dim = attn.head_dim
+    parts = [attn.num_heads * head_dim, attn.num_kv_heads * head_dim, attn.num_kv_heads * head_dim]
+    _replace_weight(attn.wqkv, _rows(attn.wqkv.weight, parts, rank, world_size))
+    _replace_weight(attn.wo, _columns(attn.wo.weight, rank, world_size))
+    attn.num_heads //= world_size
+    attn.num_kv_heads //= world_size
+    mlp: FeedForward = layer.mlp
+    half = mlp.w_gate_up.weight.shape[0] // 2
+    _replace_weight(mlp.w_gate_up, _rows(mlp.w_gate_up.weight, [half, half], rank, world_size))
+    _replace_weight(mlp.w_down, _columns(mlp.w_down.weight, rank, world_size))
+
+
+@torch.no_grad()
+def shard_lm_head(lm_head: nn.Linear, *, rank: int, world_size: int) -> None:
+    """The vocabulary projection's slice: this rank's share of the vocabulary rows."""
+    _replace_weight(lm_head, _rows(lm_head.weight, [lm_head.weight.shape[0]], rank, world_size))
+
+
+@torch.no_grad()
+def random_shard(
+    model: Llama, *, device: torch.device, seed: int, rank: int, world_size: int
+) -> Llama:
+    """Give a Llama built on the ``meta`` device (shapes, no storage) this rank's shard of the
+    seeded random weights, one block at a time.
+
+    Each block is made whole on ``device``, initialized and sliced before the next one, so the
+    GPU never holds more than the shard plus one whole block. The generator draws in the order
+    ``init_random_weights`` does for the whole model, so the result equals
+    ``shard_model(whole)`` exactly."""
     spec = model.spec
     check_tp_divides(spec, world_size)
-    for layer in model.layers:
-        attn: Attention = layer.attention
-        head_dim = attn.head_dim
-        parts = [
-            attn.num_heads * head_dim,
-            attn.num_kv_heads * head_dim,
-            attn.num_kv_heads * head_dim,
-        ]
-        _replace_weight(attn.wqkv, _rows(attn.wqkv.weight, parts, rank, world_size))
-        _replace_weight(attn.wo, _columns(attn.wo.weight, rank, world_size))
-        attn.num_heads //= world_size
-        attn.num_kv_heads //= world_size
-        mlp: FeedForward = layer.mlp
-        half = mlp.w_gate_up.weight.shape[0] // 2
-        _replace_weight(mlp.w_gate_up, _rows(mlp.w_gate_up.weight, [half, half], rank, world_size))
-        _replace_weight(mlp.w_down, _columns(mlp.w_down.weight, rank, world_size))
-    lm_head = model.lm_head
-    _replace_weight(lm_head, _rows(lm_head.weight, [lm_head.weight.shape[0]], rank, world_size))
+    generator = torch.Generator(device=device).manual_seed(seed)
+    for block in (model.embed_tokens, *model.layers, model.norm, model.lm_head):
+        block.to_empty(device=device)
+        if block is model.lm_head and spec.tie_word_embeddings:
+            block.weight = model.embed_tokens.weight  # tied, as Llama.__init__ ties them
+        init_random_weights(block, generator=generator)
+        if isinstance(block, TransformerBlock):
+            shard_layer(block, rank=rank, world_size=world_size)
+    shard_lm_head(model.lm_head, rank=rank, world_size=world_size)
     model.tp_rank, model.tp_world_size = rank, world_size
+    model.set_rope(model.rope_cos.shape[0])  # the table was built on meta: build it again
     return model
 
 
@@ -206,7 +250,8 @@ def apply_tp(
         rank, world_size = dist.get_rank(), dist.get_world_size()
     if world_size == 1:
         return model
-    shard_model(model, rank=rank, world_size=world_size)
+    if getattr(model, "tp_world_size", 1) != world_size:  # random_shard built it sharded
+        shard_model(model, rank=rank, world_size=world_size)
     model.collectives = Collectives(
         all_reduce or _nccl_all_reduce,
         gather_last_dim or _nccl_gather_last_dim(world_size),

@@ -250,6 +250,18 @@ def _quantizable_linears(model: nn.Module, include_lm_head: bool) -> Iterable[tu
                 yield parent, child_name, child
 
 
+def _fast_quantize(compiled: Callable) -> Callable:
+    """``quantize_fp8`` with dynamic per-token scales on a GPU in one Triton kernel."""
+    from executor import elementwise
+
+    def quantize(x, *, granularity: Granularity, scale: torch.Tensor | None = None):
+        if scale is None and granularity == "rowwise" and x.is_cuda and elementwise.available():
+            return elementwise.quantize_rows(x)
+        return compiled(x, granularity=granularity, scale=scale)
+
+    return quantize
+
+
 @torch.no_grad()
 def quantize_model(
     model: nn.Module,
@@ -262,11 +274,12 @@ def quantize_model(
     int4_group_size: int = 128,
 ) -> nn.Module:
     """Replace the model's ``nn.Linear`` layers in place: ``weights`` is fp8 (W8A8), int8 or
-    int4 (weight-only). ``compile_quantize`` fuses the FP8 activation quantization into one
-    Triton kernel (GPU only)."""
+    int4 (weight-only). ``compile_quantize`` (GPU only) runs the FP8 activation quantization as
+    compiled kernels, and dynamic per-token scales as one Triton kernel
+    (``executor.elementwise.quantize_rows``)."""
     quantize: Callable = quantize_fp8
     if compile_quantize:
-        quantize = torch.compile(quantize_fp8, dynamic=True)
+        quantize = _fast_quantize(torch.compile(quantize_fp8, dynamic=True))
     for parent, name, linear in list(_quantizable_linears(model, include_lm_head)):
         weight = linear.weight.data
         if weights == "fp8":

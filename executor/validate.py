@@ -2,9 +2,10 @@
 
 ``measure(spec, config, batch=, prompt=, context=)`` builds the executor's Llama for the config
 (bf16, or FP8 W8A8 for ``weight_dtype='fp8'``; TP when started under ``torchrun``), times a
-prefill of ``prompt`` tokens and a decode step at ``context`` cached tokens, and returns a
-``Measurement``. A point that does not fit in GPU memory comes back with ``fits=False`` and the
-reason, never as a crash. ``calibrate_here`` runs the microbenchmarks and writes the calibration
+prefill of ``batch`` prompts of ``prompt`` tokens (``prefill_batch`` prompts where given) and a
+decode step of ``batch`` sequences at ``context`` cached tokens, and returns a ``Measurement``.
+A model or a point that does not fit in GPU memory comes back with ``fits=False`` and the
+reason, never as a crash. Under torchrun it leaves no process group behind. ``calibrate_here`` runs the microbenchmarks and writes the calibration
 of the detected GPU (``tune calibrate`` without ``--from``).
 """
 
@@ -36,50 +37,58 @@ def measure(
     batch: int,
     prompt: int,
     context: int,
+    prefill_batch: int | None = None,
     hardware: str | None = None,
 ) -> Measurement:
-    _require_cuda()
-    from executor.parallel import check_tp_divides, init_distributed
+    torch = _require_cuda()
+    from executor.parallel import check_tp_divides, finish_distributed, init_distributed
     from executor.points import machine_info, measure_point, prepare_model
 
     if config.pp > 1 or config.cp > 1 or config.ep > 1:
         raise ConfigError("the executor runs tensor parallelism only (pp = cp = ep = 1)")
     if config.weight_dtype not in ("bf16", "fp8"):
         raise ConfigError("tune measure runs bf16 or fp8 (W8A8) weights")
-    rank, world = init_distributed()
-    if world != config.tp:
-        raise ConfigError(
-            f"--tp {config.tp} needs `torchrun --nproc-per-node {config.tp}` "
-            f"(this process sees a world of {world})"
-        )
     check_tp_divides(spec, config.tp)
-    model = prepare_model(spec, weights=config.weight_dtype, tp_rank=rank, tp_world_size=world)
-    kv = "fp8" if config.kv_dtype == "fp8" else "bf16"
-    points = [
-        measure_point(
-            model,
-            spec,
+    rank, world = init_distributed()
+    try:
+        if world != config.tp:
+            raise ConfigError(
+                f"--tp {config.tp} needs `torchrun --nproc-per-node {config.tp}` "
+                f"(this process sees a world of {world})"
+            )
+        result = Measurement(
+            model=spec.name,
+            hardware=hardware or "",
+            config=config.model_dump(mode="json"),
+            fits=False,
+            num_gpus=world,
+            machine=machine_info(),
+        )
+        try:
+            model = prepare_model(
+                spec,
+                weights=config.weight_dtype,
+                scaling=config.fp8_scaling,
+                # Dynamic FP8 scales are per token (weights per channel), one quantization
+                # kernel per GEMM input, as the cost model counts them; static ones per tensor.
+                granularity="rowwise" if config.fp8_scaling == "dynamic" else "per_tensor",
+                tp_rank=rank,
+                tp_world_size=world,
+            )
+        except torch.OutOfMemoryError as error:
+            reason = "the weights do not fit in GPU memory: " + str(error).splitlines()[0][:160]
+            return result.model_copy(update={"reason": reason})
+        prefill_batch = batch if prefill_batch is None else prefill_batch
+        common = dict(
             weights=config.weight_dtype,
-            batch=batch,
-            prompt=prompt,
             tp=world,
-            kv_dtype=kv,
+            kv_dtype="fp8" if config.kv_dtype == "fp8" else "bf16",
             use_graphs=config.cuda_graphs,
-        ),
-        measure_point(
-            model,
-            spec,
-            weights=config.weight_dtype,
-            batch=batch,
-            context=context,
-            tp=world,
-            kv_dtype=kv,
-            use_graphs=config.cuda_graphs,
-        ),
-    ]
-    machine = machine_info()
-    fits = all(p["fits"] for p in points)
-    reason = next((p.get("reason") for p in points if not p["fits"]), None)
+        )
+        prefill = measure_point(model, spec, batch=prefill_batch, prompt=prompt, **common)
+        decode = measure_point(model, spec, batch=batch, context=context, **common)
+    finally:
+        finish_distributed()
 
     def phase(point: dict, *, decode: bool) -> PhaseResult | None:
         if not point["fits"]:
@@ -88,8 +97,8 @@ def measure(
             time_s=point["time_s"],
             step_time_s=point["time_s"] if decode else None,
             bound="memory" if decode else "compute",
-            tokens=batch if decode else batch * prompt,
-            batch=batch,
+            tokens=batch if decode else prefill_batch * prompt,
+            batch=batch if decode else prefill_batch,
             prompt=None if decode else prompt,
             context=context if decode else None,
             flops=point["flops"],
@@ -99,16 +108,15 @@ def measure(
             achieved_flops_per_s=point["achieved_flops_per_s"],
         )
 
-    return Measurement(
-        model=spec.name,
-        hardware=hardware or machine.get("device_name", ""),
-        config=config.model_dump(mode="json"),
-        fits=fits,
-        reason=reason,
-        num_gpus=world,
-        prefill=phase(points[0], decode=False),
-        decode=phase(points[1], decode=True),
-        machine=machine,
+    points = (prefill, decode)
+    return result.model_copy(
+        update={
+            "hardware": hardware or result.machine.get("device_name", ""),
+            "fits": all(p["fits"] for p in points),
+            "reason": next((p.get("reason") for p in points if not p["fits"]), None),
+            "prefill": phase(prefill, decode=False),
+            "decode": phase(decode, decode=True),
+        }
     )
 
 

@@ -34,10 +34,17 @@ def count_parameters(model: nn.Module) -> int:
 
 
 @torch.no_grad()
-def init_random_weights(model: Llama, *, seed: int = 0) -> Llama:
+def init_random_weights(
+    model: nn.Module, *, seed: int = 0, generator: torch.Generator | None = None
+) -> nn.Module:
     """Seeded random weights at the real shapes: linears N(0, 1/in_features), embedding
-    N(0, 1), norms 1. Activations then keep unit scale through the stack, as in a trained model."""
-    generator = torch.Generator(device=model.embed_tokens.weight.device).manual_seed(seed)
+    N(0, 1), norms 1. Activations then keep unit scale through the stack, as in a trained model.
+
+    ``model`` may be the whole Llama or one block of it; blocks initialized in module order
+    with one shared ``generator`` get exactly the whole model's weights."""
+    if generator is None:
+        device = next(model.parameters()).device
+        generator = torch.Generator(device=device).manual_seed(seed)
     for module in model.modules():
         if isinstance(module, nn.Linear):
             std = module.in_features**-0.5

@@ -125,20 +125,13 @@ def _gemm_curve(
     return tokens, efficiency
 
 
-def _monotone(values: np.ndarray) -> np.ndarray:
-    # Efficiency should not fall as a kernel gets more work; measured dips (a tile-size cliff
-    # at one M) are noise for a planning model, so keep the running maximum.
-    return np.maximum.accumulate(values)
-
-
 def _no_speedup_with_more_work(
     xs: np.ndarray, efficiency: np.ndarray, *, work_exponent: float
 ) -> np.ndarray:
     """Cap each knot so that time never falls as the work grows (see ``Efficiency``)."""
     capped = np.array(efficiency, dtype=float)
     for i in range(1, len(capped)):
-        steps = np.log2(xs[i] / xs[i - 1])
-        limit = capped[i - 1] * (1.0 + work_exponent * np.log(2.0) * steps)
+        limit = capped[i - 1] * (xs[i] / xs[i - 1]) ** work_exponent
         capped[i] = min(capped[i], limit)
     return capped
 
@@ -180,7 +173,7 @@ def fit_efficiency(
         peak_bf16 = hardware.peak("bf16")
         memory_rate = hardware.hbm_bytes_per_s * fields.get("hbm", base.hbm)
         tokens, bf16 = _gemm_curve(gemm, peak_bf16, "bf16", memory_rate)
-        curve = _no_speedup_with_more_work(tokens, _monotone(bf16), work_exponent=1.0)
+        curve = _no_speedup_with_more_work(tokens, bf16, work_exponent=1.0)
         fields["gemm_tokens"] = tuple(float(t) for t in tokens)
         fields["gemm_efficiency"] = tuple(_clamp(e) for e in curve)
         sources["gemm"] = "measured: cuBLAS bf16 GEMMs of the model's layer shapes, graph-timed"
@@ -210,7 +203,7 @@ def fit_efficiency(
         ]
         fields["attention_seq"] = tuple(float(s) for s in seqs)
         curve = _no_speedup_with_more_work(
-            np.array(seqs, dtype=float), _monotone(np.array(values)), work_exponent=2.0
+            np.array(seqs, dtype=float), np.array(values), work_exponent=2.0
         )
         fields["attention_efficiency"] = tuple(_clamp(v) for v in curve)
         sources["attention"] = "measured: SDPA flash, causal, GQA, batch 1"

@@ -11,8 +11,11 @@ later ones overriding field by field:
 3. ``hardware_profiles/calibration/<gpu>.yaml``, written by ``tune calibrate`` from measurements
    on that GPU, with the provenance of the measurement (driver, torch, date, commit).
 
-The efficiency curves are piecewise linear in log2 of their x and clamped at both ends: a GEMM of
-M tokens reaches ``gemm_efficiency(eff, M)`` of the tensor peak. Both lookups are vectorized, so
+The efficiency curves are piecewise linear in log-log (log efficiency vs log2 x) and clamped at
+both ends: a GEMM of M tokens reaches ``gemm_efficiency(eff, M)`` of the tensor peak. Between
+two knots time is then a power law of the work, so it rises from knot to knot without the dip a
+linear interpolation makes where efficiency climbs fast (flash attention from 512 to 2048
+tokens nearly quadruples its efficiency per doubling while its time barely grows). Both lookups are vectorized, so
 the same call serves one configuration or a whole search space.
 
 Loads are cached (the tuner asks for the same GPU thousands of times); ``write_calibration``
@@ -269,6 +272,11 @@ def _interp_log2(x: Any, xs: tuple[float, ...], ys: tuple[float, ...]) -> np.nda
     return np.asarray(np.interp(log_x, _log2_knots(xs), np.asarray(ys, dtype=np.float64)))
 
 
+def _interp_loglog(x: Any, xs: tuple[float, ...], ys: tuple[float, ...]) -> np.ndarray:
+    """Piecewise linear in log y vs log2(x) through (xs, ys), clamped outside the knots."""
+    return np.exp(_interp_log2(x, xs, tuple(np.log(ys))))
+
+
 def gemm_efficiency(
     efficiency: Efficiency, tokens: Any, *, low_precision: bool | np.ndarray = False
 ) -> np.ndarray:
@@ -277,7 +285,7 @@ def gemm_efficiency(
     ``low_precision`` (a bool or a boolean array broadcastable with ``tokens``) marks fp8 / int8
     GEMMs, which are derated by ``low_precision_gemm_factor`` relative to their own peak.
     """
-    curve = _interp_log2(tokens, efficiency.gemm_tokens, efficiency.gemm_efficiency)
+    curve = _interp_loglog(tokens, efficiency.gemm_tokens, efficiency.gemm_efficiency)
     derate = np.where(
         np.asarray(low_precision, dtype=bool), efficiency.low_precision_gemm_factor, 1.0
     )
@@ -293,7 +301,7 @@ def gemm_tail_s(is_gemm: Any, rows: Any, kernels: Any, efficiency: Efficiency) -
 
 def attention_efficiency(efficiency: Efficiency, seq_len: Any) -> np.ndarray:
     """Fraction of the tensor peak a FlashAttention prefill over ``seq_len`` query tokens reaches."""
-    return _interp_log2(seq_len, efficiency.attention_seq, efficiency.attention_efficiency)
+    return _interp_loglog(seq_len, efficiency.attention_seq, efficiency.attention_efficiency)
 
 
 def calibration_path(name: str) -> Path:

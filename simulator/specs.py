@@ -9,7 +9,6 @@ boundary; the cost model then works on plain numbers and numpy arrays.
 
 from __future__ import annotations
 
-import math
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -123,7 +122,8 @@ class Efficiency(_Frozen):
 
     Literature defaults live in ``hardware_profiles/defaults.efficiency.yaml``; ``tune calibrate``
     writes measured ones to ``hardware_profiles/calibration/<gpu>.yaml``. Curves are piecewise
-    linear in log2 of their x (tokens or sequence length), clamped at both ends.
+    linear in log-log (log efficiency vs log2 of their x, tokens or sequence length), clamped at
+    both ends: between two knots efficiency, and so time, is a power law of x.
     """
 
     # Fraction of peak HBM bandwidth a streaming kernel reaches.
@@ -184,16 +184,16 @@ class Efficiency(_Frozen):
                 raise ValueError(f"{label} curve: x must be strictly increasing")
             if any(not (0 < y <= 1) for y in ys):
                 raise ValueError(f"{label} curve: efficiencies must be in (0, 1]")
-        # Time is work / (peak x efficiency) with efficiency linear in log2(x) between knots.
-        # For time never to fall as the work grows (work ~ x for a GEMM, x^2 for causal
-        # attention), each knot may rise at most by a factor 1 + exponent x ln2 x log2(step).
+        # Time is work / (peak x efficiency), a power law of x between knots (log-log curves).
+        # It never falls as the work grows (work ~ x for a GEMM, x^2 for causal attention) when
+        # it does not fall from knot to knot: each knot may rise at most by (x1 / x0)^exponent.
         for xs, ys, label, exponent in (
             (self.gemm_tokens, self.gemm_efficiency, "gemm", 1.0),
             (self.attention_seq, self.attention_efficiency, "attention", 2.0),
         ):
             for i in range(1, len(xs)):
                 (x0, y0), (x1, y1) = (xs[i - 1], ys[i - 1]), (xs[i], ys[i])
-                limit = y0 * (1.0 + exponent * math.log(2.0) * math.log2(x1 / x0))
+                limit = y0 * (x1 / x0) ** exponent
                 if y1 > limit * (1 + 1e-9):
                     raise ValueError(
                         f"{label} curve rises too steeply from {y0:.3g} at {x0:g} to {y1:.3g} "

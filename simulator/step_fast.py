@@ -5,12 +5,12 @@ generality costs ~140 us per call, too slow for a serving simulation that runs 1
 For one configuration the same roofline folds into a few small dense matrices:
 
 - every op's compute seconds at 100 % efficiency, CUDA-core seconds, HBM seconds (already
-  divided by the achievable bandwidth), kernel overhead (inside and outside a CUDA graph), host
-  time and link seconds are linear in the step features, so one ``[6 x ops, F] @ [F]`` product
-  gives all of them;
+  divided by the achievable bandwidth) and launch seconds out of a graph, the kernel overhead
+  inside a graph plus host time, and link seconds are linear in the step features, so one
+  ``[4 x ops + 3, F] @ [F]`` product gives all of them;
 - the only non-linear parts are the efficiencies (GEMM efficiency vs rows M, attention
   efficiency vs the work per sequence, the CUDA-graph cut at 512 tokens) and the ``max`` of
-  compute and memory. The efficiencies depend on a few features only (tokens, logits, prefill
+  compute, memory and (out of a graph) launching. The efficiencies depend on a few features only (tokens, logits, prefill
   pairs and sequences), so they are cached per distinct value of those.
 
 ``FastStep.time(x)`` returns ``(latency_s, stage_s)`` exactly as ``StepModel.step`` does (a test
@@ -26,7 +26,7 @@ import numpy as np
 
 from .hardware import attention_efficiency, gemm_efficiency, gemm_tail_s
 from .ops import EFF_ATTENTION, EFF_COMM, EFF_DECODE_ATTENTION, EFF_GEMM
-from .roofline import CUDA_GRAPH_MAX_TOKENS
+from .roofline import CUDA_GRAPH_MAX_TOKENS, launch_beyond_graph_s
 from .shapes import FEATURES, NUM_FEATURES, attention_length
 from .step import StepModel
 
@@ -112,18 +112,18 @@ class FastStep:
         ops = table.num_ops
         self._ops = ops
         overhead_graph = np.where(keep, kernels * eff.kernel_graph_s, 0.0) + fixed
-        overhead_launch = np.where(keep, kernels * eff.kernel_launch_s, 0.0) + fixed
         send = table.names.index("pp_send")
         # Stacked so that one product gives everything linear: per-op compute at full
-        # efficiency, CUDA-core and HBM seconds [3 x ops], then the summed overheads (in and
-        # out of a graph), the summed link time and the pp_send link time [4].
+        # efficiency, CUDA-core, HBM and launch seconds (out of a graph, beyond the graph
+        # cost) [4 x ops], then the summed overhead inside a graph with the host time, the
+        # summed link time and the pp_send link time [3].
         self._matrix = np.concatenate(
             [
                 np.where(keep, dense("ideal_s"), 0.0),
                 np.where(keep, dense("vector_flops") / hardware.vector_flops_per_s, 0.0),
                 np.where(keep, nbytes / (hardware.hbm_bytes_per_s * memory_eff[:, None]), 0.0),
+                np.where(keep, kernels * launch_beyond_graph_s(eff), 0.0),
                 overhead_graph.sum(axis=0)[None],
-                overhead_launch.sum(axis=0)[None],
                 link.sum(axis=0)[None],
                 link[send][None],
             ]
@@ -200,16 +200,18 @@ class FastStep:
         return hit
 
     def _combine(self, linear: np.ndarray, inverse_eff: np.ndarray, graph: bool, tail: np.ndarray):
-        """(latency, stage) from the stacked linear terms ``[3 x ops + 4, ...]``."""
+        """(latency, stage) from the stacked linear terms ``[4 x ops + 3, ...]``."""
         o = self._ops
         inverse = inverse_eff if linear.ndim == 1 else inverse_eff[:, None]
         compute = linear[:o] * inverse + linear[o : 2 * o]
         memory = linear[2 * o : 3 * o] + (tail if linear.ndim == 1 else tail[:, None])
+        if not graph:  # the host's launches hide behind the GPU's work, or set the pace
+            memory = np.maximum(memory, linear[3 * o : 4 * o])
         total = np.maximum(compute, memory).sum(axis=0)
-        total = total + linear[3 * o if graph else 3 * o + 1] + linear[3 * o + 2]
+        total = total + linear[4 * o] + linear[4 * o + 1]
         if self.pp == 1:
             return total, total
-        send = linear[3 * o + 3]
+        send = linear[4 * o + 2]
         return total, (total - send) / self.pp + send / (self.pp - 1)
 
     def time(self, x: np.ndarray) -> tuple[float, float]:
@@ -241,24 +243,35 @@ class FastStep:
         direction = np.zeros(NUM_FEATURES)
         direction[F["decode_kv"]], direction[F["decode_pairs"]] = 1.0, float(query)
         base, slope = self._matrix @ x_base, self._matrix @ direction
-        compute0 = base[:o] * inverse_eff + base[o : 2 * o]
-        compute1 = slope[:o] * inverse_eff + slope[o : 2 * o]
-        memory0, memory1 = base[2 * o : 3 * o] + tail, slope[2 * o : 3 * o]
-        overhead = 3 * o if graph else 3 * o + 1
-        fixed0 = base[overhead] + base[3 * o + 2]
-        fixed1 = slope[overhead] + slope[3 * o + 2]
+        # Each op follows the highest of its lines in C: compute, memory and, out of a graph,
+        # launching (flat in C). The total is linear between the contexts where any two cross.
+        lines = [
+            (base[:o] * inverse_eff + base[o : 2 * o], slope[:o] * inverse_eff + slope[o : 2 * o]),
+            (base[2 * o : 3 * o] + tail, slope[2 * o : 3 * o]),
+        ]
+        if not graph:
+            lines.append((base[3 * o : 4 * o], slope[3 * o : 4 * o]))
+        fixed0 = base[4 * o] + base[4 * o + 1]
+        fixed1 = slope[4 * o] + slope[4 * o + 1]
+        crossings = []
         with np.errstate(divide="ignore", invalid="ignore"):
-            crossing = (memory0 - compute0) / (compute1 - memory1)
+            for i, (a0, a1) in enumerate(lines):
+                for b0, b1 in lines[i + 1 :]:
+                    crossings.append((b0 - a0) / (a1 - b1))
+        crossing = np.concatenate(crossings)
         breaks = sorted(set(crossing[np.isfinite(crossing) & (crossing > 0)].tolist()))
         probes = [0.0] + [b for b in breaks]
+        intercepts0 = np.stack([line[0] for line in lines])  # [lines, ops]
+        slopes1 = np.stack([line[1] for line in lines])
+        columns = np.arange(o)
         intercepts, slopes = [], []
         for i, start in enumerate(probes):
             # A context inside segment i decides which line each op follows there.
             end = breaks[i] if i < len(breaks) else start * 2 + 1.0
             probe = (start + end) / 2
-            use_compute = compute0 + compute1 * probe >= memory0 + memory1 * probe
-            intercepts.append(float(np.where(use_compute, compute0, memory0).sum() + fixed0))
-            slopes.append(float(np.where(use_compute, compute1, memory1).sum() + fixed1))
+            top = np.argmax(intercepts0 + slopes1 * probe, axis=0)
+            intercepts.append(float(intercepts0[top, columns].sum() + fixed0))
+            slopes.append(float(slopes1[top, columns].sum() + fixed1))
         hit = (breaks, intercepts, slopes)
         self._segments[key] = hit
         return hit

@@ -121,6 +121,31 @@ def test_fused_kernels_match_eager_on_gpu(weights, batch, attention):
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_per_token_fp8_kernel_equals_pytorch_on_gpu():
+    """The one-kernel dynamic per-token quantization gives quantize_fp8's values and scales
+    exactly on random data (rounding to nearest even included), and an FP8 model with dynamic
+    per-token scales runs on it with the error of the eager path."""
+    from executor import elementwise
+    from executor.quant import Fp8Linear, quantize_fp8, quantize_model
+
+    x = torch.randn(37, 14336, device="cuda").to(torch.bfloat16) * 3.0
+    got, got_scale = elementwise.quantize_rows(x)
+    want, want_scale = quantize_fp8(x, granularity="rowwise")
+    assert torch.equal(got.float(), want.float())
+    torch.testing.assert_close(got_scale, want_scale, rtol=1e-6, atol=0)
+
+    torch.manual_seed(0)
+    weight = torch.randn(512, 14336, device="cuda").to(torch.bfloat16) / 120
+    linear = torch.nn.Sequential(torch.nn.Linear(14336, 512, bias=False)).cuda().bfloat16()
+    linear[0].weight.data.copy_(weight)
+    eager = Fp8Linear(weight, granularity="rowwise", scaling="dynamic")
+    quantize_model(linear, weights="fp8", granularity="rowwise", compile_quantize=True)
+    assert isinstance(linear[0], Fp8Linear)
+    torch.testing.assert_close(linear(x).float(), eager(x).float(), rtol=0, atol=0)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 @pytest.mark.parametrize("kv_dtype", [torch.bfloat16, torch.float8_e4m3fn])
 @pytest.mark.parametrize(("batch", "length"), [(1, 1025), (3, 1025), (64, 4096)])
 def test_triton_decode_attention_matches_rope_cache_and_sdpa_on_gpu(kv_dtype, batch, length):

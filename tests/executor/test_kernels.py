@@ -95,3 +95,38 @@ def test_elementwise_kernels_match_eager_in_interpreter():
     assert no_cache < 1e-5, "without a cache only the rotation happens"
     assert swiglu < 1e-5, "silu(gate) * up"
     assert add_norm < 1e-5, "residual + delta, and its RMSNorm"
+
+
+QUANTIZE_ROWS = """
+    import torch
+    from executor import elementwise
+    from executor.quant import quantize_fp8
+
+    # Rows of FP8-representable values times a power of two, each reaching 448 x its scale: the
+    # scaled values are exact, so no rounding is involved. (The interpreter's float8 cast rounds
+    # ties away from zero and can drop a carry into the exponent; the GPU's cvt.rn rounds to
+    # nearest even, and tests/executor/test_gpu.py compares on random data there.)
+    torch.manual_seed(0)
+    codes = torch.randn(5, 2600).clamp(-400, 400).to(torch.float8_e4m3fn).float()
+    codes[:, 2590] = 448.0  # the amax in the last, masked block
+    scales = torch.tensor([2.0**-9, 2.0**3, 1.0, 1.0, 2.0**-2])[:, None]
+    x = (codes * scales).to(torch.bfloat16)
+    x[3] = 0.0  # an all-zero row: the floored scale, zeros out
+    want, want_scale = quantize_fp8(x, granularity="rowwise")
+    for max_block in (16384, 1024):  # the row in one read; block by block with a masked tail
+        got, got_scale = elementwise.quantize_rows(x, max_block=max_block)
+        print((got.float() - want.float()).abs().max().item(),
+              ((got_scale - want_scale).abs() / want_scale).max().item(),
+              got.float()[3].abs().max().item(), float(got.dtype == torch.float8_e4m3fn),
+              float(tuple(got_scale.shape) == (5, 1)))
+"""
+
+
+def test_per_token_fp8_quantization_matches_pytorch_in_interpreter():
+    results = _interpret(QUANTIZE_ROWS)
+    for one_read, block_by_block in zip(results[:5], results[5:], strict=True):
+        assert one_read == block_by_block
+    values, scales, zero_row, is_fp8, scale_shape = results[:5]
+    assert values == 0.0, "the same FP8 values as quantize_fp8 (amax, scale, divide, cast)"
+    assert scales < 1e-6, "one scale per row: amax / 448"
+    assert zero_row == 0.0 and is_fp8 == 1.0 and scale_shape == 1.0

@@ -55,6 +55,31 @@ def test_shard_then_unshard_round_trip():
     assert torch.equal(down, whole.layers[1].mlp.w_down.weight)
 
 
+@pytest.mark.parametrize("tied", [False, True])
+def test_shard_built_block_by_block_equals_the_sliced_whole(tied):
+    """build_model with TP builds random weights shard by shard (a 70B model does not fit on one
+    GPU whole): every weight and the RoPE table equal the whole model's, sliced."""
+    spec = tiny_spec(num_key_value_heads=4, tie_word_embeddings=tied)
+    for rank in range(2):
+        sliced = build_model(spec, device="cpu", dtype=torch.float32, fused_kernels=False)
+        shard_model(sliced, rank=rank, world_size=2)
+        built = build_model(
+            spec,
+            device="cpu",
+            dtype=torch.float32,
+            fused_kernels=False,
+            tp_rank=rank,
+            tp_world_size=2,
+        )
+        expected, got = sliced.state_dict(), built.state_dict()
+        assert expected.keys() == got.keys()
+        for name, tensor in expected.items():
+            assert got[name].device.type == "cpu", name
+            assert torch.equal(got[name], tensor), name
+        torch.testing.assert_close(built.rope_cos, sliced.rope_cos)
+        assert built.layers[0].attention.num_heads == spec.num_attention_heads // 2
+
+
 def test_tp_must_divide_heads():
     spec = tiny_spec()  # 2 KV heads
     model = build_model(spec, device="cpu", dtype=torch.float32, fused_kernels=False)

@@ -54,9 +54,11 @@ def test_fit_efficiency_from_hand_made_measurements(h100):
     assert eff.gemm_efficiency == pytest.approx((0.5, 0.5, 0.8, 0.8))
     # fp8 72% of its peak over bf16 80% of its peak, at M >= 256.
     assert eff.low_precision_gemm_factor == pytest.approx(0.9)
-    # The S=128 point (occupancy bound) is left out; the dip at 8192 is lifted to the maximum.
+    # The S=128 point (occupancy bound) is left out; the fall at 8192 is kept: efficiency that
+    # falls with more work makes time rise faster, never fall (a full model's 8k and 16k
+    # prefills measure the GEMMs' fall at large M, studies/executor-h100/fidelity.md).
     assert eff.attention_seq == (1024.0, 8192.0)
-    assert eff.attention_efficiency == pytest.approx((0.4, 0.4))
+    assert eff.attention_efficiency == pytest.approx((0.4, 0.3))
     # 2.7135 TB/s over (3.35 TB/s x 0.9) = 0.9.
     assert eff.decode_attention_hbm == pytest.approx(0.9)
     assert (eff.kernel_launch_s, eff.kernel_graph_s) == (6e-6, 1e-6)

@@ -225,8 +225,26 @@ def test_gemm_curve_clamps_and_hits_knots():
     assert gemm_efficiency(DEFAULTS, 0.0) == DEFAULTS.gemm_efficiency[0]
     assert gemm_efficiency(DEFAULTS, 1e9) == DEFAULTS.gemm_efficiency[-1]
     assert gemm_efficiency(DEFAULTS, 256) == pytest.approx(0.65)
-    # halfway between 128 and 256 in log2: (0.55 + 0.65) / 2
-    assert gemm_efficiency(DEFAULTS, 128 * 2**0.5) == pytest.approx(0.60)
+    # halfway between 128 and 256 in log2, the geometric mean (the curves are log-log)
+    assert gemm_efficiency(DEFAULTS, 128 * 2**0.5) == pytest.approx((0.55 * 0.65) ** 0.5)
+
+
+def test_attention_time_rises_between_fast_rising_knots():
+    """Flash attention on an H100 nearly quadruples its efficiency from 512 to 1024 tokens
+    (studies/executor-h100/micro.json) while its time barely grows. The log-log curve takes
+    that as measured, and time (~ seq^2 / efficiency) still never falls between the knots."""
+    eff = Efficiency(attention_seq=(512, 1024, 2048), attention_efficiency=(0.038, 0.143, 0.41))
+    seq = np.logspace(9, 11, 400, base=2)
+    time = seq**2 / attention_efficiency(eff, seq)
+    assert np.all(np.diff(time) >= -1e-9 * time[1:])
+    assert attention_efficiency(eff, 1024) == pytest.approx(0.143)
+
+
+def test_a_knot_that_would_make_more_work_faster_is_refused():
+    with pytest.raises(ValueError, match="rises too steeply"):
+        Efficiency(attention_seq=(512, 1024), attention_efficiency=(0.03, 0.13))  # > 4x
+    with pytest.raises(ValueError, match="rises too steeply"):
+        Efficiency(gemm_tokens=(64, 128), gemm_efficiency=(0.2, 0.41))  # > 2x
 
 
 def test_gemm_curve_is_vectorized():

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from tuner_helpers import slower_stand_in
 
 from tuner.cli import main
 
@@ -26,29 +27,10 @@ def test_without_a_gpu_one_line(capsys, monkeypatch):
     assert len(err.strip().splitlines()) == 1
 
 
-def _slower_stand_in(factor: float):
-    def measure(spec, config, *, batch, prompt, context, hardware=None):
-        from simulator.hardware import load_hardware
-        from simulator.predict import predict
-        from simulator.results import Measurement
-
-        predicted = predict(
-            spec, load_hardware(hardware), config, batch=batch, prompt=prompt, context=context
-        )
-        fields = predicted.model_dump()
-        for phase in ("prefill", "decode"):
-            fields[phase]["time_s"] *= factor
-            if fields[phase]["step_time_s"]:
-                fields[phase]["step_time_s"] *= factor
-        return Measurement(**fields, machine={"device_name": "stand-in"})
-
-    return measure
-
-
 def test_measured_beside_predicted_with_the_error(capsys, monkeypatch):
     import executor.validate
 
-    monkeypatch.setattr(executor.validate, "measure", _slower_stand_in(1.1))
+    monkeypatch.setattr(executor.validate, "measure", slower_stand_in(1.1))
     code = main([*ARGS, "--json"])
     out = capsys.readouterr().out
     assert code == 0

@@ -110,6 +110,28 @@ def test_report_regenerates(small_study, capsys):
     assert (small_study / "report.html").stat().st_size > 10_000
 
 
+def test_report_shows_the_gpu_validation(small_study, capsys, monkeypatch, tmp_path):
+    """Before `tune validate` the report says how to measure; after it, the measured steps
+    beside the predicted ones (here a stand-in 10% slower than the model)."""
+    import shutil
+
+    from tuner_helpers import slower_stand_in
+
+    import executor.validate
+
+    study = tmp_path / "study"
+    shutil.copytree(small_study, study)
+    assert "Not measured yet" in (study / "report.md").read_text()
+    monkeypatch.setattr(executor.validate, "measure", slower_stand_in(1.1))
+    assert run_cli(capsys, "validate", str(study / "plan.json"))[0] == 0
+    code, out, err = run_cli(capsys, "report", str(study))
+    assert code == 0, err
+    report = (study / "report.md").read_text()
+    section = report[report.index("## Validation on a GPU") :]
+    assert section.count("-9.1%") == 2 and "agrees" in section and "stand-in" in section
+    assert "Validation on a GPU" in (study / "report.html").read_text()
+
+
 def test_export_renders_from_the_plan(small_study, capsys, tmp_path):
     code, out, err = run_cli(
         capsys,

@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from tuner_helpers import slower_stand_in
 
 from simulator.hardware import load_hardware
 from simulator.models import get_model
@@ -84,3 +85,23 @@ def test_without_a_gpu_one_line_and_the_plan_untouched(plan_file, capsys):
     assert code == 1 and len(err) == 1 and "CUDA GPU" in err[0]
     assert plan_file.read_bytes() == before
     assert json.loads(before)["validation"] is None
+
+
+def test_validate_writes_the_measured_steps_into_the_plan(plan_file, capsys, monkeypatch):
+    """With the executor's measurement replaced by the prediction slowed by 10 %, the plan gets
+    a validation section of both phases at -9.1 %, from one build of the model."""
+    import executor.validate
+
+    calls: list = []
+    monkeypatch.setattr(executor.validate, "measure", slower_stand_in(1.1, calls))
+    shape = validation_shape(load_plan(plan_file))
+    assert main(["validate", str(plan_file)]) == 0
+    out = capsys.readouterr().out
+    assert calls == [
+        dict(batch=shape.batch, prompt=shape.prompt, context=shape.context, prefill=1)
+    ]
+    section = json.loads(plan_file.read_text())["validation"]
+    assert {p["phase"] for p in section["points"]} == {"prefill", "decode"}
+    for point in section["points"]:
+        assert point["relative_error"] == pytest.approx(1 / 1.1 - 1, abs=0.002), point
+    assert section["status"] == "agrees" and "written to" in out

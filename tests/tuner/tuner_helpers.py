@@ -61,3 +61,28 @@ def run_cli(capsys, *argv):
     code = main(list(argv))
     captured = capsys.readouterr()
     return code, captured.out, captured.err
+
+
+def slower_stand_in(factor: float, calls: list | None = None):
+    """``executor.validate.measure`` replaced by the prediction slowed by ``factor``."""
+
+    def measure(spec, config, *, batch, prompt, context, prefill_batch=None, hardware=None):
+        from simulator.hardware import load_hardware
+        from simulator.predict import predict
+        from simulator.results import Measurement
+
+        if calls is not None:
+            calls.append(dict(batch=batch, prompt=prompt, context=context, prefill=prefill_batch))
+        hw = load_hardware(hardware)
+        steps = predict(spec, hw, config, batch=batch, prompt=prompt, context=context)
+        prefill_steps = predict(
+            spec, hw, config, batch=prefill_batch or batch, prompt=prompt, context=context
+        )
+        fields = steps.model_copy(update={"prefill": prefill_steps.prefill}).model_dump()
+        for phase in ("prefill", "decode"):
+            fields[phase]["time_s"] *= factor
+            if fields[phase]["step_time_s"]:
+                fields[phase]["step_time_s"] *= factor
+        return Measurement(**fields, machine={"device_name": "stand-in"})
+
+    return measure

@@ -120,6 +120,8 @@ def _predictor(spec, hardware):
             tp=record["tp"],
             weight_dtype=weights,
             activation_dtype="fp8" if weights == "fp8" else "bf16",
+            # The executor's FP8 points run static activation scales unless the record says so.
+            fp8_scaling=record.get("scaling", "static"),
             max_model_len=max(prompt, context) + 16,
             max_num_batched_tokens=max(8192, prompt * record["batch"]),
             gpu_memory_utilization=0.95,

@@ -72,18 +72,16 @@ def run(args: argparse.Namespace) -> int:
 
     from executor.validate import measure
 
-    decode = measure(
-        model, config, batch=shape.batch, prompt=1, context=shape.context, hardware=hardware.name
-    )
-    prefill = measure(
-        model, config, batch=1, prompt=shape.prompt, context=1, hardware=hardware.name
-    )
-    measured = decode.model_copy(
-        update={
-            "prefill": prefill.prefill,
-            "fits": decode.fits and prefill.fits,
-            "reason": decode.reason or prefill.reason,
-        }
+    # One build of the model serves both phases: the decode step at the mean batch and one
+    # mean-length prompt's prefill.
+    measured = measure(
+        model,
+        config,
+        batch=shape.batch,
+        prompt=shape.prompt,
+        context=shape.context,
+        prefill_batch=1,
+        hardware=hardware.name,
     )
     command = "tune " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     section = validation_section(plan, shape, predicted, measured, command=command)
