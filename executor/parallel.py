@@ -19,9 +19,10 @@ buffers themselves, so the all-reduce after them only waits, sums and normalizes
 ``shard_model`` does the slicing with no communication, for any rank of a given world size; the
 CPU tests use it to check that summing the row-parallel partial outputs of all shards reproduces
 the unsharded model. ``random_shard`` builds a rank's shard of seeded random weights one block at
-a time, for models whose whole weights do not fit on one GPU (70B in bf16 is 141 GB). The collectives run over ``torch.distributed`` (NCCL), started by
-``torchrun`` (``init_distributed`` reads RANK / WORLD_SIZE / LOCAL_RANK). Pipeline
-parallelism is not implemented.
+a time, for models whose whole weights do not fit on one GPU (70B in bf16 is 141 GB). The
+collectives run over ``torch.distributed`` (NCCL), started by ``torchrun``
+(``init_distributed`` reads RANK / WORLD_SIZE / LOCAL_RANK; ``finish_distributed`` leaves).
+Pipeline parallelism is not implemented.
 """
 
 from __future__ import annotations

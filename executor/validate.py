@@ -5,8 +5,9 @@
 prefill of ``batch`` prompts of ``prompt`` tokens (``prefill_batch`` prompts where given) and a
 decode step of ``batch`` sequences at ``context`` cached tokens, and returns a ``Measurement``.
 A model or a point that does not fit in GPU memory comes back with ``fits=False`` and the
-reason, never as a crash. Under torchrun it leaves no process group behind. ``calibrate_here`` runs the microbenchmarks and writes the calibration
-of the detected GPU (``tune calibrate`` without ``--from``).
+reason, never as a crash. Under torchrun it leaves no process group behind.
+``calibrate_here`` runs the microbenchmarks and writes the calibration of the detected GPU
+(``tune calibrate`` without ``--from``).
 """
 
 from __future__ import annotations
@@ -56,13 +57,14 @@ def measure(
                 f"--tp {config.tp} needs `torchrun --nproc-per-node {config.tp}` "
                 f"(this process sees a world of {world})"
             )
+        machine = machine_info()
         result = Measurement(
             model=spec.name,
-            hardware=hardware or "",
+            hardware=hardware or machine.get("device_name", ""),
             config=config.model_dump(mode="json"),
             fits=False,
             num_gpus=world,
-            machine=machine_info(),
+            machine=machine,
         )
         try:
             model = prepare_model(
@@ -111,7 +113,6 @@ def measure(
     points = (prefill, decode)
     return result.model_copy(
         update={
-            "hardware": hardware or result.machine.get("device_name", ""),
             "fits": all(p["fits"] for p in points),
             "reason": next((p.get("reason") for p in points if not p["fits"]), None),
             "prefill": phase(prefill, decode=False),

@@ -15,8 +15,8 @@ The efficiency curves are piecewise linear in log-log (log efficiency vs log2 x)
 both ends: a GEMM of M tokens reaches ``gemm_efficiency(eff, M)`` of the tensor peak. Between
 two knots time is then a power law of the work, so it rises from knot to knot without the dip a
 linear interpolation makes where efficiency climbs fast (flash attention from 512 to 2048
-tokens nearly quadruples its efficiency per doubling while its time barely grows). Both lookups are vectorized, so
-the same call serves one configuration or a whole search space.
+tokens nearly quadruples its efficiency per doubling while its time barely grows). Both lookups
+are vectorized, so the same call serves one configuration or a whole search space.
 
 Loads are cached (the tuner asks for the same GPU thousands of times); ``write_calibration``
 clears the cache so that the next load sees the new file.

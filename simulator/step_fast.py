@@ -10,8 +10,9 @@ For one configuration the same roofline folds into a few small dense matrices:
   ``[4 x ops + 3, F] @ [F]`` product gives all of them;
 - the only non-linear parts are the efficiencies (GEMM efficiency vs rows M, attention
   efficiency vs the work per sequence, the CUDA-graph cut at 512 tokens) and the ``max`` of
-  compute, memory and (out of a graph) launching. The efficiencies depend on a few features only (tokens, logits, prefill
-  pairs and sequences), so they are cached per distinct value of those.
+  compute, memory and (out of a graph) launching. The efficiencies depend on a few features
+  only (tokens, logits, prefill pairs and sequences), so they are cached per distinct value
+  of those.
 
 ``FastStep.time(x)`` returns ``(latency_s, stage_s)`` exactly as ``StepModel.step`` does (a test
 holds them equal to 1e-9 relative). ``FastStep.run(x0, dx, k)`` times ``k`` consecutive steps whose
