@@ -10,8 +10,10 @@
 - ``add_rms_norm``: the residual add and the next RMSNorm, one row per program (FP8 output for
   an FP8 consumer, as above).
 - ``quantize_rows``: dynamic per-token FP8 quantization of a GEMM's input, one row per program:
-  the row's amax, its scale and the FP8 row in one kernel (two reads of a row that stays in
-  cache). Compiled PyTorch takes a reduction kernel and a scaling kernel for it.
+  the row's amax, its scale and the FP8 row in one kernel. Compiled PyTorch takes a reduction
+  kernel and a scaling kernel for it.
+- ``scale_rows_cols``: ``out[m, n] * row_scale[m] * col_scale[n]`` into the model's dtype, the
+  epilogue of a few-token FP8 GEMM with per-token and per-channel scales (``executor.quant``).
 
 Each reads every element once and writes it once (memory-bound, so that is the whole cost), and
 launches with programmatic dependent launch where the GPU has it (``executor.pdl``). Layouts
@@ -30,7 +32,14 @@ import torch
 from executor import pdl
 from executor.tritonlib import available, tl, triton
 
-__all__ = ["available", "rope_cache", "silu_and_mul", "add_rms_norm", "quantize_rows"]
+__all__ = [
+    "available",
+    "rope_cache",
+    "silu_and_mul",
+    "add_rms_norm",
+    "quantize_rows",
+    "scale_rows_cols",
+]
 
 
 if triton is not None:
@@ -222,6 +231,25 @@ if triton is not None:
                 tl.store(out_row + start + cols, y.to(out_ptr.dtype.element_ty), mask=ok)
         tl.store(scale_ptr + row, scale)
 
+    @triton.jit
+    def _scale_rows_cols_kernel(
+        x_ptr,
+        row_scale_ptr,
+        col_scale_ptr,
+        out_ptr,
+        width,
+        BLOCK: tl.constexpr,
+        USE_PDL: tl.constexpr,
+    ):
+        pdl.start(USE_PDL)
+        row = tl.program_id(0)
+        cols = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
+        ok = cols < width
+        x = tl.load(x_ptr + row * width + cols, mask=ok, other=0.0)
+        scale = tl.load(row_scale_ptr + row) * tl.load(col_scale_ptr + cols, mask=ok, other=0.0)
+        y = x * scale
+        tl.store(out_ptr + row * width + cols, y.to(out_ptr.dtype.element_ty), mask=ok)
+
 
 def rope_cache(
     qkv: torch.Tensor,
@@ -357,3 +385,24 @@ def quantize_rows(x: torch.Tensor, *, max_block: int = 16384) -> tuple[torch.Ten
         **pdl.launch_options(),
     )
     return out, scale
+
+
+def scale_rows_cols(
+    x: torch.Tensor, row_scale: torch.Tensor, col_scale: torch.Tensor, dtype: torch.dtype
+) -> torch.Tensor:
+    """``x [M, N]`` (float32) times ``row_scale [M, 1]`` and ``col_scale [1, N]`` (float32),
+    cast to ``dtype``: the row-wise FP8 GEMM's epilogue, in one kernel."""
+    rows, width = x.shape
+    x = x.contiguous()
+    out = torch.empty(rows, width, dtype=dtype, device=x.device)
+    block = min(1024, triton.next_power_of_2(width))
+    _scale_rows_cols_kernel[(rows, triton.cdiv(width, block))](
+        x,
+        row_scale.contiguous(),
+        col_scale.contiguous(),
+        out,
+        width,
+        BLOCK=block,
+        **pdl.launch_options(),
+    )
+    return out

@@ -123,8 +123,9 @@ def test_fused_kernels_match_eager_on_gpu(weights, batch, attention):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_per_token_fp8_kernel_equals_pytorch_on_gpu():
     """The one-kernel dynamic per-token quantization gives quantize_fp8's values and scales
-    exactly on random data (rounding to nearest even included), and an FP8 model with dynamic
-    per-token scales runs on it with the error of the eager path."""
+    exactly on random data (rounding to nearest even included); a quantized linear runs on it,
+    and a few tokens through the per-tensor GEMM with the scales applied after it give the
+    row-wise scaled GEMM's result."""
     from executor import elementwise
     from executor.quant import Fp8Linear, quantize_fp8, quantize_model
 
@@ -142,6 +143,17 @@ def test_per_token_fp8_kernel_equals_pytorch_on_gpu():
     quantize_model(linear, weights="fp8", granularity="rowwise", compile_quantize=True)
     assert isinstance(linear[0], Fp8Linear)
     torch.testing.assert_close(linear(x).float(), eager(x).float(), rtol=0, atol=0)
+    # 37 rows take the few-token path (a per-tensor GEMM, then both scales): the row-wise
+    # scaled GEMM's result to bf16 rounding.
+    x_fp8, x_scale = quantize_fp8(x, granularity="rowwise")
+    reference = torch._scaled_mm(
+        x_fp8,
+        eager.weight.t(),
+        scale_a=x_scale,
+        scale_b=eager.weight_scale,
+        out_dtype=torch.bfloat16,
+    )
+    torch.testing.assert_close(eager(x), reference, rtol=1e-2, atol=1e-2)
 
 
 @pytest.mark.gpu

@@ -130,3 +130,22 @@ def test_per_token_fp8_quantization_matches_pytorch_in_interpreter():
     assert values == 0.0, "the same FP8 values as quantize_fp8 (amax, scale, divide, cast)"
     assert scales < 1e-6, "one scale per row: amax / 448"
     assert zero_row == 0.0 and is_fp8 == 1.0 and scale_shape == 1.0
+
+
+SCALE_ROWS_COLS = """
+    import torch
+    from executor import elementwise
+
+    torch.manual_seed(0)
+    x = torch.randn(3, 1500) * 1000.0  # wider than one block, with a masked tail
+    rows, cols = torch.rand(3, 1), torch.rand(1, 1500)
+    got = elementwise.scale_rows_cols(x, rows, cols, torch.bfloat16)
+    want = x * (rows * cols)  # float32; the kernel multiplies the two scales first
+    print(((got.float() - want).abs() / want.abs()).max().item(), float(got.dtype == torch.bfloat16))
+"""
+
+
+def test_row_and_column_scales_in_interpreter():
+    # Within one bf16 step (2^-7 relative): the interpreter's cast truncates, a GPU rounds.
+    error, is_bf16 = _interpret(SCALE_ROWS_COLS)
+    assert error <= 2**-7 and is_bf16 == 1.0, "x * row_scale * col_scale, rounded once to bf16"
