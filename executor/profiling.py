@@ -9,7 +9,23 @@ from executor.model_bench import log
 from executor.points import free_memory, prepare_model
 from simulator.specs import ModelSpec
 
-__all__ = ["profile_steps"]
+__all__ = ["profile_steps", "kernel_table"]
+
+
+def kernel_table(run, *, row_limit: int = 18) -> str:
+    """The CUDA kernels of one call of ``run`` after three warm-up calls, by total CUDA time
+    (torch.profiler's table)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    for _ in range(3):
+        run()
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        run()
+        torch.cuda.synchronize()
+    return prof.key_averages().table(
+        sort_by="cuda_time_total", row_limit=row_limit, max_name_column_width=70
+    )
 
 
 def profile_steps(
@@ -26,22 +42,12 @@ def profile_steps(
     ``prompt`` tokens, then a batch-1 decode step at ``context`` in bf16 and in FP8 (run
     eagerly: the kernels' own times, without the launch gaps a graph removes). Under torchrun
     every rank runs the steps (they meet in the all-reduces) and rank 0 prints."""
-    from torch.profiler import ProfilerActivity, profile
 
     def report(title: str, run) -> None:
-        for _ in range(3):
-            run()
-        torch.cuda.synchronize()
-        with profile(activities=[ProfilerActivity.CUDA]) as prof:
-            run()
-            torch.cuda.synchronize()
-        if tp_rank != 0:
-            return
-        log(f"{title}, TP {tp_world_size}, decode attention {decode_attention}")
-        table = prof.key_averages().table(
-            sort_by="cuda_time_total", row_limit=18, max_name_column_width=70
-        )
-        log(table)
+        table = kernel_table(run)
+        if tp_rank == 0:
+            log(f"{title}, TP {tp_world_size}, decode attention {decode_attention}")
+            log(table)
 
     for weights in ("bf16", "fp8"):
         model = prepare_model(

@@ -39,6 +39,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from executor import fp8_kernels
+
 __all__ = [
     "FP8_MAX",
     "Fp8Linear",
@@ -168,21 +170,19 @@ class Fp8Linear(nn.Module):
             self.input_scale = torch.maximum(self.input_scale, x2d.float().abs().amax() / FP8_MAX)
         static = self.input_scale if self.scaling == "static" else None
         x_fp8, x_scale = self.quantize(x2d, granularity=self.granularity, scale=static)
-        if self.granularity == "rowwise" and x2d.shape[0] <= SMALL_M and x2d.is_cuda:
-            from executor import elementwise
-
-            if elementwise.available():
-                unscaled = torch._scaled_mm(
-                    x_fp8,
-                    self.weight.t(),
-                    scale_a=self.unit_scale,
-                    scale_b=self.unit_scale,
-                    out_dtype=torch.float32,
-                )
-                out = elementwise.scale_rows_cols(
-                    unscaled, x_scale, self.weight_scale, self.output_dtype
-                )
-                return out.reshape(*leading, self.out_features)
+        few_rows = self.granularity == "rowwise" and x2d.shape[0] <= SMALL_M
+        if few_rows and x2d.is_cuda and fp8_kernels.available():
+            unscaled = torch._scaled_mm(
+                x_fp8,
+                self.weight.t(),
+                scale_a=self.unit_scale,
+                scale_b=self.unit_scale,
+                out_dtype=torch.float32,
+            )
+            out = fp8_kernels.scale_rows_cols(
+                unscaled, x_scale, self.weight_scale, self.output_dtype
+            )
+            return out.reshape(*leading, self.out_features)
         out = torch._scaled_mm(
             x_fp8,
             self.weight.t(),
@@ -275,11 +275,10 @@ def _quantizable_linears(model: nn.Module, include_lm_head: bool) -> Iterable[tu
 
 def _fast_quantize(compiled: Callable) -> Callable:
     """``quantize_fp8`` with dynamic per-token scales on a GPU in one Triton kernel."""
-    from executor import elementwise
 
     def quantize(x, *, granularity: Granularity, scale: torch.Tensor | None = None):
-        if scale is None and granularity == "rowwise" and x.is_cuda and elementwise.available():
-            return elementwise.quantize_rows(x)
+        if scale is None and granularity == "rowwise" and x.is_cuda and fp8_kernels.available():
+            return fp8_kernels.quantize_rows(x)
         return compiled(x, granularity=granularity, scale=scale)
 
     return quantize
@@ -299,7 +298,7 @@ def quantize_model(
     """Replace the model's ``nn.Linear`` layers in place: ``weights`` is fp8 (W8A8), int8 or
     int4 (weight-only). ``compile_quantize`` (GPU only) runs the FP8 activation quantization as
     compiled kernels, and dynamic per-token scales as one Triton kernel
-    (``executor.elementwise.quantize_rows``)."""
+    (``executor.fp8_kernels.quantize_rows``)."""
     quantize: Callable = quantize_fp8
     if compile_quantize:
         quantize = _fast_quantize(torch.compile(quantize_fp8, dynamic=True))

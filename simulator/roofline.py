@@ -39,7 +39,7 @@ from .ops import (
     OpTable,
 )
 from .shapes import FEATURES, attention_length
-from .specs import HardwareSpec
+from .specs import Efficiency, HardwareSpec
 
 __all__ = [
     "roofline_time",
@@ -60,7 +60,7 @@ _PREFILL_PAIRS = FEATURES.index("prefill_pairs")
 _PREFILL_SEQS = FEATURES.index("prefill_seqs")
 
 
-def launch_beyond_graph_s(eff) -> float:
+def launch_beyond_graph_s(eff: Efficiency) -> float:
     """What launching a kernel from the host costs beyond its cost inside a CUDA graph."""
     return max(eff.kernel_launch_s - eff.kernel_graph_s, 0.0)
 

@@ -18,6 +18,7 @@ import html
 from typing import Any
 
 from tuner.plan import DeploymentPlan
+from tuner.validation import VALIDATION_HEAD, validation_summary
 
 __all__ = ["build_report", "PLOTS"]
 
@@ -182,46 +183,6 @@ def _slo_rows(plan: DeploymentPlan) -> list[list[str]]:
     ]
 
 
-_VALIDATION_HEAD = ["phase", "shape", "predicted", "measured", "error"]
-
-
-def _validation(plan: DeploymentPlan) -> tuple[str, list[list[str]], list[str]]:
-    """(a one-line summary, the measured-vs-predicted rows, notes) of ``tune validate``."""
-    section = plan.validation
-    if not section:
-        return (
-            "Not measured yet: `tune validate plan.json` on a GPU runs this configuration and "
-            "writes what it measured here.",
-            [],
-            [],
-        )
-    rows = []
-    for point in section.get("points") or []:
-        if point["phase"] == "decode":
-            shape = f"batch {point['batch']} at context {point['context']:,}"
-        else:
-            shape = f"one prompt of {point['prompt']:,} tokens"
-        rows.append(
-            [
-                point["phase"],
-                shape,
-                f"{point['predicted_s'] * 1e3:,.2f} ms",
-                f"{point['measured_s'] * 1e3:,.2f} ms",
-                f"{100 * point['relative_error']:+.1f}%",
-            ]
-        )
-    machine = section.get("machine") or {}
-    median = section.get("median_abs_relative_error")
-    summary = (
-        f"{section['status']}"
-        + (f" (median error {100 * median:.1f}%, " if median is not None else " (")
-        + f"agreement within {100 * section['agreement_threshold']:.0f}%) on "
-        f"{machine.get('device_name', 'a GPU')} x {machine.get('device_count', '?')}, "
-        f"{section.get('measured_utc', '')}: `{section.get('command', '')}`"
-    )
-    return summary, rows, list(section.get("notes") or [])
-
-
 def _memory_rows(plan: DeploymentPlan) -> list[list[str]]:
     m = plan.memory
     gb = 1e9
@@ -304,10 +265,10 @@ def _html(plan: DeploymentPlan, figures: dict[str, bytes]) -> str:
         "<h2>SLOs</h2>",
         _table(["SLO", "target", "predicted", "", "margin"], _slo_rows(plan)),
     ]
-    summary, rows, notes = _validation(plan)
+    summary, rows, notes = validation_summary(plan.validation)
     parts.append(f"<h2>Validation on a GPU</h2><p>{html.escape(summary)}</p>")
     if rows:
-        parts.append(_table(_VALIDATION_HEAD, rows))
+        parts.append(_table(VALIDATION_HEAD, rows))
     parts += [f"<p>{html.escape(note)}</p>" for note in notes]
     for name in PLOTS:
         if name in figures:
@@ -360,10 +321,10 @@ def _markdown(plan: DeploymentPlan, figures: dict[str, bytes]) -> str:
         _md_table(["SLO", "target", "predicted", "", "margin"], _slo_rows(plan)),
         "",
     ]
-    summary, rows, notes = _validation(plan)
+    summary, rows, notes = validation_summary(plan.validation)
     out += ["## Validation on a GPU", "", summary, ""]
     if rows:
-        out += [_md_table(_VALIDATION_HEAD, rows), ""]
+        out += [_md_table(VALIDATION_HEAD, rows), ""]
     out += [f"- {note}" for note in notes] + ([""] if notes else [])
     for name in PLOTS:
         if name in figures:

@@ -22,7 +22,14 @@ from typing import Any
 
 from simulator.results import relative_error
 
-__all__ = ["ValidationShape", "validation_shape", "validation_section", "AGREEMENT"]
+__all__ = [
+    "ValidationShape",
+    "validation_shape",
+    "validation_section",
+    "validation_summary",
+    "VALIDATION_HEAD",
+    "AGREEMENT",
+]
 
 # A plan whose measured steps are within this of the prediction is marked as agreeing.
 AGREEMENT = 0.10
@@ -94,3 +101,42 @@ def validation_section(
         "command": command,
         "measured_utc": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
     }
+
+
+VALIDATION_HEAD = ["phase", "shape", "predicted", "measured", "error"]
+
+
+def validation_summary(section: dict[str, Any] | None) -> tuple[str, list[list[str]], list[str]]:
+    """A plan's ``validation`` section for the report: a one-line summary, a row per measured
+    phase (``VALIDATION_HEAD``) and the notes."""
+    if not section:
+        summary = (
+            "Not measured yet: `tune validate plan.json` on a GPU runs this configuration and "
+            "writes what it measured here."
+        )
+        return summary, [], []
+    rows = []
+    for point in section.get("points") or []:
+        if point["phase"] == "decode":
+            shape = f"batch {point['batch']} at context {point['context']:,}"
+        else:
+            shape = f"one prompt of {point['prompt']:,} tokens"
+        rows.append(
+            [
+                point["phase"],
+                shape,
+                f"{point['predicted_s'] * 1e3:,.2f} ms",
+                f"{point['measured_s'] * 1e3:,.2f} ms",
+                f"{100 * point['relative_error']:+.1f}%",
+            ]
+        )
+    machine = section.get("machine") or {}
+    median = section.get("median_abs_relative_error")
+    error = f"median error {100 * median:.1f}%, " if median is not None else ""
+    summary = (
+        f"{section['status']} ({error}agreement within "
+        f"{100 * section['agreement_threshold']:.0f}%) on "
+        f"{machine.get('device_name', 'a GPU')} x {machine.get('device_count', '?')}, "
+        f"{section.get('measured_utc', '')}: `{section.get('command', '')}`"
+    )
+    return summary, rows, list(section.get("notes") or [])

@@ -126,11 +126,11 @@ def test_per_token_fp8_kernel_equals_pytorch_on_gpu():
     exactly on random data (rounding to nearest even included); a quantized linear runs on it,
     and a few tokens through the per-tensor GEMM with the scales applied after it give the
     row-wise scaled GEMM's result."""
-    from executor import elementwise
+    from executor import fp8_kernels
     from executor.quant import Fp8Linear, quantize_fp8, quantize_model
 
     x = torch.randn(37, 14336, device="cuda").to(torch.bfloat16) * 3.0
-    got, got_scale = elementwise.quantize_rows(x)
+    got, got_scale = fp8_kernels.quantize_rows(x)
     want, want_scale = quantize_fp8(x, granularity="rowwise")
     assert torch.equal(got.float(), want.float())
     torch.testing.assert_close(got_scale, want_scale, rtol=1e-6, atol=0)

@@ -99,7 +99,7 @@ def test_elementwise_kernels_match_eager_in_interpreter():
 
 QUANTIZE_ROWS = """
     import torch
-    from executor import elementwise
+    from executor import fp8_kernels
     from executor.quant import quantize_fp8
 
     # Rows of FP8-representable values times a power of two, each reaching 448 x its scale: the
@@ -114,7 +114,7 @@ QUANTIZE_ROWS = """
     x[3] = 0.0  # an all-zero row: the floored scale, zeros out
     want, want_scale = quantize_fp8(x, granularity="rowwise")
     for max_block in (16384, 1024):  # the row in one read; block by block with a masked tail
-        got, got_scale = elementwise.quantize_rows(x, max_block=max_block)
+        got, got_scale = fp8_kernels.quantize_rows(x, max_block=max_block)
         print((got.float() - want.float()).abs().max().item(),
               ((got_scale - want_scale).abs() / want_scale).max().item(),
               got.float()[3].abs().max().item(), float(got.dtype == torch.float8_e4m3fn),
@@ -134,12 +134,12 @@ def test_per_token_fp8_quantization_matches_pytorch_in_interpreter():
 
 SCALE_ROWS_COLS = """
     import torch
-    from executor import elementwise
+    from executor import fp8_kernels
 
     torch.manual_seed(0)
     x = torch.randn(3, 1500) * 1000.0  # wider than one block, with a masked tail
     rows, cols = torch.rand(3, 1), torch.rand(1, 1500)
-    got = elementwise.scale_rows_cols(x, rows, cols, torch.bfloat16)
+    got = fp8_kernels.scale_rows_cols(x, rows, cols, torch.bfloat16)
     want = x * (rows * cols)  # float32; the kernel multiplies the two scales first
     print(((got.float() - want).abs() / want.abs()).max().item(), float(got.dtype == torch.bfloat16))
 """

@@ -9,9 +9,9 @@ of CUDA events), then the eager step's kernels by CUDA time (torch.profiler).
 from __future__ import annotations
 
 import torch
-from torch.profiler import ProfilerActivity, profile
 
 from executor.points import free_memory, machine_info, measure_point, prepare_model
+from executor.profiling import kernel_table
 from simulator.models import get_model
 
 BATCH, CONTEXT = 4, 1024
@@ -35,16 +35,7 @@ def main() -> None:
         def step() -> None:
             model(tokens, position, kv_length=CONTEXT + 1)  # noqa: B023
 
-        for _ in range(3):
-            step()
-        torch.cuda.synchronize()
-        with profile(activities=[ProfilerActivity.CUDA]) as prof:
-            step()
-            torch.cuda.synchronize()
-        table = prof.key_averages().table(
-            sort_by="cuda_time_total", row_limit=14, max_name_column_width=80
-        )
-        print(table, flush=True)
+        print(kernel_table(step, row_limit=14), flush=True)
         model = None
         free_memory()
 
