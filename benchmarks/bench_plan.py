@@ -1,9 +1,11 @@
-"""How long `tune plan` takes: Llama-3.1-70B on up to 16 H100 SXM, chat traffic, full space.
+"""How long `tune plan` takes, end to end, on this machine; and `tune predict`.
 
-Runs the real command in a fresh process (imports, pruning, the study, the report, every file)
-into a temporary directory and times it against the 60 s budget. Prints a table (phase counts
-from the plan's provenance and pruning) and one JSON line last.
-Run: ``python benchmarks/bench_plan.py [--gpus 16] [--trials N]``.
+Runs the real commands in fresh processes (imports, pruning and bounds, the search, the
+report, every file) into a temporary directory: each ``tune plan`` case of
+``bench_search.py`` three times, ``tune predict`` (step level) ten times, and prints the
+medians against their budgets (10 s for 70B on 16 H100, 20 s for every case, 0.25 s for
+predict), a table, then one JSON line last.
+Run: ``python benchmarks/bench_plan.py [--cases 70b-16] [--repeat 3]``.
 """
 
 from __future__ import annotations
@@ -11,92 +13,87 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-BUDGET_S = 60.0
+sys.path.insert(0, str(Path(__file__).parent))
+from bench_search import CASES, SLOS  # noqa: E402  (the same cases as the search benchmark)
+
+BUDGET_S = {"70b-16": 10.0}
+DEFAULT_BUDGET_S = 20.0
+PREDICT_BUDGET_S = 0.25
+PREDICT = ["predict", "--model", "llama-3.1-8b", "--hardware", "h100-sxm", "--batch", "8",
+           "--prompt", "2048", "--context", "1024"]  # fmt: skip
+
+
+def _tune(*argv: str) -> list[str]:
+    tune = Path(sys.executable).with_name("tune")
+    return [str(tune)] if tune.exists() else [sys.executable, "-m", "tuner.cli"]
+
+
+def plan_command(case: str, out: Path) -> list[str]:
+    spec = CASES[case]
+    argv = [*_tune(), "plan", "--model", spec["model"], "--hardware", ",".join(spec["hardware"]),
+            "--gpus", str(spec["gpus"]), "--workload", "chat", "--out", str(out), "--quiet"]  # fmt: skip
+    for slo in SLOS:
+        argv += ["--slo", slo]
+    if spec.get("rate"):
+        argv += ["--rate", str(spec["rate"])]
+    return argv
+
+
+def timed(argv: list[str]) -> float:
+    start = time.perf_counter()
+    result = subprocess.run(
+        argv, capture_output=True, text=True, env=dict(os.environ, PYTHONWARNINGS="ignore")
+    )
+    wall = time.perf_counter() - start
+    if result.returncode != 0:
+        print(result.stderr, file=sys.stderr)
+        raise SystemExit(result.returncode)
+    return wall
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--gpus", type=int, default=16)
-    parser.add_argument("--trials", type=int, default=None, help="default: tune plan's default")
+    parser.add_argument("--cases", default=",".join(CASES))
+    parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
+    rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp) / "study"
-        command = [
-            sys.executable,
-            "-m",
-            "tuner.cli",
-            "plan",
-            "--model",
-            "llama-3.1-70b",
-            "--hardware",
-            "h100-sxm",
-            "--gpus",
-            str(args.gpus),
-            "--workload",
-            "chat",
-            "--slo",
-            "ttft_p99=2s",
-            "--slo",
-            "tpot_p99=50ms",
-            "--out",
-            str(out),
-            "--quiet",
-        ]
-        if args.trials:
-            command += ["--trials", str(args.trials)]
-        start = time.perf_counter()
-        result = subprocess.run(
-            command, capture_output=True, text=True, env=dict(os.environ, PYTHONWARNINGS="ignore")
-        )
-        wall = time.perf_counter() - start
-        if result.returncode != 0:
-            print(result.stderr, file=sys.stderr)
-            raise SystemExit(result.returncode)
-        plan = json.loads((out / "plan.json").read_text())
-    prov, pruning = plan["provenance"], plan["search"]["pruning"]
-    rows = [
-        ("space points", plan["search"]["space"]["size"]),
-        ("replica configs", sum(pruning.values())),
-        ("  survived pruning", pruning["ok"]),
-        ("  memory-infeasible", pruning["memory"]),
-        ("  SLO-hopeless", pruning["slo"]),
-        ("  dominated", pruning["dominated"]),
-        ("trials", prov["trials"]),
-        ("simulations", prov["evaluations"]),
-        (
-            "plan",
-            f"{plan['replicas']} x tp{plan['config']['tp']} pp{plan['config']['pp']} "
-            f"{plan['quantization']['weights']}/{plan['quantization']['kv_dtype']} = "
-            f"{plan['num_gpus']} GPUs",
-        ),
-        ("goodput tokens/s/GPU", f"{plan['predicted']['goodput_tokens_per_s_per_gpu']:.0f}"),
-        ("wall time", f"{wall:.1f} s (budget {BUDGET_S:.0f} s)"),
-    ]
-    width = max(len(k) for k, _ in rows)
-    for key, value in rows:
-        print(f"{key.ljust(width)}  {value}")
-    print(
-        json.dumps(
-            {
-                "benchmark": "tune_plan",
-                "model": "llama-3.1-70b",
-                "hardware": "h100-sxm",
-                "gpus": args.gpus,
-                "trials": prov["trials"],
-                "simulations": prov["evaluations"],
-                "wall_s": round(wall, 2),
-                "budget_s": BUDGET_S,
-                "within_budget": wall <= BUDGET_S,
-                "cpus": os.cpu_count(),
-            }
-        )
-    )
+        for case in args.cases.split(","):
+            walls = [
+                timed(plan_command(case, Path(tmp) / f"{case}-{i}")) for i in range(args.repeat)
+            ]
+            plan = json.loads((Path(tmp) / f"{case}-0" / "plan.json").read_text())
+            stats = plan["search"]["bound"]
+            budget = BUDGET_S.get(case, DEFAULT_BUDGET_S)
+            rows.append({
+                "case": case, "median_s": round(statistics.median(walls), 2),
+                "walls_s": [round(w, 2) for w in walls], "budget_s": budget,
+                "simulations": stats["simulations"], "candidates": stats["candidates"],
+                "plan": f"{plan['replicas']} x tp{plan['config']['tp']} "
+                        f"pp{plan['config']['pp']} = {plan['num_gpus']} GPUs",
+            })  # fmt: skip
+        predict = [timed([*_tune(), *PREDICT]) for _ in range(10)]
+    predict_s = statistics.median(predict)
+    print(f"{'case':<12} {'median':>8} {'budget':>7} {'sims':>5}  plan")
+    for row in rows:
+        print(f"{row['case']:<12} {row['median_s']:>7.2f}s {row['budget_s']:>6.0f}s "
+              f"{row['simulations']:>5}  {row['plan']}")  # fmt: skip
+    print(f"{'predict':<12} {predict_s:>7.3f}s {PREDICT_BUDGET_S:>6.2f}s")
+    print(json.dumps({
+        "benchmark": "tune_plan_wall",
+        "cases": rows,
+        "predict_median_s": round(predict_s, 3),
+        "within_budget": all(r["median_s"] <= r["budget_s"] for r in rows)
+        and predict_s <= PREDICT_BUDGET_S,
+        "cpus": os.cpu_count(),
+    }))  # fmt: skip
 
 
 if __name__ == "__main__":

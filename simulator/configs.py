@@ -144,6 +144,10 @@ class ConfigArrays:
             out[f.name] = np.broadcast_to(value, (size,)).astype(kind)
         return cls(**out)
 
+    def select(self, rows: np.ndarray) -> ConfigArrays:
+        """The configurations at ``rows`` (an index array), in that order."""
+        return ConfigArrays(**{f.name: getattr(self, f.name)[rows] for f in fields(self)})
+
     # --- derived per-config quantities -------------------------------------------------------
 
     @property

@@ -13,7 +13,7 @@ every running sequence advances, nothing joins or leaves. Such a run is simulate
 - with speculation each sequence draws its accepted tokens per round; the draws of the run
   are one ``[rounds, batch]`` matrix, whose cumulative sums give when the first sequence
   finishes, how many blocks each round opens and every round's context, hence its draft and
-  verify times.
+  verify times (with pipeline stages, each verify as its micro-batches take it).
 
 A run never crosses an event: it ends at the first completion, before the first iteration that
 would need more blocks than are free (that iteration runs alone and preempts), and before the
@@ -125,8 +125,6 @@ def _array_run(engine, k: int, until: float) -> int:
 def _speculative_run(engine, until: float) -> bool:
     decodes: RandomDecodes = engine.decodes
     run, spec = engine.run, engine.run.spec
-    if engine.pp > 1:
-        return False  # micro-batch timing per round: one iteration at a time
     n, block, query = decodes.n, engine.block, engine.query
     length, remaining = decodes.length[:n], decodes.remaining[:n]
     held = decodes.held[:n]
@@ -143,9 +141,7 @@ def _speculative_run(engine, until: float) -> bool:
     if rounds <= 0:
         return False
     contexts = decodes.context + before[:rounds].sum(axis=1).astype(float)
-    durations = _cut(
-        engine.clock, spec.draft_times(n, contexts) + spec.verify_times(n, contexts), until
-    )
+    durations = _cut(engine.clock, spec.draft_times(n, contexts) + _verify(engine, contexts), until)
     rounds = len(durations)
     last = rounds - 1
     spec.count(tokens[:rounds])
@@ -158,3 +154,21 @@ def _speculative_run(engine, until: float) -> bool:
     held[:] = blocks[last]
     engine._finish_decodes(decodes.advance(emitted[last]), engine.clock)
     return True
+
+
+def _verify(engine, contexts: np.ndarray) -> np.ndarray:
+    """The target's verify step of every round. With pipeline stages the sequences split into
+    ``min(pp, n)`` micro-batches and a round takes ``max(latency, micro-batches x stage)``,
+    as ``ContinuousEngine._iteration`` times one."""
+    run, n = engine.run, engine.decodes.n
+    if engine.pp == 1:
+        return run.spec.verify_times(n, contexts)
+    micro = min(engine.pp, n)
+    latency, stage = run.fast.decode_steps(
+        n / micro,
+        contexts / micro,
+        query=engine.query,
+        experts=run.experts,
+        experts_per_token=run.experts_per_token,
+    )
+    return np.maximum(latency, micro * stage)

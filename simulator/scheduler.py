@@ -79,6 +79,12 @@ class ContinuousEngine:
         self.batch_seconds = 0.0  # integral of running sequences over busy time
         self.peak_blocks = 0
         self.steps = 0
+        # Which limits changed a decision (what a larger value of that knob would change), and
+        # the peaks under the others: ``serving.EngineLimits`` turns them into a rule for when
+        # another configuration would have run this same schedule.
+        self.bound_by: set[str] = set()
+        self.peak_running = 0  # sequences running when one more was admitted
+        self.peak_tokens = 0  # tokens scheduled in one iteration
 
     # --- interface to the driver ---------------------------------------------------------------
     def add(self, rid: int, time_s: float) -> None:
@@ -110,17 +116,25 @@ class ContinuousEngine:
 
     # --- one iteration ---------------------------------------------------------------------------
     def _admissible(self) -> bool:
-        """Whether the head of the waiting queue could be admitted now."""
+        """Whether the head of the waiting queue could be admitted now (a limit that says no
+        is noted: with more of it, this engine would have admitted)."""
         n = self.decodes.n
-        if not self.waiting or n + len(self.prefilling) >= self.max_seqs:
+        if not self.waiting:
+            return False
+        if n + len(self.prefilling) >= self.max_seqs:
+            self.bound_by.add("max_num_seqs")
             return False
         budget = self.budget - n * self.query
         rid = self.waiting[0]
         target = self.run.prompt[rid] + self.run.emitted[rid]
         cached = self.run.cached[rid]
         if budget <= 0 or (not self.chunked and target - cached > budget):
+            self.bound_by.add("token_budget")
             return False
-        return -(-target // self.block) - cached // self.block <= self.free
+        if -(-target // self.block) - cached // self.block > self.free:
+            self.bound_by.add("kv_cache")
+            return False
+        return True
 
     def _reserve_decode_blocks(self) -> None:
         """Blocks for the slots this iteration writes; preempt the newest requests until they
@@ -154,20 +168,32 @@ class ContinuousEngine:
         # 2. Partial prefills continue; 3. waiting requests are admitted.
         chunks: list[tuple[list[int], int]] = []
         for entry in self.prefilling:
+            if budget < entry[2] - entry[1]:
+                self.bound_by.add("token_budget")  # a chunk cut short, or none this time
             if budget <= 0:
                 break
             chunk = min(entry[2] - entry[1], budget)
             chunks.append((entry, chunk))
             budget -= chunk
-        while self.waiting and budget > 0 and n + len(self.prefilling) < self.max_seqs:
+        while self.waiting:
+            if budget <= 0:
+                self.bound_by.add("token_budget")
+                break
+            if n + len(self.prefilling) >= self.max_seqs:
+                self.bound_by.add("max_num_seqs")
+                break
             rid = self.waiting[0]
             target = run.prompt[rid] + run.emitted[rid]
             cached = run.cached[rid]
-            if not self.chunked and target - cached > budget:
-                break
+            if target - cached > budget:
+                self.bound_by.add("token_budget")  # chunked, or (unchunked) not admitted
+                if not self.chunked:
+                    break
             private = -(-target // block) - cached // block
             if private > self.free:
+                self.bound_by.add("kv_cache")
                 break
+            self.peak_running = max(self.peak_running, n + len(self.prefilling))
             self.waiting.popleft()
             self.free -= private
             if run.admit_s[rid] != run.admit_s[rid]:  # NaN: first admission
@@ -180,6 +206,7 @@ class ContinuousEngine:
             budget -= chunk
         if not n and not chunks:
             raise RuntimeError("engine stalled: a request cannot be admitted into an idle engine")
+        self.peak_tokens = max(self.peak_tokens, self.budget - budget)
         # The step's features: sums over the prefill chunks, plus the decodes.
         c_tokens = c_pairs = c_kv = c_naive = 0.0
         logits = 0
@@ -283,6 +310,7 @@ class ContinuousEngine:
     def _preempt(self) -> None:
         """Preempt the most recently admitted running request (decoding or prefilling)."""
         run = self.run
+        self.bound_by.add("kv_cache")
         if self.prefilling and self._latest_prefill_order() > self.decodes.latest_order():
             rid, _, _, private, _ = self.prefilling.pop()
         else:

@@ -14,7 +14,10 @@ fills the request-level fields of the ``Prediction`` contract. Definitions:
 - cost per million output tokens = price per GPU-hour x GPUs / (output tokens/s x 3600) x 1e6;
 - overload (open-loop arrivals only): the waiting queue, sampled at every arrival, grew over
   the second half of the run by more than 5 % of the requests that arrived in it (and by more
-  than 5 requests).
+  than 5 requests); or the requests in the system did, by that much and by more than half
+  their mean (the run never settled: a batch limit large enough lets requests pile up in the
+  running set, and a short run ends before anyone waits); or the arrivals lasted less than two
+  mean request lifetimes (E2E), too short to tell.
 """
 
 from __future__ import annotations
@@ -28,11 +31,53 @@ from .results import Percentiles, Prediction, percentiles
 from .slo import SloCheck, check_slos, requests_meeting_slos
 from .workload import Requests, Workload
 
-__all__ = ["ServingResult", "build_result", "weighted_percentiles", "expand_runs"]
+__all__ = [
+    "ServingResult",
+    "EngineLimits",
+    "build_result",
+    "weighted_percentiles",
+    "expand_runs",
+]
+
+
+# An engine that does not track its limits (static batching) counts as bound by all of them.
+_ALL_LIMITS = frozenset({"max_num_seqs", "token_budget", "kv_cache"})
 
 
 def _empty(dtype=float):
     return field(default_factory=lambda: np.zeros(0, dtype=dtype))
+
+
+@dataclass(frozen=True)
+class EngineLimits:
+    """Which batching limits shaped a run, and the peaks under the rest.
+
+    A limit is in ``bound_by`` when it changed a scheduling decision (a request not admitted, a
+    chunk cut short, a preemption). Another configuration with the same step times, under which
+    no limit of this run is in ``bound_by`` and every peak fits, makes exactly the same
+    decisions, so its run is this run: ``same_schedule`` says when.
+    """
+
+    bound_by: frozenset[str] = frozenset()  # of "max_num_seqs", "token_budget", "kv_cache"
+    peak_running: int = 0  # sequences running when another one was admitted
+    peak_tokens: int = 0  # tokens scheduled in one iteration
+    peak_blocks: int = 0  # KV blocks in use at once
+    max_num_seqs: int = 0
+    token_budget: int = 0  # per iteration, all micro-batches
+    kv_blocks: int = 0
+
+    def same_schedule(self, *, max_num_seqs: int, token_budget: int, kv_blocks: int) -> bool:
+        """Whether a run with these limits (and the same step times) schedules like this one."""
+        seqs = max_num_seqs == self.max_num_seqs or (
+            "max_num_seqs" not in self.bound_by and max_num_seqs > self.peak_running
+        )
+        tokens = token_budget == self.token_budget or (
+            "token_budget" not in self.bound_by and token_budget >= self.peak_tokens
+        )
+        blocks = kv_blocks == self.kv_blocks or (
+            "kv_cache" not in self.bound_by and kv_blocks >= self.peak_blocks
+        )
+        return seqs and tokens and blocks
 
 
 @dataclass
@@ -57,6 +102,7 @@ class ServingResult:
     # (with Poisson arrivals their means are the time averages: arrivals see time averages).
     in_system_at_arrival: np.ndarray = _empty()
     queue_at_arrival: np.ndarray = _empty()
+    limits: EngineLimits = field(default_factory=EngineLimits)
 
     @property
     def fits(self) -> bool:
@@ -100,17 +146,41 @@ def expand_runs(runs) -> tuple[np.ndarray, np.ndarray]:
     return durations, np.repeat(sequences.astype(np.int64), steps)
 
 
-def overloaded(workload: Workload, arrival: np.ndarray, queue: np.ndarray) -> bool:
-    """Open-loop arrivals only: did the waiting queue grow over the second half of the run?"""
+def overloaded(
+    workload: Workload,
+    arrival: np.ndarray,
+    queue: np.ndarray,
+    in_system: np.ndarray | None = None,
+    e2e: np.ndarray | None = None,
+) -> bool:
+    """Open-loop arrivals only: did the run fail to reach a steady state? Either the waiting
+    queue grew over the second half of the run, or the requests in the system did (a large
+    batch limit lets requests pile up in the running set instead of the queue: a short run
+    then ends before anyone waits, though arrivals outpace completions), or the arrivals
+    lasted less than two mean request lifetimes (too short to tell)."""
     if not workload.is_open_loop or len(arrival) < 20 or not np.ptp(arrival) > 0:
         return False
+    if e2e is not None and np.isfinite(e2e).any():
+        if np.ptp(arrival) < 2.0 * float(np.nanmean(e2e[np.isfinite(e2e)])):
+            return True
     half = len(arrival) // 2
     order = np.argsort(arrival, kind="stable")[half:]
-    t, q = arrival[order], queue[order]
+    t = arrival[order]
     if np.ptp(t) <= 0:
         return False
-    slope = np.polyfit(t - t[0], q, 1)[0]
-    return bool(slope * np.ptp(t) > max(5.0, 0.05 * len(order)))
+
+    def growth(samples: np.ndarray) -> float:
+        return float(np.polyfit(t - t[0], samples, 1)[0] * np.ptp(t))
+
+    floor = max(5.0, 0.05 * len(order))
+    if growth(queue[order]) > floor:
+        return True
+    if in_system is None:
+        return False
+    # Near saturation the count still climbs slowly toward its steady level; only a climb by
+    # half its mean within the half says the run never settled.
+    held = in_system[order]
+    return growth(held) > max(floor, 0.5 * float(held.mean()))
 
 
 def build_result(
@@ -167,7 +237,7 @@ def build_result(
     total_blocks = max(run.total_blocks, 1)
     kv_utilization = sum(e.block_seconds for e in engines) / (total_blocks * span * len(engines))
     preempted = np.asarray(run.preemptions)
-    is_overloaded = overloaded(workload, arrival, queue_at_arrival)
+    is_overloaded = overloaded(workload, arrival, queue_at_arrival, in_system_at_arrival, e2e)
     mean_batch = sum(e.batch_seconds for e in engines) / busy if busy else 0.0
     with np.errstate(divide="ignore", invalid="ignore"):
         decode_speed = np.where(np.isfinite(tpot) & (tpot > 0), 1.0 / tpot, np.nan)
@@ -253,4 +323,13 @@ def build_result(
         slo_checks=checks,
         in_system_at_arrival=in_system_at_arrival,
         queue_at_arrival=queue_at_arrival,
+        limits=EngineLimits(
+            bound_by=frozenset().union(*(getattr(e, "bound_by", _ALL_LIMITS) for e in engines)),
+            peak_running=max(getattr(e, "peak_running", 0) for e in engines),
+            peak_tokens=max(getattr(e, "peak_tokens", 0) for e in engines),
+            peak_blocks=max(e.peak_blocks for e in engines),
+            max_num_seqs=config.max_num_seqs,
+            token_budget=config.max_num_batched_tokens * config.pp,
+            kv_blocks=run.total_blocks,
+        ),
     )

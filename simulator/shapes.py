@@ -137,4 +137,6 @@ def attention_length(prefill_pairs, prefill_seqs):
     launch amortizes its ramp over; a 512-token chunk on top of 6k cached tokens does the work
     of a ~2.5k-token prefill, not of a 512-token one. Equals the prompt length for a whole
     prefill (``sqrt(L (L + 1))``), which is how the efficiency curve is measured."""
-    return np.sqrt(2.0 * np.asarray(prefill_pairs, dtype=float) / np.maximum(prefill_seqs, 1.0))
+    seqs = np.asarray(prefill_seqs, dtype=float)
+    # A fraction of a sequence is an average over steps (the fluid model in ``bounds.py``).
+    return np.sqrt(2.0 * np.asarray(prefill_pairs, dtype=float) / np.where(seqs > 0, seqs, 1.0))

@@ -158,6 +158,7 @@ class FastStep:
         )
         self._cache: dict[tuple, tuple[np.ndarray, bool, np.ndarray]] = {}
         self._segments: dict[tuple, tuple[list[float], list[float], list[float]]] = {}
+        self._segment_arrays: dict[tuple, tuple[np.ndarray, ...]] = {}
 
     def _gemm_efficiency(self, rows: float, low_precision: bool) -> float:
         key = (rows, low_precision)
@@ -290,23 +291,51 @@ class FastStep:
         """For each context sum in ``contexts``: the total latency of ``k`` decode steps of
         ``batch`` sequences with ``query`` tokens each, starting at that context and growing
         by ``batch`` tokens per step (k = 1: one step; k = g: a drafter's steps)."""
-        x_base = feature_vector(
+        key = (batch, query, experts, experts_per_token)
+        arrays = self._segment_arrays.get(key)
+        if arrays is None:
+            x_base = feature_vector(
+                decode_tokens=batch * query, experts=experts, experts_per_token=experts_per_token
+            )
+            breaks, intercepts, slopes = self.decode_segments(x_base, query)
+            arrays = (np.asarray(breaks), np.asarray(intercepts), np.asarray(slopes),
+                      np.append(np.asarray(breaks), np.inf))  # fmt: skip
+            self._segment_arrays[key] = arrays
+        breaks_a, intercepts_a, slopes_a, bounds_a = arrays
+        contexts = np.asarray(contexts, dtype=float)
+        i = np.searchsorted(breaks_a, contexts, side="right")
+        alpha, beta = intercepts_a[i], slopes_a[i]
+        total = k * (alpha + beta * contexts) + beta * batch * k * (k - 1) / 2
+        if breaks_a.size:  # runs that cross a break: step by step
+            for j in np.flatnonzero(contexts + batch * (k - 1) >= bounds_a[i]).tolist():
+                steps = contexts[j] + batch * np.arange(k)
+                at = np.searchsorted(breaks_a, steps, side="right")
+                total[j] = float((intercepts_a[at] + slopes_a[at] * steps).sum())
+        return total
+
+    def decode_steps(
+        self,
+        batch: float,
+        contexts: np.ndarray,
+        *,
+        query: int = 1,
+        experts: int = 0,
+        experts_per_token: int = 0,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(latency_s, stage_s) arrays of decode steps of ``batch`` sequences with ``query``
+        tokens each, one step per context sum in ``contexts`` (a speculative run's rounds,
+        whose contexts grow by the tokens each round accepted)."""
+        contexts = np.asarray(contexts, dtype=float)
+        if not self.valid:
+            return np.full(contexts.shape, np.inf), np.full(contexts.shape, np.inf)
+        x0 = feature_vector(
             decode_tokens=batch * query, experts=experts, experts_per_token=experts_per_token
         )
-        breaks, intercepts, slopes = self.decode_segments(x_base, query)
-        contexts = np.asarray(contexts, dtype=float)
-        i = np.searchsorted(breaks, contexts, side="right")
-        alpha, beta = np.asarray(intercepts)[i], np.asarray(slopes)[i]
-        total = k * (alpha + beta * contexts) + beta * batch * k * (k - 1) / 2
-        if breaks:  # runs that cross a break: step by step
-            bounds = np.append(np.asarray(breaks), np.inf)[i]
-            for j in np.flatnonzero(contexts + batch * (k - 1) >= bounds).tolist():
-                steps = contexts[j] + batch * np.arange(k)
-                at = np.searchsorted(breaks, steps, side="right")
-                total[j] = float(
-                    (np.asarray(intercepts)[at] + np.asarray(slopes)[at] * steps).sum()
-                )
-        return total
+        inverse_eff, graph, tail = self._inverse_efficiency(x0)
+        direction = np.zeros(NUM_FEATURES)
+        direction[F["decode_kv"]], direction[F["decode_pairs"]] = 1.0, float(query)
+        linear = (self._matrix @ x0)[:, None] + (self._matrix @ direction)[:, None] * contexts
+        return self._combine(linear, inverse_eff, graph, tail)
 
     def run_decode(self, x0: np.ndarray, growth: float, k: int) -> tuple[np.ndarray, np.ndarray]:
         """``run`` along the decode direction: decode_kv and decode_pairs grow by ``growth``

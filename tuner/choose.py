@@ -1,140 +1,222 @@
-"""Choosing the plan from a finished study, and saying why every runner-up lost.
+"""From the search's outcome to the plan: the deployment, what it serves, why the others lost.
 
-A trial is *feasible* when its point was simulated and every constraint is met (memory fit,
-each SLO, a stable queue). Feasible trials are ranked by the first objective (values within
-1 % of the best count as equal), then p99 TPOT, then less quantization risk, then chunked
-prefill on (the engines' default), then trial number. The first one that also renders under
-the chosen engine *and* holds its KV cache under that engine's own memory rule becomes the
-plan; a plan that cannot launch is never written. The ten best other configurations are kept
-with a one-line reason each (misses an SLO by how much, does not fit, cannot launch, less
-goodput, riskier quantization...).
+The branch and bound (``tuner.cheapest``) names the deployment: the cheapest that serves the
+traffic's rate (or, with no rate, the one with the most capacity on the budget), among those
+that also launch under the chosen engine's own memory rule (``launch_check``: a plan that
+cannot launch is never chosen). ``assemble_plan`` then
+
+- simulates the whole deployment (every replica behind the router) at the traffic's rate for
+  the predicted metrics, the SLO margins and the report's latency distributions;
+- states the capacity: what one replica serves within the SLOs, what the deployment serves, the
+  headroom over the offered rate, and the rate at which one more replica is needed;
+- keeps the Pareto set of the deployments it simulated (cost against p99 TPOT) and up to ten
+  runners-up, one per layout, each with the reason it lost.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
-__all__ = ["assemble_plan", "trial_feasible", "RISK_ORDER"]
+__all__ = ["assemble_plan", "launch_check", "alternatives"]
 
 
-_SHOWN = (
-    "ttft_p99_s",
-    "tpot_p99_s",
-    "e2e_p99_s",
-    "goodput_tokens_per_s_per_gpu",
-    "output_tokens_per_s_per_gpu",
-    "output_tokens_per_s_per_user",
-    "slo_attainment",
-    "goodput_cost_per_million_tokens",
-    "num_gpus",
-)
+def _memory_plan(search: Any, point: Any) -> Any:
+    """The per-GPU memory plan of a replica configuration, as the plan states it."""
+    from simulator.predict import predict
+    from tuner.plan import memory_plan
 
-
-def trial_feasible(trial: Any) -> bool:
-    return trial.user_attrs.get("status") == "ok" and all(
-        v <= 0 for v in trial.constraints.values()
+    space, traffic = search.space, search.traffic
+    config = space.to_config(point)
+    memory = predict(
+        space.model,
+        space.hardware_spec(point.hardware),
+        config,
+        batch=point.max_num_seqs,
+        prompt=max(int(traffic.mean_prompt), 1),
+        context=int(traffic.mean_length),
+    ).memory
+    block = config.block_size
+    needed = max(
+        point.max_num_seqs * -(-traffic.mean_length // block) * block,
+        -(-space.max_model_len // block) * block,
+    )
+    return memory_plan(
+        memory=memory,
+        hbm_bytes=space.hardware_spec(point.hardware).hbm_bytes,
+        gpu_memory_utilization=config.gpu_memory_utilization,
+        kv_tokens_needed=float(needed),
     )
 
 
-def _violations(trial: Any, slos: list) -> list[str]:
-    out = []
-    metrics = trial.user_attrs.get("metrics", {})
-    for key, value in trial.constraints.items():
-        if value <= 0:
-            continue
-        if key == "fit":
-            out.append(trial.user_attrs.get("reason") or "does not fit in memory")
-            continue
-        if key == "stable":
-            out.append("overloaded: arrivals outpace service and the queue keeps growing")
-            continue
-        slo = next((s for s in slos if s.name == key), None)
-        got = metrics.get(key)
-        if slo is not None and got is not None and trial.user_attrs.get("simulated"):
-            out.append(f"misses {key}: {got * 1e3:,.1f} ms > {slo.target_s * 1e3:,.0f} ms")
-        else:
-            out.append(trial.user_attrs.get("reason") or f"misses {key}")
-    return list(dict.fromkeys(out))
+def launch_check(search: Any, engine: str, model_id: str) -> Any:
+    """``candidate -> None | reason``: whether ``engine`` launches it under its memory rule."""
+    from simulator.errors import ConfigError
+    from tuner.plan import render_engines
+
+    cache: dict[tuple, str | None] = {}
+
+    def check(candidate: Any) -> str | None:
+        key = candidate.point.replica_key
+        if key not in cache:
+            try:
+                render_engines(
+                    config=search.space.to_config(candidate.point),
+                    model_id=model_id,
+                    memory=_memory_plan(search, candidate.point),
+                    chosen=engine,
+                    served_model_name=search.space.model.name,
+                )
+                cache[key] = None
+            except ConfigError as error:
+                cache[key] = f"cannot launch under {engine}: {error}"
+        return cache[key]
+
+    return check
 
 
-def _candidate(trial: Any, names: list[str], why_not: str | None = None) -> Any:
+def _capacity_info(outcome: Any, choice: Any) -> dict[str, Any]:
+    replica = choice.capacity
+    info: dict[str, Any] = {
+        "replica_rate_per_s": replica,
+        "replicas": choice.replicas,
+        "deployment_rate_per_s": None if replica is None else choice.replicas * replica,
+        "bound_rate_per_s": choice.candidate.rate_bound,
+        "bound_limit": choice.candidate.limit,
+        "offered_rate_per_s": outcome.rate,
+        "headroom": None,
+        "next_replica_at_rate_per_s": None,
+    }
+    if replica is not None and outcome.rate:
+        total = choice.replicas * replica
+        info["headroom"] = total / outcome.rate - 1.0
+        info["next_replica_at_rate_per_s"] = total
+    return info
+
+
+def _trial_candidate(trial: Any, names: list[str], why_not: str | None = None) -> Any:
     from tuner.plan import Candidate
 
     metrics = trial.user_attrs.get("metrics", {})
+    shown = ("ttft_p99_s", "tpot_p99_s", "e2e_p99_s", "output_tokens_per_s", "requests_per_s")
     return Candidate(
         trial=trial.number,
         label=trial.user_attrs.get("label", "?"),
         params=dict(trial.params),
-        feasible=trial_feasible(trial),
+        feasible=bool(trial.user_attrs.get("meets")),
         objectives=dict(zip(names, trial.values, strict=True)),
-        metrics={k: metrics.get(k) for k in _SHOWN if k in metrics},
+        metrics={k: metrics.get(k) for k in shown if k in metrics},
         risk=trial.user_attrs.get("risk", "none"),
         why_not=why_not,
     )
 
 
-def _why_not(trial: Any, best: Any, slos: list, maximize: bool, objective: str) -> str:
-    if trial.user_attrs.get("status") not in (None, "ok"):
-        return f"{trial.user_attrs['status']}: {trial.user_attrs.get('reason', '')}".strip()
-    violations = _violations(trial, slos)
-    if violations:
-        return "; ".join(violations)
-    (a0, a1), (b0, b1) = trial.values, best.values
-    what = "goodput per GPU" if objective == "goodput" else "cost per M tokens"
-    if not _near(a0, b0):
-        change = abs(a0 - b0) / abs(b0) * 100 if b0 else 100.0
-        text = f"{change:.1f}% {'less' if maximize else 'higher'} {what} than the plan"
-        mine, plans = trial.user_attrs["point"], best.user_attrs["point"]
-        gpus, best_gpus = (p["replicas"] * p["tp"] * p["pp"] for p in (mine, plans))
-        if gpus != best_gpus:
-            text += f" ({gpus} GPUs where the plan uses {best_gpus})"
-        return text
-    if a1 > b1 * 1.001:
-        return (
-            f"{what} within {100 * TIE:g}% of the plan, but higher p99 TPOT "
-            f"({a1 * 1e3:.1f} ms vs {b1 * 1e3:.1f} ms)"
+def _pareto(trials: list[Any], names: list[str], maximize_first: bool) -> list[Any]:
+    """Deployments that met every SLO and that no other beats on both objectives."""
+    ok = [t for t in trials if t.user_attrs.get("meets")]
+    sign = -1.0 if maximize_first else 1.0
+    front = []
+    for t in ok:
+        a0, a1 = sign * t.values[0], t.values[1]
+        if not any(
+            (sign * o.values[0] <= a0 and o.values[1] <= a1)
+            and (sign * o.values[0] < a0 or o.values[1] < a1)
+            for o in ok
+        ):
+            front.append(t)
+    seen, unique = set(), []
+    for t in sorted(front, key=lambda t: (sign * t.values[0], t.values[1], t.number)):
+        key = (t.values[0], t.values[1], t.user_attrs.get("label"))
+        if key not in seen:
+            seen.add(key)
+            unique.append(_trial_candidate(t, names))
+    return unique
+
+
+def alternatives(search: Any, outcome: Any, unit: str, limit: int = 10) -> list[Any]:
+    """Runners-up, one per layout (GPU, parallelism, dtypes, speculation), with why each lost."""
+    from tuner.plan import Candidate
+
+    best = outcome.best
+    layouts: dict[tuple, tuple[float, Any]] = {}
+
+    def layout(candidate: Any) -> tuple:
+        p = candidate.point
+        return (p.hardware, p.tp, p.pp, p.ep, p.weights, p.kv, p.spec_method)
+
+    def money(value: float) -> str:
+        return f"${value:,.2f}/h" if unit == "$/h" else f"{value:g} GPUs"
+
+    def offer(candidate: Any, rank: float, text: str, replicas: int) -> None:
+        key = layout(candidate)
+        if key == layout(best.candidate) or (key in layouts and layouts[key][0] <= rank):
+            return
+        layouts[key] = (rank, Candidate(
+            trial=-1, label=candidate.deployment(replicas).label(),
+            params=candidate.point.as_dict(), feasible=False, objectives={},
+            risk=candidate.point.risk, why_not=text,
+        ))  # fmt: skip
+
+    for choice in outcome.confirmed:
+        if choice.candidate.index == best.candidate.index:
+            continue
+        extra = choice.cost - best.cost
+        if outcome.mode == "rate" and extra > 1e-9:
+            text = f"serves the rate with {choice.gpus} GPUs ({money(choice.cost)}, {money(extra)} more)"
+        else:
+            text = (
+                f"same cost, less capacity ({choice.total_capacity:.2f} against "
+                f"{best.total_capacity:.2f} req/s)"
+                if choice.capacity is not None
+                else f"same cost ({money(choice.cost)}); the plan was found first"
+            )
+        offer(choice.candidate, choice.cost, text, choice.replicas)
+    table = search.table.candidates
+    for index, replicas in outcome.refuted.items():
+        candidate = table[index]
+        text = (
+            f"{replicas} replica(s) ({replicas * candidate.gpus} GPUs) miss the SLOs at "
+            f"{(outcome.rate or 0) / replicas:.2f} req/s each"
         )
-    risk = trial.user_attrs.get("risk", "none")
-    if RISK_ORDER.index(risk) > RISK_ORDER.index(best.user_attrs.get("risk", "none")):
-        return f"same performance with riskier quantization ({risk})"
-    if trial.user_attrs["point"]["chunked_prefill"] != best.user_attrs["point"]["chunked_prefill"]:
-        return "ties the plan, which keeps chunked prefill on (the engines' default)"
-    return "ties the plan; the plan came first"
-
-
-RISK_ORDER = ["none", "low", "medium", "high"]
-# Objective values this close count as equal: the simulation's throughput over a finite run
-# moves by about that much with the request mix, so the next criteria decide.
-TIE = 0.01
-
-
-def _layout(trial: Any) -> tuple:
-    p = trial.user_attrs["point"]
-    keys = ("hardware", "replicas", "tp", "pp", "ep", "weights", "kv", "spec_method")
-    return tuple(p[k] for k in keys)
-
-
-def _near(value: float, best: float) -> bool:
-    return abs(value - best) <= TIE * abs(best)
+        offer(candidate, candidate.cost(replicas + 1), text, replicas)
+    for index, reason in outcome.inadmissible.items():
+        offer(table[index], table[index].cost(1), reason, 1)
+    for candidate in table:
+        if candidate.index in outcome.visited:
+            continue
+        if outcome.rate is not None:
+            least = max(1, math.ceil(outcome.rate / candidate.rate_bound - 1e-9))
+            text = (
+                f"ruled out by bound: one replica serves at most {candidate.rate_bound:.2f} "
+                f"req/s ({candidate.limit}), so {least * candidate.gpus} GPUs or more"
+            )
+            offer(candidate, candidate.cost(least), text, least)
+        else:
+            replicas = search.space.gpus // candidate.gpus
+            text = (
+                f"ruled out by bound: at most {replicas * candidate.rate_bound:.2f} req/s "
+                f"({candidate.limit})"
+            )
+            offer(candidate, -replicas * candidate.rate_bound, text, replicas)
+    ranked = sorted(layouts.values(), key=lambda item: item[0])
+    return [entry for _, entry in ranked[:limit]]
 
 
 def assemble_plan(
     *,
-    study: Any,
     search: Any,
+    outcome: Any,
+    study: Any,
     provenance: dict[str, Any],
     engine: str,
     model_id: str | None = None,
 ) -> tuple[Any, Any]:
-    """Choose the best feasible trial that also launches under ``engine`` and build its plan.
-
-    Order: objective 1, then p99 TPOT, then lower quantization risk. Returns the plan and the
-    chosen ``Evaluation`` (with the simulator's result). ``NoFeasiblePlanError`` names the
-    closest candidate when nothing meets every constraint."""
+    """The plan of ``outcome.best`` and the simulation of the whole deployment behind it.
+    ``NoFeasiblePlanError`` names the closest candidate when nothing was found."""
     from optuna.trial import TrialState
 
-    from simulator.errors import ConfigError, NoFeasiblePlanError
-    from simulator.predict import predict
+    from simulator.errors import NoFeasiblePlanError
+    from simulator.serving import simulate
     from tuner.choices import KV_SCHEMES, WEIGHT_SCHEMES
     from tuner.plan import (
         DeploymentPlan,
@@ -144,124 +226,56 @@ def assemble_plan(
         SpeculativeInfo,
         WorkloadInfo,
         hf_model_id,
-        memory_plan,
         render_engines,
     )
-    from tuner.space import Point
+    from tuner.trials import KIND_ATTR
 
-    spec, space, slos = search.spec, search.space, search.slos
-    names, maximize = search.metric_names, search.directions[0] == "maximize"
-    trials = [
-        t
-        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-        if "point" in t.user_attrs
-    ]
-
-    feasible_values = [t.values[0] for t in trials if trial_feasible(t)]
-    top = (max if maximize else min)(feasible_values, default=0.0)
-
-    def rank(t: Any) -> tuple:
-        # Within TIE of the best objective, lower p99 TPOT wins; then less quantization risk,
-        # then chunked prefill on (the engines' default, which vLLM warns about turning off),
-        # then the earlier trial.
-        point, near = t.user_attrs["point"], _near(t.values[0], top)
-        return (
-            not near,
-            0.0 if near else (-t.values[0] if maximize else t.values[0]),
-            t.values[1],
-            RISK_ORDER.index(t.user_attrs.get("risk", "none")),
-            not point["chunked_prefill"],
-            t.number,
-        )
-
-    feasible = sorted((t for t in trials if trial_feasible(t)), key=rank)
-    if not feasible:
-        raise NoFeasiblePlanError(_closest(trials, slos))
-    launch_failures: dict[int, str] = {}
+    if outcome.best is None:
+        raise NoFeasiblePlanError(_closest(search, outcome))
+    choice, space, slos = outcome.best, search.space, search.slos
     model_id = model_id or hf_model_id(space.model)
-    for best in feasible:
-        point = Point(**best.user_attrs["point"])
-        config = space.to_config(point)
-        hardware = space.hardware_spec(point.hardware)
-        traffic = search.traffic
-        memory = predict(
-            space.model,
-            hardware,
-            config,
-            batch=point.max_num_seqs,
-            prompt=max(int(traffic.mean_prompt), 1),
-            context=int(traffic.mean_length),
-        ).memory
-        block = config.block_size
-        needed = max(
-            point.max_num_seqs * -(-traffic.mean_length // block) * block,
-            -(-space.max_model_len // block) * block,
-        )
-        mem = memory_plan(
-            memory=memory,
-            hbm_bytes=hardware.hbm_bytes,
-            gpu_memory_utilization=config.gpu_memory_utilization,
-            kv_tokens_needed=float(needed),
-        )
-        try:
-            engines = render_engines(
-                config=config,
-                model_id=model_id,
-                memory=mem,
-                chosen=engine,
-                served_model_name=space.model.name,
-            )
-        except ConfigError as error:
-            launch_failures[best.number] = f"cannot launch under {engine}: {error}"
-            continue
-        break
-    else:
-        raise NoFeasiblePlanError(
-            "every configuration that meets the SLOs fails the "
-            f"{engine} memory rule: {next(iter(launch_failures.values()))}"
-        )
-    evaluation = search.evaluator.evaluate(point)
-    metrics = evaluation.metrics
+    point = choice.candidate.deployment(choice.replicas)
+    config = space.to_config(point)
+    hardware = space.hardware_spec(point.hardware)
+    memory = _memory_plan(search, point)
+    engines = render_engines(config=config, model_id=model_id, memory=memory, chosen=engine,
+                             served_model_name=space.model.name)  # fmt: skip
+    workload = search.workload
+    if outcome.rate is None:  # serve the budget's capacity: the deployment at that rate
+        from simulator.capacity import at_rate
+
+        workload = at_rate(workload, choice.total_capacity)
+    result = simulate(space.model, hardware, config, workload, seed=search.seed, slos=slos)
+    prediction = result.prediction
     checks = []
-    for slo in slos:
-        got = metrics.get(slo.name)
-        got = float("inf") if got is None else float(got)
-        checks.append(
-            SloCheck(
-                name=slo.name,
-                metric=slo.metric,
-                percentile=slo.percentile,
-                target_s=slo.target_s,
-                predicted_s=got,
-                met=got <= slo.target_s,
-                margin=(slo.target_s - got) / slo.target_s,
-            )
-        )
+    for check in result.slo_checks:
+        got = float(check.value_s)
+        checks.append(SloCheck(
+            name=check.slo.name, metric=check.slo.metric, percentile=check.slo.percentile,
+            target_s=check.slo.target_s, predicted_s=got, met=got <= check.slo.target_s,
+            margin=(check.slo.target_s - got) / check.slo.target_s,
+        ))  # fmt: skip
     predicted = {
         k: v
-        for k, v in evaluation.prediction.model_dump(mode="json").items()
+        for k, v in prediction.model_dump(mode="json").items()
         if k not in ("ops", "config", "model", "hardware")
         and not (isinstance(v, list) and len(v) > 64)
     }
-    predicted["goodput_tokens_per_s_per_gpu"] = metrics.get("goodput_tokens_per_s_per_gpu")
-    predicted["slo_attainment"] = metrics.get("slo_attainment")
+    predicted["cost_per_hour"] = choice.cost if search.priced else None
+    names = search.metric_names
+    trials = []
+    if study is not None:
+        trials = [
+            t
+            for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+            if t.user_attrs.get(KIND_ATTR) == "deployment"
+        ]
+    chosen_trial = next(
+        (t for t in trials if t.user_attrs.get("meets")
+         and t.user_attrs.get("label") == point.label()), None,
+    )  # fmt: skip
     weights, kv = WEIGHT_SCHEMES[point.weights], KV_SCHEMES[point.kv]
     spec_cfg = config.speculative
-    pareto = [_candidate(t, names) for t in study.best_trials if "point" in t.user_attrs]
-    # Runners-up, best first, one per layout (replicas, parallelism, dtypes, speculation), so
-    # the table contrasts real alternatives rather than batching variants of one.
-    seen, alternatives = {_layout(best)}, list[Any]()
-    for t in sorted(
-        (t for t in trials if t.user_attrs.get("simulated")),
-        key=lambda t: (-t.values[0] if maximize else t.values[0], t.values[1]),
-    ):
-        if _layout(t) not in seen and len(alternatives) < 10:
-            seen.add(_layout(t))
-            why = launch_failures.get(t.number) or _why_not(
-                t, best, slos, maximize, spec["objective"]
-            )
-            alternatives.append(_candidate(t, names, why))
-    workload = search.workload
     plan = DeploymentPlan(
         model=space.model.name,
         model_id=model_id,
@@ -291,41 +305,69 @@ def assemble_plan(
             acceptance_rate=spec_cfg.acceptance_rate,
         ),
         workload=WorkloadInfo(
-            name=workload.name,
-            rate_requests_per_s=workload.arrival.rate_per_s,
-            num_requests=workload.num_requests,
-            seed=workload.seed,
-            mean_prompt_tokens=traffic.mean_prompt,
-            mean_output_tokens=traffic.mean_output,
+            name=search.workload.name,
+            rate_requests_per_s=outcome.rate,
+            num_requests=search.workload.num_requests,
+            seed=search.workload.seed,
+            mean_prompt_tokens=search.traffic.mean_prompt,
+            mean_output_tokens=search.traffic.mean_output,
         ),
         objectives=dict(zip(names, search.directions, strict=True)),
         slos=checks,
         predicted=predicted,
-        memory=mem,
-        pareto=pareto,
-        alternatives=alternatives,
+        capacity=_capacity_info(outcome, choice),
+        memory=memory,
+        pareto=_pareto(trials, names, search.directions[0] == "maximize"),
+        alternatives=alternatives(search, outcome, search.table.unit),
         search={
             "space": space.describe(),
             "pruning": search.pruned.counts(),
-            "spec": {k: v for k, v in spec.items()},
+            "spec": dict(search.spec),
+            "bound": _search_stats(search, outcome, provenance),
         },
-        provenance=Provenance(**{**provenance, "trial": best.number}),
+        provenance=Provenance(**{
+            **provenance, "trial": chosen_trial.number if chosen_trial else -1,
+        }),  # fmt: skip
         engine=engine,
         engines=engines,
     )
-    return plan, evaluation
+    return plan, result
 
 
-def _closest(trials: list, slos: list) -> str:
-    simulated = [t for t in trials if t.user_attrs.get("simulated")] or trials
-    if not simulated:
-        return "no trial finished"
+def _search_stats(search: Any, outcome: Any, provenance: dict[str, Any]) -> dict[str, Any]:
+    table = search.table
+    return {
+        "question": "cheapest for the rate" if outcome.mode == "rate" else "most capacity",
+        "unit": table.unit,
+        "candidates": len(table),
+        "ruled_out_before_search": dict(table.ruled_out),
+        "simulated_candidates": len(outcome.visited),
+        "ruled_out_by_bound": outcome.ruled_out_by_bound,
+        "simulations": provenance.get("evaluations", 0),
+        "shared_simulations": provenance.get("shared", 0),
+        "tie_probes": outcome.tie_probes,
+        "proven": outcome.proven,
+        "stopped": outcome.stopped,
+        "bound_s": round(search.bound_s, 3),
+    }
 
-    def worst(t: Any) -> float:
-        return max([v for v in t.constraints.values()] or [0.0])
 
-    near = min(simulated, key=worst)
+def _closest(search: Any, outcome: Any) -> str:
+    """Why nothing was found, naming the candidate that came closest."""
+    where = f"{search.space.gpus} x {'/'.join(search.space.hardware_names)}"
+    if outcome.inadmissible:
+        reason = next(iter(outcome.inadmissible.values()))
+        return f"every configuration that serves the traffic on {where} fails to launch: {reason}"
+    if not search.table.candidates:
+        return f"no configuration on {where} can meet the SLOs, even alone"
+    if outcome.stopped:
+        return f"no deployment found before the search {outcome.stopped.removeprefix('stopped ')}"
+    best = max(search.table.candidates, key=lambda c: c.rate_bound * (search.space.gpus // c.gpus))
+    reps = search.space.gpus // best.gpus
+    if outcome.rate is None:
+        return f"no configuration on {where} meets the SLOs at any rate"
     return (
-        f"no configuration meets the SLOs in {len(trials)} trials; closest: "
-        f"{near.user_attrs.get('label', '?')}: {'; '.join(_violations(near, slos))}"
+        f"no configuration serves {outcome.rate:g} req/s within the SLOs on {where}; "
+        f"the most any could by its bound is {reps * best.rate_bound:.2f} req/s "
+        f"({best.deployment(reps).label()})"
     )

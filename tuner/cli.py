@@ -50,12 +50,22 @@ def build_parser() -> argparse.ArgumentParser:
         prog="tune",
         description="rooftune: predict, search and validate Llama deployments on NVIDIA GPUs.",
     )
-    parser.add_argument("--version", action="version", version=f"rooftune {_version()}")
+    parser.add_argument("--version", action=_PrintVersion, help="show the version and exit")
     parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for module in _available_commands():
         module.add_parser(subparsers)
     return parser
+
+
+class _PrintVersion(argparse.Action):
+    """``--version``, looked up only when asked (package metadata is slow to import)."""
+
+    def __init__(self, option_strings, dest, **kwargs):
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        parser.exit(message=f"rooftune {_version()}\n")
 
 
 def _version() -> str:

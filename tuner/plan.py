@@ -39,6 +39,7 @@ __all__ = [
     "Provenance",
     "SloCheck",
     "MemoryPlan",
+    "CapacityInfo",
     "Candidate",
     "QuantizationInfo",
     "SpeculativeInfo",
@@ -122,6 +123,25 @@ class WorkloadInfo(_Strict):
     mean_output_tokens: float
 
 
+class CapacityInfo(_Strict):
+    """What the deployment serves: the capacity of one replica against the offered rate."""
+
+    replica_rate_per_s: float | None = Field(
+        description="highest request rate one replica serves within every SLO (2 % rate grid)"
+    )
+    replicas: int
+    deployment_rate_per_s: float | None = Field(description="replicas x replica_rate_per_s")
+    bound_rate_per_s: float = Field(
+        description="the step model's upper bound on one replica's capacity"
+    )
+    bound_limit: str = Field(description="what sets that bound (slo, max_num_seqs, ...)")
+    offered_rate_per_s: float | None = Field(description="the traffic's rate; null: none")
+    headroom: float | None = Field(description="deployment_rate / offered_rate - 1")
+    next_replica_at_rate_per_s: float | None = Field(
+        description="the offered rate beyond which one more replica is needed"
+    )
+
+
 class Candidate(_Strict):
     """A trial of the study: its configuration, its objectives, and why it was not chosen."""
 
@@ -148,6 +168,8 @@ class Provenance(_Strict):
     trial: int
     trials: int
     evaluations: int = Field(description="request-level simulations run by this process")
+    shared: int = Field(default=0, description="answered by an equivalent candidate's run")
+    resumed: int = Field(default=0, description="simulations read back from the study")
     wall_s: float
 
 
@@ -169,6 +191,7 @@ class DeploymentPlan(_Strict):
     objectives: dict[str, str] = Field(description="objective name -> maximize | minimize")
     slos: list[SloCheck]
     predicted: dict[str, Any] = Field(description="Prediction fields at the workload")
+    capacity: CapacityInfo | None = None
     memory: MemoryPlan
     pareto: list[Candidate]
     alternatives: list[Candidate] = Field(default_factory=list)

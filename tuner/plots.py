@@ -1,14 +1,14 @@
 """The report's figures, each a function from plain data to PNG bytes (matplotlib, Agg).
 
-- ``pareto``: every simulated trial as throughput per GPU against tokens/s per user (the
-  trade-off a serving deployment makes: batch more for the fleet, less for each user), the
-  Pareto front, the region the TPOT SLO allows, and the chosen plan;
+- ``pareto``: every deployment the search simulated at the traffic's rate, its cost (or, with
+  no rate, what a GPU serves) against its p99 TPOT, the Pareto front, the TPOT SLO and the
+  chosen plan;
 - ``roofline``: the chosen configuration's operators on the GPU's roofline, beside the share
   of step time each operator takes in prefill and decode;
 - ``memory``: one GPU's memory, weights to KV cache, against the engine budget and HBM;
 - ``latency_cdfs``: TTFT, TPOT and end-to-end latency distributions with the SLO targets;
-- ``history``: the study's first objective trial by trial, with the best feasible so far;
-- ``importances``: which knobs moved the first objective (Optuna's evaluator).
+- ``history``: every simulation in search order (the cost level it tested), with the best
+  deployment so far.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["pareto", "roofline", "memory", "latency_cdfs", "history", "importances"]
+__all__ = ["pareto", "roofline", "memory", "latency_cdfs", "history"]
 
 _FEASIBLE, _INFEASIBLE, _CHOSEN = "tab:blue", "0.75", "tab:red"
 
@@ -46,60 +46,31 @@ def pareto(
     chosen: dict[str, Any] | None,
     tpot_target_s: float | None,
     title: str,
+    ylabel: str,
 ) -> bytes:
-    """``points``: dicts with per_user, per_gpu, feasible, front (bools) and label."""
+    """``points``: dicts with tpot_ms, objective, feasible, front (bools) and label."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(10.5, 5.2))
+    shown = [p for p in points if p["tpot_ms"] is not None]
     if tpot_target_s:
-        ax.axvspan(
-            1.0 / tpot_target_s,
-            1e9,
-            color="tab:green",
-            alpha=0.08,
-            label=f"TPOT SLO region (>= {1 / tpot_target_s:.0f} tokens/s per user)",
-        )
-        ax.axvline(1.0 / tpot_target_s, color="tab:green", lw=1, ls="--")
+        ax.axvline(tpot_target_s * 1e3, color="tab:red", lw=1, ls="--",
+                   label=f"TPOT SLO {tpot_target_s * 1e3:g} ms")  # fmt: skip
     for feasible, color, name in (
         (False, _INFEASIBLE, "misses an SLO"),
         (True, _FEASIBLE, "meets every SLO"),
     ):
-        xs = [p["per_user"] for p in points if p["feasible"] == feasible]
-        ys = [p["per_gpu"] for p in points if p["feasible"] == feasible]
+        xs = [p["tpot_ms"] for p in shown if p["feasible"] == feasible]
+        ys = [p["objective"] for p in shown if p["feasible"] == feasible]
         ax.scatter(xs, ys, s=18, color=color, edgecolor="k", lw=0.3, label=name, zorder=2)
-    front = sorted((p for p in points if p["front"]), key=lambda p: p["per_user"])
+    front = sorted((p for p in shown if p["front"]), key=lambda p: p["tpot_ms"])
     if front:
-        ax.plot(
-            [p["per_user"] for p in front],
-            [p["per_gpu"] for p in front],
-            "-o",
-            color="tab:orange",
-            ms=4,
-            lw=1.5,
-            label="Pareto front (feasible)",
-            zorder=3,
-        )
-    if chosen:
-        ax.scatter(
-            [chosen["per_user"]],
-            [chosen["per_gpu"]],
-            marker="*",
-            s=280,
-            color=_CHOSEN,
-            edgecolor="k",
-            zorder=4,
-            label="plan",
-        )
-        ax.annotate(
-            chosen["label"],
-            (chosen["per_user"], chosen["per_gpu"]),
-            fontsize=7,
-            xytext=(6, -12),
-            textcoords="offset points",
-        )
-    xs = [p["per_user"] for p in points] or [1.0]
-    ax.set_xlim(0, max(xs) * 1.1)
-    ax.set_xlabel("output tokens/s per user (mean decode speed)")
-    ax.set_ylabel("output tokens/s per GPU")
+        ax.step([p["tpot_ms"] for p in front], [p["objective"] for p in front], "-",
+                where="post", color="tab:orange", lw=1.5, label="Pareto front", zorder=3)  # fmt: skip
+    if chosen and chosen["tpot_ms"] is not None:
+        ax.scatter([chosen["tpot_ms"]], [chosen["objective"]], marker="*", s=280, color=_CHOSEN,
+                   edgecolor="k", zorder=4, label=f"plan: {chosen['label']}")  # fmt: skip
+    ax.set_xlabel("p99 time per output token (ms)")
+    ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.25)
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
@@ -228,30 +199,9 @@ def history(
                 run = value if run is None else (max(run, value) if maximize else min(run, value))
             best.append(np.nan if run is None else run)
         ax.step(n, best, where="post", color=_CHOSEN, lw=1.5, label="best feasible so far")
-    ax.set_xlabel("trial")
+    ax.set_xlabel("simulation (trial)")
     ax.set_ylabel(name)
-    ax.set_title("optimization history", fontsize=10)
+    ax.set_title("search history", fontsize=10)
     ax.grid(alpha=0.25)
     ax.legend(fontsize=8)
-    return _png(fig)
-
-
-def importances(*, study: Any, name: str) -> bytes | None:
-    """Parameter importances for the first objective over complete trials (None when Optuna
-    cannot compute them, e.g. fewer than two trials with parameters)."""
-    import warnings
-
-    import optuna
-    from optuna.visualization.matplotlib import plot_param_importances
-
-    plt = _plt()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        try:
-            ax = plot_param_importances(study, target=lambda t: t.values[0], target_name=name)
-        except (ValueError, RuntimeError, ZeroDivisionError, optuna.exceptions.OptunaError):
-            plt.close("all")
-            return None
-    fig: Any = ax.figure
-    fig.set_size_inches(8, 3.6)
     return _png(fig)

@@ -12,32 +12,28 @@ and sorts them into:
    (the engine would refuse to start, or would never reach its own batch limit);
 3. **slo**: even alone, one request misses an SLO: the decode step at batch 1 (with the best
    speculative setting allowed) is slower than the TPOT target, or the prefill of a median
-   prompt is slower than the TTFT target. Percentile targets bound from below, so this is safe;
-4. **dominated**: another configuration with the same GPUs per replica and batching knobs, no
-   more quantization risk in its weights nor in its KV cache, is at least as fast on every
-   step-model measure (decode latency and stage time, prefill time per token) and holds at
-   least as many sequences.
+   prompt is slower than the TTFT target. Percentile targets bound from below, so this is safe.
 
-What survives is ranked by an analytic estimate of goodput per GPU (a fixed point of Little's
-law with an affine decode-time model); the top of that ranking seeds the study.
+What survives becomes the search's candidates (``tuner.candidates``), each with its capacity
+bound.
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
 from dataclasses import dataclass
 
 import numpy as np
 
 from simulator.configs import ConfigArrays
+from simulator.speculative import expected_tokens_per_round
 from simulator.step import StepModel
-from tuner.choices import KV_SCHEMES, WEIGHT_SCHEMES
+from tuner.choices import WEIGHT_SCHEMES
 from tuner.space import Point, SearchSpace
 
 __all__ = ["TrafficStats", "PruneResult", "prune", "hopeless_reason", "STATUS"]
 
-STATUS = ("ok", "invalid", "memory", "slo", "dominated")
-_OK, _INVALID, _MEMORY, _SLO, _DOMINATED = range(5)
+STATUS = ("ok", "invalid", "memory", "slo")
+_OK, _INVALID, _MEMORY, _SLO = range(4)
 
 
 @dataclass(frozen=True)
@@ -73,11 +69,6 @@ class PruneResult:
     tpot_floor_s: np.ndarray
     ttft_floor_s: np.ndarray
     decode_one_s: np.ndarray  # decode step latency at batch 1
-    decode_full_s: np.ndarray  # decode step latency at capacity_seqs
-    decode_full_stage_s: np.ndarray
-    prefill_token_s: np.ndarray  # prefill latency per token (median prompt)
-    prefill_token_stage_s: np.ndarray
-    tokens_per_s_per_gpu: np.ndarray  # saturated output tokens/s per GPU (no SLOs)
 
     def __post_init__(self) -> None:
         self._index = {key: i for i, key in enumerate(self.keys)}
@@ -96,60 +87,6 @@ class PruneResult:
 
     def survivors(self) -> np.ndarray:
         return np.flatnonzero(self.status == _OK)
-
-    def estimate(
-        self, index: int, replicas: int, traffic: TrafficStats, tpot_target_s: float | None
-    ) -> tuple[float, float]:
-        """(goodput tokens/s per GPU, TPOT) at the operating point with ``replicas`` replicas."""
-        gpus = replicas * self.keys[index][1] * self.keys[index][2]
-        rate = traffic.rate / replicas
-        t1, tb = self.decode_one_s[index], self.decode_full_s[index]
-        seqs = max(self.capacity_seqs[index], 1.0)
-        prefill = self.prefill_token_s[index] * traffic.mean_prompt / traffic.mean_output
-        capacity = self.tokens_per_s_per_gpu[index] * gpus / replicas  # per replica
-        if not np.isfinite(rate) or rate * traffic.mean_output >= 0.9 * capacity:
-            tpot = tb + seqs * prefill
-            goodput = capacity * replicas / gpus
-        else:
-            # Little's law: concurrency B = rate x time in system; decode time affine in B.
-            slope = (tb - t1) / max(seqs - 1.0, 1.0)
-            batch = 1.0
-            for _ in range(8):
-                tpot = t1 + slope * (batch - 1.0) + batch * prefill
-                batch = min(seqs, max(1.0, rate * traffic.mean_output * tpot))
-            tpot = t1 + slope * (batch - 1.0) + batch * prefill
-            goodput = rate * traffic.mean_output * replicas / gpus
-        if tpot_target_s is not None and tpot > tpot_target_s:
-            goodput = 0.0
-        return float(goodput), float(tpot)
-
-    def ranked(
-        self, traffic: TrafficStats, tpot_target_s: float | None, limit: int
-    ) -> list[tuple[int, int, float]]:
-        """Best surviving (key index, replicas, estimated goodput per GPU), best first."""
-        rows = []
-        for i in self.survivors():
-            _, tp, pp = self.keys[i][:3]
-            for replicas in range(1, self.space.max_replicas(tp, pp) + 1):
-                goodput, tpot = self.estimate(int(i), replicas, traffic, tpot_target_s)
-                rows.append((goodput, -tpot, int(i), replicas))
-        rows.sort(reverse=True)
-        # One row per layout (GPU, tp, pp, dtypes, replicas): batching variants of one layout
-        # estimate alike, and seeds are worth more spread out.
-        picked, layouts = [], set()
-        for goodput, _, i, replicas in rows:
-            layout = (*self.keys[i][:6], replicas)
-            if layout not in layouts:
-                layouts.add(layout)
-                picked.append((i, replicas, goodput))
-            if len(picked) == limit:
-                break
-        return picked
-
-
-def _expected_accepted(acceptance: float, drafted: int) -> float:
-    """Tokens produced per verification step: (1 - a^(g+1)) / (1 - a)."""
-    return (1.0 - acceptance ** (drafted + 1)) / (1.0 - acceptance)
 
 
 def prune(
@@ -176,11 +113,6 @@ def prune(
             "tpot_floor_s",
             "ttft_floor_s",
             "decode_one_s",
-            "decode_full_s",
-            "decode_full_stage_s",
-            "prefill_token_s",
-            "prefill_token_stage_s",
-            "tokens_per_s_per_gpu",
         )
     }
     status = np.zeros(count, dtype=int)
@@ -222,7 +154,6 @@ def prune(
             ttft_target_s=ttft_target_s,
             tpot_target_s=tpot_target_s,
         )
-    _mark_dominated(keys, status, reasons, out)
     return PruneResult(space=space, keys=keys, status=status, reasons=reasons, **out)
 
 
@@ -248,10 +179,8 @@ def _evaluate(
     need = mem.required_bytes(need_tokens)
     fits = step.fits(seqs, traffic.mean_length)
     capacity_seqs = np.minimum(seqs, mem.max_batch_at_context(traffic.mean_length, cfg.block_size))
-    full = np.maximum(capacity_seqs, 1.0)
     context = traffic.median_prompt + traffic.mean_output / 2.0
     decode_one = step.decode(1, context)
-    decode_full = step.decode(full, traffic.mean_prompt + traffic.mean_output / 2.0)
     prompt = np.minimum(traffic.median_prompt, cfg.max_num_batched_tokens)
     prefill = step.prefill(1, prompt)
     # A prompt longer than the token budget runs in chunks: at least that many steps.
@@ -260,15 +189,8 @@ def _evaluate(
     tpot_floor = decode_one.latency_s.copy()
     for method, drafted in space.spec_options()[1:]:
         verify = step.decode(1, context, query_tokens=drafted + 1).latency_s
-        accepted = _expected_accepted(space.spec_acceptance[method], drafted)
+        accepted = expected_tokens_per_round(drafted, space.spec_acceptance[method])
         tpot_floor = np.minimum(tpot_floor, verify / accepted)
-    gpus_per_replica = cfg.tp * cfg.pp
-    prefill_per_token = prefill.latency_s / prompt
-    prefill_stage_per_token = prefill.stage_s / prompt
-    round_s = (
-        decode_full.stage_s
-        + full * prefill_stage_per_token * traffic.mean_prompt / traffic.mean_output
-    )
     values = {
         "fit_violation": need / mem.capacity_bytes - 1.0,
         "weights_bytes": mem.weights_bytes,
@@ -281,11 +203,6 @@ def _evaluate(
         "tpot_floor_s": tpot_floor,
         "ttft_floor_s": ttft_floor,
         "decode_one_s": decode_one.latency_s,
-        "decode_full_s": decode_full.latency_s,
-        "decode_full_stage_s": decode_full.stage_s,
-        "prefill_token_s": prefill_per_token,
-        "prefill_token_stage_s": prefill_stage_per_token,
-        "tokens_per_s_per_gpu": np.where(fits, full / round_s / gpus_per_replica, 0.0),
     }
     for name, value in values.items():
         out[name][rows] = value
@@ -314,53 +231,6 @@ def _evaluate(
                 f"prefill of a median prompt takes {ttft_floor[local]:.2f} s, above "
                 f"the {ttft_target_s:g} s TTFT target"
             )
-
-
-def _risk(key: tuple) -> tuple[int, int]:
-    return WEIGHT_SCHEMES[key[4]].risk_rank, KV_SCHEMES[key[5]].risk_rank
-
-
-def _mark_dominated(
-    keys: list[tuple], status: np.ndarray, reasons: list[str | None], out: dict[str, np.ndarray]
-) -> None:
-    # Smaller is better on every column (capacity is negated).
-    measures = np.stack(
-        [
-            out["decode_one_s"],
-            out["decode_full_s"],
-            out["decode_full_stage_s"],
-            out["prefill_token_s"],
-            out["prefill_token_stage_s"],
-            -out["capacity_seqs"],
-        ],
-        axis=1,
-    )  # [K, 6]
-    groups: dict[tuple, list[int]] = defaultdict(list)
-    for i, key in enumerate(keys):
-        if status[i] == _OK:
-            hw, tp, pp, _ep, _w, _kv, seqs, chunked, tokens = key
-            groups[(hw, tp * pp, seqs, chunked, tokens)].append(i)
-    for members in groups.values():
-        if len(members) < 2:
-            continue
-        block = measures[members]  # [g, 6]
-        risk = np.array([_risk(keys[i]) for i in members])  # [g, 2]: weights, KV
-        # dominates[a, b]: a is no worse than b everywhere, strictly better somewhere, and no
-        # riskier in weights *and* in KV cache (one risky part is not traded for another).
-        a, b = block[:, None, :], block[None, :, :]
-        scale = np.abs(b)
-        no_worse = (a <= b + 1e-9 * scale).all(axis=2)
-        better = (a < b - 1e-6 * scale).any(axis=2)
-        dominates = no_worse & better & (risk[:, None, :] <= risk[None, :, :]).all(axis=2)
-        for loser in range(len(members)):
-            winners = np.flatnonzero(dominates[:, loser])
-            if winners.size:
-                k = keys[members[int(winners[0])]]
-                status[members[loser]] = _DOMINATED
-                reasons[members[loser]] = (
-                    f"dominated by tp={k[1]} pp={k[2]} ep={k[3]} weights={k[4]}"
-                    f" kv={k[5]} (faster on every step measure, no riskier)"
-                )
 
 
 def hopeless_reason(pruned: PruneResult, slos: list) -> str:

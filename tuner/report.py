@@ -22,7 +22,7 @@ from tuner.validation import VALIDATION_HEAD, validation_summary
 
 __all__ = ["build_report", "PLOTS"]
 
-PLOTS = ("pareto", "roofline", "memory", "latency_cdfs", "history", "importances")
+PLOTS = ("pareto", "roofline", "memory", "latency_cdfs", "history")
 _CSS = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;color:#222}
 table{border-collapse:collapse;margin:.5em 0 1.5em;font-size:14px}
 td,th{border:1px solid #ccc;padding:3px 8px;text-align:left}th{background:#f3f3f3}
@@ -34,9 +34,11 @@ pre{padding:.6em;overflow-x:auto;font-size:12px}.bad{color:#b00}.ok{color:#070}"
 
 
 def build_report(
-    *, plan: DeploymentPlan, study: Any, search: Any
+    *, plan: DeploymentPlan, study: Any, search: Any, result: Any = None
 ) -> tuple[dict[str, bytes], str, str]:
-    """(figures, report.html, report.md) for ``plan``; ``study`` may be None (no history)."""
+    """(figures, report.html, report.md) for ``plan``; ``study`` may be None (no history);
+    ``result`` is the simulation of the plan's deployment (simulated again when None)."""
+    from simulator.capacity import at_rate
     from simulator.predict import predict
     from simulator.serving import simulate
     from simulator.specs import DeploymentConfig
@@ -45,9 +47,14 @@ def build_report(
     space = search.space
     hardware = space.hardware_spec(plan.hardware)
     config = DeploymentConfig(**plan.config)
-    result = simulate(
-        space.model, hardware, config, search.workload, seed=plan.workload.seed, slos=search.slos
-    )
+    if result is None:
+        workload = search.workload
+        capacity = plan.capacity
+        if plan.workload.rate_requests_per_s is None and capacity and capacity.deployment_rate_per_s:
+            workload = at_rate(workload, capacity.deployment_rate_per_s)
+        result = simulate(
+            space.model, hardware, config, workload, seed=plan.workload.seed, slos=search.slos
+        )
     first, arrival = result.first_token_s, result.arrival_s
     out = result.output_tokens
     tpot = (result.finish_s - first)[out > 1] / (out[out > 1] - 1)
@@ -69,10 +76,13 @@ def build_report(
     title = (
         f"{plan.model} on up to {plan.gpu_budget} x {plan.hardware}, {plan.workload.name} traffic"
     )
-    if points:
+    objective = next(iter(plan.objectives))
+    deployments = [p for p in points if p["deployment"]]
+    if deployments:
         figures["pareto"] = plots.pareto(
-            points=points, chosen=chosen, tpot_target_s=tpot_slo, title=title
-        )
+            points=deployments, chosen=chosen, tpot_target_s=tpot_slo, title=title,
+            ylabel=_OBJECTIVE_LABELS.get(objective, objective),
+        )  # fmt: skip
     figures["roofline"] = plots.roofline(prediction=step, hardware=hardware)
     figures["memory"] = plots.memory(
         plan_memory=plan.memory, title=f"memory per GPU ({plan.hardware})"
@@ -80,7 +90,6 @@ def build_report(
     figures["latency_cdfs"] = plots.latency_cdfs(
         samples=samples, targets={s.name: (s.metric, s.percentile, s.target_s) for s in plan.slos}
     )
-    objective = next(iter(plan.objectives))
     if points:
         ordered = sorted(points, key=lambda p: p["number"])
         figures["history"] = plots.history(
@@ -88,33 +97,39 @@ def build_report(
             values=[p["objective"] for p in ordered],
             feasible=[p["feasible"] for p in ordered],
             maximize=plan.objectives[objective] == "maximize",
-            name=objective,
+            name=_OBJECTIVE_LABELS.get(objective, objective),
         )
-        image = plots.importances(study=study, name=objective)
-        if image is not None:
-            figures["importances"] = image
     return figures, _html(plan, figures), _markdown(plan, figures)
 
 
+_OBJECTIVE_LABELS = {
+    "cost_per_hour": "deployment cost ($/h)",
+    "gpus": "GPUs",
+    "output_tokens_per_s_per_gpu": "output tokens/s per GPU served",
+}
+
+
 def _trial_points(study: Any, plan: DeploymentPlan) -> list[dict[str, Any]]:
+    """Every simulation of the study: its objective, p99 TPOT, and whether it met the SLOs."""
     from optuna.trial import TrialState
+
+    from tuner.trials import KIND_ATTR
 
     front = {c.trial for c in plan.pareto}
     points = []
     for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-        metrics = t.user_attrs.get("metrics", {})
-        if not t.user_attrs.get("simulated"):
+        if KIND_ATTR not in t.user_attrs:
             continue
-        feasible = all(v <= 0 for v in t.constraints.values())
+        tpot = (t.user_attrs.get("metrics") or {}).get("tpot_p99_s")
         points.append(
             {
                 "number": t.number,
                 "label": t.user_attrs.get("label", ""),
-                "per_user": metrics.get("output_tokens_per_s_per_user") or 0.0,
-                "per_gpu": metrics.get("output_tokens_per_s_per_gpu") or 0.0,
+                "tpot_ms": None if tpot is None else tpot * 1e3,
                 "objective": t.values[0],
-                "feasible": feasible,
+                "feasible": bool(t.user_attrs.get("meets")),
                 "front": t.number in front,
+                "deployment": t.user_attrs.get(KIND_ATTR) == "deployment",
             }
         )
     return points
@@ -145,12 +160,7 @@ def _summary_rows(plan: DeploymentPlan) -> list[tuple[str, str]]:
             else f"{spec.method} ({spec.draft_model or 'no draft model'}), {spec.num_speculative_tokens}"
             f" tokens, acceptance {spec.acceptance_rate:.2f} assumed",
         ),
-        (
-            "goodput",
-            f"{(p.get('goodput_tokens_per_s_per_gpu') or 0):,.0f} output tokens/s per "
-            f"GPU meeting every SLO ({100 * (p.get('slo_attainment') or 0):.1f}% of "
-            "requests)",
-        ),
+        ("capacity", _capacity_text(plan)),
         (
             "throughput",
             f"{(p.get('output_tokens_per_s') or 0):,.0f} output tokens/s, "
@@ -167,6 +177,42 @@ def _summary_rows(plan: DeploymentPlan) -> list[tuple[str, str]]:
             f"{plan.engine} (memory fraction "
             f"{plan.memory.engine_fractions.get(plan.engine, 0):.3f})",
         ),
+    ]
+
+
+def _capacity_text(plan: DeploymentPlan) -> str:
+    c = plan.capacity
+    if c is None or c.replica_rate_per_s is None:
+        return "not measured"
+    text = (
+        f"{c.replica_rate_per_s:,.2f} req/s per replica within every SLO, "
+        f"{c.deployment_rate_per_s:,.2f} req/s in all"
+    )
+    if c.offered_rate_per_s and c.headroom is not None:
+        text += (
+            f"; {100 * c.headroom:+.0f}% headroom over the {c.offered_rate_per_s:g} req/s "
+            f"offered, one more replica needed past {c.next_replica_at_rate_per_s:,.2f} req/s"
+        )
+    return text
+
+
+def _search_rows(plan: DeploymentPlan) -> list[list[str]]:
+    b = plan.search.get("bound") or {}
+    if not b:
+        return []
+    ruled = ", ".join(f"{n} {k}" for k, n in (b.get("ruled_out_before_search") or {}).items())
+    return [
+        ["question", str(b.get("question"))],
+        ["candidates (replica configurations)", f"{b.get('candidates', 0):,}"],
+        ["ruled out before any simulation", ruled or "none"],
+        ["simulated candidates", f"{b.get('simulated_candidates', 0):,}"],
+        ["ruled out by bound", f"{b.get('ruled_out_by_bound', 0):,}"],
+        [
+            "simulations",
+            f"{b.get('simulations', 0):,} run, {b.get('shared_simulations', 0):,} answered "
+            "by an equivalent candidate's run",
+        ],
+        ["proven cheapest", "yes" if b.get("proven") else f"no ({b.get('stopped')})"],
     ]
 
 
@@ -208,15 +254,7 @@ def _candidate_rows(plan: DeploymentPlan) -> list[list[str]]:
     for c in plan.alternatives:
         m = c.metrics
         rows.append(
-            [
-                str(c.trial),
-                c.label,
-                f"{(m.get('goodput_tokens_per_s_per_gpu') or 0):,.0f}",
-                ms(m.get("ttft_p99_s")),
-                ms(m.get("tpot_p99_s")),
-                c.risk,
-                c.why_not or "",
-            ]
+            [c.label, ms(m.get("ttft_p99_s")), ms(m.get("tpot_p99_s")), c.risk, c.why_not or ""]
         )
     return rows
 
@@ -229,22 +267,14 @@ def _pareto_rows(plan: DeploymentPlan) -> tuple[list[str], list[list[str]]]:
     return head, rows
 
 
-_CANDIDATE_HEAD = [
-    "trial",
-    "configuration",
-    "goodput tok/s/GPU",
-    "TTFT p99 ms",
-    "TPOT p99 ms",
-    "risk",
-    "why not chosen",
-]
+_CANDIDATE_HEAD = ["configuration", "TTFT p99 ms", "TPOT p99 ms", "risk", "why not chosen"]
 _CAPTIONS = {
-    "pareto": "Throughput per GPU against tokens/s per user for every simulated trial.",
+    "pareto": "Every deployment simulated at the traffic's rate: its cost against p99 TPOT.",
     "roofline": "The plan's operators on the roofline, and each operator's share of step time.",
     "memory": "Per-GPU memory plan under the engine budget.",
     "latency_cdfs": "Latency distributions of the plan's simulated requests, SLOs in red.",
-    "history": "Optimization history of the first objective.",
-    "importances": "Which knobs mattered most for the first objective.",
+    "history": "Every simulation in the order the search ran it: the branch and bound climbs "
+    "the cost levels its bounds leave open until a deployment serves the traffic.",
 }
 
 
@@ -264,6 +294,8 @@ def _html(plan: DeploymentPlan, figures: dict[str, bytes]) -> str:
         _table(["", ""], [list(r) for r in _summary_rows(plan)]),
         "<h2>SLOs</h2>",
         _table(["SLO", "target", "predicted", "", "margin"], _slo_rows(plan)),
+        "<h2>Search</h2>",
+        _table(["", ""], _search_rows(plan)),
     ]
     summary, rows, notes = validation_summary(plan.validation)
     parts.append(f"<h2>Validation on a GPU</h2><p>{html.escape(summary)}</p>")
@@ -282,7 +314,7 @@ def _html(plan: DeploymentPlan, figures: dict[str, bytes]) -> str:
     parts += [
         "<h2>Top candidates and why each lost</h2>",
         _table(_CANDIDATE_HEAD, _candidate_rows(plan)),
-        "<h2>Pareto set (feasible trials no other beats on both objectives)</h2>",
+        "<h2>Pareto set (deployments no other beats on both cost and p99 TPOT)</h2>",
         _table(*_pareto_rows(plan)),
         "<h2>Launch</h2>",
     ]
@@ -293,7 +325,7 @@ def _html(plan: DeploymentPlan, figures: dict[str, bytes]) -> str:
     parts.append(
         f"<h2>Provenance</h2><p>rooftune {prov.rooftune_version}, {prov.created_utc}; "
         f"study <code>{html.escape(prov.study_name)}</code> ({prov.trials} trials, "
-        f"{prov.evaluations} simulated here, sampler {prov.sampler}, seed {prov.seed})"
+        f"{prov.evaluations} simulated here, {prov.sampler}, seed {prov.seed})"
         f"; trial {prov.trial}; hardware profile {html.escape(plan.hardware)} "
         f"({html.escape(str(prov.calibration.get('source', '')))}).</p>"
         f"<p><code>{html.escape(prov.command)}</code></p></body></html>"
@@ -320,6 +352,10 @@ def _markdown(plan: DeploymentPlan, figures: dict[str, bytes]) -> str:
         "",
         _md_table(["SLO", "target", "predicted", "", "margin"], _slo_rows(plan)),
         "",
+        "## Search",
+        "",
+        _md_table(["", ""], _search_rows(plan)),
+        "",
     ]
     summary, rows, notes = validation_summary(plan.validation)
     out += ["## Validation on a GPU", "", summary, ""]
@@ -343,7 +379,7 @@ def _markdown(plan: DeploymentPlan, figures: dict[str, bytes]) -> str:
         "",
         _md_table(_CANDIDATE_HEAD, _candidate_rows(plan)),
         "",
-        "## Pareto set (feasible trials no other beats on both objectives)",
+        "## Pareto set (deployments no other beats on both cost and p99 TPOT)",
         "",
         _md_table(*_pareto_rows(plan)),
         "",

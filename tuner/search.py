@@ -3,9 +3,13 @@
 A study stores its *spec* (model, GPUs, workload, SLOs, allowed quantization, budget...) as plain
 names and numbers, so that any process can rebuild the same search from it: ``build_search``
 loads the model and GPU profiles, samples the workload once for its length statistics, builds
-the ``SearchSpace`` and runs the pruning pass, and wraps it all in an ``Evaluator``. Every bad
-name or value fails here with one ``RooftuneError`` line, before anything is written.
-``seed_baselines`` then queues the known starting points of a new study.
+the ``SearchSpace``, runs the pruning pass and bounds every candidate (``tuner.candidates``).
+Every bad name or value fails here with one ``RooftuneError`` line, before anything is written.
+``run_search`` then runs the branch and bound of ``tuner.cheapest`` over the candidates.
+
+The question depends on the traffic: with an open-loop rate it is the cheapest deployment that
+serves that rate within the SLOs; with offline or closed-loop traffic (no rate) it is the
+deployment on the GPU budget that serves the highest rate within the SLOs.
 """
 
 from __future__ import annotations
@@ -17,18 +21,27 @@ from typing import Any
 
 import numpy as np
 
-from tuner.objective import OBJECTIVES, Evaluator
 from tuner.prune import PruneResult, TrafficStats
 from tuner.space import SearchSpace
 
-__all__ = ["Search", "build_search", "traffic_stats", "max_model_len_for", "seed_baselines"]
+__all__ = [
+    "Search",
+    "build_search",
+    "run_search",
+    "traffic_stats",
+    "max_model_len_for",
+    "OBJECTIVES",
+]
+
+# What a deployment costs: its GPUs at their list price per hour, or just its GPU count.
+OBJECTIVES = ("cost", "gpus")
 
 
-def traffic_stats(workload: Any) -> TrafficStats:
+def traffic_stats(workload: Any, requests: Any = None) -> TrafficStats:
     """Mean and median lengths of the workload's sampled requests, and its arrival rate."""
     from simulator.workload import sample_requests
 
-    requests = sample_requests(workload)
+    requests = requests if requests is not None else sample_requests(workload)
     rate = workload.arrival.rate_per_s
     if workload.arrival.process in ("offline", "closed") or rate is None:
         rate = math.inf
@@ -57,34 +70,50 @@ def max_model_len_for(workload: Any, model: Any, requests: Any = None) -> int:
 
 @dataclass
 class Search:
-    """Everything one process needs to run trials of a study, rebuilt from its ``spec``."""
+    """Everything one process needs to run a study's search, rebuilt from its ``spec``."""
 
     spec: dict[str, Any]
     space: SearchSpace
     workload: Any
     slos: list
     traffic: TrafficStats
+    shape: Any  # simulator.bounds.TrafficShape
     pruned: PruneResult
-    evaluator: Evaluator
+    table: Any  # tuner.candidates.CandidateTable
+    priced: bool  # costs in $/h (else in GPUs)
     prune_s: float
+    bound_s: float
+
+    @property
+    def seed(self) -> int:
+        return int(self.spec.get("seed", 0))
+
+    @property
+    def rate(self) -> float | None:
+        """Requests/s to serve; None for traffic without a rate (offline, closed loop)."""
+        return None if math.isinf(self.traffic.rate) else self.traffic.rate
 
     @property
     def metric_names(self) -> list[str]:
-        return [name for name, _ in OBJECTIVES[self.spec["objective"]]]
+        if self.rate is None:
+            return ["output_tokens_per_s_per_gpu", "tpot_p99_s"]
+        return ["cost_per_hour" if self.priced else "gpus", "tpot_p99_s"]
 
     @property
     def directions(self) -> list[str]:
-        return [direction for _, direction in OBJECTIVES[self.spec["objective"]]]
+        return ["maximize" if self.rate is None else "minimize", "minimize"]
 
 
 def build_search(spec: dict[str, Any]) -> Search:
-    """Models, GPUs, workload and SLOs from names; the space; the pruning pass. Bad names raise
-    one-line RooftuneErrors before anything is written."""
+    """Models, GPUs, workload and SLOs from names; the space; the pruning pass; the bounds.
+    Bad names raise one-line RooftuneErrors before anything is written."""
+    from simulator.bounds import TrafficShape
     from simulator.errors import ConfigError
     from simulator.hardware import load_hardware
     from simulator.models import get_model
     from simulator.slo import parse_slo
-    from simulator.workload import get_workload
+    from simulator.workload import get_workload, sample_requests
+    from tuner.candidates import build_candidates
     from tuner.prune import prune
 
     model = get_model(spec["model"])
@@ -103,18 +132,11 @@ def build_search(spec: dict[str, Any]) -> Search:
         seed=spec.get("seed", 0),
         slos=slos,
     )
-    if spec["objective"] not in OBJECTIVES:
-        raise ConfigError(
-            f"unknown objective {spec['objective']!r}; known: {', '.join(OBJECTIVES)}"
-        )
-    if spec["objective"] == "cost":
-        unpriced = [h.name for h in hardware if h.price_per_hour is None]
-        if unpriced:
-            raise ConfigError(
-                f"--objective cost needs a price per hour; none for "
-                f"{', '.join(unpriced)} (add price_per_hour to its profile)"
-            )
-    max_model_len = spec.get("max_model_len") or max_model_len_for(workload, model)
+    objective = spec.get("objective", "cost")
+    if objective not in OBJECTIVES:
+        raise ConfigError(f"unknown objective {objective!r}; known: {', '.join(OBJECTIVES)}")
+    requests = sample_requests(workload)
+    max_model_len = spec.get("max_model_len") or max_model_len_for(workload, model, requests)
     space = SearchSpace.build(
         model=model,
         hardware=hardware,
@@ -124,7 +146,7 @@ def build_search(spec: dict[str, Any]) -> Search:
         speculative=spec.get("speculative", True),
         small=spec.get("small", False),
     )
-    traffic = traffic_stats(workload)
+    traffic = traffic_stats(workload, requests)
     targets: dict[str, float] = {}
     for slo in slos:  # the tightest target per metric bounds every percentile of it
         targets[slo.metric] = min(slo.target_s, targets.get(slo.metric, math.inf))
@@ -136,66 +158,47 @@ def build_search(spec: dict[str, Any]) -> Search:
         tpot_target_s=min(filter(None, (targets.get("tpot"), targets.get("itl"))), default=None),
     )
     prune_s = time.perf_counter() - start
-    evaluator = Evaluator(
-        space=space,
-        pruned=pruned,
-        workload=workload,
-        slos=slos,
-        traffic=traffic,
-        objective=spec["objective"],
-        seed=int(spec.get("seed", 0)),
-    )
-    return Search(
+    search = Search(
         spec=spec,
         space=space,
         workload=workload,
         slos=slos,
         traffic=traffic,
+        shape=TrafficShape.from_requests(
+            requests.prompt_tokens, requests.output_tokens, prefix_sharing=workload.prefix_sharing
+        ),
         pruned=pruned,
-        evaluator=evaluator,
+        table=None,
+        priced=objective == "cost" and all(h.price_per_hour for h in hardware),
         prune_s=prune_s,
+        bound_s=0.0,
     )
+    start = time.perf_counter()
+    search.table = build_candidates(search, priced=search.priced)
+    search.bound_s = time.perf_counter() - start
+    return search
 
 
-def seed_baselines(study: Any, search: Any, *, limit: int) -> None:
-    """Known starting points: each GPU's smallest TP that fits with the engine's defaults, then
-    the best configurations by the step model's estimate."""
-    from tuner.space import Point
+def run_search(
+    search: Search,
+    prober: Any,
+    *,
+    exhaustive: bool = False,
+    admissible: Any = None,
+    max_simulations: int | None = None,
+    deadline_s: float | None = None,
+    on_progress: Any = None,
+) -> Any:
+    """The branch and bound for the search's question (see the module docstring)."""
+    from tuner.cheapest import cheapest, most_capacity
 
-    space, pruned = search.space, search.pruned
-    seen: set = set()
-    points = []
-    for hardware in space.hardware_names:
-        for seqs in (256, 128, 64, 32):
-            found = None
-            for tp in space.tp:
-                point = Point(
-                    hardware=hardware,
-                    tp=tp,
-                    pp=1,
-                    ep=1,
-                    replicas=space.max_replicas(tp, 1),
-                    weights=space.weights[0],
-                    kv=space.kv[0],
-                    max_num_seqs=seqs,
-                    chunked_prefill=True,
-                    max_num_batched_tokens=8192,
-                )
-                if (
-                    pruned.has(point)
-                    and seqs in space.max_num_seqs
-                    and 8192 in space.max_num_batched_tokens
-                    and pruned.status[pruned.index(point)] == 0
-                ):
-                    found = point
-                    break
-            if found:
-                points.append(found)
-                break
-    slo_tpot = next((s.target_s for s in search.slos if s.metric == "tpot"), None)
-    for index, replicas, _ in pruned.ranked(search.traffic, slo_tpot, limit):
-        points.append(Point.from_key(pruned.keys[index], replicas))
-    for point in points:
-        if point not in seen:
-            seen.add(point)
-            study.enqueue_trial(space.params(point), user_attrs={"seeded": True})
+    common = dict(
+        admissible=admissible or (lambda candidate: None),
+        exhaustive=exhaustive,
+        max_simulations=max_simulations,
+        deadline_s=deadline_s,
+        on_progress=on_progress,
+    )
+    if search.rate is None:
+        return most_capacity(search.table, prober, budget=search.space.gpus, **common)
+    return cheapest(search.table, prober, rate=search.rate, budget=search.space.gpus, **common)

@@ -95,9 +95,12 @@ class Point:
         return astuple(self)[:4] + astuple(self)[5:10]
 
     @property
+    def risk_rank(self) -> int:
+        return max(WEIGHT_SCHEMES[self.weights].risk_rank, KV_SCHEMES[self.kv].risk_rank)
+
+    @property
     def risk(self) -> str:
-        rank = max(WEIGHT_SCHEMES[self.weights].risk_rank, KV_SCHEMES[self.kv].risk_rank)
-        return RISK_LEVELS[rank]
+        return RISK_LEVELS[self.risk_rank]
 
     def label(self) -> str:
         spec = "" if self.spec_method == "none" else f" spec={self.spec_method}x{self.spec_tokens}"

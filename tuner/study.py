@@ -1,24 +1,17 @@
-"""Optuna studies: where trials are stored, how they are sampled, and how workers share them.
+"""Optuna studies: where the search's simulations are stored, and how workers share them.
 
 **Storage.** By default a study lives in an Optuna journal file inside the study directory
-(``STUDY_DIR/study.journal``): an append-only log where every finished trial is one flushed
-record, so a crash or Ctrl-C loses at most the trials in flight, and re-running the same
-``tune plan`` resumes. Trials a dead process left RUNNING are failed and queued again on resume
-(the journal has no heartbeat, so liveness is judged by the pid recorded with each trial).
-``--storage postgresql://...`` puts the study in PostgreSQL instead, where any number of
-``tune worker`` processes on any machines join it by name. There each process sends a heartbeat
-while its trial runs; a trial whose heartbeat stops (a killed worker) is failed by whichever
-worker next starts a trial, and ``RetryHeartbeatStaleTrialCallback`` queues it again.
+(``STUDY_DIR/study.journal``): an append-only log where every finished simulation is one
+flushed record, so a crash or Ctrl-C loses at most the simulation in flight, and re-running the
+same ``tune plan`` resumes (the search replays what the study holds). ``--storage
+postgresql://...`` puts the study in PostgreSQL instead, where any number of ``tune worker``
+processes on any machines join it by name and run the simulations the search queues. There each
+process sends a heartbeat while its trial runs; a trial whose heartbeat stops (a killed worker)
+is failed by whichever process next looks, and ``RetryHeartbeatStaleTrialCallback`` queues it
+again.
 
-**Budget.** ``run_trials`` stops every process once the study holds exactly ``budget`` COMPLETE
-trials. Processes race, so two may start the last trial at once: a trial whose number comes after
-``budget`` live ones (complete, running or queued) is pruned as surplus before it evaluates.
-
-**Samplers.** TPE (multivariate, grouped for the conditional knobs, constant liar so parallel
-workers do not propose the same point) by default; NSGA-II for large budgets; Optuna's
-``BruteForceSampler`` for ``--exhaustive``. ``tune plan`` samples with ``--seed`` (stored
-with the study); each ``tune worker`` adds its process id to it, so workers do not propose in
-lockstep, except in exhaustive mode, where every process must share one seed.
+Every trial is a queued or recorded simulation (``tuner.trials``): no sampler proposes points,
+so the study's sampler is a seeded random one that never runs.
 """
 
 from __future__ import annotations
@@ -27,7 +20,7 @@ import os
 import socket
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -40,9 +33,7 @@ __all__ = [
     "open_storage",
     "create_study",
     "load_study",
-    "make_sampler",
     "recover_stale_trials",
-    "run_trials",
     "worker_id",
     "count_states",
     "driver_url",
@@ -50,7 +41,6 @@ __all__ = [
 
 SPEC_ATTR = "rooftune_spec"  # study user attr: everything a worker needs to rebuild the search
 JOURNAL_NAME = "study.journal"
-SAMPLERS = ("tpe", "nsga2", "random")
 
 
 def worker_id() -> str:
@@ -125,31 +115,12 @@ def open_storage(
             raise StorageError(f"cannot open storage {redact(url)}: {text}") from None
 
 
-def make_sampler(kind: str, *, seed: int | None, exhaustive: bool = False) -> Any:
-    import optuna
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        if exhaustive:
-            return optuna.samplers.BruteForceSampler(seed=seed)
-        if kind == "tpe":
-            return optuna.samplers.TPESampler(
-                multivariate=True, group=True, constant_liar=True, n_startup_trials=8, seed=seed
-            )
-        if kind == "nsga2":
-            return optuna.samplers.NSGAIISampler(population_size=24, seed=seed)
-        if kind == "random":
-            return optuna.samplers.RandomSampler(seed=seed)
-    raise ConfigError(f"unknown sampler {kind!r}; known: {', '.join(SAMPLERS)}")
-
-
 def create_study(
     *,
     storage: Any,
     name: str,
     directions: Sequence[str],
     metric_names: Sequence[str],
-    sampler: Any,
     spec: dict[str, Any],
 ) -> Any:
     """Create the study, or resume it when it exists with the same search ``spec``."""
@@ -159,7 +130,7 @@ def create_study(
         study = optuna.create_study(
             storage=storage,
             study_name=name,
-            sampler=sampler,
+            sampler=optuna.samplers.RandomSampler(seed=int(spec.get("seed", 0))),
             directions=[str(d) for d in directions],  # type: ignore[misc]
             load_if_exists=True,
         )
@@ -210,14 +181,16 @@ def _search_part(spec: dict[str, Any]) -> dict[str, Any]:
     return {k: spec.get(k) for k in _SEARCH_KEYS}
 
 
-def load_study(*, storage: Any, name: str, sampler: Any, wait_s: float = 0.0) -> Any:
+def load_study(*, storage: Any, name: str, wait_s: float = 0.0) -> Any:
     """Join an existing study, waiting up to ``wait_s`` seconds for it to be created."""
     import optuna
 
     deadline = time.monotonic() + wait_s
     while True:
         try:
-            study = optuna.load_study(study_name=name, storage=storage, sampler=sampler)
+            study = optuna.load_study(
+                study_name=name, storage=storage, sampler=optuna.samplers.RandomSampler()
+            )
         except KeyError:
             if time.monotonic() >= deadline:
                 raise StorageError(f"no study named {name!r} in that storage") from None
@@ -269,60 +242,3 @@ def recover_stale_trials(study: Any) -> int:
     return recovered
 
 
-def run_trials(
-    study: Any,
-    objective: Callable[[Any], Any],
-    *,
-    budget: int,
-    timeout_s: float | None = None,
-    on_progress: Callable[[int], None] | None = None,
-    poll_s: float = 0.5,
-    max_own_trials: int | None = None,
-) -> int:
-    """Run trials in this process until the study holds ``budget`` COMPLETE trials.
-
-    Returns how many trials this process ran. When the rest of the budget is already running
-    elsewhere, waits (failing stale trials so that a killed worker's trial is retried).
-    """
-    import optuna
-    from optuna.storages import fail_stale_trials
-    from optuna.storages._heartbeat import is_heartbeat_enabled
-    from optuna.trial import TrialState
-
-    start = time.monotonic()
-    own = 0
-    last_complete = -1
-    while True:
-        states = [t.state for t in study.get_trials(deepcopy=False)]
-        complete = states.count(TrialState.COMPLETE)
-        running = states.count(TrialState.RUNNING)
-        waiting = states.count(TrialState.WAITING)
-        if on_progress is not None and complete != last_complete:
-            on_progress(complete)
-            last_complete = complete
-        if complete >= budget:
-            return own
-        if timeout_s is not None and time.monotonic() - start > timeout_s:
-            return own
-        if max_own_trials is not None and own >= max_own_trials:
-            return own
-        if complete + running >= budget and waiting == 0:
-            if is_heartbeat_enabled(study._storage):
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                    fail_stale_trials(study)
-            time.sleep(poll_s)
-            continue
-        study.optimize(objective, n_trials=1, catch=(), gc_after_trial=False)
-        own += 1
-
-
-def surplus(trial: Any, budget: int) -> bool:
-    """True when ``budget`` live trials (complete, running or queued) come before this one."""
-    from optuna.trial import TrialState
-
-    live = (TrialState.COMPLETE, TrialState.RUNNING, TrialState.WAITING)
-    ahead = sum(
-        1 for t in trial.study.get_trials(deepcopy=False, states=live) if t.number < trial.number
-    )
-    return ahead >= budget

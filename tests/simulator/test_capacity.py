@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
-from simulator.capacity import at_rate, find_capacity, meets
+from simulator.capacity import (
+    RATE_STEP,
+    at_rate,
+    find_capacity,
+    grid_index,
+    grid_rate,
+    highest_rate,
+    meets,
+)
 from simulator.errors import WorkloadError
 from simulator.hardware import load_hardware
 from simulator.models import get_model
@@ -69,3 +79,32 @@ def test_closed_loop_has_no_rate_to_search():
             get_workload("chat:concurrency=4", num_requests=20),
             SLOS,
         )
+
+
+@pytest.mark.parametrize("threshold", [0.37, 1.0, 7.3, 211.0])
+def test_grid_bisection_finds_the_highest_grid_rate_served(threshold):
+    asked = []
+
+    def meets_at(rate: float) -> bool:
+        asked.append(rate)
+        return rate <= threshold
+
+    rate, probes = highest_rate(meets_at, low=threshold / 50, high=threshold * 3)
+    assert rate == grid_rate(grid_index(threshold)) <= threshold < rate * RATE_STEP
+    assert probes == len(asked) <= 2 + math.ceil(math.log2(math.log(150) / math.log(RATE_STEP)))
+
+
+def test_grid_bisection_says_none_when_the_floor_fails():
+    rate, probes = highest_rate(lambda r: False, low=2.0, high=10.0)
+    assert rate is None and probes == 1
+
+
+def test_a_ceiling_and_floor_bracket_the_search():
+    workload = get_workload("chat", num_requests=300)
+    free = find_capacity(MODEL, H100, DeploymentConfig(), workload, SLOS, seed=0)
+    bracketed = find_capacity(MODEL, H100, DeploymentConfig(), workload, SLOS, seed=0,
+                              ceiling=free.rate * 1.3, floor=free.rate * 0.8)  # fmt: skip
+    assert bracketed.rate == free.rate and len(bracketed.probes) < len(free.probes)
+    above = find_capacity(MODEL, H100, DeploymentConfig(), workload, SLOS, seed=0,
+                          floor=free.rate * 1.2)  # fmt: skip
+    assert above.rate == 0 and above.reason.startswith("below")

@@ -298,3 +298,44 @@ def test_every_request_finishes_in_order(
     assert result.prediction.kv_utilization_peak <= 1.0
     again = simulate(MODEL, H100, config, workload, seed=seed)
     assert np.array_equal(result.finish_s, again.finish_s)
+
+
+def _run(config: DeploymentConfig, rate: float, n: int = 300):
+    from simulator.capacity import at_rate
+
+    return simulate(MODEL, H100, config, at_rate(get_workload("chat", num_requests=n), rate),
+                    seed=0)  # fmt: skip
+
+
+@pytest.mark.parametrize("rate", [4.0, 12.0])
+def test_a_run_no_limit_shaped_is_the_run_under_larger_limits(rate):
+    """The schedule depends on max_num_seqs, the token budget and the KV blocks only where one
+    of them said no; a run none of them shaped is exactly the run under larger ones."""
+    base = DeploymentConfig(max_num_seqs=128, max_num_batched_tokens=8192, max_model_len=8192)
+    run = _run(base, rate)
+    assert not run.limits.bound_by, run.limits
+    for seqs, tokens, chunked in ((256, 16384, True), (512, 8192, False)):
+        other = _run(base.model_copy(update=dict(max_num_seqs=seqs, enable_chunked_prefill=chunked,
+                                                 max_num_batched_tokens=tokens)), rate)  # fmt: skip
+        assert run.limits.same_schedule(max_num_seqs=seqs, token_budget=tokens,
+                                        kv_blocks=other.limits.kv_blocks)  # fmt: skip
+        for name in ("ttft_s", "tpot_s", "e2e_s"):
+            mine, theirs = getattr(run.prediction, name), getattr(other.prediction, name)
+            assert theirs.p99 == pytest.approx(mine.p99, rel=1e-9), name
+            assert theirs.mean == pytest.approx(mine.mean, rel=1e-9), name
+
+
+def test_a_limit_that_said_no_is_named():
+    run = _run(DeploymentConfig(max_num_seqs=4, max_num_batched_tokens=2048, max_model_len=8192),
+               12.0)  # fmt: skip
+    assert {"max_num_seqs", "token_budget"} <= run.limits.bound_by
+    assert not run.limits.same_schedule(max_num_seqs=8, token_budget=2048,
+                                        kv_blocks=run.limits.kv_blocks)  # fmt: skip
+
+
+def test_a_run_that_never_settles_is_overloaded():
+    """150 requests at 100 req/s all fit a batch of 512: nobody waits, but arrivals outpace
+    completions the whole run, so it proves no capacity."""
+    config = DeploymentConfig(max_num_seqs=512, max_model_len=8192)
+    assert _run(config, 100.0, n=150).overloaded
+    assert not _run(config, 5.0, n=150).overloaded

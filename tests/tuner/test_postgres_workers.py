@@ -1,5 +1,6 @@
-"""Several `tune worker` processes on one PostgreSQL study: the budget is met exactly, trial
-numbers are unique, and a worker killed mid-trial has its trial failed by heartbeat and retried.
+"""Several `tune worker` processes on one PostgreSQL study: they share the simulations the
+search queues, each probe runs once, and a worker killed mid-trial has its trial failed by
+heartbeat and retried; the plan equals the one a single process finds.
 
 Runs against the real server (127.0.0.1:5432). Skipped when it is down, unless
 ROOFTUNE_REQUIRE_POSTGRES=1 (CI), which turns the skip into a failure.
@@ -18,11 +19,14 @@ import optuna
 import pytest
 from tuner_helpers import SMALL_PLAN
 
+from tuner.plan import load_plan
 from tuner.study import driver_url
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
-BUDGET = 12
+# Exhaustive on twelve candidates (bf16, 4 max_num_seqs x 3 batching, 1 GPU): enough work
+# queued at once for every process to take a share.
+SPACE = ["--gpus", "1", "--no-speculative", "--allow-quant", "bf16", "--exhaustive"]
 
 
 def _spawn(argv, env):
@@ -37,13 +41,11 @@ def _spawn(argv, env):
 
 def test_workers_share_one_study_and_retry_a_killed_trial(pg_url, tmp_path):
     name = f"test-workers-{uuid.uuid4().hex[:10]}"
-    env = dict(os.environ, ROOFTUNE_TRIAL_SLEEP_S="1.0")
+    env = dict(os.environ, ROOFTUNE_TRIAL_SLEEP_S="0.3")
     plan = _spawn(
         [
             *SMALL_PLAN,
-            "--no-speculative",
-            "--trials",
-            str(BUDGET),
+            *SPACE,
             "--storage",
             pg_url,
             "--study",
@@ -90,8 +92,8 @@ def test_workers_share_one_study_and_retry_a_killed_trial(pg_url, tmp_path):
                 if (
                     trial.state.name == "RUNNING"
                     and owner.endswith(f":{victim.pid}")
-                    and "point" in trial.user_attrs
-                ):  # mid-evaluation, parameters set
+                    and "rate" in trial.params
+                ):  # mid-simulation, parameters set
                     victim.send_signal(signal.SIGKILL)
                     killed_trial = trial.number
                     break
@@ -105,7 +107,13 @@ def test_workers_share_one_study_and_retry_a_killed_trial(pg_url, tmp_path):
         numbers = [t.number for t in trials]
         assert len(numbers) == len(set(numbers))
         complete = [t for t in trials if t.state.name == "COMPLETE"]
-        assert len(complete) == BUDGET
+        probes = [tuple(sorted(t.params.items())) for t in complete]
+        twice = [
+            (t.number, t.user_attrs.get("worker"), t.system_attrs.get("failed_trial"))
+            for t in complete
+            if probes.count(tuple(sorted(t.params.items()))) > 1
+        ]
+        assert not twice, f"a probe ran twice: {twice} (killed {killed_trial})"
         killed = next(t for t in trials if t.number == killed_trial)
         assert killed.state.name == "FAIL"
         retries = [t for t in trials if t.system_attrs.get("failed_trial") == killed_trial]
@@ -113,8 +121,16 @@ def test_workers_share_one_study_and_retry_a_killed_trial(pg_url, tmp_path):
         assert retries[0].params == killed.params
         # Every process ran something: the work was shared.
         owners = {str(t.user_attrs.get("worker", "")).rsplit(":", 1)[-1] for t in complete}
-        assert len(owners) >= 2
-        assert (tmp_path / "s" / "plan.json").is_file()
+        assert len(owners) >= 3
+        shared = load_plan(tmp_path / "s" / "plan.json")
+        alone = tmp_path / "alone"
+        single = subprocess.run(
+            [sys.executable, "-m", "tuner.cli", *SMALL_PLAN, *SPACE, "--out", str(alone),
+             "--no-report"],
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert single.returncode == 0, single.stderr
+        assert load_plan(alone / "plan.json").config == shared.config
     finally:
         for proc in [plan, *workers]:
             if proc.poll() is None:

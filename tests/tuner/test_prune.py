@@ -1,4 +1,4 @@
-"""The pruning pass: invalid, memory, SLO floors and dominance, before any simulation."""
+"""The pruning pass: invalid, memory and SLO floors, before any simulation."""
 
 from __future__ import annotations
 
@@ -58,17 +58,3 @@ def test_slo_floor_prunes_hopeless_latency_targets():
     assert result.counts()["ok"] == 0 and result.counts()["slo"] > 0
     reason = hopeless_reason(result, [parse_slo("tpot_p99=0.1ms")])
     assert "can meet the SLOs" in reason and "ms per token" in reason
-
-
-def test_dominated_points_are_no_riskier_than_their_dominator():
-    result = prune(space70(gpus=16), CHAT)
-    dominated = np.flatnonzero(result.status == STATUS.index("dominated"))
-    for i in dominated:
-        assert "dominated by" in result.reasons[i]
-
-
-def test_ranked_seeds_are_distinct_layouts():
-    result = prune(space70(), CHAT)
-    seeds = result.ranked(CHAT, 0.05, 6)
-    layouts = {(*result.keys[i][:6], r) for i, r, _ in seeds}
-    assert len(layouts) == len(seeds) == 6

@@ -29,7 +29,7 @@ window.addEventListener('load', function () {
 def test_report_renders_with_its_images(chromium, tmp_path, capsys):
     out = tmp_path / "study"
     code, _, err = run_cli(
-        capsys, *SMALL_PLAN, "--no-speculative", "--trials", "8", "--out", str(out)
+        capsys, *SMALL_PLAN, "--no-speculative", "--out", str(out)
     )
     assert code == 0, err
     html = (out / "report.html").read_text()

@@ -42,7 +42,7 @@ def small_spec(**overrides):
         "allow_quant": "bf16,fp8",
         "speculative": True,
         "small": True,
-        "objective": "goodput",
+        "objective": "cost",
         "max_model_len": None,
         "calibration": True,
         "trials": 12,

@@ -1,12 +1,13 @@
-"""``tune plan``: search the deployment space, then write a study directory.
+"""``tune plan``: find the cheapest deployment for the traffic, then write a study directory.
 
     tune plan --model llama-3.1-70b --hardware h100-sxm --gpus 16 --workload chat \\
               --slo ttft_p99=2s --slo tpot_p99=50ms
 
-Steps: validate every input (nothing is written before that), prune the space with the step
-model, run the Optuna study (resuming it when the directory already holds one), choose the plan,
-then write ``plan.json``, the engine configs and the report into the study directory through a
-staging folder, ``plan.json`` last, so an interrupted run never leaves half a plan.
+Steps: validate every input (nothing is written before that), prune the space and bound every
+candidate with the step model, run the branch and bound (``tuner.cheapest``; each simulation is
+a trial of the study, which a re-run resumes), assemble the plan, then write ``plan.json``, the
+engine configs and the report into the study directory through a staging folder, ``plan.json``
+last, so an interrupted run never leaves half a plan.
 Exit codes: 0 plan written, 1 runtime failure, 2 bad input, 3 nothing meets the SLOs, 130 Ctrl-C.
 """
 
@@ -20,17 +21,17 @@ from typing import Any
 
 from . import common
 
-DEFAULT_TRIALS = 100
 DEFAULT_REQUESTS = 500
 
 
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser(
         "plan",
-        help="search deployments; write plan.json, engine configs and a report",
-        description="Search parallelism, quantization, batching and speculative decoding for "
-        "a model on a GPU budget under traffic and SLOs; write the best plan, its vLLM / SGLang "
-        "/ TensorRT-LLM configs and a report into a study directory.",
+        help="find the cheapest deployment for the traffic; write plan.json, configs, a report",
+        description="Find the cheapest deployment (GPU type, parallelism, quantization, "
+        "batching, speculative decoding, replicas) that serves the workload's rate within the "
+        "SLOs on a GPU budget (with no rate: the one that serves the most); write the plan, its "
+        "vLLM / SGLang / TensorRT-LLM configs and a report into a study directory.",
     )
     common.add_model_hardware_args(parser)
     parser.add_argument("--gpus", type=int, required=True, help="GPU budget (the most to use)")
@@ -49,23 +50,23 @@ def add_parser(subparsers) -> None:
     )
     search.add_argument(
         "--objective",
-        default="goodput",
-        choices=["goodput", "cost"],
-        help="goodput per GPU (default) or cost per million tokens, each against p99 TPOT",
+        default="cost",
+        choices=["cost", "gpus"],
+        help="what a deployment costs: its GPUs at their list price per hour (default; GPU "
+        "count where a profile has no price) or the GPU count",
     )
     search.add_argument(
         "--trials",
         type=int,
-        default=DEFAULT_TRIALS,
-        help=f"complete trials in the study (default {DEFAULT_TRIALS})",
+        default=None,
+        help="stop after this many simulations (default: when the bounds prove the plan)",
     )
     search.add_argument("--timeout", type=float, default=None, help="stop searching after S s")
-    search.add_argument("--sampler", default="tpe", choices=["tpe", "nsga2", "random"])
     search.add_argument(
         "--exhaustive",
         action="store_true",
-        help="try every point (BruteForceSampler): checks the search on small "
-        "spaces (see --small-space)",
+        help="simulate every candidate without bounds: the reference the search is checked "
+        "against (slow; see --small-space)",
     )
     search.add_argument(
         "--small-space", action="store_true", help="a few choices per knob: an enumerable space"
@@ -106,7 +107,7 @@ def spec_from_args(args: argparse.Namespace) -> dict[str, Any]:
 
     if args.gpus < 1:
         raise ConfigError(f"--gpus must be at least 1 (got {args.gpus})")
-    if args.trials < 1:
+    if args.trials is not None and args.trials < 1:
         raise ConfigError(f"--trials must be at least 1 (got {args.trials})")
     return {
         "model": args.model,
@@ -123,8 +124,6 @@ def spec_from_args(args: argparse.Namespace) -> dict[str, Any]:
         "objective": args.objective,
         "max_model_len": args.max_model_len,
         "calibration": not args.no_calibration,
-        "trials": args.trials,
-        "sampler": args.sampler,
         "engine": args.engine,
         "model_id": args.model_id,
         "exhaustive": args.exhaustive,
@@ -143,16 +142,18 @@ def run(args: argparse.Namespace) -> int:
 
     from simulator.errors import NoFeasiblePlanError
     from tuner import study as studies
-    from tuner.objective import make_objective
+    from tuner.choose import launch_check
+    from tuner.plan import hf_model_id
+    from tuner.probe import Prober
     from tuner.prune import hopeless_reason
-    from tuner.search import build_search, seed_baselines
+    from tuner.search import build_search, run_search
+    from tuner.trials import DONE_ATTR, LocalRunner, SharedRunner, preload
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     started = time.perf_counter()
     spec = spec_from_args(args)
     search = build_search(spec)  # every bad name or value fails here, before any file exists
-    counts = search.pruned.counts()
-    if counts["ok"] == 0:
+    if not search.table.candidates:
         raise NoFeasiblePlanError(hopeless_reason(search.pruned, search.slos))
     storage = (
         studies.open_storage(args.storage, heartbeat_s=args.heartbeat) if args.storage else None
@@ -166,54 +167,57 @@ def run(args: argparse.Namespace) -> int:
     if storage is None:
         storage = studies.open_storage(None, study_dir=out_dir)
     name = args.study or out_dir.resolve().name
-    sampler = studies.make_sampler(args.sampler, seed=args.seed, exhaustive=args.exhaustive)
     study = studies.create_study(
         storage=storage,
         name=name,
         directions=search.directions,
         metric_names=search.metric_names,
-        sampler=sampler,
         spec=spec,
     )
-    if not args.storage:
-        studies.recover_stale_trials(study)
-    if not study.get_trials(deepcopy=False):
-        seed_baselines(study, search, limit=max(2, min(10, args.trials // 8)))
-    budget = search.space.size() if args.exhaustive else args.trials
-    objective = make_objective(search.evaluator, budget=budget)
-    progress = _progress(budget, quiet=args.quiet or args.json)
+    if args.storage:
+        study.set_user_attr(DONE_ATTR, False)  # workers stay until this search is done
+        runner: Any = SharedRunner(search, search.table, study)
+    else:
+        runner = LocalRunner(search, study)
+    prober = Prober(search.table, runner)
+    resumed = preload(study, search.table, prober)
+    model_id = args.model_id or hf_model_id(search.space.model)
+    progress = _progress(search, quiet=args.quiet or args.json)
     try:
-        if args.exhaustive:
-            study.optimize(
-                objective,
-                timeout=args.timeout,
-                catch=(),
-                gc_after_trial=False,
-                callbacks=[lambda s, t: progress(1 + t.number)],
-            )
-        else:
-            studies.run_trials(
-                study, objective, budget=budget, timeout_s=args.timeout, on_progress=progress
-            )
+        outcome = run_search(
+            search,
+            prober,
+            exhaustive=args.exhaustive,
+            admissible=launch_check(search, args.engine, model_id),
+            max_simulations=args.trials,
+            deadline_s=args.timeout,
+            on_progress=progress,
+        )
     except KeyboardInterrupt:
-        progress(None)
+        progress(None, None)
         print(
-            f"tune plan: stopped; finished trials are kept in {out_dir} - run the same "
+            f"tune plan: stopped; finished simulations are kept in {out_dir} - run the same "
             "command to resume",
             file=sys.stderr,
         )
         raise
-    progress(None)
+    finally:
+        progress(None, None)
+        if args.storage:
+            study.set_user_attr(DONE_ATTR, True)  # workers may leave
     plan, files = finish(
         study=study,
         search=search,
+        outcome=outcome,
+        prober=prober,
         out_dir=out_dir,
         storage_url=args.storage,
         name=name,
         started=started,
         engine=args.engine,
-        model_id=args.model_id,
+        model_id=model_id,
         report=not args.no_report,
+        resumed=resumed,
     )
     if args.json:
         common.print_json(plan.model_dump(mode="json"))
@@ -226,6 +230,8 @@ def finish(
     *,
     study: Any,
     search: Any,
+    outcome: Any,
+    prober: Any,
     out_dir: Path,
     storage_url: str | None,
     name: str,
@@ -233,8 +239,9 @@ def finish(
     engine: str,
     model_id: str | None,
     report: bool,
+    resumed: int = 0,
 ) -> tuple[Any, list]:
-    """Choose the plan, draw the report, write the study directory (plan.json last)."""
+    """Assemble the plan, draw the report, write the study directory (plan.json last)."""
     from datetime import datetime, timezone
 
     from tuner.choose import assemble_plan
@@ -243,8 +250,7 @@ def finish(
     from tuner.report import build_report
     from tuner.study import redact
 
-    hardware = search.space.hardware[0]
-    efficiency = hardware.efficiency
+    efficiency = search.space.hardware[0].efficiency
     provenance = {
         "rooftune_version": _version(),
         "created_utc": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
@@ -262,19 +268,26 @@ def finish(
         "calibration": {"source": efficiency.source, "provenance": dict(efficiency.provenance)},
         "study_name": name,
         "storage": redact(storage_url) if storage_url else str(out_dir / "study.journal"),
-        "sampler": "bruteforce" if search.spec.get("exhaustive") else search.spec["sampler"],
+        "sampler": "exhaustive" if search.spec.get("exhaustive") else "branch and bound",
         "seed": int(search.spec["seed"]),
         "trial": -1,
         "trials": len(study.get_trials(deepcopy=False)),
-        "evaluations": search.evaluator.evaluations,
+        "evaluations": prober.simulations,
         "wall_s": 0.0,
     }
-    plan, _ = assemble_plan(
-        study=study, search=search, provenance=provenance, engine=engine, model_id=model_id
+    plan, result = assemble_plan(
+        search=search,
+        outcome=outcome,
+        study=study,
+        provenance={**provenance, "shared": prober.shared, "resumed": resumed},
+        engine=engine,
+        model_id=model_id,
     )
     figures = html_text = md_text = None
     if report:
-        figures, html_text, md_text = build_report(plan=plan, study=study, search=search)
+        figures, html_text, md_text = build_report(
+            plan=plan, study=study, search=search, result=result
+        )
     plan.provenance.wall_s = round(time.perf_counter() - started, 2)
     files = write_study_dir(
         out_dir=out_dir, plan=plan, figures=figures, html_text=html_text, md_text=md_text
@@ -298,13 +311,18 @@ def summary(plan: Any, search: Any, out_dir: Path, files: list) -> str:
     from tuner.report import _summary_rows
     from tuner.textfmt import key_values
 
-    pruned = search.pruned.counts()
-    prov = plan.provenance
+    stats, prov = plan.search["bound"], plan.provenance
+    traffic = (
+        f"{plan.workload.rate_requests_per_s:g} req/s of {plan.workload.name} traffic"
+        if plan.workload.rate_requests_per_s
+        else f"{plan.workload.name} traffic, as much as the budget serves"
+    )
     head = (
-        f"tune plan: {plan.model} on up to {plan.gpu_budget} x {plan.hardware}, "
-        f"{plan.workload.name} traffic; searched {prov.trials} trials "
-        f"({prov.evaluations} simulated; {pruned['ok']} of {len(search.pruned)} replica "
-        f"configurations survived pruning) in {prov.wall_s:.1f} s"
+        f"tune plan: {plan.model} on up to {plan.gpu_budget} x {plan.hardware}, {traffic}; "
+        f"{prov.evaluations} simulations ({stats['simulated_candidates']} of "
+        f"{stats['candidates']} candidates simulated, {stats['ruled_out_by_bound']} ruled out "
+        f"by bound) in {prov.wall_s:.1f} s"
+        + ("" if stats["proven"] else f"; not proven optimal ({stats['stopped']})")
     )
     rows = list(_summary_rows(plan))
     for s in plan.slos:
@@ -335,27 +353,34 @@ def summary(plan: Any, search: Any, out_dir: Path, files: list) -> str:
     )
 
 
-def _progress(total: int, *, quiet: bool):
-    """A callback that moves a progress bar to n complete trials (None closes it)."""
+def _progress(search: Any, *, quiet: bool):
+    """A callback the search calls before each step: (outcome, cost or bound being tested);
+    (None, None) closes the bar."""
     from tqdm import tqdm
 
     bar = tqdm(
-        total=total,
-        desc="trials",
-        unit="trial",
+        total=len(search.table),
+        desc="candidates",
+        unit="cand",
         file=sys.stderr,
         leave=False,
         disable=True if quiet else None,
         dynamic_ncols=True,
     )
+    unit = search.table.unit
 
-    def update(n: int | None) -> None:
-        if n is None:
+    def update(outcome: Any, level: float | None) -> None:
+        if outcome is None:
             bar.close()
             return
-        bar.update(max(0, min(n, total) - bar.n))
+        bar.update(len(outcome.visited) - bar.n)
+        best = outcome.best
+        if outcome.mode == "rate":
+            text = f"testing {level:g} {unit}" if level is not None else ""
+            if best is not None:
+                text += f", best {best.cost:g} {unit}"
+        else:
+            text = "" if best is None else f"best {best.total_capacity:.2f} req/s"
+        bar.set_postfix_str(text, refresh=False)
 
     return update
-
-
-# --- from a finished study to a plan ---------------------------------------------------------

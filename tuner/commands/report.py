@@ -53,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
             storage = None
         if storage is not None:
             study = studies.load_study(
-                storage=storage, name=plan.provenance.study_name, sampler=None
+                storage=storage, name=plan.provenance.study_name
             )
     except RooftuneError as error:
         print(f"tune report: warning: {error}; drawing from plan.json alone", file=sys.stderr)

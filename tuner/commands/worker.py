@@ -1,26 +1,26 @@
-"""``tune worker``: join a study on shared storage and run its trials until the budget is done.
+"""``tune worker``: join a study on shared storage and run the simulations its search queues.
 
     tune worker --study llama70b-chat --storage postgresql://user@db-host/rooftune
 
-The study's search (model, GPUs, workload, SLOs, space, trial budget) is stored with it by
-``tune plan``, so a worker needs only the study's name and the storage URL; any number of them,
-on any machines, share the budget. Each sends a heartbeat while its trial runs; if a worker dies,
-its trial is failed and queued again by the next worker to start a trial.
+The study's search (model, GPUs, workload, SLOs, space) is stored with it by ``tune plan``, so a
+worker needs only the study's name and the storage URL; any number of them, on any machines,
+take the simulations the branch and bound queues next, until ``tune plan`` marks the search
+done. Each sends a heartbeat while its trial runs; if a worker dies, its trial is failed and
+queued again by the next process that looks.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
 
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser(
         "worker",
-        help="join a study on shared storage and run its trials",
+        help="join a study on shared storage and run the simulations it queues",
         description="Join a study created by `tune plan --storage URL --study NAME` and run "
-        "trials until the study's budget of complete trials is reached.",
+        "the simulations its search queues until the search is done.",
     )
     parser.add_argument("--study", required=True, help="study name")
     parser.add_argument("--storage", required=True, help="postgresql://... (or a .journal file)")
@@ -40,12 +40,6 @@ def add_parser(subparsers) -> None:
         default=None,
         help="seconds without a heartbeat before a trial counts as dead (default 3 x heartbeat)",
     )
-    parser.add_argument(
-        "--seed",
-        type=int,
-        default=None,
-        help="sampler seed (default: the study's seed plus this process id)",
-    )
     parser.set_defaults(run=run)
 
 
@@ -54,36 +48,20 @@ def run(args: argparse.Namespace) -> int:
 
     from simulator.errors import ConfigError
     from tuner import study as studies
-    from tuner.objective import make_objective
     from tuner.search import build_search
+    from tuner.trials import make_objective, serve_queue
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     if args.trials is not None and args.trials < 1:
         raise ConfigError(f"--trials must be at least 1 (got {args.trials})")
     storage = studies.open_storage(args.storage, heartbeat_s=args.heartbeat, grace_s=args.grace)
-    # The sampler is attached after the spec is read; distinct seeds keep workers apart.
-    probe = studies.load_study(storage=storage, name=args.study, sampler=None, wait_s=args.wait)
-    spec = probe.user_attrs[studies.SPEC_ATTR]
-    seed = args.seed if args.seed is not None else (int(spec["seed"]) + os.getpid()) % 2**31
-    if spec.get("exhaustive"):
-        seed = int(spec["seed"])  # exhaustive sampling wants the same seed everywhere
-    sampler = studies.make_sampler(
-        spec["sampler"], seed=seed, exhaustive=bool(spec.get("exhaustive"))
-    )
-    study = studies.load_study(storage=storage, name=args.study, sampler=sampler)
-    search = build_search(spec)
-    budget = int(spec["trials"])
-    ran = studies.run_trials(
-        study,
-        make_objective(search.evaluator, budget=budget),
-        budget=budget,
-        max_own_trials=args.trials,
-    )
+    study = studies.load_study(storage=storage, name=args.study, wait_s=args.wait)
+    search = build_search(study.user_attrs[studies.SPEC_ATTR])
+    ran = serve_queue(study, make_objective(search, search.table), max_trials=args.trials)
     counts = studies.count_states(study)
     print(
-        f"tune worker {studies.worker_id()}: ran {ran} trial(s) "
-        f"({search.evaluator.evaluations} simulated); study {args.study!r} has "
-        f"{counts['COMPLETE']} of {budget} complete",
+        f"tune worker {studies.worker_id()}: ran {ran} simulation(s); study {args.study!r} "
+        f"holds {counts['COMPLETE']} complete",
         file=sys.stderr,
     )
     return 0
