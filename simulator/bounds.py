@@ -49,11 +49,12 @@ import numpy as np
 
 from .configs import ConfigArrays
 from .shapes import FEATURES, step_features
-from .specs import HardwareSpec, ModelSpec
+from .specs import DeploymentConfig, HardwareSpec, ModelSpec, SpeculativeConfig
 from .speculative import EAGLE_LAYERS_PER_TOKEN, expected_tokens_per_round
 from .step import StepModel
 
 __all__ = [
+    "bound_of",
     "TrafficShape",
     "Drafter",
     "CapacityBounds",
@@ -128,6 +129,22 @@ class Drafter:
     @property
     def tokens_per_round(self) -> float:
         return expected_tokens_per_round(self.tokens, self.acceptance)
+
+    @classmethod
+    def of(cls, speculative: SpeculativeConfig | None) -> Drafter | None:
+        """The drafter a deployment's speculative decoding describes (None: no speculation)."""
+        if speculative is None:
+            return None
+        from .models import get_model
+
+        return cls(
+            method=speculative.method,
+            tokens=speculative.num_speculative_tokens,
+            acceptance=speculative.acceptance_rate,
+            draft_model=get_model(speculative.draft_model or "")
+            if speculative.method == "draft"
+            else None,
+        )
 
 
 @dataclass(frozen=True)
@@ -232,10 +249,11 @@ class _Mean:
         self.drafting = np.flatnonzero(self.draft_tokens > 0)
         self.draft_step: StepModel | None = None
         if self.drafting.size:
-            models = {d.draft_model for d in drafters if d and d.method == "draft"}
-            assert len(models) == 1 and None not in models, "one draft model per call"
-            draft_model = next(iter(models))
-            assert draft_model is not None
+            models = [d.draft_model for d in drafters if d and d.method == "draft"]
+            draft_model = models[0]
+            assert draft_model is not None and all(
+                m is not None and m.name == draft_model.name for m in models
+            ), "one draft model per call"
             c = configs.select(self.drafting)
             self.draft_step = StepModel.build(draft_model, hardware, ConfigArrays.from_arrays(
                 size=len(c), kv_code=c.kv_code, max_num_seqs=c.max_num_seqs,
@@ -419,3 +437,27 @@ class _Mean:
         percentile = max((s.percentile for s in slos if s.metric == "ttft"), default=50.0)
         percentile = min(percentile, np.nextafter(MEAN_PERCENTILE, 0.0))  # no decodes beside
         return self.iteration_s(alone) / self.per_round, self._ttft_s(alone, percentile)
+
+
+def bound_of(
+    model: ModelSpec, hardware: HardwareSpec, config: DeploymentConfig, workload, slos=()
+) -> tuple[float, str]:
+    """(the capacity bound of one deployment's replica under ``workload``, what sets it)."""
+    from .workload import sample_requests
+
+    requests = sample_requests(workload)
+    shape = TrafficShape.from_requests(
+        requests.prompt_tokens,
+        requests.output_tokens,
+        prefix_sharing=workload.prefix_sharing,
+        block_size=config.block_size,
+    )
+    result = capacity_bounds(
+        model,
+        hardware,
+        ConfigArrays.from_configs([config]),
+        shape,
+        tuple(slos) or workload.slos,
+        drafters=[Drafter.of(config.speculative)],
+    )
+    return float(result.rate_per_s[0]), LIMITS[int(result.limit[0])]

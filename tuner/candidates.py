@@ -19,7 +19,7 @@ import numpy as np
 
 from simulator.bounds import LIMITS, Drafter, capacity_bounds
 from simulator.configs import ConfigArrays
-from tuner.choices import SPEC_DRAFT_MODEL, WEIGHT_SCHEMES
+from tuner.choices import WEIGHT_SCHEMES
 from tuner.space import Point
 
 __all__ = ["Candidate", "CandidateTable", "build_candidates"]
@@ -70,21 +70,9 @@ class CandidateTable:
 def build_candidates(search, *, priced: bool) -> CandidateTable:
     """Candidates of ``search`` (a ``tuner.search.Search``): pruned keys x speculative options,
     each with its capacity bound; ``priced`` costs GPUs at their list price."""
-    from simulator.models import get_model
-
     space, pruned = search.space, search.pruned
     options = space.spec_options()
-    drafters = [
-        None
-        if method == "none"
-        else Drafter(
-            method=method,
-            tokens=tokens,
-            acceptance=space.spec_acceptance[method],
-            draft_model=get_model(SPEC_DRAFT_MODEL) if method == "draft" else None,
-        )
-        for method, tokens in options
-    ]
+    drafters = [Drafter.of(space.speculative_option(method, tokens)) for method, tokens in options]
     counts = pruned.counts()
     ruled_out = {name: n * len(options) for name, n in counts.items() if name != "ok" and n}
     candidates: list[Candidate] = []

@@ -281,14 +281,18 @@ class SearchSpace:
     # --- to the simulator ----------------------------------------------------------------------
 
     def speculative(self, point: Point) -> SpeculativeConfig | None:
-        if point.spec_method == "none":
+        return self.speculative_option(point.spec_method, point.spec_tokens)
+
+    def speculative_option(self, method: str, tokens: int) -> SpeculativeConfig | None:
+        """Speculative decoding with ``method`` drafting ``tokens`` (None for ``none``)."""
+        if method == "none":
             return None
         return SpeculativeConfig(
-            method=point.spec_method,
-            num_speculative_tokens=point.spec_tokens,
-            acceptance_rate=self.spec_acceptance[point.spec_method],
+            method=method,
+            num_speculative_tokens=tokens,
+            acceptance_rate=self.spec_acceptance[method],
             draft_model={"draft": SPEC_DRAFT_MODEL, "eagle": EAGLE_HEADS.get(self.model.name)}.get(
-                point.spec_method
+                method
             ),
         )
 
