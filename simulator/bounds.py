@@ -55,6 +55,7 @@ from .step import StepModel
 
 __all__ = [
     "bound_of",
+    "tpot_at",
     "TrafficShape",
     "Drafter",
     "CapacityBounds",
@@ -224,6 +225,40 @@ def capacity_bounds(
         ttft_floor_s=ttft_floor[row],
         kv_blocks=np.floor(kv_tokens / configs.block_size).astype(int),
     )
+
+
+def tpot_at(
+    model: ModelSpec,
+    hardware: HardwareSpec,
+    configs: ConfigArrays,
+    traffic: TrafficShape,
+    rates: np.ndarray,
+    *,
+    percentile: float = 99.0,
+    drafters: Sequence[Drafter | None] = (None,),
+    drafter: np.ndarray | None = None,
+) -> np.ndarray:
+    """The steady state's lower bound on a TPOT percentile when configuration ``i`` serves
+    ``rates[i]`` requests/s (inf where it cannot: past its batch, KV or token-budget limit)."""
+    choice = np.zeros(len(configs), dtype=int) if drafter is None else np.asarray(drafter)
+    mean = _Mean(model, hardware, configs, traffic, drafters, choice)
+    kv_tokens, kv_per_sequence = mean.kv_room()
+    max_batch = np.minimum(configs.max_num_seqs, np.floor(kv_tokens / kv_per_sequence))
+    per_request = traffic.new_prompt + traffic.decodes * mean.query / mean.per_round
+    high = np.minimum(
+        max_batch * mean.per_round / traffic.decodes,
+        configs.max_num_batched_tokens * configs.pp / per_request,
+    )
+    rates = np.asarray(rates, dtype=float)
+    reachable = (high > 0) & (high / mean.iteration_s(np.maximum(high, 1e-12)) >= rates)
+    low = np.zeros_like(high)
+    for _ in range(2 * _BISECTION_STEPS):  # the u whose rate u / h(u) is the one asked
+        mid = (low + high) / 2
+        fast_enough = mid / mean.iteration_s(np.maximum(mid, 1e-12)) >= rates
+        high = np.where(fast_enough, mid, high)
+        low = np.where(fast_enough, low, mid)
+    tpot = mean.tpot_s(np.maximum(high, 1e-12), percentile)
+    return np.where(reachable & mean.step.valid, tpot, np.inf)
 
 
 class _Mean:

@@ -141,7 +141,9 @@ def _speculative_run(engine, until: float) -> bool:
     if rounds <= 0:
         return False
     contexts = decodes.context + before[:rounds].sum(axis=1).astype(float)
-    durations = _cut(engine.clock, spec.draft_times(n, contexts) + _verify(engine, contexts), until)
+    durations = _cut(
+        engine.clock, spec.draft_times(n, contexts) + _verify(engine, contexts), until
+    )
     rounds = len(durations)
     last = rounds - 1
     spec.count(tokens[:rounds])

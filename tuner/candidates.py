@@ -22,7 +22,7 @@ from simulator.configs import ConfigArrays
 from tuner.choices import WEIGHT_SCHEMES
 from tuner.space import Point
 
-__all__ = ["Candidate", "CandidateTable", "build_candidates"]
+__all__ = ["Candidate", "CandidateTable", "build_candidates", "candidate_for", "config_arrays"]
 
 
 @dataclass(frozen=True)
@@ -86,7 +86,7 @@ def build_candidates(search, *, priced: bool) -> CandidateTable:
         bounds = capacity_bounds(
             space.model,
             hardware,
-            _config_arrays(keys, space.max_model_len, space.gpu_memory_utilization),
+            config_arrays(keys, space.max_model_len, space.gpu_memory_utilization),
             search.shape,
             search.slos,
             drafters=drafters,
@@ -117,7 +117,7 @@ def build_candidates(search, *, priced: bool) -> CandidateTable:
     )
 
 
-def _config_arrays(keys: list[tuple], max_model_len: int, memory_fraction: float) -> ConfigArrays:
+def config_arrays(keys: list[tuple], max_model_len: int, memory_fraction: float) -> ConfigArrays:
     """The step model's view of replica keys (hardware, tp, pp, ep, weights, kv, max_num_seqs,
     chunked_prefill, max_num_batched_tokens)."""
     _, tp, pp, ep, weights, kv, seqs, _, tokens = (np.array(c) for c in zip(*keys, strict=True))
@@ -133,4 +133,31 @@ def _config_arrays(keys: list[tuple], max_model_len: int, memory_fraction: float
         max_num_batched_tokens=tokens,
         max_model_len=max_model_len,
         gpu_memory_utilization=memory_fraction,
+    )
+
+
+def candidate_for(search, point: Point, *, index: int, price: float) -> Candidate | None:
+    """A candidate for any point (knobs off the grid too), bounded like the table's; None when
+    it cannot run or cannot meet the SLOs at any rate."""
+    key = point.replica_key
+    drafter = Drafter.of(search.space.speculative(point))
+    bounds = capacity_bounds(
+        search.space.model,
+        search.space.hardware_spec(point.hardware),
+        config_arrays([key], search.space.max_model_len, search.space.gpu_memory_utilization),
+        search.shape,
+        search.slos,
+        drafters=[drafter],
+    )
+    rate = float(bounds.rate_per_s[0])
+    if rate <= 0:
+        return None
+    return Candidate(
+        index=index,
+        point=point,
+        rate_bound=rate,
+        limit=LIMITS[bounds.limit[0]],
+        price=price,
+        kv_blocks=int(bounds.kv_blocks[0]),
+        token_budget=point.max_num_batched_tokens * point.pp,
     )

@@ -133,12 +133,14 @@ def _pareto(trials: list[Any], names: list[str], maximize_first: bool) -> list[A
     return unique
 
 
-def alternatives(search: Any, outcome: Any, unit: str, limit: int = 10) -> list[Any]:
-    """Runners-up, one per layout (GPU, parallelism, dtypes, speculation), with why each lost."""
+def alternatives(search: Any, outcome: Any, prober: Any = None, limit: int = 10) -> list[Any]:
+    """Runners-up, one per layout (GPU, parallelism, dtypes, speculation), each with why it
+    lost: simulated ones first (cheapest first), then those the bounds ruled out."""
+    from tuner.cheapest import TIE_PROBES
     from tuner.plan import Candidate
 
-    best = outcome.best
-    layouts: dict[tuple, tuple[float, Any]] = {}
+    best, unit, table = outcome.best, search.table.unit, search.table.candidates
+    rows: dict[tuple, tuple[tuple, Any]] = {}
 
     def layout(candidate: Any) -> tuple:
         p = candidate.point
@@ -147,59 +149,79 @@ def alternatives(search: Any, outcome: Any, unit: str, limit: int = 10) -> list[
     def money(value: float) -> str:
         return f"${value:,.2f}/h" if unit == "$/h" else f"{value:g} GPUs"
 
-    def offer(candidate: Any, rank: float, text: str, replicas: int) -> None:
+    def offer(rank: tuple, candidate: Any, replicas: int, text: str) -> None:
         key = layout(candidate)
-        if key == layout(best.candidate) or (key in layouts and layouts[key][0] <= rank):
+        if key == layout(best.candidate) or (key in rows and rows[key][0] <= rank):
             return
-        layouts[key] = (rank, Candidate(
+        metrics = {}
+        known = (
+            prober.known(candidate, outcome.rate / replicas) if prober and outcome.rate else None
+        )
+        if known is not None:
+            shown = ("ttft_p99_s", "tpot_p99_s", "e2e_p99_s")
+            metrics = {k: known.metrics.get(k) for k in shown}
+        rows[key] = (rank, Candidate(
             trial=-1, label=candidate.deployment(replicas).label(),
-            params=candidate.point.as_dict(), feasible=False, objectives={},
-            risk=candidate.point.risk, why_not=text,
+            params=candidate.point.as_dict(), feasible=known is not None and known.meets,
+            objectives={}, metrics=metrics, risk=candidate.point.risk, why_not=text,
         ))  # fmt: skip
 
     for choice in outcome.confirmed:
         if choice.candidate.index == best.candidate.index:
             continue
         extra = choice.cost - best.cost
-        if outcome.mode == "rate" and extra > 1e-9:
-            text = f"serves the rate with {choice.gpus} GPUs ({money(choice.cost)}, {money(extra)} more)"
-        else:
-            text = (
-                f"same cost, less capacity ({choice.total_capacity:.2f} against "
-                f"{best.total_capacity:.2f} req/s)"
-                if choice.capacity is not None
-                else f"same cost ({money(choice.cost)}); the plan was found first"
+        if extra > 1e-9:
+            text = f"serves the traffic on {choice.gpus} GPUs: {money(extra)} more"
+            known = (
+                prober.known(choice.candidate, outcome.rate / choice.replicas) if prober else None
             )
-        offer(choice.candidate, choice.cost, text, choice.replicas)
-    table = search.table.candidates
+            if known is not None and known.metrics.get("tpot_p99_s") is not None:
+                text += f" for a p99 TPOT of {known.metrics['tpot_p99_s'] * 1e3:.1f} ms"
+        elif choice.capacity is not None and best.capacity is not None:
+            text = (f"same cost, less headroom ({choice.total_capacity:.2f} against "
+                    f"{best.total_capacity:.2f} req/s)")  # fmt: skip
+        else:
+            text = f"same cost ({money(choice.cost)}); the plan was found first"
+        offer((0, choice.cost), choice.candidate, choice.replicas, text)
     for index, replicas in outcome.refuted.items():
         candidate = table[index]
-        text = (
-            f"{replicas} replica(s) ({replicas * candidate.gpus} GPUs) miss the SLOs at "
-            f"{(outcome.rate or 0) / replicas:.2f} req/s each"
-        )
-        offer(candidate, candidate.cost(replicas + 1), text, replicas)
+        rate = (outcome.rate or 0.0) / replicas
+        known = prober.known(candidate, rate) if prober else None
+        why = known.misses[0] if known and known.misses else "misses an SLO"
+        text = f"{replicas} replica(s) ({replicas * candidate.gpus} GPUs) at {rate:.2f} req/s each: {why}"
+        offer((1, candidate.cost(replicas + 1)), candidate, replicas, text)
     for index, reason in outcome.inadmissible.items():
-        offer(table[index], table[index].cost(1), reason, 1)
+        offer((1, table[index].cost(1)), table[index], 1, reason)
     for candidate in table:
         if candidate.index in outcome.visited:
             continue
-        if outcome.rate is not None:
-            least = max(1, math.ceil(outcome.rate / candidate.rate_bound - 1e-9))
-            text = (
-                f"ruled out by bound: one replica serves at most {candidate.rate_bound:.2f} "
-                f"req/s ({candidate.limit}), so {least * candidate.gpus} GPUs or more"
-            )
-            offer(candidate, candidate.cost(least), text, least)
-        else:
+        if outcome.rate is None:
             replicas = search.space.gpus // candidate.gpus
+            text = f"ruled out by bound: at most {replicas * candidate.rate_bound:.2f} req/s"
+            offer((2, -replicas * candidate.rate_bound), candidate, replicas, text)
+            continue
+        least = max(1, math.ceil(outcome.rate / candidate.rate_bound - 1e-9))
+        cost = candidate.cost(least)
+        if cost > best.cost * (1 + 1e-12):
+            text = (f"ruled out by bound: one replica serves at most {candidate.rate_bound:.2f} "
+                    f"req/s ({candidate.limit}), so {least * candidate.gpus} GPUs or more")  # fmt: skip
+            offer((3, cost), candidate, least, text)
+            continue
+        if best.capacity is not None and least * candidate.rate_bound <= best.total_capacity:
+            text = (f"could cost the same, but its bound ({least * candidate.rate_bound:.2f} "
+                    "req/s) is below the plan's capacity")  # fmt: skip
+        else:
             text = (
-                f"ruled out by bound: at most {replicas * candidate.rate_bound:.2f} req/s "
-                f"({candidate.limit})"
+                f"could cost the same; not simulated (the {TIE_PROBES} simulations for ties went)"
             )
-            offer(candidate, -replicas * candidate.rate_bound, text, replicas)
-    ranked = sorted(layouts.values(), key=lambda item: item[0])
-    return [entry for _, entry in ranked[:limit]]
+        offer((2, cost), candidate, least, text)
+    ranked = sorted(rows.values(), key=lambda item: item[0])
+    ties = [entry for rank, entry in ranked if rank[0] == 2][:_TIES_SHOWN]
+    kept = [entry for rank, entry in ranked if rank[0] != 2 or entry in ties]
+    return kept[:limit]
+
+
+_TIES_SHOWN = 3  # runners-up at the plan's own cost worth a row
 
 
 def assemble_plan(
@@ -210,6 +232,7 @@ def assemble_plan(
     provenance: dict[str, Any],
     engine: str,
     model_id: str | None = None,
+    prober: Any = None,
 ) -> tuple[Any, Any]:
     """The plan of ``outcome.best`` and the simulation of the whole deployment behind it.
     ``NoFeasiblePlanError`` names the closest candidate when nothing was found."""
@@ -318,16 +341,19 @@ def assemble_plan(
         capacity=_capacity_info(outcome, choice),
         memory=memory,
         pareto=_pareto(trials, names, search.directions[0] == "maximize"),
-        alternatives=alternatives(search, outcome, search.table.unit),
+        alternatives=alternatives(search, outcome, prober),
         search={
             "space": space.describe(),
             "pruning": search.pruned.counts(),
             "spec": dict(search.spec),
             "bound": _search_stats(search, outcome, provenance),
         },
-        provenance=Provenance(**{
-            **provenance, "trial": chosen_trial.number if chosen_trial else -1,
-        }),  # fmt: skip
+        provenance=Provenance(
+            **{
+                **provenance,
+                "trial": chosen_trial.number if chosen_trial else -1,
+            }
+        ),  # fmt: skip
         engine=engine,
         engines=engines,
     )

@@ -43,7 +43,9 @@ class ProbeResult:
         return math.inf if value is None else float(value)
 
 
-def simulate_probe(search: Any, candidate: Any, rate: float, step_model: Any = None) -> ProbeResult:
+def simulate_probe(
+    search: Any, candidate: Any, rate: float, step_model: Any = None
+) -> ProbeResult:
     """Run one probe: ``candidate`` (one replica) under the search's workload at ``rate``."""
     from simulator.capacity import at_rate, meets
     from simulator.serving import simulate

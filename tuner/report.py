@@ -50,7 +50,11 @@ def build_report(
     if result is None:
         workload = search.workload
         capacity = plan.capacity
-        if plan.workload.rate_requests_per_s is None and capacity and capacity.deployment_rate_per_s:
+        if (
+            plan.workload.rate_requests_per_s is None
+            and capacity
+            and capacity.deployment_rate_per_s
+        ):
             workload = at_rate(workload, capacity.deployment_rate_per_s)
         result = simulate(
             space.model, hardware, config, workload, seed=plan.workload.seed, slos=search.slos

@@ -158,7 +158,7 @@ def create_study(
     return study
 
 
-# What must match to resume a study (the trial budget and output options may change).
+# What must match to resume a study (the simulation budget and outputs may change).
 _SEARCH_KEYS = (
     "model",
     "hardware",
@@ -240,5 +240,3 @@ def recover_stale_trials(study: Any) -> int:
         )
         recovered += 1
     return recovered
-
-

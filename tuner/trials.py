@@ -111,7 +111,8 @@ def _values(search: Any, candidate: Any, replicas: int, rate: float, result: Pro
     return [float(first), tpot], constraints
 
 
-def _attrs(candidate: Any, replicas: int, kind: str, result: ProbeResult) -> dict[str, Any]:
+def _attrs(candidate: Any, replicas: int, rate: float, kind: str,
+           result: ProbeResult) -> dict[str, Any]:  # fmt: skip
     from tuner.study import worker_id
 
     limits = asdict(result.limits)
@@ -119,6 +120,9 @@ def _attrs(candidate: Any, replicas: int, kind: str, result: ProbeResult) -> dic
     return {
         KIND_ATTR: kind,
         "label": candidate.deployment(replicas).label(),
+        "cost": candidate.cost(replicas),  # $/h, or GPUs when the search counts GPUs
+        # The rate these replicas were shown to serve within the SLOs (0: they were not).
+        "served_rate": replicas * rate if result.meets else 0.0,
         "meets": result.meets,
         "metrics": result.metrics,
         "misses": list(result.misses),
@@ -152,7 +156,7 @@ def probe_trial(search: Any, candidate: Any, rate: float, replicas: int, kind: s
         values=values,
         params=probe_params(candidate.point, replicas, rate),
         distributions=distributions(search.space),
-        user_attrs=_attrs(candidate, replicas, kind, result),
+        user_attrs=_attrs(candidate, replicas, rate, kind, result),
         constraints=constraints,
     )
 
@@ -234,7 +238,7 @@ def make_objective(search: Any, table: Any) -> Any:
         kind = trial.user_attrs.get(KIND_ATTR, "deployment")
         result = local.run(candidate, rate, replicas, kind)
         values, constraints = _values(search, candidate, replicas, rate, result)
-        for key, value in _attrs(candidate, replicas, kind, result).items():
+        for key, value in _attrs(candidate, replicas, rate, kind, result).items():
             trial.set_user_attr(key, value)
         for key, value in constraints.items():
             trial.set_constraint(key, value)

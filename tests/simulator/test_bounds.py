@@ -56,21 +56,62 @@ def spec(method: str, tokens: int = 3, draft: str | None = None) -> SpeculativeC
 
 CONFIGS = [
     ("llama-3.1-8b", DeploymentConfig(max_num_seqs=64, max_model_len=8192)),
-    ("llama-3.1-8b", DeploymentConfig(weight_dtype="fp8", activation_dtype="fp8",
-                                       kv_dtype="fp8", max_num_seqs=256, max_model_len=8192,
-                                       speculative=spec("eagle", 2, "eagle-head"))),  # fmt: skip
-    ("llama-3.1-70b", DeploymentConfig(tp=4, weight_dtype="fp8", activation_dtype="fp8",
-                                       max_num_seqs=128, max_num_batched_tokens=2048,
-                                       max_model_len=8192)),  # fmt: skip
-    ("llama-3.1-70b", DeploymentConfig(tp=2, pp=2, weight_dtype="fp8", activation_dtype="fp8",
-                                       max_num_seqs=64, max_model_len=8192,
-                                       speculative=spec("draft", 4, "llama-3.2-1b"))),  # fmt: skip
-    ("llama-3.1-70b", DeploymentConfig(tp=4, max_num_seqs=32, enable_chunked_prefill=False,
-                                       max_num_batched_tokens=8192, max_model_len=8192,
-                                       speculative=spec("ngram", 3))),  # fmt: skip
-    ("llama-4-scout-17b-16e", DeploymentConfig(tp=4, ep=4, weight_dtype="fp8",
-                                               activation_dtype="fp8", max_num_seqs=128,
-                                               max_model_len=8192)),  # fmt: skip
+    (
+        "llama-3.1-8b",
+        DeploymentConfig(
+            weight_dtype="fp8",
+            activation_dtype="fp8",
+            kv_dtype="fp8",
+            max_num_seqs=256,
+            max_model_len=8192,
+            speculative=spec("eagle", 2, "eagle-head"),
+        ),
+    ),  # fmt: skip
+    (
+        "llama-3.1-70b",
+        DeploymentConfig(
+            tp=4,
+            weight_dtype="fp8",
+            activation_dtype="fp8",
+            max_num_seqs=128,
+            max_num_batched_tokens=2048,
+            max_model_len=8192,
+        ),
+    ),  # fmt: skip
+    (
+        "llama-3.1-70b",
+        DeploymentConfig(
+            tp=2,
+            pp=2,
+            weight_dtype="fp8",
+            activation_dtype="fp8",
+            max_num_seqs=64,
+            max_model_len=8192,
+            speculative=spec("draft", 4, "llama-3.2-1b"),
+        ),
+    ),  # fmt: skip
+    (
+        "llama-3.1-70b",
+        DeploymentConfig(
+            tp=4,
+            max_num_seqs=32,
+            enable_chunked_prefill=False,
+            max_num_batched_tokens=8192,
+            max_model_len=8192,
+            speculative=spec("ngram", 3),
+        ),
+    ),  # fmt: skip
+    (
+        "llama-4-scout-17b-16e",
+        DeploymentConfig(
+            tp=4,
+            ep=4,
+            weight_dtype="fp8",
+            activation_dtype="fp8",
+            max_num_seqs=128,
+            max_model_len=8192,
+        ),
+    ),  # fmt: skip
 ]
 
 

@@ -103,7 +103,9 @@ def test_the_roomiest_of_equal_cost_wins():
 
 def test_an_inadmissible_plan_is_passed_over():
     t = table([(1, 1.0, 9.0, 10.0), (2, 1.0, 9.0, 10.0)])
-    out = cheapest(t, Probes(), rate=8.0, budget=4, admissible=lambda c: "no" if c.index == 0 else None)
+    out = cheapest(
+        t, Probes(), rate=8.0, budget=4, admissible=lambda c: "no" if c.index == 0 else None
+    )
     assert out.best.candidate.index == 1 and out.inadmissible == {0: "no"}
 
 

@@ -239,6 +239,25 @@ def test_exhaustive_mode_simulates_every_candidate_and_agrees(tmp_path, capsys):
     assert full.capacity.deployment_rate_per_s <= bounded.capacity.deployment_rate_per_s * 1.021
 
 
+def test_refining_the_knobs_never_loses_capacity(small_study, tmp_path, capsys):
+    import shutil
+
+    study = tmp_path / "refined"
+    shutil.copytree(small_study, study)
+    code, _, err = run_cli(capsys, *SMALL_PLAN, "--out", str(study), "--refine", "4",
+                           "--no-report")  # fmt: skip
+    assert code == 0, err
+    plan, first = load_plan(study / "plan.json"), load_plan(small_study / "plan.json")
+    refine = plan.search["refine"]
+    assert (
+        refine["trials"] == 4
+        and refine["from_capacity_per_s"] == first.capacity.replica_rate_per_s
+    )
+    assert plan.capacity.replica_rate_per_s >= first.capacity.replica_rate_per_s
+    assert plan.num_gpus == first.num_gpus  # the cost never moves
+    assert refine["improved"] == (plan.capacity.replica_rate_per_s > refine["from_capacity_per_s"])
+
+
 def test_same_seed_same_plan(tmp_path, capsys):
     plans = []
     for name in ("a", "b"):

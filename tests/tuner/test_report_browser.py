@@ -28,9 +28,7 @@ window.addEventListener('load', function () {
 
 def test_report_renders_with_its_images(chromium, tmp_path, capsys):
     out = tmp_path / "study"
-    code, _, err = run_cli(
-        capsys, *SMALL_PLAN, "--no-speculative", "--out", str(out)
-    )
+    code, _, err = run_cli(capsys, *SMALL_PLAN, "--no-speculative", "--out", str(out))
     assert code == 0, err
     html = (out / "report.html").read_text()
     assert "src='http" not in html and 'src="http' not in html  # self-contained

@@ -63,6 +63,14 @@ def add_parser(subparsers) -> None:
     )
     search.add_argument("--timeout", type=float, default=None, help="stop searching after S s")
     search.add_argument(
+        "--refine",
+        type=int,
+        default=0,
+        metavar="N",
+        help="then N Optuna trials over max_num_seqs, the token budget and the drafted tokens "
+        "as continuous knobs, at the plan's cost, for more headroom (default 0: off)",
+    )
+    search.add_argument(
         "--exhaustive",
         action="store_true",
         help="simulate every candidate without bounds: the reference the search is checked "
@@ -183,12 +191,13 @@ def run(args: argparse.Namespace) -> int:
     resumed = preload(study, search.table, prober)
     model_id = args.model_id or hf_model_id(search.space.model)
     progress = _progress(search, quiet=args.quiet or args.json)
+    check = launch_check(search, args.engine, model_id)
     try:
         outcome = run_search(
             search,
             prober,
             exhaustive=args.exhaustive,
-            admissible=launch_check(search, args.engine, model_id),
+            admissible=check,
             max_simulations=args.trials,
             deadline_s=args.timeout,
             on_progress=progress,
@@ -205,6 +214,18 @@ def run(args: argparse.Namespace) -> int:
         progress(None, None)
         if args.storage:
             study.set_user_attr(DONE_ATTR, True)  # workers may leave
+    front = 0
+    if not args.exhaustive and outcome.best is not None:
+        from tuner.front import explore_front
+
+        front = explore_front(search, outcome, prober)  # what more GPUs would buy
+    refinement = None
+    if args.refine and outcome.best is not None:
+        from tuner.refine import refine
+
+        refinement = refine(search, outcome, trials=args.refine, storage=storage,
+                            study_name=name, admissible=check)  # fmt: skip
+        outcome.best = refinement.choice
     plan, files = finish(
         study=study,
         search=search,
@@ -218,6 +239,8 @@ def run(args: argparse.Namespace) -> int:
         model_id=model_id,
         report=not args.no_report,
         resumed=resumed,
+        refinement=refinement,
+        front=front,
     )
     if args.json:
         common.print_json(plan.model_dump(mode="json"))
@@ -240,6 +263,8 @@ def finish(
     model_id: str | None,
     report: bool,
     resumed: int = 0,
+    refinement: Any = None,
+    front: int = 0,
 ) -> tuple[Any, list]:
     """Assemble the plan, draw the report, write the study directory (plan.json last)."""
     from datetime import datetime, timezone
@@ -282,7 +307,11 @@ def finish(
         provenance={**provenance, "shared": prober.shared, "resumed": resumed},
         engine=engine,
         model_id=model_id,
+        prober=prober,
     )
+    if refinement is not None:
+        plan.search["refine"] = refinement.as_dict()
+    plan.search["bound"]["front_simulations"] = front
     figures = html_text = md_text = None
     if report:
         figures, html_text, md_text = build_report(
@@ -353,34 +382,44 @@ def summary(plan: Any, search: Any, out_dir: Path, files: list) -> str:
     )
 
 
+PROGRESS_EVERY_S = 5.0  # without a terminal, a progress line this often
+
+
 def _progress(search: Any, *, quiet: bool):
-    """A callback the search calls before each step: (outcome, cost or bound being tested);
-    (None, None) closes the bar."""
+    """A callback the search calls before each step: (outcome, the cost or bound it tests);
+    (None, None) closes the bar. On a terminal a bar; in a log, a line every few seconds."""
     from tqdm import tqdm
 
+    terminal = sys.stderr.isatty()
     bar = tqdm(
         total=len(search.table),
         desc="candidates",
         unit="cand",
         file=sys.stderr,
         leave=False,
-        disable=True if quiet else None,
+        disable=quiet or not terminal,
         dynamic_ncols=True,
     )
-    unit = search.table.unit
+    unit, started, last = search.table.unit, time.monotonic(), [time.monotonic()]
+
+    def describe(outcome: Any, level: float | None) -> str:
+        best = outcome.best
+        if outcome.mode == "rate":
+            text = f"testing {level:g} {unit}" if level is not None else ""
+            return text + (f", best {best.cost:g} {unit}" if best is not None else "")
+        return "" if best is None else f"best {best.total_capacity:.2f} req/s"
 
     def update(outcome: Any, level: float | None) -> None:
         if outcome is None:
             bar.close()
             return
-        bar.update(len(outcome.visited) - bar.n)
-        best = outcome.best
-        if outcome.mode == "rate":
-            text = f"testing {level:g} {unit}" if level is not None else ""
-            if best is not None:
-                text += f", best {best.cost:g} {unit}"
-        else:
-            text = "" if best is None else f"best {best.total_capacity:.2f} req/s"
-        bar.set_postfix_str(text, refresh=False)
+        if terminal:
+            bar.update(len(outcome.visited) - bar.n)
+            bar.set_postfix_str(describe(outcome, level), refresh=False)
+        elif not quiet and time.monotonic() - last[0] >= PROGRESS_EVERY_S:
+            last[0] = time.monotonic()
+            print(f"tune plan: {time.monotonic() - started:.0f} s, {len(outcome.visited)} of "
+                  f"{len(search.table)} candidates simulated; {describe(outcome, level)}",
+                  file=sys.stderr, flush=True)  # fmt: skip
 
     return update

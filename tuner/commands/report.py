@@ -52,9 +52,7 @@ def run(args: argparse.Namespace) -> int:
         else:
             storage = None
         if storage is not None:
-            study = studies.load_study(
-                storage=storage, name=plan.provenance.study_name
-            )
+            study = studies.load_study(storage=storage, name=plan.provenance.study_name)
     except RooftuneError as error:
         print(f"tune report: warning: {error}; drawing from plan.json alone", file=sys.stderr)
     if study is None:
