@@ -101,7 +101,7 @@ def refine(
             search, point, index=_INDEX_BASE + trial.number, price=best.candidate.price
         )
         reason = "no rate meets the SLOs" if candidate is None else admissible(candidate)
-        if reason is not None:
+        if candidate is None or reason is not None:
             trial.set_user_attr("reason", reason)
             return 0.0
         capacity, _ = highest_rate(
