@@ -62,19 +62,20 @@ def grid_rate(index: int) -> float:
 
 
 def highest_rate(
-    meets_at: Callable[[float], bool], *, low: float, high: float
+    meets_at: Callable[[float], bool], *, low: float, high: float, low_served: bool = False
 ) -> tuple[float | None, int]:
     """(the highest grid rate in ``[low, high)`` where ``meets_at`` holds, probes asked).
 
-    ``high`` is known not to be served; ``low`` (rounded down to the grid) is asked first, and
-    None comes back when it fails. Assumes that a rate below one that is served is served."""
+    ``high`` is known not to be served; ``low`` (rounded down to the grid) is asked first
+    unless ``low_served`` says it is known to be, and None comes back when it fails. Assumes
+    that a rate below one that is served is served."""
     below, above = grid_index(low), grid_index(high)
     if grid_rate(above) < high * (1 - 1e-9):
         above += 1  # the first grid rate at or above ``high``: not served
     if below >= above:
-        return None, 0
-    asked = 1
-    if not meets_at(grid_rate(below)):
+        return (grid_rate(below) if low_served else None), 0
+    asked = 0 if low_served else 1
+    if not low_served and not meets_at(grid_rate(below)):
         return None, asked
     while above - below > 1:
         middle = (below + above) // 2

@@ -243,8 +243,9 @@ def _capacity(candidate: Any, prober, served: float, replicas: int,
         lambda r: prober(candidate, r, replicas=replicas, kind="capacity").meets,
         low=served,
         high=_above(candidate.rate_bound * span),
+        low_served=True,
     )
-    return found if found is not None else grid_rate(grid_index(served))
+    return found
 
 
 def _above(bound: float) -> float:

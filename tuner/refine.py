@@ -108,7 +108,7 @@ def refine(
             lambda r: prober(candidate, r, replicas=replicas, kind="capacity").meets,
             low=served or candidate.rate_bound / 1000,
             high=grid_rate(grid_index(candidate.rate_bound) + 1),
-        )
+        )  # the plan's own rate is asked too: a refined knob may not serve it
         candidates[trial.number] = candidate
         trial.set_user_attr("capacity_per_s", capacity or 0.0)
         return capacity or 0.0
