@@ -93,7 +93,14 @@ def test_plan_states_its_capacity_and_search(small_study):
     assert capacity.replica_rate_per_s <= capacity.bound_rate_per_s
     assert capacity.next_replica_at_rate_per_s == capacity.deployment_rate_per_s
     assert stats["proven"] and stats["simulations"] == plan.provenance.evaluations > 0
-    assert stats["ruled_out_by_bound"] + stats["simulated_candidates"] == stats["candidates"]
+    assert stats["simulated_candidates"] + stats["ruled_out_by_bound"] == stats["candidates"]
+    # The front: what the next costs up buy. Every point meets the SLOs, none dominates another.
+    assert stats["front_simulations"] > 0 and len(plan.pareto) >= 2
+    points = [(c.objectives["cost_per_hour"], c.objectives["tpot_p99_s"]) for c in plan.pareto]
+    price = plan.provenance.hardware_profile["h100-sxm"]["price_per_hour"]
+    assert min(cost for cost, _ in points) == plan.num_gpus * price
+    for a in points:
+        assert not any(b != a and b[0] <= a[0] and b[1] <= a[1] for b in points)
 
 
 def test_rerun_resumes_from_the_study_without_simulating_again(small_study, capsys):
