@@ -256,26 +256,43 @@ def step_cost(
     kv_bytes_per_value: float = 2.0,
     lm_head_bytes_per_param: float = 2.0,
 ) -> StepCost:
-    """Per-GPU bytes and FLOPs of a prefill (``prompt`` > 0) or a decode step (``context``)."""
-    from simulator.models import parameter_counts
+    """Per-GPU bytes and FLOPs of a prefill (``prompt`` > 0) or a decode step (``context``),
+    from the model's description (``simulator.architecture``), as the op table counts them:
+    every matrix split by its shard rule (KV heads replicated past tp), routed experts at
+    ``num_experts_per_tok`` per token with every expert's weights read, the KV cache as the
+    family keeps it."""
+    from simulator.architecture import architecture_of, copies_per_gpu, per_gpu
 
-    counts = parameter_counts(spec)
-    layers = spec.num_hidden_layers
-    layer_params = counts.attention_per_layer + counts.dense_mlp_per_layer
-    lm_head_params = spec.vocab_size * spec.hidden_size
-    weight_bytes = (
-        layers * layer_params * weight_bytes_per_param + lm_head_params * lm_head_bytes_per_param
-    ) / tp
-    weight_bytes += counts.norms * 2
-    kv_per_token = 2 * layers * spec.kv_size * kv_bytes_per_value / tp
-    q_width = spec.q_size / tp
+    arch = architecture_of(spec)
+    widths = arch.widths(tp)
+    weight_bytes = arch.norms * 2.0
+    per_token_flops = 0.0  # GEMM FLOPs of one token through the stack (not the lm_head)
+    lm_head_flops = 0.0
+    for linear in arch.linears:
+        if not linear.op:
+            continue  # the embedding: a gather of a few rows
+        k, n = per_gpu(linear, tp, 1, arch.attention)
+        elements = float(k * n) * float(copies_per_gpu(linear, 1))
+        count = arch.layer_count(linear.layers)
+        if linear.op == "lm_head":
+            weight_bytes += elements * lm_head_bytes_per_param
+            lm_head_flops = 2.0 * float(k * n)
+            continue
+        per_element = weight_bytes_per_param if linear.quantized else 2.0
+        weight_bytes += elements * count * per_element
+        routed = spec.num_experts_per_tok if linear.shard == "experts" else 1
+        per_token_flops += 2.0 * float(k * n) * routed * count
+    layers = arch.layers
+    kv_per_token = layers * float(widths.cache) * kv_bytes_per_value
     if prompt:
         tokens = batch * prompt
-        gemm_flops = 2 * tokens * layers * layer_params / tp + 2 * batch * lm_head_params / tp
-        # QK^T and PV: 2 x 2 x T^2 x q_width per sequence, half of it under the causal mask.
-        attention_flops = layers * batch * 2 * prompt * prompt * q_width
+        gemm_flops = tokens * per_token_flops + batch * lm_head_flops
+        # Causal: each sequence computes prompt (prompt + 1) / 2 query-key pairs.
+        pairs = prompt * (prompt + 1) / 2
+        attention_flops = layers * batch * pairs * float(widths.prefill_pair_flops)
         return StepCost(weight_bytes, tokens * kv_per_token, gemm_flops + attention_flops)
-    gemm_flops = 2 * batch * (layers * layer_params + lm_head_params) / tp
-    attention_flops = layers * batch * 4 * (context + 1) * q_width
+    gemm_flops = batch * (per_token_flops + lm_head_flops)
+    # The new token attends to the context and to itself.
+    attention_flops = layers * batch * (context + 1) * float(widths.decode_pair_flops)
     kv_bytes = batch * (context + 1) * kv_per_token
     return StepCost(weight_bytes, kv_bytes, gemm_flops + attention_flops)

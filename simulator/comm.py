@@ -11,32 +11,31 @@ from __future__ import annotations
 
 import numpy as np
 
+from .architecture import Architecture, Widths
 from .configs import ConfigArrays
 from .optable import BF16_BYTES, EFF_COMM, OpBuilder, scale_terms
-from .specs import HardwareSpec, ModelSpec
+from .specs import HardwareSpec
 
 __all__ = ["add_collectives"]
 
 
 def add_collectives(
     b: OpBuilder,
-    model: ModelSpec,
+    arch: Architecture,
     hardware: HardwareSpec,
     configs: ConfigArrays,
+    widths: Widths,
+    *,
     local_tokens: dict,
-    layers: int,
-    dense_layers: int,
-    moe_layers: int,
-    kv_width,
-    q_width,
-    kvb,
+    kv_bytes: np.ndarray,
 ) -> None:
     """Collectives with an alpha-beta cost: ``calls x latency + bytes / achievable bandwidth``.
 
     A group that fits in one node uses the scale-up link (NVLink); a larger one is bound by the
     per-GPU network. Latency grows by ``collective_latency_per_rank_s`` per extra rank.
     """
-    eff = hardware.efficiency
+    model, eff = arch.model, hardware.efficiency
+    layers, dense_layers, moe_layers = arch.layers, arch.dense_layers, arch.moe_layers
     tp, pp, cp, ep = configs.tp, configs.pp, configs.cp, configs.ep
     hidden = model.hidden_size
     node = hardware.gpus_per_node
@@ -115,8 +114,8 @@ def add_collectives(
         "communication",
         EFF_COMM,
         bytes={
-            "prefill_kv": share * 2.0 * kv_width * kvb * layers,
-            "decode_tokens": share * q_width * 4.0 * layers,
+            "prefill_kv": share * widths.cache * kv_bytes * layers,
+            "decode_tokens": share * widths.q_width * 4.0 * layers,
         },
         kernels={"has_prefill": (cp - 1) * layers, "has_decode": np.where(cp > 1, layers, 0.0)},
         link_bytes_per_s=bandwidth,

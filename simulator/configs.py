@@ -179,22 +179,15 @@ class ConfigArrays:
         return table[self.compute_code]
 
     def invalid_code(self, model: ModelSpec, hardware: HardwareSpec) -> np.ndarray:
-        """0 where the configuration can be built, else a key of INVALID_REASONS (first failure)."""
-        heads, kv_heads = model.num_attention_heads, model.num_key_value_heads
-        tp = self.tp
-        code = np.zeros(len(self), dtype=int)
-        experts = model.num_local_experts
+        """0 where the configuration can be built, else a key of INVALID_REASONS (first failure).
+        What tp and ep may split is the model's description (``architecture.py``)."""
+        from .architecture import architecture_of
+
+        code = architecture_of(model).invalid_code(self.tp, self.ep)
 
         def flag(condition: np.ndarray, value: int) -> None:
             code[(code == 0) & condition] = value
 
-        flag(heads % tp != 0, 1)
-        flag((kv_heads % tp != 0) & (tp % kv_heads != 0), 2)
-        flag(model.intermediate_size % tp != 0, 3)
-        if experts:
-            flag((experts % self.ep != 0) | (self.ep > tp) | (tp % self.ep != 0), 4)
-        else:
-            flag(self.ep > 1, 7)
         flag(self.pp > model.num_hidden_layers, 5)
         flag(np.isnan(self.compute_peak(hardware)), 6)
         return code

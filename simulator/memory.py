@@ -12,8 +12,9 @@ instance against it). Out of it come
   tokens (residual stream, QKV, the widest MLP intermediate), the fp32 logits and probabilities
   of up to ``max_num_seqs`` rows, and for naive attention the score matrix of a full chunk;
 - **reserved**: CUDA context and allocator slack, CUDA-graph pools, NCCL buffers;
-- what is left is the **KV cache**: ``kv_bytes_per_token = 2 x layers_per_stage x
-  kv_heads_per_gpu x head_dim x kv_dtype_bytes / cp``.
+- what is left is the **KV cache**: ``kv_bytes_per_token = layers_per_stage x cache elements
+  per token per GPU x kv_dtype_bytes / cp``; the family says what it caches (``2 x kv_heads x
+  head_dim``, or one compressed latent for multi-head latent attention).
 
 An engine refuses to start unless one ``max_model_len`` sequence fits the KV cache, so that is
 the fit rule; ``max_batch_at_context`` says how many sequences of a given context fit at once.
@@ -26,6 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .architecture import architecture_of, copies_per_gpu, per_gpu
 from .configs import ConfigArrays
 from .specs import HardwareSpec, ModelSpec
 
@@ -88,30 +90,31 @@ class MemoryArrays:
 
 
 def weight_bytes_per_gpu(model: ModelSpec, configs: ConfigArrays) -> np.ndarray:
-    """Weights on the fullest GPU of a replica (the stage holding the embedding or lm_head)."""
+    """Weights on the fullest GPU of a replica (the stage holding the embedding or lm_head):
+    each matrix of the model's description split by its shard rule (``architecture.py``)."""
+    arch = architecture_of(model)
     tp, pp, ep = configs.tp, configs.pp, configs.ep
     wb = configs.weight_bytes_per_element
-    # INT8 W8A8 with outliers stores those input channels a second time in bf16.
+    # INT8 W8A8 with outliers stores those input channels a second time in bf16 (the
+    # attention and dense-MLP GEMMs; the expert kernels have no such side path).
     outlier = np.where(configs.compute_code == 3, configs.int8_outlier_fraction, 0.0) * _BF16
-    hidden, head_dim = model.hidden_size, model.head_dim
-    q_width = model.num_attention_heads / tp * head_dim
-    kv_width = np.maximum(model.num_key_value_heads / tp, 1.0) * head_dim
-    attention = hidden * (q_width + 2 * kv_width) + q_width * hidden
-    dense_mlp = 3.0 * hidden * model.intermediate_size / tp
-    stage_layers = np.ceil(model.num_hidden_layers / pp)
-    stage_dense = np.ceil(model.num_dense_layers / pp)
-    stage_moe = np.ceil(model.num_moe_layers / pp)
-    per_layer = attention * (wb + outlier)
-    total = stage_layers * per_layer + stage_dense * dense_mlp * (wb + outlier)
-    if model.is_moe:
-        # Experts: E/ep per GPU, each split tp/ep ways -> E x expert / tp per GPU.
-        experts = model.num_local_experts * 3.0 * hidden * model.moe_intermediate_size / tp
-        shared = model.num_shared_experts * 3.0 * hidden * model.moe_intermediate_size / tp
-        router = hidden * model.num_local_experts * _BF16
-        total = total + stage_moe * ((experts + shared) * wb + router)
-        del ep  # the split between ep and tp leaves the bytes per GPU unchanged
-    norms = stage_layers * 2 * hidden * _BF16 + hidden * _BF16
-    vocab_shard = model.vocab_size / tp * hidden * _BF16
+    total = np.zeros(len(configs))
+    for linear in arch.linears:
+        if linear.layers == "once":
+            continue  # the vocabulary matrices, below
+        k, n = per_gpu(linear, tp, ep, arch.attention)
+        if not linear.quantized:
+            per_element = _BF16
+        elif linear.layers == "moe":
+            per_element = wb
+        else:
+            per_element = wb + outlier
+        stage = np.ceil(arch.layer_count(linear.layers) / pp)
+        bias = n * _BF16 if linear.bias else 0.0
+        total = total + stage * copies_per_gpu(linear, ep) * (k * n * per_element + bias)
+    norms = np.ceil(arch.layers / pp) * (arch.norms - model.hidden_size) / arch.layers
+    norms = (norms + model.hidden_size) * _BF16
+    vocab_shard = model.vocab_size / tp * model.hidden_size * _BF16
     # One pipeline stage: the first holds the embedding, the last the lm_head; with pp == 1 the
     # single stage holds both unless they are one tied matrix.
     both = np.where(model.tie_word_embeddings, 1.0, 2.0)
@@ -124,9 +127,9 @@ def activation_bytes_per_gpu(model: ModelSpec, configs: ConfigArrays) -> np.ndar
     tp = configs.tp
     tokens = np.ceil(configs.max_num_batched_tokens / configs.cp)
     hidden = model.hidden_size
-    q_width = model.num_attention_heads / tp * model.head_dim
-    kv_width = np.maximum(model.num_key_value_heads / tp, 1.0) * model.head_dim
-    widest = np.maximum(q_width + 2 * kv_width, 3.0 * model.intermediate_size / tp)
+    arch = architecture_of(model)
+    qkv = sum(per_gpu(m, tp, configs.ep, arch.attention)[1] for m in arch.op_linears(arch.ops[0]))
+    widest = np.maximum(qkv, 3.0 * model.intermediate_size / tp)
     if model.is_moe:
         routed = 3.0 * model.num_experts_per_tok * model.moe_intermediate_size / tp
         widest = np.maximum(widest, routed + hidden * model.num_experts_per_tok)
@@ -154,16 +157,9 @@ def memory_per_gpu(
         + np.where(multi_gpu, RESERVED_NCCL_BYTES, 0.0)
     )
     capacity = hardware.hbm_bytes * configs.gpu_memory_utilization
-    kv_heads_per_gpu = np.maximum(model.num_key_value_heads / configs.tp, 1.0)
+    cache = architecture_of(model).widths(configs.tp, configs.ep).cache
     stage_layers = np.ceil(model.num_hidden_layers / configs.pp)
-    kv_per_token = (
-        2.0
-        * stage_layers
-        * kv_heads_per_gpu
-        * model.head_dim
-        * configs.kv_bytes_per_element
-        / configs.cp
-    )
+    kv_per_token = stage_layers * cache * configs.kv_bytes_per_element / configs.cp
     return MemoryArrays(
         weights_bytes=weights,
         activation_bytes=activations,

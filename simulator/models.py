@@ -74,7 +74,7 @@ _LLAMA3: dict[str, Any] = dict(
 # ``intermediate_size`` (8192) is the expert width and ``intermediate_size_mlp`` (16384) the dense
 # MLP width; ModelSpec names them ``moe_intermediate_size`` and ``intermediate_size``.
 _LLAMA4: dict[str, Any] = dict(
-    num_hidden_layers=48, hidden_size=5120, num_attention_heads=40, num_key_value_heads=8,
+    model_type="llama4_text", num_hidden_layers=48, hidden_size=5120, num_attention_heads=40, num_key_value_heads=8,
     head_dim=128, intermediate_size=16384, vocab_size=202048, rope_theta=500000.0,
     rms_norm_eps=1e-5, num_experts_per_tok=1, num_shared_experts=1, moe_intermediate_size=8192,
 )  # fmt: skip
@@ -112,9 +112,12 @@ PRESETS: dict[str, ModelSpec] = {
     )
 }  # fmt: skip
 
-# model_type values whose decoder is the Llama block (RMSNorm, GQA, RoPE, SwiGLU).
-_DENSE_TYPES = ("llama", "mistral", "qwen2")
-_ACCEPTED = "llama, mistral, qwen2, llama4"
+# model_type values of the families rooftune describes (``architecture.FAMILIES``).
+_DENSE_TYPES = ("llama", "mistral", "qwen2", "qwen3")
+_ACCEPTED = "llama, mistral, qwen2, llama4, qwen3, mixtral, deepseek_v3"
+_CLASSES = {"llama": "LlamaForCausalLM", "mistral": "MistralForCausalLM",
+            "qwen2": "Qwen2ForCausalLM", "qwen3": "Qwen3ForCausalLM",
+            "mixtral": "MixtralForCausalLM", "deepseek_v3": "DeepseekV3ForCausalLM"}  # fmt: skip
 
 
 def list_models() -> list[str]:
@@ -198,7 +201,7 @@ def from_hf_config(path: str | os.PathLike[str], *, name: str | None = None) -> 
         # The dtype is often recorded only at the top level of the multimodal file.
         cfg = {"torch_dtype": raw.get("torch_dtype"), **text, "model_type": "llama4_text"}
         model_type = "llama4_text"
-    if model_type not in (*_DENSE_TYPES, "llama4_text"):
+    if model_type not in (*_DENSE_TYPES, "llama4_text", "mixtral", "deepseek_v3"):
         raise ConfigError(
             f"{file} is a {model_type} model; rooftune models Llama-architecture decoders "
             f"({_ACCEPTED})"
@@ -209,6 +212,7 @@ def from_hf_config(path: str | os.PathLike[str], *, name: str | None = None) -> 
     theta, scaling = _rope(cfg)
     fields: dict[str, Any] = {
         "name": name or (file.parent.name if file.name == "config.json" else file.stem),
+        "model_type": model_type,
         "num_hidden_layers": _require(cfg, "num_hidden_layers", file),
         "hidden_size": hidden,
         "num_attention_heads": heads,
@@ -241,8 +245,21 @@ def from_hf_config(path: str | os.PathLike[str], *, name: str | None = None) -> 
             num_shared_experts=1,  # Llama 4 has exactly one shared expert per MoE layer
             moe_layer_step=step,
         )
+    elif model_type == "mixtral":
+        # Every layer is a mixture of experts; HF's intermediate_size is the expert width.
+        width = _require(cfg, "intermediate_size", file)
+        fields.update(
+            intermediate_size=width,
+            moe_intermediate_size=width,
+            num_local_experts=_require(cfg, "num_local_experts", file),
+            num_experts_per_tok=cfg.get("num_experts_per_tok") or 2,
+            moe_layer_step=1,
+        )
+    elif model_type == "deepseek_v3":
+        fields.update(_deepseek_fields(cfg, file))
     else:
         fields["intermediate_size"] = _require(cfg, "intermediate_size", file)
+        fields["attention_bias"] = bool(cfg.get("attention_bias", model_type == "qwen2"))
     try:
         return ModelSpec(**fields)
     except ValidationError as err:
@@ -251,11 +268,32 @@ def from_hf_config(path: str | os.PathLike[str], *, name: str | None = None) -> 
         raise ConfigError(f"{file}: {where}: {first['msg']}") from None
 
 
+def _deepseek_fields(cfg: dict[str, Any], file: Path) -> dict[str, Any]:
+    """DeepSeek-V3's spelling: latent attention, ``n_routed_experts``, dense first layers."""
+    if (cfg.get("moe_layer_freq") or 1) != 1:
+        raise ConfigError(f"{file}: rooftune models DeepSeek-V3 with an MoE layer every layer")
+    keys = ("q_lora_rank", "kv_lora_rank", "qk_rope_head_dim", "qk_nope_head_dim", "v_head_dim")
+    fields = {key: _require(cfg, key, file) for key in keys}
+    fields.update(
+        head_dim=fields["qk_nope_head_dim"] + fields["qk_rope_head_dim"],
+        num_key_value_heads=cfg.get("num_key_value_heads") or cfg["num_attention_heads"],
+        intermediate_size=_require(cfg, "intermediate_size", file),
+        moe_intermediate_size=_require(cfg, "moe_intermediate_size", file),
+        num_local_experts=_require(cfg, "n_routed_experts", file),
+        num_experts_per_tok=_require(cfg, "num_experts_per_tok", file),
+        num_shared_experts=cfg.get("n_shared_experts") or 0,
+        first_k_dense_replace=cfg.get("first_k_dense_replace") or 0,
+        moe_layer_step=1,
+    )
+    return fields
+
+
 def to_hf_config(model: ModelSpec) -> dict[str, Any]:
     """The ``config.json`` that ``from_hf_config`` reads back as ``model`` (except ``source``).
 
-    Dense models are written as ``llama``; MoE models as Llama 4's multimodal layout with the
-    decoder under ``text_config``, whose ``intermediate_size`` is the expert width.
+    Each family in its own layout: Llama 4 as its multimodal file with the decoder under
+    ``text_config`` (whose ``intermediate_size`` is the expert width), Mixtral and DeepSeek-V3
+    with their own expert keys, the dense families flat.
     """
     text: dict[str, Any] = {
         "hidden_size": model.hidden_size,
@@ -271,11 +309,32 @@ def to_hf_config(model: ModelSpec) -> dict[str, Any]:
         "rope_scaling": dict(model.rope_scaling) if model.rope_scaling else None,
         "rms_norm_eps": model.rms_norm_eps,
         "hidden_act": "silu",
-        "attention_bias": False,
+        "attention_bias": model.attention_bias,
         "torch_dtype": model.torch_dtype,
     }
-    if not model.is_moe:
-        return {"architectures": ["LlamaForCausalLM"], "model_type": "llama", **text}
+    kind = model.model_type
+    if kind in _DENSE_TYPES:
+        return {"architectures": [_CLASSES[kind]], "model_type": kind, **text}
+    if kind == "mixtral":
+        text.update(intermediate_size=model.moe_intermediate_size,
+                    num_local_experts=model.num_local_experts,
+                    num_experts_per_tok=model.num_experts_per_tok)  # fmt: skip
+        return {"architectures": [_CLASSES[kind]], "model_type": kind, **text}
+    if kind == "deepseek_v3":
+        text.update(
+            moe_intermediate_size=model.moe_intermediate_size,
+            n_routed_experts=model.num_local_experts,
+            num_experts_per_tok=model.num_experts_per_tok,
+            n_shared_experts=model.num_shared_experts,
+            first_k_dense_replace=model.first_k_dense_replace,
+            moe_layer_freq=1,
+            q_lora_rank=model.q_lora_rank,
+            kv_lora_rank=model.kv_lora_rank,
+            qk_rope_head_dim=model.qk_rope_head_dim,
+            qk_nope_head_dim=model.qk_nope_head_dim,
+            v_head_dim=model.v_head_dim,
+        )
+        return {"architectures": [_CLASSES[kind]], "model_type": kind, **text}
     if model.num_shared_experts != 1:
         raise ConfigError(
             f"{model.name}: the Llama 4 format has exactly one shared expert, "
@@ -320,24 +379,24 @@ class ParameterCounts:
 
 
 def parameter_counts(model: ModelSpec) -> ParameterCounts:
-    """Exact parameter counts of a Llama-architecture decoder (no biases)."""
-    h = model.hidden_size
-    embedding = model.vocab_size * h
-    # q and o are hidden x (heads x head_dim); k and v are hidden x (kv_heads x head_dim).
-    attention = h * (2 * model.q_size + 2 * model.kv_size)
-    dense_mlp = 3 * h * model.intermediate_size  # gate, up, down
-    expert = 3 * h * model.moe_intermediate_size
-    router = h * model.num_local_experts
-    shared = model.num_shared_experts * expert
-    norms = (2 * model.num_hidden_layers + 1) * h
-    lm_head = 0 if model.tie_word_embeddings else embedding
+    """Exact parameter counts of the text decoder, from its family's description."""
+    from simulator.architecture import architecture_of
+
+    arch = architecture_of(model)
+    embedding = arch.parameters("embedding")
+    attention = arch.parameters("attention")
+    dense_mlp = arch.parameters("mlp")
+    router = arch.parameters("router")
+    expert = arch.parameters("experts") // max(model.num_local_experts, 1)
+    shared = arch.parameters("shared")
+    lm_head = arch.parameters("lm_head")
     common = (
         embedding
         + lm_head
-        + norms
-        + model.num_hidden_layers * attention
-        + model.num_dense_layers * dense_mlp
-        + model.num_moe_layers * (router + shared)
+        + arch.norms
+        + arch.layers * attention
+        + arch.dense_layers * dense_mlp
+        + arch.moe_layers * (router + shared)
     )
     return ParameterCounts(
         embedding=embedding,
@@ -346,10 +405,10 @@ def parameter_counts(model: ModelSpec) -> ParameterCounts:
         router_per_layer=router,
         expert_each=expert,
         shared_experts_per_moe_layer=shared,
-        norms=norms,
+        norms=arch.norms,
         lm_head=lm_head,
-        total=common + model.num_moe_layers * model.num_local_experts * expert,
-        active_per_token=common + model.num_moe_layers * model.num_experts_per_tok * expert,
+        total=common + arch.moe_layers * model.num_local_experts * expert,
+        active_per_token=common + arch.moe_layers * model.num_experts_per_tok * expert,
     )
 
 

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .architecture import architecture_of, per_gpu
 from .comm import add_collectives
 from .configs import ConfigArrays
 from .optable import (
@@ -86,14 +87,11 @@ def build_op_table(model: ModelSpec, hardware: HardwareSpec, configs: ConfigArra
     )
     dynamic = lowp & configs.dynamic_scaling
 
-    layers = model.num_hidden_layers
-    dense_layers, moe_layers = model.num_dense_layers, model.num_moe_layers
-    hidden, head_dim, vocab = model.hidden_size, model.head_dim, model.vocab_size
-    heads_per_gpu = model.num_attention_heads / tp
-    kv_heads_per_gpu = np.maximum(model.num_key_value_heads / tp, 1.0)  # replicated past tp > K
-    q_width = heads_per_gpu * head_dim
-    kv_width = kv_heads_per_gpu * head_dim
-    ffn_per_gpu = model.intermediate_size / tp
+    arch = architecture_of(model)
+    w = arch.widths(tp, ep)
+    layers, dense_layers, moe_layers = arch.layers, arch.dense_layers, arch.moe_layers
+    hidden, vocab = model.hidden_size, model.vocab_size
+    q_width, ffn_per_gpu = w.q_width, w.ffn
 
     # Tokens this GPU pushes through its linears: context parallelism splits prefill tokens.
     local_tokens = {"tokens": 1.0, "prefill_tokens": -(1.0 - 1.0 / cp)}
@@ -131,6 +129,14 @@ def build_op_table(model: ModelSpec, hardware: HardwareSpec, configs: ConfigArra
             low_precision=lowp if quantized else False,
         )
 
+    def linear_op(op: str, **kwargs) -> None:
+        """The GEMM of ``op``: its matrices share their input, so their outputs add up."""
+        linears = arch.op_linears(op)
+        k = per_gpu(linears[0], tp, ep, arch.attention)[0]
+        n = sum(per_gpu(m, tp, ep, arch.attention)[1] for m in linears)
+        count = arch.layer_count(linears[0].layers)
+        gemm(op, k, n, count, quantized=linears[0].quantized, **kwargs)
+
     def elementwise(
         name: str, bytes_per_token, kernels, *, flops_per_token=0.0, rows=local_tokens, when=once
     ) -> None:
@@ -143,6 +149,9 @@ def build_op_table(model: ModelSpec, hardware: HardwareSpec, configs: ConfigArra
             kernels=scale_terms(when, kernels),
         )
 
+    attention_ops = [op for op in arch.ops if arch.op_linears(op)[0].block == "attention"]
+    output_op = attention_ops.pop()  # the output projection runs after attention
+
     # --- embedding and attention block ---------------------------------------------------------
     elementwise("embedding", 2.0 * hidden * BF16_BYTES, 1.0)
     elementwise(
@@ -151,18 +160,26 @@ def build_op_table(model: ModelSpec, hardware: HardwareSpec, configs: ConfigArra
         2.0 * layers + 1,
         flops_per_token=5.0 * hidden * (2 * layers + 1),
     )
-    gemm("qkv_proj", hidden, q_width + 2 * kv_width, layers)
+    for op in attention_ops:
+        linear_op(op)
+    if arch.attention.norms_per_layer:
+        elementwise(
+            "attention_norm",
+            4.0 * w.normed * BF16_BYTES * layers,
+            2.0 * layers,
+            flops_per_token=5.0 * w.normed * layers,
+        )
     elementwise(
         "rope",
-        2.0 * (q_width + kv_width) * BF16_BYTES * layers,
+        2.0 * w.rope * BF16_BYTES * layers,
         layers,
-        flops_per_token=6.0 * (q_width + kv_width) * layers,
+        flops_per_token=6.0 * w.rope * layers,
     )
-    elementwise("kv_cache_write", 2.0 * kv_width * (BF16_BYTES + kvb) * layers, layers)
+    elementwise("kv_cache_write", w.cache * (BF16_BYTES + kvb) * layers, layers)
 
     naive = configs.naive_attention
     attention_kernels = np.where(naive, 4.0, 1.0) * layers
-    prefill_flops = 4.0 * heads_per_gpu * head_dim * layers / cp
+    prefill_flops = w.prefill_pair_flops * layers / cp
     b.add(
         "attention_prefill",
         "attention",
@@ -170,13 +187,13 @@ def build_op_table(model: ModelSpec, hardware: HardwareSpec, configs: ConfigArra
         flops={"prefill_pairs": prefill_flops},
         ideal_s={"prefill_pairs": prefill_flops / peak_bf16},
         bytes={
-            "prefill_tokens": 2.0 * q_width * BF16_BYTES * layers / cp,
-            "prefill_kv": 2.0 * kv_width * kvb * layers,
-            "naive_scores": np.where(naive, 4.0 * heads_per_gpu * BF16_BYTES * layers / cp, 0.0),
+            "prefill_tokens": w.attention_io * BF16_BYTES * layers / cp,
+            "prefill_kv": w.cache * kvb * layers,
+            "naive_scores": np.where(naive, 4.0 * w.heads * BF16_BYTES * layers / cp, 0.0),
         },
         kernels={"has_prefill": attention_kernels},
     )
-    decode_flops = 4.0 * heads_per_gpu * head_dim * layers / cp
+    decode_flops = w.decode_pair_flops * layers / cp
     b.add(
         "attention_decode",
         "attention",
@@ -184,44 +201,43 @@ def build_op_table(model: ModelSpec, hardware: HardwareSpec, configs: ConfigArra
         flops={"decode_pairs": decode_flops},
         ideal_s={"decode_pairs": decode_flops / peak_bf16},
         bytes={
-            "decode_kv": 2.0 * kv_width * kvb * layers / cp,
-            "decode_tokens": 2.0 * q_width * BF16_BYTES * layers,
-            "decode_pairs": np.where(naive, 4.0 * heads_per_gpu * BF16_BYTES * layers / cp, 0.0),
+            "decode_kv": w.cache * kvb * layers / cp,
+            "decode_tokens": w.decode_io * BF16_BYTES * layers,
+            "decode_pairs": np.where(naive, 4.0 * w.heads * BF16_BYTES * layers / cp, 0.0),
         },
         kernels={"has_decode": attention_kernels},
     )
-    gemm("o_proj", q_width, hidden, layers)
+    linear_op(output_op)
 
     # --- MLP: dense layers --------------------------------------------------------------------
     if dense_layers:
-        gemm("gate_up_proj", hidden, 2 * ffn_per_gpu, dense_layers)
+        linear_op("gate_up_proj")
         elementwise(
             "act_mul",
             3.0 * ffn_per_gpu * BF16_BYTES * dense_layers,
             dense_layers,
             flops_per_token=4.0 * ffn_per_gpu * dense_layers,
         )
-        gemm("down_proj", ffn_per_gpu, hidden, dense_layers)
+        linear_op("down_proj")
 
     # --- MLP: mixture-of-experts layers -------------------------------------------------------
     quant_inputs = hidden * 2 + q_width + (ffn_per_gpu if dense_layers else 0.0)
     if moe_layers:
         experts, top_k = model.num_local_experts, model.num_experts_per_tok
         expert_ffn = model.moe_intermediate_size
-        gemm("router", hidden, experts, moe_layers, quantized=False)
+        linear_op("router")
         # The pairs (token, expert) are spread over the ep GPUs; each expert is split tp/ep ways,
         # so per GPU the grouped GEMM does 1/tp of all pair-work and reads 1/tp of the weights of
         # the experts that got at least one token.
         pair_rows = scale_terms(local_tokens, top_k / ep)
-        expert_width = expert_ffn * ep / tp
         touched = {"moe_touched": 1.0}
-        for name, k, n in (
-            ("experts_gate_up", hidden, 2 * expert_width),
-            ("experts_down", expert_width, hidden),
-        ):
+        for op in ("experts_gate_up", "experts_down"):
+            linears = arch.op_linears(op)
+            k = per_gpu(linears[0], tp, ep, arch.attention)[0]
+            n = sum(per_gpu(m, tp, ep, arch.attention)[1] for m in linears)
             flops = scale_terms(pair_rows, 2.0 * k * n * moe_layers)
             b.add(
-                name,
+                op,
                 "gemm",
                 EFF_GEMM,
                 flops=flops,
@@ -246,8 +262,7 @@ def build_op_table(model: ModelSpec, hardware: HardwareSpec, configs: ConfigArra
             flops_per_token=4.0 * top_k * expert_ffn / tp * moe_layers,
         )
         if model.num_shared_experts:
-            shared_ffn = model.num_shared_experts * expert_ffn / tp
-            gemm("shared_expert", hidden, 3 * shared_ffn, moe_layers)
+            linear_op("shared_expert")
         quant_inputs = quant_inputs + (hidden + top_k * expert_ffn / tp) * moe_layers / layers
 
     if np.any(dynamic):
@@ -260,22 +275,10 @@ def build_op_table(model: ModelSpec, hardware: HardwareSpec, configs: ConfigArra
 
     # --- output --------------------------------------------------------------------------------
     logits = {"logits": 1.0}
-    gemm("lm_head", hidden, vocab / tp, 1, rows=logits, quantized=False)
+    linear_op("lm_head", rows=logits)
     elementwise("sampling", 3.0 * vocab * 4.0, 3.0, rows=logits)
 
-    add_collectives(
-        b,
-        model,
-        hardware,
-        configs,
-        local_tokens,
-        layers,
-        dense_layers,
-        moe_layers,
-        kv_width,
-        q_width,
-        kvb,
-    )
+    add_collectives(b, arch, hardware, configs, w, local_tokens=local_tokens, kv_bytes=kvb)
     b.add(
         "scheduler",
         "other",

@@ -44,18 +44,28 @@ class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
+ModelType = Literal["llama", "llama4_text", "mistral", "qwen2", "qwen3", "mixtral", "deepseek_v3"]
+
+
 class ModelSpec(_Frozen):
-    """A Llama-family decoder. Field names follow Hugging Face ``config.json``.
+    """A decoder of the Llama lineage. Field names follow Hugging Face ``config.json``; what the
+    matrices are and how they split is the family's description (``architecture.py``, keyed by
+    ``model_type``).
 
     Dense Llama (3.x): every layer is attention + SwiGLU MLP of width ``intermediate_size``.
-    MoE Llama (4): every ``moe_layer_step``-th layer replaces the dense MLP with
-    ``num_local_experts`` routed experts of width ``moe_intermediate_size`` (top
-    ``num_experts_per_tok``) plus ``num_shared_experts`` always-on experts of the same width.
-    ``intermediate_size`` is always the *dense* MLP width (Llama 4's HF file calls that
-    ``intermediate_size_mlp`` and uses ``intermediate_size`` for experts; the loader maps it).
+    MoE layers (Llama 4, Mixtral, DeepSeek-V3): from layer ``first_k_dense_replace`` on, every
+    ``moe_layer_step``-th layer replaces the dense MLP with ``num_local_experts`` routed experts
+    of width ``moe_intermediate_size`` (top ``num_experts_per_tok``) plus ``num_shared_experts``
+    always-on experts of the same width. ``intermediate_size`` is always the *dense* MLP width
+    (the loader maps each family's spelling). Qwen2 adds biases to q, k and v
+    (``attention_bias``), Qwen3 normalizes q and k per head. DeepSeek-V3's multi-head latent
+    attention compresses queries to ``q_lora_rank`` and keys and values to ``kv_lora_rank``
+    (plus ``qk_rope_head_dim`` rotated dimensions, shared by all heads); per head, keys are
+    ``qk_nope_head_dim + qk_rope_head_dim`` long and values ``v_head_dim``.
     """
 
     name: str
+    model_type: ModelType = "llama"
     num_hidden_layers: int = Field(gt=0)
     hidden_size: int = Field(gt=0)
     num_attention_heads: int = Field(gt=0)
@@ -75,6 +85,14 @@ class ModelSpec(_Frozen):
     num_shared_experts: int = Field(default=0, ge=0)
     moe_intermediate_size: int = Field(default=0, ge=0)
     moe_layer_step: int = Field(default=0, ge=0)
+    first_k_dense_replace: int = Field(default=0, ge=0)
+    attention_bias: bool = False
+    # Multi-head latent attention (DeepSeek-V3); 0 kv_lora_rank = grouped-query attention.
+    q_lora_rank: int = Field(default=0, ge=0)
+    kv_lora_rank: int = Field(default=0, ge=0)
+    qk_rope_head_dim: int = Field(default=0, ge=0)
+    qk_nope_head_dim: int = Field(default=0, ge=0)
+    v_head_dim: int = Field(default=0, ge=0)
     # Where the numbers come from (URL of the published config.json, or a local path).
     source: str = ""
 
@@ -98,11 +116,20 @@ class ModelSpec(_Frozen):
 
     @property
     def num_moe_layers(self) -> int:
-        """Layers whose MLP is a mixture of experts (HF Llama 4: layer i is MoE when
-        ``(i + 1) % interleave_moe_layer_step == 0``)."""
+        """Layers whose MLP is a mixture of experts: layer i is when ``i >=
+        first_k_dense_replace`` and ``(i + 1) % moe_layer_step == 0`` (HF Llama 4's
+        ``interleave_moe_layer_step``; DeepSeek-V3's first three layers stay dense)."""
         if not self.is_moe:
             return 0
-        return self.num_hidden_layers // self.moe_layer_step
+        return sum(
+            1
+            for i in range(self.first_k_dense_replace, self.num_hidden_layers)
+            if (i + 1) % self.moe_layer_step == 0
+        )
+
+    @property
+    def latent_attention(self) -> bool:
+        return self.kv_lora_rank > 0
 
     @property
     def num_dense_layers(self) -> int:

@@ -1,0 +1,354 @@
+"""A decoder family as data: its matrices, how parallelism splits each, its attention and KV.
+
+Every count the cost model makes of a model follows from one ``Architecture``:
+
+- parameter counts (``models.parameter_counts``), summed over the matrices;
+- weight bytes per GPU (``memory.py``), each matrix split by its shard rule;
+- the GEMM rows of the op table (``ops.py``), one per ``op`` the matrices run in;
+- which tensor- and expert-parallel degrees are valid (``configs.py``);
+- the per-GPU widths that attention, the KV cache and the collectives read (``widths``);
+- the executor's byte and FLOP accounting (``executor/engine.step_cost``).
+
+A family is a function from a ``ModelSpec`` to its ``Architecture`` (``FAMILIES``, keyed by the
+Hugging Face ``model_type``); a new family is a new description, not edits across the cost
+model.
+
+**Shards** say how a matrix of ``inputs x outputs`` (K x N) splits over ``tp`` GPUs and ``ep``
+expert groups:
+
+- ``column``: N / tp per GPU (query heads, MLP gate and up);
+- ``row``: K / tp per GPU (the attention output, MLP down);
+- ``kv_column``: N / tp per GPU, but never less than one KV head: heads replicate when tp
+  exceeds them (key and value projections);
+- ``replicated``: the whole matrix on every GPU (the MoE router, MLA's compressed projections);
+- ``vocab``: N / tp per GPU, kept in bf16 (the lm_head; the embedding, a gather);
+- ``experts``: ``copies`` routed experts, E / ep of them per GPU each split tp / ep ways, so
+  E x K x N / tp per GPU.
+
+**Layers**: ``all`` (every layer), ``dense`` (layers with a dense MLP), ``moe`` (layers with a
+mixture of experts) or ``once`` (outside the stack).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .specs import ModelSpec
+
+__all__ = [
+    "Linear",
+    "Attention",
+    "Architecture",
+    "Widths",
+    "architecture_of",
+    "per_gpu",
+    "copies_per_gpu",
+    "FAMILIES",
+    "SHARDS",
+]
+
+SHARDS = ("column", "row", "kv_column", "replicated", "vocab", "experts")
+LAYERS = ("all", "dense", "moe", "once")
+BLOCKS = ("attention", "mlp", "router", "experts", "shared", "embedding", "lm_head")
+_BF16 = 2.0
+
+
+@dataclass(frozen=True)
+class Linear:
+    """One weight matrix (``inputs`` x ``outputs`` elements), where it sits and how it splits.
+
+    ``op`` names the op-table GEMM it runs in (q, k and v run as one ``qkv_proj``); an empty
+    ``op`` is not a GEMM (the embedding is a gather). ``quantized=False`` keeps it in bf16
+    (engines do not quantize the router, embedding or lm_head). ``bias`` adds ``outputs``."""
+
+    name: str
+    op: str
+    inputs: int
+    outputs: int
+    shard: str
+    layers: str
+    block: str  # attention | mlp | router | experts | shared | embedding | lm_head
+    quantized: bool = True
+    copies: int = 1
+    bias: bool = False
+
+    def __post_init__(self) -> None:
+        assert self.shard in SHARDS and self.layers in LAYERS, (self.shard, self.layers)
+        assert self.block in BLOCKS, self.block
+
+    @property
+    def parameters(self) -> int:
+        """Elements of one copy set in one layer, biases included."""
+        return self.copies * (self.inputs * self.outputs + (self.outputs if self.bias else 0))
+
+
+@dataclass(frozen=True)
+class Attention:
+    """What attention computes and keeps, per layer.
+
+    Grouped-query attention: ``heads`` query heads of ``qk_dim`` (= ``v_dim`` = head_dim),
+    ``kv_heads`` key/value heads, all cached. Multi-head latent attention (DeepSeek-V3): the
+    cache holds one compressed latent of ``latent_dim`` elements per token (``kv_heads = 0``:
+    not split over tp, every GPU keeps it whole); a prefill runs per-head keys of ``qk_dim``
+    and values of ``v_dim``, a decode attends in the latent space (weights absorbed), so its
+    query-key product is ``latent_dim`` long and its values ``latent_dim - rope_dim``."""
+
+    heads: int
+    kv_heads: int
+    qk_dim: int
+    v_dim: int
+    rope_dim: int  # per head and token, the dimensions RoPE rotates
+    latent_dim: int = 0
+    norms_per_layer: int = 0  # RMSNorm weights inside attention (QK-norm, MLA's latent norms)
+
+    @property
+    def latent(self) -> bool:
+        return self.kv_heads == 0
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """A model's matrices, attention and layer counts (see the module docstring)."""
+
+    model: ModelSpec
+    linears: tuple[Linear, ...]
+    attention: Attention
+    norms_per_layer: int  # RMSNorm weights around attention and the MLP, per layer
+    dense_layers: int
+    moe_layers: int
+    ops: tuple[str, ...] = field(default=())  # GEMM ops in execution order
+
+    @property
+    def layers(self) -> int:
+        return self.model.num_hidden_layers
+
+    def layer_count(self, where: str) -> int:
+        return {"all": self.layers, "dense": self.dense_layers, "moe": self.moe_layers,
+                "once": 1}[where]  # fmt: skip
+
+    def op_linears(self, op: str) -> list[Linear]:
+        return [m for m in self.linears if m.op == op]
+
+    def widths(self, tp, ep=1) -> Widths:
+        return Widths.of(self, np.asarray(tp, dtype=float), np.asarray(ep, dtype=float))
+
+    def parameters(self, block: str) -> int:
+        """Elements of ``block``'s matrices in one layer that has it (``embedding`` and
+        ``lm_head``: the whole matrix; a tied lm_head has none of its own)."""
+        if block == "lm_head" and self.model.tie_word_embeddings:
+            return 0
+        return sum(m.parameters for m in self.linears if m.block == block)
+
+    @property
+    def norms(self) -> int:
+        """Every RMSNorm weight: around attention and the MLP, inside attention, the final."""
+        per_layer = self.norms_per_layer + self.attention.norms_per_layer
+        return self.layers * per_layer + self.model.hidden_size
+
+    def invalid_code(self, tp: np.ndarray, ep: np.ndarray) -> np.ndarray:
+        """0 where tp / ep can split every matrix (``configs.INVALID_REASONS`` otherwise)."""
+        a, code = self.attention, np.zeros(np.shape(tp), dtype=int)
+
+        def flag(condition: np.ndarray, value: int) -> None:
+            code[(code == 0) & condition] = value
+
+        flag(a.heads % tp != 0, 1)
+        if not a.latent:
+            flag((a.kv_heads % tp != 0) & (tp % a.kv_heads != 0), 2)
+        for m in self.linears:
+            if m.shard in ("column", "row") and m.block in ("mlp", "shared"):
+                width = m.outputs if m.shard == "column" else m.inputs
+                flag(width % tp != 0, 3)
+        if self.moe_layers:
+            experts = self.model.num_local_experts
+            flag((experts % ep != 0) | (ep > tp) | (tp % ep != 0), 4)
+        else:
+            flag(ep > 1, 7)
+        return code
+
+
+@dataclass(frozen=True)
+class Widths:
+    """Per-GPU sizes of one configuration or many (arrays broadcast over them)."""
+
+    heads: np.ndarray  # query heads per GPU
+    kv_heads: np.ndarray  # KV heads per GPU (replicated past tp > kv heads); 0 for a latent
+    q_width: np.ndarray  # query elements per token per GPU (heads x qk_dim)
+    attention_io: np.ndarray  # query + output elements per token per GPU
+    decode_io: np.ndarray  # the same for a decode (latent attention: in the latent space)
+    cache: np.ndarray  # KV-cache elements per token per layer per GPU
+    rope: np.ndarray  # elements RoPE rotates per token per GPU
+    normed: np.ndarray  # elements normalized inside attention per token per GPU (QK-norm)
+    prefill_pair_flops: np.ndarray  # per query-key pair and layer, causal prefill
+    decode_pair_flops: np.ndarray  # per query-key pair and layer, decode
+    ffn: np.ndarray  # dense MLP width per GPU
+    expert_ffn: np.ndarray  # one routed expert's width per GPU (split tp / ep ways)
+
+    @classmethod
+    def of(cls, arch: Architecture, tp: np.ndarray, ep: np.ndarray) -> Widths:
+        a, model = arch.attention, arch.model
+        heads = a.heads / tp
+        if a.latent:
+            kv_heads = np.zeros_like(tp)
+            cache = np.full(np.shape(tp), float(a.latent_dim))
+            rope = heads * a.rope_dim + a.rope_dim
+            decode_qk, decode_v = a.latent_dim, a.latent_dim - a.rope_dim
+        else:
+            kv_heads = np.maximum(a.kv_heads / tp, 1.0)
+            cache = 2.0 * kv_heads * a.qk_dim
+            rope = (heads + kv_heads) * a.rope_dim
+            decode_qk, decode_v = a.qk_dim, a.v_dim
+        normed = np.zeros_like(tp)
+        if a.norms_per_layer:  # QK-norm: every query and key head; MLA: the two latents
+            normed = (heads + kv_heads) * a.qk_dim if not a.latent else normed + a.norms_per_layer
+        return cls(
+            heads=heads,
+            kv_heads=kv_heads,
+            q_width=heads * a.qk_dim,
+            attention_io=heads * (a.qk_dim + a.v_dim),
+            decode_io=heads * (decode_qk + decode_v),
+            cache=cache,
+            rope=rope,
+            normed=normed,
+            prefill_pair_flops=2.0 * heads * (a.qk_dim + a.v_dim),
+            decode_pair_flops=2.0 * heads * (decode_qk + decode_v),
+            ffn=model.intermediate_size / tp,
+            expert_ffn=model.moe_intermediate_size * ep / tp,
+        )
+
+
+def copies_per_gpu(linear: Linear, ep) -> np.ndarray | int:
+    """Copies of ``linear`` one GPU holds: routed experts spread over the ep groups."""
+    return linear.copies / np.asarray(ep, dtype=float) if linear.shard == "experts" else 1
+
+
+def per_gpu(linear: Linear, tp, ep, attention: Attention) -> tuple[np.ndarray, np.ndarray]:
+    """(K, N) of ``linear`` on one GPU; for routed experts, of one expert's share."""
+    tp = np.asarray(tp, dtype=float)
+    k, n = float(linear.inputs), float(linear.outputs)
+    ones = np.ones_like(tp)
+    if linear.shard in ("column", "vocab"):
+        return k * ones, n / tp
+    if linear.shard == "row":
+        return k / tp, n * ones
+    if linear.shard == "kv_column":
+        kv_heads = attention.kv_heads
+        return k * ones, n * np.maximum(kv_heads / tp, 1.0) / kv_heads
+    if linear.shard == "experts":
+        share = np.asarray(ep, dtype=float) / tp  # each expert split tp / ep ways
+        if linear.op.endswith("down"):
+            return k * share, n * ones
+        return k * ones, n * share
+    return k * ones, n * ones  # replicated
+
+
+# --- the families ----------------------------------------------------------------------------
+
+
+def _gqa(model: ModelSpec, *, bias: bool = False, qk_norm: bool = False) -> tuple[list, Attention]:
+    """Grouped-query attention: q, k, v (fused), o; optional q/k/v biases and QK-norm."""
+    h, d = model.hidden_size, model.head_dim
+    q, kv = model.num_attention_heads * d, model.num_key_value_heads * d
+    linears = [
+        Linear("q_proj", "qkv_proj", h, q, "column", "all", "attention", bias=bias),
+        Linear("k_proj", "qkv_proj", h, kv, "kv_column", "all", "attention", bias=bias),
+        Linear("v_proj", "qkv_proj", h, kv, "kv_column", "all", "attention", bias=bias),
+        Linear("o_proj", "o_proj", q, h, "row", "all", "attention"),
+    ]
+    attention = Attention(
+        heads=model.num_attention_heads,
+        kv_heads=model.num_key_value_heads,
+        qk_dim=d,
+        v_dim=d,
+        rope_dim=d,
+        norms_per_layer=2 * d if qk_norm else 0,
+    )
+    return linears, attention
+
+
+def _swiglu(model: ModelSpec, width: int, where: str, prefix: str = "") -> list[Linear]:
+    """A SwiGLU MLP: gate and up (fused), down."""
+    h = model.hidden_size
+    return [
+        Linear(f"{prefix}gate_proj", f"{prefix}gate_up_proj", h, width, "column", where, "mlp"),
+        Linear(f"{prefix}up_proj", f"{prefix}gate_up_proj", h, width, "column", where, "mlp"),
+        Linear(f"{prefix}down_proj", f"{prefix}down_proj", width, h, "row", where, "mlp"),
+    ]
+
+
+def _moe(model: ModelSpec) -> list[Linear]:
+    """A router, ``num_local_experts`` routed SwiGLU experts, and the shared experts (run as one
+    fused GEMM of gate, up and down)."""
+    h, e, width = model.hidden_size, model.num_local_experts, model.moe_intermediate_size
+    linears = [
+        Linear("router", "router", h, e, "replicated", "moe", "router", quantized=False),
+        Linear(
+            "experts.gate_proj", "experts_gate_up", h, width, "experts", "moe", "experts", copies=e
+        ),
+        Linear(
+            "experts.up_proj", "experts_gate_up", h, width, "experts", "moe", "experts", copies=e
+        ),
+        Linear(
+            "experts.down_proj", "experts_down", width, h, "experts", "moe", "experts", copies=e
+        ),
+    ]
+    if model.num_shared_experts:
+        shared = model.num_shared_experts * width
+        linears += [
+            Linear(
+                "shared_expert.gate_proj", "shared_expert", h, shared, "column", "moe", "shared"
+            ),
+            Linear("shared_expert.up_proj", "shared_expert", h, shared, "column", "moe", "shared"),
+            # Counted as a column of the fused GEMM: the same FLOPs and bytes as its down.
+            Linear(
+                "shared_expert.down_proj", "shared_expert", h, shared, "column", "moe", "shared"
+            ),
+        ]
+    return linears
+
+
+def _vocab(model: ModelSpec) -> list[Linear]:
+    h, v = model.hidden_size, model.vocab_size
+    # The lm_head runs even when it is the embedding's matrix (tied): it is a GEMM either way.
+    return [
+        Linear("embed_tokens", "", v, h, "vocab", "once", "embedding", quantized=False),
+        Linear("lm_head", "lm_head", h, v, "vocab", "once", "lm_head", quantized=False),
+    ]
+
+
+def _stack(model: ModelSpec, attention_linears: list, attention: Attention) -> Architecture:
+    moe = model.num_moe_layers
+    linears = attention_linears + _swiglu(model, model.intermediate_size, "dense")
+    if moe:
+        linears += _moe(model)
+    linears += _vocab(model)
+    ops = tuple(dict.fromkeys(m.op for m in linears if m.op))
+    return Architecture(
+        model=model,
+        linears=tuple(linears),
+        attention=attention,
+        norms_per_layer=2 * model.hidden_size,
+        dense_layers=model.num_hidden_layers - moe,
+        moe_layers=moe,
+        ops=ops,
+    )
+
+
+def _llama(model: ModelSpec) -> Architecture:
+    """Llama 3 (dense) and Llama 4 (MoE layers every ``moe_layer_step``): GQA, SwiGLU."""
+    return _stack(model, *_gqa(model))
+
+
+FAMILIES: dict[str, Callable[[ModelSpec], Architecture]] = {
+    "llama": _llama,
+    "llama4_text": _llama,
+    "mistral": _llama,
+}
+
+
+def architecture_of(model: ModelSpec) -> Architecture:
+    """The description of ``model``'s family (``model.model_type``)."""
+    return FAMILIES[model.model_type](model)
