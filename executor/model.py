@@ -263,6 +263,23 @@ class TransformerBlock(nn.Module):
         self.mlp = FeedForward(spec)
 
 
+# Families whose decoder is this module: dense Llama blocks, no biases, no QK-norm.
+RUNNABLE_TYPES = ("llama", "mistral")
+
+
+def refuse_unless_runnable(spec: ModelSpec) -> None:
+    """One ``ConfigError`` line for a model the executor does not run (the simulator still
+    predicts it)."""
+    from simulator.errors import ConfigError
+
+    if spec.model_type not in RUNNABLE_TYPES or spec.is_moe:
+        kind = "a mixture of experts" if spec.is_moe else f"a {spec.model_type} model"
+        raise ConfigError(
+            f"{spec.name} is {kind}; the executor runs dense Llama decoders "
+            f"({', '.join(RUNNABLE_TYPES)}), so rooftune predicts it but cannot measure it"
+        )
+
+
 class Llama(nn.Module):
     """A dense Llama decoder. ``forward(tokens [B, T], input_pos [T]) -> logits``.
 
@@ -278,8 +295,7 @@ class Llama(nn.Module):
 
     def __init__(self, spec: ModelSpec) -> None:
         super().__init__()
-        if spec.is_moe:
-            raise NotImplementedError("the executor runs dense Llama models only")
+        refuse_unless_runnable(spec)
         self.spec = spec
         self.embed_tokens = nn.Embedding(spec.vocab_size, spec.hidden_size)
         self.layers = nn.ModuleList(TransformerBlock(spec) for _ in range(spec.num_hidden_layers))

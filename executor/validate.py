@@ -41,6 +41,9 @@ def measure(
     prefill_batch: int | None = None,
     hardware: str | None = None,
 ) -> Measurement:
+    from executor.model import refuse_unless_runnable
+
+    refuse_unless_runnable(spec)  # before asking for a GPU: the answer does not need one
     torch = _require_cuda()
     from executor.parallel import check_tp_divides, finish_distributed, init_distributed
     from executor.points import machine_info, measure_point, prepare_model

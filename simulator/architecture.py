@@ -338,14 +338,69 @@ def _stack(model: ModelSpec, attention_linears: list, attention: Attention) -> A
 
 
 def _llama(model: ModelSpec) -> Architecture:
-    """Llama 3 (dense) and Llama 4 (MoE layers every ``moe_layer_step``): GQA, SwiGLU."""
+    """Llama 3 (dense), Llama 4 (MoE layers every ``moe_layer_step``), Mistral and Mixtral
+    (every layer MoE, no shared expert): GQA and SwiGLU, no biases."""
     return _stack(model, *_gqa(model))
+
+
+def _qwen2(model: ModelSpec) -> Architecture:
+    """Qwen2 / Qwen2.5: Llama's block with biases on q, k and v."""
+    return _stack(model, *_gqa(model, bias=model.attention_bias))
+
+
+def _qwen3(model: ModelSpec) -> Architecture:
+    """Qwen3 (dense): Llama's block with an RMSNorm over every query and key head (QK-norm)."""
+    return _stack(model, *_gqa(model, bias=model.attention_bias, qk_norm=True))
+
+
+def _mla(model: ModelSpec) -> tuple[list, Attention]:
+    """DeepSeek-V3's multi-head latent attention. Queries go through a low-rank bottleneck
+    (``q_a`` to ``q_lora_rank``, normalized, ``q_b`` up to every head's key dims); keys and
+    values share one compressed latent of ``kv_lora_rank`` plus ``qk_rope_head_dim`` rotated
+    dims (``kv_a``, the only thing cached), which ``kv_b`` expands to every head's keys and
+    values. The two down projections are small and kept whole on every GPU; the up projections
+    split by heads, as vLLM and SGLang shard them."""
+    h, heads = model.hidden_size, model.num_attention_heads
+    nope, rope, v = model.qk_nope_head_dim, model.qk_rope_head_dim, model.v_head_dim
+    q_rank, kv_rank = model.q_lora_rank, model.kv_lora_rank
+    linears = [
+        Linear("q_a_proj", "qkv_a_proj", h, q_rank, "replicated", "all", "attention"),
+        Linear("kv_a_proj_with_mqa", "qkv_a_proj", h, kv_rank + rope, "replicated", "all",
+               "attention"),
+        Linear("q_b_proj", "q_b_proj", q_rank, heads * (nope + rope), "column", "all",
+               "attention"),
+        Linear("kv_b_proj", "kv_b_proj", kv_rank, heads * (nope + v), "column", "all",
+               "attention"),
+        Linear("o_proj", "o_proj", heads * v, h, "row", "all", "attention"),
+    ]  # fmt: skip
+    attention = Attention(
+        heads=heads,
+        kv_heads=0,
+        qk_dim=nope + rope,
+        v_dim=v,
+        rope_dim=rope,
+        latent_dim=kv_rank + rope,
+        norms_per_layer=q_rank + kv_rank,
+    )
+    return linears, attention
+
+
+def _deepseek_v3(model: ModelSpec) -> Architecture:
+    """DeepSeek-V3: latent attention; dense SwiGLU in the first ``first_k_dense_replace``
+    layers, then 256 routed experts (top 8) and one shared expert in every layer. (The
+    multi-token-prediction module of the checkpoint is not counted: it serves only as an
+    optional speculative drafter.)"""
+    return _stack(model, *_mla(model))
 
 
 FAMILIES: dict[str, Callable[[ModelSpec], Architecture]] = {
     "llama": _llama,
     "llama4_text": _llama,
     "mistral": _llama,
+    "mixtral": _llama,
+    "qwen2": _qwen2,
+    "qwen3": _qwen3,
+    "deepseek_v3": _deepseek_v3,
 }
 
 

@@ -81,8 +81,44 @@ _LLAMA4: dict[str, Any] = dict(
 
 
 def _preset(name: str, repo: str, base: dict[str, Any], **fields: Any) -> ModelSpec:
-    source = f"https://huggingface.co/meta-llama/{repo}/blob/main/config.json"
+    """A preset copied from ``repo``'s published config.json (``org/name``; meta-llama when
+    the organization is left out)."""
+    repo = repo if "/" in repo else f"meta-llama/{repo}"
+    source = f"https://huggingface.co/{repo}/blob/main/config.json"
     return ModelSpec(**{**base, **fields, "name": name, "source": source})
+
+
+# Other families of the Llama lineage, each from its published config.json: Qwen2.5 (biases on
+# q, k, v), Qwen3 (QK-norm), Mixtral (eight experts, top two, in every layer) and DeepSeek-V3
+# (multi-head latent attention; 256 routed experts, top eight, and one shared expert in all
+# but the first three layers). Their parameter counts are pinned against the published totals.
+_QWEN: dict[str, Any] = dict(rope_theta=1000000.0, rms_norm_eps=1e-6, head_dim=128)
+_OTHERS: dict[str, dict[str, Any]] = {
+    "qwen2.5-7b": dict(_QWEN, model_type="qwen2", num_hidden_layers=28, hidden_size=3584,
+                       num_attention_heads=28, num_key_value_heads=4, intermediate_size=18944,
+                       vocab_size=152064, max_position_embeddings=131072, attention_bias=True),
+    "qwen3-8b": dict(_QWEN, model_type="qwen3", num_hidden_layers=36, hidden_size=4096,
+                     num_attention_heads=32, num_key_value_heads=8, intermediate_size=12288,
+                     vocab_size=151936, max_position_embeddings=40960),
+    "mixtral-8x7b": dict(model_type="mixtral", num_hidden_layers=32, hidden_size=4096,
+                         num_attention_heads=32, num_key_value_heads=8, head_dim=128,
+                         intermediate_size=14336, moe_intermediate_size=14336, vocab_size=32000,
+                         max_position_embeddings=32768, rope_theta=1000000.0,
+                         num_local_experts=8, num_experts_per_tok=2, moe_layer_step=1),
+    "deepseek-v3": dict(model_type="deepseek_v3", num_hidden_layers=61, hidden_size=7168,
+                        num_attention_heads=128, num_key_value_heads=128, head_dim=192,
+                        intermediate_size=18432, moe_intermediate_size=2048, vocab_size=129280,
+                        max_position_embeddings=163840, rope_theta=10000.0, rms_norm_eps=1e-6,
+                        rope_scaling={"type": "yarn", "factor": 40.0, "beta_fast": 32,
+                                      "beta_slow": 1, "mscale": 1.0, "mscale_all_dim": 1.0,
+                                      "original_max_position_embeddings": 4096},
+                        num_local_experts=256, num_experts_per_tok=8, num_shared_experts=1,
+                        first_k_dense_replace=3, moe_layer_step=1, q_lora_rank=1536,
+                        kv_lora_rank=512, qk_rope_head_dim=64, qk_nope_head_dim=128,
+                        v_head_dim=128),
+}  # fmt: skip
+_REPOS = {"qwen2.5-7b": "Qwen/Qwen2.5-7B", "qwen3-8b": "Qwen/Qwen3-8B",
+          "mixtral-8x7b": "mistralai/Mixtral-8x7B-v0.1", "deepseek-v3": "deepseek-ai/DeepSeek-V3"}  # fmt: skip
 
 
 PRESETS: dict[str, ModelSpec] = {
@@ -109,6 +145,7 @@ PRESETS: dict[str, ModelSpec] = {
         _preset("llama-4-maverick-17b-128e", "Llama-4-Maverick-17B-128E", _LLAMA4,
                 num_local_experts=128, moe_layer_step=2, max_position_embeddings=1048576,
                 rope_scaling=None),
+        *(_preset(name, _REPOS[name], fields) for name, fields in _OTHERS.items()),
     )
 }  # fmt: skip
 
@@ -413,8 +450,11 @@ def parameter_counts(model: ModelSpec) -> ParameterCounts:
 
 
 def _kv_bytes_per_token_bf16(model: ModelSpec) -> int:
-    # K and V, every layer, every KV head, 2 bytes each.
-    return 2 * model.num_hidden_layers * model.kv_size * 2
+    """Every layer's cache entry of one token at 2 bytes (K and V of every KV head, or the
+    latent), on one GPU holding the whole model."""
+    from simulator.architecture import architecture_of
+
+    return int(model.num_hidden_layers * float(architecture_of(model).widths(1).cache) * 2)
 
 
 def describe_model(model: ModelSpec) -> list[tuple[str, str]]:
@@ -431,8 +471,15 @@ def describe_model(model: ModelSpec) -> list[tuple[str, str]]:
         ("hidden size", str(model.hidden_size)),
         ("attention heads", f"{model.num_attention_heads} query, {model.num_key_value_heads} KV"),
         ("head dim", str(model.head_dim)),
-        ("dense MLP width", str(model.intermediate_size)),
     ]
+    if model.latent_attention:
+        rows[-2:] = [
+            ("attention", f"{model.num_attention_heads} heads over one cached latent of "
+                          f"{model.kv_lora_rank} + {model.qk_rope_head_dim} (rotated) per token"),
+            ("head dim", f"keys {model.qk_nope_head_dim} + {model.qk_rope_head_dim}, values "
+                         f"{model.v_head_dim}; queries through rank {model.q_lora_rank}"),
+        ]  # fmt: skip
+    rows += [("dense MLP width", str(model.intermediate_size))]
     if model.is_moe:
         rows += [
             ("MoE layers", f"{model.num_moe_layers} of {model.num_hidden_layers}"),

@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from simulator.architecture import architecture_of
 from simulator.configs import ConfigArrays
 from simulator.hardware import load_hardware
 from simulator.models import PRESETS
@@ -48,7 +49,7 @@ def test_the_executor_and_the_op_table_count_alike(name, tp):
         pytest.skip(f"tp {tp} does not divide {spec.num_attention_heads} heads")
     norms = engine.step_cost(spec, batch=1, context=0, tp=tp).weight_bytes
     norms -= table_counts(spec, tp, decode_features(1, 1))["weight_bytes"]
-    assert norms == pytest.approx(2.0 * (spec.num_hidden_layers * 2 + 1) * spec.hidden_size)
+    assert norms == pytest.approx(2.0 * architecture_of(spec).norms)
 
     batch, context = 4, 999
     decode = engine.step_cost(spec, batch=batch, context=context, tp=tp)
