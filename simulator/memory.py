@@ -103,12 +103,9 @@ def weight_bytes_per_gpu(model: ModelSpec, configs: ConfigArrays) -> np.ndarray:
         if linear.layers == "once":
             continue  # the vocabulary matrices, below
         k, n = per_gpu(linear, tp, ep, arch.attention)
-        if not linear.quantized:
-            per_element = _BF16
-        elif linear.layers == "moe":
-            per_element = wb
-        else:
-            per_element = wb + outlier
+        per_element: np.ndarray | float = _BF16
+        if linear.quantized:
+            per_element = wb if linear.layers == "moe" else wb + outlier
         stage = np.ceil(arch.layer_count(linear.layers) / pp)
         bias = n * _BF16 if linear.bias else 0.0
         total = total + stage * copies_per_gpu(linear, ep) * (k * n * per_element + bias)
