@@ -28,7 +28,7 @@ from bisect import bisect_right
 import numpy as np
 
 from .decodes import RandomDecodes, UniformDecodes
-from .step_fast import feature_vector
+from .shapes import decode_terms, feature_vector
 
 __all__ = ["decode_run", "MAX_RUN_STEPS", "MAX_SPECULATIVE_ROUNDS"]
 
@@ -108,10 +108,11 @@ def _array_run(engine, k: int, until: float) -> int:
     run, n = engine.run, engine.decodes.n
     micro = min(engine.pp, n)
     context = float(engine.decodes.context)
+    tokens, kv, pairs = decode_terms(n, context)
     x0 = feature_vector(
-        decode_tokens=n / micro,
-        decode_kv=context / micro,
-        decode_pairs=context / micro,
+        decode_tokens=tokens / micro,
+        decode_kv=kv / micro,
+        decode_pairs=pairs / micro,
         experts=run.experts,
         experts_per_token=run.experts_per_token,
     )

@@ -42,7 +42,8 @@ from .shapes import FEATURES, attention_length
 from .specs import Efficiency, HardwareSpec
 
 __all__ = [
-    "roofline_time",
+    "busy_s",
+    "hbm_seconds_per_byte",
     "OpTimes",
     "evaluate",
     "BOUNDS",
@@ -65,9 +66,22 @@ def launch_beyond_graph_s(eff: Efficiency) -> float:
     return max(eff.kernel_launch_s - eff.kernel_graph_s, 0.0)
 
 
-def roofline_time(flops, bytes, peak_flops_per_s, bytes_per_s):
-    """The whole idea in one line: the slower of doing the math and moving the bytes."""
-    return np.maximum(flops / peak_flops_per_s, bytes / bytes_per_s)
+def busy_s(compute_s, memory_s, launch_s, in_graph):
+    """The roofline, once for every caller: an op takes the longer of its math and its bytes;
+    launched from the host (out of a graph), the launches are a floor, since they overlap the
+    GPU's work rather than adding to it."""
+    busy = np.maximum(compute_s, memory_s)
+    return np.where(in_graph, busy, np.maximum(busy, launch_s))
+
+
+def hbm_seconds_per_byte(table: OpTable, hardware: HardwareSpec) -> np.ndarray:
+    """Per op ``[ops]``: seconds per HBM byte (decode attention streams the KV cache at its own
+    measured fraction of the achievable bandwidth)."""
+    eff = hardware.efficiency
+    memory_eff = np.where(
+        table.eff_class == EFF_DECODE_ATTENTION, eff.hbm * eff.decode_attention_hbm, eff.hbm
+    )
+    return 1.0 / (hardware.hbm_bytes_per_s * memory_eff)
 
 
 @dataclass(frozen=True)
@@ -132,10 +146,7 @@ def evaluate(
         compute_s = (
             np.where(ideal > 0, ideal / compute_eff, 0.0) + vector / hardware.vector_flops_per_s
         )
-        memory_eff = np.where(
-            cls == EFF_DECODE_ATTENTION, eff.hbm * eff.decode_attention_hbm, eff.hbm
-        )
-        memory_s = nbytes / (hardware.hbm_bytes_per_s * memory_eff) + gemm_tail_s(
+        memory_s = nbytes * hbm_seconds_per_byte(table, hardware) + gemm_tail_s(
             cls == EFF_GEMM, rows, kernels, eff
         )
         comm = cls == EFF_COMM
@@ -148,13 +159,14 @@ def evaluate(
     in_graph = graphs & (tokens <= CUDA_GRAPH_MAX_TOKENS)
     compute_s = np.where(comm, 0.0, compute_s)
     memory_s = np.where(comm, 0.0, memory_s)
-    busy_s = np.maximum(compute_s, memory_s)
     launch_floor_s = np.where(in_graph, 0.0, kernels * launch_beyond_graph_s(eff))
+    working_s = busy_s(compute_s, memory_s, launch_floor_s, in_graph)
     overhead_s = (
-        np.where(comm, 0.0, kernels * eff.kernel_graph_s + np.maximum(launch_floor_s - busy_s, 0))
+        np.where(comm, 0.0, kernels * eff.kernel_graph_s + working_s)
+        - np.maximum(compute_s, memory_s)
         + fixed
     )
-    time_s = busy_s + overhead_s + communication_s
+    time_s = np.maximum(compute_s, memory_s) + overhead_s + communication_s
 
     # An op is overhead bound when its kernel costs (launches out of a graph) exceed its work.
     launching_s = np.where(comm, 0.0, kernels * eff.kernel_graph_s + launch_floor_s) + fixed

@@ -42,7 +42,7 @@ from collections import deque
 
 from .decode_runs import decode_run
 from .decodes import RandomDecodes, UniformDecodes
-from .step_fast import feature_vector
+from .shapes import chunk_terms, decode_terms, feature_vector
 
 __all__ = ["ContinuousEngine"]
 
@@ -211,14 +211,14 @@ class ContinuousEngine:
         c_tokens = c_pairs = c_kv = c_naive = 0.0
         logits = 0
         for entry, chunk in chunks:
-            past = entry[1]
+            pairs, kv, naive = chunk_terms(chunk, entry[1])
             c_tokens += chunk
-            c_pairs += chunk * past + chunk * (chunk + 1) / 2
-            c_kv += past + chunk
-            c_naive += chunk * (past + chunk)
-            logits += past + chunk == entry[2]
-        context = float(decodes.context)
+            c_pairs += pairs
+            c_kv += kv
+            c_naive += naive
+            logits += entry[1] + chunk == entry[2]
         micro = min(self.pp, n + len(chunks))
+        d_tokens, d_kv, d_pairs = decode_terms(n, float(decodes.context), query)
         x = feature_vector(
             prefill_tokens=c_tokens / micro,
             prefill_pairs=c_pairs / micro,
@@ -226,9 +226,9 @@ class ContinuousEngine:
             naive_scores=c_naive / micro,
             prefill_logits=logits / micro,
             prefill_seqs=len(chunks) / micro,
-            decode_tokens=n * query / micro,
-            decode_kv=context / micro,
-            decode_pairs=query * context / micro,
+            decode_tokens=d_tokens / micro,
+            decode_kv=d_kv / micro,
+            decode_pairs=d_pairs / micro,
             experts=run.experts,
             experts_per_token=run.experts_per_token,
         )
@@ -238,23 +238,23 @@ class ContinuousEngine:
             # A prompt chunk is not split across micro-batches: the one holding the largest
             # chunk (with its share of the decodes) takes its full latency.
             entry, chunk = max(chunks, key=lambda item: item[1])
-            past = entry[1]
+            pairs, kv, naive = chunk_terms(chunk, entry[1])
             big = feature_vector(
                 prefill_tokens=chunk,
-                prefill_pairs=chunk * past + chunk * (chunk + 1) / 2,
-                prefill_kv=past + chunk,
-                naive_scores=chunk * (past + chunk),
-                prefill_logits=float(past + chunk == entry[2]),
+                prefill_pairs=pairs,
+                prefill_kv=kv,
+                naive_scores=naive,
+                prefill_logits=float(entry[1] + chunk == entry[2]),
                 prefill_seqs=1.0,
-                decode_tokens=n * query / micro,
-                decode_kv=context / micro,
-                decode_pairs=query * context / micro,
+                decode_tokens=d_tokens / micro,
+                decode_kv=d_kv / micro,
+                decode_pairs=d_pairs / micro,
                 experts=run.experts,
                 experts_per_token=run.experts_per_token,
             )
             duration = max(duration, run.fast.time(big)[0])
         if run.spec is not None:  # the drafter's own steps, before the target's verify
-            duration += (run.spec.draft_time(n, context) if n else 0.0) + (
+            duration += (run.spec.draft_time(n, d_kv) if n else 0.0) + (
                 micro * run.spec.prefill_time(x) if chunks else 0.0
             )
         end = self.clock + duration

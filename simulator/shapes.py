@@ -19,6 +19,9 @@ import numpy as np
 __all__ = [
     "FEATURES",
     "NUM_FEATURES",
+    "chunk_terms",
+    "decode_terms",
+    "feature_vector",
     "step_features",
     "prefill_features",
     "decode_features",
@@ -45,6 +48,53 @@ NUM_FEATURES = len(FEATURES)
 _INDEX = {name: i for i, name in enumerate(FEATURES)}
 
 
+def chunk_terms(new, past):
+    """(causal query-key pairs, K/V tokens read, score elements) of a prefill chunk of ``new``
+    tokens on top of ``past`` cached ones: the one place that rule lives."""
+    return new * past + new * (new + 1) / 2, past + new, new * (past + new)
+
+
+def decode_terms(batch, context_sum, query: int = 1):
+    """(query tokens, K/V tokens read, query-key pairs) of ``batch`` decodes that hold
+    ``context_sum`` tokens in all, each with ``query`` tokens (``g + 1`` when verifying)."""
+    return batch * query, context_sum, query * context_sum
+
+
+def _feature_list(
+    prefill_tokens,
+    prefill_pairs,
+    prefill_kv,
+    naive_scores,
+    prefill_logits,
+    prefill_seqs,
+    decode_tokens,
+    decode_kv,
+    decode_pairs,
+    experts: int,
+    experts_per_token: int,
+) -> list:
+    """The features in ``FEATURES`` order, scalars or arrays alike (operators only, no ifs)."""
+    tokens = prefill_tokens + decode_tokens
+    touched = 1.0 - (1.0 - experts_per_token / experts) ** tokens if experts else 0.0 * tokens
+    return [
+        tokens,
+        decode_tokens + prefill_logits,
+        prefill_tokens,
+        prefill_pairs,
+        prefill_kv,
+        naive_scores,
+        decode_tokens,
+        decode_kv,
+        decode_pairs,
+        (tokens > 0) * 1.0,
+        (prefill_tokens > 0) * 1.0,
+        (decode_tokens > 0) * 1.0,
+        # Each token picks k of E experts: an expert stays idle with probability (1 - k/E)^T.
+        touched,
+        prefill_logits if prefill_seqs is None else prefill_seqs,
+    ]
+
+
 def step_features(
     *,
     prefill_tokens: np.ndarray | float = 0.0,
@@ -60,30 +110,49 @@ def step_features(
     experts_per_token: int = 0,
 ) -> np.ndarray:
     """Feature matrix ``[S, NUM_FEATURES]`` for S steps given as aggregate arrays of shape [S]."""
-    prefill_tokens = np.asarray(prefill_tokens, dtype=float)
-    decode_tokens = np.asarray(decode_tokens, dtype=float)
-    tokens = prefill_tokens + decode_tokens
-    shape = np.broadcast_shapes(
-        tokens.shape, *(np.shape(v) for v in (prefill_pairs, prefill_kv, decode_kv, decode_pairs))
+    values = _feature_list(
+        *(np.asarray(v, dtype=float) for v in (prefill_tokens, prefill_pairs, prefill_kv,
+                                               naive_scores, prefill_logits)),
+        None if prefill_seqs is None else np.asarray(prefill_seqs, dtype=float),
+        *(np.asarray(v, dtype=float) for v in (decode_tokens, decode_kv, decode_pairs)),
+        experts,
+        experts_per_token,
+    )  # fmt: skip
+    shape = np.broadcast_shapes(*(np.shape(v) for v in values))
+    return np.stack([np.broadcast_to(v, shape).astype(float) for v in values], axis=-1)
+
+
+def feature_vector(
+    *,
+    prefill_tokens: float = 0.0,
+    prefill_pairs: float = 0.0,
+    prefill_kv: float = 0.0,
+    naive_scores: float = 0.0,
+    prefill_logits: float = 0.0,
+    prefill_seqs: float | None = None,
+    decode_tokens: float = 0.0,
+    decode_kv: float = 0.0,
+    decode_pairs: float = 0.0,
+    experts: int = 0,
+    experts_per_token: int = 0,
+) -> np.ndarray:
+    """One step's features ``[F]`` from scalar sums: ``step_features`` for a single step,
+    without its broadcasting (the serving simulation calls this once per iteration)."""
+    return np.array(
+        _feature_list(
+            prefill_tokens,
+            prefill_pairs,
+            prefill_kv,
+            naive_scores,
+            prefill_logits,
+            prefill_seqs,
+            decode_tokens,
+            decode_kv,
+            decode_pairs,
+            experts,
+            experts_per_token,
+        )  # fmt: skip
     )
-    x = np.zeros(shape + (NUM_FEATURES,))
-    x[..., _INDEX["tokens"]] = tokens
-    x[..., _INDEX["logits"]] = decode_tokens + prefill_logits
-    x[..., _INDEX["prefill_tokens"]] = prefill_tokens
-    x[..., _INDEX["prefill_pairs"]] = prefill_pairs
-    x[..., _INDEX["prefill_kv"]] = prefill_kv
-    x[..., _INDEX["naive_scores"]] = naive_scores
-    x[..., _INDEX["decode_tokens"]] = decode_tokens
-    x[..., _INDEX["decode_kv"]] = decode_kv
-    x[..., _INDEX["decode_pairs"]] = decode_pairs
-    x[..., _INDEX["has_tokens"]] = tokens > 0
-    x[..., _INDEX["has_prefill"]] = prefill_tokens > 0
-    x[..., _INDEX["has_decode"]] = decode_tokens > 0
-    x[..., _INDEX["prefill_seqs"]] = prefill_logits if prefill_seqs is None else prefill_seqs
-    if experts:
-        # Each token picks k of E experts: an expert stays idle with probability (1 - k/E)^T.
-        x[..., _INDEX["moe_touched"]] = 1.0 - (1.0 - experts_per_token / experts) ** tokens
-    return x
 
 
 def prefill_features(
@@ -97,12 +166,12 @@ def prefill_features(
     """``batch`` sequences each prefilling ``prompt`` new tokens on top of ``cached`` ones."""
     batch = np.asarray(batch, dtype=float)
     prompt = np.asarray(prompt, dtype=float)
-    cached = np.asarray(cached, dtype=float)
+    pairs, kv, naive = chunk_terms(prompt, np.asarray(cached, dtype=float))
     return step_features(
         prefill_tokens=batch * prompt,
-        prefill_pairs=batch * (prompt * cached + prompt * (prompt + 1) / 2),
-        prefill_kv=batch * (cached + prompt),
-        naive_scores=batch * prompt * (cached + prompt),
+        prefill_pairs=batch * pairs,
+        prefill_kv=batch * kv,
+        naive_scores=batch * naive,
         prefill_logits=batch,
         experts=experts,
         experts_per_token=experts_per_token,
@@ -120,12 +189,11 @@ def decode_features(
     """``batch`` sequences each decoding ``query_tokens`` tokens (1, or g + 1 when verifying
     speculative drafts) against ``context`` cached tokens."""
     batch = np.asarray(batch, dtype=float)
-    context = np.asarray(context, dtype=float)
-    queries = batch * query_tokens
+    tokens, kv, pairs = decode_terms(batch, batch * np.asarray(context, dtype=float), query_tokens)
     return step_features(
-        decode_tokens=queries,
-        decode_kv=batch * context,
-        decode_pairs=queries * context,
+        decode_tokens=tokens,
+        decode_kv=kv,
+        decode_pairs=pairs,
         experts=experts,
         experts_per_token=experts_per_token,
     )

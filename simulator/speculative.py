@@ -31,9 +31,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .shapes import decode_terms, feature_vector
 from .specs import DeploymentConfig, HardwareSpec, ModelSpec
 from .step import StepModel
-from .step_fast import F, FastStep, feature_vector
+from .step_fast import F, FastStep
 
 __all__ = ["expected_tokens_per_round", "SpeculativeModel", "SpeedupRow", "speedup_table"]
 
@@ -104,9 +105,8 @@ class SpeculativeModel:
 
     # --- costs ---------------------------------------------------------------------------------
     def _decode_x(self, batch: float, context: float, query: int, experts: dict) -> np.ndarray:
-        return feature_vector(
-            decode_tokens=batch * query, decode_kv=context, decode_pairs=query * context, **experts
-        )
+        tokens, kv, pairs = decode_terms(batch, context, query)
+        return feature_vector(decode_tokens=tokens, decode_kv=kv, decode_pairs=pairs, **experts)
 
     def draft_time(self, batch: int, context: float) -> float:
         """Seconds to draft ``g`` tokens for ``batch`` sequences holding ``context`` tokens."""

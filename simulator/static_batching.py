@@ -14,7 +14,7 @@ from collections import deque
 
 import numpy as np
 
-from .step_fast import feature_vector
+from .shapes import chunk_terms, decode_terms, feature_vector
 
 __all__ = ["StaticEngine"]
 
@@ -94,10 +94,11 @@ class StaticEngine:
                 chunk = run.prompt[rid] - past
                 if group and tokens + chunk > self.budget:
                     break
+                chunk_pairs, chunk_kv, chunk_naive = chunk_terms(chunk, past)
                 tokens += chunk
-                pairs += chunk * past + chunk * (chunk + 1) / 2
-                kv += past + chunk
-                naive += chunk * (past + chunk)
+                pairs += chunk_pairs
+                kv += chunk_kv
+                naive += chunk_naive
                 group.append(rid)
                 i += 1
             duration, _ = self._time(
@@ -122,10 +123,11 @@ class StaticEngine:
         if steps > 0:
             context = float(sum(run.prompt[rid] for rid in batch))
             micro = min(self.pp, size)
+            d_tokens, d_kv, d_pairs = decode_terms(size, context)
             x0 = feature_vector(
-                decode_tokens=size / micro,
-                decode_kv=context / micro,
-                decode_pairs=context / micro,
+                decode_tokens=d_tokens / micro,
+                decode_kv=d_kv / micro,
+                decode_pairs=d_pairs / micro,
                 experts=run.experts,
                 experts_per_token=run.experts_per_token,
             )

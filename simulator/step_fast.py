@@ -26,54 +26,18 @@ from __future__ import annotations
 import numpy as np
 
 from .hardware import attention_efficiency, gemm_efficiency, gemm_tail_s
-from .ops import EFF_ATTENTION, EFF_COMM, EFF_DECODE_ATTENTION, EFF_GEMM
-from .roofline import CUDA_GRAPH_MAX_TOKENS, launch_beyond_graph_s
-from .shapes import FEATURES, NUM_FEATURES, attention_length
+from .ops import EFF_ATTENTION, EFF_COMM, EFF_GEMM
+from .roofline import CUDA_GRAPH_MAX_TOKENS, busy_s, hbm_seconds_per_byte, launch_beyond_graph_s
+from .shapes import FEATURES, NUM_FEATURES, attention_length, feature_vector
 from .step import StepModel
 
-__all__ = ["FastStep", "feature_vector", "F"]
+__all__ = ["FastStep", "F"]
 
 # Feature positions, spelled out once for the scheduler's hand-built feature vectors.
 F = {name: i for i, name in enumerate(FEATURES)}
 _TOKENS, _LOGITS = F["tokens"], F["logits"]
 _PREFILL_TOKENS, _PREFILL_SEQS = F["prefill_tokens"], F["prefill_seqs"]
 _PREFILL_PAIRS = F["prefill_pairs"]
-
-
-def feature_vector(
-    *,
-    prefill_tokens: float = 0.0,
-    prefill_pairs: float = 0.0,
-    prefill_kv: float = 0.0,
-    naive_scores: float = 0.0,
-    prefill_logits: float = 0.0,
-    prefill_seqs: float | None = None,
-    decode_tokens: float = 0.0,
-    decode_kv: float = 0.0,
-    decode_pairs: float = 0.0,
-    experts: int = 0,
-    experts_per_token: int = 0,
-) -> np.ndarray:
-    """One step's features ``[F]``, the same numbers ``shapes.step_features`` produces for
-    aggregate sums, without its array broadcasting (this is called once per iteration)."""
-    tokens = prefill_tokens + decode_tokens
-    x = [0.0] * NUM_FEATURES
-    x[_TOKENS] = tokens
-    x[_LOGITS] = decode_tokens + prefill_logits
-    x[_PREFILL_TOKENS] = prefill_tokens
-    x[F["prefill_pairs"]] = prefill_pairs
-    x[F["prefill_kv"]] = prefill_kv
-    x[F["naive_scores"]] = naive_scores
-    x[F["decode_tokens"]] = decode_tokens
-    x[F["decode_kv"]] = decode_kv
-    x[F["decode_pairs"]] = decode_pairs
-    x[F["has_tokens"]] = 1.0 if tokens > 0 else 0.0
-    x[F["has_prefill"]] = 1.0 if prefill_tokens > 0 else 0.0
-    x[F["has_decode"]] = 1.0 if decode_tokens > 0 else 0.0
-    x[_PREFILL_SEQS] = prefill_logits if prefill_seqs is None else prefill_seqs
-    if experts:
-        x[F["moe_touched"]] = 1.0 - (1.0 - experts_per_token / experts) ** tokens
-    return np.array(x)
 
 
 class FastStep:
@@ -100,9 +64,6 @@ class FastStep:
 
         kernels = dense("kernels")
         nbytes = dense("bytes")
-        memory_eff = np.where(
-            cls == EFF_DECODE_ATTENTION, eff.hbm * eff.decode_attention_hbm, eff.hbm
-        )
         link_bw = table.link_bytes_per_s[index]
         link_latency = table.link_latency_s[index]
         with np.errstate(divide="ignore", invalid="ignore"):
@@ -122,7 +83,7 @@ class FastStep:
             [
                 np.where(keep, dense("ideal_s"), 0.0),
                 np.where(keep, dense("vector_flops") / hardware.vector_flops_per_s, 0.0),
-                np.where(keep, nbytes / (hardware.hbm_bytes_per_s * memory_eff[:, None]), 0.0),
+                np.where(keep, nbytes * hbm_seconds_per_byte(table, hardware)[:, None], 0.0),
                 np.where(keep, kernels * launch_beyond_graph_s(eff), 0.0),
                 overhead_graph.sum(axis=0)[None],
                 link.sum(axis=0)[None],
@@ -207,9 +168,7 @@ class FastStep:
         inverse = inverse_eff if linear.ndim == 1 else inverse_eff[:, None]
         compute = linear[:o] * inverse + linear[o : 2 * o]
         memory = linear[2 * o : 3 * o] + (tail if linear.ndim == 1 else tail[:, None])
-        if not graph:  # the host's launches hide behind the GPU's work, or set the pace
-            memory = np.maximum(memory, linear[3 * o : 4 * o])
-        total = np.maximum(compute, memory).sum(axis=0)
+        total = busy_s(compute, memory, linear[3 * o : 4 * o], graph).sum(axis=0)
         total = total + linear[4 * o] + linear[4 * o + 1]
         if self.pp == 1:
             return total, total
@@ -246,7 +205,8 @@ class FastStep:
         direction[F["decode_kv"]], direction[F["decode_pairs"]] = 1.0, float(query)
         base, slope = self._matrix @ x_base, self._matrix @ direction
         # Each op follows the highest of its lines in C: compute, memory and, out of a graph,
-        # launching (flat in C). The total is linear between the contexts where any two cross.
+        # launching (flat in C), as ``roofline.busy_s`` takes them. The total is linear
+        # between the contexts where any two cross.
         lines = [
             (base[:o] * inverse_eff + base[o : 2 * o], slope[:o] * inverse_eff + slope[o : 2 * o]),
             (base[2 * o : 3 * o] + tail, slope[2 * o : 3 * o]),

@@ -11,10 +11,10 @@ from hypothesis import strategies as st
 
 from simulator.hardware import load_hardware
 from simulator.models import get_model
-from simulator.shapes import decode_features, step_features
+from simulator.shapes import decode_features, feature_vector, step_features
 from simulator.specs import DeploymentConfig
 from simulator.step import StepModel
-from simulator.step_fast import FastStep, feature_vector
+from simulator.step_fast import FastStep
 
 CASES = {
     "8b": ("llama-3.1-8b", "h100-sxm", DeploymentConfig()),
