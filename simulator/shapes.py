@@ -110,14 +110,22 @@ def step_features(
     experts_per_token: int = 0,
 ) -> np.ndarray:
     """Feature matrix ``[S, NUM_FEATURES]`` for S steps given as aggregate arrays of shape [S]."""
+    def array(value: np.ndarray | float) -> np.ndarray:
+        return np.asarray(value, dtype=float)
+
     values = _feature_list(
-        *(np.asarray(v, dtype=float) for v in (prefill_tokens, prefill_pairs, prefill_kv,
-                                               naive_scores, prefill_logits)),
-        None if prefill_seqs is None else np.asarray(prefill_seqs, dtype=float),
-        *(np.asarray(v, dtype=float) for v in (decode_tokens, decode_kv, decode_pairs)),
+        array(prefill_tokens),
+        array(prefill_pairs),
+        array(prefill_kv),
+        array(naive_scores),
+        array(prefill_logits),
+        None if prefill_seqs is None else array(prefill_seqs),
+        array(decode_tokens),
+        array(decode_kv),
+        array(decode_pairs),
         experts,
         experts_per_token,
-    )  # fmt: skip
+    )
     shape = np.broadcast_shapes(*(np.shape(v) for v in values))
     return np.stack([np.broadcast_to(v, shape).astype(float) for v in values], axis=-1)
 
