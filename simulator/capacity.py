@@ -95,6 +95,7 @@ class CapacityResult:
     rate: float
     prediction: Prediction | None
     reason: str | None = None
+    unfit: str | None = None  # the configuration cannot run at all: ``Prediction.unfit``
     probes: tuple[tuple[float, bool], ...] = ()  # (rate, met) of every simulation
     max_throughput_rps: float = 0.0  # the ceiling: offline throughput, or the caller's bound
     result: ServingResult | None = None  # the simulation at ``rate``
@@ -147,12 +148,14 @@ def find_capacity(
     results: dict[float, ServingResult] = {}
 
     def simulate_at(rate: float | None) -> ServingResult:
-        load = workload if rate is None else at_rate(workload, rate)
+        """One run: open loop at ``rate``, or offline (every request at once) for None."""
         if rate is None:
-            load = workload.model_copy(
-                update={"arrival": workload.arrival.model_copy(
-                    update={"process": "offline", "rate_per_s": None})}
-            )  # fmt: skip
+            offline = workload.arrival.model_copy(
+                update={"process": "offline", "rate_per_s": None}
+            )
+            load = workload.model_copy(update={"arrival": offline})
+        else:
+            load = at_rate(workload, rate)
         return simulate(
             model, hardware, config, load, seed=seed, slos=slos, step_model=step, router=router
         )
@@ -160,7 +163,10 @@ def find_capacity(
     if ceiling is None:
         offline = simulate_at(None)
         if not offline.prediction.fits:
-            return CapacityResult(rate=0.0, prediction=None, reason=offline.prediction.reason)
+            unfit = offline.prediction
+            return CapacityResult(
+                rate=0.0, prediction=None, reason=unfit.reason, unfit=unfit.unfit
+            )
         ceiling = float(offline.prediction.requests_per_s or 0.0)
     if ceiling <= 0:
         return CapacityResult(rate=0.0, prediction=None, reason="the engine completes nothing")
@@ -176,8 +182,9 @@ def find_capacity(
     if rate is None:
         first = next(iter(results.values()), None)
         if first is not None and not first.prediction.fits:
-            reason = first.prediction.reason
-        elif floor is not None:
+            return CapacityResult(rate=0.0, prediction=None, reason=first.prediction.reason,
+                                  unfit=first.prediction.unfit)  # fmt: skip
+        if floor is not None:
             reason = f"below {low:.3g} req/s"
         else:
             failed = [c for c in first.slo_checks if not c.met] if first else []

@@ -18,6 +18,7 @@ __all__ = [
     "NoFeasiblePlanError",
     "StorageError",
     "GpuError",
+    "unfit_error",
 ]
 
 
@@ -79,3 +80,13 @@ class GpuError(RooftuneError):
     """No usable GPU, or a GPU that does not match the requested profile."""
 
     exit_code = 1
+
+
+def unfit_error(kind: str | None, reason: str | None) -> RooftuneError:
+    """The error for a configuration that cannot run, by the kind of reason
+    (``results.Unfit``): memory that does not suffice is a ``DoesNotFitError``, the rest is a
+    configuration the user must change (``ConfigError``)."""
+    message = reason or "the configuration cannot run"
+    if kind in ("memory", "kv_cache"):
+        return DoesNotFitError(message)
+    return ConfigError(message)

@@ -9,7 +9,7 @@ of ``prompt`` tokens per sequence take, and one decode step with ``context`` cac
 from __future__ import annotations
 
 from .errors import DoesNotFitError
-from .results import MemoryBreakdown, OpResult, PhaseResult, Prediction
+from .results import MemoryBreakdown, OpResult, PhaseResult, Prediction, Unfit
 from .roofline import BOUNDS, OpTimes
 from .specs import DeploymentConfig, HardwareSpec, ModelSpec
 from .step import StepModel, StepTimes
@@ -83,11 +83,13 @@ def _phase(
     return result, rows
 
 
-def fit_reason(step: StepModel, index: int, *, batch: int, tokens_per_sequence: int) -> str | None:
-    """None when configuration ``index`` fits, else one line saying why not."""
+def fit_reason(
+    step: StepModel, index: int, *, batch: int, tokens_per_sequence: int
+) -> tuple[Unfit, str] | None:
+    """None when configuration ``index`` fits, else (the kind, one line saying why not)."""
     code = int(step.invalid_code[index])
     if code:
-        return step.configs.reason(index, code, step.model, step.hardware)
+        return "invalid", step.configs.reason(index, code, step.model, step.hardware)
     if bool(step.fits(batch, tokens_per_sequence)[index]):
         return None
     mem = step.memory
@@ -101,7 +103,7 @@ def fit_reason(step: StepModel, index: int, *, batch: int, tokens_per_sequence: 
     hbm = step.hardware.hbm_bytes
     utilization = float(step.configs.gpu_memory_utilization[index])
     kv_bytes = kv_tokens * mem.kv_bytes_per_token[index]
-    return (
+    return "memory", (
         f"does not fit: needs {need / GB:.1f} GB per GPU, has {capacity / GB:.1f} GB "
         f"({hbm / GB:.0f} GB x {utilization:.2f} on {step.hardware.name}); needed: weights "
         f"{mem.weights_bytes[index] / GB:.1f} GB, KV cache {kv_bytes / GB:.1f} GB for "
@@ -124,7 +126,7 @@ def predict(
     and ``reason`` says why."""
     step = StepModel.build(model, hardware, config)
     tokens_per_sequence = max(prompt, context + 1)
-    reason = fit_reason(step, 0, batch=batch, tokens_per_sequence=tokens_per_sequence)
+    unfit = fit_reason(step, 0, batch=batch, tokens_per_sequence=tokens_per_sequence)
     mem = step.memory
     memory = MemoryBreakdown(
         weights_bytes=float(mem.weights_bytes[0]),
@@ -147,8 +149,9 @@ def predict(
         model=model.name,
         hardware=hardware.name,
         config=config.model_dump(mode="json"),
-        fits=reason is None,
-        reason=reason,
+        fits=unfit is None,
+        reason=None if unfit is None else unfit[1],
+        unfit=None if unfit is None else unfit[0],
         num_gpus=config.num_gpus,
         memory=memory,
     )

@@ -29,11 +29,17 @@ __all__ = [
 ]
 
 Bound = Literal["memory", "compute", "communication", "overhead"]
+# Why a configuration cannot run (``Prediction.unfit``), beside the one-line ``reason``:
+# invalid: the parallel layout or dtype cannot be built; memory: weights, activations and one
+# max_model_len sequence exceed the budget; kv_cache: the cache cannot hold the longest request;
+# request_too_long: a request exceeds max_model_len; unsupported: a combination not modelled.
+Unfit = Literal["invalid", "memory", "kv_cache", "request_too_long", "unsupported"]
 OpSource = Literal["spec", "literature", "calibrated", "measured"]
 
 
 class _Result(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    # Every field is declared: the schema is the contract (scripts and dashboards read it).
+    model_config = ConfigDict(extra="forbid")
 
 
 class OpResult(_Result):
@@ -59,6 +65,7 @@ class PhaseResult(_Result):
 
     time_s: float
     step_time_s: float | None = None  # decode: time of one step (== time_s)
+    stage_time_s: float | None = None  # the slowest pipeline stage (== time_s when pp == 1)
     bound: Bound
     tokens: int
     batch: int
@@ -98,6 +105,7 @@ class Prediction(_Result):
     config: dict
     fits: bool
     reason: str | None = None
+    unfit: Unfit | None = None  # what kind of reason, when ``fits`` is False
     num_gpus: int = 1
     prefill: PhaseResult | None = None
     decode: PhaseResult | None = None
@@ -116,6 +124,22 @@ class Prediction(_Result):
     output_tokens_per_s_per_gpu: float | None = None
     output_tokens_per_s_per_user: float | None = None
     cost_per_million_tokens: float | None = None
+    # Request-level run details (the serving simulation; None for a step-level prediction).
+    workload: dict | None = None  # name, arrival, lengths and prefix sharing of the run
+    router: str | None = None  # how requests were spread over replicas (dp > 1)
+    duration_s: float | None = None  # first arrival to last finish
+    slos: list[dict] = Field(default_factory=list)  # each SLO: target, value, met
+    slos_met: bool | None = None  # every SLO met and the queue did not grow
+    overloaded: bool | None = None  # the run never settled (see serving_results.overloaded)
+    kv_blocks: int | None = None  # KV-cache blocks per replica
+    kv_utilization: float | None = None  # mean share of the blocks in use over busy time
+    kv_utilization_peak: float | None = None
+    preemptions: int | None = None
+    preempted_requests: int | None = None
+    mean_batch: float | None = None  # sequences per iteration, averaged over busy time
+    busy_fraction: float | None = None  # share of the run each replica spent iterating
+    iterations: int | None = None
+    speculative: dict | None = None  # acceptance statistics of a speculative run
     source: str = "rooftune roofline"
 
 

@@ -30,7 +30,7 @@ from typing import Literal
 
 import numpy as np
 
-from .results import Prediction
+from .results import Prediction, Unfit
 from .scheduler import ContinuousEngine
 from .serving_results import ServingResult, build_result, weighted_percentiles
 from .specs import DeploymentConfig, HardwareSpec, ModelSpec
@@ -99,7 +99,7 @@ def _kv_blocks(step: StepModel, config: DeploymentConfig, spec) -> int:
     return max(int(free // per_block), 0)
 
 
-def _unfit(model, hardware, config, reason: str) -> ServingResult:
+def _unfit(model, hardware, config, kind: Unfit, reason: str) -> ServingResult:
     return ServingResult(
         prediction=Prediction(
             model=model.name,
@@ -107,6 +107,7 @@ def _unfit(model, hardware, config, reason: str) -> ServingResult:
             config=config.model_dump(mode="json"),
             fits=False,
             reason=reason,
+            unfit=kind,
             num_gpus=config.num_gpus,
         )
     )
@@ -137,14 +138,15 @@ def simulate(
     seed = workload.seed if seed is None else seed
     slos = tuple(parse_slo(s) if isinstance(s, str) else s for s in slos) or workload.slos
     step = step_model or StepModel.build(model, hardware, config)
-    reason = fit_reason(step, 0, batch=1, tokens_per_sequence=config.max_model_len)
-    if reason is not None:
-        return _unfit(model, hardware, config, reason)
+    unfit = fit_reason(step, 0, batch=1, tokens_per_sequence=config.max_model_len)
+    if unfit is not None:
+        return _unfit(model, hardware, config, *unfit)
     if config.scheduling == "static" and config.speculative is not None:
         return _unfit(
             model,
             hardware,
             config,
+            "unsupported",
             "speculative decoding is simulated with continuous batching only",
         )
     requests = sample_requests(workload, seed)
@@ -154,6 +156,7 @@ def simulate(
             model,
             hardware,
             config,
+            "request_too_long",
             f"a request of {longest} tokens (prompt + output) exceeds "
             f"max_model_len={config.max_model_len}",
         )
@@ -180,6 +183,7 @@ def simulate(
             model,
             hardware,
             config,
+            "kv_cache",
             f"the KV cache holds {total_blocks} blocks of {block} tokens; the longest "
             f"request needs {needed}",
         )

@@ -110,6 +110,7 @@ def step_features(
     experts_per_token: int = 0,
 ) -> np.ndarray:
     """Feature matrix ``[S, NUM_FEATURES]`` for S steps given as aggregate arrays of shape [S]."""
+
     def array(value: np.ndarray | float) -> np.ndarray:
         return np.asarray(value, dtype=float)
 

@@ -73,11 +73,10 @@ def simulate_probe(
         metrics[check.slo.name] = _finite(check.value_s)
     for name in ("output_tokens_per_s", "requests_per_s", "goodput_requests_per_s"):
         metrics[name] = _finite(getattr(prediction, name, None))
-    extra = prediction.model_extra or {}
     metrics["fits"] = float(prediction.fits)
     metrics["overloaded"] = float(result.overloaded)
-    metrics["preemptions"] = float(extra.get("preemptions") or 0)
-    metrics["mean_batch"] = _finite(extra.get("mean_batch"))
+    metrics["preemptions"] = float(prediction.preemptions or 0)
+    metrics["mean_batch"] = _finite(prediction.mean_batch)
     misses = []
     if not prediction.fits:
         misses.append(prediction.reason or "does not fit")

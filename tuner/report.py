@@ -67,7 +67,7 @@ def build_report(
         space.model,
         hardware,
         config,
-        batch=max(1, round(float((result.prediction.model_extra or {}).get("mean_batch") or 1))),
+        batch=max(1, round(result.prediction.mean_batch or 1)),
         prompt=max(1, round(plan.workload.mean_prompt_tokens)),
         context=max(
             1, round(plan.workload.mean_prompt_tokens + plan.workload.mean_output_tokens / 2)

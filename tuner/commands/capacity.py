@@ -50,10 +50,10 @@ def run(args: argparse.Namespace) -> int:
         probes += len(result.probes)
     if not result.feasible or result.prediction is None:
         reason = result.reason or "no arrival rate meets the SLOs"
-        if not result.probes:  # the configuration itself cannot run
-            from simulator.errors import ConfigError, DoesNotFitError
+        if result.unfit is not None:  # the configuration itself cannot run
+            from simulator.errors import unfit_error
 
-            raise (DoesNotFitError if "does not fit" in reason else ConfigError)(reason)
+            raise unfit_error(result.unfit, reason)
         raise NoFeasiblePlanError(reason)
     export(args, result.result)
     if args.json:

@@ -37,12 +37,11 @@ def simulate_from_args(args: argparse.Namespace, *, progress: bool | None = None
 
 
 def require_fit(result) -> None:
-    from simulator.errors import ConfigError, DoesNotFitError
+    from simulator.errors import unfit_error
 
     prediction = result.prediction
     if not prediction.fits:
-        error = DoesNotFitError if "does not fit" in (prediction.reason or "") else ConfigError
-        raise error(prediction.reason or "the configuration cannot run")
+        raise unfit_error(prediction.unfit, prediction.reason)
 
 
 def run_workload(args: argparse.Namespace) -> int:
