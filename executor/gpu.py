@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import datetime
 import os
-import re
 import subprocess
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -29,18 +28,6 @@ __all__ = [
     "require_profile",
     "provenance",
 ]
-
-# First match wins; patterns are matched against the lowercased NVML name.
-_NAME_TO_PROFILE: tuple[tuple[str, str], ...] = (
-    (r"h100.*nvl", "h100-nvl"),
-    (r"h100.*pcie", "h100-pcie"),
-    (r"h100", "h100-sxm"),  # "NVIDIA H100 80GB HBM3" is the SXM5 part
-    (r"h200", "h200-sxm"),  # "NVIDIA H200" (SXM); the NVL part reports "H200 NVL"
-    (r"a100.*80", "a100-sxm-80gb"),
-    (r"b200", "b200"),
-    (r"l40s", "l40s"),
-    (r"tesla t4|\bt4\b", "t4"),
-)
 
 
 @dataclass
@@ -60,14 +47,10 @@ class GpuInfo:
 
 
 def profile_for_name(gpu_name: str) -> str | None:
-    """Hardware profile for an NVML device name, or None when no profile matches."""
-    lowered = gpu_name.lower()
-    if "h200 nvl" in lowered:
-        return None  # no profile for the PCIe-card H200 yet
-    for pattern, profile in _NAME_TO_PROFILE:
-        if re.search(pattern, lowered):
-            return profile
-    return None
+    """Hardware profile for an NVML device name (``simulator.hardware``'s one name map)."""
+    from simulator.hardware import profile_for_device
+
+    return profile_for_device(gpu_name)
 
 
 def _nvml():

@@ -130,8 +130,8 @@ def calibrate_here(*, hardware: str | None, model: str, out: str | None) -> Path
     from executor.gpu import require_profile
     from executor.microbench import bench_micro
     from executor.points import machine_info
+    from simulator.fit_saved import fit_saved
     from simulator.models import get_model
-    from tuner.commands.calibrate_saved import fit_saved
 
     profile = require_profile(hardware)
     spec = get_model(model)

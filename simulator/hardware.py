@@ -48,13 +48,26 @@ __all__ = [
     "gemm_tail_s",
     "attention_efficiency",
     "calibration_path",
+    "profile_for_device",
     "write_calibration",
     "describe_hardware",
 ]
 
 DEFAULTS_FILE_NAME = "defaults.efficiency.yaml"
 
-# Short names people type, mapped to the profile they almost always mean.
+# The one GPU-name map: what NVML reports for a device (lowercased; first match wins) and the
+# short names people type, each mapped to the profile it means.
+_DEVICE_NAMES: tuple[tuple[str, str], ...] = (
+    (r"h200 nvl", ""),  # the PCIe-card H200 has no profile yet
+    (r"h100.*nvl", "h100-nvl"),
+    (r"h100.*pcie", "h100-pcie"),
+    (r"h100", "h100-sxm"),  # "NVIDIA H100 80GB HBM3" is the SXM5 part
+    (r"h200", "h200-sxm"),  # "NVIDIA H200" (SXM); the NVL part reports "H200 NVL"
+    (r"a100.*80", "a100-sxm-80gb"),
+    (r"b200", "b200"),
+    (r"l40s", "l40s"),
+    (r"tesla t4|\bt4\b", "t4"),
+)
 _ALIASES: dict[str, str] = {
     "h100": "h100-sxm",
     "h100-sxm5": "h100-sxm",
@@ -81,6 +94,16 @@ class _Loader(yaml.SafeLoader):
 
 
 _Loader.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT, list("-+0123456789"))
+
+
+def profile_for_device(device_name: str) -> str | None:
+    """The hardware profile of a device name as NVML or ``torch.cuda`` reports it
+    (``"NVIDIA H100 80GB HBM3"`` -> ``"h100-sxm"``); None when no profile matches."""
+    lowered = device_name.lower()
+    for pattern, profile in _DEVICE_NAMES:
+        if re.search(pattern, lowered):
+            return profile or None
+    return None
 
 
 def _profile_dir() -> Path:

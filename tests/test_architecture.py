@@ -34,3 +34,29 @@ def test_help_is_light():
     loaded = imported_after("from tuner.cli import build_parser\nbuild_parser()")
     heavy = {"numpy", "optuna", "matplotlib", "torch", "pydantic"} & loaded
     assert not heavy, f"`tune --help` imports {sorted(heavy)}"
+
+
+def _imports(package: str) -> list[tuple[str, str]]:
+    """(file, top-level module) of every import statement in a package, those inside
+    functions included."""
+    import ast
+
+    found = []
+    for path in sorted((ROOT / package).rglob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                found += [(path.name, alias.name.split(".")[0]) for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                found.append((path.name, node.module.split(".")[0]))
+    return found
+
+
+def test_no_import_anywhere_breaks_the_direction_of_the_flow():
+    """Lazy imports inside functions count too: the simulator never reaches torch, optuna,
+    matplotlib, the tuner or the executor; the executor never reaches the tuner."""
+    simulator = {f"{f}: {m}" for f, m in _imports("simulator")
+                 if m in {"torch", "optuna", "matplotlib", "pandas", "tuner", "executor"}}  # fmt: skip
+    executor = {f"{f}: {m}" for f, m in _imports("executor") if m == "tuner"}
+    assert not simulator, sorted(simulator)
+    assert not executor, sorted(executor)

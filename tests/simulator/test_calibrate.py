@@ -142,7 +142,7 @@ def _bench_file(path, device_name, results):
 
 
 def test_fit_saved_writes_calibration_and_fidelity(tmp_path, h100):
-    from tuner.commands.calibrate_saved import fit_saved
+    from simulator.fit_saved import fit_saved
 
     _bench_file(
         tmp_path / "micro.json",
@@ -173,7 +173,7 @@ def test_fit_saved_writes_calibration_and_fidelity(tmp_path, h100):
 
 def test_fit_saved_refuses_another_gpus_measurements(tmp_path, h100):
     from simulator.errors import GpuError
-    from tuner.commands.calibrate_saved import fit_saved
+    from simulator.fit_saved import fit_saved
 
     _bench_file(tmp_path / "micro.json", "NVIDIA H200", _micro(1e15, 2e15))
     with pytest.raises(GpuError, match="refusing to mix GPUs"):

@@ -58,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _from_saved(args: argparse.Namespace) -> int:
     from simulator.errors import ProfileError
-    from tuner.commands.calibrate_saved import fit_saved
+    from simulator.fit_saved import fit_saved
 
     if not args.hardware:
         raise ProfileError("--from needs --hardware (the profile of the GPU that measured)")

@@ -1,5 +1,8 @@
 """Fitting saved bench JSON and scoring the calibrated simulator against it (no GPU, no torch).
 
+Shared by ``tune calibrate --from`` and the executor's ``calibrate_here`` (which fits what it
+just measured), so it lives beside the fit itself.
+
 ``fit_saved(dir)`` reads what ``executor.bench`` wrote for one GPU (micro.json; model*.json and
 tp*.json when present), refuses files measured on a different GPU than the profile, fits the
 efficiency (``simulator.calibrate.fit_efficiency``), writes the calibration file, then predicts
@@ -13,15 +16,14 @@ from typing import Any
 
 import yaml
 
+__all__ = ["fit_saved"]
+
 
 def _gpu_profile(document: dict[str, Any]) -> str | None:
-    from simulator.hardware import load_hardware
+    """The profile of the GPU a bench file was measured on (the one name map)."""
+    from .hardware import profile_for_device
 
-    name = str(document.get("machine", {}).get("device_name", "")).lower()
-    for key, profile in (("h100", "h100-sxm"), ("h200", "h200-sxm")):
-        if key in name:
-            return load_hardware(profile, calibration=False).name
-    return None
+    return profile_for_device(str(document.get("machine", {}).get("device_name", "")))
 
 
 def fit_saved(
@@ -32,11 +34,11 @@ def fit_saved(
     out: str | None = None,
     fidelity_path: str | None = None,
 ) -> dict[str, Any]:
-    from simulator.calibrate import fit_efficiency, load_bench
-    from simulator.errors import GpuError, ProfileError
-    from simulator.fidelity import fidelity_table, format_fidelity
-    from simulator.hardware import calibration_path, load_hardware, write_calibration
-    from simulator.models import get_model
+    from .calibrate import fit_efficiency, load_bench
+    from .errors import GpuError, ProfileError
+    from .fidelity import fidelity_table, format_fidelity
+    from .hardware import load_hardware, write_calibration
+    from .models import get_model
 
     directory = Path(directory)
     spec = get_model(model)
@@ -101,14 +103,13 @@ def fit_saved(
         result["fidelity_markdown"] = format_fidelity(table)
         if fidelity_path:
             Path(fidelity_path).write_text(result["fidelity_markdown"] + "\n")
-    _ = calibration_path  # the default destination, documented in the CLI help
     return result
 
 
 def _predictor(spec, hardware):
-    from simulator.calibrate import is_default_engine
-    from simulator.predict import predict
-    from simulator.specs import DeploymentConfig
+    from .calibrate import is_default_engine
+    from .predict import predict
+    from .specs import DeploymentConfig
 
     def predict_step(record: dict[str, Any]) -> float | None:
         if not is_default_engine(record):
