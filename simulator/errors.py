@@ -19,6 +19,7 @@ __all__ = [
     "StorageError",
     "GpuError",
     "unfit_error",
+    "one_line",
 ]
 
 
@@ -90,3 +91,22 @@ def unfit_error(kind: str | None, reason: str | None) -> RooftuneError:
     if kind in ("memory", "kv_cache"):
         return DoesNotFitError(message)
     return ConfigError(message)
+
+
+def one_line(error: BaseException | str, prefix: str = "") -> str:
+    """The first problem of ``error`` as one line: ``'field.sub: message'`` for a pydantic
+    ``ValidationError`` (its location joined by dots, under ``prefix``), ``str(error)`` else.
+
+    Every place that turns a rejected input into a ``RooftuneError`` words it through here, so
+    the CLI's single line always names the field first.
+    """
+    details = getattr(error, "errors", None)
+    if callable(details) and details():
+        first = details()[0]
+        parts = (prefix, *first.get("loc", ()))
+        where = ".".join(str(part) for part in parts if part not in ("", "__root__"))
+        message = str(first.get("msg", "")).removeprefix("Value error, ")
+        text = f"{where}: {message}" if where else message
+    else:
+        text = f"{prefix}: {error}" if prefix else str(error)
+    return " ".join(text.split())

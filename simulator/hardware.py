@@ -37,7 +37,7 @@ import yaml
 from pydantic import ValidationError
 
 import hardware_profiles
-from simulator.errors import ProfileError, UnknownHardwareError
+from simulator.errors import ProfileError, UnknownHardwareError, one_line
 from simulator.specs import Efficiency, HardwareSpec
 from simulator.units import TERA, format_bytes, format_rate
 
@@ -173,13 +173,6 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     return data
 
 
-def _first_error(exc: ValidationError, prefix: str = "") -> str:
-    """Pydantic's first error as ``'field: message'``."""
-    error = exc.errors()[0]
-    location = ".".join(str(part) for part in (prefix, *error["loc"]) if part != "")
-    return _one_line(f"{location or 'value'}: {error['msg']}")
-
-
 def _overlay(base: Efficiency, fields: Any, *, path: Path, source: str | None) -> Efficiency:
     """``base`` with ``fields`` replacing its own; the ``sources`` maps are merged."""
     if fields is None:
@@ -193,7 +186,7 @@ def _overlay(base: Efficiency, fields: Any, *, path: Path, source: str | None) -
     try:
         return Efficiency(**merged)
     except ValidationError as exc:
-        raise ProfileError(f"{path}: {_first_error(exc, 'efficiency')}") from exc
+        raise ProfileError(f"{path}: {one_line(exc, 'efficiency')}") from exc
     except TypeError as exc:  # a non-string key in the YAML mapping
         raise ProfileError(_one_line(f"{path}: efficiency: {exc}")) from exc
 
@@ -204,7 +197,7 @@ def _default_efficiency(path: Path) -> Efficiency:
     try:
         return Efficiency(**data)
     except ValidationError as exc:
-        raise ProfileError(f"{path}: {_first_error(exc)}") from exc
+        raise ProfileError(f"{path}: {one_line(exc)}") from exc
 
 
 def _apply_calibration(spec_name: str, efficiency: Efficiency, path: Path) -> Efficiency:
@@ -252,7 +245,7 @@ def _load_cached(profile_path: Path, calibration: bool | Path) -> HardwareSpec:
     try:
         return HardwareSpec(**data, efficiency=efficiency)
     except ValidationError as exc:
-        raise ProfileError(f"{profile_path}: {_first_error(exc)}") from exc
+        raise ProfileError(f"{profile_path}: {one_line(exc)}") from exc
     except TypeError as exc:
         raise ProfileError(_one_line(f"{profile_path}: {exc}")) from exc
 

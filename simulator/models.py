@@ -40,7 +40,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from simulator.errors import ConfigError, UnknownModelError
+from simulator.errors import ConfigError, UnknownModelError, one_line
 from simulator.specs import ModelSpec
 from simulator.units import format_bytes
 
@@ -300,9 +300,7 @@ def from_hf_config(path: str | os.PathLike[str], *, name: str | None = None) -> 
     try:
         return ModelSpec(**fields)
     except ValidationError as err:
-        first = err.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        raise ConfigError(f"{file}: {where}: {first['msg']}") from None
+        raise ConfigError(f"{file}: {one_line(err)}") from None
 
 
 def _deepseek_fields(cfg: dict[str, Any], file: Path) -> dict[str, Any]:

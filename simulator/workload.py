@@ -37,7 +37,7 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from .errors import WorkloadError
+from .errors import WorkloadError, one_line
 from .slo import Slo, parse_slo
 from .traces import load_trace
 
@@ -317,16 +317,7 @@ def get_workload(
             }
         )
     except (ValidationError, ValueError) as error:
-        raise WorkloadError(f"workload {text!r}: {_first_error(error)}") from None
-
-
-def _first_error(error: Exception) -> str:
-    if isinstance(error, ValidationError):
-        first = error.errors()[0]
-        where = ".".join(str(p) for p in first.get("loc", ()))
-        message = first.get("msg", "").removeprefix("Value error, ")
-        return f"{where}: {message}" if where else message
-    return str(error)
+        raise WorkloadError(f"workload {text!r}: {one_line(error)}") from None
 
 
 @dataclass(frozen=True)

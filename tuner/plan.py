@@ -31,7 +31,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from simulator.errors import ConfigError
+from simulator.errors import ConfigError, one_line
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -231,9 +231,7 @@ def load_plan(path: str | Path) -> DeploymentPlan:
     try:
         return DeploymentPlan.model_validate(data)
     except ValidationError as error:
-        first = error.errors()[0]
-        where = ".".join(str(p) for p in first.get("loc", ()))
-        raise ConfigError(f"{path}: invalid plan at {where}: {first.get('msg')}") from None
+        raise ConfigError(f"{path}: invalid plan: {one_line(error)}") from None
 
 
 def write_json_atomic(path: Path, data: Any) -> None:

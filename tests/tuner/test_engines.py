@@ -15,7 +15,15 @@ import yaml
 
 from simulator.errors import ConfigError
 from simulator.specs import DeploymentConfig, SpeculativeConfig
-from tuner.engines import ENGINES, EngineInputs, EngineSection, common, memory_fraction, render
+from tuner.engines import (
+    ENGINE_VERSIONS,
+    ENGINES,
+    EngineInputs,
+    EngineSection,
+    common,
+    memory_fraction,
+    render,
+)
 from tuner.engines.extract_flags import extract
 
 GIB = 2**30
@@ -104,7 +112,7 @@ def sections() -> dict[tuple[str, str], EngineSection]:
 @pytest.mark.parametrize("engine,name", RENDERABLE)
 def test_every_flag_and_key_exists_in_pinned_release(sections, engine, name):
     section = sections[engine, name]
-    version = common.ENGINE_VERSIONS[engine]
+    version = ENGINE_VERSIONS[engine]
     lines = [section.command, section.launch, *section.replicas]
     for line in lines:
         argv = [t for t in shlex.split(line) if "=" not in t or t.startswith("-")]
@@ -325,7 +333,7 @@ def test_engine_inputs_validate_and_build_from_a_prediction():
 @pytest.mark.parametrize("engine", ENGINES)
 def test_committed_definitions_record_their_source(engine):
     spec = common.definitions(engine)
-    assert spec["engine"] == engine and spec["version"] == common.ENGINE_VERSIONS[engine]
+    assert spec["engine"] == engine and spec["version"] == ENGINE_VERSIONS[engine]
     assert spec["files_read"] and spec["flags"] == sorted(spec["flags"])
     ids = spec["source"]["commits"].values() if engine == "trtllm" else [spec["source"]["sha256"]]
     assert all(len(i) in (40, 64) for i in ids)
@@ -336,7 +344,7 @@ WHEELS = os.environ.get("ROOFTUNE_ENGINE_WHEELS")
 
 @pytest.mark.parametrize("engine", ["vllm", "sglang"])
 def test_reextracting_from_the_wheel_matches_committed(engine):
-    wheel = f"{engine}-{common.ENGINE_VERSIONS[engine]}-*.whl"
+    wheel = f"{engine}-{ENGINE_VERSIONS[engine]}-*.whl"
     found = sorted(Path(WHEELS).glob(wheel)) if WHEELS else []
     if not found:
         pytest.skip(f"no {wheel} in ROOFTUNE_ENGINE_WHEELS={WHEELS!r} (a folder of wheels)")

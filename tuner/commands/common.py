@@ -81,7 +81,7 @@ def config_from_args(args: argparse.Namespace, **overrides: Any):
     """Build a ``DeploymentConfig`` from the shared flags; bad combinations raise ConfigError."""
     from pydantic import ValidationError
 
-    from simulator.errors import ConfigError
+    from simulator.errors import ConfigError, one_line
     from simulator.specs import DeploymentConfig
 
     values: dict[str, Any] = dict(
@@ -107,15 +107,7 @@ def config_from_args(args: argparse.Namespace, **overrides: Any):
     try:
         return DeploymentConfig(**values)
     except ValidationError as error:
-        raise ConfigError(first_validation_message(error)) from None
-
-
-def first_validation_message(error: Any) -> str:
-    """One line out of a pydantic ValidationError: 'field: message'."""
-    first = error.errors()[0]
-    where = ".".join(str(part) for part in first.get("loc", ()) if part != "__root__")
-    message = first.get("msg", str(error)).removeprefix("Value error, ")
-    return f"{where}: {message}" if where else message
+        raise ConfigError(one_line(error)) from None
 
 
 def print_json(obj: Any) -> None:
@@ -209,9 +201,7 @@ def parse_spec(text: str | None):
     (G defaults to 3, ACCEPT to 0.7); bad text raises ConfigError."""
     if not text:
         return None
-    from pydantic import ValidationError
-
-    from simulator.errors import ConfigError
+    from simulator.errors import ConfigError, one_line
     from simulator.specs import SpeculativeConfig
 
     parts = [p.strip() for p in str(text).split(":")]
@@ -236,9 +226,7 @@ def parse_spec(text: str | None):
             get_model(values["draft_model"])  # unknown names fail here, in one line
         return SpeculativeConfig(**values)
     except ValueError as error:
-        if isinstance(error, ValidationError):
-            raise ConfigError(f"--spec {text!r}: {first_validation_message(error)}") from None
-        raise ConfigError(f"--spec {text!r}: {error}") from None
+        raise ConfigError(f"--spec {text!r}: {one_line(error)}") from None
 
 
 def workload_from_args(args: argparse.Namespace):

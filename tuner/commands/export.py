@@ -12,6 +12,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from tuner.engines import ENGINES
+
 
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser(
@@ -20,7 +22,7 @@ def add_parser(subparsers) -> None:
         description="Render one engine's config file and launch lines from a plan.json.",
     )
     parser.add_argument("plan", help="path of a plan.json written by tune plan")
-    parser.add_argument("--engine", required=True, choices=["vllm", "sglang", "trtllm"])
+    parser.add_argument("--engine", required=True, choices=ENGINES)
     parser.add_argument(
         "--model-id", default=None, help="checkpoint id or path (default: the plan's model_id)"
     )

@@ -19,6 +19,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from tuner.engines import ENGINES
+
 from . import common
 
 DEFAULT_REQUESTS = 500
@@ -100,7 +102,7 @@ def add_parser(subparsers) -> None:
     out.add_argument(
         "--engine",
         default="vllm",
-        choices=["vllm", "sglang", "trtllm"],
+        choices=ENGINES,
         help="the engine whose memory rule the plan must satisfy (default vllm)",
     )
     out.add_argument("--model-id", default=None, help="checkpoint id or path the engines load")

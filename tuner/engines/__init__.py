@@ -26,15 +26,13 @@ Choices that hold for all three engines:
 
 from __future__ import annotations
 
-import math
-from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
 
 from simulator.errors import ConfigError
-from simulator.specs import DeploymentConfig
-from tuner.engines.budget import kv_cache_bytes_given, memory_fraction, total_bytes_used
-from tuner.engines.common import ENGINE_VERSIONS
+
+if TYPE_CHECKING:
+    from tuner.engines.inputs import EngineInputs, EngineSection
 
 __all__ = [
     "ENGINES",
@@ -47,103 +45,40 @@ __all__ = [
     "total_bytes_used",
 ]
 
-ENGINES = ("vllm", "sglang", "trtllm")
+# The engine list: each engine's pinned release (its flags are in flags/<engine>-<version>.json)
+# and its renderer, the module tuner/engines/<engine>.py. Command-line choices, the plan's
+# ``engines`` section and the tests all read this one table.
+ENGINE_VERSIONS = {"vllm": "0.33.0", "sglang": "0.5.23", "trtllm": "1.x"}
+ENGINES = tuple(ENGINE_VERSIONS)
+
+# The rest loads on first use, so a command's argument parser can read ``ENGINES`` for free.
+_HOMES = {
+    "EngineInputs": "inputs",
+    "EngineSection": "inputs",
+    "memory_fraction": "budget",
+    "kv_cache_bytes_given": "budget",
+    "total_bytes_used": "budget",
+}
 
 
-@dataclass(frozen=True, kw_only=True)
-class EngineInputs:
-    """What a renderer needs: one replica's config, the model, and per-GPU memory in bytes.
-
-    ``kv_cache_bytes`` is the KV cache the plan wants on each GPU; ``reserved_bytes`` is the
-    runtime reserve (CUDA context, NCCL, CUDA-graph workspaces) the cost model counted.
-    """
-
-    config: DeploymentConfig
-    model_id: str  # Hugging Face id or local path, passed to the engine as is
-    hbm_bytes: float
-    weights_bytes: float
-    activation_bytes: float
-    reserved_bytes: float
-    kv_cache_bytes: float
-    served_model_name: str | None = None
-    host: str = "0.0.0.0"
-    port: int = 8000
-
-    def __post_init__(self) -> None:
-        if not self.model_id.strip():
-            raise ConfigError("model_id is empty: give a Hugging Face id or a local path")
-        if not (math.isfinite(self.hbm_bytes) and self.hbm_bytes > 0):
-            raise ConfigError(f"hbm_bytes must be a positive number, got {self.hbm_bytes}")
-        for name in ("weights_bytes", "activation_bytes", "reserved_bytes", "kv_cache_bytes"):
-            value = getattr(self, name)
-            if not (math.isfinite(value) and value >= 0):
-                raise ConfigError(f"{name} must be a non-negative number, got {value}")
-        if not 0 < self.port < 65536:
-            raise ConfigError(f"port must be in 1..65535, got {self.port}")
-
-    @classmethod
-    def from_memory(
-        cls,
-        *,
-        config: DeploymentConfig,
-        model_id: str,
-        memory: Mapping[str, float],
-        hbm_bytes: float | None = None,
-        served_model_name: str | None = None,
-        host: str = "0.0.0.0",
-        port: int = 8000,
-    ) -> EngineInputs:
-        """Build from a Prediction's ``memory`` block (``weights_bytes``, ``kv_cache_bytes``,
-        ``activation_bytes``, ``reserved_bytes``, ``capacity_bytes``)."""
-        try:
-            return cls(
-                config=config,
-                model_id=model_id,
-                hbm_bytes=float(hbm_bytes if hbm_bytes is not None else memory["capacity_bytes"]),
-                weights_bytes=float(memory["weights_bytes"]),
-                activation_bytes=float(memory["activation_bytes"]),
-                reserved_bytes=float(memory["reserved_bytes"]),
-                kv_cache_bytes=float(memory["kv_cache_bytes"]),
-                served_model_name=served_model_name,
-                host=host,
-                port=port,
-            )
-        except KeyError as missing:
-            raise ConfigError(f"the plan's memory block lacks {missing.args[0]!r}") from None
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module 'tuner.engines' has no attribute {name!r}")
+    value = getattr(import_module(f"tuner.engines.{home}"), name)
+    globals()[name] = value
+    return value
 
 
-@dataclass(frozen=True, kw_only=True)
-class EngineSection:
-    """One engine's rendering of a plan.
-
-    ``launch`` starts replica 0 from the config file; ``command`` is the same server as one
-    self-contained command line (``args`` is its argv); ``replicas`` has one launch line per
-    data-parallel replica with its GPUs and port.
-    """
-
-    engine: str
-    engine_version: str
-    command: str
-    args: list[str]
-    config_files: dict[str, str]
-    launch: str
-    replicas: list[str] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-    memory_fraction: float = 0.0
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form, for the ``engines`` section of a plan."""
-        return asdict(self)
+def check_engine(engine: str) -> str:
+    """``engine`` if it is one of ``ENGINES``, else one clear ``ConfigError``."""
+    if engine not in ENGINE_VERSIONS:
+        raise ConfigError(f"unknown engine {engine!r}; expected one of {', '.join(ENGINES)}")
+    return engine
 
 
 def render(engine: str, inputs: EngineInputs) -> EngineSection:
     """Render ``inputs`` for ``engine`` (one of ``ENGINES``); ``ConfigError`` if it cannot."""
-    if engine == "vllm":
-        from tuner.engines import vllm as module
-    elif engine == "sglang":
-        from tuner.engines import sglang as module  # type: ignore[no-redef]
-    elif engine == "trtllm":
-        from tuner.engines import trtllm as module  # type: ignore[no-redef]
-    else:
-        raise ConfigError(f"unknown engine {engine!r}; expected one of {', '.join(ENGINES)}")
-    return module.render(inputs)
+    renderer = import_module(f"tuner.engines.{check_engine(engine)}")
+    section: EngineSection = renderer.render(inputs)
+    return section

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING
 from simulator.errors import ConfigError
 
 if TYPE_CHECKING:
-    from tuner.engines import EngineInputs
+    from tuner.engines.inputs import EngineInputs
 
 __all__ = [
     "MAX_FRACTION",

@@ -19,9 +19,9 @@ import yaml
 
 from simulator.errors import ConfigError
 from simulator.specs import DeploymentConfig, SpeculativeConfig
+from tuner.engines import ENGINE_VERSIONS, check_engine
 
 __all__ = [
-    "ENGINE_VERSIONS",
     "PROGRAMS",
     "definitions",
     "unknown_flags",
@@ -36,8 +36,6 @@ __all__ = [
     "prequantized_note",
 ]
 
-# The engine releases the flag names are pinned to (flags/<engine>-<version>.json).
-ENGINE_VERSIONS = {"vllm": "0.33.0", "sglang": "0.5.23", "trtllm": "1.x"}
 FLAGS_DIR = Path(__file__).with_name("flags")
 # How each engine's server is started; the flags follow.
 PROGRAMS = {
@@ -50,9 +48,7 @@ PROGRAMS = {
 @functools.cache
 def definitions(engine: str) -> dict[str, Any]:
     """The extracted argument definitions of the pinned release of ``engine``."""
-    if engine not in ENGINE_VERSIONS:
-        raise ConfigError(f"unknown engine {engine!r}; expected one of {sorted(ENGINE_VERSIONS)}")
-    path = FLAGS_DIR / f"{engine}-{ENGINE_VERSIONS[engine]}.json"
+    path = FLAGS_DIR / f"{check_engine(engine)}-{ENGINE_VERSIONS[engine]}.json"
     return json.loads(path.read_text(encoding="utf-8"))
 
 

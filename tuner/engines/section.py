@@ -11,8 +11,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from simulator.specs import DeploymentConfig
-from tuner.engines import EngineInputs, EngineSection
-from tuner.engines.common import ENGINE_VERSIONS, dump_yaml, replica_lines, shell_line
+from tuner.engines import ENGINE_VERSIONS
+from tuner.engines.common import dump_yaml, replica_lines, shell_line
+from tuner.engines.inputs import EngineInputs, EngineSection
 
 __all__ = ["config_file_section", "replica_note"]
 

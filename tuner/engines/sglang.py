@@ -34,7 +34,6 @@ from typing import Any
 
 from simulator.errors import ConfigError
 from simulator.specs import DeploymentConfig, SpeculativeConfig
-from tuner.engines import EngineInputs, EngineSection
 from tuner.engines.budget import memory_fraction
 from tuner.engines.common import (
     PROGRAMS,
@@ -42,6 +41,7 @@ from tuner.engines.common import (
     model_dtype,
     prequantized_note,
 )
+from tuner.engines.inputs import EngineInputs, EngineSection
 from tuner.engines.section import config_file_section, replica_note
 
 __all__ = ["render", "CONFIG_FILE", "LAUNCHER"]

@@ -35,13 +35,13 @@ from __future__ import annotations
 from typing import Any
 
 from simulator.specs import DeploymentConfig, SpeculativeConfig
-from tuner.engines import EngineInputs, EngineSection
 from tuner.engines.budget import memory_fraction
 from tuner.engines.common import (
     draft_model_path,
     model_dtype,
     prequantized_note,
 )
+from tuner.engines.inputs import EngineInputs, EngineSection
 from tuner.engines.section import config_file_section, replica_note
 
 __all__ = ["render", "CONFIG_FILE"]
