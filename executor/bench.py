@@ -35,6 +35,7 @@ from executor.fused import DECODE_ATTENTION_MODES, DEFAULT_DECODE_ATTENTION
 from executor.model_bench import bench_model, log, model_grid
 from executor.points import machine_info
 from executor.profiling import profile_steps
+from simulator.results import StepMeasurement
 from simulator.specs import ModelSpec
 
 __all__ = ["main"]
@@ -112,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
             "gemm_peak_bf16_flops_per_s": micro["gemm_peak"]["bf16"]["flops_per_s"],
         }
         _write(out / "micro.json", {**summary, "results": micro})
-    ours: list = []
+    ours: list[StepMeasurement] = []
     if "model" in suites:
         ours = bench_model(
             spec,
@@ -121,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
             extras=not args.no_extras,
             decode_attention=args.decode_attention,
         )
-        _write(out / "model.json", {**summary, "results": ours})
+        _write(out / "model.json", {**summary, "results": _as_json(ours)})
     if "profile" in suites:
         profile_steps(
             spec,
@@ -159,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
                         + (f"{graph * 1e6:7.1f} us in a graph, " if graph else "")
                         + f"bus {r['bus_bytes_per_s'] / 1e9:6.1f} GB/s"
                     )
-        tp_records = []
+        tp_records: list[StepMeasurement] = []
         if "tp" in suites:
             grid = model_grid(args.smoke, "compare" if args.grid == "full" else args.grid)
             tp_records = bench_model(
@@ -174,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
         if rank == 0:
             _write(
                 out / f"tp{world}-{args.all_reduce}-{args.grid}.json",
-                {**summary, "results": {"allreduce": records, "model": tp_records}},
+                {**summary, "results": {"allreduce": records, "model": _as_json(tp_records)}},
             )
         finish_distributed()
     summary["wall_s"] = time.time() - started
@@ -202,6 +203,10 @@ def _bench_one_shot(spec: ModelSpec, sizes: list[int]) -> list:
     records = microbench.bench_allreduce(small, reduce=reduce, backend="one-shot")
     one_shot.check()
     return records
+
+
+def _as_json(records: list[StepMeasurement]) -> list[dict]:
+    return [record.model_dump(mode="json") for record in records]
 
 
 def _write(path: Path, document: dict) -> None:

@@ -12,7 +12,7 @@ import gc
 import torch
 
 from executor.engine import build_model, median, time_cuda
-from simulator.calibrate import is_default_engine
+from simulator.results import StepMeasurement
 from simulator.specs import ModelSpec
 
 __all__ = ["bench_hf"]
@@ -47,7 +47,7 @@ def _hf_model(spec: ModelSpec):
 
 
 @torch.no_grad()
-def bench_hf(spec: ModelSpec, ours: list[dict], *, smoke: bool = False) -> dict:
+def bench_hf(spec: ModelSpec, ours: list[StepMeasurement], *, smoke: bool = False) -> dict:
     """Check HF against the executor on the same weights, then time HF at the executor's points."""
     executor_model = build_model(spec, seed=0)
     hf = _hf_model(spec)
@@ -112,20 +112,21 @@ def bench_hf(spec: ModelSpec, ours: list[dict], *, smoke: bool = False) -> dict:
             record.update(fits=False, reason=str(error).splitlines()[0][:160])
         _free()
         match = [
-            r
+            r.time_s
             for r in ours
-            if r["fits"]
-            and r["phase"] == record["phase"]
-            and r["weights"] == "bf16"
-            and r["batch"] == batch
-            and r["tp"] == 1
-            and is_default_engine(r)  # not a variant (graphs off, cuBLAS, ...)
-            and (r["prompt"] or 0) == prompt
-            and (r["context"] or 0) == context
+            if r.fits
+            and r.time_s
+            and r.phase == record["phase"]
+            and r.weights == "bf16"
+            and r.batch == batch
+            and r.tp == 1
+            and r.variant is None  # the engine as it serves, not a variant (graphs off, ...)
+            and (r.prompt or 0) == prompt
+            and (r.context or 0) == context
         ]
         if match and record.get("fits"):
-            record["executor_time_s"] = match[0]["time_s"]
-            record["speedup"] = record["time_s"] / match[0]["time_s"]
+            record["executor_time_s"] = match[0]
+            record["speedup"] = record["time_s"] / match[0]
         records.append(record)
     _log(f"{'phase':>7} {'B':>4} {'P/C':>6} {'HF':>10} {'executor':>10} {'speedup':>8}")
     for r in records:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from executor.fused import DEFAULT_DECODE_ATTENTION, decode_attention_for
 from executor.points import free_memory, measure_point, prepare_model
+from simulator.results import StepMeasurement
 from simulator.specs import ModelSpec
 
 __all__ = ["log", "model_grid", "bench_model"]
@@ -23,23 +24,21 @@ def log(*parts) -> None:
     print(*parts, flush=True)
 
 
-def _print_points(records: list[dict]) -> None:
+def _print_points(records: list[StepMeasurement]) -> None:
     log(
         f"{'phase':>7} {'w':>4} {'tp':>2} {'B':>4} {'P/C':>6} {'time':>10} {'tok/s':>10} "
         f"{'GB/s':>7} {'TFLOP/s':>8}"
     )
     for r in records:
-        size = r["prompt"] or r["context"]
-        if not r["fits"]:
-            log(
-                f"{r['phase']:>7} {r['weights']:>4} {r['tp']:>2} {r['batch']:>4} {size:>6}  "
-                f"infeasible ({r['reason'][:40]})"
-            )
+        size = r.prompt or r.context
+        where = f"{r.phase:>7} {r.weights:>4} {r.tp:>2} {r.batch:>4} {size:>6}"
+        if not r.fits or r.time_s is None:
+            log(f"{where}  infeasible ({(r.reason or '')[:40]})")
             continue
         log(
-            f"{r['phase']:>7} {r['weights']:>4} {r['tp']:>2} {r['batch']:>4} {size:>6} "
-            f"{r['time_s'] * 1e3:8.3f}ms {r['tokens_per_s']:10.0f} "
-            f"{r['achieved_bytes_per_s'] / 1e9:7.0f} {r['achieved_flops_per_s'] / 1e12:8.1f}"
+            f"{where} {r.time_s * 1e3:8.3f}ms {r.tokens_per_s or 0:10.0f} "
+            f"{(r.achieved_bytes_per_s or 0) / 1e9:7.0f} "
+            f"{(r.achieved_flops_per_s or 0) / 1e12:8.1f}"
         )
 
 
@@ -76,9 +75,9 @@ def bench_model(
     all_reduce: str = "one-shot",
     extras: bool = True,
     decode_attention: str = DEFAULT_DECODE_ATTENTION,
-) -> list:
+) -> list[StepMeasurement]:
     grid = grid or model_grid(smoke)
-    records = []
+    records: list[StepMeasurement] = []
     for weights in grid["weights"]:
         model = prepare_model(
             spec,
@@ -109,9 +108,10 @@ def bench_model(
                     )
                 )
         variant = _grid_variant(decode_attention, backend)
-        for record in records[first:]:
-            record["all_reduce"] = backend
-            record["variant"] = variant
+        records[first:] = [
+            r.model_copy(update={"all_reduce": backend, "variant": variant})
+            for r in records[first:]
+        ]
         if model.collectives is not None and model.collectives.one_shot is not None:
             model.collectives.one_shot.check()  # no wait gave up: the timings are valid
         if extras and tp_world_size == 1:
@@ -136,7 +136,9 @@ def _grid_variant(decode_attention: str, all_reduce: str | None) -> str | None:
     return "+".join(parts) or None
 
 
-def _gemv_push_variant(model, spec: ModelSpec, weights: str, grid: dict, tp: int) -> list[dict]:
+def _gemv_push_variant(
+    model, spec: ModelSpec, weights: str, grid: dict, tp: int
+) -> list[StepMeasurement]:
     """Under TP with the one-shot all-reduce: the batch-1 step with the row-parallel GEMVs not
     pushing their outputs themselves (the all-reduce kernel pushes), what that push is worth."""
     from executor.parallel import push_from_gemv
@@ -147,10 +149,10 @@ def _gemv_push_variant(model, spec: ModelSpec, weights: str, grid: dict, tp: int
     )
     push_from_gemv(model, enabled=True)
     model.collectives.one_shot.check()
-    return [{**record, "all_reduce": "one-shot", "variant": "no-gemv-push"}]
+    return [record.model_copy(update={"all_reduce": "one-shot", "variant": "no-gemv-push"})]
 
 
-def _batch1_variants(model, spec: ModelSpec, weights: str, grid: dict) -> list[dict]:
+def _batch1_variants(model, spec: ModelSpec, weights: str, grid: dict) -> list[StepMeasurement]:
     """What the engine's parts are worth at batch 1: the step again with CUDA graphs off, an FP8
     KV cache, PDL off, the other decode attention, cuBLAS in place of the GEMV, and cuDNN's
     prefill for the two longest prompts. Each record names its ``variant``."""
@@ -158,12 +160,12 @@ def _batch1_variants(model, spec: ModelSpec, weights: str, grid: dict) -> list[d
     from executor.kernels import use_gemv
 
     context = grid["contexts"][0]
-    records = []
+    records: list[StepMeasurement] = []
 
     def measure(variant: str, **kwargs) -> None:
         kwargs.setdefault("context", context)
         record = measure_point(model, spec, weights=weights, batch=1, **kwargs)
-        records.append({**record, "variant": variant})
+        records.append(record.model_copy(update={"variant": variant}))
 
     measure("no-graphs", use_graphs=False)
     measure("fp8-kv-cache", kv_dtype="fp8")
@@ -183,7 +185,7 @@ def _batch1_variants(model, spec: ModelSpec, weights: str, grid: dict) -> list[d
         model.kernels.decode_attention_mode = ours
     use_gemv(model, enabled=False)
     measure("cublas-gemv")
-    records[-1]["gemv"] = False
+    records[-1] = records[-1].model_copy(update={"gemv": False})
     use_gemv(model, enabled=True)
     model.kernels.prefill_backend = "cudnn"
     for prompt in grid["prompts"][-2:]:

@@ -4,8 +4,9 @@
 shard under torchrun); ``measure_point`` times a prefill of ``prompt`` tokens or a decode step at
 ``context`` cached tokens (CUDA-graph replay, CUDA events, median after warm-up) and reports the
 bytes and FLOPs it moved, so every timing is also an achieved bandwidth and rate. A point that
-runs out of memory comes back as ``fits: false`` with the reason. ``executor.bench`` runs grids
-of these; ``executor.validate`` runs one for ``tune measure`` and ``tune validate``.
+runs out of memory comes back as ``fits`` false with the reason. Every point is a
+``simulator.results.StepMeasurement``; ``executor.bench`` runs grids of them and
+``executor.validate`` two (a prefill and a decode step) for ``tune measure`` and ``tune validate``.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from executor.engine import (
 )
 from executor.fused import DEFAULT_DECODE_ATTENTION, decode_attention_for
 from executor.quant import FP8_DTYPE, calibrate_static_scales, quantize_model
+from simulator.results import StepMeasurement
 from simulator.specs import ModelSpec
 
 __all__ = ["prepare_model", "measure_point", "machine_info", "free_memory"]
@@ -96,24 +98,24 @@ def measure_point(
     kv_dtype: str = "bf16",
     use_graphs: bool = True,
     iters: int = 20,
-) -> dict:
+) -> StepMeasurement:
     """One prefill (``prompt`` > 0) or decode-step (``context``) timing; OOM -> fits False."""
-    record = {
-        "phase": "prefill" if prompt else "decode",
-        "weights": weights,
-        "tp": tp,
-        "batch": batch,
-        "prompt": prompt or None,
-        "context": context or None,
-        "kv_dtype": kv_dtype,
-        "cuda_graphs": use_graphs,
-        "gemv": True,
-        "prefill_backend": model.kernels.prefill_backend if prompt else None,
-        "decode_attention": None
+    record = StepMeasurement(
+        phase="prefill" if prompt else "decode",
+        weights=weights,
+        tp=tp,
+        batch=batch,
+        prompt=prompt or None,
+        context=context or None,
+        kv_dtype=kv_dtype,
+        cuda_graphs=use_graphs,
+        gemv=True,
+        prefill_backend=model.kernels.prefill_backend if prompt else None,
+        decode_attention=None
         if prompt
         else decode_attention_for(model.kernels.decode_attention_mode, kv_dtype == "fp8"),
-        "pdl": pdl.enabled(),
-    }
+        pdl=pdl.enabled(),
+    )
     graphs = graph = None
     try:
         length = (prompt if prompt else context) + 16
@@ -141,7 +143,9 @@ def measure_point(
             samples = time_cuda(lambda: graphs.replay(batch), warmup=3, iters=iters)
         seconds = median(samples)
     except torch.OutOfMemoryError as error:
-        record.update(fits=False, reason="out of memory: " + str(error).splitlines()[0][:160])
+        record = record.model_copy(
+            update={"reason": "out of memory: " + str(error).splitlines()[0][:160]}
+        )
         graphs = graph = None  # noqa: F841
         model.free_caches()
         free_memory()
@@ -149,8 +153,8 @@ def measure_point(
     except Exception as error:  # keep the run going; the record says what broke
         if torch.distributed.is_initialized():
             raise
-        record.update(
-            fits=False, error=f"{type(error).__name__}: {str(error)[:300]}", reason="error"
+        record = record.model_copy(
+            update={"error": f"{type(error).__name__}: {str(error)[:300]}", "reason": "error"}
         )
         print(f"point failed: {record}", flush=True)
         graphs = graph = None  # noqa: F841
@@ -168,18 +172,20 @@ def measure_point(
         lm_head_bytes_per_param=_bytes_per_param(weights),
     )
     tokens_done = batch * prompt if prompt else batch
-    record.update(
-        fits=True,
-        time_s=seconds,
-        samples_s=samples,
-        tokens_per_s=tokens_done / seconds,
-        weight_bytes=cost.weight_bytes,
-        kv_bytes=cost.kv_bytes,
-        bytes=cost.bytes,
-        flops=cost.flops,
-        achieved_bytes_per_s=cost.bytes / seconds,
-        achieved_flops_per_s=cost.flops / seconds,
-        peak_memory_bytes=torch.cuda.max_memory_allocated(),
+    record = record.model_copy(
+        update={
+            "fits": True,
+            "time_s": seconds,
+            "samples_s": list(samples),
+            "tokens_per_s": tokens_done / seconds,
+            "weight_bytes": cost.weight_bytes,
+            "kv_bytes": cost.kv_bytes,
+            "bytes": cost.bytes,
+            "flops": cost.flops,
+            "achieved_bytes_per_s": cost.bytes / seconds,
+            "achieved_flops_per_s": cost.flops / seconds,
+            "peak_memory_bytes": torch.cuda.max_memory_allocated(),
+        }
     )
     graphs = graph = None  # noqa: F841
     model.free_caches()

@@ -17,7 +17,7 @@ import tempfile
 from pathlib import Path
 
 from simulator.errors import ConfigError, GpuError
-from simulator.results import Measurement, PhaseResult
+from simulator.results import Measurement, PhaseResult, StepMeasurement
 from simulator.specs import DeploymentConfig, ModelSpec
 
 __all__ = ["measure", "calibrate_here"]
@@ -95,29 +95,29 @@ def measure(
     finally:
         finish_distributed()
 
-    def phase(point: dict, *, decode: bool) -> PhaseResult | None:
-        if not point["fits"]:
+    def phase(point: StepMeasurement, *, decode: bool) -> PhaseResult | None:
+        if not point.fits or point.time_s is None:
             return None
         return PhaseResult(
-            time_s=point["time_s"],
-            step_time_s=point["time_s"] if decode else None,
+            time_s=point.time_s,
+            step_time_s=point.time_s if decode else None,
             bound="memory" if decode else "compute",
             tokens=batch if decode else prefill_batch * prompt,
             batch=batch if decode else prefill_batch,
             prompt=None if decode else prompt,
             context=context if decode else None,
-            flops=point["flops"],
-            bytes=point["bytes"],
-            tokens_per_s=point["tokens_per_s"],
-            achieved_bytes_per_s=point["achieved_bytes_per_s"],
-            achieved_flops_per_s=point["achieved_flops_per_s"],
+            flops=point.flops or 0.0,
+            bytes=point.bytes or 0.0,
+            tokens_per_s=point.tokens_per_s or 0.0,
+            achieved_bytes_per_s=point.achieved_bytes_per_s,
+            achieved_flops_per_s=point.achieved_flops_per_s,
         )
 
     points = (prefill, decode)
     return result.model_copy(
         update={
-            "fits": all(p["fits"] for p in points),
-            "reason": next((p.get("reason") for p in points if not p["fits"]), None),
+            "fits": all(p.fits for p in points),
+            "reason": next((p.reason for p in points if not p.fits), None),
             "prefill": phase(prefill, decode=False),
             "decode": phase(decode, decode=True),
         }

@@ -48,6 +48,7 @@ from statistics import NormalDist
 import numpy as np
 
 from .configs import ConfigArrays
+from .memory import prefix_hits, whole_blocks
 from .shapes import FEATURES, step_features
 from .specs import DeploymentConfig, HardwareSpec, ModelSpec, SpeculativeConfig
 from .speculative import EAGLE_LAYERS_PER_TOKEN, expected_tokens_per_round
@@ -96,10 +97,7 @@ class TrafficShape:
         """From sampled lengths; prefix hits in whole blocks, as the simulation counts them."""
         prompt = np.asarray(prompt_tokens, dtype=float)
         output = np.asarray(output_tokens, dtype=float)
-        cached = np.minimum(
-            np.floor(prefix_sharing * prompt / block_size) * block_size,
-            np.floor((prompt - 1) / block_size) * block_size,
-        )
+        cached = prefix_hits(prompt, prefix_sharing, block_size)
         new = prompt - cached
         decodes = np.maximum(output - 1.0, 0.0)
         weight = max(float(decodes.sum()), 1e-9)
@@ -302,7 +300,7 @@ class _Mean:
         model's weights and KV come out of the target's cache, as the simulation counts them."""
         memory, configs = self.step.memory, self.step.configs
         block = configs.block_size
-        per_sequence = np.ceil((self.traffic.context + self.query) / block) * block
+        per_sequence = whole_blocks(self.traffic.context + self.query, block)
         tokens = memory.kv_tokens.copy()
         if self.draft_step is not None:
             rows, draft = self.drafting, self.draft_step.memory

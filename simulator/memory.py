@@ -34,6 +34,9 @@ from .specs import HardwareSpec, ModelSpec
 __all__ = [
     "MemoryArrays",
     "memory_per_gpu",
+    "kv_tokens_needed",
+    "whole_blocks",
+    "prefix_hits",
     "RESERVED_CONTEXT_BYTES",
     "RESERVED_GRAPH_BYTES",
     "RESERVED_NCCL_BYTES",
@@ -68,16 +71,10 @@ class MemoryArrays:
         blocks = np.floor(np.maximum(self.kv_cache_bytes, 0.0) / self.block_bytes)
         return blocks * (self.block_bytes / self.kv_bytes_per_token)
 
-    def tokens_needed(
-        self, tokens: np.ndarray | float, block_size: np.ndarray | float
-    ) -> np.ndarray:
-        """KV tokens a sequence of ``tokens`` occupies (rounded up to whole blocks)."""
-        return np.ceil(np.asarray(tokens, dtype=float) / block_size) * block_size
-
     def max_batch_at_context(
         self, context: np.ndarray | float, block_size: np.ndarray | float
     ) -> np.ndarray:
-        return np.floor(self.kv_tokens / np.maximum(self.tokens_needed(context, block_size), 1.0))
+        return np.floor(self.kv_tokens / np.maximum(whole_blocks(context, block_size), 1.0))
 
     def required_bytes(self, kv_tokens: np.ndarray | float) -> np.ndarray:
         """Total bytes per GPU for a KV cache of ``kv_tokens`` tokens."""
@@ -87,6 +84,34 @@ class MemoryArrays:
             + self.reserved_bytes
             + np.asarray(kv_tokens, dtype=float) * self.kv_bytes_per_token
         )
+
+
+def whole_blocks(tokens: np.ndarray | float, block_size: np.ndarray | float) -> np.ndarray:
+    """KV tokens a sequence of ``tokens`` occupies: the paged cache hands out whole blocks."""
+    return np.ceil(np.asarray(tokens, dtype=float) / block_size) * block_size
+
+
+def prefix_hits(
+    prompt: np.ndarray, prefix_sharing: float, block_size: np.ndarray | float
+) -> np.ndarray:
+    """Prompt tokens served from the prefix cache: the shared fraction in whole blocks, always
+    leaving the last prompt token to compute (its logits start the output)."""
+    prompt = np.asarray(prompt, dtype=float)
+    shared = np.floor(prefix_sharing * prompt / block_size) * block_size
+    return np.minimum(shared, np.floor((prompt - 1) / block_size) * block_size)
+
+
+def kv_tokens_needed(
+    batch: np.ndarray | float,
+    tokens_per_sequence: np.ndarray | float,
+    *,
+    block_size: np.ndarray | float,
+    max_model_len: np.ndarray | float,
+) -> np.ndarray:
+    """KV tokens a replica must hold: ``batch`` sequences of ``tokens_per_sequence`` at once,
+    and never less than one ``max_model_len`` sequence (the engine's start-up rule)."""
+    at_once = np.asarray(batch, dtype=float) * whole_blocks(tokens_per_sequence, block_size)
+    return np.maximum(at_once, whole_blocks(max_model_len, block_size))
 
 
 def weight_bytes_per_gpu(model: ModelSpec, configs: ConfigArrays) -> np.ndarray:

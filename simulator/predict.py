@@ -9,6 +9,7 @@ of ``prompt`` tokens per sequence take, and one decode step with ``context`` cac
 from __future__ import annotations
 
 from .errors import DoesNotFitError
+from .memory import kv_tokens_needed, whole_blocks
 from .results import MemoryBreakdown, OpResult, PhaseResult, Prediction, Unfit
 from .roofline import BOUNDS, OpTimes
 from .specs import DeploymentConfig, HardwareSpec, ModelSpec
@@ -94,9 +95,13 @@ def fit_reason(
         return None
     mem = step.memory
     block = step.configs.block_size[index]
-    kv_tokens: float = max(
-        float(batch * mem.tokens_needed(tokens_per_sequence, block)),
-        float(mem.tokens_needed(step.configs.max_model_len[index], block)),
+    kv_tokens = float(
+        kv_tokens_needed(
+            batch,
+            tokens_per_sequence,
+            block_size=block,
+            max_model_len=step.configs.max_model_len[index],
+        )
     )
     need = float(mem.required_bytes(kv_tokens)[index])
     capacity = float(mem.capacity_bytes[index])
@@ -138,7 +143,7 @@ def predict(
         kv_tokens_capacity=float(mem.kv_tokens[0]),
         required_kv_bytes=float(
             batch
-            * mem.tokens_needed(tokens_per_sequence, config.block_size)
+            * whole_blocks(tokens_per_sequence, config.block_size)
             * mem.kv_bytes_per_token[0]
         ),
         max_batch_at_context=int(

@@ -24,6 +24,7 @@ __all__ = [
     "Percentiles",
     "Prediction",
     "Measurement",
+    "StepMeasurement",
     "percentiles",
     "relative_error",
 ]
@@ -76,6 +77,9 @@ class PhaseResult(_Result):
     communication_s: float = 0.0
     tokens_per_s: float = 0.0
     bound_shares: dict[str, float] = Field(default_factory=dict)
+    # Measured phases only: the step's bytes and FLOPs over its measured time.
+    achieved_bytes_per_s: float | None = None
+    achieved_flops_per_s: float | None = None
 
 
 class MemoryBreakdown(_Result):
@@ -148,6 +152,48 @@ class Measurement(Prediction):
 
     machine: dict = Field(default_factory=dict)
     source: str = "measured"
+
+
+class StepMeasurement(_Result):
+    """One step the executor timed: a prefill of ``prompt`` tokens or a decode step at
+    ``context`` cached tokens, for ``batch`` sequences, with how the engine ran it.
+
+    ``executor.bench`` saves these (their JSON form) and the calibration fit reads them back;
+    ``tune measure`` turns a prefill and a decode record into a ``Measurement``. A point that
+    did not run has ``fits`` false and says why in ``reason`` (``error`` for a crash). Bytes and
+    FLOPs are the executor's own accounting of the step (``executor.engine.step_cost``, equal to
+    the simulator's op table), so every time is also an achieved bandwidth and rate.
+    ``variant`` is None for the engine as it serves by default, else what differs (graphs off,
+    an FP8 KV cache, ...): comparisons the fit does not score.
+    """
+
+    phase: Literal["prefill", "decode"]
+    weights: str
+    tp: int = 1
+    batch: int
+    prompt: int | None = None
+    context: int | None = None
+    kv_dtype: str = "bf16"
+    cuda_graphs: bool = True
+    gemv: bool = True
+    prefill_backend: str | None = None
+    decode_attention: str | None = None
+    pdl: bool = True
+    all_reduce: str | None = None
+    variant: str | None = None
+    fits: bool = False
+    reason: str | None = None
+    error: str | None = None
+    time_s: float | None = None
+    samples_s: list[float] = Field(default_factory=list)
+    tokens_per_s: float | None = None
+    weight_bytes: float | None = None
+    kv_bytes: float | None = None
+    bytes: float | None = None
+    flops: float | None = None
+    achieved_bytes_per_s: float | None = None
+    achieved_flops_per_s: float | None = None
+    peak_memory_bytes: int | None = None
 
 
 def percentiles(values: np.ndarray | list[float]) -> Percentiles:

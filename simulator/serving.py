@@ -30,6 +30,7 @@ from typing import Literal
 
 import numpy as np
 
+from .memory import prefix_hits
 from .results import Prediction, Unfit
 from .scheduler import ContinuousEngine
 from .serving_results import ServingResult, build_result, weighted_percentiles
@@ -171,10 +172,7 @@ def simulate(
     total_blocks = _kv_blocks(step, config, spec)
     block = config.block_size
     prompt = requests.prompt_tokens
-    # Prefix hits in whole blocks, always leaving the last prompt token to compute.
-    cached = np.minimum(
-        np.floor(workload.prefix_sharing * prompt / block) * block, (prompt - 1) // block * block
-    ).astype(np.int64)
+    cached = prefix_hits(prompt, workload.prefix_sharing, block).astype(np.int64)
     shared_blocks = int(cached.max() // block) if cached.size else 0
     slots = requests.output_tokens + prompt - 1 + (0 if spec is None else spec.g + 1)
     needed = int(-(-slots.max() // block))

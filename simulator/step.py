@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .configs import ConfigArrays
-from .memory import MemoryArrays, memory_per_gpu
+from .memory import MemoryArrays, kv_tokens_needed, memory_per_gpu
 from .ops import OpTable, build_op_table
 from .roofline import OpTimes, evaluate
 from .shapes import decode_features, prefill_features
@@ -109,10 +109,11 @@ class StepModel:
     def fits(self, batch, tokens_per_sequence) -> np.ndarray:
         """Valid, one ``max_model_len`` sequence fits (engine start-up rule), and ``batch``
         sequences of ``tokens_per_sequence`` fit the KV cache at once."""
-        block = self.configs.block_size
-        need = np.asarray(batch, dtype=float) * self.memory.tokens_needed(
-            tokens_per_sequence, block
+        need = kv_tokens_needed(
+            batch,
+            tokens_per_sequence,
+            block_size=self.configs.block_size,
+            max_model_len=self.configs.max_model_len,
         )
-        one_sequence = self.memory.tokens_needed(self.configs.max_model_len, block)
         kv_tokens = self.memory.kv_tokens
-        return self.valid & (kv_tokens >= np.maximum(need, one_sequence)) & (kv_tokens > 0)
+        return self.valid & (kv_tokens >= need) & (kv_tokens > 0)

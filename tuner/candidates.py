@@ -18,11 +18,9 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from simulator.bounds import LIMITS, Drafter, capacity_bounds
-from simulator.configs import ConfigArrays
-from tuner.choices import WEIGHT_SCHEMES
 from tuner.space import Point
 
-__all__ = ["Candidate", "CandidateTable", "build_candidates", "candidate_for", "config_arrays"]
+__all__ = ["Candidate", "CandidateTable", "build_candidates", "candidate_for"]
 
 
 @dataclass(frozen=True)
@@ -78,7 +76,7 @@ def build_candidates(search, *, priced: bool) -> CandidateTable:
     candidates: list[Candidate] = []
     survivors = pruned.survivors()
     for hardware in space.hardware:
-        rows = [int(i) for i in survivors if pruned.keys[i][0] == hardware.name]
+        rows = [int(i) for i in survivors if pruned.keys[i].hardware == hardware.name]
         if not rows:
             continue
         keys = [pruned.keys[i] for i in rows for _ in options]
@@ -86,7 +84,7 @@ def build_candidates(search, *, priced: bool) -> CandidateTable:
         bounds = capacity_bounds(
             space.model,
             hardware,
-            config_arrays(keys, space.max_model_len, space.gpu_memory_utilization),
+            space.config_arrays(keys),
             search.shape,
             search.slos,
             drafters=drafters,
@@ -117,25 +115,6 @@ def build_candidates(search, *, priced: bool) -> CandidateTable:
     )
 
 
-def config_arrays(keys: list[tuple], max_model_len: int, memory_fraction: float) -> ConfigArrays:
-    """The step model's view of replica keys (hardware, tp, pp, ep, weights, kv, max_num_seqs,
-    chunked_prefill, max_num_batched_tokens)."""
-    _, tp, pp, ep, weights, kv, seqs, _, tokens = (np.array(c) for c in zip(*keys, strict=True))
-    schemes = [WEIGHT_SCHEMES[str(w)] for w in weights]
-    return ConfigArrays.from_arrays(
-        tp=tp,
-        pp=pp,
-        ep=ep,
-        weight_dtype=np.array([s.weight_dtype for s in schemes]),
-        activation_dtype=np.array([s.activation_dtype for s in schemes]),
-        kv_dtype=kv,
-        max_num_seqs=seqs,
-        max_num_batched_tokens=tokens,
-        max_model_len=max_model_len,
-        gpu_memory_utilization=memory_fraction,
-    )
-
-
 def candidate_for(search, point: Point, *, index: int, price: float) -> Candidate | None:
     """A candidate for any point (knobs off the grid too), bounded like the table's; None when
     it cannot run or cannot meet the SLOs at any rate."""
@@ -144,7 +123,7 @@ def candidate_for(search, point: Point, *, index: int, price: float) -> Candidat
     bounds = capacity_bounds(
         search.space.model,
         search.space.hardware_spec(point.hardware),
-        config_arrays([key], search.space.max_model_len, search.space.gpu_memory_utilization),
+        search.space.config_arrays([key]),
         search.shape,
         search.slos,
         drafters=[drafter],

@@ -12,10 +12,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal, get_args
 
 from simulator.errors import ConfigError
 
 __all__ = [
+    "Risk",
     "RISK_LEVELS",
     "QuantScheme",
     "WEIGHT_SCHEMES",
@@ -27,7 +29,8 @@ __all__ = [
     "EAGLE_HEADS",
 ]
 
-RISK_LEVELS = ("none", "low", "medium", "high")
+Risk = Literal["none", "low", "medium", "high"]
+RISK_LEVELS: tuple[Risk, ...] = get_args(Risk)
 
 
 @dataclass(frozen=True)
@@ -37,7 +40,7 @@ class QuantScheme:
     name: str
     weight_dtype: str
     activation_dtype: str
-    risk: str
+    risk: Risk
     description: str
 
     @property

@@ -23,6 +23,7 @@ __all__ = ["assemble_plan", "launch_check", "alternatives"]
 
 def _memory_plan(search: Any, point: Any) -> Any:
     """The per-GPU memory plan of a replica configuration, as the plan states it."""
+    from simulator.memory import kv_tokens_needed
     from simulator.predict import predict
     from tuner.plan import memory_plan
 
@@ -36,10 +37,11 @@ def _memory_plan(search: Any, point: Any) -> Any:
         prompt=max(int(traffic.mean_prompt), 1),
         context=int(traffic.mean_length),
     ).memory
-    block = config.block_size
-    needed = max(
-        point.max_num_seqs * -(-traffic.mean_length // block) * block,
-        -(-space.max_model_len // block) * block,
+    needed = kv_tokens_needed(
+        point.max_num_seqs,
+        traffic.mean_length,
+        block_size=config.block_size,
+        max_model_len=space.max_model_len,
     )
     return memory_plan(
         memory=memory,

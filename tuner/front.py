@@ -25,7 +25,6 @@ def explore_front(search: Any, outcome: Any, prober: Any) -> int:
     that serve the traffic to ``outcome.confirmed``; returns how many it simulated. Only for a
     search with a rate."""
     from simulator.bounds import Drafter, tpot_at
-    from tuner.candidates import config_arrays
     from tuner.cheapest import Choice
 
     if outcome.rate is None or outcome.best is None:
@@ -50,8 +49,7 @@ def explore_front(search: Any, outcome: Any, prober: Any) -> int:
         estimate = tpot_at(
             search.space.model,
             hardware,
-            config_arrays([p[1].point.replica_key for p in mine], search.space.max_model_len,
-                          search.space.gpu_memory_utilization),
+            search.space.config_arrays([p[1].point.replica_key for p in mine]),
             search.shape,
             np.array([rate / p[2] for p in mine]),
             drafters=drafters,

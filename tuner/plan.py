@@ -32,6 +32,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from simulator.errors import ConfigError, one_line
+from tuner.choices import Risk
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -99,7 +100,7 @@ class QuantizationInfo(_Strict):
     weight_dtype: str
     activation_dtype: str
     kv_dtype: str
-    risk: Literal["none", "low", "medium", "high"]
+    risk: Risk
     weights_risk: str
     kv_risk: str
     description: str

@@ -3,7 +3,7 @@
 A request-level simulation costs tens of milliseconds; one more row of the step model costs
 microseconds. So before any simulation, ``prune(space, traffic, slos)`` builds one
 ``StepModel`` over *all* distinct replica configurations (``SearchSpace.replica_keys``: GPU,
-tp, pp, ep, dtypes, batching knobs) with ``ConfigArrays.from_arrays``, no per-config objects,
+tp, pp, ep, dtypes, batching knobs) with ``SearchSpace.config_arrays``, no per-config objects,
 and sorts them into:
 
 1. **invalid**: TP that does not divide the heads, fp8 on a GPU without fp8 tensor cores...;
@@ -24,11 +24,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from simulator.configs import ConfigArrays
+from simulator.memory import kv_tokens_needed
 from simulator.speculative import expected_tokens_per_round
 from simulator.step import StepModel
-from tuner.choices import WEIGHT_SCHEMES
-from tuner.space import Point, SearchSpace
+from tuner.space import Point, ReplicaKey, SearchSpace
 
 __all__ = ["TrafficStats", "PruneResult", "prune", "hopeless_reason", "STATUS"]
 
@@ -55,7 +54,7 @@ class PruneResult:
     """Per replica configuration ``[K]``: status, reason, the memory plan and the estimates."""
 
     space: SearchSpace
-    keys: list[tuple]
+    keys: list[ReplicaKey]
     status: np.ndarray  # [K] index into STATUS
     reasons: list[str | None]
     fit_violation: np.ndarray  # [K] need / capacity - 1 (> 0 does not fit)
@@ -117,37 +116,16 @@ def prune(
     }
     status = np.zeros(count, dtype=int)
     reasons: list[str | None] = [None] * count
-    columns = list(zip(*keys, strict=True)) if keys else [()] * 9
-    hw_names = np.array(columns[0])
     for hardware in space.hardware:
-        rows = np.flatnonzero(hw_names == hardware.name)
+        rows = np.array([i for i, key in enumerate(keys) if key.hardware == hardware.name], int)
         if rows.size == 0:
             continue
-        col = {
-            name: np.array([columns[j][i] for i in rows])
-            for j, name in enumerate(
-                ("hardware", "tp", "pp", "ep", "weights", "kv", "seqs", "chunked", "tokens")
-            )
-        }
-        schemes = [WEIGHT_SCHEMES[w] for w in col["weights"]]
-        configs = ConfigArrays.from_arrays(
-            tp=col["tp"],
-            pp=col["pp"],
-            ep=col["ep"],
-            weight_dtype=np.array([s.weight_dtype for s in schemes]),
-            activation_dtype=np.array([s.activation_dtype for s in schemes]),
-            kv_dtype=col["kv"],
-            max_num_seqs=col["seqs"],
-            max_num_batched_tokens=col["tokens"],
-            max_model_len=space.max_model_len,
-            gpu_memory_utilization=space.gpu_memory_utilization,
-        )
+        configs = space.config_arrays([keys[i] for i in rows])
         _evaluate(
             space,
             traffic,
             StepModel.build(space.model, hardware, configs),
             rows,
-            col,
             out,
             status,
             reasons,
@@ -162,7 +140,6 @@ def _evaluate(
     traffic: TrafficStats,
     step: StepModel,
     rows: np.ndarray,
-    col: dict[str, np.ndarray],
     out: dict[str, np.ndarray],
     status: np.ndarray,
     reasons: list[str | None],
@@ -171,10 +148,9 @@ def _evaluate(
     tpot_target_s: float | None,
 ) -> None:
     mem, cfg = step.memory, step.configs
-    seqs = col["seqs"].astype(float)
-    need_tokens = np.maximum(
-        seqs * mem.tokens_needed(traffic.mean_length, cfg.block_size),
-        mem.tokens_needed(space.max_model_len, cfg.block_size),
+    seqs = cfg.max_num_seqs.astype(float)
+    need_tokens = kv_tokens_needed(
+        seqs, traffic.mean_length, block_size=cfg.block_size, max_model_len=space.max_model_len
     )
     need = mem.required_bytes(need_tokens)
     fits = step.fits(seqs, traffic.mean_length)
@@ -238,7 +214,7 @@ def hopeless_reason(pruned: PruneResult, slos: list) -> str:
     counts = pruned.counts()
     where = f"{pruned.space.gpus} x {'/'.join(pruned.space.hardware_names)}"
     parts = [f"{n} {k}" for k, n in counts.items() if n and k != "ok"]
-    slo_rows = np.flatnonzero(pruned.status == 3)
+    slo_rows = np.flatnonzero(pruned.status == _SLO)
     if slo_rows.size:
         tpot = min((s.target_s for s in slos if s.metric in ("tpot", "itl")), default=None)
         if tpot is not None:
@@ -262,6 +238,5 @@ def hopeless_reason(pruned: PruneResult, slos: list) -> str:
     )
 
 
-def _key_label(key: tuple) -> str:
-    hw, tp, pp, ep, w, kv, seqs, chunked, tokens = key
-    return f"tp{tp} pp{pp} {w} weights, {kv} KV, max_num_seqs {seqs}"
+def _key_label(key: ReplicaKey) -> str:
+    return f"tp{key.tp} pp{key.pp} {key.weights} weights, {key.kv} KV, max_num_seqs {key.max_num_seqs}"

@@ -23,9 +23,12 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, astuple, dataclass, field
-from typing import Any
+from dataclasses import asdict, dataclass, field
+from typing import Any, NamedTuple
 
+import numpy as np
+
+from simulator.configs import ConfigArrays
 from simulator.errors import ConfigError
 from simulator.specs import DeploymentConfig, HardwareSpec, ModelSpec, SpeculativeConfig
 from tuner.choices import (
@@ -39,7 +42,22 @@ from tuner.choices import (
     parse_allow_quant,
 )
 
-__all__ = ["Point", "SearchSpace"]
+__all__ = ["Point", "ReplicaKey", "SearchSpace"]
+
+
+class ReplicaKey(NamedTuple):
+    """The knobs of one replica the step model sees: a point without its replica count and
+    speculation (those only matter under traffic). Hashable, so the search keys tables by it."""
+
+    hardware: str
+    tp: int
+    pp: int
+    ep: int
+    weights: str
+    kv: str
+    max_num_seqs: int
+    chunked_prefill: bool
+    max_num_batched_tokens: int
 
 
 @dataclass(frozen=True)
@@ -61,24 +79,11 @@ class Point:
 
     @classmethod
     def from_key(
-        cls, key: tuple, replicas: int, *, spec_method: str = "none", spec_tokens: int = 0
+        cls, key: ReplicaKey, replicas: int, *, spec_method: str = "none", spec_tokens: int = 0
     ) -> Point:
-        """A point from a replica key ``(hardware, tp, pp, ep, weights, kv, max_num_seqs,
-        chunked_prefill, max_num_batched_tokens)``, the form the pruning pass ranks."""
-        hw, tp, pp, ep, w, kv, seqs, chunked, tokens = key
+        """``replicas`` copies of the replica ``key``, with the given speculation."""
         return cls(
-            hardware=hw,
-            tp=tp,
-            pp=pp,
-            ep=ep,
-            replicas=replicas,
-            weights=w,
-            kv=kv,
-            max_num_seqs=seqs,
-            chunked_prefill=chunked,
-            max_num_batched_tokens=tokens,
-            spec_method=spec_method,
-            spec_tokens=spec_tokens,
+            **key._asdict(), replicas=replicas, spec_method=spec_method, spec_tokens=spec_tokens
         )
 
     @property
@@ -90,9 +95,9 @@ class Point:
         return self.replicas * self.gpus_per_replica
 
     @property
-    def replica_key(self) -> tuple:
+    def replica_key(self) -> ReplicaKey:
         """The knobs the step model sees (replicas and speculation only matter under traffic)."""
-        return astuple(self)[:4] + astuple(self)[5:10]
+        return ReplicaKey(**{name: getattr(self, name) for name in ReplicaKey._fields})
 
     @property
     def risk_rank(self) -> int:
@@ -241,7 +246,7 @@ class SearchSpace:
 
     # --- enumeration ---------------------------------------------------------------------------
 
-    def replica_keys(self) -> Iterator[tuple]:
+    def replica_keys(self) -> Iterator[ReplicaKey]:
         """Every distinct step-model configuration (see ``Point.replica_key``)."""
         batching = [
             (c, t)
@@ -259,7 +264,7 @@ class SearchSpace:
             batching,
         ):
             if tp * pp <= self.gpus:
-                yield (hw, tp, pp, ep, w, kv, seqs, chunked, tokens)
+                yield ReplicaKey(hw, tp, pp, ep, w, kv, seqs, chunked, tokens)
 
     def spec_options(self) -> list[tuple[str, int]]:
         return [("none", 0)] + [
@@ -269,14 +274,13 @@ class SearchSpace:
     def points(self) -> Iterator[Point]:
         """The whole space, one point at a time (exhaustive mode; keep the space small)."""
         for key in self.replica_keys():
-            _hw, tp, pp, *_ = key
-            for replicas in range(1, self.max_replicas(tp, pp) + 1):
+            for replicas in range(1, self.max_replicas(key.tp, key.pp) + 1):
                 for method, g in self.spec_options():
                     yield Point.from_key(key, replicas, spec_method=method, spec_tokens=g)
 
     def size(self) -> int:
         per_key = len(self.spec_options())
-        return sum(self.max_replicas(k[1], k[2]) * per_key for k in self.replica_keys())
+        return sum(self.max_replicas(k.tp, k.pp) * per_key for k in self.replica_keys())
 
     # --- to the simulator ----------------------------------------------------------------------
 
@@ -312,6 +316,26 @@ class SearchSpace:
             speculative=self.speculative(point),
             gpu_memory_utilization=self.gpu_memory_utilization,
             max_model_len=self.max_model_len,
+        )
+
+    def config_arrays(self, keys: Sequence[ReplicaKey]) -> ConfigArrays:
+        """The step model's view of one GPU type's replica ``keys`` (one row each)."""
+        schemes = [WEIGHT_SCHEMES[key.weights] for key in keys]
+        column = {
+            name: np.array(values)
+            for name, values in zip(ReplicaKey._fields, zip(*keys, strict=True), strict=True)
+        }
+        return ConfigArrays.from_arrays(
+            tp=column["tp"],
+            pp=column["pp"],
+            ep=column["ep"],
+            weight_dtype=np.array([s.weight_dtype for s in schemes]),
+            activation_dtype=np.array([s.activation_dtype for s in schemes]),
+            kv_dtype=column["kv"],
+            max_num_seqs=column["max_num_seqs"],
+            max_num_batched_tokens=column["max_num_batched_tokens"],
+            max_model_len=self.max_model_len,
+            gpu_memory_utilization=self.gpu_memory_utilization,
         )
 
     def describe(self) -> dict[str, Any]:

@@ -31,12 +31,10 @@ def test_every_survivor_launches_under_each_engine_rule(model, gpu, gpus):
     survivors = result.survivors()
     rng = np.random.default_rng(0)
     for i in rng.choice(survivors, size=min(40, survivors.size), replace=False):
-        hw, tp, pp, ep, w, kv, seqs, chunked, tokens = result.keys[i]
-        point = Point(hardware=hw, tp=tp, pp=pp, ep=ep, replicas=1, weights=w, kv=kv,
-                      max_num_seqs=seqs, chunked_prefill=chunked,
-                      max_num_batched_tokens=tokens)  # fmt: skip
+        point = Point.from_key(result.keys[i], 1)
+        seqs = point.max_num_seqs
         config = space.to_config(point)
-        hardware = space.hardware_spec(hw)
+        hardware = space.hardware_spec(point.hardware)
         memory = predict(space.model, hardware, config, batch=seqs, prompt=770, context=1030)
         need = max(seqs * -(-CHAT.mean_length // 16) * 16, 8192)
         plan_memory = memory_plan(memory=memory.memory, hbm_bytes=hardware.hbm_bytes,

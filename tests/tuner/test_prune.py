@@ -48,7 +48,7 @@ def test_survivors_hold_their_batch_of_mean_requests():
     result = prune(space70(), CHAT)
     ok = result.survivors()
     assert ok.size > 0
-    need = np.array([result.keys[i][6] for i in ok]) * CHAT.mean_length
+    need = np.array([result.keys[i].max_num_seqs for i in ok]) * CHAT.mean_length
     assert np.all(result.kv_tokens[ok] >= need)
     assert np.all(result.fit_violation[ok] <= 0)
 

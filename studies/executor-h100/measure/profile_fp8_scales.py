@@ -27,7 +27,7 @@ def main() -> None:
     ):
         model = prepare_model(spec, weights="fp8", scaling=scaling, granularity=granularity)
         record = measure_point(model, spec, weights="fp8", batch=BATCH, context=CONTEXT)
-        print(f"\n== {scaling} {granularity}: graph replay {record['time_s'] * 1e3:.3f} ms")
+        print(f"\n== {scaling} {granularity}: graph replay {(record.time_s or 0) * 1e3:.3f} ms")
         model.setup_caches(max_batch=BATCH, max_seq_length=CONTEXT + 16)
         tokens = torch.randint(0, spec.vocab_size, (BATCH, 1), device="cuda")
         position = torch.tensor([CONTEXT], device="cuda")
