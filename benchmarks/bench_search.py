@@ -2,7 +2,7 @@
 
 For each case the search is built as ``tune plan`` builds it (space, pruning, bounds), then:
 
-- **default**: the branch and bound of ``tune plan`` (``tuner.cheapest``), from a fresh start;
+- **default**: the branch and bound of ``tune plan`` (``tuner.search.cheapest``), from a fresh start;
 - **exhaustive**: every candidate with no bound. With a rate: one replica, two, ... until it
   serves the rate (the cheapest count for each candidate); with no rate: each candidate's
   capacity, bisected from a thousandth of ten times its bound up to ten times its bound.
@@ -54,7 +54,7 @@ def spec(case: str) -> dict:
 
 
 def _search(case: str):
-    from tuner.search import build_search
+    from tuner.search.run import build_search
 
     return build_search(spec(case))
 
@@ -62,9 +62,9 @@ def _search(case: str):
 def default_search(case: str) -> dict:
     from tuner.choose import launch_check
     from tuner.plan import hf_model_id
-    from tuner.probe import Prober
-    from tuner.search import run_search
-    from tuner.trials import LocalRunner
+    from tuner.search.probe import Prober
+    from tuner.search.run import run_search
+    from tuner.search.trials import LocalRunner
 
     start = time.perf_counter()
     search = _search(case)
@@ -85,9 +85,9 @@ def default_search(case: str) -> dict:
 
 def _exhaustive_shard(case: str, shard: int, shards: int) -> list[dict]:
     """Every candidate of one shard, with no bound (see the module docstring)."""
-    from simulator.capacity import highest_rate
-    from tuner.cheapest import _EXHAUSTIVE_SPAN
-    from tuner.probe import simulate_probe
+    from simulator.serving.capacity import highest_rate
+    from tuner.search.cheapest import _EXHAUSTIVE_SPAN
+    from tuner.search.probe import simulate_probe
 
     search = _search(case)
     rows = []

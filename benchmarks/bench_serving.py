@@ -12,11 +12,11 @@ import json
 import statistics
 import time
 
-from simulator.hardware import load_hardware
-from simulator.models import get_model
-from simulator.serving import simulate
-from simulator.specs import DeploymentConfig
-from simulator.workload import get_workload
+from simulator.data.hardware import load_hardware
+from simulator.data.models import get_model
+from simulator.data.specs import DeploymentConfig
+from simulator.data.workload import get_workload
+from simulator.serving.simulate import simulate
 
 BUDGET_S = 2.0
 

@@ -1,7 +1,7 @@
 """Microbenchmarks and model step timings on the GPU at hand, written as JSON.
 
 Suites (``--suite a,b``):
-- ``micro`` (``executor.microbench``): what ``simulator.calibrate`` fits efficiency from: HBM,
+- ``micro`` (``executor.microbench``): what ``simulator.calibration.fit`` fits efficiency from: HBM,
   GEMM vs tokens, attention, per-kernel cost; ``peaks``: the HBM read and GEMM peak alone.
 - ``model``: the executor's Llama, prefill and decode over a grid of batch x context x dtype;
   an out-of-memory point is recorded as ``fits: false``.
@@ -35,8 +35,8 @@ from executor.fused import DECODE_ATTENTION_MODES, DEFAULT_DECODE_ATTENTION
 from executor.model_bench import bench_model, log, model_grid
 from executor.points import machine_info
 from executor.profiling import profile_steps
+from simulator.data.specs import ModelSpec
 from simulator.results import StepMeasurement
-from simulator.specs import ModelSpec
 
 __all__ = ["main"]
 
@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from executor import hf_compare, microbench
     from executor.parallel import finish_distributed, init_distributed
-    from simulator.models import get_model
+    from simulator.data.models import get_model
 
     rank, world = init_distributed()
     torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))

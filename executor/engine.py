@@ -24,7 +24,7 @@ import torch
 from executor.fused import DEFAULT_DECODE_ATTENTION, Kernels
 from executor.model import Llama
 from executor.weights import init_random_weights
-from simulator.specs import ModelSpec
+from simulator.data.specs import ModelSpec
 
 __all__ = [
     "BUCKETS",
@@ -257,11 +257,11 @@ def step_cost(
     lm_head_bytes_per_param: float = 2.0,
 ) -> StepCost:
     """Per-GPU bytes and FLOPs of a prefill (``prompt`` > 0) or a decode step (``context``),
-    from the model's description (``simulator.architecture``), as the op table counts them:
+    from the model's description (``simulator.data.architecture``), as the op table counts them:
     every matrix split by its shard rule (KV heads replicated past tp), routed experts at
     ``num_experts_per_tok`` per token with every expert's weights read, the KV cache as the
     family keeps it."""
-    from simulator.architecture import architecture_of, copies_per_gpu, per_gpu
+    from simulator.data.architecture import architecture_of, copies_per_gpu, per_gpu
 
     arch = architecture_of(spec)
     widths = arch.widths(tp)

@@ -47,8 +47,8 @@ class GpuInfo:
 
 
 def profile_for_name(gpu_name: str) -> str | None:
-    """Hardware profile for an NVML device name (``simulator.hardware``'s one name map)."""
-    from simulator.hardware import profile_for_device
+    """Hardware profile for an NVML device name (``simulator.data.hardware``'s one name map)."""
+    from simulator.data.hardware import profile_for_device
 
     return profile_for_device(gpu_name)
 
@@ -146,7 +146,7 @@ def require_profile(profile: str | None = None, *, gpu_name: str | None = None) 
             "(tune hardware list shows the known ones) and pass it with --hardware"
         )
     if profile is not None:
-        from simulator.hardware import load_hardware
+        from simulator.data.hardware import load_hardware
 
         wanted = load_hardware(profile, calibration=False).name
         if wanted != detected:

@@ -12,8 +12,8 @@ import gc
 import torch
 
 from executor.engine import build_model, median, time_cuda
+from simulator.data.specs import ModelSpec
 from simulator.results import StepMeasurement
-from simulator.specs import ModelSpec
 
 __all__ = ["bench_hf"]
 
@@ -30,7 +30,7 @@ def _free() -> None:
 def _hf_model(spec: ModelSpec):
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from simulator.models import to_hf_config
+    from simulator.data.models import to_hf_config
 
     config = LlamaConfig(
         **{k: v for k, v in to_hf_config(spec).items() if k not in ("architectures", "model_type")}

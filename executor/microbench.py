@@ -1,4 +1,4 @@
-"""Microbenchmarks: the numbers ``simulator.calibrate`` fits the efficiency of a GPU from.
+"""Microbenchmarks: the numbers ``simulator.calibration.fit`` fits the efficiency of a GPU from.
 
 - HBM: a streaming read (``torch.sum`` over 4 GB) and a device-to-device copy.
 - GEMM time vs tokens M for the model's layer shapes (bf16 and fp8 through cuBLAS /
@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 from executor.engine import median, time_cuda, time_graph
 from executor.quant import FP8_DTYPE
-from simulator.specs import ModelSpec
+from simulator.data.specs import ModelSpec
 
 __all__ = ["bench_micro", "bench_hbm", "bench_gemm_peak", "bench_allreduce", "gemm_shapes"]
 

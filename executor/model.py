@@ -8,7 +8,7 @@ One decoder layer is
 and the model is ``embed_tokens -> layers -> norm -> lm_head``. The projections that read the
 same input are stored fused (``wqkv``, ``w_gate_up``): one GEMM instead of three (or two), and
 one activation quantization instead of three under FP8. The parameter count is unchanged, so it
-is exactly ``simulator.models.parameter_counts(spec).total``. The elementwise work (RMSNorm,
+is exactly ``simulator.data.models.parameter_counts(spec).total``. The elementwise work (RMSNorm,
 RoPE, SwiGLU, FP8 casts) lives in ``executor.fused``; weights (random, HF checkpoints) in
 ``executor.weights``.
 
@@ -43,7 +43,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from executor.fused import EAGER, Kernels, causal_attention, static_input_scale, to_fp8
-from simulator.specs import ModelSpec
+from simulator.data.specs import ModelSpec
 
 __all__ = [
     "KVCache",

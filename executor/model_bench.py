@@ -14,8 +14,8 @@ from __future__ import annotations
 
 from executor.fused import DEFAULT_DECODE_ATTENTION, decode_attention_for
 from executor.points import free_memory, measure_point, prepare_model
+from simulator.data.specs import ModelSpec
 from simulator.results import StepMeasurement
-from simulator.specs import ModelSpec
 
 __all__ = ["log", "model_grid", "bench_model"]
 

@@ -27,8 +27,8 @@ from executor.engine import (
 )
 from executor.fused import DEFAULT_DECODE_ATTENTION, decode_attention_for
 from executor.quant import FP8_DTYPE, calibrate_static_scales, quantize_model
+from simulator.data.specs import ModelSpec
 from simulator.results import StepMeasurement
-from simulator.specs import ModelSpec
 
 __all__ = ["prepare_model", "measure_point", "machine_info", "free_memory"]
 

@@ -7,7 +7,7 @@ import torch
 from executor.fused import DEFAULT_DECODE_ATTENTION
 from executor.model_bench import log
 from executor.points import free_memory, prepare_model
-from simulator.specs import ModelSpec
+from simulator.data.specs import ModelSpec
 
 __all__ = ["profile_steps", "kernel_table"]
 

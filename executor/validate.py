@@ -16,9 +16,9 @@ import json
 import tempfile
 from pathlib import Path
 
+from simulator.data.specs import DeploymentConfig, ModelSpec
 from simulator.errors import ConfigError, GpuError
 from simulator.results import Measurement, PhaseResult, StepMeasurement
-from simulator.specs import DeploymentConfig, ModelSpec
 
 __all__ = ["measure", "calibrate_here"]
 
@@ -130,8 +130,8 @@ def calibrate_here(*, hardware: str | None, model: str, out: str | None) -> Path
     from executor.gpu import require_profile
     from executor.microbench import bench_micro
     from executor.points import machine_info
-    from simulator.fit_saved import fit_saved
-    from simulator.models import get_model
+    from simulator.calibration.fit_saved import fit_saved
+    from simulator.data.models import get_model
 
     profile = require_profile(hardware)
     spec = get_model(model)

@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Any
 # first) loads nothing else: a name's module loads the first time the name is used, so a verb
 # that needs only the step model does not pay for the serving simulation.
 _HOMES = {
-    "CapacityResult": "capacity",
-    "find_capacity": "capacity",
+    "CapacityResult": "serving.capacity",
+    "find_capacity": "serving.capacity",
     "ConfigError": "errors",
     "DoesNotFitError": "errors",
     "GpuError": "errors",
@@ -28,26 +28,26 @@ _HOMES = {
     "UnknownHardwareError": "errors",
     "UnknownModelError": "errors",
     "WorkloadError": "errors",
-    "list_hardware": "hardware",
-    "load_hardware": "hardware",
-    "get_model": "models",
-    "list_models": "models",
-    "parameter_counts": "models",
-    "predict": "predict",
+    "list_hardware": "data.hardware",
+    "load_hardware": "data.hardware",
+    "get_model": "data.models",
+    "list_models": "data.models",
+    "parameter_counts": "data.models",
+    "predict": "cost.predict",
     "Measurement": "results",
     "Prediction": "results",
-    "ServingResult": "serving",
-    "simulate": "serving",
-    "DeploymentConfig": "specs",
-    "HardwareSpec": "specs",
-    "ModelSpec": "specs",
-    "SpeculativeConfig": "specs",
-    "StepModel": "step",
-    "Slo": "workload",
-    "Workload": "workload",
-    "get_workload": "workload",
-    "list_workloads": "workload",
-    "parse_slo": "workload",
+    "ServingResult": "serving.simulate",
+    "simulate": "serving.simulate",
+    "DeploymentConfig": "data.specs",
+    "HardwareSpec": "data.specs",
+    "ModelSpec": "data.specs",
+    "SpeculativeConfig": "data.specs",
+    "StepModel": "cost.step",
+    "Slo": "data.workload",
+    "Workload": "data.workload",
+    "get_workload": "data.workload",
+    "list_workloads": "data.workload",
+    "parse_slo": "data.workload",
 }
 
 
@@ -61,7 +61,12 @@ def __getattr__(name: str) -> Any:
 
 
 if TYPE_CHECKING:  # the same names, eagerly, for type checkers
-    from .capacity import CapacityResult, find_capacity
+    from .cost.predict import predict
+    from .cost.step import StepModel
+    from .data.hardware import list_hardware, load_hardware
+    from .data.models import get_model, list_models, parameter_counts
+    from .data.specs import DeploymentConfig, HardwareSpec, ModelSpec, SpeculativeConfig
+    from .data.workload import Slo, Workload, get_workload, list_workloads, parse_slo
     from .errors import (
         ConfigError,
         DoesNotFitError,
@@ -74,14 +79,9 @@ if TYPE_CHECKING:  # the same names, eagerly, for type checkers
         UnknownModelError,
         WorkloadError,
     )
-    from .hardware import list_hardware, load_hardware
-    from .models import get_model, list_models, parameter_counts
-    from .predict import predict
     from .results import Measurement, Prediction
-    from .serving import ServingResult, simulate
-    from .specs import DeploymentConfig, HardwareSpec, ModelSpec, SpeculativeConfig
-    from .step import StepModel
-    from .workload import Slo, Workload, get_workload, list_workloads, parse_slo
+    from .serving.capacity import CapacityResult, find_capacity
+    from .serving.simulate import ServingResult, simulate
 
 __all__ = [
     "CapacityResult",

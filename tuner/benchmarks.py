@@ -20,11 +20,11 @@ def step_model_throughput(
     hardware_name: str = "h100-sxm",
     repeats: int = 3,
 ) -> dict:
-    from simulator.configs import ConfigArrays
-    from simulator.hardware import load_hardware
-    from simulator.models import get_model
-    from simulator.shapes import decode_features
-    from simulator.step import StepModel
+    from simulator.cost.configs import ConfigArrays
+    from simulator.cost.shapes import decode_features
+    from simulator.cost.step import StepModel
+    from simulator.data.hardware import load_hardware
+    from simulator.data.models import get_model
 
     model, hardware = get_model(model_name), load_hardware(hardware_name)
     rng = np.random.default_rng(0)

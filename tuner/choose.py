@@ -1,6 +1,6 @@
 """From the search's outcome to the plan: the deployment, what it serves, why the others lost.
 
-The branch and bound (``tuner.cheapest``) names the deployment: the cheapest that serves the
+The branch and bound (``tuner.search.cheapest``) names the deployment: the cheapest that serves the
 traffic's rate (or, with no rate, the one with the most capacity on the budget), among those
 that also launch under the chosen engine's own memory rule (``launch_check``: a plan that
 cannot launch is never chosen). ``assemble_plan`` then
@@ -23,8 +23,8 @@ __all__ = ["assemble_plan", "launch_check", "alternatives"]
 
 def _memory_plan(search: Any, point: Any) -> Any:
     """The per-GPU memory plan of a replica configuration, as the plan states it."""
-    from simulator.memory import kv_tokens_needed
-    from simulator.predict import predict
+    from simulator.cost.memory import kv_tokens_needed
+    from simulator.cost.predict import predict
     from tuner.plan import memory_plan
 
     space, traffic = search.space, search.traffic
@@ -138,8 +138,8 @@ def _pareto(trials: list[Any], names: list[str], maximize_first: bool) -> list[A
 def alternatives(search: Any, outcome: Any, prober: Any = None, limit: int = 10) -> list[Any]:
     """Runners-up, one per layout (GPU, parallelism, dtypes, speculation), each with why it
     lost: simulated ones first (cheapest first), then those the bounds ruled out."""
-    from tuner.cheapest import TIE_PROBES
     from tuner.plan import Candidate
+    from tuner.search.cheapest import TIE_PROBES
 
     best, unit, table = outcome.best, search.table.unit, search.table.candidates
     rows: dict[tuple, tuple[tuple, Any]] = {}
@@ -241,8 +241,7 @@ def assemble_plan(
     from optuna.trial import TrialState
 
     from simulator.errors import NoFeasiblePlanError
-    from simulator.serving import simulate
-    from tuner.choices import KV_SCHEMES, WEIGHT_SCHEMES
+    from simulator.serving.simulate import simulate
     from tuner.plan import (
         DeploymentPlan,
         Provenance,
@@ -253,7 +252,8 @@ def assemble_plan(
         hf_model_id,
         render_engines,
     )
-    from tuner.trials import KIND_ATTR
+    from tuner.search.choices import KV_SCHEMES, WEIGHT_SCHEMES
+    from tuner.search.trials import KIND_ATTR
 
     if outcome.best is None:
         raise NoFeasiblePlanError(_closest(search, outcome))
@@ -267,7 +267,7 @@ def assemble_plan(
                              served_model_name=space.model.name)  # fmt: skip
     workload = search.workload
     if outcome.rate is None:  # serve the budget's capacity: the deployment at that rate
-        from simulator.capacity import at_rate
+        from simulator.serving.capacity import at_rate
 
         workload = at_rate(workload, choice.total_capacity)
     result = simulate(space.model, hardware, config, workload, seed=search.seed, slos=slos)

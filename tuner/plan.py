@@ -32,7 +32,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from simulator.errors import ConfigError, one_line
-from tuner.choices import Risk
+from tuner.search.choices import Risk
 
 __all__ = [
     "SCHEMA_VERSION",

@@ -38,10 +38,10 @@ def build_report(
 ) -> tuple[dict[str, bytes], str, str]:
     """(figures, report.html, report.md) for ``plan``; ``study`` may be None (no history);
     ``result`` is the simulation of the plan's deployment (simulated again when None)."""
-    from simulator.capacity import at_rate
-    from simulator.predict import predict
-    from simulator.serving import simulate
-    from simulator.specs import DeploymentConfig
+    from simulator.cost.predict import predict
+    from simulator.data.specs import DeploymentConfig
+    from simulator.serving.capacity import at_rate
+    from simulator.serving.simulate import simulate
     from tuner import plots
 
     space = search.space
@@ -117,7 +117,7 @@ def _trial_points(study: Any, plan: DeploymentPlan) -> list[dict[str, Any]]:
     """Every simulation of the study: its objective, p99 TPOT, and whether it met the SLOs."""
     from optuna.trial import TrialState
 
-    from tuner.trials import KIND_ATTR
+    from tuner.search.trials import KIND_ATTR
 
     front = {c.trial for c in plan.pareto}
     points = []

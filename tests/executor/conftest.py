@@ -6,7 +6,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from simulator.specs import ModelSpec  # noqa: E402
+from simulator.data.specs import ModelSpec  # noqa: E402
 
 
 def tiny_spec(**overrides) -> ModelSpec:

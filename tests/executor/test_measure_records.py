@@ -10,9 +10,9 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from simulator.models import get_model
+from simulator.data.models import get_model
+from simulator.data.specs import DeploymentConfig
 from simulator.results import Measurement, StepMeasurement
-from simulator.specs import DeploymentConfig
 
 pytest.importorskip("torch")
 

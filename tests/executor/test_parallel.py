@@ -102,7 +102,7 @@ def test_apply_tp_in_process_equals_whole_model():
 def _worker(rank, world_size, rendezvous_file, spec_json, tokens, queue):
     import torch.distributed as dist
 
-    from simulator.specs import ModelSpec
+    from simulator.data.specs import ModelSpec
 
     # A file rendezvous: no TCP port to race for with other tests on the machine.
     dist.init_process_group(

@@ -1,6 +1,6 @@
 """The executor counts a step's bytes and FLOPs exactly as the simulator's op table does.
 
-Both derive from the model's description (``simulator.architecture``), by two different paths:
+Both derive from the model's description (``simulator.data.architecture``), by two different paths:
 ``executor.engine.step_cost`` sums the matrices, the op table builds per-op coefficients. For
 every preset, tensor-parallel degree and phase they must agree: GEMM and attention FLOPs, the
 weight bytes a step reads (norm weights aside: the op table counts them in the norm kernels),
@@ -12,12 +12,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from simulator.architecture import architecture_of
-from simulator.configs import ConfigArrays
-from simulator.hardware import load_hardware
-from simulator.models import PRESETS
-from simulator.ops import build_op_table
-from simulator.shapes import FEATURES, decode_features, prefill_features
+from simulator.cost.configs import ConfigArrays
+from simulator.cost.ops import build_op_table
+from simulator.cost.shapes import FEATURES, decode_features, prefill_features
+from simulator.data.architecture import architecture_of
+from simulator.data.hardware import load_hardware
+from simulator.data.models import PRESETS
 
 engine = pytest.importorskip("executor.engine")
 

@@ -13,13 +13,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from simulator.bounds import Drafter, TrafficShape, capacity_bounds
-from simulator.capacity import find_capacity
-from simulator.configs import ConfigArrays
-from simulator.hardware import load_hardware
-from simulator.models import get_model
-from simulator.specs import DeploymentConfig, SpeculativeConfig
-from simulator.workload import get_workload, parse_slo, sample_requests
+from simulator.cost.configs import ConfigArrays
+from simulator.data.hardware import load_hardware
+from simulator.data.models import get_model
+from simulator.data.specs import DeploymentConfig, SpeculativeConfig
+from simulator.data.workload import get_workload, parse_slo, sample_requests
+from simulator.serving.bounds import Drafter, TrafficShape, capacity_bounds
+from simulator.serving.capacity import find_capacity
 
 H100 = load_hardware("h100-sxm")
 SLOS = (parse_slo("ttft_p99=2s"), parse_slo("tpot_p99=50ms"))

@@ -6,9 +6,9 @@ import math
 
 import pytest
 
-from simulator.calibrate import fit_efficiency
-from simulator.fidelity import fidelity_table, format_fidelity
-from simulator.hardware import load_hardware
+from simulator.calibration.fidelity import fidelity_table, format_fidelity
+from simulator.calibration.fit import fit_efficiency
+from simulator.data.hardware import load_hardware
 
 
 @pytest.fixture
@@ -142,7 +142,7 @@ def _bench_file(path, device_name, results):
 
 
 def test_fit_saved_writes_calibration_and_fidelity(tmp_path, h100):
-    from simulator.fit_saved import fit_saved
+    from simulator.calibration.fit_saved import fit_saved
 
     _bench_file(
         tmp_path / "micro.json",
@@ -172,8 +172,8 @@ def test_fit_saved_writes_calibration_and_fidelity(tmp_path, h100):
 
 
 def test_fit_saved_refuses_another_gpus_measurements(tmp_path, h100):
+    from simulator.calibration.fit_saved import fit_saved
     from simulator.errors import GpuError
-    from simulator.fit_saved import fit_saved
 
     _bench_file(tmp_path / "micro.json", "NVIDIA H200", _micro(1e15, 2e15))
     with pytest.raises(GpuError, match="refusing to mix GPUs"):
@@ -184,7 +184,7 @@ def test_fit_saved_refuses_another_gpus_measurements(tmp_path, h100):
 
 def test_default_engine_by_variant_name_or_by_fields():
     """Records that name their variant are judged by it alone; older ones by their fields."""
-    from simulator.calibrate import is_default_engine
+    from simulator.calibration.fit import is_default_engine
 
     assert is_default_engine({"variant": None, "decode_attention": "triton", "kv_dtype": "fp8"})
     assert not is_default_engine({"variant": "no-pdl", "pdl": False})

@@ -6,7 +6,12 @@ import math
 
 import pytest
 
-from simulator.capacity import (
+from simulator.data.hardware import load_hardware
+from simulator.data.models import get_model
+from simulator.data.specs import DeploymentConfig
+from simulator.data.workload import get_workload, parse_slo
+from simulator.errors import WorkloadError
+from simulator.serving.capacity import (
     RATE_STEP,
     at_rate,
     find_capacity,
@@ -15,12 +20,7 @@ from simulator.capacity import (
     highest_rate,
     meets,
 )
-from simulator.errors import WorkloadError
-from simulator.hardware import load_hardware
-from simulator.models import get_model
-from simulator.serving import simulate
-from simulator.specs import DeploymentConfig
-from simulator.workload import get_workload, parse_slo
+from simulator.serving.simulate import simulate
 
 MODEL = get_model("llama-3.1-8b")
 H100 = load_hardware("h100-sxm")

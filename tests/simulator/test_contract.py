@@ -7,10 +7,10 @@ import math
 
 import pytest
 
-from simulator.hardware import list_hardware, load_hardware
-from simulator.models import get_model, list_models
-from simulator.predict import predict
-from simulator.specs import DeploymentConfig
+from simulator.cost.predict import predict
+from simulator.data.hardware import list_hardware, load_hardware
+from simulator.data.models import get_model, list_models
+from simulator.data.specs import DeploymentConfig
 
 CONTRACT_KEYS = {
     "model",

@@ -1,4 +1,4 @@
-"""Three more families, each only a description (``simulator/architecture.py``) and a preset.
+"""Three more families, each only a description (``simulator/data/architecture.py``) and a preset.
 
 Qwen2.5 adds q/k/v biases, Qwen3 a per-head RMSNorm on queries and keys, Mixtral experts in every
 layer without a shared one, DeepSeek-V3 multi-head latent attention over a compressed KV cache
@@ -13,13 +13,13 @@ import json
 import numpy as np
 import pytest
 
-from simulator.architecture import architecture_of
-from simulator.configs import ConfigArrays
-from simulator.hardware import load_hardware
-from simulator.memory import memory_per_gpu
-from simulator.models import PRESETS, from_hf_config, parameter_counts
-from simulator.predict import predict
-from simulator.specs import DeploymentConfig
+from simulator.cost.configs import ConfigArrays
+from simulator.cost.memory import memory_per_gpu
+from simulator.cost.predict import predict
+from simulator.data.architecture import architecture_of
+from simulator.data.hardware import load_hardware
+from simulator.data.models import PRESETS, from_hf_config, parameter_counts
+from simulator.data.specs import DeploymentConfig
 
 # Published totals: the model cards and the checkpoints' safetensors index.
 PUBLISHED = {
@@ -102,7 +102,7 @@ def test_deepseek_decode_attention_reads_the_latent():
 
 @pytest.mark.parametrize("name", list(PUBLISHED))
 def test_every_family_loads_from_its_config_json(name, tmp_path):
-    from simulator.models import to_hf_config
+    from simulator.data.models import to_hf_config
 
     file = tmp_path / name / "config.json"
     file.parent.mkdir()

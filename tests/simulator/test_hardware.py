@@ -9,8 +9,7 @@ import numpy as np
 import pytest
 import yaml
 
-from simulator.errors import ProfileError, UnknownHardwareError
-from simulator.hardware import (
+from simulator.data.hardware import (
     attention_efficiency,
     describe_hardware,
     gemm_efficiency,
@@ -18,7 +17,8 @@ from simulator.hardware import (
     load_hardware,
     write_calibration,
 )
-from simulator.specs import Efficiency
+from simulator.data.specs import Efficiency
+from simulator.errors import ProfileError, UnknownHardwareError
 
 PROFILES = list_hardware()
 HOPPER = {"h100-sxm", "h100-pcie", "h100-nvl", "h200-sxm"}
@@ -191,7 +191,7 @@ def test_profile_efficiency_block_overrides_defaults():
 def calibration_dir(tmp_path, monkeypatch):
     """A private calibration directory; the load cache is cleared after so no test sees it."""
     import hardware_profiles
-    from simulator import hardware
+    from simulator.data import hardware
 
     monkeypatch.setattr(hardware_profiles, "CALIBRATION_DIR", tmp_path / "calibration")
     yield tmp_path / "calibration"

@@ -13,8 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from simulator.errors import ConfigError, UnknownModelError
-from simulator.models import (
+from simulator.data.models import (
     PRESETS,
     describe_model,
     from_hf_config,
@@ -23,6 +22,7 @@ from simulator.models import (
     parameter_counts,
     to_hf_config,
 )
+from simulator.errors import ConfigError, UnknownModelError
 
 CONFIGS = Path(__file__).resolve().parent.parent / "data" / "configs"
 

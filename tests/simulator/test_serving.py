@@ -10,14 +10,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from simulator.hardware import load_hardware
-from simulator.models import get_model
+from simulator.cost.step import StepModel
+from simulator.data.hardware import load_hardware
+from simulator.data.models import get_model
+from simulator.data.specs import DeploymentConfig, SpeculativeConfig
+from simulator.data.workload import Arrival, LengthDist, Workload, get_workload
 from simulator.results import percentiles
-from simulator.serving import simulate, weighted_percentiles
-from simulator.specs import DeploymentConfig, SpeculativeConfig
-from simulator.step import StepModel
-from simulator.timeline import write_chrome_trace, write_timeline_csv
-from simulator.workload import Arrival, LengthDist, Workload, get_workload
+from simulator.serving.simulate import simulate, weighted_percentiles
+from simulator.serving.timeline import write_chrome_trace, write_timeline_csv
 
 MODEL = get_model("llama-3.1-8b")
 H100 = load_hardware("h100-sxm")
@@ -301,7 +301,7 @@ def test_every_request_finishes_in_order(
 
 
 def _run(config: DeploymentConfig, rate: float, n: int = 300):
-    from simulator.capacity import at_rate
+    from simulator.serving.capacity import at_rate
 
     return simulate(MODEL, H100, config, at_rate(get_workload("chat", num_requests=n), rate),
                     seed=0)  # fmt: skip

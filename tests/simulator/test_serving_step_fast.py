@@ -9,12 +9,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from simulator.hardware import load_hardware
-from simulator.models import get_model
-from simulator.shapes import decode_features, feature_vector, step_features
-from simulator.specs import DeploymentConfig
-from simulator.step import StepModel
-from simulator.step_fast import FastStep
+from simulator.cost.shapes import decode_features, feature_vector, step_features
+from simulator.cost.step import StepModel
+from simulator.cost.step_fast import FastStep
+from simulator.data.hardware import load_hardware
+from simulator.data.models import get_model
+from simulator.data.specs import DeploymentConfig
 
 CASES = {
     "8b": ("llama-3.1-8b", "h100-sxm", DeploymentConfig()),

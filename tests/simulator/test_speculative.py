@@ -5,14 +5,18 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from simulator.hardware import load_hardware
-from simulator.models import get_model
-from simulator.serving import simulate
-from simulator.specs import DeploymentConfig, SpeculativeConfig
-from simulator.speculative import SpeculativeModel, expected_tokens_per_round, speedup_table
-from simulator.step import StepModel
-from simulator.step_fast import FastStep
-from simulator.workload import Arrival, LengthDist, Workload
+from simulator.cost.step import StepModel
+from simulator.cost.step_fast import FastStep
+from simulator.data.hardware import load_hardware
+from simulator.data.models import get_model
+from simulator.data.specs import DeploymentConfig, SpeculativeConfig
+from simulator.data.workload import Arrival, LengthDist, Workload
+from simulator.serving.simulate import simulate
+from simulator.serving.speculative import (
+    SpeculativeModel,
+    expected_tokens_per_round,
+    speedup_table,
+)
 
 H100 = load_hardware("h100-sxm")
 MODEL = get_model("llama-3.1-8b")

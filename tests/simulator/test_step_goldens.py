@@ -8,11 +8,11 @@ import math
 import numpy as np
 import pytest
 
-from simulator.hardware import load_hardware
-from simulator.models import get_model, parameter_counts
-from simulator.predict import predict
-from simulator.specs import DeploymentConfig, Efficiency
-from simulator.step import StepModel
+from simulator.cost.predict import predict
+from simulator.cost.step import StepModel
+from simulator.data.hardware import load_hardware
+from simulator.data.models import get_model, parameter_counts
+from simulator.data.specs import DeploymentConfig, Efficiency
 
 H100 = load_hardware("h100-sxm", calibration=False)
 LLAMA_8B = get_model("llama-3.1-8b")
@@ -277,7 +277,7 @@ def test_context_parallel_splits_prefill_and_adds_kv_exchange():
 
 
 def test_mixed_step_reads_weights_once():
-    from simulator.shapes import step_features
+    from simulator.cost.shapes import step_features
 
     step = StepModel.build(LLAMA_8B, H100, DeploymentConfig())
     chunk, cached, decodes, context = 512, 1024, 32, 2048

@@ -7,10 +7,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from simulator.hardware import load_hardware
-from simulator.models import get_model
-from simulator.specs import DeploymentConfig
-from simulator.step import StepModel
+from simulator.cost.step import StepModel
+from simulator.data.hardware import load_hardware
+from simulator.data.models import get_model
+from simulator.data.specs import DeploymentConfig
 
 H100 = load_hardware("h100-sxm", calibration=False)
 MODELS = [get_model(name) for name in ("llama-3.1-8b", "llama-3.1-70b", "llama-4-scout-17b-16e")]
@@ -130,8 +130,8 @@ def test_gemm_tail_lengthens_multi_row_gemms_only():
     """``gemm_tail_s`` is paid by every GEMM launch of more than one row, on its memory-bound
     side: a one-token step (GEMVs) is unchanged, and a 16-token TP 4 step, whose GEMMs all
     stream their weights, is longer by exactly the tail times its GEMM launches."""
-    from simulator.optable import EFF_GEMM
-    from simulator.shapes import decode_features
+    from simulator.cost.optable import EFF_GEMM
+    from simulator.cost.shapes import decode_features
 
     tail = 4e-6
     tailed = H100.model_copy(

@@ -9,8 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from simulator.errors import WorkloadError
-from simulator.workload import (
+from simulator.data.workload import (
     LengthDist,
     Slo,
     get_workload,
@@ -18,6 +17,7 @@ from simulator.workload import (
     parse_slo,
     sample_requests,
 )
+from simulator.errors import WorkloadError
 
 TRACES = Path(__file__).resolve().parent.parent / "data" / "traces"
 

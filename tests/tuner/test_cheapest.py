@@ -14,9 +14,9 @@ from dataclasses import dataclass, replace
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from simulator.capacity import grid_index, grid_rate
-from tuner.cheapest import TIE_PROBES, cheapest, most_capacity
-from tuner.space import Point
+from simulator.serving.capacity import grid_index, grid_rate
+from tuner.search.cheapest import TIE_PROBES, cheapest, most_capacity
+from tuner.search.space import Point
 
 
 @dataclass(frozen=True)

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from simulator.data.specs import DeploymentConfig, SpeculativeConfig
 from simulator.errors import ConfigError
-from simulator.specs import DeploymentConfig, SpeculativeConfig
 from tuner.engines import (
     ENGINE_VERSIONS,
     ENGINES,

@@ -11,13 +11,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from simulator.hardware import load_hardware
-from simulator.models import get_model
-from simulator.predict import predict
+from simulator.cost.predict import predict
+from simulator.data.hardware import load_hardware
+from simulator.data.models import get_model
 from tuner.engines import EngineInputs, kv_cache_bytes_given, total_bytes_used
 from tuner.plan import memory_plan, render_engines
-from tuner.prune import TrafficStats, prune
-from tuner.space import Point, SearchSpace
+from tuner.search.prune import TrafficStats, prune
+from tuner.search.space import Point, SearchSpace
 
 CHAT = TrafficStats(mean_prompt=770, mean_output=260, median_prompt=540, rate=8.0)
 

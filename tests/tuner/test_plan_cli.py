@@ -13,7 +13,7 @@ import optuna
 import pytest
 from tuner_helpers import SMALL_PLAN, run_cli
 
-from simulator.specs import DeploymentConfig
+from simulator.data.specs import DeploymentConfig
 from tuner.engines import EngineInputs, kv_cache_bytes_given, total_bytes_used
 from tuner.plan import load_plan
 
@@ -36,7 +36,7 @@ EXPECTED = [
 
 
 def journal_trials(directory: Path, name: str):
-    from tuner.study import open_storage
+    from tuner.search.study import open_storage
 
     study = optuna.load_study(
         study_name=name, storage=open_storage(str(directory / "study.journal"))

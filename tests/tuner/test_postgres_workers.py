@@ -20,7 +20,7 @@ import pytest
 from tuner_helpers import SMALL_PLAN
 
 from tuner.plan import load_plan
-from tuner.study import driver_url
+from tuner.search.study import driver_url
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 

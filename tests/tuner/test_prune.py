@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from simulator.hardware import load_hardware
-from simulator.models import get_model
-from simulator.slo import parse_slo
-from tuner.prune import STATUS, TrafficStats, hopeless_reason, prune
-from tuner.space import Point, SearchSpace
+from simulator.data.hardware import load_hardware
+from simulator.data.models import get_model
+from simulator.data.slo import parse_slo
+from tuner.search.prune import STATUS, TrafficStats, hopeless_reason, prune
+from tuner.search.space import Point, SearchSpace
 
 CHAT = TrafficStats(mean_prompt=770, mean_output=260, median_prompt=540, rate=8.0)
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 import optuna
 import pytest
 
+from simulator.data.hardware import load_hardware
+from simulator.data.models import get_model
 from simulator.errors import ConfigError
-from simulator.hardware import load_hardware
-from simulator.models import get_model
-from tuner.choices import KV_SCHEMES, WEIGHT_SCHEMES, parse_allow_quant
-from tuner.space import SearchSpace
+from tuner.search.choices import KV_SCHEMES, WEIGHT_SCHEMES, parse_allow_quant
+from tuner.search.space import SearchSpace
 
 
 def space(**kw):

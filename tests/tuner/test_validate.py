@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 from tuner_helpers import slower_stand_in
 
-from simulator.hardware import load_hardware
-from simulator.models import get_model
-from simulator.predict import predict
+from simulator.cost.predict import predict
+from simulator.data.hardware import load_hardware
+from simulator.data.models import get_model
+from simulator.data.specs import DeploymentConfig
 from simulator.results import Measurement
-from simulator.specs import DeploymentConfig
 from tuner.cli import main
 from tuner.plan import load_plan
 from tuner.validation import validation_section, validation_shape

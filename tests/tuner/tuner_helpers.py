@@ -67,8 +67,8 @@ def slower_stand_in(factor: float, calls: list | None = None):
     """``executor.validate.measure`` replaced by the prediction slowed by ``factor``."""
 
     def measure(spec, config, *, batch, prompt, context, prefill_batch=None, hardware=None):
-        from simulator.hardware import load_hardware
-        from simulator.predict import predict
+        from simulator.cost.predict import predict
+        from simulator.data.hardware import load_hardware
         from simulator.results import Measurement
 
         if calls is not None:

@@ -1,7 +1,7 @@
 """``tune calibrate``: measure this GPU and write its efficiency, or fit saved measurements.
 
 On a GPU machine (torch + CUDA): run ``executor.bench``'s microbenchmarks, fit the efficiency
-with ``simulator.calibrate`` and write ``hardware_profiles/calibration/<gpu>.yaml`` (or --out)
+with ``simulator.calibration.fit`` and write ``hardware_profiles/calibration/<gpu>.yaml`` (or --out)
 with provenance. The GPU is detected through NVML and must match the profile: a calibration is
 never written for another GPU.
 
@@ -57,8 +57,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _from_saved(args: argparse.Namespace) -> int:
+    from simulator.calibration.fit_saved import fit_saved
     from simulator.errors import ProfileError
-    from simulator.fit_saved import fit_saved
 
     if not args.hardware:
         raise ProfileError("--from needs --hardware (the profile of the GPU that measured)")

@@ -25,9 +25,9 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from simulator.bounds import bound_of
-    from simulator.capacity import RATE_STEP, find_capacity
     from simulator.errors import NoFeasiblePlanError
+    from simulator.serving.bounds import bound_of
+    from simulator.serving.capacity import RATE_STEP, find_capacity
     from tuner.commands.serving_output import export, render
 
     model, hardware = common.load_model_and_hardware(args)

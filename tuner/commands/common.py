@@ -81,8 +81,8 @@ def config_from_args(args: argparse.Namespace, **overrides: Any):
     """Build a ``DeploymentConfig`` from the shared flags; bad combinations raise ConfigError."""
     from pydantic import ValidationError
 
+    from simulator.data.specs import DeploymentConfig
     from simulator.errors import ConfigError, one_line
-    from simulator.specs import DeploymentConfig
 
     values: dict[str, Any] = dict(
         tp=args.tp,
@@ -149,8 +149,8 @@ def add_workload_args(parser: argparse.ArgumentParser) -> None:
 
 
 def load_model_and_hardware(args: argparse.Namespace):
-    from simulator.hardware import load_hardware
-    from simulator.models import get_model
+    from simulator.data.hardware import load_hardware
+    from simulator.data.models import get_model
 
     model = get_model(args.model)
     hardware = load_hardware(args.hardware, calibration=not getattr(args, "no_calibration", False))
@@ -201,8 +201,8 @@ def parse_spec(text: str | None):
     (G defaults to 3, ACCEPT to 0.7); bad text raises ConfigError."""
     if not text:
         return None
+    from simulator.data.specs import SpeculativeConfig
     from simulator.errors import ConfigError, one_line
-    from simulator.specs import SpeculativeConfig
 
     parts = [p.strip() for p in str(text).split(":")]
     method, rest = parts[0].lower(), parts[1:]
@@ -221,7 +221,7 @@ def parse_spec(text: str | None):
         if len(rest) > 1:
             values["acceptance_rate"] = float(rest[1])
         if values.get("draft_model"):
-            from simulator.models import get_model
+            from simulator.data.models import get_model
 
             get_model(values["draft_model"])  # unknown names fail here, in one line
         return SpeculativeConfig(**values)
@@ -231,7 +231,7 @@ def parse_spec(text: str | None):
 
 def workload_from_args(args: argparse.Namespace):
     """The ``Workload`` of ``--workload --rate --requests --seed --slo``."""
-    from simulator.workload import get_workload
+    from simulator.data.workload import get_workload
 
     return get_workload(
         args.workload or "chat",
@@ -245,8 +245,8 @@ def workload_from_args(args: argparse.Namespace):
 def serving_config_from_args(args: argparse.Namespace, workload):
     """``config_from_args`` for a workload: ``max_model_len`` defaults to the longest request
     (at least 8192), and a request past an explicit ``--max-model-len`` is a WorkloadError."""
+    from simulator.data.workload import sample_requests
     from simulator.errors import WorkloadError
-    from simulator.workload import sample_requests
 
     requests = sample_requests(workload, args.seed)
     lengths = requests.prompt_tokens + requests.output_tokens
@@ -282,8 +282,8 @@ def predict_from_args(args: argparse.Namespace):
     Without ``--max-model-len`` the engine is sized for the asked-for shape, so a question about
     a 1k-token step is not refused because of a default 8k-token context window.
     """
+    from simulator.cost.predict import predict
     from simulator.errors import ConfigError
-    from simulator.predict import predict
 
     for flag in ("batch", "prompt", "context"):
         if getattr(args, flag) < 1:

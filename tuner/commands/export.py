@@ -31,7 +31,7 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from simulator.specs import DeploymentConfig
+    from simulator.data.specs import DeploymentConfig
     from tuner.plan import load_plan, render_engines, write_engine_files
 
     plan = load_plan(args.plan)

@@ -20,7 +20,7 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from simulator.hardware import describe_hardware, list_hardware, load_hardware
+    from simulator.data.hardware import describe_hardware, list_hardware, load_hardware
     from simulator.units import format_bytes, format_rate
     from tuner.textfmt import key_values, table
 

@@ -28,9 +28,9 @@ def run(args: argparse.Namespace) -> int:
 
     from executor.gpu import require_profile
     from executor.validate import measure
-    from simulator.hardware import load_hardware
-    from simulator.models import get_model
-    from simulator.predict import predict
+    from simulator.cost.predict import predict
+    from simulator.data.hardware import load_hardware
+    from simulator.data.models import get_model
     from simulator.results import relative_error
 
     spec = get_model(args.model)

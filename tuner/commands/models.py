@@ -19,7 +19,7 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from simulator.models import describe_model, get_model, list_models, parameter_counts
+    from simulator.data.models import describe_model, get_model, list_models, parameter_counts
     from tuner.textfmt import key_values, table
 
     if args.action == "list":

@@ -4,7 +4,7 @@
               --slo ttft_p99=2s --slo tpot_p99=50ms
 
 Steps: validate every input (nothing is written before that), prune the space and bound every
-candidate with the step model, run the branch and bound (``tuner.cheapest``; each simulation is
+candidate with the step model, run the branch and bound (``tuner.search.cheapest``; each simulation is
 a trial of the study, which a re-run resumes), assemble the plan, then write ``plan.json``, the
 engine configs and the report into the study directory through a staging folder, ``plan.json``
 last, so an interrupted run never leaves half a plan.
@@ -151,13 +151,13 @@ def run(args: argparse.Namespace) -> int:
     import optuna
 
     from simulator.errors import NoFeasiblePlanError
-    from tuner import study as studies
     from tuner.choose import launch_check
     from tuner.plan import hf_model_id
-    from tuner.probe import Prober
-    from tuner.prune import hopeless_reason
-    from tuner.search import build_search, run_search
-    from tuner.trials import DONE_ATTR, LocalRunner, SharedRunner, preload
+    from tuner.search import study as studies
+    from tuner.search.probe import Prober
+    from tuner.search.prune import hopeless_reason
+    from tuner.search.run import build_search, run_search
+    from tuner.search.trials import DONE_ATTR, LocalRunner, SharedRunner, preload
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     started = time.perf_counter()
@@ -218,12 +218,12 @@ def run(args: argparse.Namespace) -> int:
             study.set_user_attr(DONE_ATTR, True)  # workers may leave
     front = 0
     if not args.exhaustive and outcome.best is not None:
-        from tuner.front import explore_front
+        from tuner.search.front import explore_front
 
         front = explore_front(search, outcome, prober)  # what more GPUs would buy
     refinement = None
     if args.refine and outcome.best is not None:
-        from tuner.refine import refine
+        from tuner.search.refine import refine
 
         refinement = refine(search, outcome, trials=args.refine, storage=storage,
                             study_name=name, admissible=check)  # fmt: skip
@@ -275,7 +275,7 @@ def finish(
     from tuner.cli import _version
     from tuner.plan import write_study_dir
     from tuner.report import build_report
-    from tuner.study import redact
+    from tuner.search.study import redact
 
     efficiency = search.space.hardware[0].efficiency
     provenance = {

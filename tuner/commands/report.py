@@ -31,10 +31,10 @@ def run(args: argparse.Namespace) -> int:
     import optuna
 
     from simulator.errors import ConfigError, RooftuneError
-    from tuner import study as studies
     from tuner.plan import load_plan, write_study_dir
     from tuner.report import build_report
-    from tuner.search import build_search
+    from tuner.search import study as studies
+    from tuner.search.run import build_search
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     directory = Path(args.study_dir)

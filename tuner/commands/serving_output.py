@@ -16,7 +16,7 @@ from . import common
 
 def simulate_from_args(args: argparse.Namespace, *, progress: bool | None = None):
     """(model, hardware, config, workload, ServingResult) for the shared flags."""
-    from simulator.serving import simulate
+    from simulator.serving.simulate import simulate
 
     model, hardware = common.load_model_and_hardware(args)
     workload = common.workload_from_args(args)
@@ -55,7 +55,7 @@ def run_workload(args: argparse.Namespace) -> int:
 
 
 def export(args: argparse.Namespace, result) -> None:
-    from simulator.timeline import write_chrome_trace, write_timeline_csv
+    from simulator.serving.timeline import write_chrome_trace, write_timeline_csv
 
     if getattr(args, "timeline", None):
         write_timeline_csv(result, args.timeline)

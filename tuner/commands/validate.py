@@ -30,10 +30,10 @@ def run(args: argparse.Namespace) -> int:
     import sys
     from pathlib import Path
 
-    from simulator.hardware import load_hardware
-    from simulator.models import get_model
-    from simulator.predict import predict
-    from simulator.specs import DeploymentConfig
+    from simulator.cost.predict import predict
+    from simulator.data.hardware import load_hardware
+    from simulator.data.models import get_model
+    from simulator.data.specs import DeploymentConfig
     from tuner.plan import load_plan, write_json_atomic
     from tuner.validation import validation_section, validation_shape
 

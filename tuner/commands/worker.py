@@ -47,9 +47,9 @@ def run(args: argparse.Namespace) -> int:
     import optuna
 
     from simulator.errors import ConfigError
-    from tuner import study as studies
-    from tuner.search import build_search
-    from tuner.trials import make_objective, serve_queue
+    from tuner.search import study as studies
+    from tuner.search.run import build_search
+    from tuner.search.trials import make_objective, serve_queue
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     if args.trials is not None and args.trials < 1:

@@ -17,8 +17,8 @@ from typing import Any
 
 import yaml
 
+from simulator.data.specs import DeploymentConfig, SpeculativeConfig
 from simulator.errors import ConfigError
-from simulator.specs import DeploymentConfig, SpeculativeConfig
 from tuner.engines import ENGINE_VERSIONS, check_engine
 
 __all__ = [

@@ -7,8 +7,8 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from simulator.data.specs import DeploymentConfig
 from simulator.errors import ConfigError
-from simulator.specs import DeploymentConfig
 
 __all__ = ["EngineInputs", "EngineSection"]
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from simulator.specs import DeploymentConfig
+from simulator.data.specs import DeploymentConfig
 from tuner.engines import ENGINE_VERSIONS
 from tuner.engines.common import dump_yaml, replica_lines, shell_line
 from tuner.engines.inputs import EngineInputs, EngineSection

@@ -32,8 +32,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from simulator.data.specs import DeploymentConfig, SpeculativeConfig
 from simulator.errors import ConfigError
-from simulator.specs import DeploymentConfig, SpeculativeConfig
 from tuner.engines.budget import memory_fraction
 from tuner.engines.common import (
     PROGRAMS,

@@ -34,7 +34,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from simulator.specs import DeploymentConfig, SpeculativeConfig
+from simulator.data.specs import DeploymentConfig, SpeculativeConfig
 from tuner.engines.budget import memory_fraction
 from tuner.engines.common import (
     draft_model_path,

@@ -12,7 +12,7 @@ import torch
 
 from executor.points import free_memory, machine_info, measure_point, prepare_model
 from executor.profiling import kernel_table
-from simulator.models import get_model
+from simulator.data.models import get_model
 
 BATCH, CONTEXT = 4, 1024
 

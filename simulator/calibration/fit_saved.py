@@ -1,0 +1,143 @@
+"""Fitting saved bench JSON and scoring the calibrated simulator against it (no GPU, no torch).
+
+Shared by ``tune calibrate --from`` and the executor's ``calibrate_here`` (which fits what it
+just measured), so it lives beside the fit itself.
+
+``fit_saved(dir)`` reads what ``executor.bench`` wrote for one GPU (micro.json; model*.json and
+tp*.json when present), refuses files measured on a different GPU than the profile, fits the
+efficiency (``simulator.calibration.fit.fit_efficiency``), writes the calibration file, then predicts
+every measured step with it and returns the fidelity table.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+__all__ = ["fit_saved"]
+
+
+def _gpu_profile(document: dict[str, Any]) -> str | None:
+    """The profile of the GPU a bench file was measured on (the one name map)."""
+    from ..data.hardware import profile_for_device
+
+    return profile_for_device(str(document.get("machine", {}).get("device_name", "")))
+
+
+def fit_saved(
+    directory: str | Path,
+    *,
+    hardware: str,
+    model: str,
+    out: str | None = None,
+    fidelity_path: str | None = None,
+) -> dict[str, Any]:
+    from ..data.hardware import load_hardware, write_calibration
+    from ..data.models import get_model
+    from ..errors import GpuError, ProfileError
+    from .fidelity import fidelity_table, format_fidelity
+    from .fit import fit_efficiency, load_bench
+
+    directory = Path(directory)
+    spec = get_model(model)
+    profile = load_hardware(hardware, calibration=False)
+    micro_file = directory / "micro.json"
+    if not micro_file.is_file():
+        raise ProfileError(f"{micro_file}: missing (run executor.bench --suite micro)")
+    documents = {
+        path.name: load_bench(path)
+        for path in sorted(directory.glob("*.json"))
+        if path.name not in ("fidelity.json",)
+    }
+    for name, document in documents.items():
+        measured_on = _gpu_profile(document)
+        if measured_on is not None and measured_on != profile.name:
+            raise GpuError(
+                f"{name} was measured on {document['machine'].get('device_name')} "
+                f"({measured_on}), not {profile.name}; refusing to mix GPUs"
+            )
+    micro = documents["micro.json"]
+    single = [r for name, d in documents.items() if name.startswith("model") for r in d["results"]]
+    tp_runs = [d["results"] for name, d in documents.items() if name.startswith("tp")]
+
+    def fit(tp_floor=None):
+        return fit_efficiency(
+            micro["results"],
+            profile,
+            tp_runs=tp_runs,
+            single_gpu_points=single,
+            num_layers=spec.num_hidden_layers,
+            tp_floor=tp_floor,
+        )
+
+    efficiency = fit()
+    if tp_runs:
+        # Second pass: the collective latency is what the TP steps take beyond this model's own
+        # prediction with free collectives (kernel launches and attention that do not shrink
+        # with TP are already in that prediction).
+        free = efficiency.model_copy(
+            update={"collective_latency_s": 0.0, "collective_latency_per_rank_s": 0.0}
+        )
+        efficiency = fit(_predictor(spec, profile.model_copy(update={"efficiency": free})))
+    provenance = {k: str(v) for k, v in micro.get("machine", {}).items()}
+    provenance["bench_files"] = ", ".join(sorted(documents))
+    if out:
+        path = Path(out)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        document = {
+            "gpu": profile.name,
+            "efficiency": efficiency.model_dump(mode="json", exclude={"provenance"}),
+            "provenance": provenance,
+        }
+        path.write_text(yaml.safe_dump(document, sort_keys=False, default_flow_style=None))
+    else:
+        path = write_calibration(profile.name, efficiency=efficiency, provenance=provenance)
+    result: dict[str, Any] = {"calibration": str(path), "hardware": profile.name}
+    measured = single + [r for run in tp_runs for r in run.get("model", [])]
+    if measured:
+        calibrated = load_hardware(hardware, calibration=Path(path))
+        table = fidelity_table(measured, _predictor(spec, calibrated), hardware=profile.name)
+        result["fidelity"] = table.as_dict()
+        result["fidelity_markdown"] = format_fidelity(table)
+        if fidelity_path:
+            Path(fidelity_path).write_text(result["fidelity_markdown"] + "\n")
+    return result
+
+
+def _predictor(spec, hardware):
+    from ..cost.predict import predict
+    from ..data.specs import DeploymentConfig
+    from .fit import is_default_engine
+
+    def predict_step(record: dict[str, Any]) -> float | None:
+        if not is_default_engine(record):
+            return None  # the grid scores the default engine; variants are for comparison
+        weights = record["weights"]
+        prompt = record.get("prompt") or 0
+        context = record.get("context") or 0
+        config = DeploymentConfig(
+            tp=record["tp"],
+            weight_dtype=weights,
+            activation_dtype="fp8" if weights == "fp8" else "bf16",
+            # The executor's FP8 points run static activation scales unless the record says so.
+            fp8_scaling=record.get("scaling", "static"),
+            max_model_len=max(prompt, context) + 16,
+            max_num_batched_tokens=max(8192, prompt * record["batch"]),
+            gpu_memory_utilization=0.95,
+        )
+        prediction = predict(
+            spec,
+            hardware,
+            config,
+            batch=record["batch"],
+            prompt=max(prompt, 1),
+            context=max(context, 1),
+        )
+        phase = prediction.prefill if prompt else prediction.decode
+        if phase is None:
+            return None
+        return phase.time_s if prompt else (phase.step_time_s or phase.time_s)
+
+    return predict_step

@@ -1,0 +1,496 @@
+"""Capacity bounds: the most a replica could serve of a workload, from the step model alone.
+
+A serving simulation answers "does this configuration meet the SLOs at rate r?" in tens of
+milliseconds; a search must rule most configurations out without asking. The steady-state model
+here answers for thousands of configurations at once, with a rate the simulation does not beat.
+
+**The mean iteration.** At steady state a replica runs iterations back to back. Let ``u`` be the
+requests that arrive during one iteration, on average. Then
+
+- ``b = u D / E`` sequences decode in every iteration (Little's law: a request decodes for
+  ``D / E`` rounds, ``D`` = output tokens - 1, ``E`` = tokens per round: 1, or
+  ``(1 - a^(g+1)) / (1 - a)`` with ``g`` drafted tokens accepted at rate ``a``), reading the
+  mean context a decoding sequence holds;
+- arrivals are random, so a share ``exp(-u)`` of iterations find no new prompt and only decode;
+  the others also prefill the prompts that came during the iteration before (``u / (1 -
+  exp(-u))`` of them), in chunks when the token budget is short;
+
+and the iteration takes ``h(u)``, the step model's time for that mix (plus the drafter's).
+The arrival rate it sustains is ``rate(u) = u / h(u)``, the mean time per output token is
+``h(u) / E``, the mean gap between emissions ``h(u)``. Everything follows from one number
+``u``, so a bisection over ``u`` runs for every configuration in parallel.
+
+**Why the simulation does not beat it.** Each idealization errs toward more capacity:
+
+- decodes read the mean context and hold the mean KV, with no fluctuation to preempt them, and
+  reach ``max_num_seqs`` with no request left waiting;
+- no queueing: TTFT is only the request's own prefill, in chunks shared with the decodes;
+- mixture-of-experts iterations touch only the experts the decodes touch;
+- a percentile of ITL or E2E at 90 or above is at least its mean; one of TPOT, at least the
+  mean plus the spread that rounds with prefills alone give its shortest requests
+  (``_Mean.tpot_s``); below the 90th only the throughput limits apply.
+
+So the capacity is at most ``rate(u*)``, where ``u*`` is the largest ``u`` at which nothing
+fails: TPOT / ITL / E2E within their targets, the request at the TTFT percentile
+prefilled in time, ``b`` within ``max_num_seqs`` and the KV cache, the iteration within the
+token budget. The bound is a statement about the steady state of the model, not a theorem about
+every finite run, so it carries ``BOUND_SLACK``; ``tests/simulator/test_bounds.py`` holds it
+above the simulated capacity of sampled configurations, and ``benchmarks/bench_search.py``
+above every configuration of the search spaces it enumerates.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, fields
+from statistics import NormalDist
+
+import numpy as np
+
+from ..cost.configs import ConfigArrays
+from ..cost.memory import prefix_hits, whole_blocks
+from ..cost.shapes import FEATURES, step_features
+from ..cost.step import StepModel
+from ..data.specs import DeploymentConfig, HardwareSpec, ModelSpec, SpeculativeConfig
+from .speculative import EAGLE_LAYERS_PER_TOKEN, expected_tokens_per_round
+
+__all__ = [
+    "bound_of",
+    "tpot_at",
+    "TrafficShape",
+    "Drafter",
+    "CapacityBounds",
+    "capacity_bounds",
+    "MEAN_PERCENTILE",
+    "BOUND_SLACK",
+    "LIMITS",
+]
+
+# Latency percentiles at or above this are bounded below by the mean (latency tails are long).
+MEAN_PERCENTILE = 90.0
+# A finite run starts empty and meets an SLO by luck up to about 1 % past the steady state.
+BOUND_SLACK = 1.03
+# What sets the bound (CapacityBounds.limit indexes this).
+LIMITS = ("slo", "max_num_seqs", "kv_cache", "token_budget", "cannot run")
+_BISECTION_STEPS = 14
+_F = {name: i for i, name in enumerate(FEATURES)}
+# Knobs that change only the memory plan, never a step's time or the token budget.
+_MEMORY_ONLY = {"max_num_seqs", "dp", "gpu_memory_utilization", "max_model_len"}
+
+
+@dataclass(frozen=True)
+class TrafficShape:
+    """What the bound needs of the traffic: means over the sampled requests, in tokens."""
+
+    prompt: float  # mean prompt
+    new_prompt: float  # mean prompt tokens computed (prefix-cache hits skipped)
+    pairs: float  # mean causal query-key pairs of a prompt's computed part
+    naive_scores: float  # mean score-matrix elements of a prompt (non-fused attention)
+    decodes: float  # mean output tokens after the first
+    context: float  # mean KV length of a decoding sequence, weighted by its decoding time
+    new_prompts: np.ndarray  # sorted computed prompt lengths, for TTFT percentiles
+    decode_counts: np.ndarray  # sorted decode tokens per request, for E2E percentiles
+
+    @classmethod
+    def from_requests(cls, prompt_tokens, output_tokens, *, prefix_sharing: float = 0.0,
+                      block_size: int = 16) -> TrafficShape:  # fmt: skip
+        """From sampled lengths; prefix hits in whole blocks, as the simulation counts them."""
+        prompt = np.asarray(prompt_tokens, dtype=float)
+        output = np.asarray(output_tokens, dtype=float)
+        cached = prefix_hits(prompt, prefix_sharing, block_size)
+        new = prompt - cached
+        decodes = np.maximum(output - 1.0, 0.0)
+        weight = max(float(decodes.sum()), 1e-9)
+        return cls(
+            prompt=float(prompt.mean()),
+            new_prompt=float(new.mean()),
+            pairs=float((new * cached + new * (new + 1) / 2).mean()),
+            naive_scores=float((new * prompt).mean()),
+            decodes=max(float(decodes.mean()), 1e-9),
+            context=float((decodes * prompt + decodes * (decodes - 1) / 2).sum() / weight),
+            new_prompts=np.sort(new),
+            decode_counts=np.sort(decodes),
+        )
+
+
+@dataclass(frozen=True)
+class Drafter:
+    """A speculative option: ``tokens`` drafted per round, each accepted with ``acceptance``.
+
+    ``method``: ``eagle`` (a head costing ``EAGLE_LAYERS_PER_TOKEN`` target layers per drafted
+    token), ``draft`` (``draft_model`` at tp 1 beside the target) or ``ngram`` (free)."""
+
+    method: str
+    tokens: int
+    acceptance: float
+    draft_model: ModelSpec | None = None
+
+    @property
+    def tokens_per_round(self) -> float:
+        return expected_tokens_per_round(self.tokens, self.acceptance)
+
+    @classmethod
+    def of(cls, speculative: SpeculativeConfig | None) -> Drafter | None:
+        """The drafter a deployment's speculative decoding describes (None: no speculation)."""
+        if speculative is None:
+            return None
+        from ..data.models import get_model
+
+        return cls(
+            method=speculative.method,
+            tokens=speculative.num_speculative_tokens,
+            acceptance=speculative.acceptance_rate,
+            draft_model=get_model(speculative.draft_model or "")
+            if speculative.method == "draft"
+            else None,
+        )
+
+
+@dataclass(frozen=True)
+class CapacityBounds:
+    """Per configuration ``[N]``: the bound and what sets it."""
+
+    rate_per_s: np.ndarray  # requests/s one replica cannot exceed within the SLOs (0: none)
+    limit: np.ndarray  # index into LIMITS
+    batch: np.ndarray  # decoding sequences at the bound
+    tpot_floor_s: np.ndarray  # time per output token of one request alone
+    ttft_floor_s: np.ndarray  # prefill of the TTFT-percentile prompt alone
+    kv_blocks: np.ndarray  # KV-cache blocks of one replica, as the simulation sizes them
+
+
+def capacity_bounds(
+    model: ModelSpec,
+    hardware: HardwareSpec,
+    configs: ConfigArrays,
+    traffic: TrafficShape,
+    slos=(),
+    *,
+    drafters: Sequence[Drafter | None] = (None,),
+    drafter: np.ndarray | None = None,
+) -> CapacityBounds:
+    """The capacity bound of each configuration (see the module docstring). Row ``i`` drafts
+    with ``drafters[drafter[i]]`` (None: no speculation; ``drafter`` defaults to all zeros)."""
+    choice = np.zeros(len(configs), dtype=int) if drafter is None else np.asarray(drafter)
+    # Rows that differ only in memory knobs share one search for the SLO limit.
+    step_columns = [f.name for f in fields(ConfigArrays) if f.name not in _MEMORY_ONLY]
+    matrix = np.stack(
+        [getattr(configs, name).astype(float) for name in step_columns] + [choice], axis=1
+    )
+    _, first, row = np.unique(matrix, axis=0, return_index=True, return_inverse=True)
+    row = row.reshape(-1)
+    full = _Mean(model, hardware, configs, traffic, drafters, choice)
+    distinct = _Mean(model, hardware, configs.select(first), traffic, drafters, choice[first])
+
+    kv_tokens, kv_per_sequence = full.kv_room()
+    max_batch = np.minimum(configs.max_num_seqs, np.floor(kv_tokens / kv_per_sequence))
+    budget = configs.max_num_batched_tokens * configs.pp
+    per_request = traffic.new_prompt + traffic.decodes * full.query / full.per_round
+    u_batch = max_batch * full.per_round / traffic.decodes
+    u_budget = budget / per_request
+    u_high = np.minimum(u_batch, u_budget)  # [N]
+
+    # Largest u meeting the SLOs, per distinct row, below the largest u any of its
+    # configurations can reach: a bisection in log u where that top fails.
+    top = np.zeros(len(first))
+    np.maximum.at(top, row, u_high)
+    met_top = distinct.slos_met(top, slos)
+    low, high = top * 1e-4, top.copy()
+    searching = ~met_top & distinct.slos_met(low, slos)
+    for _ in range(_BISECTION_STEPS):
+        mid = np.sqrt(low * high)
+        met = distinct.slos_met(mid, slos)
+        low = np.where(searching & met, mid, low)
+        high = np.where(searching & ~met, mid, high)
+    # The bracket's top end, so the bound stays a bound wherever the bisection stopped.
+    u_slo = np.where(met_top, np.inf, np.where(searching, high, 0.0))[row]
+
+    u_star = np.minimum(u_high, u_slo)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rate = np.where(u_star > 0, u_star / full.iteration_s(np.maximum(u_star, 1e-12)), 0.0)
+    runs = full.step.valid & (kv_tokens >= kv_per_sequence) & np.isfinite(rate)
+    limit = np.select(
+        [~runs, u_slo < u_high, u_budget < u_batch, max_batch < configs.max_num_seqs],
+        [LIMITS.index("cannot run"), LIMITS.index("slo"), LIMITS.index("token_budget"),
+         LIMITS.index("kv_cache")],
+        LIMITS.index("max_num_seqs"),
+    )  # fmt: skip
+    tpot_floor, ttft_floor = distinct.floors(slos)
+    return CapacityBounds(
+        rate_per_s=np.where(runs, rate * BOUND_SLACK, 0.0),
+        limit=limit,
+        batch=np.where(runs, u_star * traffic.decodes / full.per_round, 0.0),
+        tpot_floor_s=tpot_floor[row],
+        ttft_floor_s=ttft_floor[row],
+        kv_blocks=np.floor(kv_tokens / configs.block_size).astype(int),
+    )
+
+
+def tpot_at(
+    model: ModelSpec,
+    hardware: HardwareSpec,
+    configs: ConfigArrays,
+    traffic: TrafficShape,
+    rates: np.ndarray,
+    *,
+    percentile: float = 99.0,
+    drafters: Sequence[Drafter | None] = (None,),
+    drafter: np.ndarray | None = None,
+) -> np.ndarray:
+    """The steady state's lower bound on a TPOT percentile when configuration ``i`` serves
+    ``rates[i]`` requests/s (inf where it cannot: past its batch, KV or token-budget limit)."""
+    choice = np.zeros(len(configs), dtype=int) if drafter is None else np.asarray(drafter)
+    mean = _Mean(model, hardware, configs, traffic, drafters, choice)
+    kv_tokens, kv_per_sequence = mean.kv_room()
+    max_batch = np.minimum(configs.max_num_seqs, np.floor(kv_tokens / kv_per_sequence))
+    per_request = traffic.new_prompt + traffic.decodes * mean.query / mean.per_round
+    high = np.minimum(
+        max_batch * mean.per_round / traffic.decodes,
+        configs.max_num_batched_tokens * configs.pp / per_request,
+    )
+    rates = np.asarray(rates, dtype=float)
+    reachable = (high > 0) & (high / mean.iteration_s(np.maximum(high, 1e-12)) >= rates)
+    low = np.zeros_like(high)
+    for _ in range(2 * _BISECTION_STEPS):  # the u whose rate u / h(u) is the one asked
+        mid = (low + high) / 2
+        fast_enough = mid / mean.iteration_s(np.maximum(mid, 1e-12)) >= rates
+        high = np.where(fast_enough, mid, high)
+        low = np.where(fast_enough, low, mid)
+    tpot = mean.tpot_s(np.maximum(high, 1e-12), percentile)
+    return np.where(reachable & mean.step.valid, tpot, np.inf)
+
+
+class _Mean:
+    """The mean iteration of every configuration of ``configs`` as a function of ``u``."""
+
+    def __init__(self, model: ModelSpec, hardware: HardwareSpec, configs: ConfigArrays,
+                 traffic: TrafficShape, drafters: Sequence[Drafter | None],
+                 choice: np.ndarray):  # fmt: skip
+        self.step = StepModel.build(model, hardware, configs)
+        self.traffic = traffic
+
+        def per_row(value, default) -> np.ndarray:
+            table = np.array([default if d is None else value(d) for d in drafters], float)
+            return table[choice]
+
+        self.query = per_row(lambda d: d.tokens + 1, 1.0)
+        self.per_round = per_row(lambda d: d.tokens_per_round, 1.0)
+        self.eagle_tokens = per_row(lambda d: d.tokens * (d.method == "eagle"), 0.0)
+        self.draft_tokens = per_row(lambda d: d.tokens * (d.method == "draft"), 0.0)
+        self.moe = dict(experts=model.num_local_experts,
+                        experts_per_token=model.num_experts_per_tok)  # fmt: skip
+        # The draft model's own steps, for the rows that use one (all name the same model).
+        self.drafting = np.flatnonzero(self.draft_tokens > 0)
+        self.draft_step: StepModel | None = None
+        if self.drafting.size:
+            models = [d.draft_model for d in drafters if d and d.method == "draft"]
+            draft_model = models[0]
+            assert draft_model is not None and all(
+                m is not None and m.name == draft_model.name for m in models
+            ), "one draft model per call"
+            c = configs.select(self.drafting)
+            self.draft_step = StepModel.build(draft_model, hardware, ConfigArrays.from_arrays(
+                size=len(c), kv_code=c.kv_code, max_num_seqs=c.max_num_seqs,
+                max_num_batched_tokens=c.max_num_batched_tokens, max_model_len=c.max_model_len,
+                cuda_graphs=c.cuda_graphs, block_size=c.block_size,
+                gpu_memory_utilization=c.gpu_memory_utilization,
+            ))  # fmt: skip
+
+    def kv_room(self) -> tuple[np.ndarray, np.ndarray]:
+        """(KV tokens of the cache, KV tokens a decoding sequence holds on average); a draft
+        model's weights and KV come out of the target's cache, as the simulation counts them."""
+        memory, configs = self.step.memory, self.step.configs
+        block = configs.block_size
+        per_sequence = whole_blocks(self.traffic.context + self.query, block)
+        tokens = memory.kv_tokens.copy()
+        if self.draft_step is not None:
+            rows, draft = self.drafting, self.draft_step.memory
+            free = memory.kv_cache_bytes[rows] - draft.weights_bytes
+            per_token = memory.kv_bytes_per_token[rows] + draft.kv_bytes_per_token
+            tokens[rows] = (
+                np.floor(np.maximum(free, 0.0) / (per_token * block[rows])) * block[rows]
+            )
+        return tokens, per_sequence
+
+    def _features(self, prompts, decodes, query) -> np.ndarray:
+        """Features ``[N, F]`` of one micro-batch each: ``prompts`` mean prompts (a fraction is
+        a share of one) and ``decodes`` sequences of ``query`` tokens (arrays ``[N]``)."""
+        t = self.traffic
+        p, b, q = np.broadcast_arrays(
+            *(np.asarray(v, dtype=float) for v in (prompts, decodes, query))
+        )
+        x = step_features(
+            prefill_tokens=p * t.new_prompt,
+            prefill_pairs=p * t.pairs,
+            prefill_kv=p * t.prompt,
+            naive_scores=p * t.naive_scores,
+            prefill_logits=p,
+            prefill_seqs=p,
+            decode_tokens=b * q,
+            decode_kv=b * t.context,
+            decode_pairs=b * q * t.context,
+            **self.moe,
+        )
+        x[:, _F["has_prefill"]] = np.minimum(p, 1.0)
+        if self.moe["experts"]:
+            # At least the experts the decodes touch (fewer tokens touch fewer experts).
+            e, k = self.moe["experts"], self.moe["experts_per_token"]
+            x[:, _F["moe_touched"]] = 1.0 - (1.0 - k / e) ** x[:, _F["decode_tokens"]]
+        return x
+
+    @staticmethod
+    def _round_s(mean: _Mean, step: StepModel, prompts, decodes, query) -> np.ndarray:
+        """One iteration of ``step`` holding ``prompts`` and ``decodes`` sequences. With
+        pipeline stages the decodes spread over ``pp`` micro-batches, a prompt chunk is never
+        split (its micro-batch crosses every stage), and the stages pipeline the rest."""
+        m = step.configs.pp  # a draft model runs unpipelined beside its target
+        shape = (len(step.configs),)
+        prompts, decodes, query = (np.broadcast_to(np.asarray(v, float), shape)
+                                   for v in (prompts, decodes, query))  # fmt: skip
+        if np.all(m == 1):
+            return step.step(mean._features(prompts, decodes, query)).latency_s
+        holders = np.clip(prompts, 1.0, m)  # micro-batches holding prompt chunks
+        chunk = step.step(mean._features(prompts / holders, decodes / m, query)).latency_s
+        spread = step.step(mean._features(prompts / m, decodes / m, query)).stage_s
+        return np.maximum(chunk, m * spread)
+
+    def rounds(self, u: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(a round with decodes only, a round that also prefills, the share of such rounds),
+        verify step and drafting included, in seconds ``[N]``. Requests arrive at random, so a
+        share ``exp(-u)`` of rounds find no new prompt; the others prefill those that came
+        during the round before (``u / (1 - exp(-u))`` of them), in chunks when the token
+        budget is short."""
+        t, configs = self.traffic, self.step.configs
+        decodes = u * t.decodes / self.per_round
+        room = np.maximum(configs.max_num_batched_tokens * configs.pp - decodes * self.query, 1.0)
+        share = -np.expm1(-u)
+        per_busy = np.minimum(u / np.maximum(share, 1e-300), room / t.new_prompt)
+        # Chunked: prompts spill into more rounds.
+        share = np.minimum(u / np.where(per_busy > 0, per_busy, 1.0), 1.0)
+        quiet = self._round_s(self, self.step, 0.0, decodes, self.query)
+        busy = self._round_s(self, self.step, per_busy, decodes, self.query)
+        if self.eagle_tokens.any():
+            layers = self.step.model.num_hidden_layers
+            decode = self._round_s(self, self.step, 0.0, decodes, 1.0)
+            drafting = self.eagle_tokens * EAGLE_LAYERS_PER_TOKEN / layers * decode
+            quiet, busy = quiet + drafting, busy + drafting
+        if self.draft_step is not None:
+            rows = self.drafting
+            drafting = self.draft_tokens[rows] * self._round_s(
+                self, self.draft_step, 0.0, decodes[rows], 1.0
+            )
+            quiet[rows] += drafting
+            busy[rows] += drafting + self._round_s(self, self.draft_step, per_busy[rows], 0.0, 1.0)
+        return quiet, busy, share
+
+    def iteration_s(self, u: np.ndarray) -> np.ndarray:
+        """``h(u)``: the mean round in seconds ``[N]``."""
+        quiet, busy, share = self.rounds(u)
+        return share * busy + (1 - share) * quiet
+
+    def tpot_s(self, u: np.ndarray, percentile: float) -> np.ndarray:
+        """A lower bound on the TPOT percentile at ``u``: the mean, plus the spread that rounds
+        with prefills alone give. A request of ``R`` rounds meets ``K ~ Binomial(R, share)``
+        of them, so its TPOT is about normal with sd ``(busy - quiet) sqrt(share (1 - share) /
+        R) / E``: the shortest requests spread most. If a fraction ``q`` of the requests has at
+        most ``R_q`` rounds, then at least ``q x P(Z > z)`` of all requests exceed ``mean +
+        sd(R_q) z``; choosing ``z`` so that this is the percentile's tail, and the best ``q``,
+        bounds the percentile from below. (Prompt lengths, batch and acceptance vary too, which
+        only widens the real spread.)"""
+        quiet, busy, share = self.rounds(u)
+        mean = (share * busy + (1 - share) * quiet) / self.per_round
+        tail = 1.0 - percentile / 100.0
+        spread = np.zeros_like(mean)
+        for q in (2, 5, 10, 20, 50, 100):
+            fraction = min(q * tail, 1.0)
+            if fraction <= tail:
+                continue
+            z = NormalDist().inv_cdf(1.0 - tail / fraction)
+            rounds = np.maximum(
+                float(np.percentile(self.traffic.decode_counts, 100 * fraction)) / self.per_round,
+                1.0,
+            )
+            sd = (busy - quiet) * np.sqrt(share * (1 - share) / rounds) / self.per_round
+            spread = np.maximum(spread, sd * z)
+        return mean + spread
+
+    def _ttft_s(self, u: np.ndarray, percentile: float) -> np.ndarray:
+        """The TTFT-percentile prompt's own prefill, in chunks that share their iterations with
+        the decodes at ``u`` (no queueing): a lower bound on that request's TTFT."""
+        t, configs = self.traffic, self.step.configs
+        prompt = float(np.percentile(t.new_prompts, percentile))
+        decodes = u * t.decodes / self.per_round / configs.pp
+        if percentile < MEAN_PERCENTILE:
+            decodes = 0.0 * u
+        room = configs.max_num_batched_tokens - decodes * self.query
+        chunks = np.where(room > 0, np.ceil(prompt / np.maximum(room, 1.0)), 1e9)
+
+        def features(decoding: np.ndarray, query: np.ndarray) -> np.ndarray:
+            return step_features(
+                prefill_tokens=prompt / chunks,
+                prefill_pairs=prompt * (prompt + 1) / 2 / chunks,
+                prefill_kv=prompt,
+                naive_scores=prompt * prompt / chunks,
+                prefill_logits=1.0 / chunks,
+                prefill_seqs=1.0,
+                decode_tokens=decoding * query,
+                decode_kv=decoding * t.context,
+                decode_pairs=decoding * query * t.context,
+                **self.moe,
+            )
+
+        per_chunk = self.step.step(features(decodes, self.query)).latency_s
+        if self.draft_step is not None:  # the draft model prefills the same chunks
+            rows = self.drafting
+            draft = self.draft_step.step(features(decodes, self.query)[rows]).latency_s
+            per_chunk[rows] += draft
+        return chunks * per_chunk
+
+    def slos_met(self, u: np.ndarray, slos) -> np.ndarray:
+        """Whether the mean iteration at ``u`` meets every SLO's lower bound ``[N]``."""
+        met = np.ones(len(u), dtype=bool)
+        means = [s for s in slos if s.metric != "ttft" and s.percentile >= MEAN_PERCENTILE]
+        if means:
+            h = self.iteration_s(u)
+            for slo in means:
+                if slo.metric == "tpot":
+                    value = self.tpot_s(u, slo.percentile)
+                elif slo.metric == "itl":
+                    value = h
+                else:  # e2e: the percentile request's decoding alone
+                    decodes = float(np.percentile(self.traffic.decode_counts, slo.percentile))
+                    value = decodes * h / self.per_round
+                met &= value <= slo.target_s
+        for slo in (s for s in slos if s.metric == "ttft"):
+            met &= self._ttft_s(u, slo.percentile) <= slo.target_s
+        return met
+
+    def floors(self, slos) -> tuple[np.ndarray, np.ndarray]:
+        """(time per output token alone, the TTFT-percentile prompt's prefill alone) ``[N]``."""
+        alone = np.full(len(self.step.configs), 1e-9)
+        percentile = max((s.percentile for s in slos if s.metric == "ttft"), default=50.0)
+        percentile = min(percentile, np.nextafter(MEAN_PERCENTILE, 0.0))  # no decodes beside
+        return self.iteration_s(alone) / self.per_round, self._ttft_s(alone, percentile)
+
+
+def bound_of(
+    model: ModelSpec, hardware: HardwareSpec, config: DeploymentConfig, workload, slos=()
+) -> tuple[float, str]:
+    """(the capacity bound of one deployment's replica under ``workload``, what sets it)."""
+    from ..data.workload import sample_requests
+
+    requests = sample_requests(workload)
+    shape = TrafficShape.from_requests(
+        requests.prompt_tokens,
+        requests.output_tokens,
+        prefix_sharing=workload.prefix_sharing,
+        block_size=config.block_size,
+    )
+    result = capacity_bounds(
+        model,
+        hardware,
+        ConfigArrays.from_configs([config]),
+        shape,
+        tuple(slos) or workload.slos,
+        drafters=[Drafter.of(config.speculative)],
+    )
+    return float(result.rate_per_s[0]), LIMITS[int(result.limit[0])]
