@@ -181,9 +181,10 @@ class ConfigArrays:
     def invalid_code(self, model: ModelSpec, hardware: HardwareSpec) -> np.ndarray:
         """0 where the configuration can be built, else a key of INVALID_REASONS (first failure).
         What tp and ep may split is the model's description (``architecture.py``)."""
-        from ..data.architecture import architecture_of
+        from ..data.architecture import Layouts, architecture_of
 
-        code = architecture_of(model).invalid_code(self.tp, self.ep)
+        layouts = Layouts.of(self.tp, self.ep)
+        code = architecture_of(model).invalid_code(layouts.tp, layouts.ep)[layouts.index]
 
         def flag(condition: np.ndarray, value: int) -> None:
             code[(code == 0) & condition] = value

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..data.architecture import architecture_of, copies_per_gpu, per_gpu
+from ..data.architecture import Layouts, architecture_of, copies_per_gpu, per_gpu
 from ..data.specs import HardwareSpec, ModelSpec
 from .configs import ConfigArrays
 
@@ -118,22 +118,31 @@ def weight_bytes_per_gpu(model: ModelSpec, configs: ConfigArrays) -> np.ndarray:
     """Weights on the fullest GPU of a replica (the stage holding the embedding or lm_head):
     each matrix of the model's description split by its shard rule (``architecture.py``)."""
     arch = architecture_of(model)
-    tp, pp, ep = configs.tp, configs.pp, configs.ep
+    tp, pp = configs.tp, configs.pp
     wb = configs.weight_bytes_per_element
     # INT8 W8A8 with outliers stores those input channels a second time in bf16 (the
     # attention and dense-MLP GEMMs; the expert kernels have no such side path).
     outlier = np.where(configs.compute_code == 3, configs.int8_outlier_fraction, 0.0) * _BF16
-    total = np.zeros(len(configs))
+    precision = {"bf16": _BF16, "quantized": wb, "quantized+outliers": wb + outlier}
+    # Elements per GPU summed per (layers, precision) group, once per (tp, ep) pair.
+    layouts = Layouts.of(tp, configs.ep)
+    groups: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]] = {}
     for linear in arch.linears:
         if linear.layers == "once":
             continue  # the vocabulary matrices, below
-        k, n = per_gpu(linear, tp, ep, arch.attention)
-        per_element: np.ndarray | float = _BF16
+        k, n = per_gpu(linear, layouts.tp, layouts.ep, arch.attention)
+        copies = copies_per_gpu(linear, layouts.ep)
+        kind = "bf16"
         if linear.quantized:
-            per_element = wb if linear.layers == "moe" else wb + outlier
-        stage = np.ceil(arch.layer_count(linear.layers) / pp)
-        bias = n * _BF16 if linear.bias else 0.0
-        total = total + stage * copies_per_gpu(linear, ep) * (k * n * per_element + bias)
+            kind = "quantized" if linear.layers == "moe" else "quantized+outliers"
+        elements, bias = groups.get((linear.layers, kind), (0.0, 0.0))
+        bias_elements = copies * n if linear.bias else 0.0
+        groups[(linear.layers, kind)] = (elements + copies * k * n, bias + bias_elements)
+    total = np.zeros(len(configs))
+    for (layers, kind), (elements, bias) in groups.items():
+        stage = np.ceil(arch.layer_count(layers) / pp)
+        per_stage = layouts.spread(elements) * precision[kind] + layouts.spread(bias) * _BF16
+        total = total + stage * per_stage
     norms = np.ceil(arch.layers / pp) * (arch.norms - model.hidden_size) / arch.layers
     norms = (norms + model.hidden_size) * _BF16
     vocab_shard = model.vocab_size / tp * model.hidden_size * _BF16
@@ -150,7 +159,13 @@ def activation_bytes_per_gpu(model: ModelSpec, configs: ConfigArrays) -> np.ndar
     tokens = np.ceil(configs.max_num_batched_tokens / configs.cp)
     hidden = model.hidden_size
     arch = architecture_of(model)
-    qkv = sum(per_gpu(m, tp, configs.ep, arch.attention)[1] for m in arch.op_linears(arch.ops[0]))
+    layouts = Layouts.of(tp, configs.ep)
+    qkv = layouts.spread(
+        sum(
+            per_gpu(m, layouts.tp, layouts.ep, arch.attention)[1]
+            for m in arch.op_linears(arch.ops[0])
+        )
+    )
     widest = np.maximum(qkv, 3.0 * model.intermediate_size / tp)
     if model.is_moe:
         routed = 3.0 * model.num_experts_per_tok * model.moe_intermediate_size / tp
@@ -179,7 +194,8 @@ def memory_per_gpu(
         + np.where(multi_gpu, RESERVED_NCCL_BYTES, 0.0)
     )
     capacity = hardware.hbm_bytes * configs.gpu_memory_utilization
-    cache = architecture_of(model).widths(configs.tp, configs.ep).cache
+    layouts = Layouts.of(configs.tp, configs.ep)
+    cache = layouts.spread(architecture_of(model).widths(layouts.tp, layouts.ep).cache)
     stage_layers = np.ceil(model.num_hidden_layers / configs.pp)
     kv_per_token = stage_layers * cache * configs.kv_bytes_per_element / configs.cp
     return MemoryArrays(

@@ -43,6 +43,7 @@ __all__ = [
     "Attention",
     "Architecture",
     "Widths",
+    "Layouts",
     "architecture_of",
     "per_gpu",
     "copies_per_gpu",
@@ -218,6 +219,43 @@ class Widths:
             ffn=model.intermediate_size / tp,
             expert_ffn=model.moe_intermediate_size * ep / tp,
         )
+
+
+@dataclass(frozen=True)
+class Layouts:
+    """The distinct (tp, ep) pairs among many configurations.
+
+    Every per-GPU size of a matrix or a width depends on the pair alone, and a grid of 10^5
+    configurations has a handful of pairs: work a size out once per pair (``tp``, ``ep``: arrays
+    ``[L]``), then ``spread`` it to the configurations (``index``: ``[N]``, each one's pair).
+    """
+
+    tp: np.ndarray
+    ep: np.ndarray
+    index: np.ndarray
+
+    @classmethod
+    def of(cls, tp, ep) -> Layouts:
+        tp_n = np.asarray(tp).astype(np.int64)
+        ep_n = np.broadcast_to(np.asarray(ep).astype(np.int64), tp_n.shape)
+        span = int(ep_n.max(initial=1)) + 1
+        key = tp_n * span + ep_n
+        # Small integer keys: a presence table finds the distinct ones in O(N), no sort.
+        present = np.zeros(int(key.max(initial=0)) + 1, dtype=bool)
+        present[key] = True
+        distinct = np.flatnonzero(present)
+        slot = np.zeros(present.size, dtype=np.int64)
+        slot[distinct] = np.arange(distinct.size)
+        return cls(
+            tp=(distinct // span).astype(float),
+            ep=(distinct % span).astype(float),
+            index=slot[key],
+        )
+
+    def spread(self, values) -> np.ndarray:
+        """Per-pair ``values`` ``[L]`` (or a scalar) as per-configuration values ``[N]``."""
+        values = np.asarray(values, dtype=float)
+        return values[self.index] if values.ndim else np.full(self.index.shape, float(values))
 
 
 def copies_per_gpu(linear: Linear, ep) -> np.ndarray | int:
