@@ -32,6 +32,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from simulator.errors import ConfigError, one_line
+from tuner.safe_text import shell_comment
 from tuner.search.choices import Risk
 
 __all__ = [
@@ -337,13 +338,17 @@ def write_engine_files(directory: Path, plan: DeploymentPlan) -> list[Path]:
             written.append(directory / name)
         lines = [
             "#!/usr/bin/env bash",
-            f"# {plan.model} on {plan.num_gpus} x {plan.hardware}: {plan.replicas} "
-            f"replica(s) of tp={plan.config['tp']} pp={plan.config['pp']}; "
-            f"{engine} {section.get('engine_version', '')}",
-            f"# written by rooftune {plan.provenance.rooftune_version} from plan.json "
-            f"(study {plan.provenance.study_name}, trial {plan.provenance.trial})",
+            shell_comment(
+                f"{plan.model} on {plan.num_gpus} x {plan.hardware}: {plan.replicas} "
+                f"replica(s) of tp={plan.config['tp']} pp={plan.config['pp']}; "
+                f"{engine} {section.get('engine_version', '')}"
+            ),
+            shell_comment(
+                f"written by rooftune {plan.provenance.rooftune_version} from plan.json "
+                f"(study {plan.provenance.study_name}, trial {plan.provenance.trial})"
+            ),
         ]
-        lines += [f"# note: {note}" for note in section.get("notes", [])]
+        lines += [shell_comment(f"note: {note}") for note in section.get("notes", [])]
         lines += ["set -euo pipefail", 'cd "$(dirname "$0")"']
         replicas = section.get("replicas") or [section["launch"]]
         if len(replicas) == 1:

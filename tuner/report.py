@@ -18,6 +18,7 @@ import html
 from typing import Any
 
 from tuner.plan import DeploymentPlan
+from tuner.safe_text import markdown_code, markdown_text
 from tuner.validation import VALIDATION_HEAD, validation_summary
 
 __all__ = ["build_report", "PLOTS"]
@@ -339,7 +340,7 @@ def _html(plan: DeploymentPlan, figures: dict[str, bytes]) -> str:
 
 def _md_table(head: list[str], rows: list[list[str]]) -> str:
     def clean(value: Any) -> str:
-        return str(value).replace("|", "\\|")
+        return markdown_text(value)
 
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     lines += ["| " + " | ".join(clean(v) for v in row) + " |" for row in rows]
@@ -348,7 +349,7 @@ def _md_table(head: list[str], rows: list[list[str]]) -> str:
 
 def _markdown(plan: DeploymentPlan, figures: dict[str, bytes]) -> str:
     out = [
-        f"# {plan.model} on {plan.num_gpus} x {plan.hardware}",
+        f"# {markdown_text(plan.model)} on {plan.num_gpus} x {markdown_text(plan.hardware)}",
         "",
         _md_table(["", ""], [list(r) for r in _summary_rows(plan)]),
         "",
@@ -392,16 +393,16 @@ def _markdown(plan: DeploymentPlan, figures: dict[str, bytes]) -> str:
     ]
     for engine, section in plan.engines.items():
         body = section.get("error") or "\n".join(section.get("replicas") or [section["launch"]])
-        out += [f"### {engine}", "", "```sh", body, "```", ""]
+        out += [f"### {engine}", "", markdown_code(body, "sh"), ""]
     prov = plan.provenance
     out += [
         "## Provenance",
         "",
         f"rooftune {prov.rooftune_version}, {prov.created_utc}; study "
-        f"`{prov.study_name}` ({prov.trials} trials, {prov.evaluations} simulated here); "
-        f"trial {prov.trial}.",
+        f"{markdown_text(prov.study_name)} ({prov.trials} trials, {prov.evaluations} simulated "
+        f"here); trial {prov.trial}.",
         "",
-        f"`{prov.command}`",
+        markdown_code(prov.command, "sh"),
         "",
     ]
     return "\n".join(out)

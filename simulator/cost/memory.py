@@ -24,16 +24,18 @@ All functions are vectorized over ``ConfigArrays``.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
-from ..data.architecture import Layouts, architecture_of, copies_per_gpu, per_gpu
+from ..data.architecture import Layouts, architecture_of, copies_per_gpu, eagle3_head, per_gpu
 from ..data.specs import HardwareSpec, ModelSpec
 from .configs import ConfigArrays
 
 __all__ = [
     "MemoryArrays",
     "memory_per_gpu",
+    "drafter_memory",
     "kv_tokens_needed",
     "whole_blocks",
     "prefix_hits",
@@ -126,7 +128,7 @@ def weight_bytes_per_gpu(model: ModelSpec, configs: ConfigArrays) -> np.ndarray:
     precision = {"bf16": _BF16, "quantized": wb, "quantized+outliers": wb + outlier}
     # Elements per GPU summed per (layers, precision) group, once per (tp, ep) pair.
     layouts = Layouts.of(tp, configs.ep)
-    groups: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]] = {}
+    groups: dict[tuple[str, str], tuple[Any, Any]] = {}
     for linear in arch.linears:
         if linear.layers == "once":
             continue  # the vocabulary matrices, below
@@ -180,6 +182,42 @@ def activation_bytes_per_gpu(model: ModelSpec, configs: ConfigArrays) -> np.ndar
         0.0,
     )
     return tokens * per_token + logits + scores
+
+
+def drafter_memory(
+    model: ModelSpec,
+    hardware: HardwareSpec,
+    configs: ConfigArrays,
+    *,
+    method: str,
+    draft_model: ModelSpec | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(weight bytes, KV bytes per token) per GPU that a speculative drafter adds beside the
+    target, out of the same budget, for each configuration ``[N]``.
+
+    Engines run the drafter at the target's tensor parallelism (vLLM 0.33.0:
+    ``SpeculativeConfig._verify_and_get_draft_tp`` defaults the draft TP to the target's), so
+    both shrink with ``tp``: a ``draft`` model is sized as that model at the same ``tp``; an
+    ``eagle`` head (``architecture.eagle3_head``) holds its matrices in bf16 and one layer of
+    KV; ``ngram`` lookup holds nothing.
+    """
+    none = np.zeros(len(configs))
+    if method == "draft":
+        if draft_model is None:
+            raise ValueError("a draft-model drafter needs its model")
+        draft = memory_per_gpu(draft_model, hardware, configs)
+        return draft.weights_bytes, draft.kv_bytes_per_token
+    if method != "eagle":
+        return none, none
+    arch = architecture_of(model)
+    layouts = Layouts.of(configs.tp, configs.ep)
+    elements = np.zeros(len(layouts.tp))
+    for linear in eagle3_head(model):
+        k, n = per_gpu(linear, layouts.tp, layouts.ep, arch.attention)
+        elements = elements + k * n
+    cache = arch.widths(layouts.tp, layouts.ep).cache  # one layer's cache elements per token
+    kv = layouts.spread(cache) * configs.kv_bytes_per_element / configs.cp
+    return layouts.spread(elements) * _BF16, kv
 
 
 def memory_per_gpu(

@@ -32,7 +32,7 @@ mixture of experts) or ``once`` (outside the stack).
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -48,6 +48,8 @@ __all__ = [
     "per_gpu",
     "copies_per_gpu",
     "FAMILIES",
+    "EAGLE3_DRAFT_VOCAB",
+    "eagle3_head",
     "SHARDS",
 ]
 
@@ -440,6 +442,35 @@ FAMILIES: dict[str, Callable[[ModelSpec], Architecture]] = {
     "qwen3": _qwen3,
     "deepseek_v3": _deepseek_v3,
 }
+
+
+# EAGLE-3's draft head predicts over a reduced vocabulary: 32,000 tokens in the published
+# Llama 3.x heads (config.json ``draft_vocab_size`` of yuhuili/EAGLE3-LLaMA3.1-Instruct-8B).
+EAGLE3_DRAFT_VOCAB = 32_000
+
+
+def eagle3_head(model: ModelSpec) -> list[Linear]:
+    """The matrices of an EAGLE-3 draft head for ``model`` (Li et al. 2025, arXiv:2503.01840;
+    as vLLM 0.33.0 builds it in ``model_executor/models/llama_eagle3.py``): ``fc`` fuses three
+    of the target's hidden states (3h -> h, a ``ReplicatedLinear``), one decoder layer whose
+    q/k/v read the token embedding and that state side by side (2h wide), and an ``lm_head``
+    over the draft vocabulary. The head shares the target's embedding (vLLM's
+    ``_maybe_share_embeddings``) and runs in bf16 at the target's tensor parallelism."""
+    h, d = model.hidden_size, model.head_dim
+    q, kv = model.num_attention_heads * d, model.num_key_value_heads * d
+
+    def head(name: str, op: str, k: int, n: int, shard: str, block: str) -> Linear:
+        return Linear(name, op, k, n, shard, "once", block, quantized=False)
+
+    return [
+        head("fc", "fc", 3 * h, h, "replicated", "attention"),
+        head("q_proj", "qkv_proj", 2 * h, q, "column", "attention"),
+        head("k_proj", "qkv_proj", 2 * h, kv, "kv_column", "attention"),
+        head("v_proj", "qkv_proj", 2 * h, kv, "kv_column", "attention"),
+        head("o_proj", "o_proj", q, h, "row", "attention"),
+        *[replace(m, quantized=False) for m in _swiglu(model, model.intermediate_size, "once")],
+        head("lm_head", "lm_head", h, EAGLE3_DRAFT_VOCAB, "vocab", "lm_head"),
+    ]
 
 
 def architecture_of(model: ModelSpec) -> Architecture:

@@ -48,7 +48,7 @@ from statistics import NormalDist
 import numpy as np
 
 from ..cost.configs import ConfigArrays
-from ..cost.memory import prefix_hits, whole_blocks
+from ..cost.memory import drafter_memory, prefix_hits, whole_blocks
 from ..cost.shapes import FEATURES, step_features
 from ..cost.step import StepModel
 from ..data.specs import DeploymentConfig, HardwareSpec, ModelSpec, SpeculativeConfig
@@ -288,24 +288,36 @@ class _Mean:
                 m is not None and m.name == draft_model.name for m in models
             ), "one draft model per call"
             c = configs.select(self.drafting)
+            # At the target's tensor parallelism, as the engines run it.
             self.draft_step = StepModel.build(draft_model, hardware, ConfigArrays.from_arrays(
-                size=len(c), kv_code=c.kv_code, max_num_seqs=c.max_num_seqs,
+                size=len(c), tp=c.tp, kv_code=c.kv_code, max_num_seqs=c.max_num_seqs,
                 max_num_batched_tokens=c.max_num_batched_tokens, max_model_len=c.max_model_len,
                 cuda_graphs=c.cuda_graphs, block_size=c.block_size,
                 gpu_memory_utilization=c.gpu_memory_utilization,
             ))  # fmt: skip
 
+        # What each row's drafter holds beside the target (``memory.drafter_memory``).
+        self.drafter_weights = np.zeros(len(configs))
+        self.drafter_kv = np.zeros(len(configs))
+        if self.draft_step is not None:
+            self.drafter_weights[self.drafting] = self.draft_step.memory.weights_bytes
+            self.drafter_kv[self.drafting] = self.draft_step.memory.kv_bytes_per_token
+        heads = np.flatnonzero(self.eagle_tokens > 0)
+        if heads.size:
+            weights, kv = drafter_memory(model, hardware, configs.select(heads), method="eagle")
+            self.drafter_weights[heads], self.drafter_kv[heads] = weights, kv
+
     def kv_room(self) -> tuple[np.ndarray, np.ndarray]:
-        """(KV tokens of the cache, KV tokens a decoding sequence holds on average); a draft
-        model's weights and KV come out of the target's cache, as the simulation counts them."""
+        """(KV tokens of the cache, KV tokens a decoding sequence holds on average); a
+        drafter's weights and KV come out of the target's cache, as the simulation counts them."""
         memory, configs = self.step.memory, self.step.configs
         block = configs.block_size
         per_sequence = whole_blocks(self.traffic.context + self.query, block)
         tokens = memory.kv_tokens.copy()
-        if self.draft_step is not None:
-            rows, draft = self.drafting, self.draft_step.memory
-            free = memory.kv_cache_bytes[rows] - draft.weights_bytes
-            per_token = memory.kv_bytes_per_token[rows] + draft.kv_bytes_per_token
+        rows = np.flatnonzero((self.drafter_weights > 0) | (self.drafter_kv > 0))
+        if rows.size:
+            free = memory.kv_cache_bytes[rows] - self.drafter_weights[rows]
+            per_token = memory.kv_bytes_per_token[rows] + self.drafter_kv[rows]
             tokens[rows] = (
                 np.floor(np.maximum(free, 0.0) / (per_token * block[rows])) * block[rows]
             )

@@ -89,9 +89,9 @@ class Run:
 
 
 def _kv_blocks(step: StepModel, config: DeploymentConfig, spec) -> int:
-    """KV blocks of one replica (the draft model's weights and KV come out of the budget)."""
+    """KV blocks of one replica (a drafter's weights and KV come out of the budget)."""
     memory = step.memory
-    if spec is None or spec.draft is None:
+    if spec is None or not (spec.draft_weights_bytes or spec.draft_kv_bytes_per_token):
         return int(memory.kv_tokens[0] // config.block_size)
     free = float(memory.kv_cache_bytes[0]) - spec.draft_weights_bytes
     per_block = (

@@ -31,6 +31,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..cost.configs import ConfigArrays
+from ..cost.memory import drafter_memory
 from ..cost.shapes import decode_terms, feature_vector
 from ..cost.step import StepModel
 from ..cost.step_fast import F, FastStep
@@ -72,14 +74,14 @@ class SpeculativeModel:
             experts=model.num_local_experts, experts_per_token=model.num_experts_per_tok
         )
         self.draft: FastStep | None = None
-        self.draft_weights_bytes = 0.0
-        self.draft_kv_bytes_per_token = 0.0
+        draft_model = None
         if spec.method == "draft":
             from ..data.models import get_model
 
             draft_model = get_model(spec.draft_model or "")
+            # The engines run the draft model at the target's tensor parallelism.
             draft_config = DeploymentConfig(
-                tp=1,
+                tp=config.tp,
                 kv_dtype=config.kv_dtype,
                 max_num_seqs=config.max_num_seqs,
                 max_num_batched_tokens=config.max_num_batched_tokens,
@@ -93,8 +95,16 @@ class SpeculativeModel:
                 experts=draft_model.num_local_experts,
                 experts_per_token=draft_model.num_experts_per_tok,
             )
-            self.draft_weights_bytes = float(step.memory.weights_bytes[0])
-            self.draft_kv_bytes_per_token = float(step.memory.kv_bytes_per_token[0])
+        # What the drafter holds beside the target, out of the same budget.
+        weights, kv = drafter_memory(
+            model,
+            hardware,
+            ConfigArrays.from_configs([config]),
+            method=spec.method,
+            draft_model=draft_model,
+        )
+        self.draft_weights_bytes = float(weights[0])
+        self.draft_kv_bytes_per_token = float(kv[0])
         self._log_a = math.log(self.a)
         self._rng = np.random.default_rng(seed)
         self._uniform = np.empty(0)

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from tuner.engines import ENGINES
+from tuner.safe_text import command_line
 
 from . import common
 
@@ -281,9 +282,9 @@ def finish(
     provenance = {
         "rooftune_version": _version(),
         "created_utc": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "command": "tune " + " ".join(sys.argv[1:])
+        "command": command_line(["tune", *sys.argv[1:]])
         if sys.argv[0].endswith("tune")
-        else "tune plan " + " ".join(_flags(search.spec)),
+        else command_line(["tune", "plan", *_flags(search.spec)]),
         "hardware_profile": {
             h.name: {
                 "display_name": h.display_name,
@@ -327,13 +328,10 @@ def finish(
 
 
 def _flags(spec: dict[str, Any]) -> list[str]:
-    flags = [
-        f"--model {spec['model']}",
-        f"--hardware {','.join(spec['hardware'])}",
-        f"--gpus {spec['gpus']}",
-        f"--workload {spec['workload']}",
-    ]
-    flags += [f"--slo {s}" for s in spec["slos"]]
+    flags = ["--model", spec["model"], "--hardware", ",".join(spec["hardware"])]
+    flags += ["--gpus", str(spec["gpus"]), "--workload", spec["workload"]]
+    for slo in spec["slos"]:
+        flags += ["--slo", slo]
     return flags
 
 
@@ -379,7 +377,7 @@ def summary(plan: Any, search: Any, out_dir: Path, files: list) -> str:
             head,
             key_values(rows, title="best plan:"),
             f"files in {out_dir}/: {', '.join(names)}",
-            f"regenerate the report: tune report {out_dir}",
+            f"regenerate the report: {command_line(['tune', 'report', out_dir])}",
         ]
     )
 

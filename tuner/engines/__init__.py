@@ -27,7 +27,7 @@ Choices that hold for all three engines:
 from __future__ import annotations
 
 from importlib import import_module
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 from simulator.errors import ConfigError
 
@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from tuner.engines.inputs import EngineInputs, EngineSection
 
 __all__ = [
+    "EngineName",
     "ENGINES",
     "ENGINE_VERSIONS",
     "EngineInputs",
@@ -45,11 +46,13 @@ __all__ = [
     "total_bytes_used",
 ]
 
-# The engine list: each engine's pinned release (its flags are in flags/<engine>-<version>.json)
-# and its renderer, the module tuner/engines/<engine>.py. Command-line choices, the plan's
-# ``engines`` section and the tests all read this one table.
-ENGINE_VERSIONS = {"vllm": "0.33.0", "sglang": "0.5.23", "trtllm": "1.x"}
-ENGINES = tuple(ENGINE_VERSIONS)
+# The engine list: each engine's name, its pinned release (its flags are in
+# flags/<engine>-<version>.json) and its renderer, the module tuner/engines/<engine>.py.
+# Command-line choices, the plan's schema, its ``engines`` section and the tests all read these.
+EngineName = Literal["vllm", "sglang", "trtllm"]
+ENGINES: tuple[EngineName, ...] = get_args(EngineName)
+ENGINE_VERSIONS: dict[EngineName, str] = {"vllm": "0.33.0", "sglang": "0.5.23", "trtllm": "1.x"}
+assert tuple(ENGINE_VERSIONS) == ENGINES, "every engine needs its pinned version"
 
 # The rest loads on first use, so a command's argument parser can read ``ENGINES`` for free.
 _HOMES = {
@@ -70,11 +73,12 @@ def __getattr__(name: str) -> Any:
     return value
 
 
-def check_engine(engine: str) -> str:
+def check_engine(engine: str) -> EngineName:
     """``engine`` if it is one of ``ENGINES``, else one clear ``ConfigError``."""
-    if engine not in ENGINE_VERSIONS:
-        raise ConfigError(f"unknown engine {engine!r}; expected one of {', '.join(ENGINES)}")
-    return engine
+    for name in ENGINES:
+        if engine == name:
+            return name
+    raise ConfigError(f"unknown engine {engine!r}; expected one of {', '.join(ENGINES)}")
 
 
 def render(engine: str, inputs: EngineInputs) -> EngineSection:

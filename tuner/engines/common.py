@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import functools
 import json
-import shlex
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ import yaml
 from simulator.data.specs import DeploymentConfig, SpeculativeConfig
 from simulator.errors import ConfigError
 from tuner.engines import ENGINE_VERSIONS, check_engine
+from tuner.safe_text import command_line, shell_word
 
 __all__ = [
     "PROGRAMS",
@@ -48,7 +48,8 @@ PROGRAMS = {
 @functools.cache
 def definitions(engine: str) -> dict[str, Any]:
     """The extracted argument definitions of the pinned release of ``engine``."""
-    path = FLAGS_DIR / f"{check_engine(engine)}-{ENGINE_VERSIONS[engine]}.json"
+    name = check_engine(engine)
+    path = FLAGS_DIR / f"{name}-{ENGINE_VERSIONS[name]}.json"
     return json.loads(path.read_text(encoding="utf-8"))
 
 
@@ -122,9 +123,9 @@ def draft_model_path(spec: SpeculativeConfig) -> str:
 
 
 def shell_line(argv: Iterable[str], env: Mapping[str, str] | None = None) -> str:
-    """One shell line; every token quoted so paths with spaces or quotes survive."""
-    prefix = [f"{k}={shlex.quote(v)}" for k, v in (env or {}).items()]
-    return " ".join([*prefix, shlex.join(list(argv))])
+    """One shell line; every token quoted so paths with spaces, quotes or newlines survive."""
+    prefix = [f"{k}={shell_word(v)}" for k, v in (env or {}).items()]
+    return " ".join([*prefix, command_line(argv)])
 
 
 def dump_yaml(mapping: Mapping[str, Any]) -> str:

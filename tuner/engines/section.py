@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from simulator.data.specs import DeploymentConfig
-from tuner.engines import ENGINE_VERSIONS
+from tuner.engines import ENGINE_VERSIONS, check_engine
 from tuner.engines.common import dump_yaml, replica_lines, shell_line
 from tuner.engines.inputs import EngineInputs, EngineSection
 
@@ -45,7 +45,7 @@ def config_file_section(
     with_file = [*server, "--config", config_file]
     return EngineSection(
         engine=engine,
-        engine_version=ENGINE_VERSIONS[engine],
+        engine_version=ENGINE_VERSIONS[check_engine(engine)],
         command=shell_line(args),
         args=args,
         config_files={config_file: dump_yaml(options)},
