@@ -22,16 +22,20 @@ __all__ = ["assemble_plan", "launch_check", "alternatives"]
 
 
 def _memory_plan(search: Any, point: Any) -> Any:
-    """The per-GPU memory plan of a replica configuration, as the plan states it."""
-    from simulator.cost.memory import kv_tokens_needed
+    """The per-GPU memory plan of a replica configuration, as the plan states it: the target's
+    memory, and a speculative drafter's beside it (``simulator.cost.memory.drafter_memory``)."""
+    from simulator.cost.configs import ConfigArrays
+    from simulator.cost.memory import drafter_memory, kv_tokens_needed
     from simulator.cost.predict import predict
+    from simulator.data.models import get_model
     from tuner.plan import memory_plan
 
     space, traffic = search.space, search.traffic
     config = space.to_config(point)
+    hardware = space.hardware_spec(point.hardware)
     memory = predict(
         space.model,
-        space.hardware_spec(point.hardware),
+        hardware,
         config,
         batch=point.max_num_seqs,
         prompt=max(int(traffic.mean_prompt), 1),
@@ -43,15 +47,28 @@ def _memory_plan(search: Any, point: Any) -> Any:
         block_size=config.block_size,
         max_model_len=space.max_model_len,
     )
+    spec = config.speculative
+    drafter_weights, drafter_kv = 0.0, 0.0
+    if spec is not None:
+        weights, kv = drafter_memory(
+            space.model,
+            hardware,
+            ConfigArrays.from_configs([config]),
+            method=spec.method,
+            draft_model=get_model(spec.draft_model) if spec.method == "draft" else None,
+        )
+        drafter_weights, drafter_kv = float(weights[0]), float(kv[0])
     return memory_plan(
         memory=memory,
-        hbm_bytes=space.hardware_spec(point.hardware).hbm_bytes,
+        hardware=hardware,
         gpu_memory_utilization=config.gpu_memory_utilization,
         kv_tokens_needed=float(needed),
+        drafter_weights_bytes=drafter_weights,
+        drafter_kv_bytes_per_token=drafter_kv,
     )
 
 
-def launch_check(search: Any, engine: str, model_id: str) -> Any:
+def launch_check(search: Any, engine: str, model_id: str | None) -> Any:
     """``candidate -> None | reason``: whether ``engine`` launches it under its memory rule."""
     from simulator.errors import ConfigError
     from tuner.plan import render_engines
@@ -64,9 +81,11 @@ def launch_check(search: Any, engine: str, model_id: str) -> Any:
             try:
                 render_engines(
                     config=search.space.to_config(candidate.point),
-                    model_id=model_id,
+                    model=search.space.model,
+                    hardware=search.space.hardware_spec(candidate.point.hardware),
                     memory=_memory_plan(search, candidate.point),
                     chosen=engine,
+                    model_id=model_id,
                     served_model_name=search.space.model.name,
                 )
                 cache[key] = None
@@ -242,12 +261,16 @@ def assemble_plan(
 
     from simulator.errors import NoFeasiblePlanError
     from simulator.serving.simulate import simulate
+    from tuner.handover.bands import slo_band
+    from tuner.handover.topology import lay_out
     from tuner.plan import (
         DeploymentPlan,
         Provenance,
         QuantizationInfo,
+        RouterInfo,
         SloCheck,
         SpeculativeInfo,
+        TopologyInfo,
         WorkloadInfo,
         hf_model_id,
         render_engines,
@@ -258,13 +281,18 @@ def assemble_plan(
     if outcome.best is None:
         raise NoFeasiblePlanError(_closest(search, outcome))
     choice, space, slos = outcome.best, search.space, search.slos
-    model_id = model_id or hf_model_id(space.model)
     point = choice.candidate.deployment(choice.replicas)
     config = space.to_config(point)
     hardware = space.hardware_spec(point.hardware)
     memory = _memory_plan(search, point)
-    engines = render_engines(config=config, model_id=model_id, memory=memory, chosen=engine,
+    engines = render_engines(config=config, model=space.model, hardware=hardware, memory=memory,
+                             chosen=engine, model_id=model_id,
                              served_model_name=space.model.name)  # fmt: skip
+    layout = lay_out(
+        replicas=config.dp,
+        gpus_per_replica=config.gpus_per_replica,
+        gpus_per_node=hardware.gpus_per_node,
+    )
     workload = search.workload
     if outcome.rate is None:  # serve the budget's capacity: the deployment at that rate
         from simulator.serving.capacity import at_rate
@@ -275,18 +303,13 @@ def assemble_plan(
     checks = []
     for check in result.slo_checks:
         got = float(check.value_s)
+        band, source = slo_band(hardware, check.slo.metric, got)
         checks.append(SloCheck(
             name=check.slo.name, metric=check.slo.metric, percentile=check.slo.percentile,
             target_s=check.slo.target_s, predicted_s=got, met=got <= check.slo.target_s,
-            margin=(check.slo.target_s - got) / check.slo.target_s,
+            margin=(check.slo.target_s - got) / check.slo.target_s, band_s=band,
+            band_source=source,
         ))  # fmt: skip
-    predicted = {
-        k: v
-        for k, v in prediction.model_dump(mode="json").items()
-        if k not in ("ops", "config", "model", "hardware")
-        and not (isinstance(v, list) and len(v) > 64)
-    }
-    predicted["cost_per_hour"] = choice.cost if search.priced else None
     names = search.metric_names
     trials = []
     if study is not None:
@@ -303,13 +326,13 @@ def assemble_plan(
     spec_cfg = config.speculative
     plan = DeploymentPlan(
         model=space.model.name,
-        model_id=model_id,
+        model_id=model_id or hf_model_id(space.model),
         hardware=hardware.name,
         gpu_budget=space.gpus,
         num_gpus=point.num_gpus,
         replicas=point.replicas,
         gpus_per_replica=point.gpus_per_replica,
-        config=config.model_dump(mode="json"),
+        config=config,
         quantization=QuantizationInfo(
             weights=point.weights,
             weight_dtype=weights.weight_dtype,
@@ -339,9 +362,18 @@ def assemble_plan(
         ),
         objectives=dict(zip(names, search.directions, strict=True)),
         slos=checks,
-        predicted=predicted,
+        predicted=prediction.model_copy(update={"ops": []}),
+        cost_per_hour=choice.cost if search.priced else None,
         capacity=_capacity_info(outcome, choice),
         memory=memory,
+        topology=TopologyInfo.of(layout),
+        router=RouterInfo(
+            policy="least_outstanding",
+            endpoints=[f"NODE{r.nodes[0]}_ADDR:{r.port}" for r in layout.replicas],
+            description="send each request to the replica with the fewest requests in flight "
+            "(what the simulation assumed); any HTTP load balancer with a least-outstanding-"
+            "requests policy over these endpoints does it",
+        ),
         pareto=_pareto(trials, names, search.directions[0] == "maximize"),
         alternatives=alternatives(search, outcome, prober),
         search={

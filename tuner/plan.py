@@ -6,8 +6,12 @@ the per-replica configuration, the quantization and its quality risk, speculativ
 the acceptance rate assumed), *what to expect* (predicted latency percentiles against each SLO,
 throughput, cost, the per-GPU memory plan), *why this one* (the Pareto set and the runners-up,
 each with the reason it lost) and *where it came from* (rooftune version, hardware profile and
-calibration, study and trial). The ``engines`` section holds each engine's rendering, so a
-serving system reads its launch line straight from the plan.
+calibration, study and trial) and *how to run it*: the layout of the replicas on the nodes
+(``topology``), the router in front of them, and per engine its checkpoint, image, config file,
+one launch script per node with the environment it needs, the port and the health and metrics
+endpoints (``engines``). Every section is typed: ``tune schema plan`` publishes enums, ranges and
+required fields, and ``load_plan`` validates strictly, so a tampered plan is refused in one
+line rather than half understood.
 
 ``schema_version`` changes whenever a field changes meaning or disappears; ``load_plan`` refuses
 any other version with one line, rather than misreading it. ``tune schema plan`` prints
@@ -29,10 +33,21 @@ import tempfile
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from simulator.data.specs import (
+    ComputeDtype,
+    DeploymentConfig,
+    HardwareSpec,
+    KvDtype,
+    ModelSpec,
+    WeightDtype,
+)
 from simulator.errors import ConfigError, one_line
-from tuner.safe_text import shell_comment
+from simulator.results import Prediction
+from tuner.engines import EngineName
+from tuner.engines.inputs import EngineInputs, EngineRefusal, EngineSection
+from tuner.handover.topology import NodeSlice, ReplicaLayout, Topology
 from tuner.search.choices import Risk
 
 __all__ = [
@@ -40,6 +55,8 @@ __all__ = [
     "DeploymentPlan",
     "Provenance",
     "SloCheck",
+    "TopologyInfo",
+    "RouterInfo",
     "MemoryPlan",
     "CapacityInfo",
     "Candidate",
@@ -49,14 +66,14 @@ __all__ = [
     "plan_json_schema",
     "load_plan",
     "write_json_atomic",
-    "write_engine_files",
     "write_study_dir",
     "memory_plan",
     "render_engines",
     "hf_model_id",
+    "model_of",
 ]
 
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "2"
 
 
 class _Strict(BaseModel):
@@ -64,65 +81,81 @@ class _Strict(BaseModel):
 
 
 class SloCheck(_Strict):
-    """One SLO: its target and the prediction (``metric`` is ttft, tpot, itl or e2e)."""
+    """One SLO: its target, the prediction and, when the GPU is calibrated, the band the
+    calibration's residuals put around it (``metric`` is ttft, tpot, itl or e2e)."""
 
     name: str = Field(description="as given on the command line, e.g. ttft_p99")
-    metric: str
-    percentile: float
-    target_s: float
-    predicted_s: float
+    metric: Literal["ttft", "tpot", "itl", "e2e"]
+    percentile: float = Field(gt=0, le=100)
+    target_s: float = Field(gt=0)
+    predicted_s: float = Field(ge=0)
     met: bool
     margin: float = Field(description="(target - predicted) / target; negative when missed")
+    band_s: tuple[float, float] | None = Field(
+        default=None,
+        description="where the measured value would fall if the calibrated step times err as "
+        "they did on the calibration's measured steps (10th to 90th percentile); null when "
+        "the GPU has no calibration",
+    )
+    band_source: str | None = None
 
 
 class MemoryPlan(_Strict):
-    """Per GPU, on the fullest GPU of a replica. The KV cache is what the budget leaves."""
+    """Per GPU, on the fullest GPU of a replica. The KV cache is what the budget leaves; a
+    speculative drafter's weights and KV come out of it."""
 
-    hbm_bytes: float
-    budget_bytes: float = Field(description="hbm_bytes x gpu_memory_utilization")
-    gpu_memory_utilization: float
-    weights_bytes: float
-    activation_bytes: float
-    reserved_bytes: float
-    kv_cache_bytes: float
-    kv_bytes_per_token: float
-    kv_tokens: float
+    hbm_bytes: float = Field(gt=0, description="the profile's memory")
+    device_memory_bytes: float = Field(
+        gt=0, description="the total the driver reports: what the engines' fractions multiply"
+    )
+    budget_bytes: float = Field(gt=0, description="hbm_bytes x gpu_memory_utilization")
+    gpu_memory_utilization: float = Field(gt=0, le=1)
+    weights_bytes: float = Field(ge=0, description="the target model's weights")
+    drafter_weights_bytes: float = Field(default=0.0, ge=0)
+    activation_bytes: float = Field(ge=0)
+    reserved_bytes: float = Field(ge=0)
+    kv_cache_bytes: float = Field(gt=0, description="the budget left after weights and the rest")
+    kv_bytes_per_token: float = Field(gt=0, description="the target's and the drafter's")
+    kv_tokens: float = Field(ge=0)
     kv_tokens_needed: float = Field(
-        description="max(max_num_seqs x mean request length, max_model_len), in whole blocks"
+        ge=0,
+        description="max(max_num_seqs x mean request length, max_model_len), in whole blocks",
     )
     headroom_bytes: float = Field(description="hbm_bytes minus everything the engine allocates")
-    engine_fractions: dict[str, float] = Field(
+    engine_fractions: dict[EngineName, float] = Field(
         default_factory=dict, description="each engine's memory knob under its own budget rule"
     )
 
 
 class QuantizationInfo(_Strict):
     weights: str
-    weight_dtype: str
-    activation_dtype: str
-    kv_dtype: str
+    weight_dtype: WeightDtype
+    activation_dtype: ComputeDtype
+    kv_dtype: KvDtype
     risk: Risk
-    weights_risk: str
-    kv_risk: str
+    weights_risk: Risk
+    kv_risk: Risk
     description: str
     allowed: list[str] = Field(description="what --allow-quant permitted")
 
 
 class SpeculativeInfo(_Strict):
-    method: str
+    method: Literal["draft", "eagle", "ngram"]
     draft_model: str | None = None
-    num_speculative_tokens: int
-    acceptance_rate: float
+    num_speculative_tokens: int = Field(ge=1)
+    acceptance_rate: float = Field(gt=0, lt=1)
     acceptance_source: str = "assumed for conversational traffic; measure it on yours"
 
 
 class WorkloadInfo(_Strict):
     name: str
-    rate_requests_per_s: float | None = Field(description="null means offline (all at once)")
-    num_requests: int
+    rate_requests_per_s: float | None = Field(
+        default=None, gt=0, description="null means offline (all at once)"
+    )
+    num_requests: int = Field(ge=1)
     seed: int
-    mean_prompt_tokens: float
-    mean_output_tokens: float
+    mean_prompt_tokens: float = Field(gt=0)
+    mean_output_tokens: float = Field(gt=0)
 
 
 class CapacityInfo(_Strict):
@@ -131,7 +164,7 @@ class CapacityInfo(_Strict):
     replica_rate_per_s: float | None = Field(
         description="highest request rate one replica serves within every SLO (2 % rate grid)"
     )
-    replicas: int
+    replicas: int = Field(ge=1)
     deployment_rate_per_s: float | None = Field(description="replicas x replica_rate_per_s")
     bound_rate_per_s: float = Field(
         description="the step model's upper bound on one replica's capacity"
@@ -153,8 +186,76 @@ class Candidate(_Strict):
     feasible: bool
     objectives: dict[str, float]
     metrics: dict[str, float | None] = Field(default_factory=dict)
-    risk: str = "none"
+    risk: Risk = "none"
     why_not: str | None = None
+
+
+class NodeSliceInfo(_Strict):
+    """A replica's part on one node: local GPU ids and the replica's ranks there."""
+
+    node: int = Field(ge=0)
+    gpus: list[int] = Field(min_length=1)
+    ranks: list[int] = Field(min_length=1)
+
+
+class ReplicaInfo(_Strict):
+    replica: int = Field(ge=0)
+    port: int = Field(ge=1, le=65535)
+    nodes: list[NodeSliceInfo] = Field(min_length=1, description="rank order: leader first")
+
+
+class TopologyInfo(_Strict):
+    """Where every replica runs (``tuner.handover.topology``)."""
+
+    nodes: int = Field(ge=1)
+    gpus_per_node: int = Field(ge=1)
+    gpus_per_replica: int = Field(ge=1)
+    nodes_per_replica: int = Field(ge=1)
+    replicas: list[ReplicaInfo] = Field(min_length=1)
+
+    @classmethod
+    def of(cls, topology: Topology) -> TopologyInfo:
+        return cls(
+            nodes=topology.nodes,
+            gpus_per_node=topology.gpus_per_node,
+            gpus_per_replica=topology.gpus_per_replica,
+            nodes_per_replica=topology.nodes_per_replica,
+            replicas=[
+                ReplicaInfo(
+                    replica=r.replica,
+                    port=r.port,
+                    nodes=[
+                        NodeSliceInfo(node=s.node, gpus=list(s.gpus), ranks=list(s.ranks))
+                        for s in r.slices
+                    ],
+                )
+                for r in topology.replicas
+            ],
+        )
+
+    def topology(self) -> Topology:
+        return Topology(
+            nodes=self.nodes,
+            gpus_per_node=self.gpus_per_node,
+            gpus_per_replica=self.gpus_per_replica,
+            replicas=tuple(
+                ReplicaLayout(
+                    r.replica,
+                    r.port,
+                    tuple(NodeSlice(s.node, tuple(s.gpus), tuple(s.ranks)) for s in r.nodes),
+                )
+                for r in self.replicas
+            ),
+        )
+
+
+class RouterInfo(_Strict):
+    """How requests reach the replicas: the policy the simulation assumed, and each replica's
+    endpoint (the HTTP server runs on its first node)."""
+
+    policy: Literal["least_outstanding", "round_robin"]
+    endpoints: list[str] = Field(min_length=1, description="NODE<n>_ADDR:port, one per replica")
+    description: str
 
 
 class Provenance(_Strict):
@@ -168,42 +269,66 @@ class Provenance(_Strict):
     sampler: str
     seed: int
     trial: int
-    trials: int
-    evaluations: int = Field(description="request-level simulations run by this process")
-    shared: int = Field(default=0, description="answered by an equivalent candidate's run")
-    resumed: int = Field(default=0, description="simulations read back from the study")
-    wall_s: float
+    trials: int = Field(ge=0)
+    evaluations: int = Field(ge=0, description="request-level simulations run by this process")
+    shared: int = Field(default=0, ge=0, description="answered by an equivalent candidate's run")
+    resumed: int = Field(default=0, ge=0, description="simulations read back from the study")
+    wall_s: float = Field(ge=0)
 
 
 class DeploymentPlan(_Strict):
     """One deployment of one model on one GPU type, chosen by ``tune plan``."""
 
-    schema_version: Literal["1"] = "1"  # SCHEMA_VERSION
+    schema_version: Literal["2"] = "2"  # SCHEMA_VERSION
     model: str
-    model_id: str
+    model_id: str = Field(min_length=1, description="Hugging Face id or directory of the model")
     hardware: str
-    gpu_budget: int
-    num_gpus: int
-    replicas: int
-    gpus_per_replica: int
-    config: dict[str, Any] = Field(description="per-replica simulator DeploymentConfig")
+    gpu_budget: int = Field(ge=1)
+    num_gpus: int = Field(ge=1)
+    replicas: int = Field(ge=1)
+    gpus_per_replica: int = Field(ge=1)
+    config: DeploymentConfig = Field(description="per-replica configuration (dp = replicas)")
     quantization: QuantizationInfo
     speculative: SpeculativeInfo | None = None
     workload: WorkloadInfo
-    objectives: dict[str, str] = Field(description="objective name -> maximize | minimize")
+    objectives: dict[str, Literal["maximize", "minimize"]]
     slos: list[SloCheck]
-    predicted: dict[str, Any] = Field(description="Prediction fields at the workload")
+    predicted: Prediction = Field(description="the serving simulation of the whole deployment")
+    cost_per_hour: float | None = Field(
+        default=None, ge=0, description="GPUs x list price; null when the GPU has no price"
+    )
     capacity: CapacityInfo | None = None
     memory: MemoryPlan
+    topology: TopologyInfo
+    router: RouterInfo
     pareto: list[Candidate]
     alternatives: list[Candidate] = Field(default_factory=list)
     search: dict[str, Any] = Field(default_factory=dict)
     provenance: Provenance
-    engine: str = "vllm"
-    engines: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    engine: EngineName = Field(description="the engine the plan was checked against")
+    engines: dict[EngineName, EngineSection | EngineRefusal] = Field(min_length=1)
     validation: dict[str, Any] | None = Field(
         default=None, description="measured metrics and errors once `tune validate` ran"
     )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> DeploymentPlan:
+        if self.num_gpus != self.replicas * self.gpus_per_replica:
+            raise ValueError("num_gpus must equal replicas x gpus_per_replica")
+        if self.num_gpus > self.gpu_budget:
+            raise ValueError("num_gpus exceeds gpu_budget")
+        if (
+            self.config.dp != self.replicas
+            or self.config.gpus_per_replica != self.gpus_per_replica
+        ):
+            raise ValueError("config disagrees with replicas / gpus_per_replica")
+        if len(self.topology.replicas) != self.replicas:
+            raise ValueError("topology lays out a different number of replicas")
+        if not isinstance(self.engines.get(self.engine), EngineSection):
+            raise ValueError(
+                f"engines has no launchable section for the plan's engine {self.engine}"
+            )
+        return self
 
 
 def plan_json_schema() -> dict[str, Any]:
@@ -214,14 +339,16 @@ def plan_json_schema() -> dict[str, Any]:
 
 
 def load_plan(path: str | Path) -> DeploymentPlan:
-    """Read a plan; any other schema version or a malformed file is one ``ConfigError`` line."""
+    """Read a plan, strictly: any other schema version, a wrong type, an unknown value or a
+    missing section is one ``ConfigError`` line (exit 2), never a plan half understood."""
     path = Path(path)
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
+        data = json.loads(text)
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such plan file") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise ConfigError(f"{path}: not a readable JSON plan ({error})") from None
+        raise ConfigError(f"{path}: not a readable JSON plan ({one_line(error)})") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: a plan is a JSON object")
     version = data.get("schema_version")
@@ -231,7 +358,7 @@ def load_plan(path: str | Path) -> DeploymentPlan:
             f"(this rooftune reads {SCHEMA_VERSION!r}); re-run tune plan"
         )
     try:
-        return DeploymentPlan.model_validate(data)
+        return DeploymentPlan.model_validate_json(text, strict=True)
     except ValidationError as error:
         raise ConfigError(f"{path}: invalid plan: {one_line(error)}") from None
 
@@ -246,120 +373,132 @@ def write_json_atomic(path: Path, data: Any) -> None:
 
 
 def hf_model_id(model: Any) -> str:
-    """``meta-llama/Llama-3.1-70B`` from a preset's config.json URL (else the model's name)."""
+    """What the plan calls the model: a preset's Hugging Face id (from its config.json URL),
+    a local model's directory (engines load the folder, not the config.json), else its name."""
     source = str(getattr(model, "source", "") or "")
     marker = "huggingface.co/"
     if marker in source:
         parts = source.split(marker, 1)[1].split("/")
         if len(parts) >= 2:
             return f"{parts[0]}/{parts[1]}"
-    return source if source and Path(source).exists() else model.name
+    if source and Path(source).exists():
+        path = Path(source)
+        return str(path.parent if path.is_file() else path)
+    return model.name
+
+
+def model_of(plan: DeploymentPlan) -> ModelSpec:
+    """The model a plan was made for: its preset, else its local directory."""
+    from simulator.data.models import get_model
+    from simulator.errors import UnknownModelError
+
+    try:
+        return get_model(plan.model)
+    except UnknownModelError:
+        return get_model(plan.model_id)
 
 
 def memory_plan(
-    *, memory: Any, hbm_bytes: float, gpu_memory_utilization: float, kv_tokens_needed: float
+    *,
+    memory: Any,
+    hardware: HardwareSpec,
+    gpu_memory_utilization: float,
+    kv_tokens_needed: float,
+    drafter_weights_bytes: float = 0.0,
+    drafter_kv_bytes_per_token: float = 0.0,
 ) -> MemoryPlan:
-    """The per-GPU memory plan from the simulator's ``MemoryBreakdown``."""
+    """The per-GPU memory plan from the simulator's ``MemoryBreakdown``, with a speculative
+    drafter's weights and KV taken out of the cache as the simulation takes them."""
     used = (
         memory.weights_bytes
         + memory.activation_bytes
         + memory.reserved_bytes
         + memory.kv_cache_bytes
     )
+    per_token = memory.kv_bytes_per_token + drafter_kv_bytes_per_token
+    kv_cache = memory.kv_cache_bytes - drafter_weights_bytes
     return MemoryPlan(
-        hbm_bytes=hbm_bytes,
+        hbm_bytes=hardware.hbm_bytes,
+        device_memory_bytes=hardware.memory_reported_bytes,
         budget_bytes=memory.capacity_bytes,
         gpu_memory_utilization=gpu_memory_utilization,
         weights_bytes=memory.weights_bytes,
+        drafter_weights_bytes=drafter_weights_bytes,
         activation_bytes=memory.activation_bytes,
         reserved_bytes=memory.reserved_bytes,
-        kv_cache_bytes=memory.kv_cache_bytes,
-        kv_bytes_per_token=memory.kv_bytes_per_token,
-        kv_tokens=memory.kv_tokens_capacity,
+        kv_cache_bytes=kv_cache,
+        kv_bytes_per_token=per_token,
+        kv_tokens=max(kv_cache, 0.0) // per_token,
         kv_tokens_needed=kv_tokens_needed,
-        headroom_bytes=hbm_bytes - used,
+        headroom_bytes=hardware.hbm_bytes - used,
     )
 
 
 def render_engines(
     *,
-    config: Any,
-    model_id: str,
+    config: DeploymentConfig,
+    model: ModelSpec,
+    hardware: HardwareSpec,
     memory: MemoryPlan,
     chosen: str,
+    model_id: str | None = None,
     served_model_name: str | None = None,
-) -> dict[str, dict[str, Any]]:
+) -> dict[EngineName, EngineSection | EngineRefusal]:
     """Every engine's section. The chosen engine must render *and* hold the plan under its own
-    budget rule (KV cache at least what the plan needs, total within HBM), else ConfigError:
-    a plan that cannot launch is never written. Other engines that cannot render get a note."""
-    from tuner.engines import ENGINES, EngineInputs, kv_cache_bytes_given, render, total_bytes_used
+    budget rule (KV cache at least what the plan needs, total within the GPU's memory), else
+    ConfigError: a plan that cannot launch is never written. Other engines that cannot serve it
+    get a refusal saying why. ``model_id``: what the user asked every engine to load."""
+    from tuner.engines import ENGINES, kv_cache_bytes_given, render, total_bytes_used
+    from tuner.handover.checkpoints import resolve
+    from tuner.handover.topology import lay_out
 
-    inputs = EngineInputs(
-        config=config,
-        model_id=model_id,
-        hbm_bytes=memory.hbm_bytes,
-        weights_bytes=memory.weights_bytes,
-        activation_bytes=memory.activation_bytes,
-        reserved_bytes=memory.reserved_bytes,
-        kv_cache_bytes=memory.kv_cache_bytes,
-        served_model_name=served_model_name,
+    topology = lay_out(
+        replicas=config.dp,
+        gpus_per_replica=config.gpus_per_replica,
+        gpus_per_node=hardware.gpus_per_node,
     )
-    sections: dict[str, dict[str, Any]] = {}
+    local = model_id or (hf_model_id(model) if Path(str(model.source)).exists() else None)
+    sections: dict[EngineName, EngineSection | EngineRefusal] = {}
     needed = memory.kv_tokens_needed * memory.kv_bytes_per_token
     for engine in ENGINES:
         try:
+            checkpoint = resolve(
+                preset=model.name,
+                weights=config.weight_dtype,
+                engine=engine,
+                model_id=local,
+                hub_id=hf_model_id(model),
+            )
+            inputs = EngineInputs(
+                config=config,
+                model_id=checkpoint.model_id,
+                hbm_bytes=memory.device_memory_bytes,
+                weights_bytes=memory.weights_bytes + memory.drafter_weights_bytes,
+                activation_bytes=memory.activation_bytes,
+                reserved_bytes=memory.reserved_bytes,
+                kv_cache_bytes=memory.kv_cache_bytes,
+                served_model_name=served_model_name,
+                checkpoints={engine: checkpoint},
+                topology=topology,
+                text_only=model.model_type == "llama4_text",
+            )
             section = render(engine, inputs)
         except ConfigError as error:
             if engine == chosen:
                 raise
-            sections[engine] = {"engine": engine, "error": str(error)}
+            sections[engine] = EngineRefusal(engine=engine, error=str(error))
             continue
         fraction = section.memory_fraction
         kv = kv_cache_bytes_given(engine, inputs, fraction)
         total = total_bytes_used(engine, inputs, fraction)
-        if engine == chosen and (kv < needed or total > memory.hbm_bytes):
+        if engine == chosen and (kv < needed or total > inputs.hbm_bytes):
             raise ConfigError(
                 f"{engine} would give the KV cache {kv / 1e9:.1f} GB (needs "
                 f"{needed / 1e9:.1f} GB) using {total / 1e9:.1f} GB in all"
             )
         memory.engine_fractions[engine] = fraction
-        sections[engine] = section.to_dict()
+        sections[engine] = section
     return sections
-
-
-def write_engine_files(directory: Path, plan: DeploymentPlan) -> list[Path]:
-    """Each rendered engine's config files and a launch script for every replica."""
-    written = []
-    for engine, section in plan.engines.items():
-        if "error" in section:
-            continue
-        for name, text in section.get("config_files", {}).items():
-            (directory / name).write_text(text, encoding="utf-8")
-            written.append(directory / name)
-        lines = [
-            "#!/usr/bin/env bash",
-            shell_comment(
-                f"{plan.model} on {plan.num_gpus} x {plan.hardware}: {plan.replicas} "
-                f"replica(s) of tp={plan.config['tp']} pp={plan.config['pp']}; "
-                f"{engine} {section.get('engine_version', '')}"
-            ),
-            shell_comment(
-                f"written by rooftune {plan.provenance.rooftune_version} from plan.json "
-                f"(study {plan.provenance.study_name}, trial {plan.provenance.trial})"
-            ),
-        ]
-        lines += [shell_comment(f"note: {note}") for note in section.get("notes", [])]
-        lines += ["set -euo pipefail", 'cd "$(dirname "$0")"']
-        replicas = section.get("replicas") or [section["launch"]]
-        if len(replicas) == 1:
-            lines.append(replicas[0])
-        else:
-            lines += [f"{line} &" for line in replicas] + ["wait"]
-        script = directory / f"{engine}.sh"
-        script.write_text("\n".join(lines) + "\n", encoding="utf-8")
-        script.chmod(0o755)
-        written.append(script)
-    return written
 
 
 def write_study_dir(
@@ -371,6 +510,8 @@ def write_study_dir(
     md_text: str | None,
 ) -> list[Path]:
     """Write every output through a staging folder; ``plan.json`` is renamed in last."""
+    from tuner.handover.scripts import write_engine_files
+
     out_dir.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=out_dir))
     try:

@@ -17,6 +17,7 @@ import base64
 import html
 from typing import Any
 
+from tuner.engines.inputs import EngineRefusal
 from tuner.plan import DeploymentPlan
 from tuner.safe_text import markdown_code, markdown_text
 from tuner.validation import VALIDATION_HEAD, validation_summary
@@ -40,14 +41,13 @@ def build_report(
     """(figures, report.html, report.md) for ``plan``; ``study`` may be None (no history);
     ``result`` is the simulation of the plan's deployment (simulated again when None)."""
     from simulator.cost.predict import predict
-    from simulator.data.specs import DeploymentConfig
     from simulator.serving.capacity import at_rate
     from simulator.serving.simulate import simulate
     from tuner import plots
 
     space = search.space
     hardware = space.hardware_spec(plan.hardware)
-    config = DeploymentConfig(**plan.config)
+    config = plan.config
     if result is None:
         workload = search.workload
         capacity = plan.capacity
@@ -143,20 +143,21 @@ def _trial_points(study: Any, plan: DeploymentPlan) -> list[dict[str, Any]]:
 def _summary_rows(plan: DeploymentPlan) -> list[tuple[str, str]]:
     p, c, q = plan.predicted, plan.config, plan.quantization
     spec = plan.speculative
-    cost = p.get("cost_per_million_tokens")
+    cost = p.cost_per_million_tokens
     return [
         (
             "deployment",
-            f"{plan.replicas} replica(s) x (tp={c['tp']} pp={c['pp']} ep={c['ep']}) "
-            f"= {plan.num_gpus} of {plan.gpu_budget} x {plan.hardware}",
+            f"{plan.replicas} replica(s) x (tp={c.tp} pp={c.pp} ep={c.ep}) "
+            f"= {plan.num_gpus} of {plan.gpu_budget} x {plan.hardware} on "
+            f"{plan.topology.nodes} node(s)",
         ),
         ("quantization", f"{q.description} — quality risk: {q.risk}"),
         (
             "batching",
-            f"max_num_seqs {c['max_num_seqs']}, max_num_batched_tokens "
-            f"{c['max_num_batched_tokens']}, chunked prefill "
-            f"{'on' if c['enable_chunked_prefill'] else 'off'}, max_model_len "
-            f"{c['max_model_len']}",
+            f"max_num_seqs {c.max_num_seqs}, max_num_batched_tokens "
+            f"{c.max_num_batched_tokens}, chunked prefill "
+            f"{'on' if c.enable_chunked_prefill else 'off'}, max_model_len "
+            f"{c.max_model_len}",
         ),
         (
             "speculative decoding",
@@ -168,8 +169,8 @@ def _summary_rows(plan: DeploymentPlan) -> list[tuple[str, str]]:
         ("capacity", _capacity_text(plan)),
         (
             "throughput",
-            f"{(p.get('output_tokens_per_s') or 0):,.0f} output tokens/s, "
-            f"{(p.get('output_tokens_per_s_per_user') or 0):,.1f} tokens/s per user",
+            f"{(p.output_tokens_per_s or 0):,.0f} output tokens/s, "
+            f"{(p.output_tokens_per_s_per_user or 0):,.1f} tokens/s per user",
         ),
         (
             "cost",
@@ -222,16 +223,38 @@ def _search_rows(plan: DeploymentPlan) -> list[list[str]]:
 
 
 def _slo_rows(plan: DeploymentPlan) -> list[list[str]]:
+    def band(s: Any) -> str:
+        if s.band_s is None:
+            return "-"
+        return f"{s.band_s[0] * 1e3:,.1f} to {s.band_s[1] * 1e3:,.1f} ms"
+
     return [
         [
             s.name,
             f"{s.target_s * 1e3:,.1f} ms",
             f"{s.predicted_s * 1e3:,.1f} ms",
+            band(s),
             "met" if s.met else "MISSED",
             f"{100 * s.margin:+.0f}%",
         ]
         for s in plan.slos
     ]
+
+
+SLO_HEAD = ["SLO", "target", "predicted", "band (calibration residuals)", "", "margin"]
+
+
+def _launch_text(section: Any) -> str:
+    """One engine's launch, as a reader runs it: the weights, then each node's commands."""
+    if isinstance(section, EngineRefusal):
+        return f"cannot serve this plan: {section.error}"
+    lines = [f"# weights: {section.checkpoint.model_id} ({section.checkpoint.detail})"]
+    if section.checkpoint.make:
+        lines.append(f"# make them first: {section.checkpoint.make}")
+    for node in section.nodes:
+        lines.append(f"# {node.script} (node {node.node})")
+        lines += node.commands or ["# started from the replica's first node"]
+    return "\n".join(lines)
 
 
 def _memory_rows(plan: DeploymentPlan) -> list[list[str]]:
@@ -246,7 +269,9 @@ def _memory_rows(plan: DeploymentPlan) -> list[list[str]]:
             f"{m.kv_cache_bytes / gb:.2f} GB = {m.kv_tokens:,.0f} tokens "
             f"({m.kv_tokens_needed:,.0f} needed)",
         ],
+        ["drafter weights", f"{m.drafter_weights_bytes / gb:.2f} GB"],
         ["budget", f"{m.budget_bytes / gb:.2f} GB of {m.hbm_bytes / gb:.0f} GB HBM"],
+        ["as the driver reports it", f"{m.device_memory_bytes / 2**20:,.0f} MiB"],
         *[[f"{e} memory knob", f"{f:.3f}"] for e, f in m.engine_fractions.items()],
     ]
 
@@ -298,7 +323,7 @@ def _html(plan: DeploymentPlan, figures: dict[str, bytes]) -> str:
         f"<h1>{html.escape(plan.model)} on {plan.num_gpus} x {html.escape(plan.hardware)}</h1>",
         _table(["", ""], [list(r) for r in _summary_rows(plan)]),
         "<h2>SLOs</h2>",
-        _table(["SLO", "target", "predicted", "", "margin"], _slo_rows(plan)),
+        _table(SLO_HEAD, _slo_rows(plan)),
         "<h2>Search</h2>",
         _table(["", ""], _search_rows(plan)),
     ]
@@ -324,8 +349,7 @@ def _html(plan: DeploymentPlan, figures: dict[str, bytes]) -> str:
         "<h2>Launch</h2>",
     ]
     for engine, section in plan.engines.items():
-        body = section.get("error") or "\n".join(section.get("replicas") or [section["launch"]])
-        parts.append(f"<h3>{engine}</h3><pre>{html.escape(body)}</pre>")
+        parts.append(f"<h3>{engine}</h3><pre>{html.escape(_launch_text(section))}</pre>")
     prov = plan.provenance
     parts.append(
         f"<h2>Provenance</h2><p>rooftune {prov.rooftune_version}, {prov.created_utc}; "
@@ -355,7 +379,7 @@ def _markdown(plan: DeploymentPlan, figures: dict[str, bytes]) -> str:
         "",
         "## SLOs",
         "",
-        _md_table(["SLO", "target", "predicted", "", "margin"], _slo_rows(plan)),
+        _md_table(SLO_HEAD, _slo_rows(plan)),
         "",
         "## Search",
         "",
@@ -392,8 +416,7 @@ def _markdown(plan: DeploymentPlan, figures: dict[str, bytes]) -> str:
         "",
     ]
     for engine, section in plan.engines.items():
-        body = section.get("error") or "\n".join(section.get("replicas") or [section["launch"]])
-        out += [f"### {engine}", "", markdown_code(body, "sh"), ""]
+        out += [f"### {engine}", "", markdown_code(_launch_text(section), "sh"), ""]
     prov = plan.provenance
     out += [
         "## Provenance",

@@ -45,8 +45,8 @@ class ValidationShape:
 def validation_shape(plan: Any) -> ValidationShape:
     """The step shapes that stand for the plan's traffic (see the module docstring)."""
     config = plan.config
-    mean_batch = plan.predicted.get("mean_batch") or 1.0
-    batch = max(1, min(int(round(mean_batch)), int(config["max_num_seqs"])))
+    mean_batch = plan.predicted.mean_batch or 1.0
+    batch = max(1, min(int(round(mean_batch)), config.max_num_seqs))
     prompt = max(1, int(round(plan.workload.mean_prompt_tokens)))
     context = max(
         1, int(round(plan.workload.mean_prompt_tokens + plan.workload.mean_output_tokens / 2))
@@ -58,8 +58,8 @@ def _not_exercised(plan: Any) -> list[str]:
     notes = []
     if plan.speculative is not None:
         notes.append("speculative decoding is not run by the executor: target steps only")
-    if plan.config.get("weight_dtype") not in ("bf16", "fp16", "fp8"):
-        notes.append(f"{plan.config.get('weight_dtype')} weights are not run by the executor")
+    if plan.config.weight_dtype not in ("bf16", "fp16", "fp8"):
+        notes.append(f"{plan.config.weight_dtype} weights are not run by the executor")
     return notes
 
 

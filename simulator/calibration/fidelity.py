@@ -48,6 +48,17 @@ class FidelityTable:
     def median_abs_error(self) -> float:
         return float(np.median(np.abs(self.errors))) if self.rows else float("nan")
 
+    def step_error(self) -> dict[str, tuple[float, float]]:
+        """Per phase, the 10th and 90th percentile of the relative error: what
+        ``Efficiency.step_error`` records and the plans' SLO bands read."""
+        out = {}
+        for phase in ("prefill", "decode"):
+            errors = [row.relative_error for row in self.rows if row.phase == phase]
+            if errors:
+                low, high = np.percentile(np.asarray(errors, dtype=float), [10, 90])
+                out[phase] = (float(low), float(high))
+        return out
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "hardware": self.hardware,

@@ -83,7 +83,10 @@ def fit_saved(
         efficiency = fit(_predictor(spec, profile.model_copy(update={"efficiency": free})))
     provenance = {k: str(v) for k, v in micro.get("machine", {}).items()}
     provenance["bench_files"] = ", ".join(sorted(documents))
-    if out:
+
+    def save(efficiency: Any) -> Path:
+        if not out:
+            return write_calibration(profile.name, efficiency=efficiency, provenance=provenance)
         path = Path(out)
         path.parent.mkdir(parents=True, exist_ok=True)
         document = {
@@ -92,8 +95,9 @@ def fit_saved(
             "provenance": provenance,
         }
         path.write_text(yaml.safe_dump(document, sort_keys=False, default_flow_style=None))
-    else:
-        path = write_calibration(profile.name, efficiency=efficiency, provenance=provenance)
+        return path
+
+    path = save(efficiency)
     result: dict[str, Any] = {"calibration": str(path), "hardware": profile.name}
     measured = single + [r for run in tp_runs for r in run.get("model", [])]
     if measured:
@@ -103,6 +107,10 @@ def fit_saved(
         result["fidelity_markdown"] = format_fidelity(table)
         if fidelity_path:
             Path(fidelity_path).write_text(result["fidelity_markdown"] + "\n")
+        # The residuals travel with the calibration: plans put their SLO bands on them.
+        sources = {**efficiency.sources, "step_error": f"fidelity of {len(table.rows)} "
+                   "measured steps against this calibration (p10, p90 per phase)"}  # fmt: skip
+        save(efficiency.model_copy(update={"step_error": table.step_error(), "sources": sources}))
     return result
 
 

@@ -198,6 +198,10 @@ class Efficiency(_Frozen):
     source: str = "literature defaults"
     sources: dict[str, str] = Field(default_factory=dict)
     provenance: dict[str, str] = Field(default_factory=dict)
+    # How far the calibrated model's step times fell from the measured ones: per phase
+    # (prefill, decode), the 10th and 90th percentile of (predicted - measured) / measured over
+    # the calibration's measured steps. Empty without a calibration.
+    step_error: dict[str, tuple[float, float]] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _check(self) -> Efficiency:
@@ -245,6 +249,9 @@ class HardwareSpec(_Frozen):
     peak_flops_per_s: dict[str, float]
     vector_flops_per_s: float = Field(gt=0)
     hbm_bytes: float = Field(gt=0)
+    # The total the driver reports (nvidia-smi, torch.cuda.mem_get_info): what the engines'
+    # memory fractions multiply. None: not measured, take hbm_bytes.
+    device_memory_bytes: float | None = Field(default=None, gt=0)
     hbm_bytes_per_s: float = Field(gt=0)
     l2_bytes: float = Field(gt=0)
     sm_count: int = Field(gt=0)
@@ -280,6 +287,11 @@ class HardwareSpec(_Frozen):
 
     def has_dtype(self, dtype: str) -> bool:
         return dtype in self.peak_flops_per_s or dtype in ("bf16", "fp16")
+
+    @property
+    def memory_reported_bytes(self) -> float:
+        """Each GPU's memory as the driver reports it (``hbm_bytes`` when not measured)."""
+        return self.device_memory_bytes or self.hbm_bytes
 
     @property
     def ridge_bf16(self) -> float:

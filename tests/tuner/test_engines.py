@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from simulator.cost.memory import RESERVED_CONTEXT_BYTES
 from simulator.data.specs import DeploymentConfig, SpeculativeConfig
 from simulator.errors import ConfigError
 from tuner.engines import (
@@ -113,7 +114,7 @@ def sections() -> dict[tuple[str, str], EngineSection]:
 def test_every_flag_and_key_exists_in_pinned_release(sections, engine, name):
     section = sections[engine, name]
     version = ENGINE_VERSIONS[engine]
-    lines = [section.command, section.launch, *section.replicas]
+    lines = [section.command, section.launch, *(c for n in section.nodes for c in n.commands)]
     for line in lines:
         argv = [t for t in shlex.split(line) if "=" not in t or t.startswith("-")]
         bad = common.unknown_flags(engine, argv)
@@ -145,40 +146,43 @@ def test_shell_lines_round_trip_awkward_paths(sections, engine):
     section = sections[engine, "everything"]
     assert shlex.split(section.command) == section.args
     assert AWKWARD_MODEL in shlex.split(section.launch)
-    for replica, line in enumerate(section.replicas):
+    # tp=4 x pp=2 per replica, two replicas: one node each, its GPUs 0-7, ports 8000 and 8001.
+    assert [node.replicas for node in section.nodes] == [[0], [1]]
+    for node in section.nodes:
+        (line,) = node.commands
         env, *argv = shlex.split(line)
-        assert env.startswith("CUDA_VISIBLE_DEVICES=") and AWKWARD_MODEL in argv
-        assert argv[-1] == str(8000 + replica)
-    assert len(section.replicas) == CONFIGS["everything"].dp
-    assert argv[: len(common.PROGRAMS[engine])] == common.PROGRAMS[engine]
+        assert env == "CUDA_VISIBLE_DEVICES=0,1,2,3,4,5,6,7" and AWKWARD_MODEL in argv
+        assert argv[argv.index("--port") + 1] == str(8000 + node.replicas[0])
+        assert argv[: len(common.PROGRAMS[engine])] == common.PROGRAMS[engine]
     if engine == "vllm":  # the speculative mapping survives JSON quoting on the command line
         spec = json.loads(common.flag_values(section.args)["--speculative-config"])
         assert spec == config_mapping(section)["speculative-config"]
 
 
 # ---------------------------------------------------------------- engine semantics
-# config -> (vLLM --quantization, SGLang --quantization, the checkpoint note both must carry).
-QUANTIZATION = {
-    "dense-8b": (None, None, None),
-    "fp8-w8a8-dynamic": ("fp8", "fp8", None),
-    "fp8-w8a8-static": (None, None, "pre-quantized FP8"),
-    "fp8-weight-only": ("fp8", "fp8", None),
-    "int8-w8a8": (None, "w8a8_int8", "INT8 W8A8"),
-    "int8-weight-only": (None, None, "INT8 weight-only"),
-    "int4-weight-only": (None, None, "INT4 weight-only"),
-    "int4-fp16": (None, None, "INT4 weight-only"),
-}
+QUANTIZED = ["fp8-w8a8-dynamic", "fp8-w8a8-static", "int8-w8a8", "int4-weight-only"]
 
 
-@pytest.mark.parametrize("name,expected", QUANTIZATION.items())
-def test_quantization_flags_and_checkpoint_notes(sections, name, expected):
-    for engine, want, note in (("vllm", *expected[::2]), ("sglang", *expected[1:])):
+@pytest.mark.parametrize("name", QUANTIZED)
+def test_quantization_comes_from_the_checkpoint_never_a_flag(sections, name):
+    """No engine is asked to quantize at load time (vLLM 0.33.0 and SGLang 0.5.23 would load
+    the bf16 weights first); a checkpoint given as is must already hold the scheme."""
+    scheme = CONFIGS[name].weight_dtype
+    for engine in ENGINES:
         section = sections[engine, name]
-        assert common.flag_values(section.args).get("--quantization") == want, engine
-        notes = " ".join(section.notes)
-        assert (note in notes) if note else "pre-quantized" not in notes, engine
-    quantized = CONFIGS[name].weight_dtype not in ("bf16", "fp16")  # TRT-LLM: ModelOpt ones
-    assert ("ModelOpt pre-quantized" in " ".join(sections["trtllm", name].notes)) == quantized
+        assert "--quantization" not in common.flag_values(section.args), engine
+        assert "quantization" not in config_mapping(section), engine
+        assert f"must already hold {scheme} weights" in " ".join(section.notes), engine
+
+
+def test_a_checkpoint_to_make_is_named_with_its_command():
+    from tuner.handover.checkpoints import resolve
+
+    made = resolve(preset="llama-3.1-70b", weights="int4", engine="trtllm")
+    inputs = inputs_for(CONFIGS["int4-weight-only"], checkpoints={"trtllm": made})
+    section = render("trtllm", inputs)
+    assert section.checkpoint.make and "hf_ptq.py" in section.checkpoint.make
+    assert section.args[1] == made.model_id and made.model_id in " ".join(section.notes)
 
 
 # (engine, config, {flag or dotted YAML key: value, None if absent}): knobs on engine names.
@@ -247,9 +251,9 @@ def granted(engine: str, fraction: float, *, hbm, w, a, r) -> tuple[float, float
     if engine == "vllm":  # share of total memory for everything
         kv = fraction * hbm - (w + a + r)
         return kv, w + a + r + kv
-    if engine == "sglang":  # share of total memory for weights + KV pool
-        kv = fraction * hbm - w
-        return kv, fraction * hbm + a + r
+    if engine == "sglang":  # share of the memory free at start for weights + KV pool
+        free = hbm - RESERVED_CONTEXT_BYTES
+        return fraction * free - w, fraction * free + a + r
     kv = fraction * (hbm - w - a - r)  # TRT-LLM: share of what is free after weights, buffers
     return kv, w + a + r + kv
 
@@ -302,31 +306,25 @@ def test_plans_that_do_not_fit_are_refused(engine):
 
 
 def test_sglang_rounding_never_eats_activation_headroom():
-    # weights + KV = 0.90004 of memory, 5e-5 of it left free: 0.901 would overcommit the memory
-    # outside SGLang's static pools, so the fraction comes from the next finer grid.
+    # weights + KV = 0.90004 of the free memory, 5e-5 of it left over: 0.901 would overcommit
+    # the memory outside SGLang's static pools, so the fraction comes from the next finer grid.
     hbm = 80 * GIB
-    w, kv, a, r = 0.5 * hbm, 0.40004 * hbm, 0.05 * hbm, 0.04985 * hbm
+    free = hbm - RESERVED_CONTEXT_BYTES
+    w, kv, a = 0.5 * free, 0.40004 * free, 0.05 * hbm
+    r = hbm - 0.90015 * free - a
     inputs = inputs_for(DeploymentConfig(), **plan_memory(hbm, w, a, r, kv))
     fraction = memory_fraction("sglang", inputs)
     granted_kv, total = granted("sglang", fraction, hbm=hbm, w=w, a=a, r=r)
     assert fraction == 0.9001 and granted_kv >= kv and total <= hbm
 
 
-def test_engine_inputs_validate_and_build_from_a_prediction():
+def test_engine_inputs_validate():
     with pytest.raises(ConfigError, match="weights_bytes"):
         inputs_for(DeploymentConfig(), weights_bytes=-1)
     with pytest.raises(ConfigError, match="model_id"):
         inputs_for(DeploymentConfig(), model_id=" ")
-    # The memory block of a Prediction (its capacity is the GPU's usable memory).
-    memory = plan_memory(None, 1e9, 1e8, 1e8, 2e9)
-    memory["capacity_bytes"] = memory.pop("hbm_bytes") or 8e9
-    built = EngineInputs.from_memory(config=DeploymentConfig(), model_id="m", memory=memory)
-    assert built.hbm_bytes == 8e9 and built.kv_cache_bytes == 2e9
-    del memory["capacity_bytes"]
-    with pytest.raises(ConfigError, match="capacity_bytes"):
-        EngineInputs.from_memory(config=DeploymentConfig(), model_id="m", memory=memory)
     with pytest.raises(ConfigError, match="unknown engine"):
-        render("tgi", built)
+        render("tgi", inputs_for(DeploymentConfig()))
 
 
 # ---------------------------------------------------------------- the extracted definitions
@@ -405,3 +403,88 @@ def test_trtllm_extractor_reads_pydantic_fields_and_click_options(tmp_path):
     assert data["nested_choices"]["speculative_config.decoding_type"] == ["Eagle3", "NGram"]
     assert data["choices"]["--backend"] == ["pytorch", "tensorrt"]
     assert data["source"] == {"commit": "f" * 40}
+
+
+# ---------------------------------------------------------------- file form == command form
+# The released loaders' rules, as read in their source (tuner/engines/vllm.py, sglang.py):
+# vLLM 0.33.0 expands ``vllm serve MODEL --config F`` with the *top-level* parser, which knows
+# no --no- twins, so ``key: false`` is dropped; SGLang 0.5.23 passes keys verbatim, omits a
+# store_true flag set to false and rejects BooleanOptionalAction flags (those with a --no- twin).
+def vllm_file_argv(mapping: dict) -> list[str]:
+    argv: list[str] = []
+    for key, value in mapping.items():
+        if isinstance(value, bool):
+            argv += [f"--{key}"] if value else []  # false: silently dropped
+        elif isinstance(value, list):
+            argv += [f"--{key}", *map(str, value)] if value else []
+        elif isinstance(value, dict):
+            argv += [f"--{key}", json.dumps(value)]
+        else:
+            argv += [f"--{key}", str(value)]
+    return argv
+
+
+def sglang_file_argv(mapping: dict) -> list[str]:
+    twins = {f[5:] for f in common.definitions("sglang")["flags"] if f.startswith("--no-")}
+    argv: list[str] = []
+    for key, value in mapping.items():
+        assert key not in twins, f"SGLang rejects {key} (BooleanOptionalAction) in a config file"
+        if isinstance(value, bool):
+            argv += [f"--{key}"] if value else []
+        elif isinstance(value, dict):
+            argv += [f"--{key}", json.dumps(value)]
+        else:
+            argv += [f"--{key}", str(value)]
+    return argv
+
+
+def settings(argv: list[str]) -> dict[str, object]:
+    """Flag -> value of an argv (JSON values parsed, so spacing does not matter)."""
+    out: dict[str, object] = {}
+    for flag, value in common.flag_values(argv).items():
+        try:
+            out[flag] = json.loads(value) if isinstance(value, str) else value
+        except json.JSONDecodeError:
+            out[flag] = value
+    return out
+
+
+EXPAND = {"vllm": vllm_file_argv, "sglang": sglang_file_argv}
+
+
+@pytest.mark.parametrize("engine,name", [(e, n) for e, n in RENDERABLE if e in EXPAND])
+def test_the_config_file_starts_the_same_server_as_the_command_line(sections, engine, name):
+    section = sections[engine, name]
+    with_file = shlex.split(section.launch)
+    at = with_file.index("--config")
+    expanded = [*with_file[:at], *EXPAND[engine](config_mapping(section)), *with_file[at + 2 :]]
+    assert settings(expanded) == settings(section.args), f"{engine} {name}"
+    if engine == "vllm":  # a switch that is off survives the loader only as its --no- twin
+        assert False not in config_mapping(section).values()
+
+
+SPANNING = DeploymentConfig(tp=8, pp=2, dp=2)  # two replicas of two nodes each
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_a_replica_larger_than_a_node_gets_one_script_per_node(engine):
+    section = render(engine, inputs_for(SPANNING))
+    assert [n.node for n in section.nodes] == [0, 1, 2, 3]
+    assert [n.replicas for n in section.nodes] == [[0], [0], [1], [1]]
+    lines = [n.commands for n in section.nodes]
+    if engine == "trtllm":  # one MPI launch from each replica's first node
+        assert not lines[1] and not lines[3]
+        for node, hosts in ((0, "REPLICA0_HOSTS"), (2, "REPLICA1_HOSTS")):
+            argv = shlex.split(lines[node][0])
+            assert argv[1:3] == ["mpirun", "-H"] and argv[argv.index("-np") + 1] == "16"
+            assert hosts in section.nodes[node].env
+        return
+    for node, (command,) in enumerate(lines):
+        argv = shlex.split(command)
+        leader = "NODE0_ADDR" if node < 2 else "NODE2_ADDR"
+        assert argv[argv.index("--nnodes") + 1] == "2"
+        assert argv[argv.index("--node-rank") + 1] == str(node % 2)
+        assert leader in command and section.nodes[node].env == [leader]
+        if engine == "vllm":
+            assert ("--headless" in argv) == (node % 2 == 1)
+            assert argv[argv.index("--master-port") + 1] == "29501"

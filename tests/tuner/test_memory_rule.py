@@ -14,7 +14,7 @@ import pytest
 from simulator.cost.predict import predict
 from simulator.data.hardware import load_hardware
 from simulator.data.models import get_model
-from tuner.engines import EngineInputs, kv_cache_bytes_given, total_bytes_used
+from tuner.engines import EngineInputs, EngineSection, kv_cache_bytes_given, total_bytes_used
 from tuner.plan import memory_plan, render_engines
 from tuner.search.prune import TrafficStats, prune
 from tuner.search.space import Point, SearchSpace
@@ -37,17 +37,18 @@ def test_every_survivor_launches_under_each_engine_rule(model, gpu, gpus):
         hardware = space.hardware_spec(point.hardware)
         memory = predict(space.model, hardware, config, batch=seqs, prompt=770, context=1030)
         need = max(seqs * -(-CHAT.mean_length // 16) * 16, 8192)
-        plan_memory = memory_plan(memory=memory.memory, hbm_bytes=hardware.hbm_bytes,
+        plan_memory = memory_plan(memory=memory.memory, hardware=hardware,
                                   gpu_memory_utilization=0.9, kv_tokens_needed=float(need))  # fmt: skip
-        sections = render_engines(config=config, model_id="m", memory=plan_memory,
-                                  chosen="vllm")  # fmt: skip
-        inputs = EngineInputs(config=config, model_id="m", hbm_bytes=hardware.hbm_bytes,
+        sections = render_engines(config=config, model=space.model, hardware=hardware,
+                                  memory=plan_memory, chosen="vllm", model_id="m")  # fmt: skip
+        device = hardware.memory_reported_bytes  # what the engines' fractions multiply
+        inputs = EngineInputs(config=config, model_id="m", hbm_bytes=device,
                               weights_bytes=plan_memory.weights_bytes,
                               activation_bytes=plan_memory.activation_bytes,
                               reserved_bytes=plan_memory.reserved_bytes,
                               kv_cache_bytes=plan_memory.kv_cache_bytes)  # fmt: skip
         for engine, fraction in plan_memory.engine_fractions.items():
-            assert "error" not in sections[engine]
+            assert isinstance(sections[engine], EngineSection)
             given = kv_cache_bytes_given(engine, inputs, fraction)
             assert given >= need * plan_memory.kv_bytes_per_token, (engine, point)
-            assert total_bytes_used(engine, inputs, fraction) <= hardware.hbm_bytes
+            assert total_bytes_used(engine, inputs, fraction) <= device

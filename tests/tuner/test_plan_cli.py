@@ -13,7 +13,6 @@ import optuna
 import pytest
 from tuner_helpers import SMALL_PLAN, run_cli
 
-from simulator.data.specs import DeploymentConfig
 from tuner.engines import EngineInputs, kv_cache_bytes_given, total_bytes_used
 from tuner.plan import load_plan
 
@@ -59,21 +58,21 @@ def test_plan_writes_the_study_directory(small_study):
         assert (small_study / name).is_file(), name
     assert not [p for p in small_study.iterdir() if p.name.startswith(".")]
     plan = load_plan(small_study / "plan.json")
-    assert plan.schema_version == "1" and plan.num_gpus <= plan.gpu_budget == 2
+    assert plan.schema_version == "2" and plan.num_gpus <= plan.gpu_budget == 2
     assert all(check.met for check in plan.slos)
     assert plan.pareto and plan.provenance.study_name == "study"
     assert plan.quantization.risk in ("none", "low")
-    assert plan.engines["vllm"]["memory_fraction"] > 0
+    assert plan.engines["vllm"].memory_fraction > 0
 
 
 def test_plan_is_memory_feasible_under_each_engine_rule(small_study):
     plan = load_plan(small_study / "plan.json")
     m = plan.memory
     inputs = EngineInputs(
-        config=DeploymentConfig(**plan.config),
+        config=plan.config,
         model_id=plan.model_id,
-        hbm_bytes=m.hbm_bytes,
-        weights_bytes=m.weights_bytes,
+        hbm_bytes=m.device_memory_bytes,
+        weights_bytes=m.weights_bytes + m.drafter_weights_bytes,
         activation_bytes=m.activation_bytes,
         reserved_bytes=m.reserved_bytes,
         kv_cache_bytes=m.kv_cache_bytes,
@@ -81,7 +80,7 @@ def test_plan_is_memory_feasible_under_each_engine_rule(small_study):
     need = m.kv_tokens_needed * m.kv_bytes_per_token
     for engine, fraction in m.engine_fractions.items():
         assert kv_cache_bytes_given(engine, inputs, fraction) >= need, engine
-        assert total_bytes_used(engine, inputs, fraction) <= m.hbm_bytes, engine
+        assert total_bytes_used(engine, inputs, fraction) <= m.device_memory_bytes, engine
 
 
 def test_plan_states_its_capacity_and_search(small_study):
@@ -275,7 +274,7 @@ def test_same_seed_same_plan(tmp_path, capsys):
         plans.append(load_plan(out / "plan.json"))
     a, b = plans
     assert a.config == b.config and a.provenance.trial == b.provenance.trial
-    assert a.predicted["tpot_s"] == b.predicted["tpot_s"]
+    assert a.predicted.tpot_s == b.predicted.tpot_s
     assert [c.trial for c in a.pareto] == [c.trial for c in b.pareto]
 
 

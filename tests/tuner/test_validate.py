@@ -13,7 +13,6 @@ from tuner_helpers import slower_stand_in
 from simulator.cost.predict import predict
 from simulator.data.hardware import load_hardware
 from simulator.data.models import get_model
-from simulator.data.specs import DeploymentConfig
 from simulator.results import Measurement
 from tuner.cli import main
 from tuner.plan import load_plan
@@ -32,7 +31,7 @@ def plan_file(tmp_path):
 def test_shape_follows_the_plans_traffic(plan_file):
     plan = load_plan(plan_file)
     shape = validation_shape(plan)
-    assert shape.batch == round(plan.predicted["mean_batch"])
+    assert shape.batch == round(plan.predicted.mean_batch)
     assert shape.prompt == round(plan.workload.mean_prompt_tokens)
     expected = plan.workload.mean_prompt_tokens + plan.workload.mean_output_tokens / 2
     assert shape.context == round(expected), "mean context of a running request"
@@ -41,7 +40,7 @@ def test_shape_follows_the_plans_traffic(plan_file):
 def test_validation_section_compares_each_phase(plan_file):
     plan = load_plan(plan_file)
     shape = validation_shape(plan)
-    config = DeploymentConfig(**plan.config)
+    config = plan.config
     model, hardware = get_model(plan.model), load_hardware(plan.hardware)
     predicted = predict(
         model, hardware, config, batch=shape.batch, prompt=shape.prompt, context=shape.context

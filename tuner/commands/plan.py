@@ -51,6 +51,13 @@ def add_parser(subparsers) -> None:
     search.add_argument(
         "--no-speculative", action="store_true", help="do not search speculative decoding"
     )
+    for knob, what in (("tp", "tensor"), ("pp", "pipeline"), ("ep", "expert")):
+        search.add_argument(
+            f"--{knob}",
+            default=None,
+            metavar="N[,N...]",
+            help=f"search only these {what}-parallel sizes (e.g. --{knob} 8)",
+        )
     search.add_argument(
         "--objective",
         default="cost",
@@ -138,7 +145,23 @@ def spec_from_args(args: argparse.Namespace) -> dict[str, Any]:
         "engine": args.engine,
         "model_id": args.model_id,
         "exhaustive": args.exhaustive,
+        **{knob: _sizes(knob, getattr(args, knob)) for knob in ("tp", "pp", "ep")},
     }
+
+
+def _sizes(knob: str, text: str | None) -> list[int] | None:
+    """``--tp 4,8`` -> [4, 8]; bad text is one line."""
+    from simulator.errors import ConfigError
+
+    if not text:
+        return None
+    try:
+        sizes = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise ConfigError(f"--{knob} takes sizes like 8 or 4,8 (got {text!r})") from None
+    if not sizes or min(sizes) < 1:
+        raise ConfigError(f"--{knob} sizes must be positive integers (got {text!r})")
+    return sizes
 
 
 def default_out(spec: dict[str, Any], search: Any) -> Path:
@@ -153,7 +176,6 @@ def run(args: argparse.Namespace) -> int:
 
     from simulator.errors import NoFeasiblePlanError
     from tuner.choose import launch_check
-    from tuner.plan import hf_model_id
     from tuner.search import study as studies
     from tuner.search.probe import Prober
     from tuner.search.prune import hopeless_reason
@@ -192,7 +214,7 @@ def run(args: argparse.Namespace) -> int:
         runner = LocalRunner(search, study)
     prober = Prober(search.table, runner)
     resumed = preload(study, search.table, prober)
-    model_id = args.model_id or hf_model_id(search.space.model)
+    model_id = args.model_id  # None: each engine loads its checkpoint (handover.checkpoints)
     progress = _progress(search, quiet=args.quiet or args.json)
     check = launch_check(search, args.engine, model_id)
     try:

@@ -33,14 +33,13 @@ def run(args: argparse.Namespace) -> int:
     from simulator.cost.predict import predict
     from simulator.data.hardware import load_hardware
     from simulator.data.models import get_model
-    from simulator.data.specs import DeploymentConfig
     from tuner.plan import load_plan, write_json_atomic
     from tuner.validation import validation_section, validation_shape
 
     plan = load_plan(args.plan)
     model = get_model(plan.model)
     hardware = load_hardware(plan.hardware, calibration=not args.no_calibration)
-    config = DeploymentConfig(**plan.config)
+    config = plan.config
     shape = validation_shape(plan)
     # The decode step at the traffic's mean batch, and one mean-length prompt's prefill.
     decode_prediction = predict(

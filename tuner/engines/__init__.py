@@ -38,6 +38,7 @@ __all__ = [
     "EngineName",
     "ENGINES",
     "ENGINE_VERSIONS",
+    "ENGINE_IMAGES",
     "EngineInputs",
     "EngineSection",
     "render",
@@ -52,7 +53,16 @@ __all__ = [
 EngineName = Literal["vllm", "sglang", "trtllm"]
 ENGINES: tuple[EngineName, ...] = get_args(EngineName)
 ENGINE_VERSIONS: dict[EngineName, str] = {"vllm": "0.33.0", "sglang": "0.5.23", "trtllm": "1.x"}
-assert tuple(ENGINE_VERSIONS) == ENGINES, "every engine needs its pinned version"
+# The release's container image. vLLM and SGLang publish one tag per release (SGLang's are
+# CUDA 13 builds since 0.5.20); TensorRT-LLM's flags were read from 1.x main-branch revisions
+# that no release tag names (flags/README.md), so its image is the release repository, to be
+# pinned to the 1.x tag deployed.
+ENGINE_IMAGES: dict[EngineName, str] = {
+    "vllm": "vllm/vllm-openai:v0.33.0",
+    "sglang": "lmsysorg/sglang:v0.5.23-cu130",
+    "trtllm": "nvcr.io/nvidia/tensorrt-llm/release",
+}
+assert tuple(ENGINE_VERSIONS) == tuple(ENGINE_IMAGES) == ENGINES, "every engine, every fact"
 
 # The rest loads on first use, so a command's argument parser can read ``ENGINES`` for free.
 _HOMES = {

@@ -1,16 +1,18 @@
 """Each engine's memory budget rule: from the plan's bytes to the one fraction the engine takes.
 
-The plan knows, per GPU, the bytes of weights ``w``, peak activations ``a``, the runtime reserve
-``r`` (CUDA context, NCCL and CUDA-graph workspaces) and the KV cache ``kv`` it wants, out of
-``hbm`` bytes of memory. Each engine asks for a single fraction, and each means a different
-thing by it:
+The plan knows, per GPU, the bytes of weights ``w`` (a speculative drafter's included),
+peak activations ``a``, the runtime reserve ``r`` (CUDA context, NCCL and CUDA-graph
+workspaces) and the KV cache ``kv`` it wants, out of ``hbm`` bytes of memory as the driver
+reports it (an H100 SXM 80GB reports 81,559 MiB). Each engine asks for a single fraction, and
+each means a different thing by it:
 
 * **vLLM** ``--gpu-memory-utilization f``: the share of *total* memory the whole instance may
   use. vLLM profiles weights + activations + its own non-torch memory and gives the KV cache
   what is left: ``kv = f*hbm - (w + a + r)``, total use ``f*hbm``.
-* **SGLang** ``--mem-fraction-static f``: the share of total memory for the *static* pools,
-  weights + KV cache; activations and CUDA graphs live in the remaining ``(1-f)*hbm``:
-  ``kv = f*hbm - w``, total use ``f*hbm + a + r``.
+* **SGLang** ``--mem-fraction-static f``: the share of the memory *free at start* (``hbm``
+  less the CUDA context, ``c``) for the *static* pools, weights + KV cache; activations and
+  CUDA graphs live in the rest: ``kv = f*(hbm - c) - w``, total use ``f*(hbm - c) + a + r``
+  (``r`` holds ``c``).
 * **TensorRT-LLM** ``kv_cache_config.free_gpu_memory_fraction f``: the share of memory still
   *free* once weights and runtime buffers are allocated (measured after a warm-up forward):
   ``kv = f*(hbm - w - a - r)``, total use ``w + a + r + kv``.
@@ -28,6 +30,7 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING
 
+from simulator.cost.memory import RESERVED_CONTEXT_BYTES
 from simulator.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -52,6 +55,11 @@ FRACTION_FLAG = {
 }
 
 
+def _free_at_start(inputs: EngineInputs) -> float:
+    """What SGLang measures free before it loads weights: the memory less the CUDA context."""
+    return inputs.hbm_bytes - RESERVED_CONTEXT_BYTES
+
+
 def _non_kv(inputs: EngineInputs) -> float:
     return inputs.weights_bytes + inputs.activation_bytes + inputs.reserved_bytes
 
@@ -61,7 +69,7 @@ def kv_cache_bytes_given(engine: str, inputs: EngineInputs, fraction: float) -> 
     if engine == "vllm":
         return fraction * inputs.hbm_bytes - _non_kv(inputs)
     if engine == "sglang":
-        return fraction * inputs.hbm_bytes - inputs.weights_bytes
+        return fraction * _free_at_start(inputs) - inputs.weights_bytes
     if engine == "trtllm":
         return fraction * (inputs.hbm_bytes - _non_kv(inputs))
     raise ConfigError(f"unknown engine {engine!r}")
@@ -71,8 +79,9 @@ def total_bytes_used(engine: str, inputs: EngineInputs, fraction: float) -> floa
     """Peak bytes per GPU under the engine's rule: everything it allocates at this fraction."""
     kv = kv_cache_bytes_given(engine, inputs, fraction)
     if engine == "sglang":
-        # The static pools are fraction*hbm; activations and graphs sit outside them.
-        return fraction * inputs.hbm_bytes + inputs.activation_bytes + inputs.reserved_bytes
+        # The static pools are a share of the free memory; activations and graphs sit outside.
+        pools = fraction * _free_at_start(inputs)
+        return pools + inputs.activation_bytes + inputs.reserved_bytes
     return _non_kv(inputs) + kv
 
 
@@ -81,7 +90,7 @@ def _fraction_needed(engine: str, inputs: EngineInputs) -> float:
     if engine == "vllm":
         return (_non_kv(inputs) + kv) / hbm
     if engine == "sglang":
-        return (inputs.weights_bytes + kv) / hbm
+        return (inputs.weights_bytes + kv) / _free_at_start(inputs)
     if engine == "trtllm":
         free = hbm - _non_kv(inputs)
         if free <= 0:

@@ -19,7 +19,8 @@ import yaml
 from simulator.data.specs import DeploymentConfig, SpeculativeConfig
 from simulator.errors import ConfigError
 from tuner.engines import ENGINE_VERSIONS, check_engine
-from tuner.safe_text import command_line, shell_word
+from tuner.handover.checkpoints import Checkpoint
+from tuner.safe_text import EnvRef, command_line, shell_word
 
 __all__ = [
     "PROGRAMS",
@@ -32,8 +33,7 @@ __all__ = [
     "draft_model_path",
     "shell_line",
     "dump_yaml",
-    "replica_lines",
-    "prequantized_note",
+    "checkpoint_notes",
 ]
 
 FLAGS_DIR = Path(__file__).with_name("flags")
@@ -56,14 +56,16 @@ def definitions(engine: str) -> dict[str, Any]:
 def unknown_flags(engine: str, argv: Iterable[str]) -> list[str]:
     """Tokens of a command line that look like flags but the pinned engine does not define.
 
-    The launcher itself (``vllm serve``, ``python -m sglang.launch_server``, ``trtllm-serve``)
-    is skipped when ``argv`` starts with it.
+    Everything up to the server program itself (``vllm serve``, ``python -m
+    sglang.launch_server``, ``trtllm-serve``; an MPI launcher before it) is skipped.
     """
     known = set(definitions(engine)["flags"])
     tokens = list(argv)
     program = PROGRAMS[engine]
-    if tokens[: len(program)] == program:
-        tokens = tokens[len(program) :]
+    for start in range(len(tokens)):
+        if tokens[start : start + len(program)] == program:
+            tokens = tokens[start + len(program) :]
+            break
     return [a for a in tokens if a.startswith("-") and not _is_number(a) and a not in known]
 
 
@@ -71,6 +73,8 @@ def unknown_config_keys(engine: str, config: Mapping[str, Any]) -> list[str]:
     """Keys (``a`` or ``a.b`` for nested mappings) of a config file the engine does not define."""
     spec = definitions(engine)
     top, nested = set(spec["config_keys"]), spec["nested_keys"]
+    # A switch that is off may be written as its --no- twin (vLLM's file loader needs it).
+    top |= {flag[2:] for flag in spec["flags"] if flag.startswith("--no-")}
     bad = []
     for key, value in config.items():
         if key not in top:
@@ -122,7 +126,7 @@ def draft_model_path(spec: SpeculativeConfig) -> str:
     return str(Path(path).parent) if path.endswith("config.json") else path
 
 
-def shell_line(argv: Iterable[str], env: Mapping[str, str] | None = None) -> str:
+def shell_line(argv: Iterable[str | EnvRef], env: Mapping[str, str] | None = None) -> str:
     """One shell line; every token quoted so paths with spaces, quotes or newlines survive."""
     prefix = [f"{k}={shell_word(v)}" for k, v in (env or {}).items()]
     return " ".join([*prefix, command_line(argv)])
@@ -133,61 +137,22 @@ def dump_yaml(mapping: Mapping[str, Any]) -> str:
     return yaml.safe_dump(dict(mapping), sort_keys=False, default_flow_style=False)
 
 
-def replica_lines(
-    *, config: DeploymentConfig, argv: list[str], port: int, port_flag: str
-) -> list[str]:
-    """One launch line per data-parallel replica, each on its own GPUs and port.
-
-    Replicas are independent servers (the plan puts a router in front of them), so each gets
-    ``CUDA_VISIBLE_DEVICES`` for its slice of GPUs and the next port. Lines assume one host
-    holds all the GPUs; on several hosts run each line on the host that has its GPUs.
-    """
-    per_replica = config.gpus_per_replica
-    lines = []
-    for replica in range(config.dp):
-        gpus = ",".join(str(g) for g in range(replica * per_replica, (replica + 1) * per_replica))
-        lines.append(
-            shell_line([*argv, port_flag, str(port + replica)], env={"CUDA_VISIBLE_DEVICES": gpus})
+def checkpoint_notes(checkpoint: Checkpoint) -> list[str]:
+    """What the operator must know about the weights an engine loads."""
+    notes = []
+    if checkpoint.make:
+        notes.append(
+            f"no public {checkpoint.scheme} checkpoint of this model is known for this engine: "
+            f"make {checkpoint.model_id} first ({checkpoint.detail}): {checkpoint.make}"
         )
-    return lines
-
-
-def prequantized_note(config: DeploymentConfig, *, engine: str) -> str | None:
-    """What checkpoint a quantized plan needs when the engine cannot quantize it at load time."""
-    w, a, group = config.weight_dtype, config.activation_dtype, config.quant_group_size
-    if w in ("bf16", "fp16"):
-        return None
-    if engine == "trtllm":
-        return (
-            f"needs a ModelOpt pre-quantized checkpoint ({_scheme(config)}; hf_quant_config.json "
-            "beside config.json): TensorRT-LLM reads the quantization from the checkpoint and "
-            "has no flag for it, so pass that directory as the model"
+    elif checkpoint.format == "as given" and checkpoint.prequantized:
+        notes.append(f"{checkpoint.model_id} must already hold {checkpoint.scheme} weights")
+    if checkpoint.scheme == "fp8" and "static" in checkpoint.detail:
+        notes.append(
+            "the checkpoint's FP8 activation scales are static; the plan modelled dynamic "
+            "per-token scaling, which costs a little more, so its predictions are conservative"
         )
-    if (w, a) == ("int8", "int8"):
-        return (
-            "needs a pre-quantized INT8 W8A8 checkpoint (SmoothQuant-style, e.g. "
-            "compressed-tensors W8A8): pass its path as the model"
-        )
-    if w in ("int8", "int4") and a in ("bf16", "fp16"):
-        bits = 4 if w == "int4" else 8
-        return (
-            f"needs a pre-quantized INT{bits} weight-only checkpoint (AWQ or GPTQ, group size "
-            f"{group}, or compressed-tensors W{bits}A16): the engine detects it from the "
-            "checkpoint's config.json; pass its path as the model"
-        )
-    if w == "fp8" and config.fp8_scaling == "static" and a == "fp8":
-        return (
-            "static FP8 activation scales need a pre-quantized FP8 checkpoint (compressed-tensors "
-            "or ModelOpt) detected from its config.json; no --quantization flag is emitted"
-        )
-    return None
-
-
-def _scheme(config: DeploymentConfig) -> str:
-    w, a = config.weight_dtype, config.activation_dtype
-    if w == a:
-        return f"{w.upper()} W8A8" if w in ("fp8", "int8") else w.upper()
-    return f"{w.upper()} weight-only, group size {config.quant_group_size}"
+    return notes
 
 
 def flag_values(argv: Iterable[str]) -> dict[str, str | bool]:

@@ -6,13 +6,15 @@ What each knob means in SGLang, and how the plan maps onto it:
   experts over ``ep`` ranks of the TP group, exactly the plan's ``ep``. ``--dp-size`` is 1:
   replicas are separate servers (see ``tuner.engines``). SGLang's ``--attn-cp-size`` splits
   attention *inside* the TP group, so a plan whose ``cp`` adds GPUs cannot be expressed.
-* ``--mem-fraction-static``: share of total memory for the static pools, weights + KV cache;
-  activations and CUDA graphs use the rest. See ``budget.py``.
+* ``--mem-fraction-static``: share of the memory *free when the server starts* for the static
+  pools, weights + KV cache; activations and CUDA graphs use the rest
+  (``KVCacheConfigurator._profile_available_bytes``). See ``budget.py``.
 * ``--kv-cache-dtype``: ``auto`` (model dtype) or ``fp8_e4m3``. SGLang rejects the bare ``fp8``
   that vLLM and TensorRT-LLM accept.
-* ``--quantization fp8`` quantizes a bf16 checkpoint at load time; ``w8a8_int8`` runs a
-  pre-quantized INT8 W8A8 checkpoint; AWQ/GPTQ weight-only checkpoints are detected from
-  ``config.json``.
+* Quantization comes from the checkpoint (``tuner.handover.checkpoints``): SGLang detects
+  compressed-tensors, Model Optimizer, FBGEMM FP8, AWQ and GPTQ from its config, so no
+  ``--quantization`` flag is written (``--quantization fp8`` on a bf16 checkpoint loads every
+  bf16 weight before quantizing: ``load_weights_and_postprocess``).
 * ``--max-running-requests`` caps concurrent requests (vLLM's max-num-seqs).
   ``--max-prefill-tokens`` caps prefill tokens per step and ``--chunked-prefill-size`` the chunk
   (``-1`` = no chunking): together they play vLLM's ``--max-num-batched-tokens``.
@@ -24,25 +26,37 @@ What each knob means in SGLang, and how the plan maps onto it:
   ``--speculative-eagle-topk 1`` and ``--speculative-num-draft-tokens g+1`` (the verified window
   counts the last accepted token); once the steps are set the whole triple must be.
 
-The YAML (``--config sglang.yaml``) uses the flag names as keys; command-line values are merged
-over it, which is how replicas get their port.
+* ``--enable-metrics`` serves Prometheus metrics at ``/metrics``.
+* Llama 4 is served text-only by default: without ``--enable-multimodal`` the vision tower is
+  neither built nor loaded (``Llama4ForConditionalGeneration.__init__``).
+* A replica larger than a node: the same command on every node with ``--nnodes N --node-rank
+  r --dist-init-addr HOST:PORT`` (the first node's address); only the first serves HTTP.
+
+The YAML (``--config sglang.yaml``) uses the dashed flag names as keys, verbatim
+(``ConfigArgumentMerger``); it holds no ``--no-`` style flag, which the loader rejects.
+Command-line values win over it, which is how each replica gets its port and each node its
+rank.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from simulator.data.specs import DeploymentConfig, SpeculativeConfig
+from simulator.data.specs import SpeculativeConfig
 from simulator.errors import ConfigError
 from tuner.engines.budget import memory_fraction
-from tuner.engines.common import (
-    PROGRAMS,
-    draft_model_path,
-    model_dtype,
-    prequantized_note,
+from tuner.engines.common import PROGRAMS, checkpoint_notes, draft_model_path, model_dtype
+from tuner.engines.inputs import EngineInputs, EngineSection, EnvVar
+from tuner.engines.section import (
+    Spanning,
+    SpanPosition,
+    config_file_section,
+    node_address,
+    replica_note,
+    with_suffix,
 )
-from tuner.engines.inputs import EngineInputs, EngineSection
-from tuner.engines.section import config_file_section, replica_note
+from tuner.handover.topology import ReplicaLayout
+from tuner.safe_text import EnvRef
 
 __all__ = ["render", "CONFIG_FILE", "LAUNCHER"]
 
@@ -53,10 +67,11 @@ _ALGORITHM = {"draft": "STANDALONE", "eagle": "EAGLE3", "ngram": "NGRAM"}
 
 def render(inputs: EngineInputs) -> EngineSection:
     config = inputs.config
-    notes: list[str] = []
+    checkpoint = inputs.checkpoint("sglang")
+    notes = checkpoint_notes(checkpoint)
     options = _options(inputs, notes)
-    head = [*LAUNCHER, "--model-path", inputs.model_id]
-    args = [*head, *_flags(options)]
+    head = [*LAUNCHER, "--model-path", checkpoint.model_id]
+    args = [*head, *_flags(options), "--port", str(inputs.layout.replicas[0].port)]
     note = replica_note(config)
     if note:
         notes.append(note)
@@ -64,12 +79,43 @@ def render(inputs: EngineInputs) -> EngineSection:
         "sglang",
         inputs,
         args=args,
-        server=head,
+        with_file=[*head, "--config", CONFIG_FILE],
         config_file=CONFIG_FILE,
         options=options,
         notes=notes,
         memory_fraction=options["mem-fraction-static"],
+        spanning=SPANNING,
     )
+
+
+# The port of the first node's rendezvous (torch.distributed's TCP store), fixed so every node
+# names the same one.
+DIST_INIT_PORT = 5000
+
+
+def _span_flags(position: SpanPosition) -> list[str | EnvRef]:
+    return [
+        "--nnodes",
+        str(position.nodes),
+        "--node-rank",
+        position.rank,
+        "--dist-init-addr",
+        with_suffix(position.leader_address, f":{DIST_INIT_PORT}"),
+    ]
+
+
+def _span_env(replica: ReplicaLayout) -> list[EnvVar]:
+    leader = replica.nodes[0]
+    return [
+        EnvVar(
+            name=node_address(leader).name,
+            description=f"the address of node {leader}, replica {replica.replica}'s first node, "
+            f"as its other nodes reach it (rendezvous on port {DIST_INIT_PORT})",
+        )
+    ]
+
+
+SPANNING = Spanning(flags=_span_flags, env=_span_env)
 
 
 def _options(inputs: EngineInputs, notes: list[str]) -> dict[str, Any]:
@@ -86,12 +132,6 @@ def _options(inputs: EngineInputs, notes: list[str]) -> dict[str, Any]:
         "ep-size": config.ep,
         "dtype": model_dtype(config),
     }
-    quantization = _quantization(config)
-    if quantization:
-        options["quantization"] = quantization
-    note = prequantized_note(config, engine="sglang")
-    if note:
-        notes.append(note)
     options["kv-cache-dtype"] = "fp8_e4m3" if config.kv_dtype == "fp8" else "auto"
     options["mem-fraction-static"] = memory_fraction("sglang", inputs)
     options["context-length"] = config.max_model_len
@@ -109,19 +149,9 @@ def _options(inputs: EngineInputs, notes: list[str]) -> dict[str, Any]:
         options.update(_speculative(config.speculative))
     if inputs.served_model_name:
         options["served-model-name"] = inputs.served_model_name
+    options["enable-metrics"] = True
     options["host"] = inputs.host
-    options["port"] = inputs.port
     return options
-
-
-def _quantization(config: DeploymentConfig) -> str | None:
-    w, a = config.weight_dtype, config.activation_dtype
-    if w == "fp8":
-        static = a == "fp8" and config.fp8_scaling == "static"
-        return None if static else "fp8"
-    if (w, a) == ("int8", "int8"):
-        return "w8a8_int8"
-    return None  # bf16/fp16, or AWQ/GPTQ weight-only detected from the checkpoint
 
 
 def _speculative(spec: SpeculativeConfig) -> dict[str, Any]:

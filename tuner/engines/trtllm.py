@@ -27,7 +27,12 @@ What each knob means here, and how the plan maps onto it:
 * ``speculative_config``: ``{decoding_type, max_draft_len, speculative_model}`` with
   ``decoding_type`` ``Draft_Target``, ``Eagle3`` or ``NGram`` (n-gram adds
   ``max_matching_ngram_size``).
-* Quantization has no flag: TensorRT-LLM reads it from a ModelOpt pre-quantized checkpoint.
+* Quantization has no flag: TensorRT-LLM reads it from a Model Optimizer checkpoint
+  (``tuner.handover.checkpoints`` names it, or the command that makes it).
+* A replica larger than a node runs in one MPI world started from its first node:
+  ``mpirun -H HOSTS -np N trtllm-llmapi-launch trtllm-serve ...`` (the documented multi-node
+  launcher); the other nodes run nothing themselves.
+* ``/health`` answers health checks and ``/metrics`` reports iteration statistics.
 """
 
 from __future__ import annotations
@@ -36,13 +41,11 @@ from typing import Any
 
 from simulator.data.specs import DeploymentConfig, SpeculativeConfig
 from tuner.engines.budget import memory_fraction
-from tuner.engines.common import (
-    draft_model_path,
-    model_dtype,
-    prequantized_note,
-)
-from tuner.engines.inputs import EngineInputs, EngineSection
-from tuner.engines.section import config_file_section, replica_note
+from tuner.engines.common import checkpoint_notes, draft_model_path, model_dtype
+from tuner.engines.inputs import EngineInputs, EngineSection, EnvVar
+from tuner.engines.section import Spanning, config_file_section, replica_note
+from tuner.handover.topology import ReplicaLayout
+from tuner.safe_text import EnvRef
 
 __all__ = ["render", "CONFIG_FILE"]
 
@@ -54,10 +57,12 @@ _DECODING_TYPE = {"draft": "Draft_Target", "eagle": "Eagle3", "ngram": "NGram"}
 
 def render(inputs: EngineInputs) -> EngineSection:
     config = inputs.config
-    notes: list[str] = []
+    checkpoint = inputs.checkpoint("trtllm")
+    notes = checkpoint_notes(checkpoint)
     options = _options(inputs, notes)
-    head = ["trtllm-serve", inputs.model_id, "--backend", "pytorch", "--host", inputs.host]
-    args = [*head, "--port", str(inputs.port), *_flags(config, options), "--config", CONFIG_FILE]
+    head = ["trtllm-serve", checkpoint.model_id, "--backend", "pytorch", "--host", inputs.host]
+    port = str(inputs.layout.replicas[0].port)
+    args = [*head, "--port", port, *_flags(config, options), "--config", CONFIG_FILE]
     note = replica_note(config, why="TensorRT-LLM has no data-parallel flag; ")
     if note:
         notes.append(note)
@@ -70,20 +75,45 @@ def render(inputs: EngineInputs) -> EngineSection:
         "trtllm",
         inputs,
         args=args,
-        server=head,
-        launch_extra=["--port", str(inputs.port)],
+        with_file=[*head, "--config", CONFIG_FILE],
         config_file=CONFIG_FILE,
         options=options,
         notes=notes,
         memory_fraction=options["kv_cache_config"]["free_gpu_memory_fraction"],
+        spanning=SPANNING,
     )
+
+
+def _hosts(replica: ReplicaLayout) -> EnvRef:
+    return EnvRef(f"REPLICA{replica.replica}_HOSTS")
+
+
+def _launcher(replica: ReplicaLayout, forwarded: list[str]) -> list[str | EnvRef]:
+    """Open MPI's launcher: the replica's hosts, one rank per GPU, the variables every rank
+    needs exported to the remote ones (``-x``)."""
+    ranks = sum(len(part.gpus) for part in replica.slices)
+    exports = [word for name in forwarded for word in ("-x", name)]
+    return ["mpirun", "-H", _hosts(replica), "-np", str(ranks), *exports, "trtllm-llmapi-launch"]
+
+
+def _span_env(replica: ReplicaLayout) -> list[EnvVar]:
+    slots = len(replica.slices[0].gpus)
+    nodes = ", ".join(str(n) for n in replica.nodes)
+    example = ",".join(f"node{n}:{slots}" for n in replica.nodes)
+    return [
+        EnvVar(
+            name=_hosts(replica).name,
+            description=f"replica {replica.replica}'s nodes {nodes} for mpirun, as HOST:SLOTS "
+            f"in order (e.g. {example}), reachable over ssh from node {replica.nodes[0]}",
+        )
+    ]
+
+
+SPANNING = Spanning(flags=lambda position: [], launcher=_launcher, env=_span_env)
 
 
 def _options(inputs: EngineInputs, notes: list[str]) -> dict[str, Any]:
     config = inputs.config
-    note = prequantized_note(config, engine="trtllm")
-    if note:
-        notes.append(note)
     if config.scheduling == "static":
         notes.append(
             "TensorRT-LLM always batches in flight; the plan's static batching is not kept"

@@ -8,23 +8,30 @@ What each knob means in vLLM, and how the plan maps onto it:
   every rank of the instance (EP = DP x PCP x TP; DP is 1 here since replicas are separate
   servers), so vLLM can express ``ep == tp`` (without ``cp``) or ``ep == 1`` and nothing in
   between. Other plans are refused rather than silently rendered as something else.
-* ``--gpu-memory-utilization``: share of *total* GPU memory for the whole instance; see
-  ``budget.py``.
-* ``--kv-cache-dtype``: ``auto`` stores KV in the model dtype (an explicit ``bfloat16`` must
-  match the checkpoint, so ``auto`` is safer); ``fp8`` is e4m3.
-* ``--quantization fp8`` on a bf16 checkpoint quantizes weights to FP8 at load time and computes
-  W8A8 with dynamic activation scales. INT8 W8A8 and INT4/INT8 weight-only need pre-quantized
-  checkpoints, which vLLM recognises from their ``config.json`` (no flag).
+* ``--gpu-memory-utilization``: share of the *total* GPU memory the driver reports, for the
+  whole instance (``vllm/v1/worker/utils.py:request_memory``); see ``budget.py``.
+* ``--kv-cache-dtype``: ``auto`` stores KV in the model dtype; ``fp8`` is e4m3.
+* Quantization comes from the checkpoint (``tuner.handover.checkpoints``): vLLM detects
+  compressed-tensors, Model Optimizer, FBGEMM FP8, AWQ and GPTQ from its config, so no
+  ``--quantization`` flag is written (0.33.0 rewrites ``--quantization fp8`` on a bf16
+  checkpoint to online ``fp8_per_tensor``, which first loads the bf16 weights).
 * ``--max-num-seqs`` / ``--max-num-batched-tokens``: the scheduler's running-request cap and
-  per-step token budget. Chunked prefill is always written explicitly; it defaults on, and vLLM
-  warns when it is turned off.
+  per-step token budget; chunked prefill is always written explicitly.
 * ``--enforce-eager`` turns CUDA graphs off.
-* ``--speculative-config``: a JSON mapping ``{"method", "model", "num_speculative_tokens"}``
-  (n-gram adds ``prompt_lookup_max/min``). Methods: ``draft_model``, ``eagle3``, ``ngram``.
+* ``--speculative-config``: ``{"method", "model", "num_speculative_tokens"}`` with ``method``
+  ``draft_model`` (a plain draft model needs it spelled out), ``eagle3`` or ``ngram``; the
+  drafter runs at the target's TP (``SpeculativeConfig._verify_and_get_draft_tp``).
+* ``--language-model-only``: a multimodal checkpoint (Llama 4) served for text; its vision
+  encoder is neither allocated nor loaded (``SupportsMultiModal._mark_tower_model``).
+* A replica larger than a node: ``--nnodes N --node-rank r --master-addr A --master-port P``
+  on every node, ``--headless`` on all but the first (0.33.0 picks the multiprocessing
+  backend for ``nnodes > 1``; ``ParallelConfig.__post_init__``).
 
-In the YAML (``vllm serve MODEL --config vllm.yaml``) keys are the long flag names, booleans are
-``true``/``false`` (``false`` becomes ``--no-flag``) and the speculative config is a nested
-mapping. Values on the command line win over the file, which is how replicas get their port.
+The YAML (``vllm serve MODEL --config vllm.yaml``) uses the long flag names. ``vllm serve``
+expands it with the top-level parser, which knows no ``--no-`` twins, so ``key: false`` would be
+dropped silently (``FlexibleArgumentParser.load_config_file``): a switch that is off is written
+``no-<key>: true``. Values on the command line win over the file, which is how each replica
+gets its port and each node its rank.
 """
 
 from __future__ import annotations
@@ -35,13 +42,17 @@ from typing import Any
 from simulator.data.specs import DeploymentConfig, SpeculativeConfig
 from simulator.errors import ConfigError
 from tuner.engines.budget import memory_fraction
-from tuner.engines.common import (
-    draft_model_path,
-    model_dtype,
-    prequantized_note,
+from tuner.engines.common import checkpoint_notes, draft_model_path, model_dtype
+from tuner.engines.inputs import EngineInputs, EngineSection, EnvVar
+from tuner.engines.section import (
+    Spanning,
+    SpanPosition,
+    config_file_section,
+    node_address,
+    replica_note,
 )
-from tuner.engines.inputs import EngineInputs, EngineSection
-from tuner.engines.section import config_file_section, replica_note
+from tuner.handover.topology import ReplicaLayout
+from tuner.safe_text import EnvRef
 
 __all__ = ["render", "CONFIG_FILE"]
 
@@ -53,11 +64,11 @@ _METHOD = {"draft": "draft_model", "eagle": "eagle3", "ngram": "ngram"}
 
 def render(inputs: EngineInputs) -> EngineSection:
     config = inputs.config
-    notes: list[str] = []
+    checkpoint = inputs.checkpoint("vllm")
+    notes = checkpoint_notes(checkpoint)
     options = _options(inputs, notes)
-    flags = _flags(options)
-    serve = ["vllm", "serve", inputs.model_id]
-    args = [*serve, *flags]
+    serve = ["vllm", "serve", checkpoint.model_id]
+    args = [*serve, *_flags(options), "--port", str(inputs.layout.replicas[0].port)]
     note = replica_note(config)
     if note:
         notes.append(note)
@@ -65,16 +76,43 @@ def render(inputs: EngineInputs) -> EngineSection:
         "vllm",
         inputs,
         args=args,
-        server=serve,
+        with_file=[*serve, "--config", CONFIG_FILE],
         config_file=CONFIG_FILE,
         options=options,
         notes=notes,
         memory_fraction=options["gpu-memory-utilization"],
+        spanning=SPANNING,
     )
 
 
+# The port the first node listens on for the other nodes' workers (0.33.0's default, written
+# out so a later default cannot move it).
+MASTER_PORT = 29501
+
+
+def _span_flags(position: SpanPosition) -> list[str | EnvRef]:
+    flags: list[str | EnvRef] = ["--nnodes", str(position.nodes), "--node-rank", position.rank]
+    flags += ["--master-addr", position.leader_address, "--master-port", str(MASTER_PORT)]
+    return flags if position.is_leader else [*flags, "--headless"]
+
+
+def _span_env(replica: ReplicaLayout) -> list[EnvVar]:
+    leader = replica.nodes[0]
+    return [
+        EnvVar(
+            name=node_address(leader).name,
+            description=f"the address of node {leader}, replica {replica.replica}'s first node, "
+            f"as its other nodes reach it (they connect to port {MASTER_PORT})",
+        )
+    ]
+
+
+SPANNING = Spanning(flags=_span_flags, env=_span_env)
+
+
 def _options(inputs: EngineInputs, notes: list[str]) -> dict[str, Any]:
-    """Long flag name (no dashes) -> value, in the order a reader wants them."""
+    """Long flag name (no dashes) -> value, in the order a reader wants them; a switch that
+    is off becomes ``no-<name>: True`` (see the module docstring)."""
     config = inputs.config
     options: dict[str, Any] = {
         "tensor-parallel-size": config.tp,
@@ -86,17 +124,8 @@ def _options(inputs: EngineInputs, notes: list[str]) -> dict[str, Any]:
     if config.cp > 1:
         options["prefill-context-parallel-size"] = config.cp
     options["dtype"] = model_dtype(config)
-    quantization = _quantization(config)
-    if quantization:
-        options["quantization"] = quantization
-    note = prequantized_note(config, engine="vllm")
-    if note:
-        notes.append(note)
-    if config.weight_dtype == "fp8" and config.activation_dtype != "fp8":
-        notes.append(
-            "FP8 weights with bf16 activations: vLLM's fp8 method computes W8A8 with dynamic "
-            "activation scales on GPUs with FP8 tensor cores (weight-only FP8 elsewhere)"
-        )
+    if inputs.text_only:
+        options["language-model-only"] = True
     options["kv-cache-dtype"] = "fp8" if config.kv_dtype == "fp8" else "auto"
     options["block-size"] = config.block_size
     options["gpu-memory-utilization"] = memory_fraction("vllm", inputs)
@@ -114,8 +143,10 @@ def _options(inputs: EngineInputs, notes: list[str]) -> dict[str, Any]:
     if inputs.served_model_name:
         options["served-model-name"] = inputs.served_model_name
     options["host"] = inputs.host
-    options["port"] = inputs.port
-    return options
+    return {
+        (f"no-{key}" if value is False else key): (True if value is False else value)
+        for key, value in options.items()
+    }
 
 
 def _expert_parallel(config: DeploymentConfig) -> bool:
@@ -134,15 +165,6 @@ def _expert_parallel(config: DeploymentConfig) -> bool:
     )
 
 
-def _quantization(config: DeploymentConfig) -> str | None:
-    """The --quantization value, or None when the checkpoint itself says how it is quantized."""
-    if config.weight_dtype == "fp8":
-        # Online FP8 from a bf16 checkpoint; static activation scales come from the checkpoint.
-        static = config.activation_dtype == "fp8" and config.fp8_scaling == "static"
-        return None if static else "fp8"
-    return None
-
-
 def _speculative(spec: SpeculativeConfig) -> dict[str, Any]:
     out: dict[str, Any] = {"method": _METHOD[spec.method]}
     if spec.method == "ngram":
@@ -155,11 +177,12 @@ def _speculative(spec: SpeculativeConfig) -> dict[str, Any]:
 
 
 def _flags(options: dict[str, Any]) -> list[str]:
-    """The command-line form of the YAML: booleans as --x / --no-x, mappings as JSON."""
+    """The command-line form of the YAML: switches as --x (``no-x: true`` as --no-x),
+    mappings as JSON."""
     argv: list[str] = []
     for key, value in options.items():
-        if isinstance(value, bool):
-            argv.append(f"--{key}" if value else f"--no-{key}")
+        if value is True:
+            argv.append(f"--{key}")
         elif isinstance(value, dict):
             argv += [f"--{key}", json.dumps(value, separators=(",", ":"))]
         else:

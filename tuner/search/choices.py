@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal, get_args
 
+from simulator.data.specs import ModelSpec
 from simulator.errors import ConfigError
 
 __all__ = [
@@ -25,8 +26,8 @@ __all__ = [
     "DEFAULT_ALLOW_QUANT",
     "parse_allow_quant",
     "SPEC_METHODS",
-    "SPEC_DRAFT_MODEL",
-    "EAGLE_HEADS",
+    "eagle_head",
+    "draft_model",
 ]
 
 Risk = Literal["none", "low", "medium", "high"]
@@ -68,15 +69,23 @@ DEFAULT_ALLOW_QUANT = "bf16,fp8"
 # a small same-family draft model a little less, prompt n-gram lookup little on chat (it shines
 # on code edits and summaries that copy the prompt). Assumptions, stated in every plan.
 SPEC_METHODS: dict[str, float] = {"eagle": 0.75, "draft": 0.65, "ngram": 0.35}
-# The draft model (same tokenizer as every Llama 3.x) and the published EAGLE-3 heads; a
-# method is offered only where its drafter exists, so every plan can actually launch. The 70B
-# head was trained on 3.3-Instruct (3.1-70B's architecture): on other weights expect less.
-SPEC_DRAFT_MODEL = "meta-llama/Llama-3.2-1B"
-EAGLE_HEADS = {
-    "llama-3.1-8b": "yuhuili/EAGLE3-LLaMA3.1-Instruct-8B",
-    "llama-3.1-70b": "yuhuili/EAGLE3-LLaMA3.3-Instruct-70B",
-    "llama-3.3-70b": "yuhuili/EAGLE3-LLaMA3.3-Instruct-70B",
-}
+
+
+def eagle_head(model: ModelSpec) -> str | None:
+    """The EAGLE-3 head a plan of ``model`` may draft with: one trained on exactly its Instruct
+    model (``handover/checkpoints.yaml``), for the dense models whose head the cost model
+    describes (``simulator.data.architecture.eagle3_head``)."""
+    from tuner.handover.checkpoints import eagle_head as published
+
+    return None if model.is_moe else published(model.name)
+
+
+def draft_model(model: ModelSpec) -> str | None:
+    """The small same-tokenizer model a plan of ``model`` may draft with, if the table names
+    one (``handover/checkpoints.yaml``)."""
+    from tuner.handover.checkpoints import draft_model as published
+
+    return published(model.name)
 
 
 def parse_allow_quant(text: str) -> tuple[tuple[str, ...], tuple[str, ...]]:

@@ -145,6 +145,7 @@ def build_search(spec: dict[str, Any]) -> Search:
         allow_quant=spec.get("allow_quant", "bf16,fp8"),
         speculative=spec.get("speculative", True),
         small=spec.get("small", False),
+        only={knob: spec[knob] for knob in ("tp", "pp", "ep") if spec.get(knob)},
     )
     traffic = traffic_stats(workload, requests)
     targets: dict[str, float] = {}

@@ -22,7 +22,7 @@ distributions). ``SearchSpace.suggest(trial)`` is the one place that talks to a 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, NamedTuple
 
@@ -33,12 +33,12 @@ from simulator.data.specs import DeploymentConfig, HardwareSpec, ModelSpec, Spec
 from simulator.errors import ConfigError
 from tuner.search.choices import (
     DEFAULT_ALLOW_QUANT,
-    EAGLE_HEADS,
     KV_SCHEMES,
     RISK_LEVELS,
-    SPEC_DRAFT_MODEL,
     SPEC_METHODS,
     WEIGHT_SCHEMES,
+    draft_model,
+    eagle_head,
     parse_allow_quant,
 )
 
@@ -152,8 +152,10 @@ class SearchSpace:
         allow_quant: str = DEFAULT_ALLOW_QUANT,
         speculative: bool = True,
         small: bool = False,
+        only: Mapping[str, Sequence[int]] | None = None,
     ) -> SearchSpace:
-        """The full space for ``gpus`` GPUs (``small=True``: a few hundred points, enumerable)."""
+        """The full space for ``gpus`` GPUs (``small=True``: a few hundred points, enumerable);
+        ``only`` keeps the listed values of ``tp``, ``pp`` or ``ep`` (``--tp 8 --pp 2``)."""
         if gpus < 1:
             raise ConfigError(f"--gpus must be at least 1 (got {gpus})")
         weights, kv = parse_allow_quant(allow_quant)
@@ -169,10 +171,14 @@ class SearchSpace:
         if small:
             seqs, tokens, pp, spec_tokens = (32, 64, 128, 256), (4096, 8192), pp[:2], (3,)
             methods = tuple(m for m in methods if m in ("none", "eagle", "ngram"))[:2]
-        if model.vocab_size != 128256 or model.num_hidden_layers <= 16:
-            # The draft model must share the tokenizer and be far smaller than the target.
+        only = only or {}
+        tp = _only("tp", tp, only.get("tp"))
+        pp = _only("pp", pp, only.get("pp"))
+        ep = _only("ep", ep, only.get("ep"))
+        # A method is offered only where its drafter is published for this very model.
+        if draft_model(model) is None:
             methods = tuple(m for m in methods if m != "draft")
-        if model.name not in EAGLE_HEADS:
+        if eagle_head(model) is None:
             methods = tuple(m for m in methods if m != "eagle")
         return cls(
             model=model,
@@ -295,7 +301,7 @@ class SearchSpace:
             method=method,
             num_speculative_tokens=tokens,
             acceptance_rate=self.spec_acceptance[method],
-            draft_model={"draft": SPEC_DRAFT_MODEL, "eagle": EAGLE_HEADS.get(self.model.name)}.get(
+            draft_model={"draft": draft_model(self.model), "eagle": eagle_head(self.model)}.get(
                 method
             ),
         )
@@ -348,6 +354,20 @@ class SearchSpace:
                 **{name: list(getattr(self, name)) for name in knobs},
                 "spec_acceptance": acceptance, "size": self.size(),
                 "gpu_memory_utilization": self.gpu_memory_utilization}  # fmt: skip
+
+
+def _only(name: str, allowed: tuple[int, ...], asked: Sequence[int] | None) -> tuple[int, ...]:
+    """``allowed`` cut down to ``asked``; asking for a value the space cannot hold is an error
+    that names the values it can."""
+    if not asked:
+        return allowed
+    outside = sorted(set(asked) - set(allowed))
+    if outside:
+        raise ConfigError(
+            f"--{name} {','.join(map(str, outside))} is outside this search "
+            f"(possible here: {','.join(map(str, allowed))})"
+        )
+    return tuple(v for v in allowed if v in set(asked))
 
 
 class _Replay:
