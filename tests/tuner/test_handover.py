@@ -272,3 +272,43 @@ def test_markdown_shows_input_as_text():
     block = markdown_code("a ```\n``` closes? no")
     fence = block.split("\n", 1)[0]
     assert len(fence) == 4 and block.endswith("\n" + fence)
+
+
+# ---------------------------------------------------------------- the committed studies
+STUDIES = sorted(p.parent for p in (ROOT / "studies" / "handover").glob("*/plan.json"))
+
+
+def test_the_handover_studies_are_committed():
+    names = {s.name for s in STUDIES}
+    assert {"70b-bf16-tp8pp2-2nodes", "405b-fp8-16xh100", "scout-ep4", "8b-int8-int4",
+            "70b-draft-model", "70b-4-replicas-2nodes"} <= names  # fmt: skip
+
+
+@pytest.mark.parametrize("study", [*STUDIES, EXAMPLE], ids=lambda p: p.name)
+def test_no_launch_loads_more_weight_bytes_per_gpu_than_the_plan_budgets(study):
+    """Each engine loads weights of the planned precision (never bf16 for a quantized plan,
+    never quantized at load time), and its memory knob holds the plan's weights, drafter and KV
+    cache within the GPU's memory as the driver reports it."""
+    from tuner.engines import EngineInputs, kv_cache_bytes_given, total_bytes_used
+    from tuner.engines.inputs import EngineSection
+
+    plan = load_plan(study / "plan.json")
+    m = plan.memory
+    for engine, section in plan.engines.items():
+        if not isinstance(section, EngineSection):
+            continue
+        assert section.checkpoint.scheme == plan.config.weight_dtype, (study.name, engine)
+        assert "--quantization" not in section.args, (study.name, engine)
+        inputs = EngineInputs(
+            config=plan.config, model_id=section.checkpoint.model_id,
+            hbm_bytes=m.device_memory_bytes, weights_bytes=m.weights_bytes + m.drafter_weights_bytes,
+            activation_bytes=m.activation_bytes, reserved_bytes=m.reserved_bytes,
+            kv_cache_bytes=m.kv_cache_bytes,
+        )  # fmt: skip
+        fraction = section.memory_fraction
+        assert m.engine_fractions[engine] == fraction
+        assert (
+            kv_cache_bytes_given(engine, inputs, fraction)
+            >= m.kv_tokens_needed * m.kv_bytes_per_token
+        )
+        assert total_bytes_used(engine, inputs, fraction) <= m.device_memory_bytes

@@ -51,6 +51,13 @@ def add_parser(subparsers) -> None:
     search.add_argument(
         "--no-speculative", action="store_true", help="do not search speculative decoding"
     )
+    search.add_argument(
+        "--speculative",
+        default=None,
+        metavar="METHOD[,METHOD...]",
+        help="search only these speculative methods: draft, eagle, ngram (plain decoding too "
+        "is then left out)",
+    )
     for knob, what in (("tp", "tensor"), ("pp", "pipeline"), ("ep", "expert")):
         search.add_argument(
             f"--{knob}",
@@ -146,7 +153,18 @@ def spec_from_args(args: argparse.Namespace) -> dict[str, Any]:
         "model_id": args.model_id,
         "exhaustive": args.exhaustive,
         **{knob: _sizes(knob, getattr(args, knob)) for knob in ("tp", "pp", "ep")},
+        "spec_methods": _methods(args),
     }
+
+
+def _methods(args: argparse.Namespace) -> list[str] | None:
+    from simulator.errors import ConfigError
+
+    if not args.speculative:
+        return None
+    if args.no_speculative:
+        raise ConfigError("--speculative and --no-speculative contradict each other")
+    return [m.strip() for m in args.speculative.split(",") if m.strip()]
 
 
 def _sizes(knob: str, text: str | None) -> list[int] | None:

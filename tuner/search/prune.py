@@ -162,8 +162,12 @@ def _evaluate(
     # A prompt longer than the token budget runs in chunks: at least that many steps.
     chunks = np.ceil(traffic.median_prompt / cfg.max_num_batched_tokens)
     ttft_floor = prefill.latency_s * chunks
-    tpot_floor = decode_one.latency_s.copy()
-    for method, drafted in space.spec_options()[1:]:
+    options = space.spec_options()
+    plain = ("none", 0) in options
+    tpot_floor = decode_one.latency_s.copy() if plain else np.full(len(rows), np.inf)
+    for method, drafted in options:
+        if method == "none":
+            continue
         verify = step.decode(1, context, query_tokens=drafted + 1).latency_s
         accepted = expected_tokens_per_round(drafted, space.spec_acceptance[method])
         tpot_floor = np.minimum(tpot_floor, verify / accepted)

@@ -146,6 +146,7 @@ def build_search(spec: dict[str, Any]) -> Search:
         speculative=spec.get("speculative", True),
         small=spec.get("small", False),
         only={knob: spec[knob] for knob in ("tp", "pp", "ep") if spec.get(knob)},
+        spec_methods=spec.get("spec_methods"),
     )
     traffic = traffic_stats(workload, requests)
     targets: dict[str, float] = {}

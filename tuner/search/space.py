@@ -153,9 +153,11 @@ class SearchSpace:
         speculative: bool = True,
         small: bool = False,
         only: Mapping[str, Sequence[int]] | None = None,
+        spec_methods: Sequence[str] | None = None,
     ) -> SearchSpace:
         """The full space for ``gpus`` GPUs (``small=True``: a few hundred points, enumerable);
-        ``only`` keeps the listed values of ``tp``, ``pp`` or ``ep`` (``--tp 8 --pp 2``)."""
+        ``only`` keeps the listed values of ``tp``, ``pp`` or ``ep`` (``--tp 8 --pp 2``);
+        ``spec_methods`` keeps only those speculative methods (and no plain decoding)."""
         if gpus < 1:
             raise ConfigError(f"--gpus must be at least 1 (got {gpus})")
         weights, kv = parse_allow_quant(allow_quant)
@@ -180,6 +182,20 @@ class SearchSpace:
             methods = tuple(m for m in methods if m != "draft")
         if eagle_head(model) is None:
             methods = tuple(m for m in methods if m != "eagle")
+        if spec_methods:
+            unknown = sorted(set(spec_methods) - set(SPEC_METHODS))
+            if unknown:
+                raise ConfigError(
+                    f"--speculative {','.join(unknown)}: known methods are "
+                    f"{', '.join(SPEC_METHODS)}"
+                )
+            kept = tuple(m for m in methods if m in spec_methods)
+            if not kept:
+                raise ConfigError(
+                    f"--speculative {','.join(spec_methods)}: no such drafter is published "
+                    f"for {model.name} (see tuner/handover/checkpoints.yaml)"
+                )
+            methods = kept
         return cls(
             model=model,
             hardware=tuple(hardware),
@@ -273,9 +289,9 @@ class SearchSpace:
                 yield ReplicaKey(hw, tp, pp, ep, w, kv, seqs, chunked, tokens)
 
     def spec_options(self) -> list[tuple[str, int]]:
-        return [("none", 0)] + [
-            (m, g) for m in self.spec_methods if m != "none" for g in self.spec_tokens
-        ]
+        """(method, drafted tokens) choices; ("none", 0) is plain decoding, when searched."""
+        plain = [("none", 0)] if "none" in self.spec_methods else []
+        return plain + [(m, g) for m in self.spec_methods if m != "none" for g in self.spec_tokens]
 
     def points(self) -> Iterator[Point]:
         """The whole space, one point at a time (exhaustive mode; keep the space small)."""

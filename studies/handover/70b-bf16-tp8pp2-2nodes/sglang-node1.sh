@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# llama-3.1-70b on 16 x h100-sxm: 1 replica(s) of tp=8 pp=2; sglang 0.5.23 (lmsysorg/sglang:v0.5.23-cu130); node 1 of 2, replica(s) 0
+# written by rooftune 0.1.0 from plan.json (study 70b-bf16-tp8pp2-2nodes, trial 0); weights: meta-llama/Llama-3.1-70B-Instruct (bf16 weights as published)
+# set before running:
+#   NODE0_ADDR: the address of node 0, replica 0's first node, as its other nodes reach it (rendezvous on port 5000)
+#   HF_TOKEN: a Hugging Face token whose account accepted meta-llama/Llama-3.1-70B-Instruct's licence
+set -euo pipefail
+cd "$(dirname "$0")"
+: "${NODE0_ADDR:?set NODE0_ADDR (see the top of this script)}"
+: "${HF_TOKEN:?set HF_TOKEN (see the top of this script)}"
+CUDA_VISIBLE_DEVICES=0,1,2,3,4,5,6,7 python -m sglang.launch_server --model-path meta-llama/Llama-3.1-70B-Instruct --config sglang.yaml --port 8000 --nnodes 2 --node-rank 1 --dist-init-addr "${NODE0_ADDR:?set NODE0_ADDR (see the top of this script)}":5000
