@@ -311,16 +311,18 @@ def assemble_plan(
             band_source=source,
         ))  # fmt: skip
     names = search.metric_names
-    trials = []
-    if study is not None:
-        trials = [
-            t
-            for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-            if t.user_attrs.get(KIND_ATTR) == "deployment"
-        ]
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if study else []
+    trials = [t for t in complete if t.user_attrs.get(KIND_ATTR) == "deployment"]
+    # The trial that shows the deployment serving: its own run at the traffic's rate or a
+    # capacity probe of it, else (an answer shared within a schedule group) the run of the
+    # configuration that differs only in batching knobs.
+    meeting = [t for t in [*trials, *complete] if t.user_attrs.get("meets")]
     chosen_trial = next(
-        (t for t in trials if t.user_attrs.get("meets")
-         and t.user_attrs.get("label") == point.label()), None,
+        (t for t in meeting if t.user_attrs.get("label") == point.label()), None
+    ) or next(
+        (t for t in meeting
+         if _schedule_label(t.user_attrs.get("label", "")) == _schedule_label(point.label())),
+        None,
     )  # fmt: skip
     weights, kv = WEIGHT_SCHEMES[point.weights], KV_SCHEMES[point.kv]
     spec_cfg = config.speculative
@@ -392,6 +394,13 @@ def assemble_plan(
         engines=engines,
     )
     return plan, result
+
+
+def _schedule_label(label: str) -> str:
+    """A deployment's label without its batching knobs (what a schedule group shares)."""
+    import re
+
+    return re.sub(r" seqs=\d+| chunk=\d+| no-chunk", "", label)
 
 
 def _search_stats(search: Any, outcome: Any, provenance: dict[str, Any]) -> dict[str, Any]:

@@ -469,18 +469,20 @@ def render_engines(
                 model_id=local,
                 hub_id=hf_model_id(model),
             )
+            multimodal = model.model_type == "llama4_text"
+            vision = VISION_TOWER_BYTES if multimodal and _loads_vision(engine) else 0.0
             inputs = EngineInputs(
                 config=config,
                 model_id=checkpoint.model_id,
                 hbm_bytes=memory.device_memory_bytes,
-                weights_bytes=memory.weights_bytes + memory.drafter_weights_bytes,
+                weights_bytes=memory.weights_bytes + memory.drafter_weights_bytes + vision,
                 activation_bytes=memory.activation_bytes,
                 reserved_bytes=memory.reserved_bytes,
                 kv_cache_bytes=memory.kv_cache_bytes,
                 served_model_name=served_model_name,
                 checkpoints={engine: checkpoint},
                 topology=topology,
-                text_only=model.model_type == "llama4_text",
+                text_only=multimodal,
             )
             section = render(engine, inputs)
         except ConfigError as error:
@@ -499,6 +501,19 @@ def render_engines(
         memory.engine_fractions[engine] = fraction
         sections[engine] = section
     return sections
+
+
+# Llama 4's vision encoder and projector, in bf16: about 0.9 B parameters (config.json
+# vision_config: 34 layers of width 1408, MLP 5632), which the text decoder's count leaves out.
+VISION_TOWER_BYTES = 0.9e9 * 2
+
+
+def _loads_vision(engine: str) -> bool:
+    """Whether ``engine`` loads a multimodal checkpoint's vision tower when serving text
+    (each renderer says, ``LOADS_VISION_TOWER``)."""
+    from importlib import import_module
+
+    return bool(import_module(f"tuner.engines.{engine}").LOADS_VISION_TOWER)
 
 
 def write_study_dir(

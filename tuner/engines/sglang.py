@@ -61,6 +61,8 @@ from tuner.safe_text import EnvRef
 __all__ = ["render", "CONFIG_FILE", "LAUNCHER"]
 
 CONFIG_FILE = "sglang.yaml"
+# Llama 4's vision tower is built only with --enable-multimodal, which is never written.
+LOADS_VISION_TOWER = False
 LAUNCHER = PROGRAMS["sglang"]
 _ALGORITHM = {"draft": "STANDALONE", "eagle": "EAGLE3", "ngram": "NGRAM"}
 

@@ -50,6 +50,9 @@ from tuner.safe_text import EnvRef
 __all__ = ["render", "CONFIG_FILE"]
 
 CONFIG_FILE = "trtllm.yaml"
+# trtllm-serve has no text-only switch for a multimodal checkpoint: the vision tower is loaded
+# and counted (replicated on every GPU, the conservative assumption).
+LOADS_VISION_TOWER = True
 # n-gram drafting: match suffixes of up to 4 tokens (same window as the vLLM rendering).
 NGRAM_MATCH_SIZE = 4
 _DECODING_TYPE = {"draft": "Draft_Target", "eagle": "Eagle3", "ngram": "NGram"}
@@ -114,6 +117,11 @@ SPANNING = Spanning(flags=lambda position: [], launcher=_launcher, env=_span_env
 
 def _options(inputs: EngineInputs, notes: list[str]) -> dict[str, Any]:
     config = inputs.config
+    if inputs.text_only:
+        notes.append(
+            "trtllm-serve loads the checkpoint's vision encoder too (about 1.8 GB per GPU, "
+            "counted in the memory fraction); clients send text only"
+        )
     if config.scheduling == "static":
         notes.append(
             "TensorRT-LLM always batches in flight; the plan's static batching is not kept"

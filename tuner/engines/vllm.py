@@ -57,6 +57,9 @@ from tuner.safe_text import EnvRef
 __all__ = ["render", "CONFIG_FILE"]
 
 CONFIG_FILE = "vllm.yaml"
+# Served text-only (``--language-model-only``), a multimodal checkpoint's vision tower is not
+# loaded.
+LOADS_VISION_TOWER = False
 # n-gram drafting: match suffixes of 2..4 prompt tokens (vLLM's documented example sizes).
 NGRAM_LOOKUP_MAX, NGRAM_LOOKUP_MIN = 4, 2
 _METHOD = {"draft": "draft_model", "eagle": "eagle3", "ngram": "ngram"}
