@@ -35,11 +35,15 @@ EXPECTED = [
 
 
 def journal_trials(directory: Path, name: str):
+    """The study's trials; none while the journal exists but the study is not written yet."""
     from tuner.search.study import open_storage
 
-    study = optuna.load_study(
-        study_name=name, storage=open_storage(str(directory / "study.journal"))
-    )
+    try:
+        study = optuna.load_study(
+            study_name=name, storage=open_storage(str(directory / "study.journal"))
+        )
+    except KeyError:
+        return []
     return study.get_trials(deepcopy=False)
 
 
