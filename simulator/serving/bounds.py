@@ -68,8 +68,12 @@ __all__ = [
 
 # Latency percentiles at or above this are bounded below by the mean (latency tails are long).
 MEAN_PERCENTILE = 90.0
-# A finite run starts empty and meets an SLO by luck up to about 1 % past the steady state.
-BOUND_SLACK = 1.03
+# A finite run starts empty, and where max_num_seqs or the token budget binds, its queue grows
+# too slowly to be caught within a run of a few hundred requests: the simulation then passes
+# rates up to 15 % past the steady state (the most seen over the 133 best Llama-3.1-8B
+# configurations on two H100s, 500 chat requests, max_num_seqs 256; 2026-12-06). The bound
+# carries that, and a margin.
+BOUND_SLACK = 1.25
 # What sets the bound (CapacityBounds.limit indexes this).
 LIMITS = ("slo", "max_num_seqs", "kv_cache", "token_budget", "cannot run")
 _BISECTION_STEPS = 14
