@@ -125,12 +125,15 @@ def exhaustive(case: str, jobs: int) -> dict:
     check = launch_check(search, "vllm", hf_model_id(search.space.model))
     table, budget = search.table.candidates, search.space.gpus
     violations = 0
+    worst_excess = 0.0  # the largest capacity / bound seen: how close the bound came to breaking
     scored = []
     for row in rows:
         candidate = table[row["index"]]
         if search.rate is None:
             capacity = row["capacity"]
             violations += capacity is not None and capacity > candidate.rate_bound
+            if capacity:
+                worst_excess = max(worst_excess, capacity / candidate.rate_bound)
             if capacity:
                 total = (budget // candidate.gpus) * capacity
                 scored.append((-total, candidate.gpus * (budget // candidate.gpus), row))
@@ -146,6 +149,7 @@ def exhaustive(case: str, jobs: int) -> dict:
         "wall_s": time.perf_counter() - start,
         "simulations": sum(row["probes"] for row in rows),
         "violations": int(violations),
+        "worst_excess": round(worst_excess, 4) if search.rate is None else None,
         "label": "-",
         "cost": None,
         "capacity": None,

@@ -222,6 +222,7 @@ def bench_attention_decode(spec: ModelSpec, batches: list[int], contexts: list[i
                 lambda q=q, k=k, v=v: F.scaled_dot_product_attention(q, k, v, enable_gqa=True),
                 calls=10,
             )
+            flops = 4.0 * batch * kv_heads * group * context * d  # scores and values
             records.append(
                 {
                     "batch": batch,
@@ -229,6 +230,8 @@ def bench_attention_decode(spec: ModelSpec, batches: list[int], contexts: list[i
                     "time_s": seconds,
                     "bytes": kv_bytes,
                     "bytes_per_s": kv_bytes / seconds,
+                    "flops": flops,
+                    "flops_per_s": flops / seconds,
                 }
             )
             k = v = q = None  # noqa: F841

@@ -144,6 +144,10 @@ class Prediction(_Result):
     busy_fraction: float | None = None  # share of the run each replica spent iterating
     iterations: int | None = None
     speculative: dict | None = None  # acceptance statistics of a speculative run
+    # The likely range of each latency, from the calibration's step-time residuals on this GPU
+    # (simulator/cost/bands.py): "ttft_p99" -> [low, high] seconds, and "prefill" / "decode"
+    # for the step times. Empty when the profile has no measured residuals.
+    bands: dict[str, tuple[float, float]] = Field(default_factory=dict)
     source: str = "rooftune roofline"
 
 

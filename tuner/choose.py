@@ -259,9 +259,9 @@ def assemble_plan(
     ``NoFeasiblePlanError`` names the closest candidate when nothing was found."""
     from optuna.trial import TrialState
 
+    from simulator.cost.bands import band_source
     from simulator.errors import NoFeasiblePlanError
     from simulator.serving.simulate import simulate
-    from tuner.handover.bands import slo_band
     from tuner.handover.topology import lay_out
     from tuner.plan import (
         DeploymentPlan,
@@ -303,7 +303,8 @@ def assemble_plan(
     checks = []
     for check in result.slo_checks:
         got = float(check.value_s)
-        band, source = slo_band(hardware, check.slo.metric, got)
+        band = prediction.bands.get(check.slo.name)
+        source = band_source(hardware, check.slo.metric) if band else None
         checks.append(SloCheck(
             name=check.slo.name, metric=check.slo.metric, percentile=check.slo.percentile,
             target_s=check.slo.target_s, predicted_s=got, met=got <= check.slo.target_s,

@@ -108,7 +108,7 @@ class MemoryPlan(_Strict):
     device_memory_bytes: float = Field(
         gt=0, description="the total the driver reports: what the engines' fractions multiply"
     )
-    budget_bytes: float = Field(gt=0, description="hbm_bytes x gpu_memory_utilization")
+    budget_bytes: float = Field(gt=0, description="device_memory_bytes x gpu_memory_utilization")
     gpu_memory_utilization: float = Field(gt=0, le=1)
     weights_bytes: float = Field(ge=0, description="the target model's weights")
     drafter_weights_bytes: float = Field(default=0.0, ge=0)
@@ -121,7 +121,9 @@ class MemoryPlan(_Strict):
         ge=0,
         description="max(max_num_seqs x mean request length, max_model_len), in whole blocks",
     )
-    headroom_bytes: float = Field(description="hbm_bytes minus everything the engine allocates")
+    headroom_bytes: float = Field(
+        description="device_memory_bytes minus everything the engine allocates"
+    )
     engine_fractions: dict[EngineName, float] = Field(
         default_factory=dict, description="each engine's memory knob under its own budget rule"
     )
@@ -430,7 +432,7 @@ def memory_plan(
         kv_bytes_per_token=per_token,
         kv_tokens=max(kv_cache, 0.0) // per_token,
         kv_tokens_needed=kv_tokens_needed,
-        headroom_bytes=hardware.hbm_bytes - used,
+        headroom_bytes=hardware.memory_reported_bytes - used,
     )
 
 

@@ -142,10 +142,11 @@ def memory(*, plan_memory: Any, title: str) -> bytes:
         label=f"budget {m.budget_bytes / 1e9:.1f} GB "
         f"(gpu_memory_utilization {m.gpu_memory_utilization:.2f})",
     )
-    ax.axvline(m.hbm_bytes / 1e9, color="tab:red", lw=1.5, label=f"HBM {m.hbm_bytes / 1e9:.0f} GB")
+    device = m.device_memory_bytes / 1e9
+    ax.axvline(device, color="tab:red", lw=1.5, label=f"device memory {device:.1f} GB")
     ax.set_yticks([])
     ax.set_xlabel("GB per GPU")
-    ax.set_xlim(0, m.hbm_bytes / 1e9 * 1.02)
+    ax.set_xlim(0, device * 1.02)
     ax.set_title(title, fontsize=10)
     ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.35), ncol=3)
     return _png(fig)

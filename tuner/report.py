@@ -270,8 +270,12 @@ def _memory_rows(plan: DeploymentPlan) -> list[list[str]]:
             f"({m.kv_tokens_needed:,.0f} needed)",
         ],
         ["drafter weights", f"{m.drafter_weights_bytes / gb:.2f} GB"],
-        ["budget", f"{m.budget_bytes / gb:.2f} GB of {m.hbm_bytes / gb:.0f} GB HBM"],
-        ["as the driver reports it", f"{m.device_memory_bytes / 2**20:,.0f} MiB"],
+        [
+            "budget",
+            f"{m.budget_bytes / gb:.2f} GB of the {m.device_memory_bytes / 2**20:,.0f} MiB "
+            f"({m.device_memory_bytes / gb:.1f} GB) the driver reports "
+            f"(datasheet: {m.hbm_bytes / gb:.0f} GB)",
+        ],
         *[[f"{e} memory knob", f"{f:.3f}"] for e, f in m.engine_fractions.items()],
     ]
 

@@ -215,6 +215,13 @@ def fit_efficiency(
             _median([r["bytes_per_s"] for r in decode]) / (hardware.hbm_bytes_per_s * hbm_eff)
         )
         sources["decode_attention"] = "measured: SDPA flash over the valid KV, median of B x C"
+        # Memory-bound, decode attention shows only a floor of its math rate: the fastest it
+        # was seen doing math. Never below the default, which is a compute-bound kernel's rate.
+        rates = [r["flops_per_s"] for r in decode if "flops_per_s" in r]
+        if rates:
+            fields["decode_attention_compute"] = _clamp(
+                max(max(rates) / hardware.peak("bf16"), base.decode_attention_compute)
+            )
 
     overhead = micro.get("kernel_overhead")
     if overhead:

@@ -231,7 +231,8 @@ def memory_per_gpu(
         + np.where(configs.cuda_graphs, RESERVED_GRAPH_BYTES, 0.0)
         + np.where(multi_gpu, RESERVED_NCCL_BYTES, 0.0)
     )
-    capacity = hardware.hbm_bytes * configs.gpu_memory_utilization
+    # The engines' memory fraction multiplies what the driver reports, not the datasheet's GB.
+    capacity = hardware.memory_reported_bytes * configs.gpu_memory_utilization
     layouts = Layouts.of(configs.tp, configs.ep)
     cache = layouts.spread(architecture_of(model).widths(layouts.tp, layouts.ep).cache)
     stage_layers = np.ceil(model.num_hidden_layers / configs.pp)

@@ -12,6 +12,7 @@ from ..data.specs import DeploymentConfig, HardwareSpec, ModelSpec
 from ..errors import DoesNotFitError
 from ..results import MemoryBreakdown, OpResult, PhaseResult, Prediction, Unfit
 from ..units import GB
+from .bands import bands_of
 from .memory import kv_tokens_needed, whole_blocks
 from .roofline import BOUNDS, OpTimes
 from .step import StepModel, StepTimes
@@ -105,12 +106,12 @@ def fit_reason(
     )
     need = float(mem.required_bytes(kv_tokens)[index])
     capacity = float(mem.capacity_bytes[index])
-    hbm = step.hardware.hbm_bytes
+    hbm = step.hardware.memory_reported_bytes
     utilization = float(step.configs.gpu_memory_utilization[index])
     kv_bytes = kv_tokens * mem.kv_bytes_per_token[index]
     return "memory", (
         f"does not fit: needs {need / GB:.1f} GB per GPU, has {capacity / GB:.1f} GB "
-        f"({hbm / GB:.0f} GB x {utilization:.2f} on {step.hardware.name}); needed: weights "
+        f"({hbm / 2**20:,.0f} MiB x {utilization:.2f} on {step.hardware.name}); needed: weights "
         f"{mem.weights_bytes[index] / GB:.1f} GB, KV cache {kv_bytes / GB:.1f} GB for "
         f"{int(kv_tokens)} tokens, activations {mem.activation_bytes[index] / GB:.1f} GB, "
         f"reserved {mem.reserved_bytes[index] / GB:.1f} GB"
@@ -184,8 +185,13 @@ def predict(
         tokens=batch,
         context=context,
     )
+    bands = bands_of(
+        hardware,
+        {"prefill": prefill.time_s if prefill else None,
+         "decode": decode.step_time_s if decode else None},
+    )  # fmt: skip
     return prediction.model_copy(
-        update=dict(prefill=prefill, decode=decode, ops=prefill_ops + decode_ops)
+        update=dict(prefill=prefill, decode=decode, ops=prefill_ops + decode_ops, bands=bands)
     )
 
 

@@ -139,7 +139,7 @@ def evaluate(
         np.where(
             cls == EFF_ATTENTION,
             attention_efficiency(eff, np.maximum(query_len, 1.0)),
-            eff.attention_efficiency[0],
+            eff.decode_attention_compute,
         ),
     )
     with np.errstate(divide="ignore", invalid="ignore"):

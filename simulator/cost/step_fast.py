@@ -109,7 +109,7 @@ class FastStep:
         self._is_gemm = cls == EFF_GEMM
         self._kernels = kernels  # [ops, F]: GEMM launches set their fixed tail (gemm_tail_s)
         self._attention_ops = np.flatnonzero(cls == EFF_ATTENTION)
-        self._inverse_base = np.full(ops, 1.0 / eff.attention_efficiency[0])
+        self._inverse_base = np.full(ops, 1.0 / eff.decode_attention_compute)
         self._gemm_cache: dict[tuple[float, bool], float] = {}
         self._attention_cache: dict[float, float] = {}
         self._key_columns = sorted(

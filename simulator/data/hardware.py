@@ -369,6 +369,10 @@ def describe_hardware(spec: HardwareSpec) -> list[tuple[str, str]]:
     rows += [
         ("vector fp32", f"{spec.vector_flops_per_s / TERA:,.1f} TFLOP/s"),
         ("memory", format_bytes(spec.hbm_bytes, 0)),
+        (
+            "memory the driver reports",
+            f"{spec.device_memory_mib:,} MiB" if spec.device_memory_mib else "not known",
+        ),
         ("memory bandwidth", format_rate(spec.hbm_bytes_per_s, 2)),
         ("L2 cache", format_bytes(spec.l2_bytes, 0)),
         ("SMs", str(spec.sm_count)),

@@ -13,6 +13,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from .policies import Admission
+
 __all__ = [
     "DTYPE_BYTES",
     "WeightDtype",
@@ -176,6 +178,10 @@ class Efficiency(_Frozen):
     attention_efficiency: tuple[float, ...] = (0.25, 0.40, 0.50, 0.57, 0.62, 0.65, 0.66)
     # Decode attention (paged KV read) reaches this fraction of ``hbm``.
     decode_attention_hbm: float = Field(default=0.80, gt=0, le=1)
+    # The fraction of the bf16 tensor peak a decode-attention kernel's math reaches where it is
+    # compute-bound (many query heads per KV head: latent attention, speculative verify). It is
+    # not the prefill curve: a decode kernel streams the KV cache once for every query row.
+    decode_attention_compute: float = Field(default=0.55, gt=0, le=1)
     # Fraction of the scale-up link bandwidth a large collective reaches (bus bandwidth).
     link: float = Field(default=0.80, gt=0, le=1)
     network: float = Field(default=0.80, gt=0, le=1)
@@ -249,9 +255,11 @@ class HardwareSpec(_Frozen):
     peak_flops_per_s: dict[str, float]
     vector_flops_per_s: float = Field(gt=0)
     hbm_bytes: float = Field(gt=0)
-    # The total the driver reports (nvidia-smi, torch.cuda.mem_get_info): what the engines'
-    # memory fractions multiply. None: not measured, take hbm_bytes.
-    device_memory_bytes: float | None = Field(default=None, gt=0)
+    # The total the driver reports, in MiB as nvidia-smi prints it (torch.cuda.mem_get_info
+    # gives the same in bytes): what every engine's memory fraction multiplies, and so what
+    # every memory rule here uses. Marketing GB and driver MiB differ by up to 7 % (an H100 SXM
+    # "80 GB" reports 81,559 MiB = 85.5e9 bytes). None: not known, take hbm_bytes.
+    device_memory_mib: int | None = Field(default=None, gt=0)
     hbm_bytes_per_s: float = Field(gt=0)
     l2_bytes: float = Field(gt=0)
     sm_count: int = Field(gt=0)
@@ -290,8 +298,10 @@ class HardwareSpec(_Frozen):
 
     @property
     def memory_reported_bytes(self) -> float:
-        """Each GPU's memory as the driver reports it (``hbm_bytes`` when not measured)."""
-        return self.device_memory_bytes or self.hbm_bytes
+        """Each GPU's memory as the driver reports it (``hbm_bytes`` when not known)."""
+        if self.device_memory_mib is None:
+            return self.hbm_bytes
+        return float(self.device_memory_mib * 2**20)
 
     @property
     def ridge_bf16(self) -> float:
@@ -346,6 +356,9 @@ class DeploymentConfig(_Frozen):
     max_num_batched_tokens: int = Field(default=8192, ge=1)
     enable_chunked_prefill: bool = True
     scheduling: Literal["continuous", "static"] = "continuous"
+    # Whose admission and preemption rules the continuous scheduler follows (the engine's, since
+    # the same knobs admit different batches on different engines): simulator/serving/admission.py.
+    admission: Admission = "vllm"
     speculative: SpeculativeConfig | None = None
     gpu_memory_utilization: float = Field(default=0.90, gt=0, le=1)
     max_model_len: int = Field(default=8192, ge=16)

@@ -35,6 +35,11 @@ class Trace:
     prompt: np.ndarray
     output: np.ndarray
 
+    @property
+    def timed(self) -> bool:
+        """Whether the trace says when its requests arrive (not all at one instant)."""
+        return bool(len(self.arrival_s) > 1 and np.ptp(self.arrival_s) > 0)
+
 
 def load_trace(path: str | os.PathLike[str]) -> Trace:
     """Read and validate a trace (cached per file version)."""

@@ -13,7 +13,8 @@ Arrival processes:
 - ``offline``: every request queued at time 0, as ``trtllm-bench`` and ``vllm bench
   throughput`` measure the maximum throughput;
 - ``trace``: replay of a JSONL or CSV file of ``arrival_s, prompt_tokens, output_tokens``
-  (``timestamp``/``input_tokens`` spellings accepted); a rate rescales its time axis.
+  (``timestamp``/``input_tokens`` spellings accepted); a rate rescales its time axis. A trace
+  without arrival times gives only lengths: it runs offline, or with a rate, as Poisson arrivals.
 
 Lengths: ``fixed``, ``uniform`` (inclusive bounds), ``normal``, ``lognormal`` (given by the mean
 and standard deviation of the lengths themselves) and ``empirical`` (values with weights), all
@@ -24,12 +25,15 @@ two runs with the same seed at different rates see the same requests in the same
 compressed in time (what a bisection on the rate wants).
 
 Names: ``get_workload("chat")``, ``"isl128-osl2048"``, ``"path/to/trace.jsonl"``, and options
-after a colon: ``"chat:concurrency=64"``, ``"code:cv=3,prefix=0.5,requests=2000"``.
+after a colon: ``"chat:concurrency=64"``, ``"code:cv=3,prefix=0.5,requests=2000"``. ``isl=`` and
+``osl=`` fix every prompt's or output's length, as a benchmark runs: ``"chat:isl=1000,osl=1000"``
+(an ``isl``/``osl`` pair alone, with no preset, is ``"isl1000-osl1000"``).
 """
 
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -162,6 +166,17 @@ def _fixed(n: int) -> LengthDist:
     return LengthDist(kind="fixed", mean=n)
 
 
+def _benchmark_pair(isl: int, osl: int, n: int) -> Workload:
+    return Workload(
+        name=f"isl{isl}-osl{osl}",
+        arrival=Arrival(process="offline"),
+        prompt=_fixed(isl),
+        output=_fixed(osl),
+        num_requests=n,
+        description=f"benchmark pair: {isl} prompt / {osl} output tokens, offline",
+    )
+
+
 PRESETS: dict[str, Workload] = {
     w.name: w
     for w in [
@@ -189,14 +204,7 @@ PRESETS: dict[str, Workload] = {
         ),
     ]
     + [
-        Workload(
-            name=f"isl{isl}-osl{osl}",
-            arrival=Arrival(process="offline"),
-            prompt=_fixed(isl),
-            output=_fixed(osl),
-            num_requests=n,
-            description=f"benchmark pair: {isl} prompt / {osl} output tokens, offline",
-        )
+        _benchmark_pair(isl, osl, n)
         for isl, osl, n in [
             (128, 128, 1000),
             (128, 2048, 1000),
@@ -219,6 +227,8 @@ _OPTIONS = {
     "think": "think_s",
     "prefix": "prefix_sharing",
     "requests": "num_requests",
+    "isl": "prompt",
+    "osl": "output",
 }
 
 
@@ -257,14 +267,18 @@ def get_workload(
                 f"{', '.join(k + '=...' for k in _OPTIONS)}"
             )
         values[_OPTIONS[key.strip()]] = value.strip()
+    pair = re.fullmatch(r"isl(\d+)-osl(\d+)", base)
     if base in PRESETS:
         workload = PRESETS[base]
+    elif pair and min(int(pair[1]), int(pair[2])) > 0:
+        workload = _benchmark_pair(int(pair[1]), int(pair[2]), 1000)
     elif Path(base).is_file():
         trace = load_trace(base)  # validates now: an empty or garbled trace fails here
         workload = Workload(
             name=Path(base).name,
             trace=str(Path(base).resolve()),
-            arrival=Arrival(process="trace"),
+            # Lengths only: offline, or Poisson once a rate is given (never all at t=0 silently).
+            arrival=Arrival(process="trace" if trace.timed else "offline"),
             num_requests=len(trace.prompt),
             description=f"trace replay of {len(trace.prompt)} requests",
         )
@@ -289,6 +303,11 @@ def get_workload(
             update["prefix_sharing"] = float(values.pop("prefix_sharing"))
         if "num_requests" in values:
             update["num_requests"] = int(values.pop("num_requests"))
+        for key in ("prompt", "output"):
+            if key in values:
+                if workload.trace is not None:
+                    raise WorkloadError(f"a trace sets its own lengths: drop {key} option")
+                update[key] = _fixed(int(values.pop(key)))
         if rate is not None:
             if math.isinf(rate):
                 arrival.update(process="offline", rate_per_s=None)

@@ -34,6 +34,16 @@ __all__ = ["decode_run", "MAX_RUN_STEPS", "MAX_SPECULATIVE_ROUNDS"]
 
 MAX_RUN_STEPS = 4096  # longest run of plain decode iterations timed in one go
 MAX_SPECULATIVE_ROUNDS = 64  # rounds drawn at once for a speculative run
+# While requests wait under a moving admission rule (SGLang's decaying ratio), a run stops this
+# often to ask again whether the head of the queue fits.
+RECHECK_STEPS = 16
+
+
+def _longest(engine, steps: int) -> int:
+    """At most ``steps`` iterations, fewer while an admission rule may change its answer."""
+    if engine.policy.decay and engine.waiting:
+        return min(steps, RECHECK_STEPS)
+    return steps
 
 
 def decode_run(engine, until: float) -> bool:
@@ -42,7 +52,9 @@ def decode_run(engine, until: float) -> bool:
     if isinstance(engine.decodes, RandomDecodes):
         return _speculative_run(engine, until)
     decodes: UniformDecodes = engine.decodes
-    k = decodes.max_steps(engine.free, min(decodes.steps_to_finish(), MAX_RUN_STEPS))
+    k = decodes.max_steps(
+        engine.free, _longest(engine, min(decodes.steps_to_finish(), MAX_RUN_STEPS))
+    )
     if k <= 0:
         return False
     start = engine.clock
@@ -51,6 +63,7 @@ def decode_run(engine, until: float) -> bool:
     engine.free -= new_blocks
     engine._account(engine.clock - start, decodes.n, new_blocks)
     engine.steps += k - 1  # _account counted one
+    engine.policy.iterations(k)
     engine._finish_decodes(decodes.advance(k), engine.clock)
     return True
 
@@ -134,7 +147,7 @@ def _speculative_run(engine, until: float) -> bool:
     before = np.vstack([np.zeros((1, n), dtype=np.int64), emitted[:-1]])  # at its start
     # Rounds up to and including the first in which some sequence finishes.
     finishing = np.flatnonzero((emitted >= remaining).any(axis=1))
-    rounds = int(finishing[0]) + 1 if finishing.size else MAX_SPECULATIVE_ROUNDS
+    rounds = _longest(engine, int(finishing[0]) + 1 if finishing.size else MAX_SPECULATIVE_ROUNDS)
     # Blocks each round must hold: room for the g + 1 slots the verify writes.
     blocks = np.maximum(-(-(length + before + query) // block), held)
     new_blocks = (blocks - held).sum(axis=1)  # cumulative, non-decreasing
@@ -154,6 +167,7 @@ def _speculative_run(engine, until: float) -> bool:
     engine.free -= int(new_blocks[last])
     engine._account(total, n, int(new_blocks[last]))
     engine.steps += rounds - 1  # _account counted one
+    engine.policy.iterations(rounds)
     held[:] = blocks[last]
     engine._finish_decodes(decodes.advance(emitted[last]), engine.clock)
     return True

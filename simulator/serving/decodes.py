@@ -37,11 +37,17 @@ class UniformDecodes:
         self.running: dict[int, list[int]] = {}
         self.finish_heap: list[tuple[int, int]] = []  # (steps value at finish, order)
         self.offsets = [0] * block_size  # sequences by (length - steps) mod block
+        self.finish_sum = 0  # sum of "remaining + steps at join": tokens_left() without a loop
+        self.base_sum = 0  # sum of "length - steps at join"
+        self.final_blocks = 0  # sum of the blocks each sequence holds when it completes
 
     def add(self, rid: int, length: int, remaining: int, order: int, shared: int) -> None:
         base = length - self.steps
         self.running[order] = [rid, base, remaining + self.steps, shared]
         heapq.heappush(self.finish_heap, (remaining + self.steps, order))
+        self.finish_sum += remaining + self.steps
+        self.base_sum += base
+        self.final_blocks += -(-(length + remaining + 1) // self.block)
         self.offsets[base % self.block] += 1
         self.n += 1
         self.context += length
@@ -49,11 +55,30 @@ class UniformDecodes:
     def _remove(self, order: int) -> tuple[int, int, int]:
         """(rid, remaining tokens, private blocks) of a sequence leaving the set."""
         rid, base, finish_at, shared = self.running.pop(order)
+        self.finish_sum -= finish_at
+        self.base_sum -= base
+        self.final_blocks -= -(-(base + finish_at + 1) // self.block)
         length = base + self.steps
         self.offsets[base % self.block] -= 1
         self.n -= 1
         self.context -= length
         return rid, finish_at - self.steps, -(-length // self.block) - shared
+
+    def tokens_left(self) -> int:
+        """Output tokens the running sequences still have to produce."""
+        return self.finish_sum - self.n * self.steps
+
+    def running_ids(self) -> list[int]:
+        return [entry[0] for entry in self.running.values()]
+
+    def blocks_to_completion(self) -> int:
+        """Blocks the running sequences still have to open, each up to its prompt plus its
+        whole output (TensorRT-LLM's ``getRemainingBlocksToCompletion``), in O(block_size)."""
+        block, steps = self.block, self.steps
+        # sum of ceil(length / block) = (sum of lengths + sum of the gaps to a block edge) / block
+        gaps = sum(count * ((-(r + steps)) % block) for r, count in enumerate(self.offsets))
+        held = (self.base_sum + self.n * steps + gaps) // block
+        return self.final_blocks - held
 
     def new_blocks(self, k: int) -> int:
         """Blocks the next ``k`` iterations open: iteration ``s`` writes slot
@@ -143,6 +168,18 @@ class RandomDecodes:
         for array in self._arrays():
             array[:m] = array[:n][keep]
         self.n = m
+
+    def tokens_left(self) -> int:
+        """Output tokens the running sequences still have to produce."""
+        return int(self.remaining[: self.n].sum())
+
+    def running_ids(self) -> list[int]:
+        return self.ids[: self.n].tolist()
+
+    def blocks_to_completion(self) -> int:
+        n, block = self.n, self.block
+        final = -(-(self.length[:n] + self.remaining[:n] + 1) // block)
+        return int(np.maximum(final - self.held[:n], 0).sum())
 
     def need(self, query: int) -> np.ndarray:
         """Blocks each sequence must add to hold ``query`` more slots."""

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..cost.bands import bands_of
 from ..data.slo import SloCheck, check_slos, requests_meeting_slos
 from ..data.workload import Requests, Workload
 from ..results import Percentiles, Prediction, percentiles
@@ -277,6 +278,18 @@ def build_result(
         if spec is not None
         else None,
     }
+    latencies = {
+        "ttft": percentiles(ttft),
+        "tpot": percentiles(tpot[np.isfinite(tpot)]),
+        "itl": itl,
+        "e2e": percentiles(e2e),
+    }
+    values: dict[str, float | None] = {
+        f"{metric}_{stat}": getattr(stats, stat)
+        for metric, stats in latencies.items()
+        for stat in ("mean", "p50", "p90", "p99")
+    }
+    values.update({check.slo.name: float(check.value_s) for check in checks})
     prediction = Prediction(
         model=model.name,
         hardware=hardware.name,
@@ -287,10 +300,11 @@ def build_result(
         decode=base.decode,
         memory=base.memory,
         ops=base.ops,
-        ttft_s=percentiles(ttft),
-        tpot_s=percentiles(tpot[np.isfinite(tpot)]),
+        ttft_s=latencies["ttft"],
+        tpot_s=latencies["tpot"],
         itl_s=itl,
-        e2e_s=percentiles(e2e),
+        e2e_s=latencies["e2e"],
+        bands={**base.bands, **bands_of(hardware, values)},
         queue_s=percentiles(queue),
         output_tokens_per_s=out_per_s,
         total_tokens_per_s=float((prompt.sum() + output.sum()) / span),

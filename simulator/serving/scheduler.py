@@ -10,7 +10,10 @@ Every iteration (one forward pass of the model) the scheduler fills a token budg
    plus the tokens it had produced (vLLM's recompute preemption).
 2. **Partial prefills** (chunked prefill) continue with what is left of the budget.
 3. **Waiting requests** are admitted first come, first served while the budget, ``max_num_seqs``
-   and the free KV blocks allow: a request needs blocks for its whole prompt to be admitted.
+   and the free KV blocks allow: a request needs blocks for its whole prompt to be admitted,
+   plus what the engine's admission policy keeps free for future output (``admission.py``:
+   nothing for vLLM, every remaining output token for TensorRT-LLM's no-evict policy, SGLang's
+   new-token ratio of it).
    With chunked prefill a long prompt takes a chunk of the remaining budget and continues next
    iteration; without it, a prompt must fit the remaining budget whole, or admission stops.
 
@@ -41,6 +44,7 @@ from __future__ import annotations
 from collections import deque
 
 from ..cost.shapes import chunk_terms, decode_terms, feature_vector
+from .admission import policy_for
 from .decode_runs import decode_run
 from .decodes import RandomDecodes, UniformDecodes
 
@@ -66,6 +70,7 @@ class ContinuousEngine:
             if run.spec is None
             else RandomDecodes(cfg.block_size, cfg.max_num_seqs)
         )
+        self.policy = policy_for(cfg.admission)
         self.total_blocks = run.total_blocks
         self.free = run.total_blocks - run.shared_prefix_blocks
         self.clock = 0.0
@@ -90,6 +95,7 @@ class ContinuousEngine:
     def add(self, rid: int, time_s: float) -> None:
         if not self.has_work:
             self.clock = max(self.clock, time_s)
+            self.policy.idle()
         self.waiting.append(rid)
         self.added += 1
 
@@ -131,10 +137,42 @@ class ContinuousEngine:
         if budget <= 0 or (not self.chunked and target - cached > budget):
             self.bound_by.add("token_budget")
             return False
-        if -(-target // self.block) - cached // self.block > self.free:
+        private = -(-target // self.block) - cached // self.block
+        if private + self._future_blocks(rid) > self.free - self._reserved_blocks():
             self.bound_by.add("kv_cache")
             return False
         return True
+
+    def _reserved_blocks(self) -> int:
+        """Free blocks the admission policy keeps for the running requests' future output."""
+        policy = self.policy
+        if not policy.reserves:
+            return 0
+        run, block = self.run, self.block
+        to_completion = tokens_left = 0
+        for rid, _, target, _, _ in self.prefilling:
+            total = run.prompt[rid] + run.output[rid]
+            to_completion += -(-total // block) - -(-target // block)
+            tokens_left += run.output[rid] - run.emitted[rid]
+        if policy.reserve == "completion":
+            to_completion += self.decodes.blocks_to_completion()
+        else:
+            tokens_left += self.decodes.tokens_left()
+        return policy.reserved_blocks(
+            to_completion=to_completion, tokens_left=tokens_left, block=block
+        )
+
+    def _future_blocks(self, rid: int) -> int:
+        """Blocks a new request must find free for its output, beyond its prompt's."""
+        if not self.policy.reserves:
+            return 0
+        run = self.run
+        return self.policy.future_blocks(
+            computed=run.prompt[rid] + run.emitted[rid],
+            prompt=run.prompt[rid],
+            output=run.output[rid],
+            block=self.block,
+        )
 
     def _reserve_decode_blocks(self) -> None:
         """Blocks for the slots this iteration writes; preempt the newest requests until they
@@ -167,6 +205,7 @@ class ContinuousEngine:
         budget = self.budget - n * query
         # 2. Partial prefills continue; 3. waiting requests are admitted.
         chunks: list[tuple[list[int], int]] = []
+        reserved = self._reserved_blocks()
         for entry in self.prefilling:
             if budget < entry[2] - entry[1]:
                 self.bound_by.add("token_budget")  # a chunk cut short, or none this time
@@ -190,9 +229,11 @@ class ContinuousEngine:
                 if not self.chunked:
                     break
             private = -(-target // block) - cached // block
-            if private > self.free:
+            future = self._future_blocks(rid)
+            if private + future > self.free - reserved:
                 self.bound_by.add("kv_cache")
                 break
+            reserved += future
             self.peak_running = max(self.peak_running, n + len(self.prefilling))
             self.waiting.popleft()
             self.free -= private
@@ -206,6 +247,8 @@ class ContinuousEngine:
             budget -= chunk
         if not n and not chunks:
             raise RuntimeError("engine stalled: a request cannot be admitted into an idle engine")
+        if n:
+            self.policy.iterations(1)
         self.peak_tokens = max(self.peak_tokens, self.budget - budget)
         # The step's features: sums over the prefill chunks, plus the decodes.
         c_tokens = c_pairs = c_kv = c_naive = 0.0
@@ -308,9 +351,17 @@ class ContinuousEngine:
             self._finish(rid, end)
 
     def _preempt(self) -> None:
-        """Preempt the most recently admitted running request (decoding or prefilling)."""
+        """Preempt the most recently admitted running request (decoding or prefilling): with
+        every decode advancing a token per iteration, also the one that has decoded least."""
         run = self.run
         self.bound_by.add("kv_cache")
+        if self.policy.decay:  # SGLang re-estimates its ratio from the running requests
+            rids = [e[0] for e in self.prefilling] + self.decodes.running_ids()
+            output = sum(run.output[r] for r in rids)
+            left = self.decodes.tokens_left() + sum(
+                run.output[e[0]] - run.emitted[e[0]] for e in self.prefilling
+            )
+            self.policy.retracted(decoded=output - left, output=output, running=len(rids))
         if self.prefilling and self._latest_prefill_order() > self.decodes.latest_order():
             rid, _, _, private, _ = self.prefilling.pop()
         else:
@@ -319,7 +370,10 @@ class ContinuousEngine:
             run.emitted[rid] = run.output[rid] - remaining
         self.free += private
         run.preemptions[rid] += 1
-        self.waiting.appendleft(rid)
+        if self.policy.retract_to_back:
+            self.waiting.append(rid)
+        else:
+            self.waiting.appendleft(rid)
 
     def _account(self, duration: float, running: int, new_blocks: int) -> None:
         used = self.total_blocks - self.free

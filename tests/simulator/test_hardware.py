@@ -94,6 +94,22 @@ def test_h200_golden():
     assert spec.peak("bf16") == load_hardware("h100-sxm", calibration=False).peak("bf16")
 
 
+@pytest.mark.parametrize(("name", "mib"), [("h100-sxm", 81_559), ("h200-sxm", 143_771)])
+def test_usable_memory_is_what_the_driver_reports(name, mib):
+    """Every engine's memory fraction multiplies the driver's total (81,559 MiB on an H100 SXM
+    80GB, 85.5e9 bytes), so the simulator's KV budget must too, not the datasheet's 80 GB."""
+    from simulator.cost.configs import ConfigArrays
+    from simulator.cost.memory import memory_per_gpu
+    from simulator.data.models import get_model
+    from simulator.data.specs import DeploymentConfig
+
+    spec = load_hardware(name, calibration=False)
+    assert spec.memory_reported_bytes == mib * 2**20
+    config = DeploymentConfig(gpu_memory_utilization=0.9)
+    memory = memory_per_gpu(get_model("llama-3.1-8b"), spec, ConfigArrays.from_configs([config]))
+    assert memory.capacity_bytes[0] == pytest.approx(0.9 * mib * 2**20)
+
+
 def test_special_dtypes():
     assert "fp4" in load_hardware("b200").peak_flops_per_s
     assert "fp8" not in load_hardware("a100-sxm-80gb").peak_flops_per_s

@@ -185,3 +185,36 @@ def test_parse_slo(text, metric, percentile, target):
 def test_bad_slos(text):
     with pytest.raises(WorkloadError):
         parse_slo(text)
+
+
+def test_trace_without_arrival_times_is_offline_or_poisson_at_a_rate(tmp_path):
+    """Lengths only: offline as given, and Poisson at the rate when one is given. (It used to
+    keep every request at t = 0 whatever the rate.)"""
+    lengths = tmp_path / "lengths.jsonl"
+    lengths.write_text(
+        "".join(f'{{"prompt_tokens": {100 + i}, "output_tokens": 10}}\n' for i in range(400))
+    )
+    offline = get_workload(str(lengths))
+    assert offline.arrival.process == "offline"
+    assert not sample_requests(offline, 0).arrival_s.any()
+    poisson = get_workload(str(lengths), rate=4.0)
+    assert poisson.arrival.process == "poisson"
+    requests = sample_requests(poisson, 0)
+    assert requests.prompt_tokens.tolist() == list(range(100, 500))  # the trace's lengths
+    gaps = np.diff(requests.arrival_s)
+    assert (gaps >= 0).all() and gaps.mean() == pytest.approx(1 / 4.0, rel=0.15)
+    assert np.std(gaps) / gaps.mean() == pytest.approx(1.0, abs=0.15)  # exponential gaps
+
+
+def test_fixed_lengths_as_options():
+    workload = get_workload("chat:isl=1000,osl=200", rate=2.0)
+    requests = sample_requests(workload, 0)
+    assert set(requests.prompt_tokens.tolist()) == {1000}
+    assert set(requests.output_tokens.tolist()) == {200}
+    assert workload.arrival.rate_per_s == 2.0
+    pair = get_workload("isl3000-osl150")  # any pair, not only the presets
+    assert pair.arrival.process == "offline"
+    assert sample_requests(pair, 0).prompt_tokens[0] == 3000
+    for bad in ("chat:isl=0", "chat:osl=ten"):
+        with pytest.raises(WorkloadError, match="workload"):
+            get_workload(bad)

@@ -54,6 +54,13 @@ def add_deployment_args(parser: argparse.ArgumentParser) -> None:
         help="GEMM compute dtype; default: fp8 for fp8 weights, bf16 (weight-only) for int8/int4",
     )
     group.add_argument("--kv-dtype", default="bf16", choices=["bf16", "fp16", "fp8"])
+    group.add_argument(
+        "--fp8-scaling",
+        default="dynamic",
+        choices=["dynamic", "static"],
+        help="FP8 activation scales: per-token at run time (dynamic, the default) or fixed "
+        "per-tensor scales from calibration (static)",
+    )
     group.add_argument("--attention", default="flash", choices=["flash", "naive"])
     group.add_argument("--max-num-seqs", type=int, default=256)
     group.add_argument("--max-num-batched-tokens", type=int, default=8192)
@@ -93,6 +100,7 @@ def config_from_args(args: argparse.Namespace, **overrides: Any):
         weight_dtype=args.weights,
         activation_dtype=args.activations or default_activation(args.weights),
         kv_dtype=args.kv_dtype,
+        fp8_scaling=getattr(args, "fp8_scaling", "dynamic"),
         attention=args.attention,
         max_num_seqs=args.max_num_seqs,
         max_num_batched_tokens=args.max_num_batched_tokens,
@@ -103,6 +111,10 @@ def config_from_args(args: argparse.Namespace, **overrides: Any):
     )
     if args.max_model_len is not None:
         values["max_model_len"] = args.max_model_len
+    if getattr(args, "engine", None):
+        from tuner.engines import ENGINE_ADMISSION
+
+        values["admission"] = getattr(args, "admission", None) or ENGINE_ADMISSION[args.engine]
     values.update(overrides)
     try:
         return DeploymentConfig(**values)
@@ -163,7 +175,24 @@ def load_model_and_hardware(args: argparse.Namespace):
 def add_serving_args(parser: argparse.ArgumentParser) -> None:
     """Flags of the serving simulation beside ``add_workload_args``: speculative decoding, the
     data-parallel router, exports and the progress bar."""
+    from simulator.data.policies import ADMISSIONS
+    from tuner.engines import ENGINES
+
     group = parser.add_argument_group("serving simulation")
+    group.add_argument(
+        "--engine",
+        default="vllm",
+        choices=ENGINES,
+        help="the engine whose admission and preemption rules the simulation follows "
+        "(default vllm; trtllm admits only what finishes without eviction)",
+    )
+    group.add_argument(
+        "--admission",
+        default=None,
+        choices=ADMISSIONS,
+        help="another of the engines' admission policies (trtllm-max-utilization: "
+        "TensorRT-LLM's other capacity-scheduler policy)",
+    )
     group.add_argument(
         "--spec",
         default=None,

@@ -78,9 +78,15 @@ def render(prediction, hardware) -> str:
             if phase_name == "prefill"
             else f"batch {phase.batch} at context {phase.context}"
         )
+        likely = prediction.bands.get(phase_name)
         title = (
             f"\n{phase_name}: {shape}: {format_seconds(phase.time_s)} "
-            f"({phase.bound}-bound, {phase.tokens_per_s:,.0f} tokens/s)"
+            + (
+                f"(likely {format_seconds(likely[0])} - {format_seconds(likely[1])}; "
+                if likely
+                else "("
+            )
+            + f"{phase.bound}-bound, {phase.tokens_per_s:,.0f} tokens/s)"
         )
         out.append(
             table(["op", "time", "share", "bound", "FLOP/byte", "source"], rows, title=title)
@@ -102,7 +108,8 @@ def render(prediction, hardware) -> str:
                     ("KV needed", format_bytes(mem.required_kv_bytes)),
                     (
                         "budget",
-                        f"{format_bytes(mem.capacity_bytes)} (HBM x gpu_memory_utilization)",
+                        f"{format_bytes(mem.capacity_bytes)} (the memory the driver reports "
+                        "x gpu_memory_utilization)",
                     ),
                     ("max batch", f"{mem.max_batch_at_context} sequences at this length"),
                     (

@@ -103,10 +103,17 @@ def render(result, hardware, *, title: str | None = None) -> str:
         ("E2E", p.e2e_s),
         ("queueing", p.queue_s),
     ):
+        likely = p.bands.get(f"{label.lower()}_p99")
         rows.append(
-            (label, *(format_seconds(getattr(stats, k)) for k in ("mean", "p50", "p90", "p99")))
+            (
+                label,
+                *(format_seconds(getattr(stats, k)) for k in ("mean", "p50", "p90", "p99")),
+                f"{format_seconds(likely[0])} - {format_seconds(likely[1])}" if likely else "-",
+            )
         )
-    out.append(table(["latency", "mean", "p50", "p90", "p99"], rows, title=""))
+    out.append(
+        table(["latency", "mean", "p50", "p90", "p99", "p99 likely (calibration)"], rows, title="")
+    )
     per_user = p.output_tokens_per_s_per_user
     cost = p.cost_per_million_tokens
     out.append("")

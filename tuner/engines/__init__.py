@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any, Literal, get_args
 from simulator.errors import ConfigError
 
 if TYPE_CHECKING:
+    from simulator.data.specs import Admission
     from tuner.engines.inputs import EngineInputs, EngineSection
 
 __all__ = [
@@ -39,6 +40,7 @@ __all__ = [
     "ENGINES",
     "ENGINE_VERSIONS",
     "ENGINE_IMAGES",
+    "ENGINE_ADMISSION",
     "EngineInputs",
     "EngineSection",
     "render",
@@ -62,7 +64,16 @@ ENGINE_IMAGES: dict[EngineName, str] = {
     "sglang": "lmsysorg/sglang:v0.5.23-cu130",
     "trtllm": "nvcr.io/nvidia/tensorrt-llm/release",
 }
-assert tuple(ENGINE_VERSIONS) == tuple(ENGINE_IMAGES) == ENGINES, "every engine, every fact"
+# Whose admission and preemption rules the simulator follows for a plan written for the engine
+# (simulator/serving/admission.py): TensorRT-LLM's default capacity policy is GUARANTEED_NO_EVICT.
+ENGINE_ADMISSION: dict[EngineName, Admission] = {
+    "vllm": "vllm",
+    "sglang": "sglang",
+    "trtllm": "trtllm-no-evict",
+}
+assert tuple(ENGINE_VERSIONS) == tuple(ENGINE_IMAGES) == tuple(ENGINE_ADMISSION) == ENGINES, (
+    "every engine, every fact"
+)
 
 # The rest loads on first use, so a command's argument parser can read ``ENGINES`` for free.
 _HOMES = {

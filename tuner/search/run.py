@@ -113,6 +113,7 @@ def build_search(spec: dict[str, Any]) -> Search:
     from simulator.data.workload import get_workload, sample_requests
     from simulator.errors import ConfigError
     from simulator.serving.bounds import TrafficShape
+    from tuner.engines import ENGINE_ADMISSION
     from tuner.search.candidates import build_candidates
     from tuner.search.prune import prune
 
@@ -147,6 +148,7 @@ def build_search(spec: dict[str, Any]) -> Search:
         small=spec.get("small", False),
         only={knob: spec[knob] for knob in ("tp", "pp", "ep") if spec.get(knob)},
         spec_methods=spec.get("spec_methods"),
+        admission=ENGINE_ADMISSION[spec.get("engine", "vllm")],
     )
     traffic = traffic_stats(workload, requests)
     targets: dict[str, float] = {}

@@ -29,7 +29,13 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from simulator.cost.configs import ConfigArrays
-from simulator.data.specs import DeploymentConfig, HardwareSpec, ModelSpec, SpeculativeConfig
+from simulator.data.specs import (
+    Admission,
+    DeploymentConfig,
+    HardwareSpec,
+    ModelSpec,
+    SpeculativeConfig,
+)
 from simulator.errors import ConfigError
 from tuner.search.choices import (
     DEFAULT_ALLOW_QUANT,
@@ -140,6 +146,8 @@ class SearchSpace:
     spec_tokens: tuple[int, ...]
     gpu_memory_utilization: float = 0.90
     spec_acceptance: dict[str, float] = field(default_factory=lambda: dict(SPEC_METHODS))
+    # The admission rule of the engine the plan is written for: predicted as that engine runs.
+    admission: Admission = "vllm"
 
     @classmethod
     def build(
@@ -154,6 +162,7 @@ class SearchSpace:
         small: bool = False,
         only: Mapping[str, Sequence[int]] | None = None,
         spec_methods: Sequence[str] | None = None,
+        admission: Admission = "vllm",
     ) -> SearchSpace:
         """The full space for ``gpus`` GPUs (``small=True``: a few hundred points, enumerable);
         ``only`` keeps the listed values of ``tp``, ``pp`` or ``ep`` (``--tp 8 --pp 2``);
@@ -211,6 +220,7 @@ class SearchSpace:
             chunked_prefill=(True, False),
             spec_methods=methods,
             spec_tokens=spec_tokens,
+            admission=admission,
         )
 
     # --- the knobs one trial asks for ----------------------------------------------------------
@@ -338,6 +348,7 @@ class SearchSpace:
             speculative=self.speculative(point),
             gpu_memory_utilization=self.gpu_memory_utilization,
             max_model_len=self.max_model_len,
+            admission=self.admission,
         )
 
     def config_arrays(self, keys: Sequence[ReplicaKey]) -> ConfigArrays:
@@ -369,7 +380,8 @@ class SearchSpace:
                 "gpus": self.gpus, "max_model_len": self.max_model_len,
                 **{name: list(getattr(self, name)) for name in knobs},
                 "spec_acceptance": acceptance, "size": self.size(),
-                "gpu_memory_utilization": self.gpu_memory_utilization}  # fmt: skip
+                "gpu_memory_utilization": self.gpu_memory_utilization,
+                "admission": self.admission}  # fmt: skip
 
 
 def _only(name: str, allowed: tuple[int, ...], asked: Sequence[int] | None) -> tuple[int, ...]:

@@ -1,0 +1,86 @@
+"""The engines' admission policies (simulator/serving/admission.py) in the one scheduler."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from simulator.data.hardware import load_hardware
+from simulator.data.models import get_model
+from simulator.data.specs import DeploymentConfig, SpeculativeConfig
+from simulator.data.workload import Arrival, LengthDist, Workload, get_workload
+from simulator.serving.admission import policy_for
+from simulator.serving.simulate import simulate
+
+MODEL = get_model("llama-3.1-8b")
+H100 = load_hardware("h100-sxm")
+
+
+def most_running(result) -> int:
+    """The most requests between admission and completion at once (from the request log;
+    with no preemption, the most running at once)."""
+    events = np.concatenate([result.admit_s, result.finish_s])
+    steps = np.concatenate([np.ones(len(result.admit_s)), -np.ones(len(result.finish_s))])
+    order = np.lexsort((steps, events))  # a finish before an admission at the same instant
+    return int(np.cumsum(steps[order]).max())
+
+
+def offline_benchmark(admission: str, n: int = 300):
+    config = DeploymentConfig(admission=admission, gpu_memory_utilization=0.3, max_num_seqs=512)
+    return simulate(MODEL, H100, config, get_workload("isl1000-osl1000", num_requests=n))
+
+
+def test_trtllm_no_evict_worked_example():
+    """An offline benchmark of 1,000 + 1,000 tokens under TensorRT-LLM's GUARANTEED_NO_EVICT:
+    a request starts only when every block of its sequence (prompt and whole output) is free
+    beside what the running ones will still need. With 16-token blocks each request takes
+    ceil(2000 / 16) = 125 blocks, so a cache of B blocks runs floor(B / 125) at once, and
+    nothing is ever preempted. vLLM's rule, on the same cache, admits on the prompt alone,
+    runs twice as many and preempts."""
+    trt = offline_benchmark("trtllm-no-evict")
+    blocks = trt.prediction.kv_blocks
+    assert trt.preemptions == 0
+    assert most_running(trt) == blocks // 125, (most_running(trt), blocks)
+    vllm = offline_benchmark("vllm")
+    assert vllm.preemptions > 0
+    assert most_running(vllm) > 1.5 * most_running(trt)
+
+
+def test_max_utilization_is_vllms_rule():
+    a, b = offline_benchmark("trtllm-max-utilization"), offline_benchmark("vllm")
+    assert a.prediction.ttft_s == b.prediction.ttft_s and a.preemptions == b.preemptions
+
+
+def test_sglang_sits_between_and_its_ratio_moves():
+    """SGLang keeps the new-token ratio (0.7 at first) of the running requests' output free:
+    fewer running than vLLM, more than the no-evict rule, and retractions reset the ratio."""
+    sglang = offline_benchmark("sglang")
+    trt, vllm = offline_benchmark("trtllm-no-evict"), offline_benchmark("vllm")
+    running = [r.limits.peak_running for r in (trt, sglang, vllm)]  # at an admission
+    assert running[0] < running[1] < running[2], running
+    policy = policy_for("sglang")
+    policy.iterations(10_000)
+    assert policy.ratio == pytest.approx(0.7 * 0.14)
+    policy.retracted(decoded=500, output=1000, running=5)
+    assert policy.ratio == pytest.approx((500 + 20 * 5) / 1001)
+    policy.idle()
+    assert policy.ratio == 0.7
+
+
+def test_no_evict_holds_under_speculation_and_open_traffic():
+    """Speculative rounds allocate ahead; the reservation still covers every sequence."""
+    workload = Workload(
+        name="mix",
+        arrival=Arrival(process="poisson", rate_per_s=40.0),
+        prompt=LengthDist(kind="lognormal", mean=800, std=600, min=16, max=4000),
+        output=LengthDist(kind="lognormal", mean=400, std=300, min=8, max=2000),
+        num_requests=400,
+    )
+    spec = SpeculativeConfig(method="ngram", num_speculative_tokens=3, acceptance_rate=0.6)
+    for speculative in (None, spec):
+        config = DeploymentConfig(
+            admission="trtllm-no-evict", gpu_memory_utilization=0.25, speculative=speculative
+        )
+        result = simulate(MODEL, H100, config, workload)
+        assert result.preemptions == 0
+        assert np.isfinite(result.finish_s).all()
