@@ -124,7 +124,9 @@ def measure(
     )
 
 
-def calibrate_here(*, hardware: str | None, model: str, out: str | None) -> Path:
+def calibrate_here(
+    *, hardware: str | None, model: str, out: str | None, accept_difference: str | None = None
+) -> Path:
     """Measure this GPU (microbenchmarks) and write its calibration; the GPU must match."""
     _require_cuda()
     from executor.gpu import require_profile
@@ -139,5 +141,11 @@ def calibrate_here(*, hardware: str | None, model: str, out: str | None) -> Path
     with tempfile.TemporaryDirectory() as directory:
         document = {"model": spec.name, "machine": machine_info(), "results": micro}
         (Path(directory) / "micro.json").write_text(json.dumps(document, default=str))
-        result = fit_saved(directory, hardware=profile, model=model, out=out)
+        result = fit_saved(
+            directory,
+            hardware=profile,
+            model=model,
+            out=out,
+            accept_difference=accept_difference,
+        )
     return Path(result["calibration"])

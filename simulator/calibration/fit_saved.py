@@ -33,10 +33,12 @@ def fit_saved(
     model: str,
     out: str | None = None,
     fidelity_path: str | None = None,
+    accept_difference: str | None = None,
 ) -> dict[str, Any]:
     from ..data.hardware import load_hardware, write_calibration
     from ..data.models import get_model
     from ..errors import GpuError, ProfileError
+    from .crosscheck import require_agreement
     from .fidelity import fidelity_table, format_fidelity
     from .fit import fit_efficiency, load_bench
 
@@ -81,6 +83,7 @@ def fit_saved(
             update={"collective_latency_s": 0.0, "collective_latency_per_rank_s": 0.0}
         )
         efficiency = fit(_predictor(spec, profile.model_copy(update={"efficiency": free})))
+    efficiency = require_agreement(efficiency, profile, accept_difference)
     provenance = {k: str(v) for k, v in micro.get("machine", {}).items()}
     provenance["bench_files"] = ", ".join(sorted(documents))
 

@@ -252,6 +252,9 @@ class HardwareSpec(_Frozen):
     name: str
     display_name: str
     vendor: str = "NVIDIA"
+    # The chip generation (hopper, ampere...): the calibrations of two profiles of one
+    # architecture must agree on a kernel's efficiency unless a reason is stated.
+    architecture: str | None = None
     peak_flops_per_s: dict[str, float]
     vector_flops_per_s: float = Field(gt=0)
     hbm_bytes: float = Field(gt=0)

@@ -144,6 +144,10 @@ class Workload(_Frozen):
     slos: tuple[Slo, ...] = ()
     seed: int = 0
     description: str = ""
+    # Report latencies and throughput over the steady state only: without the first and last
+    # ``STEADY_TRIM`` of the requests (a closed loop's users all start at t = 0, and a run drains
+    # at its end). See simulator/serving/results.py.
+    steady_state: bool = False
 
     @model_validator(mode="after")
     def _check(self) -> Workload:
@@ -253,6 +257,7 @@ def get_workload(
     num_requests: int | None = None,
     seed: int | None = None,
     slos=(),
+    steady_state: bool | None = None,
 ) -> Workload:
     """A preset or a trace file, with options (see the module docstring); ``rate = inf`` means
     offline. Bad names, options or traces raise ``WorkloadError`` in one line."""
@@ -325,6 +330,8 @@ def get_workload(
             update["num_requests"] = num_requests
         if seed is not None:
             update["seed"] = seed
+        if steady_state is not None:
+            update["steady_state"] = steady_state
         if slos:
             update["slos"] = tuple(parse_slo(s) if isinstance(s, str) else s for s in slos)
         return Workload(

@@ -184,6 +184,26 @@ def overloaded(
     return growth(held) > max(floor, 0.5 * float(held.mean()))
 
 
+STEADY_TRIM = 0.1  # share of the requests left out at each end of a steady-state window
+
+
+def steady_window(arrival: np.ndarray, finish: np.ndarray) -> tuple[np.ndarray, tuple]:
+    """The steady state of a run: the requests sent after the first and before the last
+    ``STEADY_TRIM`` of all (by send time: a closed loop's first users all start at 0), and the
+    time between the completions at those two quantiles (a throughput without the ramp-up and
+    the drain). Returns the mask of kept requests and (start, end) seconds."""
+    n = len(arrival)
+    order = np.argsort(arrival, kind="stable")
+    low, high = (
+        int(n * STEADY_TRIM),
+        max(int(np.ceil(n * (1 - STEADY_TRIM))), int(n * STEADY_TRIM) + 1),
+    )
+    kept = np.zeros(n, dtype=bool)
+    kept[order[low:high]] = True
+    start, end = np.quantile(finish, [STEADY_TRIM, 1 - STEADY_TRIM])
+    return kept, (float(start), float(end))
+
+
 def build_result(
     model,
     hardware,
@@ -207,6 +227,7 @@ def build_result(
     from ..cost.predict import predict
 
     del step  # the step-level fields come from predict() at the run's mean shapes
+    n = len(arrival)
     admit = np.asarray(run.admit_s)
     first = np.asarray(run.first_s)
     finish = np.asarray(run.finish_s)
@@ -217,14 +238,22 @@ def build_result(
     queue = admit - arrival
     with np.errstate(divide="ignore", invalid="ignore"):
         tpot = np.where(output > 1, (finish - first) / (output - 1), np.nan)
+    span = float(finish.max() - arrival.min())
+    span = span if span > 0 else float("nan")
+    out_tokens, all_tokens, completed = float(output.sum()), float((prompt + output).sum()), n
+    if workload.steady_state:
+        kept, window_s = steady_window(arrival, finish)
+        ttft, tpot, e2e, queue = ttft[kept], tpot[kept], e2e[kept], queue[kept]
+        done = (finish > window_s[0]) & (finish <= window_s[1])
+        span = float(window_s[1] - window_s[0]) or float("nan")
+        out_tokens, completed = float(output[done].sum()), int(done.sum())
+        all_tokens = float((prompt[done] + output[done]).sum())
     itl_durations, itl_counts = expand_runs(run.itl_runs)
     itl_durations = np.concatenate([itl_durations, run.itl_extra])
     itl_counts = np.concatenate([itl_counts, np.ones(len(run.itl_extra), dtype=np.int64)])
     itl = weighted_percentiles(itl_durations, itl_counts)
-    span = float(finish.max() - arrival.min())
-    span = span if span > 0 else float("nan")
     num_gpus = config.num_gpus
-    out_per_s = float(output.sum() / span)
+    out_per_s = out_tokens / span
     wants_itl = any(s.metric == "itl" for s in slos)
     samples = {
         "ttft": ttft,
@@ -256,6 +285,7 @@ def build_result(
             "name": workload.name,
             "arrival": workload.arrival.model_dump(),
             "num_requests": len(prompt),
+            "steady_state": workload.steady_state,
             "prefix_sharing": workload.prefix_sharing,
             "mean_prompt_tokens": float(prompt.mean()),
             "mean_output_tokens": float(output.mean()),
@@ -307,9 +337,10 @@ def build_result(
         bands={**base.bands, **bands_of(hardware, values)},
         queue_s=percentiles(queue),
         output_tokens_per_s=out_per_s,
-        total_tokens_per_s=float((prompt.sum() + output.sum()) / span),
-        requests_per_s=len(prompt) / span,
-        goodput_requests_per_s=float(good.sum() / span),
+        total_tokens_per_s=all_tokens / span,
+        requests_per_s=completed / span,
+        # the share of requests meeting every SLO, at the rate requests complete
+        goodput_requests_per_s=float(good.mean()) * completed / span if len(good) else 0.0,
         output_tokens_per_s_per_gpu=out_per_s / num_gpus,
         output_tokens_per_s_per_user=float(np.nanmean(decode_speed))
         if np.isfinite(decode_speed).any()

@@ -84,3 +84,18 @@ def test_no_evict_holds_under_speculation_and_open_traffic():
         result = simulate(MODEL, H100, config, workload)
         assert result.preemptions == 0
         assert np.isfinite(result.finish_s).all()
+
+
+def test_steady_state_leaves_out_the_closed_loop_burst_and_the_drain():
+    """64 users all send at t = 0: the first TTFTs queue behind 64 prefills. The steady-state
+    window drops the first and last 10 % of requests (and the ramp and drain from the
+    throughput), so its TTFT p99 is the loaded server's, not the start-up burst's."""
+    base = get_workload("chat:concurrency=64", num_requests=600)
+    config = DeploymentConfig()
+    whole = simulate(MODEL, H100, config, base).prediction
+    steady = simulate(MODEL, H100, config, base.model_copy(update={"steady_state": True}))
+    steady = steady.prediction
+    assert steady.workload["steady_state"] and not whole.workload["steady_state"]
+    assert steady.ttft_s.p99 < 0.5 * whole.ttft_s.p99
+    assert steady.output_tokens_per_s > whole.output_tokens_per_s
+    assert steady.tpot_s.p50 == pytest.approx(whole.tpot_s.p50, rel=0.05)

@@ -164,7 +164,13 @@ def test_fit_saved_writes_calibration_and_fidelity(tmp_path, h100):
     oom = {**decode, "batch": 256, "context": 16384, "fits": False, "reason": "out of memory"}
     _bench_file(tmp_path / "model.json", "NVIDIA H100 80GB HBM3", [decode, oom])
     out = tmp_path / "h100-sxm.yaml"
-    result = fit_saved(tmp_path, hardware="h100-sxm", model="llama-3.1-8b", out=str(out))
+    result = fit_saved(
+        tmp_path,
+        hardware="h100-sxm",
+        model="llama-3.1-8b",
+        out=str(out),
+        accept_difference="hand-made measurements, not a kernel's",
+    )
     assert out.is_file() and "gpu: h100-sxm" in out.read_text()
     fidelity = result["fidelity"]
     assert fidelity["points"] == 1 and len(fidelity["infeasible"]) == 1
@@ -227,3 +233,33 @@ def test_gemm_tail_from_memory_bound_library_gemms(h100):
     ]
     assert fit_efficiency(micro, h100).gemm_tail_s == pytest.approx(4e-6, rel=1e-6)
     assert fit_efficiency(_micro(h100.peak("bf16"), h100.peak("fp8")), h100).gemm_tail_s == 0.0
+
+
+def test_a_fit_far_from_its_architecture_is_refused_without_a_reason():
+    """An H200 and an H100 SXM have the same SMs and clocks: a fit that puts the H200's prefill
+    attention at half of the H100's calibration (as the first H200 fit did) is refused, and kept
+    only with a stated reason, which the calibration then carries."""
+    from simulator.calibration.crosscheck import disagreements, require_agreement
+    from simulator.errors import ProfileError
+
+    h100, h200 = load_hardware("h100-sxm"), load_hardware("h200-sxm", calibration=False)
+    same = h200.efficiency.model_copy(update=dict(
+        attention_seq=h100.efficiency.attention_seq,
+        attention_efficiency=h100.efficiency.attention_efficiency,
+        gemm_tokens=h100.efficiency.gemm_tokens,
+        gemm_efficiency=h100.efficiency.gemm_efficiency,
+    ))  # fmt: skip
+    assert disagreements(same, h200, [h100]) == []
+    half = same.model_copy(update=dict(
+        attention_efficiency=tuple(e / 2 for e in h100.efficiency.attention_efficiency)
+    ))  # fmt: skip
+    lines = disagreements(half, h200, [h100])
+    assert len(lines) == 3 and all(
+        "prefill attention" in line and "-50%" in line for line in lines
+    )
+    # another architecture is not compared
+    assert disagreements(half, h200.model_copy(update={"architecture": "ampere"}), [h100]) == []
+    with pytest.raises(ProfileError, match="accept-difference"):
+        require_agreement(half, h200, None)
+    kept = require_agreement(half, h200, "a different kernel ran")
+    assert "a different kernel ran" in kept.sources["cross_check"]

@@ -140,3 +140,38 @@ def test_roofline_plot(capsys, tmp_path):
 def test_no_command_prints_help(capsys):
     code, out, _ = run(capsys)
     assert code == 2 and "predict" in out
+
+
+def test_engine_selects_its_admission_rule_in_predict_and_capacity(capsys):
+    """--engine changes the answer where the engine does: TensorRT-LLM's no-evict admission
+    runs fewer requests at once on a tight cache and never preempts."""
+    argv = ["--model", "llama-3.1-8b", "--hardware", "h100-sxm", "--workload",
+            "isl1000-osl1000", "--requests", "200", "--gpu-memory-utilization", "0.3", "--json"]  # fmt: skip
+    results = {}
+    for engine in ("vllm", "trtllm"):
+        code, out, err = run(capsys, "predict", *argv, "--engine", engine)
+        assert code == 0, err
+        results[engine] = json.loads(out)
+    assert results["trtllm"]["config"]["admission"] == "trtllm-no-evict"
+    assert results["vllm"]["config"]["admission"] == "vllm"
+    assert results["trtllm"]["preemptions"] == 0 < results["vllm"]["preemptions"]
+    code, out, err = run(capsys, "predict", *argv, "--engine", "trtllm", "--admission",
+                         "trtllm-max-utilization")  # fmt: skip
+    assert code == 0 and json.loads(out)["config"]["admission"] == "trtllm-max-utilization"
+    code, out, err = run(capsys, "capacity", *argv[:-1], "--requests", "100", "--engine",
+                         "sglang", "--slo", "ttft_p99=60s", "--json")  # fmt: skip
+    assert code == 0, err
+    assert '"admission": "sglang"' in out
+
+
+def test_fp8_scaling_and_fixed_lengths_reach_the_prediction(capsys):
+    code, out, err = run(capsys, "predict", "--model", "llama-3.1-8b", "--hardware", "h100-sxm",
+                         "--weights", "fp8", "--fp8-scaling", "static", "--json")  # fmt: skip
+    assert code == 0, err
+    assert json.loads(out)["config"]["fp8_scaling"] == "static"
+    code, out, err = run(capsys, "predict", "--model", "llama-3.1-8b", "--hardware", "h100-sxm",
+                         "--workload", "chat:isl=500,osl=50", "--rate", "2", "--requests", "50",
+                         "--json")  # fmt: skip
+    assert code == 0, err
+    workload = json.loads(out)["workload"]
+    assert workload["mean_prompt_tokens"] == 500 and workload["mean_output_tokens"] == 50

@@ -42,6 +42,13 @@ def add_parser(subparsers) -> None:
         metavar="PATH",
         help="with --from: write the predicted-vs-measured table (Markdown) here",
     )
+    parser.add_argument(
+        "--accept-difference",
+        default=None,
+        metavar="REASON",
+        help="keep a fit that is more than 25%% from another calibration of the same "
+        "architecture, stating why (kept in the calibration's sources)",
+    )
     common.add_json_arg(parser)
     parser.set_defaults(run=run)
 
@@ -51,7 +58,12 @@ def run(args: argparse.Namespace) -> int:
         return _from_saved(args)
     from executor.validate import calibrate_here
 
-    path = calibrate_here(hardware=args.hardware, model=args.model, out=args.out)
+    path = calibrate_here(
+        hardware=args.hardware,
+        model=args.model,
+        out=args.out,
+        accept_difference=args.accept_difference,
+    )
     print(f"wrote {path}")
     return 0
 
@@ -68,6 +80,7 @@ def _from_saved(args: argparse.Namespace) -> int:
         model=args.model,
         out=args.out,
         fidelity_path=args.fidelity,
+        accept_difference=args.accept_difference,
     )
     if args.json:
         common.print_json(result)

@@ -151,6 +151,13 @@ def add_workload_args(parser: argparse.ArgumentParser) -> None:
         help="arrival rate in requests/s, or 'inf' for offline (all queued at once)",
     )
     group.add_argument("--requests", type=int, default=None, help="number of requests")
+    group.add_argument(
+        "--steady-state",
+        action="store_true",
+        help="report latencies and throughput without the first and last 10%% of the "
+        "requests (warm-up: a closed loop's users all start at once; drain: the last ones "
+        "finish alone)",
+    )
     group.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     group.add_argument(
         "--slo",
@@ -268,6 +275,7 @@ def workload_from_args(args: argparse.Namespace):
         num_requests=args.requests,
         seed=args.seed,
         slos=tuple(args.slo or ()),
+        steady_state=True if getattr(args, "steady_state", False) else None,
     )
 
 

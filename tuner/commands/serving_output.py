@@ -93,6 +93,11 @@ def render(result, hardware, *, title: str | None = None) -> str:
             f", {100 * w['cached_prompt_fraction']:.0f} % of prompt tokens cached"
             if w["cached_prompt_fraction"]
             else ""
+        )
+        + (
+            "; steady state (first and last 10 % of requests left out)"
+            if w.get("steady_state")
+            else ""
         ),
     ]
     rows = []
