@@ -280,3 +280,20 @@ def test_attention_curve():
     assert eff.shape == seq.shape
     assert eff[0] == eff[1] == DEFAULTS.attention_efficiency[0]
     assert eff[2] == eff[3] == DEFAULTS.attention_efficiency[-1]
+
+
+@pytest.mark.parametrize("name", ["l40s", "h100-pcie", "t4"])
+def test_pcie_all_reduce_is_priced_at_measured_bus_bandwidth(name):
+    """GPUs that all-reduce over PCIe reach under half of a link's rate (the host's root
+    complexes bind: nccl#1639 measures 28 of 64 GB/s on 8 GPUs), so a TP-8 prefill's
+    all-reduce moves its bytes at no more than half the link's rate."""
+    from simulator.cost.step import StepModel
+    from simulator.data.models import get_model
+    from simulator.data.specs import DeploymentConfig
+
+    spec = load_hardware(name)
+    assert spec.scale_up_kind == "pcie"
+    model = StepModel.build(get_model("llama-3.1-8b"), spec, DeploymentConfig(tp=8))
+    ops = model.prefill(1, 4096).ops
+    i = model.table.names.index("tp_allreduce")
+    assert ops.communication_s[0, i] >= ops.bytes[0, i] / (0.5 * spec.scale_up_bytes_per_s)
