@@ -283,6 +283,9 @@ def build_op_table(model: ModelSpec, hardware: HardwareSpec, configs: ConfigArra
         "scheduler",
         "other",
         EFF_NONE,
-        fixed_s={"has_tokens": np.full(len(configs), eff.step_overhead_s)},
+        fixed_s={
+            "has_tokens": np.full(len(configs), eff.step_overhead_s),
+            "logits": np.full(len(configs), eff.token_overhead_s),  # a token out per logit row
+        },
     )
     return b.build()

@@ -199,6 +199,9 @@ class Efficiency(_Frozen):
     kernel_graph_s: float = Field(default=1.5e-6, ge=0)
     # Host-side cost of one engine iteration (scheduling, sampling, detokenization).
     step_overhead_s: float = Field(default=3e-4, ge=0)
+    # Host-side cost per token an iteration emits (sampling, detokenizing, streaming): what
+    # grows with the batch. 0 until measured (the serving loop of ``tune validate --traffic``).
+    token_overhead_s: float = Field(default=0.0, ge=0)
     # Where these numbers come from: ``source`` in one line, ``sources`` per field group (URLs),
     # ``provenance`` for measured files (GPU, driver, torch, date, commit).
     source: str = "literature defaults"

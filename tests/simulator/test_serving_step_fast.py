@@ -132,3 +132,22 @@ def test_decode_latencies_equal_the_steps(case):
     verify = fast.decode_latencies(batch, contexts, query=g + 1)
     reference = step.decode(batch, contexts / batch, query_tokens=g + 1).latency_s
     np.testing.assert_allclose(verify, reference, rtol=1e-9)
+
+
+def test_host_time_per_token_grows_with_the_batch_in_both_step_models():
+    """``token_overhead_s`` is host time per token an iteration emits (sampling, detokenizing,
+    streaming): a decode step of B sequences takes B x that more, in the step model and in the
+    serving loop's fast one alike."""
+    base = load_hardware("h100-sxm")
+    per_token = 20e-6
+    busy = base.model_copy(update={
+        "efficiency": base.efficiency.model_copy(update={"token_overhead_s": per_token})
+    })  # fmt: skip
+    model = get_model("llama-3.1-8b")
+    for batch in (1, 64, 256):
+        x = decode_features(batch, 1024)
+        slow = [StepModel.build(model, h, DeploymentConfig()) for h in (base, busy)]
+        fast = [FastStep(step).time(x)[0] for step in slow]
+        grown = float(slow[1].step(x).latency_s[0] - slow[0].step(x).latency_s[0])
+        assert grown == pytest.approx(batch * per_token, rel=1e-6)
+        assert fast[1] - fast[0] == pytest.approx(batch * per_token, rel=1e-6)
