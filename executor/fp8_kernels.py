@@ -36,7 +36,8 @@ if triton is not None:
         USE_PDL: tl.constexpr,
     ):
         pdl.start(USE_PDL)
-        row = tl.program_id(0)
+        # 64-bit: a prefill's [M, K] passes 2^31 elements (131,072 tokens x 28,672 gate_up).
+        row = tl.program_id(0).to(tl.int64)
         cols = tl.arange(0, BLOCK)
         x_row, out_row = x_ptr + row * stride_x, out_ptr + row * stride_out
         if ONE_PASS:  # the whole row in registers: one read
@@ -71,7 +72,7 @@ if triton is not None:
         USE_PDL: tl.constexpr,
     ):
         pdl.start(USE_PDL)
-        row = tl.program_id(0)
+        row = tl.program_id(0).to(tl.int64)
         cols = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
         ok = cols < width
         x = tl.load(x_ptr + row * width + cols, mask=ok, other=0.0)

@@ -120,7 +120,17 @@ def causal_attention(
     """Causal SDPA of q [B, heads, T, D] over k, v [B, kv_heads, T, D]. ``backend`` "cudnn"
     asks for cuDNN's fused attention (faster than flash on Hopper for long prompts); it wants
     as many K/V heads as query heads, so K/V are repeated first (a small copy next to T^2 work).
+    "naive" materializes the scores as the cost model's ``attention: naive`` prices them: a
+    score matrix per head, written, masked, soft-maxed and read back (no fused kernel).
     Anything else, or a CPU, is PyTorch's choice (flash on a GPU) with native GQA."""
+    if backend == "naive":
+        group = q.shape[1] // k.shape[1]
+        k_full, v_full = k.repeat_interleave(group, dim=1), v.repeat_interleave(group, dim=1)
+        scores = (q @ k_full.transpose(-1, -2)) * q.shape[-1] ** -0.5  # [B, heads, T, T]
+        length = q.shape[-2]
+        causal = torch.ones(length, length, dtype=torch.bool, device=q.device).triu(1)
+        scores = scores.masked_fill(causal, float("-inf"))
+        return torch.softmax(scores, dim=-1) @ v_full
     if backend == "cudnn" and q.is_cuda:
         from torch.nn.attention import SDPBackend, sdpa_kernel
 

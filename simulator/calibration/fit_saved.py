@@ -14,6 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import yaml
 
 __all__ = ["fit_saved"]
@@ -83,6 +84,7 @@ def fit_saved(
             update={"collective_latency_s": 0.0, "collective_latency_per_rank_s": 0.0}
         )
         efficiency = fit(_predictor(spec, profile.model_copy(update={"efficiency": free})))
+    efficiency = _fit_eager(single, spec, profile, efficiency)
     efficiency = require_agreement(efficiency, profile, accept_difference)
     provenance = {k: str(v) for k, v in micro.get("machine", {}).items()}
     provenance["bench_files"] = ", ".join(sorted(documents))
@@ -115,6 +117,40 @@ def fit_saved(
                    "measured steps against this calibration (p10, p90 per phase)"}  # fmt: skip
         save(efficiency.model_copy(update={"step_error": table.step_error(), "sources": sources}))
     return result
+
+
+def _fit_eager(points: list[dict], spec, profile, efficiency):
+    """``eager_kernel_s`` from decode steps measured with no CUDA graph: out of a graph a small
+    decode step is all host time, so each kernel's share of it (less the step's fixed host
+    time) is what eager PyTorch spends per kernel. Unchanged when no such step was measured."""
+    from ..cost.step import StepModel
+    from ..data.specs import DeploymentConfig
+
+    eager = [
+        r for r in points
+        if r.get("cuda_graphs") is False and r.get("phase") == "decode" and r.get("time_s")
+    ]  # fmt: skip
+    if not eager:
+        return efficiency
+    hardware = profile.model_copy(update={"efficiency": efficiency})
+    shares = []
+    for r in eager:
+        config = DeploymentConfig(
+            tp=r["tp"],
+            weight_dtype=r["weights"],
+            activation_dtype="fp8" if r["weights"] == "fp8" else "bf16",
+            cuda_graphs=False,
+            max_model_len=r["context"] + 16,
+        )
+        kernels = float(StepModel.build(spec, hardware, config).decode(r["batch"], r["context"])
+                        .ops.kernels[0].sum())  # fmt: skip
+        shares.append((r["time_s"] - efficiency.step_overhead_s) / kernels)
+    sources = {**efficiency.sources, "eager_kernel": (
+        f"measured: {len(shares)} decode step(s) run eagerly (no CUDA graph), time over the "
+        "step's kernels")}  # fmt: skip
+    return efficiency.model_copy(
+        update={"eager_kernel_s": float(np.median(shares)), "sources": sources}
+    )
 
 
 def _predictor(spec, hardware):

@@ -61,9 +61,13 @@ _PREFILL_PAIRS = FEATURES.index("prefill_pairs")
 _PREFILL_SEQS = FEATURES.index("prefill_seqs")
 
 
-def launch_beyond_graph_s(eff: Efficiency) -> float:
-    """What launching a kernel from the host costs beyond its cost inside a CUDA graph."""
-    return max(eff.kernel_launch_s - eff.kernel_graph_s, 0.0)
+def launch_beyond_graph_s(eff: Efficiency, graphs: np.ndarray | bool = True) -> np.ndarray:
+    """What launching a kernel from the host costs beyond its cost inside a CUDA graph: a bare
+    launch where the engine uses graphs (a step too large for one), PyTorch's eager dispatch
+    per kernel where it uses none (``eager_kernel_s``, when measured)."""
+    eager = eff.kernel_launch_s if eff.eager_kernel_s is None else eff.eager_kernel_s
+    launch = np.where(graphs, eff.kernel_launch_s, eager)
+    return np.maximum(launch - eff.kernel_graph_s, 0.0)
 
 
 def busy_s(compute_s, memory_s, launch_s, in_graph):
@@ -159,7 +163,7 @@ def evaluate(
     in_graph = graphs & (tokens <= CUDA_GRAPH_MAX_TOKENS)
     compute_s = np.where(comm, 0.0, compute_s)
     memory_s = np.where(comm, 0.0, memory_s)
-    launch_floor_s = np.where(in_graph, 0.0, kernels * launch_beyond_graph_s(eff))
+    launch_floor_s = np.where(in_graph, 0.0, kernels * launch_beyond_graph_s(eff, graphs))
     working_s = busy_s(compute_s, memory_s, launch_floor_s, in_graph)
     overhead_s = (
         np.where(comm, 0.0, kernels * eff.kernel_graph_s + working_s)

@@ -84,7 +84,7 @@ class FastStep:
                 np.where(keep, dense("ideal_s"), 0.0),
                 np.where(keep, dense("vector_flops") / hardware.vector_flops_per_s, 0.0),
                 np.where(keep, nbytes * hbm_seconds_per_byte(table, hardware)[:, None], 0.0),
-                np.where(keep, kernels * launch_beyond_graph_s(eff), 0.0),
+                np.where(keep, kernels * launch_beyond_graph_s(eff, self.cuda_graphs), 0.0),
                 overhead_graph.sum(axis=0)[None],
                 link.sum(axis=0)[None],
                 link[send][None],

@@ -197,6 +197,10 @@ class Efficiency(_Frozen):
     # Fixed cost of one kernel: launch from the host (eager) or back-to-back inside a CUDA graph.
     kernel_launch_s: float = Field(default=5e-6, ge=0)
     kernel_graph_s: float = Field(default=1.5e-6, ge=0)
+    # Host time per kernel of a model run eagerly from PyTorch, with no CUDA graph at all
+    # (module and Python dispatch around each launch: an eager decode step's time over its
+    # kernel count, measured). None: ``kernel_launch_s``, the bare launch.
+    eager_kernel_s: float | None = Field(default=None, ge=0)
     # Host-side cost of one engine iteration (scheduling, sampling, detokenization).
     step_overhead_s: float = Field(default=3e-4, ge=0)
     # Host-side cost per token an iteration emits (sampling, detokenizing, streaming): what

@@ -134,3 +134,18 @@ def test_decode_attention_mode_picks_the_kernel_by_cache_dtype():
         Kernels(decode_attention=kernel, decode_attention_mode="triton").decode_kernel(odd_heads)
         is None
     ), "a head size the kernel cannot take runs SDPA"
+
+
+def test_naive_prefill_attention_materializes_the_same_answer():
+    """``--attention naive`` runs a real unfused attention (scores written, masked, soft-maxed,
+    read back), not the fused kernel under another name; it computes what the fused one does."""
+    import torch
+
+    from executor.fused import causal_attention
+
+    torch.manual_seed(0)
+    q = torch.randn(2, 8, 33, 16)
+    k, v = torch.randn(2, 2, 33, 16), torch.randn(2, 2, 33, 16)
+    fused = causal_attention(q, k, v, "flash")
+    naive = causal_attention(q, k, v, "naive")
+    torch.testing.assert_close(naive, fused, rtol=1e-4, atol=1e-5)

@@ -151,3 +151,23 @@ def test_host_time_per_token_grows_with_the_batch_in_both_step_models():
         grown = float(slow[1].step(x).latency_s[0] - slow[0].step(x).latency_s[0])
         assert grown == pytest.approx(batch * per_token, rel=1e-6)
         assert fast[1] - fast[0] == pytest.approx(batch * per_token, rel=1e-6)
+
+
+def test_eager_pytorch_pays_its_measured_cost_per_kernel():
+    """With no CUDA graph at all, a batch-1 decode step is host-bound: each of its kernels costs
+    what eager PyTorch spends around a launch (``eager_kernel_s``, measured: ~56 us on the H200
+    host, studies/executor-h200/model-eager.json), not a bare launch. Graph configurations and
+    steps too large for a graph keep the bare launch cost."""
+    base = load_hardware("h100-sxm")
+    eager = base.model_copy(update={
+        "efficiency": base.efficiency.model_copy(update={"eager_kernel_s": 50e-6})
+    })  # fmt: skip
+    model = get_model("llama-3.1-8b")
+    x = decode_features(1, 1024)
+    no_graph = StepModel.build(model, eager, DeploymentConfig(cuda_graphs=False))
+    kernels = float(no_graph.step(x).ops.kernels[0].sum())
+    latency = float(no_graph.step(x).latency_s[0])
+    assert latency >= kernels * 50e-6
+    assert FastStep(no_graph).time(x)[0] == pytest.approx(latency, rel=1e-9)
+    with_graph = [StepModel.build(model, h, DeploymentConfig()) for h in (base, eager)]
+    assert float(with_graph[0].step(x).latency_s[0]) == float(with_graph[1].step(x).latency_s[0])
