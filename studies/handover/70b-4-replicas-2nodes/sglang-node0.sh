@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # llama-3.1-70b on 16 x h100-sxm: 4 replica(s) of tp=4 pp=1; sglang 0.5.23 (lmsysorg/sglang:v0.5.23-cu130); node 0 of 2, replica(s) 0, 1
-# written by rooftune 0.1.0 from plan.json (study 70b-4-replicas-2nodes, trial 16); weights: nvidia/Llama-3.1-70B-Instruct-FP8 (FP8 weights and activations, static per-tensor scales (Model Optimizer 0.15.1))
+# written by rooftune 0.1.0 from plan.json (study 70b-4-replicas-2nodes, trial 27); weights: nvidia/Llama-3.1-70B-Instruct-FP8 (FP8 weights and activations, static per-tensor scales (Model Optimizer 0.15.1))
 # note: the checkpoint's FP8 activation scales are static; the plan modelled dynamic per-token scaling, which costs a little more, so its predictions are conservative
 # note: dp=4: each replica is its own server on 4 GPU(s) and its own port (the node scripts start them), behind the plan's router
 set -euo pipefail

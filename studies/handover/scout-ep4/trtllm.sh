@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # llama-4-scout-17b-16e on 4 x h100-sxm: 1 replica(s) of tp=4 pp=1; trtllm 1.x (nvcr.io/nvidia/tensorrt-llm/release); node 0 of 1, replica(s) 0
-# written by rooftune 0.1.0 from plan.json (study scout-ep4, trial 0); weights: nvidia/Llama-4-Scout-17B-16E-Instruct-FP8 (FP8 weights and activations, static per-tensor scales (Model Optimizer))
+# written by rooftune 0.1.0 from plan.json (study scout-ep4, trial 12); weights: nvidia/Llama-4-Scout-17B-16E-Instruct-FP8 (FP8 weights and activations, static per-tensor scales (Model Optimizer))
 # note: the checkpoint's FP8 activation scales are static; the plan modelled dynamic per-token scaling, which costs a little more, so its predictions are conservative
 # note: trtllm-serve loads the checkpoint's vision encoder too (about 1.8 GB per GPU, counted in the memory fraction); clients send text only
 # note: trtllm-serve has no served-model-name option in this release: clients use the model path as the model name
