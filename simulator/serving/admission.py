@@ -18,7 +18,9 @@ output length.
   evicted. Reserved: every running request's remaining output, in whole blocks.
 - ``trtllm-max-utilization`` (``MAX_UTILIZATION``): admit while the next step's blocks fit and
   pause the newest request when blocks run out, as vLLM does.
-- ``sglang``: the running requests' remaining output counts at ``new_token_ratio`` of its size
+- ``sglang``: an iteration is a prefill batch whenever one can be formed, else a decode batch
+  (``Scheduler.get_next_batch_to_run``; ``--enable-mixed-chunk`` is off by default). The
+  running requests' remaining output counts at ``new_token_ratio`` of its size
   and a new request's at its whole (clipped) size. The ratio starts at 0.7, falls by a step each
   decode iteration to 0.098 (0.7 x 0.14, over 600 iterations), and jumps back up when requests
   are retracted (SGLang's preemption): to the fraction of the running requests' output already
@@ -65,6 +67,10 @@ class AdmissionPolicy:
     ratio_min: float = 0.0
     decay: float = 0.0  # per decode iteration
     retract_to_back: bool = False  # a preempted request rejoins the queue at its end (SGLang)
+    # Prefill chunks and decodes in one iteration (vLLM, TensorRT-LLM), or, as SGLang does by
+    # default (no --enable-mixed-chunk), a prefill batch whenever one can be formed, the
+    # running decodes waiting for it.
+    mixed: bool = True
 
     @property
     def reserves(self) -> bool:
@@ -120,5 +126,6 @@ def policy_for(name: Admission) -> AdmissionPolicy:
             ratio_min=floor,
             decay=(SGLANG_INIT_RATIO - floor) / SGLANG_DECAY_STEPS,
             retract_to_back=True,
+            mixed=False,
         )
     return AdmissionPolicy(name)  # vllm, trtllm-max-utilization: nothing reserved

@@ -71,6 +71,7 @@ class ContinuousEngine:
             else RandomDecodes(cfg.block_size, cfg.max_num_seqs)
         )
         self.policy = policy_for(cfg.admission)
+        self.stall_s = 0.0  # time the running decodes waited on prefill-only iterations
         self.total_blocks = run.total_blocks
         self.free = run.total_blocks - run.shared_prefix_blocks
         self.clock = 0.0
@@ -114,6 +115,7 @@ class ContinuousEngine:
         if (
             not self.prefilling
             and self.decodes.n
+            and not self.stall_s
             and not self._admissible()
             and decode_run(self, until)
         ):
@@ -198,10 +200,16 @@ class ContinuousEngine:
 
     def _iteration(self) -> None:
         run, block, decodes, query = self.run, self.block, self.decodes, self.query
+        # Unmixed batches (SGLang): a prefill whenever one can be formed, the decodes waiting.
+        prefill_only = (
+            not self.policy.mixed
+            and decodes.n > 0
+            and (bool(self.prefilling) or self._admissible())
+        )
         # 1. Decodes first: blocks for what they write, preempting if needed.
-        if decodes.n:
+        if decodes.n and not prefill_only:
             self._reserve_decode_blocks()
-        n = decodes.n
+        n = 0 if prefill_only else decodes.n
         budget = self.budget - n * query
         # 2. Partial prefills continue; 3. waiting requests are admitted.
         chunks: list[tuple[list[int], int]] = []
@@ -218,7 +226,7 @@ class ContinuousEngine:
             if budget <= 0:
                 self.bound_by.add("token_budget")
                 break
-            if n + len(self.prefilling) >= self.max_seqs:
+            if decodes.n + len(self.prefilling) >= self.max_seqs:
                 self.bound_by.add("max_num_seqs")
                 break
             rid = self.waiting[0]
@@ -234,7 +242,7 @@ class ContinuousEngine:
                 self.bound_by.add("kv_cache")
                 break
             reserved += future
-            self.peak_running = max(self.peak_running, n + len(self.prefilling))
+            self.peak_running = max(self.peak_running, decodes.n + len(self.prefilling))
             self.waiting.popleft()
             self.free -= private
             if run.admit_s[rid] != run.admit_s[rid]:  # NaN: first admission
@@ -301,7 +309,7 @@ class ContinuousEngine:
                 micro * run.spec.prefill_time(x) if chunks else 0.0
             )
         end = self.clock + duration
-        self._account(duration, n + len(self.prefilling), 0)
+        self._account(duration, decodes.n + len(self.prefilling), 0)
         # Emit: decodes advance, finished prefills emit their first (or next) token.
         finished = []
         if n:
@@ -309,7 +317,11 @@ class ContinuousEngine:
                 finished = decodes.advance(1)
             else:
                 finished = decodes.advance(run.spec.sample(n))
-            run.itl_runs.append((duration, 0.0, 1, n))
+            # a decode that waited on prefill-only iterations: its gap holds them
+            run.itl_runs.append((duration + self.stall_s, 0.0, 1, n))
+            self.stall_s = 0.0
+        elif prefill_only:
+            self.stall_s += duration
         for entry, chunk in chunks:
             entry[1] += chunk
             if entry[1] == entry[2]:
