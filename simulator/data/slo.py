@@ -60,6 +60,11 @@ def parse_slo(text: str) -> Slo:
             f"{', '.join(METRICS)}, e.g. ttft_p99=2s or tpot_p90=50ms)"
         )
     metric, pct, target = match.group(1).lower(), float(match.group(2)), match.group(3)
+    if not target.strip() or target.strip()[-1].isdigit():
+        # "tpot_p99=50" is 50 ms to one reader and 50 s to another: the unit is required.
+        raise WorkloadError(
+            f"SLO {text!r}: the target needs a unit (us, ms, s or min), e.g. {text}ms"
+        )
     try:
         target_s = parse_duration(target)
     except ValueError as error:

@@ -218,3 +218,13 @@ def test_fixed_lengths_as_options():
     for bad in ("chat:isl=0", "chat:osl=ten"):
         with pytest.raises(WorkloadError, match="workload"):
             get_workload(bad)
+
+
+@pytest.mark.parametrize("text", ["tpot_p99=50", "ttft_p90=2", "e2e_p50=1.5"])
+def test_an_slo_target_without_a_unit_is_refused(text):
+    """``tpot_p99=50`` used to be read as 50 seconds and reported as met."""
+    from simulator.data.slo import parse_slo
+
+    with pytest.raises(WorkloadError, match="needs a unit"):
+        parse_slo(text)
+    assert parse_slo(text + "ms").target_s == pytest.approx(float(text.split("=")[1]) / 1000)

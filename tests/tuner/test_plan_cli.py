@@ -180,6 +180,14 @@ def test_export_renders_from_the_plan(small_study, capsys, tmp_path):
         (["--storage", "postgresql://postgres@127.0.0.1:1/none"], 1, "cannot open storage"),
         (["--slo", "latency=2"], 2, "not an SLO"),
         (["--allow-quant", "fp4"], 2, "unknown scheme"),
+        # Regression cases of the CLI-edges issue: each once accepted, run or misreported.
+        (["--slo", "tpot_p99=50"], 2, "needs a unit"),
+        (["--max-model-len", "0"], 2, "--max-model-len must be at least 16"),
+        (["--seed", "-1"], 2, "--seed must be 0 or more"),
+        (["--timeout", "0"], 2, "--timeout must be a positive"),
+        (["--timeout", "-1"], 2, "--timeout must be a positive"),
+        (["--heartbeat", "0"], 2, "--heartbeat must be at least 1"),
+        (["--hardware", ""], 2, "--hardware names no GPU profile"),
     ],
 )
 def test_bad_input_is_one_line_and_writes_nothing(capsys, tmp_path, extra, code, needle):

@@ -134,6 +134,16 @@ def spec_from_args(args: argparse.Namespace) -> dict[str, Any]:
         raise ConfigError(f"--gpus must be at least 1 (got {args.gpus})")
     if args.trials is not None and args.trials < 1:
         raise ConfigError(f"--trials must be at least 1 (got {args.trials})")
+    if args.max_model_len is not None and args.max_model_len < 16:
+        raise ConfigError(f"--max-model-len must be at least 16 tokens (got {args.max_model_len})")
+    if args.seed < 0:
+        raise ConfigError(f"--seed must be 0 or more (got {args.seed})")
+    if args.timeout is not None and not args.timeout > 0:
+        raise ConfigError(f"--timeout must be a positive number of seconds (got {args.timeout})")
+    if args.heartbeat < 1:
+        raise ConfigError(f"--heartbeat must be at least 1 second (got {args.heartbeat})")
+    if not [h for h in args.hardware.split(",") if h.strip()]:
+        raise ConfigError("--hardware names no GPU profile (tune hardware list shows them)")
     return {
         "model": args.model,
         "hardware": [h.strip() for h in args.hardware.split(",") if h.strip()],
