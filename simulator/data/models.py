@@ -246,6 +246,14 @@ def from_hf_config(path: str | os.PathLike[str], *, name: str | None = None) -> 
 
     hidden = _require(cfg, "hidden_size", file)
     heads = _require(cfg, "num_attention_heads", file)
+    if not cfg.get("head_dim") and isinstance(hidden, int) and isinstance(heads, int):
+        if heads > 0 and hidden % heads:
+            # HF derives head_dim = hidden_size // num_attention_heads: a remainder means a
+            # config the model would not build (7 heads of 256 gave 36, 4 dimensions lost).
+            raise ConfigError(
+                f"{file}: hidden_size {hidden} is not a multiple of num_attention_heads "
+                f"{heads}, and no head_dim is given"
+            )
     theta, scaling = _rope(cfg)
     fields: dict[str, Any] = {
         "name": name or (file.parent.name if file.name == "config.json" else file.stem),

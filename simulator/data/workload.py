@@ -59,6 +59,10 @@ __all__ = [
 ]
 
 
+# The most requests one simulation takes: bounded time and memory (a few GB at this size).
+MAX_REQUESTS = 1_000_000
+
+
 class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -139,7 +143,7 @@ class Workload(_Frozen):
     prompt: LengthDist | None = None
     output: LengthDist | None = None
     trace: str | None = None  # path of a JSONL/CSV trace (lengths and, for replay, arrivals)
-    num_requests: int = Field(default=1000, ge=1)
+    num_requests: int = Field(default=1000, ge=1, le=MAX_REQUESTS)
     prefix_sharing: float = Field(default=0.0, ge=0, lt=1)  # prompt fraction hitting the cache
     slos: tuple[Slo, ...] = ()
     seed: int = 0
@@ -323,6 +327,11 @@ def get_workload(
                     arrival["process"] = "poisson"
                 arrival["rate_per_s"] = rate
         if num_requests is not None:
+            if num_requests > MAX_REQUESTS:
+                raise WorkloadError(
+                    f"{num_requests:,} requests is more than one run simulates "
+                    f"({MAX_REQUESTS:,}); a steady state needs far fewer (--steady-state)"
+                )
             if num_requests < 1:
                 raise WorkloadError(
                     f"the number of requests must be at least 1, got {num_requests}"

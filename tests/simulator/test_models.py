@@ -279,3 +279,15 @@ def test_parameter_counts_are_frozen() -> None:
     counts = parameter_counts(PRESETS["llama-3.2-1b"])
     with pytest.raises(dataclasses.FrozenInstanceError):
         counts.total = 0  # type: ignore[misc]
+
+
+def test_heads_that_do_not_divide_the_hidden_size_are_refused(tmp_path: Path) -> None:
+    """7 heads over a hidden size of 256 used to give head_dim 36 (4 dimensions lost)."""
+    config = json.loads((CONFIGS / "llama-tiny.json").read_text())
+    config.update(hidden_size=256, num_attention_heads=7, num_key_value_heads=7)
+    config.pop("head_dim", None)
+    file = tmp_path / "config.json"
+    file.write_text(json.dumps(config))
+    with pytest.raises(ConfigError) as err:
+        from_hf_config(file)
+    assert "not a multiple of num_attention_heads 7" in _one_line(err)

@@ -228,3 +228,13 @@ def test_an_slo_target_without_a_unit_is_refused(text):
     with pytest.raises(WorkloadError, match="needs a unit"):
         parse_slo(text)
     assert parse_slo(text + "ms").target_s == pytest.approx(float(text.split("=")[1]) / 1000)
+
+
+@pytest.mark.parametrize("spelling", ["chat:requests=1000000000", None])
+def test_an_unbounded_request_count_is_refused(spelling):
+    """``--requests 1000000000`` grew to 24 GB before it was killed: refused in one line."""
+    with pytest.raises(WorkloadError, match="1,?000,?000"):
+        if spelling:
+            get_workload(spelling)
+        else:
+            get_workload("chat", num_requests=10**9)

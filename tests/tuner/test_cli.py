@@ -87,6 +87,63 @@ def test_predict_json_is_the_prediction_contract(capsys):
             2,
             "has no fp8 tensor cores",
         ),
+        # Regression cases of the CLI-edges issue.
+        (
+            [
+                "--model",
+                "llama-3.1-8b",
+                "--hardware",
+                "h100-sxm",
+                "--workload",
+                "chat",
+                "--spec",
+                "eagle:abc:0.7",
+            ],
+            2,
+            "G, the drafted tokens, is a whole number",
+        ),
+        (
+            [
+                "--model",
+                "llama-3.1-8b",
+                "--hardware",
+                "h100-sxm",
+                "--workload",
+                "chat",
+                "--spec",
+                "eagle:3:high",
+            ],
+            2,
+            "ACCEPT, the acceptance rate",
+        ),
+        (
+            [
+                "--model",
+                "llama-3.1-8b",
+                "--hardware",
+                "h100-sxm",
+                "--workload",
+                "chat",
+                "--requests",
+                "1000000000",
+            ],
+            2,
+            "more than one run simulates",
+        ),
+        (
+            [
+                "--model",
+                "llama-3.1-8b",
+                "--hardware",
+                "h100-sxm",
+                "--workload",
+                "chat",
+                "--slo",
+                "tpot_p99=50",
+            ],
+            2,
+            "needs a unit",
+        ),
     ],
 )
 def test_predict_bad_input_is_one_line(capsys, argv, code, needle):

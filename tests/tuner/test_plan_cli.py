@@ -188,6 +188,7 @@ def test_export_renders_from_the_plan(small_study, capsys, tmp_path):
         (["--timeout", "-1"], 2, "--timeout must be a positive"),
         (["--heartbeat", "0"], 2, "--heartbeat must be at least 1"),
         (["--hardware", ""], 2, "--hardware names no GPU profile"),
+        (["--gpus", "100000"], 2, "past the 4,096 one plan searches"),
     ],
 )
 def test_bad_input_is_one_line_and_writes_nothing(capsys, tmp_path, extra, code, needle):

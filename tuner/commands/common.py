@@ -253,9 +253,16 @@ def parse_spec(text: str | None):
         raise ConfigError(f"--spec {text!r}: expected METHOD[:MODEL]:G:ACCEPT")
     try:
         if rest:
+            if not rest[0].isdigit():
+                raise ConfigError(f"--spec {text!r}: G, the drafted tokens, is a whole number")
             values["num_speculative_tokens"] = int(rest[0])
         if len(rest) > 1:
-            values["acceptance_rate"] = float(rest[1])
+            try:
+                values["acceptance_rate"] = float(rest[1])
+            except ValueError:
+                raise ConfigError(
+                    f"--spec {text!r}: ACCEPT, the acceptance rate, is a number in (0, 1)"
+                ) from None
         if values.get("draft_model"):
             from simulator.data.models import get_model
 

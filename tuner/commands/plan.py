@@ -127,11 +127,17 @@ def add_parser(subparsers) -> None:
     parser.set_defaults(run=run)
 
 
+MAX_GPUS = 4096  # the largest budget one plan searches (512 nodes of 8)
+
+
 def spec_from_args(args: argparse.Namespace) -> dict[str, Any]:
     from simulator.errors import ConfigError
 
     if args.gpus < 1:
         raise ConfigError(f"--gpus must be at least 1 (got {args.gpus})")
+    if args.gpus > MAX_GPUS:
+        # The search space grows with the budget: 100,000 GPUs once ran 528 s for 5 trials.
+        raise ConfigError(f"--gpus {args.gpus:,} is past the {MAX_GPUS:,} one plan searches")
     if args.trials is not None and args.trials < 1:
         raise ConfigError(f"--trials must be at least 1 (got {args.trials})")
     if args.max_model_len is not None and args.max_model_len < 16:
