@@ -97,6 +97,31 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 0
+    except ModuleNotFoundError as error:
+        if args.debug:
+            raise
+        # The GPU verbs need the executor's extra (torch, triton); the rest never import it.
+        print(
+            f"tune {args.command}: error: this needs the {error.name} package, which is not "
+            "installed (pip install -e '.[executor]' on a machine with a GPU)",
+            file=sys.stderr,
+        )
+        return 2
+    except OSError as error:  # a file that cannot be written (or read): the path and why
+        if args.debug:
+            raise
+        where = f": {error.filename}" if error.filename else ""
+        print(f"tune {args.command}: error: {error.strerror or error}{where}", file=sys.stderr)
+        return 1
+    except Exception as error:  # not one of ours: still one line, the traceback on request
+        if args.debug:
+            raise
+        print(
+            f"tune {args.command}: internal error: {type(error).__name__}: {error} "
+            "(rerun with tune --debug for the traceback)",
+            file=sys.stderr,
+        )
+        return 1
 
 
 if __name__ == "__main__":

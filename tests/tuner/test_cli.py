@@ -232,3 +232,35 @@ def test_fp8_scaling_and_fixed_lengths_reach_the_prediction(capsys):
     assert code == 0, err
     workload = json.loads(out)["workload"]
     assert workload["mean_prompt_tokens"] == 500 and workload["mean_output_tokens"] == 50
+
+
+def test_roofline_output_edges_are_one_line(capsys, tmp_path):
+    """Regression cases of the CLI-edges issue: ``--out x.txt`` (matplotlib's format error),
+    ``--out DIR`` (wrote DIR.png), a folder that does not exist, an --out under a file, and a
+    configuration that does not fit (exit 0 with no word of it)."""
+    base = ["roofline", "--model", "llama-3.1-8b", "--hardware", "h100-sxm"]
+    code, _, err = run(capsys, *base, "--out", str(tmp_path / "x.txt"))
+    assert code == 2 and "write a .png" in err and err.count("\n") == 1
+    code, out, _ = run(capsys, *base, "--out", str(tmp_path))
+    assert code == 0 and (tmp_path / "roofline.png").is_file() and "roofline.png" in out
+    code, _, _ = run(capsys, *base, "--out", str(tmp_path / "new" / "r.png"))
+    assert code == 0 and (tmp_path / "new" / "r.png").is_file()
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    code, _, err = run(capsys, *base, "--out", str(blocker / "r.png"))
+    assert code == 1 and err.count("\n") == 1 and str(blocker) in err
+    big = ["roofline", "--model", "llama-3.1-405b", "--hardware", "h100-sxm"]
+    code, _, err = run(capsys, *big, "--out", str(tmp_path / "big.png"))
+    assert code == 0 and "warning: does not fit" in err
+
+
+def test_an_unexpected_error_is_one_line_with_a_hint(capsys, monkeypatch):
+    import tuner.commands.hardware as hardware_command
+
+    def broken(args):
+        raise ZeroDivisionError("a bug")
+
+    monkeypatch.setattr(hardware_command, "run", broken)
+    code, _, err = run(capsys, "hardware", "list")
+    assert code == 1 and err.count("\n") == 1
+    assert "internal error: ZeroDivisionError: a bug" in err and "--debug" in err
