@@ -176,6 +176,8 @@ def get_model(name_or_path: str) -> ModelSpec:
     key = _normalize(name_or_path)
     if key in PRESETS:
         return PRESETS[key]
+    if not str(name_or_path).strip():  # "" is a path to the working directory, not a model
+        raise UnknownModelError(f"no model named: give a preset ({', '.join(PRESETS)}) or a path")
     if Path(name_or_path).expanduser().exists():
         return from_hf_config(name_or_path)
     close = difflib.get_close_matches(key, list(PRESETS), n=2, cutoff=0.6)

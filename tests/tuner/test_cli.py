@@ -264,3 +264,22 @@ def test_an_unexpected_error_is_one_line_with_a_hint(capsys, monkeypatch):
     code, _, err = run(capsys, "hardware", "list")
     assert code == 1 and err.count("\n") == 1
     assert "internal error: ZeroDivisionError: a bug" in err and "--debug" in err
+
+
+def test_models_show_of_nothing_and_report_on_a_dead_storage(capsys, tmp_path):
+    """Regression cases of the CLI-edges issue: ``tune models show ''`` answered "no config.json
+    at 'config.json'"; ``tune report --storage <unreachable>`` warned, rewrote the study and
+    exited 0."""
+    import shutil
+    from pathlib import Path
+
+    code, _, err = run(capsys, "models", "show", "")
+    assert code == 2 and "no model named" in err
+    example = Path(__file__).resolve().parents[2] / "studies" / "llama-3.1-70b-8xh100-chat"
+    study = tmp_path / "study"
+    shutil.copytree(example, study)
+    before = {p.name: p.stat().st_mtime_ns for p in study.rglob("*") if p.is_file()}
+    code, _, err = run(capsys, "report", str(study), "--storage",
+                       "postgresql://nobody@127.0.0.1:1/none")  # fmt: skip
+    assert code != 0 and err.count("\n") == 1
+    assert {p.name: p.stat().st_mtime_ns for p in study.rglob("*") if p.is_file()} == before

@@ -54,6 +54,8 @@ def run(args: argparse.Namespace) -> int:
         if storage is not None:
             study = studies.load_study(storage=storage, name=plan.provenance.study_name)
     except RooftuneError as error:
+        if args.storage:  # asked for by name: a dead database is an error, nothing rewritten
+            raise
         print(f"tune report: warning: {error}; drawing from plan.json alone", file=sys.stderr)
     if study is None:
         print("tune report: no study found; history and Pareto scatter left out", file=sys.stderr)
