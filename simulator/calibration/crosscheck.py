@@ -30,15 +30,21 @@ def _rate(efficiency: Efficiency, kernel: str, shape: int) -> float:
 
 
 def disagreements(
-    fitted: Efficiency, profile: HardwareSpec, siblings: list[HardwareSpec]
+    fitted: Efficiency,
+    profile: HardwareSpec,
+    siblings: list[HardwareSpec],
+    kernels: set[str] | None = None,
 ) -> list[str]:
     """One line per kernel and shape where ``fitted`` (for ``profile``) and a calibrated profile
-    of the same architecture differ by more than ``TOLERANCE``."""
+    of the same architecture differ by more than ``TOLERANCE``; only the ``kernels`` this fit
+    measured (default: all), since an unmeasured one is the literature default."""
     lines = []
     for other in siblings:
         if other.name == profile.name or other.architecture != profile.architecture:
             continue
         for kernel, shapes in _SHAPES.items():
+            if kernels is not None and kernel not in kernels:
+                continue
             for shape in shapes:
                 mine, theirs = _rate(fitted, kernel, shape), _rate(other.efficiency, kernel, shape)
                 if abs(mine / theirs - 1.0) > TOLERANCE:
@@ -49,7 +55,13 @@ def disagreements(
     return lines
 
 
-def require_agreement(fitted: Efficiency, profile: HardwareSpec, reason: str | None) -> Efficiency:
+def require_agreement(
+    fitted: Efficiency,
+    profile: HardwareSpec,
+    reason: str | None,
+    *,
+    kernels: set[str] | None = None,
+) -> Efficiency:
     """``fitted``, with the stated ``reason`` in its sources when it disagrees with another
     calibration of its architecture; without a reason, a disagreement is a ProfileError."""
     from ..data.hardware import list_hardware, load_hardware
@@ -60,7 +72,7 @@ def require_agreement(fitted: Efficiency, profile: HardwareSpec, reason: str | N
         for spec in (load_hardware(name) for name in list_hardware())
         if spec.efficiency.provenance  # measured, not the literature defaults
     ]
-    lines = disagreements(fitted, profile, siblings)
+    lines = disagreements(fitted, profile, siblings, kernels)
     if not lines:
         return fitted
     if not reason:

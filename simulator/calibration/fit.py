@@ -42,8 +42,17 @@ MIN_ATTENTION_SEQ = 512
 
 
 def load_bench(path: str | Path) -> dict[str, Any]:
-    """One JSON document written by ``executor.bench``."""
-    return json.loads(Path(path).read_text())
+    """One JSON document written by ``executor.bench``; anything else is one ProfileError."""
+    from ..errors import ProfileError
+
+    path = Path(path)
+    try:
+        document = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ProfileError(f"{path}: not a bench result ({error})") from None
+    if not isinstance(document, dict) or not isinstance(document.get("results"), (dict, list)):
+        raise ProfileError(f"{path}: not a bench result (no 'results')")
+    return document
 
 
 def is_default_engine(record: dict[str, Any]) -> bool:

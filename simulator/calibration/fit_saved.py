@@ -62,6 +62,8 @@ def fit_saved(
                 f"({measured_on}), not {profile.name}; refusing to mix GPUs"
             )
     micro = documents["micro.json"]
+    if not isinstance(micro["results"], dict) or not any(micro["results"].values()):
+        raise ProfileError(f"{micro_file}: holds no measurements to fit")
     single = [r for name, d in documents.items() if name.startswith("model") for r in d["results"]]
     tp_runs = [d["results"] for name, d in documents.items() if name.startswith("tp")]
 
@@ -85,7 +87,12 @@ def fit_saved(
         )
         efficiency = fit(_predictor(spec, profile.model_copy(update={"efficiency": free})))
     efficiency = _fit_eager(single, spec, profile, efficiency)
-    efficiency = require_agreement(efficiency, profile, accept_difference)
+    measured = {
+        kernel
+        for kernel, section in (("prefill attention", "attention_prefill"), ("bf16 GEMM", "gemm"))
+        if micro["results"].get(section)
+    }
+    efficiency = require_agreement(efficiency, profile, accept_difference, kernels=measured)
     provenance = {k: str(v) for k, v in micro.get("machine", {}).items()}
     provenance["bench_files"] = ", ".join(sorted(documents))
 

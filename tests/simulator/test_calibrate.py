@@ -263,3 +263,18 @@ def test_a_fit_far_from_its_architecture_is_refused_without_a_reason():
         require_agreement(half, h200, None)
     kept = require_agreement(half, h200, "a different kernel ran")
     assert "a different kernel ran" in kept.sources["cross_check"]
+
+
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [("garbage", "not a bench result"), ("", "not a bench result"),
+     ('{"results": {}}', "holds no measurements")],
+)  # fmt: skip
+def test_calibrate_from_a_garbled_or_empty_micro_json_is_one_line(tmp_path, text, needle):
+    """Regression cases of the CLI-edges issue (they raised JSONDecodeError and KeyError)."""
+    from simulator.calibration.fit_saved import fit_saved
+    from simulator.errors import ProfileError
+
+    (tmp_path / "micro.json").write_text(text)
+    with pytest.raises(ProfileError, match=needle):
+        fit_saved(tmp_path, hardware="h100-sxm", model="llama-3.1-8b", out=str(tmp_path / "o"))
