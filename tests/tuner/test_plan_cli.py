@@ -310,6 +310,8 @@ def test_ctrl_c_stops_cleanly_and_the_rerun_resumes(tmp_path):
     _, err = proc.communicate(timeout=30)
     assert proc.returncode == 130, err
     assert "run the same command to resume" in err
+    # Optuna's "Trial N failed ... KeyboardInterrupt" warning and its traceback are not shown
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err, err
     kept = [t.number for t in journal_trials(out, "intr") if t.state.name == "COMPLETE"]
     assert len(kept) >= 2 and not (out / "plan.json").exists()
     rerun = subprocess.run(argv, capture_output=True, text=True, timeout=120)
@@ -324,3 +326,27 @@ def test_worker_for_a_missing_study_is_one_line(capsys, tmp_path):
     code, _, err = run_cli(capsys, "worker", "--study", "nope", "--storage", str(journal),
                            "--wait", "0")  # fmt: skip
     assert code == 1 and err.count("\n") == 1 and "no study named 'nope'" in err
+
+
+def test_a_trial_stopped_by_ctrl_c_is_not_logged_by_optuna(caplog):
+    """Optuna logs "Trial N failed ... KeyboardInterrupt" with a traceback before Ctrl-C
+    reaches the command; after quiet_optuna() only the command's one line remains."""
+    import logging
+    import sys
+
+    from tuner.search.study import quiet_optuna
+
+    quiet_optuna()
+    quiet_optuna()  # idempotent: one filter
+    logger = logging.getLogger("optuna.study._optimize")
+    assert sum(type(f).__name__ == "_DropInterrupts" for f in logger.filters) == 1
+    try:
+        raise KeyboardInterrupt
+    except KeyboardInterrupt:
+        interrupted = sys.exc_info()
+    with caplog.at_level(logging.WARNING, logger="optuna"):
+        logger.warning("Trial 3 failed with parameters: {} because of ...", exc_info=interrupted)
+        logger.warning("Trial 4 failed with value None.")
+    messages = [record.getMessage() for record in caplog.records]
+    assert not any("Trial 3" in m for m in messages)
+    assert any("Trial 4 failed" in m for m in messages)

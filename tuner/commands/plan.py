@@ -206,7 +206,6 @@ def default_out(spec: dict[str, Any], search: Any) -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
-    import optuna
 
     from simulator.errors import NoFeasiblePlanError
     from tuner.choose import launch_check
@@ -216,7 +215,7 @@ def run(args: argparse.Namespace) -> int:
     from tuner.search.run import build_search, run_search
     from tuner.search.trials import DONE_ATTR, LocalRunner, SharedRunner, preload
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    studies.quiet_optuna()
     started = time.perf_counter()
     spec = spec_from_args(args)
     search = build_search(spec)  # every bad name or value fails here, before any file exists

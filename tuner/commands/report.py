@@ -28,7 +28,6 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import optuna
 
     from simulator.errors import ConfigError, RooftuneError
     from tuner.plan import load_plan, write_study_dir
@@ -36,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
     from tuner.search import study as studies
     from tuner.search.run import build_search
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    studies.quiet_optuna()
     directory = Path(args.study_dir)
     if not directory.is_dir():
         raise ConfigError(f"{directory}: not a study directory")

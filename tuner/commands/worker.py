@@ -44,14 +44,13 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import optuna
 
     from simulator.errors import ConfigError
     from tuner.search import study as studies
     from tuner.search.run import build_search
     from tuner.search.trials import make_objective, serve_queue
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    studies.quiet_optuna()
     if args.trials is not None and args.trials < 1:
         raise ConfigError(f"--trials must be at least 1 (got {args.trials})")
     storage = studies.open_storage(args.storage, heartbeat_s=args.heartbeat, grace_s=args.grace)

@@ -28,6 +28,7 @@ from urllib.parse import urlsplit, urlunsplit
 from simulator.errors import ConfigError, StorageError
 
 __all__ = [
+    "quiet_optuna",
     "SPEC_ATTR",
     "redact",
     "open_storage",
@@ -41,6 +42,29 @@ __all__ = [
 
 SPEC_ATTR = "rooftune_spec"  # study user attr: everything a worker needs to rebuild the search
 JOURNAL_NAME = "study.journal"
+
+
+def quiet_optuna() -> None:
+    """Optuna's warnings only, and not the one it logs, traceback and all, for a trial stopped
+    by Ctrl-C: the command says "interrupted" in one line and the study resumes on a rerun."""
+    import logging
+
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    logger = logging.getLogger("optuna.study._optimize")
+    if not any(isinstance(f, _DropInterrupts) for f in logger.filters):
+        logger.addFilter(_DropInterrupts())
+
+
+class _DropInterrupts:
+    """A logging filter: drop records about a KeyboardInterrupt."""
+
+    def filter(self, record) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        return not isinstance(exc, KeyboardInterrupt) and "KeyboardInterrupt" not in str(
+            record.msg
+        )
 
 
 def worker_id() -> str:
