@@ -87,12 +87,12 @@ def fit_saved(
         )
         efficiency = fit(_predictor(spec, profile.model_copy(update={"efficiency": free})))
     efficiency = _fit_eager(single, spec, profile, efficiency)
-    measured = {
+    fitted_kernels = {
         kernel
         for kernel, section in (("prefill attention", "attention_prefill"), ("bf16 GEMM", "gemm"))
         if micro["results"].get(section)
     }
-    efficiency = require_agreement(efficiency, profile, accept_difference, kernels=measured)
+    efficiency = require_agreement(efficiency, profile, accept_difference, kernels=fitted_kernels)
     provenance = {k: str(v) for k, v in micro.get("machine", {}).items()}
     provenance["bench_files"] = ", ".join(sorted(documents))
 
