@@ -144,7 +144,15 @@ def _summary_rows(plan: DeploymentPlan) -> list[tuple[str, str]]:
     p, c, q = plan.predicted, plan.config, plan.quantization
     spec = plan.speculative
     cost = p.cost_per_million_tokens
+    w = plan.workload
+    rate = f"{w.rate_requests_per_s:g} req/s" if w.rate_requests_per_s else "offline (all at once)"
     return [
+        (
+            "traffic",
+            f"{w.name}: {rate}, prompts of {w.mean_prompt_tokens:,.0f} and outputs of "
+            f"{w.mean_output_tokens:,.0f} tokens on average, {w.num_requests:,} requests "
+            f"simulated (seed {w.seed})",
+        ),
         (
             "deployment",
             f"{plan.replicas} replica(s) x (tp={c.tp} pp={c.pp} ep={c.ep}) "

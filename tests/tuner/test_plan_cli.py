@@ -132,6 +132,11 @@ def test_report_regenerates(small_study, capsys):
     code, out, err = run_cli(capsys, "report", str(small_study))
     assert code == 0, err
     assert (small_study / "report.html").stat().st_size > 10_000
+    # the report states the traffic it assumed (rate, lengths, requests)
+    plan = load_plan(small_study / "plan.json")
+    traffic = next(line for line in (small_study / "report.md").read_text().splitlines()
+                   if line.startswith("| traffic |"))  # fmt: skip
+    assert f"{plan.workload.rate_requests_per_s:g} req/s" in traffic and "on average" in traffic
 
 
 def test_report_shows_the_gpu_validation(small_study, capsys, monkeypatch, tmp_path):
