@@ -77,16 +77,23 @@ def fit_saved(
             tp_floor=tp_floor,
         )
 
-    efficiency = fit()
-    if tp_runs:
-        # Second pass: the collective latency is what the TP steps take beyond this model's own
-        # prediction with free collectives (kernel launches and attention that do not shrink
-        # with TP are already in that prediction).
-        free = efficiency.model_copy(
-            update={"collective_latency_s": 0.0, "collective_latency_per_rank_s": 0.0}
-        )
-        efficiency = fit(_predictor(spec, profile.model_copy(update={"efficiency": free})))
-    efficiency = _fit_eager(single, spec, profile, efficiency)
+    try:
+        efficiency = fit()
+        if tp_runs:
+            # Second pass: the collective latency is what the TP steps take beyond this model's
+            # own prediction with free collectives (kernel launches and attention that do not
+            # shrink with TP are already in that prediction).
+            free = efficiency.model_copy(
+                update={"collective_latency_s": 0.0, "collective_latency_per_rank_s": 0.0}
+            )
+            efficiency = fit(_predictor(spec, profile.model_copy(update={"efficiency": free})))
+        efficiency = _fit_eager(single, spec, profile, efficiency)
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError) as error:
+        # A field missing or of the wrong kind in a bench file: name it, in one line.
+        raise ProfileError(
+            f"{directory}: a measurement in the bench files is malformed "
+            f"({type(error).__name__}: {error})"
+        ) from None
     fitted_kernels = {
         kernel
         for kernel, section in (("prefill attention", "attention_prefill"), ("bf16 GEMM", "gemm"))

@@ -338,6 +338,8 @@ def get_workload(
                 )
             update["num_requests"] = num_requests
         if seed is not None:
+            if seed < 0:
+                raise WorkloadError(f"the seed must be 0 or more, got {seed}")
             update["seed"] = seed
         if steady_state is not None:
             update["steady_state"] = steady_state

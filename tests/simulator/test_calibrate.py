@@ -268,7 +268,8 @@ def test_a_fit_far_from_its_architecture_is_refused_without_a_reason():
 @pytest.mark.parametrize(
     ("text", "needle"),
     [("garbage", "not a bench result"), ("", "not a bench result"),
-     ('{"results": {}}', "holds no measurements")],
+     ('{"results": {}}', "holds no measurements"),
+     ('{"results": {"hbm": {"copy_s": 1}}}', "malformed")],
 )  # fmt: skip
 def test_calibrate_from_a_garbled_or_empty_micro_json_is_one_line(tmp_path, text, needle):
     """Regression cases of the CLI-edges issue (they raised JSONDecodeError and KeyError)."""

@@ -144,6 +144,20 @@ def test_predict_json_is_the_prediction_contract(capsys):
             2,
             "needs a unit",
         ),
+        (
+            [
+                "--model",
+                "llama-3.1-8b",
+                "--hardware",
+                "h100-sxm",
+                "--workload",
+                "chat",
+                "--seed",
+                "-1",
+            ],
+            2,
+            "the seed must be 0 or more",
+        ),
     ],
 )
 def test_predict_bad_input_is_one_line(capsys, argv, code, needle):
