@@ -326,6 +326,10 @@ class DeploymentPlan(_Strict):
             raise ValueError("config disagrees with replicas / gpus_per_replica")
         if len(self.topology.replicas) != self.replicas:
             raise ValueError("topology lays out a different number of replicas")
+        searched = (self.search.get("spec") or {}).get("model")
+        if searched is not None and searched != self.model:
+            # the report and validation rebuild the model from the search: both must agree
+            raise ValueError(f"model {self.model!r} is not the searched {searched!r}")
         if not isinstance(self.engines.get(self.engine), EngineSection):
             raise ValueError(
                 f"engines has no launchable section for the plan's engine {self.engine}"

@@ -47,6 +47,7 @@ TAMPERED = {
     "unknown engine": _set("engine", "tgi"),
     "unknown SLO metric": _set("slos.0.metric", "latency"),
     "undeclared field": _set("owner", "someone"),
+    "negative memory budget": _set("memory.budget_bytes", -5),
 }
 
 
@@ -88,3 +89,21 @@ def test_export_and_report_refuse_a_tampered_plan_in_one_line(example, tmp_path,
         code, out, err = run_cli(capsys, *argv)
         assert code == 2 and out == "", (name, argv, err)
         assert err.count("\n") == 1 and "invalid plan" in err, (name, argv, err)
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "needle"),
+    [("model", "llama-9b", "is not the searched"), ("config.tp", 3, "config disagrees")],
+)
+def test_a_plan_that_contradicts_itself_is_refused_by_the_reader(
+    example, tmp_path, capsys, path, value, needle
+):
+    """What one field cannot say alone: a plan naming another model than the one it searched
+    (it used to get a report), or a TP of 3 that its replicas do not add up to (it used to
+    render a TP-3 config)."""
+    plan = copy.deepcopy(example)
+    _set(path, value)(plan)
+    target = tmp_path / "plan.json"
+    target.write_text(json.dumps(plan))
+    with pytest.raises(ConfigError, match=needle):
+        load_plan(target)
