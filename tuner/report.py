@@ -301,11 +301,28 @@ def _candidate_rows(plan: DeploymentPlan) -> list[list[str]]:
     return rows
 
 
+# Each search objective as a reader wants it: a header with its unit, and the value in it.
+_OBJECTIVE_COLUMNS = {
+    "cost_per_hour": ("cost ($/h)", lambda v: f"{v:,.2f}"),
+    "gpus": ("GPUs", lambda v: f"{v:,.0f}"),
+    "output_tokens_per_s_per_gpu": ("output tokens/s per GPU", lambda v: f"{v:,.0f}"),
+    "tpot_p99_s": ("TPOT p99 (ms)", lambda v: f"{v * 1e3:,.1f}"),
+}
+
+
 def _pareto_rows(plan: DeploymentPlan) -> tuple[list[str], list[list[str]]]:
+    """The Pareto set, one row per distinct deployment (the same one reached by several trials
+    is listed once), with readable headers and units."""
     names = list(plan.objectives)
-    head = ["trial", "configuration", *names, "risk"]
-    rows = [[str(c.trial), c.label, *(f"{c.objectives[n]:,.4g}" for n in names), c.risk]
-            for c in sorted(plan.pareto, key=lambda c: c.objectives[names[1]])]  # fmt: skip
+    columns = [_OBJECTIVE_COLUMNS.get(n, (n, lambda v: f"{v:,.4g}")) for n in names]
+    head = ["trial", "configuration", *(header for header, _ in columns), "risk"]
+    rows, seen = [], set()
+    for c in sorted(plan.pareto, key=lambda c: c.objectives[names[1]]):
+        if c.label in seen:
+            continue
+        seen.add(c.label)
+        values = [fmt(c.objectives[n]) for n, (_, fmt) in zip(names, columns, strict=True)]
+        rows.append([str(c.trial), c.label, *values, c.risk])
     return head, rows
 
 
