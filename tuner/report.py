@@ -384,11 +384,22 @@ def _html(plan: DeploymentPlan, figures: dict[str, bytes]) -> str:
         f"<h2>Provenance</h2><p>rooftune {prov.rooftune_version}, {prov.created_utc}; "
         f"study <code>{html.escape(prov.study_name)}</code> ({prov.trials} trials, "
         f"{prov.evaluations} simulated here, {prov.sampler}, seed {prov.seed})"
+        f"{_resumed_text(prov)}"
         f"; trial {prov.trial}; hardware profile {html.escape(plan.hardware)} "
         f"({html.escape(str(prov.calibration.get('source', '')))}).</p>"
         f"<p><code>{html.escape(prov.command)}</code></p></body></html>"
     )
     return "\n".join(parts)
+
+
+def _resumed_text(prov: Any) -> str:
+    """The sentence a resumed study earns: what was read back and what ran again."""
+    if not prov.resumed and not prov.retried:
+        return ""
+    return (
+        f"; resumed: {prov.resumed} simulation(s) read back from an earlier run, "
+        f"{prov.retried} unfinished trial(s) of it run again"
+    )
 
 
 def _md_table(head: list[str], rows: list[list[str]]) -> str:
@@ -452,7 +463,7 @@ def _markdown(plan: DeploymentPlan, figures: dict[str, bytes]) -> str:
         "",
         f"rooftune {prov.rooftune_version}, {prov.created_utc}; study "
         f"{markdown_text(prov.study_name)} ({prov.trials} trials, {prov.evaluations} simulated "
-        f"here); trial {prov.trial}.",
+        f"here{_resumed_text(prov)}); trial {prov.trial}.",
         "",
         markdown_code(prov.command, "sh"),
         "",

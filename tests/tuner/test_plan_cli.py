@@ -323,7 +323,15 @@ def test_ctrl_c_stops_cleanly_and_the_rerun_resumes(tmp_path):
     assert rerun.returncode == 0, rerun.stderr
     after = [t.number for t in journal_trials(out, "intr") if t.state.name == "COMPLETE"]
     assert set(kept) <= set(after)
-    assert load_plan(out / "plan.json").provenance.resumed == len(kept)
+    plan = load_plan(out / "plan.json")
+    assert plan.provenance.resumed == len(kept)
+    # a valid plan, and its report says it was resumed: what was read back, what ran again
+    interrupted = [t for t in journal_trials(out, "intr") if t.state.name in ("RUNNING", "FAIL")]
+    assert plan.provenance.retried == len(interrupted)
+    from tuner.cli import main
+
+    assert main(["report", str(out)]) == 0
+    assert f"resumed: {len(kept)} simulation(s) read back" in (out / "report.md").read_text()
 
 
 def test_worker_for_a_missing_study_is_one_line(capsys, tmp_path):

@@ -247,6 +247,10 @@ def run(args: argparse.Namespace) -> int:
         runner = LocalRunner(search, study)
     prober = Prober(search.table, runner)
     resumed = preload(study, search.table, prober)
+    # Trials an earlier run left unfinished (killed mid-simulation, or failed): run again.
+    from optuna.trial import TrialState
+
+    retried = len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.FAIL)))
     model_id = args.model_id  # None: each engine loads its checkpoint (handover.checkpoints)
     progress = _progress(search, quiet=args.quiet or args.json)
     check = launch_check(search, args.engine, model_id)
@@ -297,6 +301,7 @@ def run(args: argparse.Namespace) -> int:
         model_id=model_id,
         report=not args.no_report,
         resumed=resumed,
+        retried=retried,
         refinement=refinement,
         front=front,
     )
@@ -321,6 +326,7 @@ def finish(
     model_id: str | None,
     report: bool,
     resumed: int = 0,
+    retried: int = 0,
     refinement: Any = None,
     front: int = 0,
 ) -> tuple[Any, list]:
@@ -362,7 +368,7 @@ def finish(
         search=search,
         outcome=outcome,
         study=study,
-        provenance={**provenance, "shared": prober.shared, "resumed": resumed},
+        provenance={**provenance, "shared": prober.shared, "resumed": resumed, "retried": retried},
         engine=engine,
         model_id=model_id,
         prober=prober,
