@@ -32,15 +32,28 @@ def _plt() -> Any:
     return plt
 
 
-def _png(fig: Any) -> bytes:
+def _png(fig: Any, *, layout: bool = True) -> bytes:
+    """The figure as PNG bytes (``layout=False``: the figure has laid itself out)."""
     buffer = io.BytesIO()
-    fig.tight_layout()
+    if layout:
+        fig.tight_layout()
     fig.savefig(buffer, format="png", dpi=100)
     _plt().close(fig)
     return buffer.getvalue()
 
 
-def pareto(
+def _wrap(text: str, width: int = 34) -> str:
+    """A long configuration label over lines of at most ``width`` characters."""
+    import textwrap
+
+    return "\n".join(textwrap.wrap(text, width)) or text
+
+
+def pareto(**kwargs: Any) -> bytes:
+    return _png(pareto_figure(**kwargs), layout=False)
+
+
+def pareto_figure(
     *,
     points: list[dict[str, Any]],
     chosen: dict[str, Any] | None,
@@ -68,21 +81,24 @@ def pareto(
                 where="post", color="tab:orange", lw=1.5, label="Pareto front", zorder=3)  # fmt: skip
     if chosen and chosen["tpot_ms"] is not None:
         ax.scatter([chosen["tpot_ms"]], [chosen["objective"]], marker="*", s=280, color=_CHOSEN,
-                   edgecolor="k", zorder=4, label=f"plan: {chosen['label']}")  # fmt: skip
+                   edgecolor="k", zorder=4, label="plan: " + _wrap(chosen["label"]))  # fmt: skip
     ax.set_xlabel("p99 time per output token (ms)")
     ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.25)
-    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
-    return _png(fig)
+    _legend_below(fig, ax, ncol=3)
+    return fig
 
 
-def roofline(*, prediction: Any, hardware: Any) -> bytes:
+def roofline(**kwargs: Any) -> bytes:
+    return _png(roofline_figure(**kwargs))
+
+
+def roofline_figure(*, prediction: Any, hardware: Any) -> Any:
     from tuner.roofline_plot import plot_roofline
 
     plt = _plt()
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 5), gridspec_kw={"width_ratios": [3, 2]})
-    plot_roofline(prediction, hardware, ax=left)
     phases = ("prefill", "decode")
     names = sorted({op.name for op in prediction.ops if op.time_s > 0})
     shares = {
@@ -106,10 +122,26 @@ def roofline(*, prediction: Any, hardware: Any) -> bytes:
     right.set_title("per-op breakdown", fontsize=10)
     right.legend(fontsize=8)
     right.grid(axis="x", alpha=0.25)
-    return _png(fig)
+    # last: its operator labels are placed in the final layout, clear of each other
+    plot_roofline(prediction, hardware, ax=left)
+    return fig
 
 
-def memory(*, plan_memory: Any, title: str) -> bytes:
+def _legend_below(fig: Any, ax: Any, *, ncol: int) -> None:
+    """The axes' legend under the plot, inside the figure: it never covers the axis label and
+    never runs past the figure's edge."""
+    handles, names = ax.get_legend_handles_labels()
+    legend = fig.legend(handles, names, fontsize=7, loc="lower center", ncol=ncol, frameon=False)
+    fig.canvas.draw()
+    share = legend.get_window_extent().height / fig.bbox.height
+    fig.tight_layout(rect=(0, min(share + 0.02, 0.6), 1, 1))
+
+
+def memory(**kwargs: Any) -> bytes:
+    return _png(memory_figure(**kwargs), layout=False)
+
+
+def memory_figure(*, plan_memory: Any, title: str) -> Any:
     """One stacked bar of a GPU's memory with the budget and HBM lines (GB)."""
     plt = _plt()
     m = plan_memory
@@ -121,7 +153,7 @@ def memory(*, plan_memory: Any, title: str) -> bytes:
         ("KV cache needed", min(needed, m.kv_cache_bytes), "tab:orange"),
         ("KV cache spare", max(m.kv_cache_bytes - needed, 0.0), "moccasin"),
     ]
-    fig, ax = plt.subplots(figsize=(8, 2.8))
+    fig, ax = plt.subplots(figsize=(8, 3.6))
     left = 0.0
     for name, value, color in parts:
         ax.barh(
@@ -148,8 +180,8 @@ def memory(*, plan_memory: Any, title: str) -> bytes:
     ax.set_xlabel("GB per GPU")
     ax.set_xlim(0, device * 1.02)
     ax.set_title(title, fontsize=10)
-    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.35), ncol=3)
-    return _png(fig)
+    _legend_below(fig, ax, ncol=3)
+    return fig
 
 
 def latency_cdfs(

@@ -50,6 +50,7 @@ def plot_roofline(prediction, hardware, path: str | Path | None = None, *, ax=No
             )
     colors = {"prefill": "tab:blue", "decode": "tab:orange"}
     markers = {"compute": "o", "memory": "s", "overhead": "D"}
+    labels: list[tuple[float, str, float, float]] = []
     for op in prediction.ops:
         if op.kind == "communication" or op.bytes <= 0 or op.flops <= 0 or op.time_s <= 0:
             continue
@@ -65,9 +66,7 @@ def plot_roofline(prediction, hardware, path: str | Path | None = None, *, ax=No
             lw=0.4,
         )
         if op.share > 0.04:
-            ax.annotate(
-                f"{op.name}", (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points"
-            )
+            labels.append((op.share, op.name, x, y))
     for phase, color in colors.items():
         ax.scatter([], [], color=color, label=f"{phase} ops (size = share of time)")
     ax.set_xscale("log")
@@ -78,8 +77,38 @@ def plot_roofline(prediction, hardware, path: str | Path | None = None, *, ax=No
     ax.set_title(f"{prediction.model} on {hardware.display_name}: roofline")
     ax.grid(True, which="both", alpha=0.2)
     ax.legend(fontsize=7, loc="lower right")
+    place_labels(ax, [(name, x, y) for _, name, x, y in sorted(labels, reverse=True)])
     if fig is not None and path is not None:
         fig.tight_layout()
         fig.savefig(path)
         plt.close(fig)
     return fig if fig is not None else ax.figure
+
+
+# Where a label may sit around its point (offset in points, horizontal alignment): right and
+# above first, then below, then to the left.
+_OFFSETS = ((3, 3, "left"), (3, -10, "left"), (-3, 3, "right"), (-3, -10, "right"),
+            (3, 12, "left"), (-3, 12, "right"))  # fmt: skip
+
+
+def place_labels(ax, labels: list[tuple[str, float, float]]) -> list:
+    """Annotate each (text, x, y), most important first, at the first offset where it overlaps
+    no label already placed and stays inside the axes; a label with no such place is left out
+    (its operator is still in the share-of-time chart). Returns the annotations kept."""
+    ax.figure.tight_layout()  # the final layout first: label boxes are measured in it
+    renderer = ax.figure.canvas.get_renderer()
+    inside = ax.get_window_extent(renderer)
+    placed: list = []
+    for text, x, y in labels:
+        for dx, dy, align in _OFFSETS:
+            note = ax.annotate(text, (x, y), fontsize=7, xytext=(dx, dy), ha=align,
+                               textcoords="offset points")  # fmt: skip
+            box = note.get_window_extent(renderer)
+            fits = (box.x0 >= inside.x0 and box.x1 <= inside.x1 and box.y0 >= inside.y0
+                    and box.y1 <= inside.y1)  # fmt: skip
+            if fits and not any(box.overlaps(other.get_window_extent(renderer))
+                                for other in placed):  # fmt: skip
+                placed.append(note)
+                break
+            note.remove()
+    return placed
