@@ -113,7 +113,8 @@ class ContinuousEngine:
         """Run one iteration, or a run of decode iterations that all start before ``until``."""
         self.last_finished = 0
         if (
-            not self.prefilling
+            self.run.clock is None  # an external clock runs every iteration on its own
+            and not self.prefilling
             and self.decodes.n
             and not self.stall_s
             and not self._admissible()
@@ -308,6 +309,8 @@ class ContinuousEngine:
             duration += (run.spec.draft_time(n, d_kv) if n else 0.0) + (
                 micro * run.spec.prefill_time(x) if chunks else 0.0
             )
+        if run.clock is not None:
+            duration = self._external(duration, chunks, n)
         end = self.clock + duration
         self._account(duration, decodes.n + len(self.prefilling), 0)
         # Emit: decodes advance, finished prefills emit their first (or next) token.
@@ -329,6 +332,21 @@ class ContinuousEngine:
                 self._prefill_done(entry, end)
         self.clock = end
         self._finish_decodes(finished, end)
+
+    def _external(self, predicted: float, chunks: list, n: int) -> float:
+        """Hand this iteration to the run's external clock; log it; return its time."""
+        from .simulate import Iteration
+
+        iteration = Iteration(
+            replica=self.replica,
+            start_s=self.clock,
+            prefill=[(entry[0], entry[1], chunk) for entry, chunk in chunks],
+            decode=self.decodes.running_ids() if n else [],
+            predicted_s=predicted,
+        )
+        iteration.duration_s = float(self.run.clock(iteration))
+        self.run.iterations.append(iteration)
+        return iteration.duration_s
 
     def _prefill_done(self, entry: list[int], end: float) -> None:
         run = self.run

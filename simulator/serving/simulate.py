@@ -26,6 +26,8 @@ from __future__ import annotations
 import heapq
 import math
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
@@ -40,9 +42,25 @@ from .results import ServingResult, build_result, weighted_percentiles
 from .scheduler import ContinuousEngine
 from .static_batching import StaticEngine
 
-__all__ = ["simulate", "ServingResult", "Router", "weighted_percentiles"]
+__all__ = ["simulate", "ServingResult", "Router", "Iteration", "weighted_percentiles"]
 
 Router = Literal["least_outstanding", "round_robin"]
+
+
+@dataclass
+class Iteration:
+    """One engine iteration as the scheduler decided it: what an external clock must run.
+
+    ``prefill``: (request, tokens already computed, tokens in this chunk) per prompt chunk;
+    ``decode``: the requests that each emit a token; ``predicted_s``: the step model's time for
+    it (what a fake clock returns); ``duration_s``: what the clock said it took."""
+
+    replica: int
+    start_s: float
+    prefill: list[tuple[int, int, int]]
+    decode: list[int]
+    predicted_s: float
+    duration_s: float = 0.0
 
 
 class Run:
@@ -60,6 +78,7 @@ class Run:
         shared_prefix_blocks: int,
         spec,
         on_finish,
+        clock=None,
     ):
         n = len(requests)
         self.config = config
@@ -86,6 +105,10 @@ class Run:
         self.itl_runs: list[tuple[float, float, int, int]] = []
         self.itl_extra: list[float] = []  # gaps across a preemption
         self.on_finish = on_finish
+        # An external clock (a GPU running each iteration, or a fake one in a test): every
+        # iteration is handed to it and lasts what it returns; ``iterations`` logs them.
+        self.clock = clock
+        self.iterations: list[Iteration] = []
 
 
 def _kv_blocks(step: StepModel, config: DeploymentConfig, spec) -> int:
@@ -125,12 +148,16 @@ def simulate(
     progress: bool = False,
     step_model: StepModel | None = None,
     router: Router = "least_outstanding",
+    clock: Callable[[Iteration], float] | None = None,
 ) -> ServingResult:
     """Simulate ``workload`` on ``config`` (``dp`` replicas behind ``router``).
 
     ``seed`` defaults to the workload's; ``slos`` to the workload's SLOs; ``step_model`` may be
     a prebuilt ``StepModel`` of this one configuration (the capacity search reuses it);
-    ``progress`` draws a bar on stderr (tqdm, when installed). A configuration that cannot run
+    ``progress`` draws a bar on stderr (tqdm, when installed). ``clock`` times each iteration
+    instead of the step model (one scheduler, two clocks: the executor's serving loop runs each
+    ``Iteration`` on the GPU and returns its measured time; continuous batching only, every
+    iteration one at a time). A configuration that cannot run
     (invalid, does not fit, a request longer than ``max_model_len`` or than the KV cache) comes
     back with ``prediction.fits = False`` and a one-line ``reason``: nothing raises for it.
     """
@@ -216,7 +243,11 @@ def simulate(
         shared_prefix_blocks=shared_blocks,
         spec=spec,
         on_finish=on_finish,
+        clock=clock,
     )
+    if clock is not None and config.scheduling == "static":
+        return _unfit(model, hardware, config, "unsupported",
+                      "an external clock drives continuous batching only")  # fmt: skip
     engine_type = StaticEngine if config.scheduling == "static" else ContinuousEngine
     engines = [engine_type(run, r) for r in range(config.dp)]
     arrival = np.full(n, np.nan)
