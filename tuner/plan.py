@@ -35,6 +35,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from simulator.data.models import preset_name
 from simulator.data.specs import (
     ComputeDtype,
     DeploymentConfig,
@@ -330,8 +331,10 @@ class DeploymentPlan(_Strict):
         if len(self.topology.replicas) != self.replicas:
             raise ValueError("topology lays out a different number of replicas")
         searched = (self.search.get("spec") or {}).get("model")
-        if searched is not None and searched != self.model:
+        preset = preset_name(searched) if isinstance(searched, str) else None
+        if preset is not None and preset != self.model:
             # the report and validation rebuild the model from the search: both must agree
+            # (a config.json path is checked when it is read, not here)
             raise ValueError(f"model {self.model!r} is not the searched {searched!r}")
         if not isinstance(self.engines.get(self.engine), EngineSection):
             raise ValueError(

@@ -49,6 +49,7 @@ __all__ = [
     "ParameterCounts",
     "list_models",
     "get_model",
+    "preset_name",
     "from_hf_config",
     "to_hf_config",
     "parameter_counts",
@@ -169,6 +170,12 @@ def _normalize(name: str) -> str:
     if key.startswith("meta-llama-"):  # the first 3.1 uploads were named Meta-Llama-3.1-...
         key = key[len("meta-") :]
     return re.sub(r"(-instruct|-hf)+$", "", key)
+
+
+def preset_name(name: str) -> str | None:
+    """The preset a name or Hugging Face id stands for, or None (a path, or unknown)."""
+    key = _normalize(str(name))
+    return key if key in PRESETS else None
 
 
 def get_model(name_or_path: str) -> ModelSpec:
