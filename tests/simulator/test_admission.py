@@ -122,3 +122,22 @@ def test_sglang_runs_prefills_alone_and_decodes_wait_for_them():
         config = DeploymentConfig(admission=admission, max_num_batched_tokens=2048)
         itl[admission] = simulate(MODEL, H100, config, workload).prediction.itl_s
     assert itl["sglang"].p99 >= 0.9 * prefill_s > itl["vllm"].p99, (itl, prefill_s)
+
+
+def test_trtllm_bench_picks_its_limits_as_its_rule_says():
+    """trtllm-bench's own limits, worked by hand. Llama-3.1-8B bf16 on one H100 (81,559 MiB =
+    79.65 GiB): weights 8,030,261,248 x 2 B = 14.96 GiB, 64.69 GiB left, 0.90 of it for KV at
+    2 x 32 x 8 x 128 x 2 B = 128 KiB a token: 238.5 requests of 1,000 + 1,000 tokens. Batch
+    238.5 < 256 -> 32 x ceil(238.5 / 32) = 256; tokens 238.5 x 2 = 477 < 4,096 -> floor 2,048.
+    70B FP8 (KV FP8) at TP 4, 128 + 2,048: 685.4 requests -> 128 x 6 = 768 and 2,048."""
+    from simulator.serving.bench_limits import trtllm_bench_limits
+
+    assert trtllm_bench_limits(MODEL, H100, DeploymentConfig(), isl=1000, osl=1000) == (256, 2048)
+    fp8 = DeploymentConfig(tp=4, weight_dtype="fp8", activation_dtype="fp8", kv_dtype="fp8")
+    assert trtllm_bench_limits(get_model("llama-3.1-70b"), H100, fp8, isl=128, osl=2048) == (
+        768,
+        2048,
+    )
+    # past 1,024 requests the batch rounds to 256s, and a long prompt raises the token budget
+    big = trtllm_bench_limits(MODEL, load_hardware("h200-sxm"), fp8, isl=2048, osl=128)
+    assert big[0] % 256 == 0 and big[1] > 8192

@@ -297,3 +297,14 @@ def test_models_show_of_nothing_and_report_on_a_dead_storage(capsys, tmp_path):
                        "postgresql://nobody@127.0.0.1:1/none")  # fmt: skip
     assert code != 0 and err.count("\n") == 1
     assert {p.name: p.stat().st_mtime_ns for p in study.rglob("*") if p.is_file()} == before
+
+
+def test_bench_limits_are_trtllm_benchs_own(capsys):
+    argv = ["predict", "--model", "llama-3.1-8b", "--hardware", "h100-sxm", "--workload",
+            "isl1000-osl1000", "--requests", "100", "--bench-limits"]  # fmt: skip
+    code, _, err = run(capsys, *argv)
+    assert code == 2 and "use it with --engine trtllm" in err
+    code, out, err = run(capsys, *argv, "--engine", "trtllm", "--json")
+    assert code == 0, err
+    config = json.loads(out)["config"]
+    assert (config["max_num_seqs"], config["max_num_batched_tokens"]) == (256, 2048)

@@ -201,6 +201,12 @@ def add_serving_args(parser: argparse.ArgumentParser) -> None:
         "TensorRT-LLM's other capacity-scheduler policy)",
     )
     group.add_argument(
+        "--bench-limits",
+        action="store_true",
+        help="with --engine trtllm: the max_num_seqs and max_num_batched_tokens trtllm-bench "
+        "picks itself from the workload's mean lengths (to compare with its published runs)",
+    )
+    group.add_argument(
         "--spec",
         default=None,
         metavar="METHOD:...",
@@ -308,7 +314,30 @@ def serving_config_from_args(args: argparse.Namespace, workload):
     spec = parse_spec(getattr(args, "spec", None))
     if spec is not None:
         overrides["speculative"] = spec
-    return config_from_args(args, **overrides)
+    config = config_from_args(args, **overrides)
+    if getattr(args, "bench_limits", False):
+        config = _bench_limits(args, config, requests)
+    return config
+
+
+def _bench_limits(args: argparse.Namespace, config, requests):
+    """``config`` with the batch limits trtllm-bench would pick for these requests."""
+    from simulator.data.hardware import load_hardware
+    from simulator.data.models import get_model
+    from simulator.errors import ConfigError, DoesNotFitError
+    from simulator.serving.bench_limits import trtllm_bench_limits
+
+    if getattr(args, "engine", None) != "trtllm":
+        raise ConfigError("--bench-limits is trtllm-bench's rule: use it with --engine trtllm")
+    hardware = load_hardware(args.hardware, calibration=False)
+    seqs, tokens = trtllm_bench_limits(
+        get_model(args.model), hardware, config,
+        isl=max(1, round(float(requests.prompt_tokens.mean()))),
+        osl=max(1, round(float(requests.output_tokens.mean()))),
+    )  # fmt: skip
+    if not seqs:
+        raise DoesNotFitError("trtllm-bench would find no room for one request's KV cache")
+    return config.model_copy(update={"max_num_seqs": seqs, "max_num_batched_tokens": tokens})
 
 
 def add_step_shape_args(parser: argparse.ArgumentParser) -> None:
