@@ -212,7 +212,8 @@ def alternatives(search: Any, outcome: Any, prober: Any = None, limit: int = 10)
         text = f"{replicas} replica(s) ({replicas * candidate.gpus} GPUs) at {rate:.2f} req/s each: {why}"
         offer((1, candidate.cost(replicas + 1)), candidate, replicas, text)
     for index, reason in outcome.inadmissible.items():
-        offer((1, table[index].cost(1)), table[index], 1, reason)
+        # after those that ran and missed: a deployment that cannot launch is no runner-up
+        offer((1.5, table[index].cost(1)), table[index], 1, reason)
     for candidate in table:
         if candidate.index in outcome.visited:
             continue

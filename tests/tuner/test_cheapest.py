@@ -164,3 +164,28 @@ def test_most_capacity_equals_brute_force(rows, budget):
         assert found.best is None
         return
     assert found.best.total_capacity == truth.best.total_capacity
+
+
+def test_a_candidate_that_cannot_launch_ranks_after_those_that_ran():
+    """The report's "top candidates" listed a trial that does not fit in memory third, above
+    deployments that ran: a candidate the engine's memory rule refuses comes after every one
+    that was simulated, whatever its cost."""
+    from types import SimpleNamespace
+
+    from tuner.choose import alternatives
+
+    # tp1 looks cheapest by its bound but truly serves 0.5 req/s a replica: it runs and misses
+    t = table([(1, 0.1, 0.5, 3.0), (2, 1.0, 9.0, 10.0), (4, 1.0, 20.0, 22.0), (8, 0.1, 40, 44)])
+    out = cheapest(
+        t,
+        Probes(),
+        rate=8.0,
+        budget=8,
+        admissible=lambda c: "does not fit the engine's memory" if c.index == 3 else None,
+    )
+    search = SimpleNamespace(table=SimpleNamespace(candidates=t.candidates, unit="$/h"),
+                             space=SimpleNamespace(gpus=8))  # fmt: skip
+    reasons = [c.why_not for c in alternatives(search, out)]
+    unlaunchable = reasons.index("does not fit the engine's memory")
+    ran = [i for i, r in enumerate(reasons) if "replica(s) (" in r or "more for" in r]
+    assert ran and all(i < unlaunchable for i in ran), reasons
