@@ -4,7 +4,8 @@ input files. Whatever comes in, ``tune`` answers with an exit code of the docume
 "internal error" (the top-level handler's last resort, which would mean an unchecked input).
 
 The values are drawn to be bounded (at most a few thousand requests, small GPU budgets), so
-each case takes well under a second; the suite runs 2,000 cases (1,000 + 750 + 250).
+each case takes well under a second; the suite runs 2,190 cases (1,000 + 750 + 250 + 150
++ 40, the last through `tune roofline`, which draws).
 """
 
 from __future__ import annotations
@@ -165,5 +166,30 @@ def test_corrupted_input_files(capsys, tmp_path_factory, plan_text, data):
         (directory / "micro.json").write_text(_corrupt(json.dumps(micro), data), errors="ignore")
         argv = ["calibrate", "--from", str(directory), "--hardware", "h100-sxm", "--out",
                 str(directory / "cal.yaml")]  # fmt: skip
+    code, err = _run(capsys, argv)
+    _check(code, err, argv)
+
+
+@settings(max_examples=150, **SETTINGS)
+@given(verb=st.sampled_from([["hardware", "show"], ["models", "show"], ["hardware", "list"],
+                             ["models", "list"], ["schema"]]),
+       words=st.lists(st.one_of(WORDS, NUMBERS), max_size=2))  # fmt: skip
+def test_listing_verbs(capsys, verb, words):
+    argv = [*verb, *words]
+    code, err = _run(capsys, argv)
+    _check(code, err, argv)
+
+
+@settings(max_examples=40, **SETTINGS)
+@given(pairs=st.lists(st.tuples(st.sampled_from(["--batch", "--prompt", "--context", "--tp",
+                                                 "--weights", "--out"]), st.one_of(WORDS, NUMBERS)),
+                      max_size=3))  # fmt: skip
+def test_roofline_flags(capsys, tmp_path_factory, pairs):
+    out = tmp_path_factory.mktemp("roofline") / "r.png"
+    argv = ["roofline", "--model", "llama-3.1-8b", "--hardware", "h100-sxm", "--out", str(out)]
+    for flag, value in pairs:
+        if flag == "--out":
+            value = str(out.parent / value.strip("/").replace("..", "up"))
+        argv += [flag, value]
     code, err = _run(capsys, argv)
     _check(code, err, argv)
