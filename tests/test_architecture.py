@@ -72,7 +72,7 @@ def test_no_import_anywhere_breaks_the_direction_of_the_flow():
 
 # The simulator's parts and what each may import: the data knows nothing of costing, the step
 # cost model nothing of serving, and the fit of measurements stands on the cost model alone.
-# The shared contracts (errors, results, units) are open to every part and import none.
+# The shared contracts (errors, results, units, files) are open to every part and import none.
 MAY_IMPORT = {
     "data": {"data"},
     "cost": {"data", "cost"},

@@ -79,9 +79,15 @@ def plot_roofline(prediction, hardware, path: str | Path | None = None, *, ax=No
     ax.legend(fontsize=7, loc="lower right")
     place_labels(ax, [(name, x, y) for _, name, x, y in sorted(labels, reverse=True)])
     if fig is not None and path is not None:
+        import io
+
+        from simulator.files import write_atomic
+
         fig.tight_layout()
-        fig.savefig(path)
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format=Path(path).suffix.lstrip(".") or "png")
         plt.close(fig)
+        write_atomic(path, buffer.getvalue())
     return fig if fig is not None else ax.figure
 
 

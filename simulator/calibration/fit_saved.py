@@ -39,6 +39,7 @@ def fit_saved(
     from ..data.hardware import load_hardware, write_calibration
     from ..data.models import get_model
     from ..errors import GpuError, ProfileError
+    from ..files import write_atomic
     from .crosscheck import require_agreement
     from .fidelity import fidelity_table, format_fidelity
     from .fit import fit_efficiency, load_bench
@@ -107,13 +108,12 @@ def fit_saved(
         if not out:
             return write_calibration(profile.name, efficiency=efficiency, provenance=provenance)
         path = Path(out)
-        path.parent.mkdir(parents=True, exist_ok=True)
         document = {
             "gpu": profile.name,
             "efficiency": efficiency.model_dump(mode="json", exclude={"provenance"}),
             "provenance": provenance,
         }
-        path.write_text(yaml.safe_dump(document, sort_keys=False, default_flow_style=None))
+        write_atomic(path, yaml.safe_dump(document, sort_keys=False, default_flow_style=None))
         return path
 
     path = save(efficiency)
@@ -125,7 +125,7 @@ def fit_saved(
         result["fidelity"] = table.as_dict()
         result["fidelity_markdown"] = format_fidelity(table)
         if fidelity_path:
-            Path(fidelity_path).write_text(result["fidelity_markdown"] + "\n")
+            write_atomic(fidelity_path, result["fidelity_markdown"] + "\n")
         # The residuals travel with the calibration: plans put their SLO bands on them.
         sources = {**efficiency.sources, "step_error": f"fidelity of {len(table.rows)} "
                    "measured steps against this calibration (p10, p90 per phase)"}  # fmt: skip

@@ -28,7 +28,6 @@ import difflib
 import functools
 import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +38,7 @@ from pydantic import ValidationError
 import hardware_profiles
 from simulator.data.specs import Efficiency, HardwareSpec
 from simulator.errors import ProfileError, UnknownHardwareError, one_line
+from simulator.files import write_atomic
 from simulator.units import TERA, format_bytes, format_rate
 
 __all__ = [
@@ -339,15 +339,7 @@ def write_calibration(name: str, *, efficiency: Efficiency, provenance: dict[str
         "efficiency": fields,
         "provenance": {str(k): str(v) for k, v in provenance.items()},
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{gpu}.", suffix=".yaml")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            yaml.safe_dump(document, stream, sort_keys=False, default_flow_style=None)
-        os.replace(temp_name, path)
-    except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
-        raise
+    write_atomic(path, yaml.safe_dump(document, sort_keys=False, default_flow_style=None))
     _load_cached.cache_clear()
     return path
 

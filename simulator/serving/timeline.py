@@ -12,12 +12,15 @@ process and each request as a row with three slices: ``queued`` (arrival to admi
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 import os
 from pathlib import Path
 
 import numpy as np
+
+from ..files import write_atomic
 
 __all__ = ["timeline_rows", "write_timeline_csv", "write_chrome_trace"]
 
@@ -72,15 +75,12 @@ def timeline_rows(result) -> list[dict]:
 
 
 def write_timeline_csv(result, path: str | os.PathLike[str]) -> Path:
-    path = Path(path)
-    with path.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=COLUMNS)
-        writer.writeheader()
-        for row in timeline_rows(result):
-            writer.writerow(
-                {k: (f"{v:.9g}" if isinstance(v, float) else v) for k, v in row.items()}
-            )
-    return path
+    handle = io.StringIO(newline="")
+    writer = csv.DictWriter(handle, fieldnames=COLUMNS)
+    writer.writeheader()
+    for row in timeline_rows(result):
+        writer.writerow({k: (f"{v:.9g}" if isinstance(v, float) else v) for k, v in row.items()})
+    return write_atomic(path, handle.getvalue())
 
 
 def write_chrome_trace(result, path: str | os.PathLike[str]) -> Path:
@@ -122,6 +122,4 @@ def write_chrome_trace(result, path: str | os.PathLike[str]) -> Path:
                         "args": args,
                     }
                 )
-    path = Path(path)
-    path.write_text(json.dumps({"traceEvents": events, "displayTimeUnit": "ms"}))
-    return path
+    return write_atomic(path, json.dumps({"traceEvents": events, "displayTimeUnit": "ms"}))

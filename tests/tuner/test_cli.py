@@ -308,3 +308,24 @@ def test_bench_limits_are_trtllm_benchs_own(capsys):
     assert code == 0, err
     config = json.loads(out)["config"]
     assert (config["max_num_seqs"], config["max_num_batched_tokens"]) == (256, 2048)
+
+
+def test_files_are_written_whole_or_not_at_all(tmp_path, monkeypatch):
+    """Every write goes through ``simulator.files.write_atomic``: a failure part-way leaves the
+    old file as it was and no temporary file behind."""
+    import os
+
+    from simulator.files import write_atomic
+
+    target = tmp_path / "deep" / "out.txt"
+    write_atomic(target, "first")
+    assert target.read_text() == "first"
+
+    def broken_replace(src, dst):
+        raise OSError(28, "No space left on device", str(dst))
+
+    monkeypatch.setattr(os, "replace", broken_replace)
+    with pytest.raises(OSError):
+        write_atomic(target, "second")
+    assert target.read_text() == "first"
+    assert [p.name for p in target.parent.iterdir()] == ["out.txt"]

@@ -52,9 +52,10 @@ def run(args: argparse.Namespace) -> int:
 
         text = manifests(plan, args.engine)
         if args.out:
+            from simulator.files import write_atomic
+
             out = Path(args.out)
-            out.mkdir(parents=True, exist_ok=True)
-            (out / f"{args.engine}-k8s.yaml").write_text(text, encoding="utf-8")
+            write_atomic(out / f"{args.engine}-k8s.yaml", text)
             print(f"wrote {out / f'{args.engine}-k8s.yaml'}", file=sys.stderr)
         else:
             print(text, end="")
