@@ -210,7 +210,9 @@ def _as_json(records: list[StepMeasurement]) -> list[dict]:
 
 
 def _write(path: Path, document: dict) -> None:
-    path.write_text(json.dumps(document, indent=1, default=str))
+    from simulator.files import write_atomic
+
+    write_atomic(path, json.dumps(document, indent=1, default=str))
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ __all__ = ["write_engine_files", "node_script"]
 
 def write_engine_files(directory: Path, plan: DeploymentPlan) -> list[Path]:
     """Each launchable engine's config files and node scripts, written into ``directory``."""
+    from simulator.files import write_atomic
     from tuner.engines.inputs import EngineSection
 
     written = []
@@ -30,11 +31,9 @@ def write_engine_files(directory: Path, plan: DeploymentPlan) -> list[Path]:
         if not isinstance(section, EngineSection):
             continue
         for name, text in section.config_files.items():
-            (directory / name).write_text(text, encoding="utf-8")
-            written.append(directory / name)
+            written.append(write_atomic(directory / name, text))
         for node in section.nodes:
-            script = directory / node.script
-            script.write_text(node_script(plan, section, node), encoding="utf-8")
+            script = write_atomic(directory / node.script, node_script(plan, section, node))
             script.chmod(0o755)
             written.append(script)
     return written
