@@ -15,18 +15,23 @@ output length.
 - ``trtllm-no-evict`` (TensorRT-LLM's default capacity-scheduler policy, ``GUARANTEED_NO_EVICT``):
   a request is admitted only when the blocks of its whole sequence (prompt plus every output
   token) are free after the running requests' remaining blocks are set aside, so nothing is ever
-  evicted. Reserved: every running request's remaining output, in whole blocks.
+  evicted. Reserved: every running request's blocks to completion, ``ceil((prompt + output) /
+  block)`` less what it holds (``GuaranteedNoEvictScheduler`` in
+  ``cpp/tensorrt_llm/batch_manager/capacityScheduler.cpp``, ``KVCacheManager::
+  getRemainingBlocksToCompletion``; the PyTorch backend's ``GuaranteedNoEvictPolicy``).
 - ``trtllm-max-utilization`` (``MAX_UTILIZATION``): admit while the next step's blocks fit and
-  pause the newest request when blocks run out, as vLLM does.
+  pause the last started request when blocks run out; it recomputes (``LlmRequest::pause``), as
+  vLLM's preempted requests do.
 - ``sglang``: an iteration is a prefill batch whenever one can be formed, else a decode batch
   (``Scheduler.get_next_batch_to_run``; ``--enable-mixed-chunk`` is off by default). The
   running requests' remaining output counts at ``new_token_ratio`` of its size
   and a new request's at its whole (clipped) size. The ratio starts at 0.7, falls by a step each
   decode iteration to 0.098 (0.7 x 0.14, over 600 iterations), and jumps back up when requests
   are retracted (SGLang's preemption): to the fraction of the running requests' output already
-  decoded, plus 20 steps each. Retraction takes the request that has decoded least first.
-  (``sglang/srt/managers/schedule_policy.py``, ``PrefillAdder``; ``scheduler.py``;
-  ``schedule_batch.py``, ``retract_decode``; ``sglang/srt/constants``/env defaults.)
+  decoded, plus 20 steps each. Retraction takes the request that has decoded least first and
+  sends it to the back of the queue. (SGLang 0.5.23: ``managers/schedule_policy.py``,
+  ``PrefillAdder``; ``managers/scheduler_components/new_token_ratio_tracker.py``;
+  ``managers/schedule_batch.py``, ``retract_decode``.)
 """
 
 from __future__ import annotations
