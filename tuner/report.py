@@ -17,6 +17,7 @@ import base64
 import html
 from typing import Any
 
+from simulator.units import MiB
 from tuner.engines.inputs import EngineRefusal
 from tuner.plan import DeploymentPlan
 from tuner.safe_text import markdown_code, markdown_text
@@ -280,7 +281,7 @@ def _memory_rows(plan: DeploymentPlan) -> list[list[str]]:
         ["drafter weights", f"{m.drafter_weights_bytes / gb:.2f} GB"],
         [
             "budget",
-            f"{m.budget_bytes / gb:.2f} GB of the {m.device_memory_bytes / 2**20:,.0f} MiB "
+            f"{m.budget_bytes / gb:.2f} GB of the {m.device_memory_bytes / MiB:,.0f} MiB "
             f"({m.device_memory_bytes / gb:.1f} GB) the driver reports "
             f"(datasheet: {m.hbm_bytes / gb:.0f} GB)",
         ],

@@ -11,7 +11,7 @@ from __future__ import annotations
 from ..data.specs import DeploymentConfig, HardwareSpec, ModelSpec
 from ..errors import DoesNotFitError
 from ..results import MemoryBreakdown, OpResult, PhaseResult, Prediction, Unfit
-from ..units import GB
+from ..units import GB, MiB
 from .bands import bands_of
 from .memory import kv_tokens_needed, whole_blocks
 from .roofline import BOUNDS, OpTimes
@@ -111,7 +111,7 @@ def fit_reason(
     kv_bytes = kv_tokens * mem.kv_bytes_per_token[index]
     return "memory", (
         f"does not fit: needs {need / GB:.1f} GB per GPU, has {capacity / GB:.1f} GB "
-        f"({hbm / 2**20:,.0f} MiB x {utilization:.2f} on {step.hardware.name}); needed: weights "
+        f"({hbm / MiB:,.0f} MiB x {utilization:.2f} on {step.hardware.name}); needed: weights "
         f"{mem.weights_bytes[index] / GB:.1f} GB, KV cache {kv_bytes / GB:.1f} GB for "
         f"{int(kv_tokens)} tokens, activations {mem.activation_bytes[index] / GB:.1f} GB, "
         f"reserved {mem.reserved_bytes[index] / GB:.1f} GB"

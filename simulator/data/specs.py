@@ -13,6 +13,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from ..units import MiB
 from .policies import Admission
 
 __all__ = [
@@ -311,7 +312,7 @@ class HardwareSpec(_Frozen):
         """Each GPU's memory as the driver reports it (``hbm_bytes`` when not known)."""
         if self.device_memory_mib is None:
             return self.hbm_bytes
-        return float(self.device_memory_mib * 2**20)
+        return float(self.device_memory_mib * MiB)
 
     @property
     def ridge_bf16(self) -> float:

@@ -21,11 +21,11 @@ from __future__ import annotations
 import math
 
 from ..data.specs import DeploymentConfig, HardwareSpec, ModelSpec
+from ..units import GiB
 
 __all__ = ["trtllm_bench_limits", "KV_FRACTION"]
 
 KV_FRACTION = 0.90  # trtllm-bench's --kv_cache_free_gpu_mem_fraction default
-GiB = 1024**3
 
 
 def trtllm_bench_limits(
