@@ -45,6 +45,9 @@ __all__ = ["available", "decode_attention", "split_count", "supports"]
 
 MIN_KEYS_PER_SPLIT = 64
 TARGET_PROGRAMS = 256  # about two per SM on an H100 (132) or H200 (132)
+# The launch's tile: keys per loop step, warps per program, software-pipeline stages (None:
+# Triton's default). ``studies/attention/decode_sweep.py`` times the alternatives.
+BLOCK_S, NUM_WARPS, NUM_STAGES = 64, 4, None
 
 
 def split_count(batch: int, kv_heads: int, kv_length: int) -> int:
@@ -231,12 +234,17 @@ def decode_attention(
     cache,
     kv_length: int,
     num_heads: int,
+    *,
+    block_s: int | None = None,
+    num_warps: int | None = None,
+    num_stages: int | None = None,
 ) -> torch.Tensor:
     """One decode step's attention from the fused projection ``qkv [B, 1, heads + 2 kv_heads,
     D]`` (not yet rotated; q, k, v heads in that order) with ``cos, sin [1, D]`` at the new
     token's position ``input_pos [1]``: stores the new K/V in ``cache`` (``executor.model.
     KVCache``, bf16 or FP8) and attends over its first ``kv_length`` positions, the new one
-    among them. Returns ``[B, 1, heads * D]`` in qkv's dtype."""
+    among them. Returns ``[B, 1, heads * D]`` in qkv's dtype. ``block_s``, ``num_warps`` and
+    ``num_stages`` override the module's tile (``BLOCK_S``, ``NUM_WARPS``, ``NUM_STAGES``)."""
     batch, num_tokens, _, head_dim = qkv.shape
     assert num_tokens == 1, "decode_attention: one new token per sequence"
     half = head_dim // 2
@@ -249,6 +257,7 @@ def decode_attention(
     keys_per_split = -(-kv_length // split_count(batch, kv_heads, kv_length))
     splits = -(-kv_length // keys_per_split)  # no chunk left empty
     pairs = batch * kv_heads
+    stages = num_stages or NUM_STAGES
     partial = torch.empty(
         pairs * splits * block_g, head_dim, dtype=torch.float32, device=qkv.device
     )
@@ -279,11 +288,12 @@ def decode_attention(
         k_cache.stride(2),
         HALF=half,
         BLOCK_G=block_g,
-        BLOCK_S=64,
+        BLOCK_S=block_s or BLOCK_S,
         BLOCK_SPLITS=triton.next_power_of_2(splits),
         GROUP=triton.next_power_of_2(group),
         CACHE_FP8=cache.is_fp8,
-        num_warps=4,
+        num_warps=num_warps or NUM_WARPS,
+        **({} if stages is None else {"num_stages": stages}),
         **pdl.launch_options(),
     )
     return out

@@ -34,9 +34,9 @@ COMMANDS = (
 )
 
 
-def _available_commands() -> list:
+def _available_commands(names: Sequence[str] = COMMANDS) -> list:
     modules = []
-    for name in COMMANDS:
+    for name in names:
         try:
             modules.append(importlib.import_module(f"tuner.commands.{name}"))
         except ModuleNotFoundError as error:
@@ -45,7 +45,9 @@ def _available_commands() -> list:
     return modules
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The whole parser, or with ``only`` one verb's (a command line that names its verb needs
+    no other: importing and building all of them is a fifth of ``tune predict``'s start)."""
     parser = argparse.ArgumentParser(
         prog="tune",
         description="rooftune: predict, search and validate Llama deployments on NVIDIA GPUs.",
@@ -53,9 +55,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action=_PrintVersion, help="show the version and exit")
     parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for module in _available_commands():
+    for module in _available_commands((only,) if only else COMMANDS):
         module.add_parser(subparsers)
     return parser
+
+
+def _verb(argv: Sequence[str]) -> str | None:
+    """The verb a command line names (its first word that is not an option), if it is one."""
+    words = [word for word in argv if not word.startswith("-")]
+    return words[0] if words and words[0] in COMMANDS else None
 
 
 class _PrintVersion(argparse.Action):
@@ -78,7 +86,8 @@ def _version() -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(_verb(argv))
     args = parser.parse_args(argv)
     if not getattr(args, "run", None):
         parser.print_help()

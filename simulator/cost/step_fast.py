@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..data.hardware import attention_efficiency, gemm_efficiency, gemm_tail_s
+from ..data.hardware import ScalarCurves, gemm_tail_s
 from .ops import EFF_ATTENTION, EFF_COMM, EFF_GEMM
 from .roofline import CUDA_GRAPH_MAX_TOKENS, busy_s, hbm_seconds_per_byte, launch_beyond_graph_s
 from .shapes import FEATURES, NUM_FEATURES, attention_length, feature_vector
@@ -110,6 +110,7 @@ class FastStep:
         self._kernels = kernels  # [ops, F]: GEMM launches set their fixed tail (gemm_tail_s)
         self._attention_ops = np.flatnonzero(cls == EFF_ATTENTION)
         self._inverse_base = np.full(ops, 1.0 / eff.decode_attention_compute)
+        self._curves = ScalarCurves(eff)
         self._gemm_cache: dict[tuple[float, bool], float] = {}
         self._attention_cache: dict[float, float] = {}
         self._key_columns = sorted(
@@ -125,14 +126,14 @@ class FastStep:
         key = (rows, low_precision)
         value = self._gemm_cache.get(key)
         if value is None:
-            value = float(gemm_efficiency(self._eff, max(rows, 1.0), low_precision=low_precision))
+            value = self._curves.gemm(max(rows, 1.0), low_precision)
             self._gemm_cache[key] = value
         return value
 
     def _attention_efficiency(self, query_len: float) -> float:
         value = self._attention_cache.get(query_len)
         if value is None:
-            value = float(attention_efficiency(self._eff, max(query_len, 1.0)))
+            value = self._curves.attention(max(query_len, 1.0))
             self._attention_cache[query_len] = value
         return value
 

@@ -24,8 +24,10 @@ clears the cache so that the next load sees the new file.
 
 from __future__ import annotations
 
+import bisect
 import difflib
 import functools
+import math
 import os
 import re
 from pathlib import Path
@@ -47,6 +49,7 @@ __all__ = [
     "gemm_efficiency",
     "gemm_tail_s",
     "attention_efficiency",
+    "ScalarCurves",
     "calibration_path",
     "profile_for_device",
     "write_calibration",
@@ -89,7 +92,7 @@ _FLOAT = re.compile(
 )
 
 
-class _Loader(yaml.SafeLoader):
+class _Loader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # libyaml where installed
     pass
 
 
@@ -318,6 +321,41 @@ def gemm_tail_s(is_gemm: Any, rows: Any, kernels: Any, efficiency: Efficiency) -
 def attention_efficiency(efficiency: Efficiency, seq_len: Any) -> np.ndarray:
     """Fraction of the tensor peak a FlashAttention prefill over ``seq_len`` query tokens reaches."""
     return _interp_loglog(seq_len, efficiency.attention_seq, efficiency.attention_efficiency)
+
+
+class _LogLogLine:
+    """``_interp_loglog`` through fixed knots, for one float at a time: the same segments, in
+    plain floats (numpy's per-call overhead is most of the cost at one value)."""
+
+    def __init__(self, xs: tuple[float, ...], ys: tuple[float, ...]):
+        self._first = xs[0]
+        self._log_x = [math.log2(x) for x in xs]
+        self._log_y = [math.log(y) for y in ys]
+
+    def __call__(self, x: float) -> float:
+        log_x, log_y = self._log_x, self._log_y
+        at = math.log2(max(x, self._first))
+        if at >= log_x[-1]:
+            return math.exp(log_y[-1])
+        i = max(bisect.bisect_right(log_x, at) - 1, 0)
+        share = (at - log_x[i]) / (log_x[i + 1] - log_x[i])
+        return math.exp(log_y[i] + share * (log_y[i + 1] - log_y[i]))
+
+
+class ScalarCurves:
+    """``gemm_efficiency`` and ``attention_efficiency`` of one efficiency, one value at a time
+    (the serving simulation asks them for one step at a time)."""
+
+    def __init__(self, efficiency: Efficiency):
+        self._gemm = _LogLogLine(efficiency.gemm_tokens, efficiency.gemm_efficiency)
+        self._attention = _LogLogLine(efficiency.attention_seq, efficiency.attention_efficiency)
+        self._derate = efficiency.low_precision_gemm_factor
+
+    def gemm(self, tokens: float, low_precision: bool = False) -> float:
+        return self._gemm(tokens) * (self._derate if low_precision else 1.0)
+
+    def attention(self, seq_len: float) -> float:
+        return self._attention(seq_len)
 
 
 def calibration_path(name: str) -> Path:

@@ -36,6 +36,8 @@ __all__ = [
     "ServingResult",
     "EngineLimits",
     "build_result",
+    "run_limits",
+    "stopped_result",
     "weighted_percentiles",
     "expand_runs",
 ]
@@ -104,6 +106,7 @@ class ServingResult:
     in_system_at_arrival: np.ndarray = _empty()
     queue_at_arrival: np.ndarray = _empty()
     limits: EngineLimits = field(default_factory=EngineLimits)
+    stopped: str | None = None  # why the run ended early (a certain SLO miss), if it did
 
     @property
     def fits(self) -> bool:
@@ -368,13 +371,40 @@ def build_result(
         slo_checks=checks,
         in_system_at_arrival=in_system_at_arrival,
         queue_at_arrival=queue_at_arrival,
-        limits=EngineLimits(
-            bound_by=frozenset().union(*(getattr(e, "bound_by", _ALL_LIMITS) for e in engines)),
-            peak_running=max(getattr(e, "peak_running", 0) for e in engines),
-            peak_tokens=max(getattr(e, "peak_tokens", 0) for e in engines),
-            peak_blocks=max(e.peak_blocks for e in engines),
-            max_num_seqs=config.max_num_seqs,
-            token_budget=config.max_num_batched_tokens * config.pp,
-            kv_blocks=run.total_blocks,
-        ),
+        limits=run_limits(config, run, engines),
+    )
+
+
+def run_limits(config, run, engines) -> EngineLimits:
+    """The limits that shaped a run so far, and its peaks under the others."""
+    return EngineLimits(
+        bound_by=frozenset().union(*(getattr(e, "bound_by", _ALL_LIMITS) for e in engines)),
+        peak_running=max(getattr(e, "peak_running", 0) for e in engines),
+        peak_tokens=max(getattr(e, "peak_tokens", 0) for e in engines),
+        peak_blocks=max(e.peak_blocks for e in engines),
+        max_num_seqs=config.max_num_seqs,
+        token_budget=config.max_num_batched_tokens * config.pp,
+        kv_blocks=run.total_blocks,
+    )
+
+
+def stopped_result(model, hardware, config, run, engines, miss) -> ServingResult:
+    """A run stopped at a certain SLO miss (``early_stop``): the miss, the limits so far, no
+    metrics."""
+    check = SloCheck(slo=miss.slo, value_s=miss.at_least_s, met=False)
+    prediction = Prediction(
+        model=model.name,
+        hardware=hardware.name,
+        config=config.model_dump(mode="json"),
+        fits=True,
+        num_gpus=config.num_gpus,
+        slos=[check.as_dict()],
+        slos_met=False,
+        source="rooftune serving simulation, stopped at a certain SLO miss",
+    )
+    return ServingResult(
+        prediction=prediction,
+        slo_checks=[check],
+        limits=run_limits(config, run, engines),
+        stopped=miss.line(),
     )

@@ -38,7 +38,8 @@ from ..cost.step_fast import F, FastStep
 from ..data.specs import DeploymentConfig, HardwareSpec, ModelSpec
 from ..data.workload import Requests, Workload, parse_slo, sample_requests
 from ..results import Prediction, Unfit
-from .results import ServingResult, build_result, weighted_percentiles
+from .early_stop import MissWatch
+from .results import ServingResult, build_result, stopped_result, weighted_percentiles
 from .scheduler import ContinuousEngine
 from .static_batching import StaticEngine
 
@@ -149,6 +150,7 @@ def simulate(
     step_model: StepModel | None = None,
     router: Router = "least_outstanding",
     clock: Callable[[Iteration], float] | None = None,
+    stop_on_miss: bool = False,
 ) -> ServingResult:
     """Simulate ``workload`` on ``config`` (``dp`` replicas behind ``router``).
 
@@ -160,6 +162,9 @@ def simulate(
     iteration one at a time). A configuration that cannot run
     (invalid, does not fit, a request longer than ``max_model_len`` or than the KV cache) comes
     back with ``prediction.fits = False`` and a one-line ``reason``: nothing raises for it.
+    ``stop_on_miss`` (a search's probes) ends an open-loop run as soon as it has certainly
+    missed an SLO (``early_stop``): the result then holds that miss, the run's limits so far
+    and ``stopped`` set, but no metrics.
     """
     from ..cost.predict import fit_reason
 
@@ -255,6 +260,10 @@ def simulate(
     queue_at_arrival = np.zeros(n)  # requests waiting for admission, seen by each arrival
     in_system_at_arrival = np.zeros(n)  # requests routed and not finished, seen by each arrival
     routed = 0
+    watch = None
+    if stop_on_miss and workload.is_open_loop and not workload.steady_state and clock is None:
+        watch = MissWatch(slos, arrival, run)
+    every, steps, miss = max(1, n // 64), 0, None
     try:
         while True:
             next_arrival = pending[0][0] if pending else math.inf
@@ -279,11 +288,24 @@ def simulate(
                 in_system_at_arrival[rid] = sum(e.outstanding(time_s) for e in engines)
                 engines[target].add(rid, time_s)
                 routed += 1
+                if watch is not None and routed % every == 0:
+                    miss = watch.check(time_s)  # every busy engine's clock is at or past it
+                    if miss is not None:
+                        break
                 continue
             engine.step(next_arrival)
+            steps += 1
+            if watch is not None and not pending and steps % 64 == 0:
+                now = min(e.clock for e in engines if e.has_work) if any(
+                    e.has_work for e in engines) else engine.clock  # fmt: skip
+                miss = watch.check(now)
+                if miss is not None:
+                    break
     finally:
         if bar is not None:
             bar.close()
+    if miss is not None:
+        return stopped_result(model, hardware, config, run, engines, miss)
     return build_result(
         model,
         hardware,

@@ -38,7 +38,12 @@ SCRIPT = """
         position = torch.tensor([length - 1])
         qkv = torch.randn(B, 1, HQ + 2 * HKV, D)
         mine, ref = caches()
+        other = KVCache(B, HKV, S_MAX, D, torch.float32, "cpu")  # for another tile
+        other.k.copy_(mine.k)
+        other.v.copy_(mine.v)
         got = attention.decode_attention(qkv.clone(), cos, sin, position, mine, length, HQ)
+        tiled = attention.decode_attention(qkv.clone(), cos, sin, position, other, length, HQ,
+                                           block_s=16, num_warps=2, num_stages=2)  # the sweep's
         want_qkv = fused.rope_cache(qkv.clone(), cos, sin, HQ, HKV, ref, position)
         q = want_qkv[:, :, :HQ].transpose(1, 2)
         k_all, v_all = ref.read(B, q.dtype, length)
@@ -51,6 +56,7 @@ SCRIPT = """
             (mine.k - ref.k).abs().max().item() + (mine.v - ref.v).abs().max().item(),
             mine.split_counters.abs().sum().item(),
             splits,
+            (tiled - got).abs().max().item(),
         )
 """
 
@@ -59,8 +65,9 @@ def test_decode_attention_matches_rope_cache_and_sdpa_in_interpreter():
     lines = run_in_interpreter(SCRIPT).strip().splitlines()
     split_counts = []
     for line in lines:
-        error, scale, cache_error, counters, splits = map(float, line.split())
+        error, scale, cache_error, counters, splits, tiled = map(float, line.split())
         assert scale > 0.1 and error < 1e-4, f"max abs error {error:.2e} against SDPA"
+        assert tiled < 1e-4, "another tile computes the same attention"
         assert cache_error < 1e-5, "the new K and V are stored rotated, as rope_cache stores them"
         assert counters == 0, "the merging program leaves the counters at zero for the next step"
         split_counts.append(splits)

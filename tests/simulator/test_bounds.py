@@ -18,7 +18,14 @@ from simulator.data.hardware import load_hardware
 from simulator.data.models import get_model
 from simulator.data.specs import DeploymentConfig, SpeculativeConfig
 from simulator.data.workload import get_workload, parse_slo, sample_requests
-from simulator.serving.bounds import BOUND_SLACK, Drafter, TrafficShape, capacity_bounds
+from simulator.serving.bounds import (
+    BOUND_SLACK,
+    Drafter,
+    TrafficShape,
+    capacity_bounds,
+    tpot_at,
+    tpot_floor,
+)
 from simulator.serving.capacity import find_capacity
 
 H100 = load_hardware("h100-sxm")
@@ -164,3 +171,26 @@ def test_many_configurations_at_once_equal_each_alone():
     together = capacity_bounds(model, H100, ConfigArrays.from_configs(configs), SHAPE, SLOS)
     alone = [bound("llama-3.1-8b", c) for c in configs]
     np.testing.assert_allclose(together.rate_per_s, alone, rtol=1e-9)
+
+
+def test_the_tpot_floor_is_below_the_tpot_at_every_rate():
+    """Each kind of configuration (pipelined, FP8, every drafter, experts): the floor that
+    orders the cost-latency front never exceeds ``tpot_at``, from a trickle to past capacity."""
+    for model_name, config in CONFIGS:
+        model = get_model(model_name)
+        spec = config.speculative
+        drafter = None if spec is None else Drafter(
+            method=spec.method, tokens=spec.num_speculative_tokens,
+            acceptance=spec.acceptance_rate,
+            draft_model=get_model(spec.draft_model) if spec.method == "draft" else None,
+        )  # fmt: skip
+        shares = np.array([0.001, 0.1, 0.3, 0.5, 0.7, 0.9, 1.0, 3.0])
+        arrays = ConfigArrays.from_configs([config] * len(shares))
+        rates = shares * bound(model_name, config)
+        common = dict(drafters=[drafter])
+        floor = tpot_floor(model, H100, arrays, SHAPE, rates, **common)
+        at = tpot_at(model, H100, arrays, SHAPE, rates, **common)
+        assert np.all(np.isfinite(floor)), model_name
+        assert np.all(floor <= at * (1 + 1e-12)), (model_name, floor, at)
+        assert np.all(np.diff(floor) >= 0), model_name  # more traffic, longer rounds
+        assert at[0] == pytest.approx(floor[0], rel=0.05)  # a trickle is nearly the floor

@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from simulator.data.hardware import (
+    ScalarCurves,
     attention_efficiency,
     describe_hardware,
     gemm_efficiency,
@@ -280,6 +281,22 @@ def test_attention_curve():
     assert eff.shape == seq.shape
     assert eff[0] == eff[1] == DEFAULTS.attention_efficiency[0]
     assert eff[2] == eff[3] == DEFAULTS.attention_efficiency[-1]
+
+
+@pytest.mark.parametrize("name", ["defaults", "h100-sxm", "h200-sxm"])
+def test_scalar_curves_equal_the_array_curves(name):
+    """The simulator's one-value-at-a-time curves are the array curves: below, on, between and
+    past every knot."""
+    eff = DEFAULTS if name == "defaults" else load_hardware(name).efficiency
+    curves = ScalarCurves(eff)
+    knots = np.array(sorted({*eff.gemm_tokens, *eff.attention_seq}))
+    xs = np.concatenate([[0.5, 1.0, 3.0], knots, knots * 1.37, knots * 0.71, [1e7, 1e9]])
+    for x in xs:
+        for low in (False, True):
+            want = float(gemm_efficiency(eff, x, low_precision=low))
+            assert curves.gemm(float(x), low) == pytest.approx(want, rel=1e-12, abs=0)
+        want = float(attention_efficiency(eff, x))
+        assert curves.attention(float(x)) == pytest.approx(want, rel=1e-12, abs=0)
 
 
 @pytest.mark.parametrize("name", ["l40s", "h100-pcie", "t4"])

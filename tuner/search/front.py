@@ -24,7 +24,7 @@ def explore_front(search: Any, outcome: Any, prober: Any) -> int:
     """Simulate the most promising deployments of the next costs above the plan, adding those
     that serve the traffic to ``outcome.confirmed``; returns how many it simulated. Only for a
     search with a rate."""
-    from simulator.serving.bounds import Drafter, tpot_at
+    from simulator.serving.bounds import Drafter, tpot_at, tpot_floor
     from tuner.search.cheapest import Choice
 
     if outcome.rate is None or outcome.best is None:
@@ -46,23 +46,48 @@ def explore_front(search: Any, outcome: Any, prober: Any) -> int:
             continue
         options = sorted({(p[1].point.spec_method, p[1].point.spec_tokens) for p in mine})
         drafters = [Drafter.of(search.space.speculative_option(m, g)) for m, g in options]
-        estimate = tpot_at(
-            search.space.model,
-            hardware,
-            search.space.config_arrays([p[1].point.replica_key for p in mine]),
-            search.shape,
-            np.array([rate / p[2] for p in mine]),
+        choice = np.array([options.index((p[1].point.spec_method, p[1].point.spec_tokens))
+                           for p in mine])  # fmt: skip
+
+        def bound(
+            rows: np.ndarray,
+            exact: bool,
+            mine=mine,
             drafters=drafters,
-            drafter=np.array([options.index((p[1].point.spec_method, p[1].point.spec_tokens))
-                              for p in mine]),
-        )  # fmt: skip
+            choice=choice,
+            hardware=hardware,
+        ):
+            """p99 TPOT of the pairs ``rows`` at their rates (``exact``), or its floor."""
+            common = dict(drafters=drafters, drafter=choice[rows])
+            configs = search.space.config_arrays([mine[i][1].point.replica_key for i in rows])
+            rates = np.array([rate / mine[i][2] for i in rows])
+            of = tpot_at if exact else tpot_floor
+            return of(search.space.model, hardware, configs, search.shape, rates, **common)
+
+        floors = bound(np.arange(len(mine)), exact=False)
         for level in levels:
-            ranked = sorted(
-                (e, i) for i, (p, e) in enumerate(zip(mine, estimate, strict=True))
-                if p[0] == level and np.isfinite(e)
-            )  # fmt: skip
-            for _, i in ranked[:PER_LEVEL]:
+            for i in _most_promising(mine, level, floors, bound):
                 _, candidate, replicas = mine[i]
                 if prober(candidate, rate / replicas, replicas=replicas).meets:
                     outcome.confirmed.append(Choice(candidate, replicas))
     return prober.simulations - before
+
+
+def _most_promising(mine: list, level: float, floors: np.ndarray, bound) -> list[int]:
+    """The ``PER_LEVEL`` pairs of cost ``level`` with the lowest p99 TPOT bound (finite ones
+    only). Pairs are bounded exactly in order of their floors, in doubling chunks, until the
+    next floor is above the last of the best found: the same pairs as bounding them all."""
+    rows = [i for i, p in enumerate(mine) if p[0] == level and np.isfinite(floors[i])]
+    rows.sort(key=lambda i: floors[i])
+    exact: list[tuple[float, int]] = []
+    done, chunk = 0, 16
+    while done < len(rows):
+        if len(exact) >= PER_LEVEL and exact[PER_LEVEL - 1][0] < floors[rows[done]]:
+            break
+        batch = np.array(rows[done : done + chunk])
+        values = bound(batch, exact=True)
+        exact = sorted(
+            exact + [(v, i) for v, i in zip(values, batch, strict=True) if np.isfinite(v)]
+        )
+        done, chunk = done + len(batch), chunk * 2
+    return [int(i) for _, i in exact[:PER_LEVEL]]

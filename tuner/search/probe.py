@@ -61,6 +61,7 @@ def simulate_probe(
         seed=search.seed,
         slos=search.slos,
         step_model=step_model,
+        stop_on_miss=True,  # a probe only asks whether it meets
     )
     prediction = result.prediction
     metrics: dict[str, float | None] = {}
@@ -77,15 +78,18 @@ def simulate_probe(
     metrics["overloaded"] = float(result.overloaded)
     metrics["preemptions"] = float(prediction.preemptions or 0)
     metrics["mean_batch"] = _finite(prediction.mean_batch)
+    metrics["stopped_early"] = float(result.stopped is not None)
     misses = []
-    if not prediction.fits:
+    if result.stopped is not None:
+        misses.append(result.stopped)
+    elif not prediction.fits:
         misses.append(prediction.reason or "does not fit")
     if result.overloaded:
         misses.append("overloaded: arrivals outpace service and the queue keeps growing")
     misses += [
         f"misses {c.slo.name}: {format_seconds(c.value_s)} > {format_seconds(c.slo.target_s)}"
         for c in result.slo_checks
-        if not c.met
+        if not c.met and result.stopped is None
     ]
     return ProbeResult(
         meets=meets(result), metrics=metrics, misses=tuple(misses), limits=result.limits
