@@ -202,6 +202,24 @@ class Kernels:
 
         return self.decode_attention if supports(cache.k.shape[-1]) else None
 
+    def paged_decode(self, cache) -> Callable | None:
+        """A serving iteration's decodes over a ``PagedKVCache`` (``executor.ragged``) in the
+        one-kernel decode attention, through each sequence's block table; None where it cannot
+        run (no Triton kernel, or a head size it does not take): SDPA one sequence at a time.
+        A bf16 cache uses it too: gathering each sequence's blocks for SDPA costs far more."""
+        if self.decode_attention is None:
+            return None
+        from executor.decode_attention import supports
+
+        if not supports(cache.k.shape[-1]):
+            return None
+        kernel = self.decode_attention
+
+        def run(qkv, cos, sin, positions, cache, tables, max_length, heads):
+            return kernel(qkv, cos, sin, positions, cache, max_length, heads, block_table=tables)
+
+        return run
+
     @classmethod
     def compiled(
         cls, prefill_backend: str = "flash", decode_attention: str = DEFAULT_DECODE_ATTENTION

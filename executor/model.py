@@ -181,10 +181,15 @@ class Attention(nn.Module):
         kernels: Kernels,
         attend_cache: bool = False,
         kv_length: int | None = None,
+        ragged=None,
     ) -> torch.Tensor:
         batch, num_tokens, _ = x.shape  # x: [B, T, hidden]
         q_width = self.num_heads * self.head_dim
         qkv = self.wqkv(x).view(batch, num_tokens, -1, self.head_dim)  # [B, T, q+k+v heads, D]
+        if ragged is not None:  # a serving iteration: executor.ragged
+            from executor.ragged import ragged_attention
+
+            return self.wo(ragged_attention(self, qkv, cos, sin, ragged, kernels))
         cache = self.kv_cache if input_pos is not None else None
         one_kernel = None
         if cache is not None and num_tokens == 1 and kv_length is not None:
@@ -346,6 +351,24 @@ class Llama(nn.Module):
         if self.rope_cos.shape[0] < max_seq_length:
             self.set_rope(max_seq_length)
 
+    def setup_paged_caches(
+        self, *, num_blocks: int, block_size: int, kv_dtype: torch.dtype | None = None,
+        kv_scale: float = 1.0, max_seq_length: int,
+    ) -> None:  # fmt: skip
+        """A ``PagedKVCache`` of ``num_blocks`` blocks in every layer, for serving iterations
+        (``forward(..., ragged=)``), and the RoPE table up to ``max_seq_length``."""
+        from executor.ragged import PagedKVCache
+
+        self.free_caches()
+        device = self.embed_tokens.weight.device
+        dtype = kv_dtype or self.layers[0].attention_norm.weight.dtype
+        for layer in self.layers:
+            attn = layer.attention
+            attn.kv_cache = PagedKVCache(num_blocks, attn.num_kv_heads, block_size,
+                                         attn.head_dim, dtype, device, scale=kv_scale)  # fmt: skip
+        if self.rope_cos.shape[0] < max_seq_length:
+            self.set_rope(max_seq_length)
+
     def free_caches(self) -> None:
         for layer in self.layers:
             layer.attention.kv_cache = None
@@ -359,8 +382,11 @@ class Llama(nn.Module):
         last_token_only: bool = False,
         attend_cache: bool = False,
         kv_length: int | None = None,
+        ragged=None,
     ) -> torch.Tensor:
         num_tokens = tokens.shape[1]
+        if ragged is not None:  # tokens [1, N] of a serving iteration (executor.ragged)
+            input_pos = ragged.positions
         if input_pos is None:
             positions = torch.arange(num_tokens, device=tokens.device)
             if self.rope_cos.shape[0] < num_tokens:
@@ -380,7 +406,7 @@ class Llama(nn.Module):
             normed = to_fp8(normed, first_scale)
         for layer, next_norm, next_input in zip(self.layers, next_norms, next_inputs, strict=True):
             attended = layer.attention(
-                normed, cos, sin, input_pos, kernels, attend_cache, kv_length
+                normed, cos, sin, input_pos, kernels, attend_cache, kv_length, ragged
             )
             residual, normed = self._add_norm(
                 residual, attended, layer.mlp_norm, layer.mlp.w_gate_up, kernels
@@ -388,7 +414,9 @@ class Llama(nn.Module):
             residual, normed = self._add_norm(
                 residual, layer.mlp(normed, kernels), next_norm, next_input, kernels
             )
-        if last_token_only:
+        if ragged is not None:
+            normed = normed[:, ragged.sample_rows]
+        elif last_token_only:
             normed = normed[:, -1:]
         logits = self.lm_head(normed)  # [B, T or 1, vocab / tp]
         if self.collectives is not None:

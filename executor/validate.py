@@ -20,7 +20,7 @@ from simulator.data.specs import DeploymentConfig, ModelSpec
 from simulator.errors import ConfigError, GpuError
 from simulator.results import Measurement, PhaseResult, StepMeasurement
 
-__all__ = ["measure", "calibrate_here"]
+__all__ = ["measure", "calibrate_here", "serving_clocks"]
 
 
 def _require_cuda():
@@ -151,3 +151,54 @@ def calibrate_here(
             accept_difference=accept_difference,
         )
     return Path(result["calibration"])
+
+
+def serving_clocks(spec: ModelSpec, config: DeploymentConfig, *, max_seq_length: int,
+                   seed: int = 0):  # fmt: skip
+    """The model of ``config`` built once on this GPU, and a function of the simulator's
+    predicted run (for its KV blocks) -> a fresh, warmed-up ``ServingExecutor``: the clock of
+    one measured run (``tune validate --traffic``). One GPU: tp = pp = 1."""
+    from executor.model import refuse_unless_runnable
+
+    refuse_unless_runnable(spec)
+    torch = _require_cuda()
+    from executor.points import prepare_model
+    from executor.serving_loop import ServingExecutor
+
+    if config.tp != 1 or config.pp > 1 or config.cp > 1 or config.ep > 1:
+        raise ConfigError("tune validate --traffic runs one GPU (tp = pp = 1); a plan of "
+                          f"tp {config.tp}, pp {config.pp} is validated step by step only")  # fmt: skip
+    if config.weight_dtype not in ("bf16", "fp8"):
+        raise ConfigError(
+            f"the executor runs bf16 or fp8 (W8A8) weights, not {config.weight_dtype}"
+        )
+    model = prepare_model(
+        spec,
+        weights=config.weight_dtype,
+        scaling=config.fp8_scaling,
+        granularity="rowwise" if config.fp8_scaling == "dynamic" else "per_tensor",
+        seed=seed,
+    )
+    if config.attention == "naive":
+        model.kernels.prefill_backend = "naive"
+    kv_dtype = torch.float8_e4m3fn if config.kv_dtype == "fp8" else None
+
+    def clock_for(predicted) -> ServingExecutor:
+        blocks = int(predicted.prediction.kv_blocks or 0)
+        if blocks <= 0:
+            raise ConfigError("the predicted run holds no KV-cache blocks")
+        model.free_caches()
+        torch.cuda.empty_cache()
+        try:
+            executor = ServingExecutor(
+                model, num_blocks=blocks, block_size=config.block_size,
+                max_seq_length=max_seq_length, kv_dtype=kv_dtype, seed=seed,
+                graphs_up_to=config.max_num_seqs if config.cuda_graphs else 0,
+            )  # fmt: skip
+            executor.warm_up()
+        except torch.OutOfMemoryError as error:
+            raise GpuError(f"{blocks} KV blocks of {config.block_size} tokens do not fit beside "
+                           f"the model on this GPU: {str(error).splitlines()[0][:120]}") from None  # fmt: skip
+        return executor
+
+    return clock_for

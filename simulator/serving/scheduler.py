@@ -343,7 +343,9 @@ class ContinuousEngine:
             prefill=[(entry[0], entry[1], chunk) for entry, chunk in chunks],
             decode=self.decodes.running_ids() if n else [],
             predicted_s=predicted,
+            released=self.run.released[:],
         )
+        self.run.released.clear()
         iteration.duration_s = float(self.run.clock(iteration))
         self.run.iterations.append(iteration)
         return iteration.duration_s
@@ -367,6 +369,7 @@ class ContinuousEngine:
         )
 
     def _finish(self, rid: int, end: float) -> None:
+        self.run.release(rid)
         self.run.finish_s[rid] = end
         self.finished += 1
         self.last_finished += 1
@@ -400,6 +403,7 @@ class ContinuousEngine:
             run.emitted[rid] = run.output[rid] - remaining
         self.free += private
         run.preemptions[rid] += 1
+        run.release(rid)
         if self.policy.retract_to_back:
             self.waiting.append(rid)
         else:

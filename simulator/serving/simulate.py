@@ -27,7 +27,7 @@ import heapq
 import math
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
@@ -54,7 +54,9 @@ class Iteration:
 
     ``prefill``: (request, tokens already computed, tokens in this chunk) per prompt chunk;
     ``decode``: the requests that each emit a token; ``predicted_s``: the step model's time for
-    it (what a fake clock returns); ``duration_s``: what the clock said it took."""
+    it (what a fake clock returns); ``duration_s``: what the clock said it took; ``released``:
+    the requests that finished or were preempted since the replica's last iteration (their KV
+    is free)."""
 
     replica: int
     start_s: float
@@ -62,6 +64,7 @@ class Iteration:
     decode: list[int]
     predicted_s: float
     duration_s: float = 0.0
+    released: list[int] = field(default_factory=list)
 
 
 class Run:
@@ -110,6 +113,12 @@ class Run:
         # iteration is handed to it and lasts what it returns; ``iterations`` logs them.
         self.clock = clock
         self.iterations: list[Iteration] = []
+        self.released: list[int] = []  # since the last external iteration (``release``)
+
+    def release(self, rid: int) -> None:
+        """A request finished or was preempted: an external clock frees its KV."""
+        if self.clock is not None:
+            self.released.append(rid)
 
 
 def _kv_blocks(step: StepModel, config: DeploymentConfig, spec) -> int:

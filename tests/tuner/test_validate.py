@@ -104,3 +104,52 @@ def test_validate_writes_the_measured_steps_into_the_plan(plan_file, capsys, mon
     for point in section["points"]:
         assert point["relative_error"] == pytest.approx(1 / 1.1 - 1, abs=0.002), point
     assert section["status"] == "agrees" and "written to" in out
+
+
+def test_traffic_loads_follow_the_plans_capacity(plan_file):
+    from tuner.traffic import traffic_rates
+
+    plan = load_plan(plan_file)
+    rates = dict(traffic_rates(plan))
+    capacity = plan.capacity.replica_rate_per_s
+    assert rates["light"] == pytest.approx(0.2 * capacity)
+    assert rates["plan"] == pytest.approx(plan.workload.rate_requests_per_s / plan.replicas)
+    assert rates["overload"] == pytest.approx(1.5 * capacity)
+
+
+def test_traffic_validation_compares_predicted_and_measured_percentiles(plan_file):
+    """A stand-in clock 10 % slower than the step model: the section holds each load's
+    percentiles both ways, errors near -9 % where queues are short, and says it differs."""
+    from tuner.search.run import build_search
+    from tuner.traffic import run_traffic
+
+    plan = load_plan(plan_file)
+    search = build_search(plan.search["spec"])
+    runs = []
+
+    def clock_for(predicted):
+        runs.append(predicted)
+        return lambda iteration: iteration.predicted_s * 1.1
+
+    section = run_traffic(plan, model=search.space.model, hardware=load_hardware(plan.hardware),
+                          workload=search.workload, slos=search.slos, seed=search.seed,
+                          clock_for=clock_for, requests=120)  # fmt: skip
+    assert [row["load"] for row in section["loads"]] == ["light", "plan", "overload"]
+    assert len(runs) == 3 and all(r.prediction.fits for r in runs)
+    light = section["loads"][0]
+    assert light["errors"]["tpot_p50"] == pytest.approx(1 / 1.1 - 1, abs=0.02)
+    for row in section["loads"]:
+        assert set(row["predicted"]) == set(row["measured"]) and row["requests"] == 120
+        assert len(row["cdf"]["measured"]["ttft"]) == len(row["cdf"]["predicted"]["tpot"]) == 41
+    assert section["status"] == "differs" and section["max_abs_relative_error"] > 0.05
+    assert any("drafter" in note for note in section["notes"])  # the plan speculates
+
+
+def test_traffic_dry_run_predicts_without_a_gpu(plan_file, capsys):
+    before = plan_file.read_text()
+    assert main(["validate", str(plan_file), "--traffic", "--dry-run", "--requests", "60"]) == 0
+    out = capsys.readouterr().out
+    assert "light:" in out and "overload:" in out and "tpot_p99" in out
+    assert plan_file.read_text() == before  # nothing measured, nothing written
+    assert main(["validate", str(plan_file), "--traffic", "--requests", "5"]) == 2
+    assert "at least 20" in capsys.readouterr().err

@@ -1,6 +1,8 @@
 """``tune validate PLAN.json``: measure a plan's configuration on this GPU and record the error
 in the plan (``--dry-run`` prints the shapes and predictions without a GPU). TP > 1 runs under
-``torchrun --nproc-per-node TP -m tuner.cli validate PLAN.json``."""
+``torchrun --nproc-per-node TP -m tuner.cli validate PLAN.json``. ``--traffic`` serves the
+plan's workload on one GPU at three loads through the serving loop and compares TTFT and TPOT
+percentiles and throughput (``tuner.traffic``)."""
 
 from __future__ import annotations
 
@@ -20,6 +22,18 @@ def add_parser(subparsers) -> None:
         "--dry-run", action="store_true", help="show the shapes and predictions; measure nothing"
     )
     parser.add_argument("--no-calibration", action="store_true")
+    parser.add_argument(
+        "--traffic",
+        action="store_true",
+        help="serve the plan's workload at 0.2x capacity, the plan's rate and 1.5x capacity "
+        "(one GPU) and compare latency percentiles",
+    )
+    parser.add_argument(
+        "--requests",
+        type=int,
+        default=None,
+        help="requests per load with --traffic (default: the plan's)",
+    )
     common.add_json_arg(parser)
     parser.set_defaults(run=run)
 
@@ -37,6 +51,8 @@ def run(args: argparse.Namespace) -> int:
     from tuner.validation import validation_section, validation_shape
 
     plan = load_plan(args.plan)
+    if args.traffic:
+        return _traffic(args, plan)
     model = get_model(plan.model)
     hardware = load_hardware(plan.hardware, calibration=not args.no_calibration)
     config = plan.config
@@ -98,3 +114,70 @@ def run(args: argparse.Namespace) -> int:
                 )
             print(f"validation: {section['status']} (written to {args.plan})")
     return 0
+
+
+def _traffic(args: argparse.Namespace, plan) -> int:
+    import shlex
+    import sys
+    from pathlib import Path
+
+    from simulator.data.hardware import load_hardware
+    from simulator.errors import ConfigError
+    from tuner.plan import write_json_atomic
+    from tuner.search.run import build_search
+    from tuner.traffic import run_traffic, traffic_config
+
+    if args.requests is not None and args.requests < 20:
+        raise ConfigError(f"--requests {args.requests}: at least 20 per load (percentiles)")
+    search = build_search(plan.search["spec"])
+    hardware = load_hardware(plan.hardware, calibration=not args.no_calibration)
+    config = traffic_config(plan)
+    clock_for, machine = None, {}
+    if not args.dry_run:
+        from executor.points import machine_info
+        from executor.validate import serving_clocks
+
+        clock_for = serving_clocks(search.space.model, config,
+                                   max_seq_length=config.max_model_len)  # fmt: skip
+        machine = machine_info()
+    section = run_traffic(
+        plan, model=search.space.model, hardware=hardware, workload=search.workload,
+        slos=search.slos, seed=search.seed, clock_for=clock_for, requests=args.requests,
+        progress=lambda line: print(f"tune validate: {line}", file=sys.stderr, flush=True),
+    )  # fmt: skip
+    section["machine"] = machine
+    section["command"] = "tune " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    if args.json:
+        common.print_json(section)
+    else:
+        _print_traffic(section)
+    if clock_for is not None:
+        validation = {**(plan.validation or {}), "traffic": section}
+        updated = plan.model_copy(update={"validation": validation})
+        write_json_atomic(Path(args.plan), updated.model_dump(mode="json"))
+        if not args.json:
+            print(f"validation under traffic: {section['status']} (written to {args.plan})")
+    return 0
+
+
+def _print_traffic(section: dict) -> None:
+    from simulator.units import format_seconds
+
+    def show(metric: str, value) -> str:
+        if value is None:
+            return "-"
+        return f"{value:,.0f} tok/s" if metric.startswith("output") else format_seconds(value)
+
+    for row in section["loads"]:
+        print(f"{row['load']}: {row['rate_per_s']:.2f} req/s, {row['requests']} requests")
+        measured = row.get("measured") or {}
+        for metric, predicted in row["predicted"].items():
+            error = (row.get("errors") or {}).get(metric)
+            tail = (
+                ""
+                if error is None
+                else f"  measured {show(metric, measured.get(metric))}  error {100 * error:+.1f}%"
+            )
+            print(f"  {metric:20s} predicted {show(metric, predicted):>12}{tail}")
+    for note in section["notes"]:
+        print(f"note: {note}")

@@ -1,0 +1,69 @@
+"""Decode-only serving iterations replayed from CUDA graphs, one per batch bucket.
+
+An iteration with no prompt chunk is ``B`` decodes through the paged cache: the same kernels
+every time for a given ``B``, so, as in a serving engine, it is captured once per bucket (1, 2,
+4, ... the largest batch) and replayed with its inputs copied into static buffers. A batch is
+padded up to its bucket with rows that write into a scratch block no sequence holds. Each
+graph is captured for the longest sequence the cache may hold (it sizes the decode kernel's
+key chunks), and every sequence still attends over its own length.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from executor.engine import BUCKETS, capture_graph
+from executor.ragged import RaggedBatch
+
+__all__ = ["PagedDecodeGraphs"]
+
+
+class PagedDecodeGraphs:
+    """``run(tokens, positions, tables)`` -> greedy next tokens, from the bucket's graph."""
+
+    def __init__(self, model, *, max_batch: int, table_width: int, max_seq_length: int,
+                 scratch_block: int) -> None:  # fmt: skip
+        self.model, self.width, self.scratch = model, table_width, scratch_block
+        self.max_seq_length = max_seq_length
+        self.buckets = [b for b in BUCKETS if b < max_batch] + [max_batch]
+        self.graphs: dict[int, tuple] = {}
+        self.pool = None
+
+    def capture(self) -> None:
+        """Every bucket's graph, up front: a capture in the middle of a timed run would count."""
+        for bucket in self.buckets:
+            self.graphs[bucket] = self._capture(bucket)
+
+    def _capture(self, size: int) -> tuple:
+        device = self.model.embed_tokens.weight.device
+        tokens = torch.zeros(1, size, dtype=torch.long, device=device)
+        positions = torch.zeros(size, dtype=torch.long, device=device)
+        tables = torch.full((size, self.width), self.scratch, dtype=torch.long, device=device)
+        unused = torch.zeros(size, dtype=torch.long, device=device)  # decodes write in-kernel
+        batch = RaggedBatch(positions=positions, blocks=unused, offsets=unused, tables=tables,
+                            decodes=size, chunks=[], sample_rows=torch.arange(size, device=device),
+                            max_length=self.max_seq_length)  # fmt: skip
+        out: list[torch.Tensor] = []
+
+        def step() -> None:
+            out[:] = [self.model(tokens, ragged=batch)[0].argmax(dim=-1)]
+
+        with torch.inference_mode():
+            graph, self.pool = capture_graph(step, pool=self.pool)
+        return graph, tokens, positions, tables, out
+
+    def bucket(self, batch: int) -> int | None:
+        return next((b for b in self.buckets if b >= batch), None)
+
+    def run(self, tokens: list[int], positions: list[int], tables: list[list[int]]) -> list[int]:
+        n = len(tokens)
+        graph, tokens_buf, positions_buf, tables_buf, out = self.graphs[self.bucket(n)]
+        size = tokens_buf.shape[1]
+        pad = size - n
+        rows = [t + [self.scratch] * (self.width - len(t)) for t in tables]
+        rows += [[self.scratch] * self.width] * pad
+        tokens_buf.copy_(torch.tensor([tokens + [0] * pad]), non_blocking=True)
+        positions_buf.copy_(torch.tensor(positions + [0] * pad), non_blocking=True)
+        tables_buf.copy_(torch.tensor(rows), non_blocking=True)
+        graph.replay()
+        return out[0][:n].tolist()

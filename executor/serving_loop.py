@@ -1,0 +1,207 @@
+"""The serving loop on the GPU: the simulator's scheduler decides, the model runs, the clock is
+measured.
+
+``ServingExecutor`` is the external clock of ``simulator.serving.simulate(..., clock=)``. The
+simulator's own scheduler (token budget, ``max_num_seqs``, chunked prefill, KV-block admission,
+preemption) decides each iteration as it does for a prediction, hands it over as an
+``Iteration``, and advances its clock by what this returns: the iteration run on the model
+(``executor.ragged``: decodes and prompt chunks in one batch, K/V in a paged cache), greedy
+sampling included, and synchronized, plus the loop's own host time since the last one (the
+scheduling and bookkeeping a serving engine spends between iterations). A predicted run and a
+measured run therefore differ only in step times and host overhead, never in scheduling.
+
+Time is virtual: requests arrive at their workload times on the clock the measured iterations
+build, and an idle engine jumps to the next arrival instead of sleeping (the latencies are the
+same as if it had waited). Every iteration is logged (``records``) with its measured and
+predicted time and the host share.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+
+from executor.ragged import RaggedBatch
+
+__all__ = ["ServingExecutor", "IterationRecord"]
+
+
+@dataclass
+class _Warm:  # the fields of an Iteration that the executor reads
+    decode: list[int]
+    prefill: list[tuple[int, int, int]]
+    released: list[int] = field(default_factory=list)
+    predicted_s: float = 0.0
+
+
+@dataclass
+class IterationRecord:
+    """One measured iteration: tokens run, decodes, chunks; seconds."""
+
+    tokens: int
+    decodes: int
+    chunks: int
+    predicted_s: float
+    step_s: float  # inputs, the model, sampling, synchronized
+    host_s: float  # the loop between the previous iteration and this one
+
+    @property
+    def measured_s(self) -> float:
+        return self.step_s + self.host_s
+
+
+class ServingExecutor:
+    """Runs the simulator's iterations on ``model`` (paged K/V of ``num_blocks`` blocks of
+    ``block_size`` tokens). Call it with an ``Iteration``; it returns the measured seconds.
+    Sampling is greedy, and a decode's input is its request's last sampled token."""
+
+    def __init__(self, model, *, num_blocks: int, block_size: int, max_seq_length: int,
+                 kv_dtype: torch.dtype | None = None, kv_scale: float = 1.0, seed: int = 0,
+                 synchronize: Callable[[], None] | None = None,
+                 prompt_tokens: Callable[[int, int, int], list[int]] | None = None,
+                 graphs_up_to: int = 0) -> None:  # fmt: skip
+        # One more block than the scheduler's: the scratch block padding rows write into.
+        model.setup_paged_caches(num_blocks=num_blocks + 1, block_size=block_size,
+                                 kv_dtype=kv_dtype, kv_scale=kv_scale,
+                                 max_seq_length=max_seq_length)  # fmt: skip
+        self.model, self.block_size = model, block_size
+        self.device = model.embed_tokens.weight.device
+        self.vocab = model.spec.vocab_size
+        self.free = list(range(num_blocks - 1, -1, -1))  # a stack: low blocks first
+        # Decode-only iterations from CUDA graphs of up to ``graphs_up_to`` sequences (the
+        # configuration's max_num_seqs), where the paged decode kernel runs (a GPU with Triton).
+        self.graphs = None
+        cache = model.layers[0].attention.kv_cache
+        if graphs_up_to and self.device.type == "cuda" and model.kernels.paged_decode(cache):
+            from executor.serving_graphs import PagedDecodeGraphs
+
+            for layer in model.layers:  # the kernel's counters, before any capture
+                layer.attention.kv_cache.ensure_counters(graphs_up_to * cache.k.shape[1])
+            self.graphs = PagedDecodeGraphs(
+                model, max_batch=graphs_up_to, table_width=-(-max_seq_length // block_size),
+                max_seq_length=max_seq_length, scratch_block=num_blocks,
+            )  # fmt: skip
+        self.tables: dict[int, list[int]] = {}  # request -> its blocks
+        self.lengths: dict[int, int] = {}  # request -> tokens in its cache
+        self.last_token: dict[int, int] = {}  # request -> its last sampled token
+        generator = torch.Generator(device="cpu").manual_seed(seed)
+        # Prompt token ids (request, first position, count): random unless given (a test's).
+        self.prompt_tokens = prompt_tokens or (
+            lambda rid, start, length: torch.randint(
+                self.vocab, (length,), generator=generator
+            ).tolist()
+        )
+        if synchronize is None:
+            synchronize = torch.cuda.synchronize if self.device.type == "cuda" else lambda: None
+        self.synchronize = synchronize
+        self.records: list[IterationRecord] = []
+        self._returned: float | None = None
+
+    def __call__(self, iteration) -> float:
+        entered = time.perf_counter()
+        host = 0.0 if self._returned is None else entered - self._returned
+        for rid in iteration.released:  # finished or preempted: their blocks are free
+            self._release(rid)
+        decode = iteration.decode
+        if self.graphs is not None and decode and not iteration.prefill:
+            sampled = self._graph_decode(decode)
+            self._sampled_ids = list(decode)
+            tokens, chunks = len(decode), 0
+        else:
+            batch, token_ids = self._batch(iteration)
+            with torch.inference_mode():
+                logits = self.model(token_ids, ragged=batch)
+                sampled = logits[0].argmax(dim=-1).tolist()  # to the host, as an engine needs
+            tokens, chunks = int(token_ids.shape[1]), len(batch.chunks)
+        self.synchronize()
+        for rid, token in zip(self._sampled_ids, sampled, strict=True):
+            self.last_token[rid] = int(token)
+        done = time.perf_counter()
+        self.records.append(IterationRecord(
+            tokens=tokens, decodes=len(decode), chunks=chunks,
+            predicted_s=iteration.predicted_s, step_s=done - entered, host_s=host,
+        ))  # fmt: skip
+        self._returned = time.perf_counter()
+        return self.records[-1].measured_s
+
+    def warm_up(self) -> None:
+        """Compile and capture before the timed run: prompt chunks (a first and a later one),
+        decodes beside them and alone, then every decode graph. Leaves no trace."""
+        steps = [_Warm([], [(-1, 0, 64), (-2, 0, 17)]), _Warm([-1, -2], [(-3, 0, 40)]),
+                 _Warm([-1, -2], [(-3, 40, 9)]), _Warm([-1, -2, -3], [])]  # fmt: skip
+        for step in steps:
+            self(step)
+        for rid in (-1, -2, -3):
+            self._release(rid)
+        if self.graphs is not None:
+            self.graphs.capture()
+        self.synchronize()
+        self.records.clear()
+        self._returned = None
+
+    def _graph_decode(self, decode: list[int]) -> list[int]:
+        positions = []
+        for rid in decode:
+            positions.append(self.lengths[rid])
+            self.lengths[rid] += 1
+            self._reserve(rid, self.lengths[rid])
+        tokens = [self.last_token.get(rid, 0) for rid in decode]
+        assert self.graphs is not None
+        return self.graphs.run(tokens, positions, [self.tables[rid] for rid in decode])
+
+    def _release(self, rid: int) -> None:
+        self.free.extend(reversed(self.tables.pop(rid, [])))
+        self.lengths.pop(rid, None)
+        self.last_token.pop(rid, None)
+
+    def _reserve(self, rid: int, length: int) -> None:
+        """Blocks enough for ``rid``'s first ``length`` tokens."""
+        table = self.tables.setdefault(rid, [])
+        while len(table) * self.block_size < length:
+            if not self.free:
+                raise RuntimeError("the paged KV cache is full: the executor holds fewer "
+                                   "blocks than the simulator's scheduler admitted")  # fmt: skip
+            table.append(self.free.pop())
+
+    def _batch(self, iteration) -> tuple[RaggedBatch, torch.Tensor]:
+        """The iteration's ``RaggedBatch`` and token ids ``[1, N]``: decodes first (each at
+        its cached length), then each prompt chunk; blocks taken as the tokens need them."""
+        positions, token_ids, rows = [], [], []  # rows: requests in table order
+        for rid in iteration.decode:
+            positions.append(torch.tensor([self.lengths[rid]]))
+            token_ids.append(self.last_token.get(rid, 0))
+            self.lengths[rid] += 1
+            rows.append(rid)
+        chunks, sample = [], list(range(len(rows)))
+        first = len(rows)
+        for rid, start, length in iteration.prefill:
+            if start == 0:  # a prompt from the start (again, after a preemption)
+                self._release(rid)
+            positions.append(torch.arange(start, start + length))
+            token_ids.extend(self.prompt_tokens(rid, start, length))
+            self.lengths[rid] = start + length
+            chunks.append((first, length, len(rows), start))
+            sample.append(first + length - 1)  # its next token (kept when the prompt is done)
+            first += length
+            rows.append(rid)
+        self._sampled_ids = [*iteration.decode, *(rid for rid, _, _ in iteration.prefill)]
+        for rid in rows:  # blocks for every slot written
+            self._reserve(rid, self.lengths[rid])
+        widest = max(len(self.tables[rid]) for rid in rows)
+        tables = torch.tensor([self.tables[rid] + [0] * (widest - len(self.tables[rid]))
+                               for rid in rows]).reshape(len(rows), widest)  # fmt: skip
+        position = torch.cat(positions)
+        owner = torch.tensor([i for i, p in enumerate(positions) for _ in range(len(p))])
+        blocks = tables[owner, position // self.block_size]
+        device = self.device
+        batch = RaggedBatch(
+            positions=position.to(device), blocks=blocks.to(device),
+            offsets=(position % self.block_size).to(device), tables=tables.to(device),
+            decodes=len(iteration.decode), chunks=chunks,
+            sample_rows=torch.tensor(sample).to(device),
+            max_length=max(self.lengths[rid] for rid in rows),
+        )  # fmt: skip
+        return batch, torch.tensor(token_ids, device=device)[None]

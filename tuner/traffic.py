@@ -1,0 +1,158 @@
+"""``tune validate PLAN --traffic``: the plan's own traffic through the serving loop on a GPU,
+predicted against measured percentiles.
+
+A plan is chosen on TTFT and TPOT percentiles under its traffic, so that is what this checks.
+One replica of the plan serves the plan's workload (the same requests, lengths and seed) at
+three loads:
+
+- ``light``: a fifth of the replica's capacity (queues empty: step times and host overhead);
+- ``plan``: the plan's own rate per replica;
+- ``overload``: 1.5 x capacity (queues grow: scheduling and preemption under pressure).
+
+At each load the simulator predicts the run, then runs it again with the executor as its clock
+(``executor.serving_loop``): the same scheduler decides every iteration, the GPU runs it, and the
+measured time moves the clock. Predicted and measured TTFT p50/p99, TPOT p50/p99 and output
+throughput go into the plan's ``validation`` section, with their errors and sampled CDFs.
+
+The executor runs the target model in bf16 or FP8 (W8A8) on one GPU. A plan's speculative
+drafter is left out of both runs (the executor has no drafter yet), and so are replicas beyond
+one: the notes say so. Everything but the clock is plain Python, tested with a stand-in clock.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Callable
+from datetime import datetime, timezone
+from typing import Any
+
+import numpy as np
+
+from simulator.results import relative_error
+
+__all__ = ["LOADS", "EACH", "MEDIAN", "traffic_rates", "run_traffic", "traffic_config"]
+
+LOADS = (("light", 0.2), ("plan", None), ("overload", 1.5))  # share of capacity, None: the plan's
+EACH, MEDIAN = 0.15, 0.10  # agreement: every metric within EACH, their median within MEDIAN
+METRICS = ("ttft_p50", "ttft_p99", "tpot_p50", "tpot_p99", "output_tokens_per_s")
+QUANTILES = tuple(np.linspace(0.0, 1.0, 41).round(3))  # the CDFs kept in the plan
+
+
+def traffic_config(plan: Any):
+    """The configuration one GPU runs: one replica, no drafter (notes in ``traffic_notes``)."""
+    return plan.config.model_copy(update={"dp": 1, "speculative": None})
+
+
+def traffic_notes(plan: Any) -> list[str]:
+    notes = []
+    if plan.config.speculative is not None:
+        notes.append("the plan's speculative drafter is left out of both runs (the executor "
+                     "runs the target model only)")  # fmt: skip
+    if plan.replicas > 1:
+        notes.append(f"one replica of {plan.replicas}, at the plan's rate per replica")
+    return notes
+
+
+def traffic_rates(plan: Any) -> list[tuple[str, float]]:
+    """(load, requests/s for one replica) of each of ``LOADS``."""
+    capacity = plan.capacity
+    per_replica = (capacity.replica_rate_per_s if capacity else None) or (
+        capacity.bound_rate_per_s if capacity else None
+    )
+    offered = plan.workload.rate_requests_per_s
+    own = offered / plan.replicas if offered and offered != float("inf") else per_replica
+    if per_replica is None:
+        per_replica = own
+    return [(name, own if share is None else share * per_replica) for name, share in LOADS]
+
+
+def _metrics(prediction: Any) -> dict[str, float | None]:
+    def get(name: str, key: str) -> float | None:
+        stats = getattr(prediction, name)
+        return None if stats is None else float(getattr(stats, key))
+
+    return {
+        "ttft_p50": get("ttft_s", "p50"),
+        "ttft_p99": get("ttft_s", "p99"),
+        "tpot_p50": get("tpot_s", "p50"),
+        "tpot_p99": get("tpot_s", "p99"),
+        "output_tokens_per_s": prediction.output_tokens_per_s,
+    }
+
+
+def _cdf(result: Any) -> dict[str, list[float]]:
+    ttft = result.first_token_s - result.arrival_s
+    out = result.output_tokens
+    tpot = ((result.finish_s - result.first_token_s) / np.maximum(out - 1, 1))[out > 1]
+    return {name: [float(v) for v in np.quantile(values, QUANTILES)]
+            for name, values in (("ttft", ttft), ("tpot", tpot)) if len(values)}  # fmt: skip
+
+
+def run_traffic(
+    plan: Any,
+    *,
+    model: Any,
+    hardware: Any,
+    workload: Any,
+    slos: Any,
+    seed: int,
+    clock_for: Callable[[Any], Any] | None,
+    requests: int | None = None,
+    progress: Callable[[str], None] = lambda line: None,
+) -> dict[str, Any]:
+    """Each load predicted and, with ``clock_for`` (the predicted run -> an ``Iteration``
+    clock, fresh per load), measured. Returns the ``traffic`` part of the plan's validation."""
+    from simulator.serving.capacity import at_rate
+    from simulator.serving.simulate import simulate
+
+    config = traffic_config(plan)
+    if requests:
+        workload = workload.model_copy(update={"num_requests": requests})
+    loads = []
+    for name, rate in traffic_rates(plan):
+        traffic = at_rate(workload, rate)
+        predicted = simulate(model, hardware, config, traffic, seed=seed, slos=slos)
+        row: dict[str, Any] = {"load": name, "rate_per_s": rate,
+                               "requests": traffic.num_requests,
+                               "predicted": _metrics(predicted.prediction),
+                               "cdf": {"predicted": _cdf(predicted)}}  # fmt: skip
+        if clock_for is not None:
+            progress(f"{name}: {rate:.2f} req/s, {traffic.num_requests} requests on the GPU")
+            clock = clock_for(predicted)
+            measured = simulate(model, hardware, config, traffic, seed=seed, slos=slos,
+                                clock=clock)  # fmt: skip
+            row["measured"] = _metrics(measured.prediction)
+            row["cdf"]["measured"] = _cdf(measured)
+            row["errors"] = {
+                key: relative_error(row["predicted"][key], row["measured"][key])
+                for key in METRICS
+                if row["predicted"][key] and row["measured"][key]
+            }
+            records = getattr(clock, "records", [])
+            if records:
+                row["iterations"] = {
+                    "count": len(records),
+                    "mean_step_s": statistics.fmean(r.step_s for r in records),
+                    "mean_host_s": statistics.fmean(r.host_s for r in records),
+                    "mean_predicted_s": statistics.fmean(r.predicted_s for r in records),
+                }
+        loads.append(row)
+    return _section(plan, loads)
+
+
+def _section(plan: Any, loads: list[dict[str, Any]]) -> dict[str, Any]:
+    errors = [abs(e) for row in loads for e in (row.get("errors") or {}).values()]
+    if not errors:
+        status, median, worst = "predicted only", None, None
+    else:
+        median, worst = statistics.median(errors), max(errors)
+        status = "agrees" if worst <= EACH and median <= MEDIAN else "differs"
+    return {
+        "status": status,
+        "median_abs_relative_error": median,
+        "max_abs_relative_error": worst,
+        "agreement": {"each": EACH, "median": MEDIAN},
+        "loads": loads,
+        "notes": traffic_notes(plan),
+        "measured_utc": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }
