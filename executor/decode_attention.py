@@ -65,19 +65,21 @@ if triton is not None:
         """RoPE of a head held as its two halves (float32)."""
         return x1 * cos - x2 * sin, x2 * cos + x1 * sin
 
-    @triton.jit
+    # The chunk size and count change with every serving iteration's lengths: not specialized
+    # (each specialization is a compile, in the middle of a timed run).
+    @triton.jit(do_not_specialize=["keys_per_split", "num_splits"])
     def _decode_kernel(
         qkv_ptr,
         cos_ptr,
         sin_ptr,
         pos_ptr,
+        table_ptr,
         k_ptr,
         v_ptr,
         partial_ptr,
         lse_ptr,
         counters_ptr,
         out_ptr,
-        kv_length,
         keys_per_split,
         num_splits,
         heads,
@@ -86,6 +88,10 @@ if triton is not None:
         sm_scale,
         cache_scale,
         stride_qkv_b,
+        stride_cos,
+        stride_pos,
+        stride_table,
+        page,
         stride_kb,
         stride_kh,
         stride_ks,
@@ -110,9 +116,10 @@ if triton is not None:
         g_ok = g < group
         dot_type = qkv_ptr.dtype.element_ty  # an FP8 cache is widened to the query's dtype
         cache_type = k_ptr.dtype.element_ty
-        cos = tl.load(cos_ptr + d)
-        sin = tl.load(sin_ptr + d)
-        position = tl.load(pos_ptr)
+        cos = tl.load(cos_ptr + b * stride_cos + d)
+        sin = tl.load(sin_ptr + b * stride_cos + d)
+        position = tl.load(pos_ptr + b * stride_pos)  # this sequence's new token
+        table = table_ptr + b * stride_table  # its blocks of ``page`` token slots
 
         # The G query heads of this K/V head, rotated, in halves [BLOCK_G, HALF].
         row = qkv_ptr + b * stride_qkv_b
@@ -137,11 +144,12 @@ if triton is not None:
         k1, k2 = k1.to(cache_type), k2.to(cache_type)
         v1, v2 = v1.to(cache_type), v2.to(cache_type)
 
-        base = b * stride_kb + kv_head * stride_kh
+        head = kv_head * stride_kh
         start = split * keys_per_split
-        stop = tl.minimum(start + keys_per_split, kv_length)
+        stop = tl.minimum(start + keys_per_split, position + 1)  # empty past its own length
         if (position >= start) & (position < stop):  # this chunk holds the new token
-            slot = base + position * stride_ks
+            block = tl.load(table + position // page)
+            slot = block * stride_kb + head + (position % page) * stride_ks
             tl.store(k_ptr + slot + d, k1)
             tl.store(k_ptr + slot + HALF + d, k2)
             tl.store(v_ptr + slot + d, v1)
@@ -158,8 +166,10 @@ if triton is not None:
             s = s0 + tl.arange(0, BLOCK_S)
             s_ok = s < stop
             new = (s == position)[:, None]  # the new token's row comes from registers
-            keys = k_ptr + base + s[:, None] * stride_ks + d[None, :]
-            values = v_ptr + base + s[:, None] * stride_ks + d[None, :]
+            blocks = tl.load(table + s // page, mask=s_ok, other=0)
+            rows = blocks * stride_kb + head + (s % page) * stride_ks  # [BLOCK_S]
+            keys = k_ptr + rows[:, None] + d[None, :]
+            values = v_ptr + rows[:, None] + d[None, :]
             kc1 = tl.where(new, k1, tl.load(keys, mask=s_ok[:, None], other=0.0).to(dot_type))
             kc2 = tl.where(
                 new, k2, tl.load(keys + HALF, mask=s_ok[:, None], other=0.0).to(dot_type)
@@ -179,7 +189,8 @@ if triton is not None:
             acc2 = acc2 * correction[:, None] + tl.dot(p, vc2)
             running_max = new_max
         pdl.launch_dependents(USE_PDL)
-        norm = cache_scale / running_sum[:, None]
+        # A chunk past a shorter sequence's length saw no key: it adds nothing to the merge.
+        norm = tl.where(running_sum > 0, cache_scale / running_sum, 0.0)[:, None]
         acc1, acc2 = acc1 * norm, acc2 * norm
 
         out_rows = out_ptr + (b * heads + kv_head * group + g)[:, None] * head_dim + d[None, :]
@@ -235,6 +246,7 @@ def decode_attention(
     kv_length: int,
     num_heads: int,
     *,
+    block_table: torch.Tensor | None = None,
     block_s: int | None = None,
     num_warps: int | None = None,
     num_stages: int | None = None,
@@ -244,7 +256,13 @@ def decode_attention(
     token's position ``input_pos [1]``: stores the new K/V in ``cache`` (``executor.model.
     KVCache``, bf16 or FP8) and attends over its first ``kv_length`` positions, the new one
     among them. Returns ``[B, 1, heads * D]`` in qkv's dtype. ``block_s``, ``num_warps`` and
-    ``num_stages`` override the module's tile (``BLOCK_S``, ``NUM_WARPS``, ``NUM_STAGES``)."""
+    ``num_stages`` override the module's tile (``BLOCK_S``, ``NUM_WARPS``, ``NUM_STAGES``).
+
+    A serving iteration's decodes (``executor.ragged``) are sequences at different lengths in a
+    paged cache (``PagedKVCache``): then ``input_pos [B]`` and ``cos, sin [B, D]`` are per
+    sequence, ``block_table [B, blocks]`` names each one's blocks, and ``kv_length`` is the
+    longest one's (each attends over its own ``input_pos + 1`` keys). A static cache is the
+    same with one block per sequence, its own row."""
     batch, num_tokens, _, head_dim = qkv.shape
     assert num_tokens == 1, "decode_attention: one new token per sequence"
     half = head_dim // 2
@@ -252,6 +270,10 @@ def decode_attention(
     assert qkv.stride(3) == 1 and qkv.stride(2) == head_dim, "decode_attention: packed heads"
     k_cache, v_cache = cache.k, cache.v
     kv_heads = k_cache.shape[1]
+    if block_table is None:
+        block_table = cache.own_rows  # [max_batch, 1]: sequence b's one block is row b
+    if hasattr(cache, "ensure_counters"):
+        cache.ensure_counters(batch * kv_heads)
     group = num_heads // kv_heads
     block_g = max(16, triton.next_power_of_2(group))
     keys_per_split = -(-kv_length // split_count(batch, kv_heads, kv_length))
@@ -268,13 +290,13 @@ def decode_attention(
         cos,
         sin,
         input_pos,
+        block_table,
         k_cache,
         v_cache,
         partial,
         lse,
         cache.split_counters,
         out,
-        kv_length,
         keys_per_split,
         splits,
         num_heads,
@@ -283,6 +305,10 @@ def decode_attention(
         head_dim**-0.5,
         cache.scale if cache.is_fp8 else 1.0,
         qkv.stride(0),
+        0 if cos.shape[0] == 1 else cos.stride(0),
+        0 if input_pos.numel() == 1 else input_pos.stride(0),
+        block_table.stride(0),
+        k_cache.shape[2],  # token slots per block (a static cache: all of a sequence's)
         k_cache.stride(0),
         k_cache.stride(1),
         k_cache.stride(2),

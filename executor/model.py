@@ -115,6 +115,9 @@ class KVCache(nn.Module):
         # (executor.decode_attention), zero between steps. Here so a CUDA graph keeps them.
         counters = torch.zeros(max_batch * num_kv_heads, dtype=torch.int32, device=device)
         self.register_buffer("split_counters", counters, persistent=False)
+        # Sequence b's cache is row b: the decode kernel's block table of a static cache.
+        rows = torch.arange(max_batch, dtype=torch.int32, device=device)[:, None]
+        self.register_buffer("own_rows", rows, persistent=False)
         self.is_fp8 = dtype == torch.float8_e4m3fn
         self.scale = scale
 
@@ -414,8 +417,9 @@ class Llama(nn.Module):
             residual, normed = self._add_norm(
                 residual, layer.mlp(normed, kernels), next_norm, next_input, kernels
             )
-        if ragged is not None:
-            normed = normed[:, ragged.sample_rows]
+        if ragged is not None:  # the sampled rows (the bytes, should the norm be FP8)
+            raw = normed.view(torch.uint8) if normed.element_size() == 1 else normed
+            normed = raw[:, ragged.sample_rows].view(normed.dtype)
         elif last_token_only:
             normed = normed[:, -1:]
         logits = self.lm_head(normed)  # [B, T or 1, vocab / tp]

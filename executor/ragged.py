@@ -70,7 +70,10 @@ class PagedKVCache:
         used = table[: -(-length // self.block_size)]
 
         def one(cache: torch.Tensor) -> torch.Tensor:
-            blocks = cache[used]  # [blocks, kv_heads, block_size, D]
+            if self.is_fp8:  # no float8 indexing kernel: gather the bytes
+                blocks = cache.view(torch.uint8)[used].view(cache.dtype)
+            else:
+                blocks = cache[used]  # [blocks, kv_heads, block_size, D]
             out = blocks.transpose(0, 1).reshape(1, cache.shape[1], -1, cache.shape[3])
             out = out[:, :, :length].to(dtype)
             return out * self.scale if self.is_fp8 else out

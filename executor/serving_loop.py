@@ -106,7 +106,14 @@ class ServingExecutor:
         for rid in iteration.released:  # finished or preempted: their blocks are free
             self._release(rid)
         decode = iteration.decode
-        if self.graphs is not None and decode and not iteration.prefill:
+        graphs = self.graphs
+        if (
+            graphs
+            and graphs.graphs
+            and decode
+            and not iteration.prefill
+            and graphs.bucket(len(decode))
+        ):
             sampled = self._graph_decode(decode)
             self._sampled_ids = list(decode)
             tokens, chunks = len(decode), 0
@@ -130,11 +137,14 @@ class ServingExecutor:
     def warm_up(self) -> None:
         """Compile and capture before the timed run: prompt chunks (a first and a later one),
         decodes beside them and alone, then every decode graph. Leaves no trace."""
+        # Token counts of 81, 42, 16, 3, 1 and 32: Triton specializes a kernel on whether an
+        # integer argument is 1 or a multiple of 16, so each variant compiles here.
         steps = [_Warm([], [(-1, 0, 64), (-2, 0, 17)]), _Warm([-1, -2], [(-3, 0, 40)]),
-                 _Warm([-1, -2], [(-3, 40, 9)]), _Warm([-1, -2, -3], [])]  # fmt: skip
+                 _Warm([-1, -2], [(-3, 40, 14)]), _Warm([-1, -2, -3], []),
+                 _Warm([], [(-4, 0, 1)]), _Warm([-1, -2, -3, -4], [(-5, 0, 28)])]  # fmt: skip
         for step in steps:
             self(step)
-        for rid in (-1, -2, -3):
+        for rid in (-1, -2, -3, -4, -5):
             self._release(rid)
         if self.graphs is not None:
             self.graphs.capture()
