@@ -7,6 +7,8 @@
   of step time each operator takes in prefill and decode;
 - ``memory``: one GPU's memory, weights to KV cache, against the engine budget and HBM;
 - ``latency_cdfs``: TTFT, TPOT and end-to-end latency distributions with the SLO targets;
+- ``traffic_cdfs``: predicted against measured TTFT and TPOT distributions of each load of
+  ``tune validate --traffic``;
 - ``history``: every simulation in search order (the cost level it tested), with the best
   deployment so far.
 """
@@ -18,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["pareto", "roofline", "memory", "latency_cdfs", "history"]
+__all__ = ["pareto", "roofline", "memory", "latency_cdfs", "traffic_cdfs", "history"]
 
 _FEASIBLE, _INFEASIBLE, _CHOSEN = "tab:blue", "0.75", "tab:red"
 
@@ -215,6 +217,37 @@ def latency_cdfs(
         ax.grid(alpha=0.25)
     fig.suptitle("latency distributions of the plan (simulated requests)", fontsize=10)
     return _png(fig)
+
+
+def traffic_cdfs(*, loads: list[dict[str, Any]]) -> bytes:
+    """``loads``: the ``traffic`` section's rows, each with ``cdf.predicted`` and
+    ``cdf.measured`` quantiles of TTFT and TPOT; one colour per load, measured solid and
+    predicted dashed."""
+    plt = _plt()
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.6), squeeze=False)
+    colours = ("tab:green", "tab:blue", "tab:red")
+    for ax, metric in zip(axes[0], ("ttft", "tpot"), strict=True):
+        for colour, row in zip(colours, loads, strict=False):
+            for side, style in (("measured", "-"), ("predicted", "--")):
+                values = (row.get("cdf") or {}).get(side, {}).get(metric)
+                if values:
+                    share = np.linspace(0, 100, len(values))
+                    ax.plot(np.asarray(values) * 1e3, share, style, color=colour, lw=1.5,
+                            label=f"{row['load']}, {side}")  # fmt: skip
+        ax.set_xlabel(f"{metric.upper()} (ms)")
+        ax.set_ylabel("requests (%)")
+        ax.set_xscale("log")
+        # Plain numbers at 1, 2 and 5 of each decade (a short log range has no decade tick).
+        from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+        ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.set_ylim(0, 101)
+        ax.grid(alpha=0.25, which="both")
+    fig.suptitle("served on the GPU (solid) against predicted (dashed)", fontsize=10)
+    _legend_below(fig, axes[0][0], ncol=3)
+    return _png(fig, layout=False)
 
 
 def history(

@@ -21,11 +21,12 @@ from simulator.units import MiB
 from tuner.engines.inputs import EngineRefusal
 from tuner.plan import DeploymentPlan
 from tuner.safe_text import markdown_code, markdown_text
+from tuner.traffic import TRAFFIC_HEAD, traffic_summary
 from tuner.validation import VALIDATION_HEAD, validation_summary
 
 __all__ = ["build_report", "PLOTS"]
 
-PLOTS = ("pareto", "roofline", "memory", "latency_cdfs", "history")
+PLOTS = ("pareto", "roofline", "memory", "latency_cdfs", "traffic_cdfs", "history")
 _CSS = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;color:#222}
 table{border-collapse:collapse;margin:.5em 0 1.5em;font-size:14px}
 td,th{border:1px solid #ccc;padding:3px 8px;text-align:left}th{background:#f3f3f3}
@@ -96,6 +97,9 @@ def build_report(
     figures["latency_cdfs"] = plots.latency_cdfs(
         samples=samples, targets={s.name: (s.metric, s.percentile, s.target_s) for s in plan.slos}
     )
+    traffic = (plan.validation or {}).get("traffic") or {}
+    if any(row.get("measured") for row in traffic.get("loads", [])):
+        figures["traffic_cdfs"] = plots.traffic_cdfs(loads=traffic["loads"])
     if points:
         ordered = sorted(points, key=lambda p: p["number"])
         figures["history"] = plots.history(
@@ -333,6 +337,8 @@ _CAPTIONS = {
     "roofline": "The plan's operators on the roofline, and each operator's share of step time.",
     "memory": "Per-GPU memory plan under the engine budget.",
     "latency_cdfs": "Latency distributions of the plan's simulated requests, SLOs in red.",
+    "traffic_cdfs": "The plan's traffic served on the GPU at three loads (tune validate "
+    "--traffic): measured latency distributions against the predicted ones.",
     "history": "Every simulation in the order the search ran it: the branch and bound climbs "
     "the cost levels its bounds leave open until a deployment serves the traffic.",
 }
@@ -362,6 +368,10 @@ def _html(plan: DeploymentPlan, figures: dict[str, bytes]) -> str:
     if rows:
         parts.append(_table(VALIDATION_HEAD, rows))
     parts += [f"<p>{html.escape(note)}</p>" for note in notes]
+    traffic, traffic_rows = traffic_summary(plan.validation)
+    if traffic is not None:
+        parts += [f"<h3>Under traffic</h3><p>{html.escape(traffic)}</p>",
+                  _table(TRAFFIC_HEAD, traffic_rows)]  # fmt: skip
     for name in PLOTS:
         if name in figures:
             data = base64.b64encode(figures[name]).decode("ascii")
@@ -432,6 +442,9 @@ def _markdown(plan: DeploymentPlan, figures: dict[str, bytes]) -> str:
     if rows:
         out += [_md_table(VALIDATION_HEAD, rows), ""]
     out += [f"- {note}" for note in notes] + ([""] if notes else [])
+    traffic, traffic_rows = traffic_summary(plan.validation)
+    if traffic is not None:
+        out += ["### Under traffic", "", traffic, "", _md_table(TRAFFIC_HEAD, traffic_rows), ""]
     for name in PLOTS:
         if name in figures:
             out += [

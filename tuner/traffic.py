@@ -30,7 +30,16 @@ import numpy as np
 
 from simulator.results import relative_error
 
-__all__ = ["LOADS", "EACH", "MEDIAN", "traffic_rates", "run_traffic", "traffic_config"]
+__all__ = [
+    "LOADS",
+    "EACH",
+    "MEDIAN",
+    "traffic_rates",
+    "run_traffic",
+    "traffic_config",
+    "traffic_summary",
+    "TRAFFIC_HEAD",
+]
 
 LOADS = (("light", 0.2), ("plan", None), ("overload", 1.5))  # share of capacity, None: the plan's
 EACH, MEDIAN = 0.15, 0.10  # agreement: every metric within EACH, their median within MEDIAN
@@ -156,3 +165,41 @@ def _section(plan: Any, loads: list[dict[str, Any]]) -> dict[str, Any]:
         "notes": traffic_notes(plan),
         "measured_utc": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
     }
+
+
+TRAFFIC_HEAD = ["load", "metric", "predicted", "measured", "error"]
+
+
+def traffic_summary(validation: dict[str, Any] | None) -> tuple[str | None, list[list[str]]]:
+    """The report's lines for a plan's validation under traffic: a summary (None when it was
+    not run) and a row per load and metric (``TRAFFIC_HEAD``)."""
+    from simulator.units import format_seconds
+
+    section = (validation or {}).get("traffic")
+    if not section:
+        return None, []
+
+    def show(metric: str, value: float | None) -> str:
+        if value is None:
+            return "-"
+        return f"{value:,.0f} tok/s" if metric.startswith("output") else format_seconds(value)
+
+    rows = []
+    for row in section["loads"]:
+        measured, errors = row.get("measured") or {}, row.get("errors") or {}
+        for metric, predicted in row["predicted"].items():
+            error = errors.get(metric)
+            rows.append([f"{row['load']} ({row['rate_per_s']:.2f} req/s)", metric,
+                         show(metric, predicted), show(metric, measured.get(metric)),
+                         "-" if error is None else f"{100 * error:+.1f}%"])  # fmt: skip
+    machine = section.get("machine") or {}
+    median = section.get("median_abs_relative_error")
+    summary = (
+        f"{section['status']}"
+        + (f" (median error {100 * median:.1f}%, worst {100 * section['max_abs_relative_error']:.1f}%;"
+           f" agreement: each within {100 * EACH:.0f}%, median within {100 * MEDIAN:.0f}%)"
+           if median is not None else "")
+        + f" on {machine.get('device_name', 'no GPU')}, {section.get('measured_utc', '')}: "
+        f"`{section.get('command', '')}`"
+    )  # fmt: skip
+    return summary, rows

@@ -109,7 +109,7 @@ VALIDATION_HEAD = ["phase", "shape", "predicted", "measured", "error"]
 def validation_summary(section: dict[str, Any] | None) -> tuple[str, list[list[str]], list[str]]:
     """A plan's ``validation`` section for the report: a one-line summary, a row per measured
     phase (``VALIDATION_HEAD``) and the notes."""
-    if not section:
+    if not section or "status" not in section:  # none, or measured under traffic only
         summary = (
             "Not measured yet: `tune validate plan.json` on a GPU runs this configuration and "
             "writes what it measured here."

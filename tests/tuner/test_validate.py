@@ -153,3 +153,29 @@ def test_traffic_dry_run_predicts_without_a_gpu(plan_file, capsys):
     assert plan_file.read_text() == before  # nothing measured, nothing written
     assert main(["validate", str(plan_file), "--traffic", "--requests", "5"]) == 2
     assert "at least 20" in capsys.readouterr().err
+
+
+def test_the_report_shows_a_validation_under_traffic(tmp_path, capsys):
+    """A measured traffic section in the plan: the report draws the CDFs and lists each load's
+    metrics."""
+    from tuner.plan import write_json_atomic
+    from tuner.search.run import build_search
+    from tuner.traffic import run_traffic
+
+    study = tmp_path / "study"
+    shutil.copytree(EXAMPLE.parent, study)
+    plan = load_plan(study / "plan.json")
+    search = build_search(plan.search["spec"])
+    section = run_traffic(plan, model=search.space.model, hardware=load_hardware(plan.hardware),
+                          workload=search.workload, slos=search.slos, seed=search.seed,
+                          clock_for=lambda predicted: (lambda it: it.predicted_s * 1.05),
+                          requests=60)  # fmt: skip
+    section.update(machine={"device_name": "stand-in"}, command="tune validate --traffic")
+    plan = plan.model_copy(update={"validation": {"traffic": section}})
+    write_json_atomic(study / "plan.json", plan.model_dump(mode="json"))
+    assert main(["report", str(study)]) == 0
+    html = (study / "report.html").read_text()
+    markdown = (study / "report.md").read_text()
+    assert "Under traffic" in html and "alt='traffic_cdfs'" in html
+    assert "### Under traffic" in markdown and "overload (" in markdown and "tpot_p99" in markdown
+    assert (study / "plots" / "traffic_cdfs.png").is_file()

@@ -101,7 +101,8 @@ def run(args: argparse.Namespace) -> int:
     command = "tune " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     section = validation_section(plan, shape, predicted, measured, command=command)
     if int(os.environ.get("RANK", "0")) == 0:
-        updated = plan.model_copy(update={"validation": section})
+        kept = {k: v for k, v in (plan.validation or {}).items() if k == "traffic"}
+        updated = plan.model_copy(update={"validation": {**section, **kept}})
         write_json_atomic(Path(args.plan), updated.model_dump(mode="json"))
         if args.json:
             common.print_json(section)
