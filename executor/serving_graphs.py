@@ -19,7 +19,8 @@ __all__ = ["PagedDecodeGraphs"]
 
 
 class PagedDecodeGraphs:
-    """``run(tokens, positions, tables)`` -> greedy next tokens, from the bucket's graph."""
+    """``run(tokens, positions, tables)`` -> the greedy next tokens (on the GPU), from the
+    bucket's graph."""
 
     def __init__(self, model, *, max_batch: int, table_width: int, max_seq_length: int,
                  scratch_block: int) -> None:  # fmt: skip
@@ -55,7 +56,9 @@ class PagedDecodeGraphs:
     def bucket(self, batch: int) -> int | None:
         return next((b for b in self.buckets if b >= batch), None)
 
-    def run(self, tokens: list[int], positions: list[int], tables: list[list[int]]) -> list[int]:
+    def run(
+        self, tokens: list[int], positions: list[int], tables: list[list[int]]
+    ) -> torch.Tensor:
         n = len(tokens)
         graph, tokens_buf, positions_buf, tables_buf, out = self.graphs[self.bucket(n)]
         size = tokens_buf.shape[1]
@@ -66,4 +69,4 @@ class PagedDecodeGraphs:
         positions_buf.copy_(torch.tensor(positions + [0] * pad), non_blocking=True)
         tables_buf.copy_(torch.tensor(rows), non_blocking=True)
         graph.replay()
-        return out[0][:n].tolist()
+        return out[0][:n]

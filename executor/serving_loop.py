@@ -47,6 +47,14 @@ class IterationRecord:
     predicted_s: float
     step_s: float  # inputs, the model, sampling, synchronized
     host_s: float  # the loop between the previous iteration and this one
+    device_s: float | None = None  # from the first kernel to the sampled tokens (on a GPU)
+    emitting: int = 0  # tokens sampled for requests (decodes, prompts completed)
+
+    @property
+    def overhead_s(self) -> float | None:
+        """Time outside the GPU's run of the model: inputs, the host's copy of the sampled
+        tokens, the loop between iterations (the simulator's host-overhead terms)."""
+        return None if self.device_s is None else self.measured_s - self.device_s
 
     @property
     def measured_s(self) -> float:
@@ -105,24 +113,31 @@ class ServingExecutor:
         host = 0.0 if self._returned is None else entered - self._returned
         for rid in iteration.released:  # finished or preempted: their blocks are free
             self._release(rid)
-        decode = iteration.decode
-        graphs = self.graphs
-        if (
-            graphs
-            and graphs.graphs
-            and decode
-            and not iteration.prefill
-            and graphs.bucket(len(decode))
-        ):
-            sampled = self._graph_decode(decode)
-            self._sampled_ids = list(decode)
-            tokens, chunks = len(decode), 0
+        decode, graphs = iteration.decode, self.graphs
+        graphed = bool(graphs and graphs.graphs and decode and not iteration.prefill
+                       and graphs.bucket(len(decode)))  # fmt: skip
+        if graphed:
+            run, tokens, chunks = self._graph_decode(decode), len(decode), 0
         else:
             batch, token_ids = self._batch(iteration)
-            with torch.inference_mode():
-                logits = self.model(token_ids, ragged=batch)
-                sampled = logits[0].argmax(dim=-1).tolist()  # to the host, as an engine needs
             tokens, chunks = int(token_ids.shape[1]), len(batch.chunks)
+
+            def run() -> torch.Tensor:
+                with torch.inference_mode():
+                    return self.model(token_ids, ragged=batch)[0].argmax(dim=-1)
+
+        # The GPU's share: from the model's first kernel to the sampled tokens (on a GPU).
+        events = (
+            [torch.cuda.Event(enable_timing=True) for _ in range(2)]
+            if self.device.type == "cuda"
+            else None
+        )
+        if events:
+            events[0].record()
+        next_tokens = run()
+        if events:
+            events[1].record()
+        sampled = next_tokens.tolist()  # to the host, as an engine needs them
         self.synchronize()
         for rid, token in zip(self._sampled_ids, sampled, strict=True):
             self.last_token[rid] = int(token)
@@ -130,6 +145,8 @@ class ServingExecutor:
         self.records.append(IterationRecord(
             tokens=tokens, decodes=len(decode), chunks=chunks,
             predicted_s=iteration.predicted_s, step_s=done - entered, host_s=host,
+            device_s=events[0].elapsed_time(events[1]) * 1e-3 if events else None,
+            emitting=getattr(iteration, "emitting", 0),
         ))  # fmt: skip
         self._returned = time.perf_counter()
         return self.records[-1].measured_s
@@ -152,15 +169,19 @@ class ServingExecutor:
         self.records.clear()
         self._returned = None
 
-    def _graph_decode(self, decode: list[int]) -> list[int]:
+    def _graph_decode(self, decode: list[int]) -> Callable[[], torch.Tensor]:
+        """The inputs of a decode-only iteration; returns the replay of its bucket's graph."""
         positions = []
         for rid in decode:
             positions.append(self.lengths[rid])
             self.lengths[rid] += 1
             self._reserve(rid, self.lengths[rid])
+        self._sampled_ids = list(decode)
         tokens = [self.last_token.get(rid, 0) for rid in decode]
-        assert self.graphs is not None
-        return self.graphs.run(tokens, positions, [self.tables[rid] for rid in decode])
+        graphs = self.graphs
+        assert graphs is not None
+        tables = [self.tables[rid] for rid in decode]
+        return lambda: graphs.run(tokens, positions, tables)
 
     def _release(self, rid: int) -> None:
         self.free.extend(reversed(self.tables.pop(rid, [])))

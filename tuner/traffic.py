@@ -145,6 +145,13 @@ def run_traffic(
                     "mean_host_s": statistics.fmean(r.host_s for r in records),
                     "mean_predicted_s": statistics.fmean(r.predicted_s for r in records),
                 }
+                timed = [r for r in records if r.overhead_s is not None]
+                if timed:  # the host's share, for tune calibrate --from PLAN.json
+                    from simulator.calibration.host_overhead import fit_host_overhead
+
+                    row["host_overhead"] = fit_host_overhead(
+                        [r.emitting for r in timed], [r.overhead_s for r in timed]
+                    )
         loads.append(row)
     return _section(plan, loads)
 

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
 __all__ = ["fit_saved"]
 
@@ -105,16 +104,8 @@ def fit_saved(
     provenance["bench_files"] = ", ".join(sorted(documents))
 
     def save(efficiency: Any) -> Path:
-        if not out:
-            return write_calibration(profile.name, efficiency=efficiency, provenance=provenance)
-        path = Path(out)
-        document = {
-            "gpu": profile.name,
-            "efficiency": efficiency.model_dump(mode="json", exclude={"provenance"}),
-            "provenance": provenance,
-        }
-        write_atomic(path, yaml.safe_dump(document, sort_keys=False, default_flow_style=None))
-        return path
+        return write_calibration(profile.name, efficiency=efficiency, provenance=provenance,
+                                 path=Path(out) if out else None)  # fmt: skip
 
     path = save(efficiency)
     result: dict[str, Any] = {"calibration": str(path), "hardware": profile.name}

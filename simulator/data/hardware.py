@@ -363,14 +363,17 @@ def calibration_path(name: str) -> Path:
     return _calibration_dir() / f"{_resolve_name(name)}.yaml"
 
 
-def write_calibration(name: str, *, efficiency: Efficiency, provenance: dict[str, str]) -> Path:
-    """Write measured efficiency for a GPU profile; the next ``load_hardware`` applies it.
+def write_calibration(
+    name: str, *, efficiency: Efficiency, provenance: dict[str, str], path: Path | None = None
+) -> Path:
+    """Write measured efficiency for a GPU profile; the next ``load_hardware`` applies it (or
+    write it to ``path``, applied when asked for by that path).
 
     The file is ``{gpu, efficiency: {...}, provenance: {...}}``; it is written to a temporary file
     and renamed, so a reader never sees half of it.
     """
     gpu = _resolve_name(name)
-    path = calibration_path(gpu)
+    path = Path(path) if path is not None else calibration_path(gpu)
     fields = efficiency.model_dump(mode="json", exclude={"provenance"})
     document = {
         "gpu": gpu,

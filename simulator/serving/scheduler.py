@@ -344,6 +344,7 @@ class ContinuousEngine:
             decode=self.decodes.running_ids() if n else [],
             predicted_s=predicted,
             released=self.run.released[:],
+            emitting=n + sum(1 for entry, chunk in chunks if entry[1] + chunk == entry[2]),
         )
         self.run.released.clear()
         iteration.duration_s = float(self.run.clock(iteration))

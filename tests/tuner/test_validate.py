@@ -179,3 +179,40 @@ def test_the_report_shows_a_validation_under_traffic(tmp_path, capsys):
     assert "Under traffic" in html and "alt='traffic_cdfs'" in html
     assert "### Under traffic" in markdown and "overload (" in markdown and "tpot_p99" in markdown
     assert (study / "plots" / "traffic_cdfs.png").is_file()
+
+
+def test_host_overhead_is_fitted_and_calibrated_from_a_validated_plan(plan_file, tmp_path, capsys):
+    import numpy as np
+    import yaml
+
+    from simulator.calibration.host_overhead import fit_host_overhead
+
+    rng = np.random.default_rng(0)
+    emitting = rng.integers(1, 256, size=400)
+    overhead = 4e-4 + 2e-6 * emitting + rng.normal(0, 2e-5, size=400)
+    fit = fit_host_overhead(emitting, overhead)
+    assert fit["per_iteration_s"] == pytest.approx(4e-4, rel=0.05)
+    assert fit["per_token_s"] == pytest.approx(2e-6, rel=0.05)
+    assert fit_host_overhead([3, 3, 3], [1e-4, 2e-4, 3e-4])["per_token_s"] == 0.0
+
+    plan = load_plan(plan_file)
+    # No traffic validation yet: one line, nothing written.
+    out = tmp_path / "h100.yaml"
+    code = main(["calibrate", "--from", str(plan_file), "--out", str(out)])
+    assert code == 2 and "tune validate PLAN.json --traffic" in capsys.readouterr().err
+    loads = [{"load": "light", "host_overhead": fit}, {"load": "plan", "host_overhead": fit}]
+    traffic = {"loads": loads, "machine": {"device_name": "NVIDIA H100 80GB HBM3"}}
+    from tuner.plan import write_json_atomic
+
+    write_json_atomic(plan_file, plan.model_copy(update={"validation": {"traffic": traffic}})
+                      .model_dump(mode="json"))  # fmt: skip
+    assert main(["calibrate", "--from", str(plan_file), "--out", str(out)]) == 0
+    written = yaml.safe_load(out.read_text())["efficiency"]
+    assert written["step_overhead_s"] == pytest.approx(fit["per_iteration_s"])
+    assert written["token_overhead_s"] == pytest.approx(fit["per_token_s"])
+    assert "tune validate --traffic" in written["sources"]["host_overhead"]
+    # The rest of the calibration is the GPU's own.
+    assert written["hbm"] == pytest.approx(load_hardware("h100-sxm").efficiency.hbm)
+    code = main(["calibrate", "--from", str(plan_file), "--hardware", "h200-sxm", "--out",
+                 str(out)])  # fmt: skip
+    assert code == 2 and "never written for another GPU" in capsys.readouterr().err

@@ -7,6 +7,9 @@ never written for another GPU.
 
 Anywhere (no GPU needed): ``--from DIR`` fits the JSON a bench run saved (micro.json, model.json,
 tp*.json) and, with ``--fidelity``, compares the calibrated predictions with every measured step.
+``--from PLAN.json`` (a plan validated with ``tune validate --traffic``) fits the host's share of
+an iteration (``step_overhead_s``, ``token_overhead_s``) from the serving loop's measurements
+and writes it into the GPU's calibration, the rest kept.
 """
 
 from __future__ import annotations
@@ -34,7 +37,8 @@ def add_parser(subparsers) -> None:
         "--from",
         dest="from_dir",
         default=None,
-        help="fit the bench JSON saved in this directory instead of measuring",
+        help="fit the bench JSON saved in this directory instead of measuring, or the host "
+        "overhead measured by tune validate --traffic in this plan.json",
     )
     parser.add_argument(
         "--fidelity",
@@ -55,6 +59,10 @@ def add_parser(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     if args.from_dir:
+        from pathlib import Path
+
+        if Path(args.from_dir).is_file():
+            return _from_validation(args)
         return _from_saved(args)
     from executor.validate import calibrate_here
 
@@ -65,6 +73,48 @@ def run(args: argparse.Namespace) -> int:
         accept_difference=args.accept_difference,
     )
     print(f"wrote {path}")
+    return 0
+
+
+def _from_validation(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from simulator.calibration.host_overhead import combine_fits
+    from simulator.data.hardware import load_hardware, profile_for_device, write_calibration
+    from simulator.errors import ProfileError
+    from tuner.plan import load_plan
+
+    plan = load_plan(args.from_dir)
+    traffic = (plan.validation or {}).get("traffic") or {}
+    fits = [row["host_overhead"] for row in traffic.get("loads", []) if row.get("host_overhead")]
+    if not fits:
+        raise ProfileError(f"{args.from_dir}: no host overhead measured in it (run tune validate "
+                           "PLAN.json --traffic on a GPU first)")  # fmt: skip
+    device = str((traffic.get("machine") or {}).get("device_name", ""))
+    measured_on = profile_for_device(device)
+    hardware = args.hardware or measured_on or plan.hardware
+    if measured_on is not None and measured_on != hardware:
+        raise ProfileError(f"{args.from_dir} was measured on {device} ({measured_on}), not "
+                           f"{hardware}: a calibration is never written for another GPU")  # fmt: skip
+    fit = combine_fits(fits)
+    current = load_hardware(hardware).efficiency
+    sources = {**current.sources, "host_overhead": (
+        f"measured: tune validate --traffic, {fit['iterations']} iterations on {device or 'a GPU'}"
+        f" ({traffic.get('measured_utc', '')}), wall time less the GPU's, least squares over "
+        "the tokens each emitted")}  # fmt: skip
+    efficiency = current.model_copy(update={
+        "step_overhead_s": fit["per_iteration_s"], "token_overhead_s": fit["per_token_s"],
+        "sources": sources,
+    })  # fmt: skip
+    path = write_calibration(hardware, efficiency=efficiency, provenance=current.provenance,
+                             path=Path(args.out) if args.out else None)  # fmt: skip
+    if args.json:
+        common.print_json({"calibration": str(path), "hardware": hardware, **fit})
+    else:
+        print(f"host overhead: {fit['per_iteration_s'] * 1e3:.3f} ms per iteration + "
+              f"{fit['per_token_s'] * 1e6:.2f} us per token emitted (rms residual "
+              f"{fit['residual_s'] * 1e3:.3f} ms, {fit['iterations']} iterations)")  # fmt: skip
+        print(f"wrote {path}")
     return 0
 
 
