@@ -29,7 +29,10 @@ for part in "$@"; do
     case $part in
     layout) timeout 150 python3 studies/attention/model_layout.py "$OUT/model-layout.json" 2>&1 | tee "$OUT/model-layout.log" ;;
     micro) timeout 300 python3 -m executor.bench --suite micro --out "$OUT/bench" 2>&1 | tail -40 | tee "$OUT/micro.log" ;;
-    sweep) timeout 400 python3 studies/attention/decode_sweep.py "$OUT/decode-sweep.json" 2>&1 | tee "$OUT/decode-sweep.log" ;;
+    # The serving loop under the plans' traffic first (issue of its own; same machine, one
+    # start), then the tile sweep with what is left of the call's ten minutes.
+    sweep) bash studies/serving-validation/run.sh 150
+        timeout 170 python3 studies/attention/decode_sweep.py "$OUT/decode-sweep.json" 2>&1 | tee "$OUT/decode-sweep.log" ;;
     measure)
         measure fp8kv-b128-c4096 --model llama-3.1-8b --weights fp8 --kv-dtype fp8 --batch 128 --prompt 16 --context 4096
         measure bf16kv-b128-c4096 --model llama-3.1-8b --weights fp8 --batch 128 --prompt 16 --context 4096

@@ -16,7 +16,7 @@ for q in bf16 fp8; do
     mkdir -p "$OUT/$name"
     cp "studies/serving-validation/$name/plan.json" "$OUT/$name/plan.json"
     echo "== $name"
-    timeout 280 python3 -m tuner.cli validate "$OUT/$name/plan.json" --traffic \
+    timeout 200 python3 -m tuner.cli validate "$OUT/$name/plan.json" --traffic \
         --requests "${1:-200}" > "$OUT/$name/traffic.log" 2>&1
     echo "rc=$?" >> "$OUT/$name/traffic.log"
     tail -25 "$OUT/$name/traffic.log"
