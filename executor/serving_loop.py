@@ -149,7 +149,18 @@ class ServingExecutor:
             emitting=getattr(iteration, "emitting", 0),
         ))  # fmt: skip
         self._returned = time.perf_counter()
-        return self.records[-1].measured_s
+        return self._agreed(self.records[-1].measured_s)
+
+    def _agreed(self, seconds: float) -> float:
+        """Under tensor parallelism every rank runs its own copy of the scheduler: each must see
+        the same clock, the slowest rank's (the iteration ends when the last shard does)."""
+        import torch.distributed as dist
+
+        if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+            return seconds
+        value = torch.tensor([seconds], dtype=torch.float64, device=self.device)
+        dist.all_reduce(value, op=dist.ReduceOp.MAX)
+        return float(value.item())
 
     def warm_up(self) -> None:
         """Compile and capture before the timed run: prompt chunks (a first and a later one),

@@ -157,26 +157,36 @@ def serving_clocks(spec: ModelSpec, config: DeploymentConfig, *, max_seq_length:
                    seed: int = 0):  # fmt: skip
     """The model of ``config`` built once on this GPU, and a function of the simulator's
     predicted run (for its KV blocks) -> a fresh, warmed-up ``ServingExecutor``: the clock of
-    one measured run (``tune validate --traffic``). One GPU: tp = pp = 1."""
+    one measured run (``tune validate --traffic``). Tensor parallelism under ``torchrun
+    --nproc-per-node TP``: every rank runs the scheduler, on the slowest rank's clock."""
     from executor.model import refuse_unless_runnable
 
     refuse_unless_runnable(spec)
     torch = _require_cuda()
+    from executor.parallel import check_tp_divides, init_distributed
     from executor.points import prepare_model
     from executor.serving_loop import ServingExecutor
 
-    if config.tp != 1 or config.pp > 1 or config.cp > 1 or config.ep > 1:
-        raise ConfigError("tune validate --traffic runs one GPU (tp = pp = 1); a plan of "
-                          f"tp {config.tp}, pp {config.pp} is validated step by step only")  # fmt: skip
+    if config.pp > 1 or config.cp > 1 or config.ep > 1:
+        raise ConfigError("the executor runs tensor parallelism only (pp = cp = ep = 1)")
     if config.weight_dtype not in ("bf16", "fp8"):
         raise ConfigError(
             f"the executor runs bf16 or fp8 (W8A8) weights, not {config.weight_dtype}"
+        )
+    check_tp_divides(spec, config.tp)
+    rank, world = init_distributed()
+    if world != config.tp:
+        raise ConfigError(
+            f"tp {config.tp} needs `torchrun --nproc-per-node {config.tp} -m tuner.cli "
+            f"validate ...` (this process sees a world of {world})"
         )
     model = prepare_model(
         spec,
         weights=config.weight_dtype,
         scaling=config.fp8_scaling,
         granularity="rowwise" if config.fp8_scaling == "dynamic" else "per_tensor",
+        tp_rank=rank,
+        tp_world_size=world,
         seed=seed,
     )
     if config.attention == "naive":

@@ -14,9 +14,9 @@ At each load the simulator predicts the run, then runs it again with the executo
 measured time moves the clock. Predicted and measured TTFT p50/p99, TPOT p50/p99 and output
 throughput go into the plan's ``validation`` section, with their errors and sampled CDFs.
 
-The executor runs the target model in bf16 or FP8 (W8A8) on one GPU. A plan's speculative
-drafter is left out of both runs (the executor has no drafter yet), and so are replicas beyond
-one: the notes say so. Everything but the clock is plain Python, tested with a stand-in clock.
+The executor runs the target model in bf16 or FP8 (W8A8), on one GPU or, under ``torchrun``,
+tensor-parallel over several. A plan's speculative drafter is left out of both runs (the
+executor has no drafter yet), and so are replicas beyond one: the notes say so. Everything but the clock is plain Python, tested with a stand-in clock.
 """
 
 from __future__ import annotations

@@ -148,3 +148,65 @@ def test_decodes_through_the_paged_kernel_sample_as_sdpa_does():
 
     same, _ = run_in_interpreter(TRITON_DECODES).split(" ", 1)
     assert same == "1"
+
+
+PLAN = [([], [(0, 0, 6), (1, 0, 5)]), ([1], [(0, 6, 4)]), ([0, 1], []), ([1, 0], [])]
+
+
+def _tp_worker(rank, world_size, rendezvous_file, spec_json, prompts, queue):
+    import torch.distributed as dist
+
+    from executor.parallel import apply_tp
+
+    dist.init_process_group("gloo", rank=rank, world_size=world_size,
+                            init_method=f"file://{rendezvous_file}")  # fmt: skip
+    spec = ModelSpec.model_validate_json(spec_json)
+    model = build_model(spec, device="cpu", dtype=torch.float32, fused_kernels=False, seed=1)
+    apply_tp(model, rank=rank, world_size=world_size)
+    executor = ServingExecutor(model, num_blocks=16, block_size=4, max_seq_length=64,
+                               prompt_tokens=lambda rid, s, n: prompts[rid][s : s + n])  # fmt: skip
+    executor.synchronize = lambda: None
+    tokens, seconds = [], []
+    for decode, prefill in PLAN:
+        seconds.append(executor(Step(decode=decode, prefill=prefill)))
+        tokens.append(sorted(executor.last_token.items()))
+    queue.put((rank, tokens, seconds))  # each rank measured its own times; they must agree
+    dist.barrier()
+    dist.destroy_process_group()
+
+
+def test_tensor_parallel_ranks_sample_the_same_tokens_on_one_clock():
+    """Two gloo ranks, each a shard of the model with its own paged cache: the tokens of the
+    unsharded model, and every rank's scheduler sees the same (slowest) iteration time."""
+    import os
+    import tempfile
+
+    import torch.multiprocessing as mp
+
+    from tests.executor.conftest import tiny_spec
+
+    spec = tiny_spec(num_key_value_heads=4)
+    gen = torch.Generator().manual_seed(0)
+    prompts = {0: torch.randint(spec.vocab_size, (10,), generator=gen).tolist(),
+               1: torch.randint(spec.vocab_size, (5,), generator=gen).tolist()}  # fmt: skip
+    whole = build_model(spec, device="cpu", dtype=torch.float32, fused_kernels=False, seed=1)
+    reference = ServingExecutor(whole, num_blocks=16, block_size=4, max_seq_length=64,
+                                prompt_tokens=lambda rid, s, n: prompts[rid][s : s + n])  # fmt: skip
+    want = []
+    for decode, prefill in PLAN:
+        reference(Step(decode=decode, prefill=prefill))
+        want.append(sorted(reference.last_token.items()))
+    context = mp.get_context("spawn")
+    queue = context.Queue()
+    rendezvous = os.path.join(tempfile.mkdtemp(prefix="tp-serving-"), "rendezvous")
+    procs = [context.Process(target=_tp_worker,
+                             args=(r, 2, rendezvous, spec.model_dump_json(), prompts, queue))
+             for r in range(2)]  # fmt: skip
+    for proc in procs:
+        proc.start()
+    results = {rank: (tokens, seconds) for rank, tokens, seconds in
+               (queue.get(timeout=120) for _ in procs)}  # fmt: skip
+    for proc in procs:
+        proc.join(timeout=60)
+    assert results[0][0] == results[1][0] == want
+    assert results[0][1] == results[1][1]  # one clock for both schedulers

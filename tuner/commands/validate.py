@@ -118,6 +118,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _traffic(args: argparse.Namespace, plan) -> int:
+    import os
     import shlex
     import sys
     from pathlib import Path
@@ -148,11 +149,12 @@ def _traffic(args: argparse.Namespace, plan) -> int:
     )  # fmt: skip
     section["machine"] = machine
     section["command"] = "tune " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    if args.json:
+    first = int(os.environ.get("RANK", "0")) == 0  # under torchrun, rank 0 speaks and writes
+    if first and args.json:
         common.print_json(section)
-    else:
+    elif first:
         _print_traffic(section)
-    if clock_for is not None:
+    if clock_for is not None and first:
         validation = {**(plan.validation or {}), "traffic": section}
         updated = plan.model_copy(update={"validation": validation})
         write_json_atomic(Path(args.plan), updated.model_dump(mode="json"))
