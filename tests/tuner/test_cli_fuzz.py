@@ -4,8 +4,9 @@ input files. Whatever comes in, ``tune`` answers with an exit code of the docume
 "internal error" (the top-level handler's last resort, which would mean an unchecked input).
 
 The values are drawn to be bounded (at most a few thousand requests, small GPU budgets), so
-each case takes well under a second; the suite runs 2,190 cases (1,000 + 750 + 250 + 150
-+ 40, the last through `tune roofline`, which draws).
+most cases take well under a second; the suite runs 2,215 cases (1,000 + 750 + 250 + 150 + 40
++ 25: the corrupted plans go through export, validate, validate --traffic and report, and the
+last 25 through `tune plan` itself).
 """
 
 from __future__ import annotations
@@ -140,9 +141,13 @@ def test_corrupted_input_files(capsys, tmp_path_factory, plan_text, data):
     if kind == "plan":
         path = directory / "plan.json"
         path.write_text(_corrupt(plan_text, data), errors="ignore")
-        verb = data.draw(st.sampled_from(["export", "validate-dry"]))
-        argv = (["export", str(path), "--engine", "vllm", "--out", str(directory / "o")]
-                if verb == "export" else ["schema", "plan"])  # fmt: skip
+        verb = data.draw(st.sampled_from(["export", "validate", "traffic", "report"]))
+        argv = {
+            "export": ["export", str(path), "--engine", "vllm", "--out", str(directory / "o")],
+            "validate": ["validate", str(path), "--dry-run"],
+            "traffic": ["validate", str(path), "--traffic", "--dry-run", "--requests", "20"],
+            "report": ["report", str(directory)],
+        }[verb]
     elif kind == "config":
         config = json.loads((root / "tests/data/configs/llama-tiny.json").read_text())
         path = directory / "config.json"
@@ -190,6 +195,30 @@ def test_roofline_flags(capsys, tmp_path_factory, pairs):
     for flag, value in pairs:
         if flag == "--out":
             value = str(out.parent / value.strip("/").replace("..", "up"))
+        argv += [flag, value]
+    code, err = _run(capsys, argv)
+    _check(code, err, argv)
+
+
+PLAN_FLAGS = ["--gpus", "--rate", "--requests", "--seed", "--slo", "--allow-quant", "--tp",
+              "--pp", "--trials", "--timeout", "--objective", "--max-model-len", "--engine",
+              "--speculative", "--workload"]  # fmt: skip
+
+
+@settings(max_examples=25, **SETTINGS)
+@given(pairs=st.lists(st.tuples(st.sampled_from(PLAN_FLAGS), st.one_of(WORDS, NUMBERS)),
+                      max_size=3))  # fmt: skip
+def test_plan_flags(capsys, tmp_path_factory, pairs):
+    """``tune plan`` with odd values on a small space (bounded: at most 4 GPUs, 80 requests)."""
+    out = tmp_path_factory.mktemp("plan")
+    argv = ["plan", "--model", "llama-3.1-8b", "--hardware", "h100-sxm", "--gpus", "2",
+            "--workload", "chat", "--requests", "60", "--small-space", "--quiet", "--out",
+            str(out)]  # fmt: skip
+    for flag, value in pairs:
+        if flag == "--gpus" and value.lstrip("-").isdigit() and int(value) > 4:
+            value = "4"
+        if flag == "--requests" and value.lstrip("-").isdigit() and int(value) > 80:
+            value = "80"
         argv += [flag, value]
     code, err = _run(capsys, argv)
     _check(code, err, argv)
