@@ -10,6 +10,7 @@ key chunks), and every sequence still attends over its own length.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from executor.engine import BUCKETS, capture_graph
@@ -56,17 +57,15 @@ class PagedDecodeGraphs:
     def bucket(self, batch: int) -> int | None:
         return next((b for b in self.buckets if b >= batch), None)
 
-    def run(
-        self, tokens: list[int], positions: list[int], tables: list[list[int]]
-    ) -> torch.Tensor:
+    def run(self, tokens: np.ndarray, positions: np.ndarray, tables: np.ndarray) -> torch.Tensor:
+        """``tables [n, width]``: each sequence's full row (padded with the scratch block)."""
         n = len(tokens)
         graph, tokens_buf, positions_buf, tables_buf, out = self.graphs[self.bucket(n)]
         size = tokens_buf.shape[1]
-        pad = size - n
-        rows = [t + [self.scratch] * (self.width - len(t)) for t in tables]
-        rows += [[self.scratch] * self.width] * pad
-        tokens_buf.copy_(torch.tensor([tokens + [0] * pad]), non_blocking=True)
-        positions_buf.copy_(torch.tensor(positions + [0] * pad), non_blocking=True)
-        tables_buf.copy_(torch.tensor(rows), non_blocking=True)
+        padded = np.full((size, self.width), self.scratch, dtype=np.int64)
+        padded[:n] = tables
+        tokens_buf.copy_(torch.from_numpy(np.pad(tokens, (0, size - n)))[None], non_blocking=True)
+        positions_buf.copy_(torch.from_numpy(np.pad(positions, (0, size - n))), non_blocking=True)
+        tables_buf.copy_(torch.from_numpy(padded), non_blocking=True)
         graph.replay()
         return out[0][:n]

@@ -22,8 +22,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 
+from executor.block_tables import BlockTables
 from executor.ragged import RaggedBatch
 
 __all__ = ["ServingExecutor", "IterationRecord"]
@@ -78,7 +80,8 @@ class ServingExecutor:
         self.model, self.block_size = model, block_size
         self.device = model.embed_tokens.weight.device
         self.vocab = model.spec.vocab_size
-        self.free = list(range(num_blocks - 1, -1, -1))  # a stack: low blocks first
+        width = -(-max_seq_length // block_size)
+        self.blocks = BlockTables(num_blocks, block_size, width, scratch=num_blocks)
         # Decode-only iterations from CUDA graphs of up to ``graphs_up_to`` sequences (the
         # configuration's max_num_seqs), where the paged decode kernel runs (a GPU with Triton).
         self.graphs = None
@@ -89,12 +92,9 @@ class ServingExecutor:
             for layer in model.layers:  # the kernel's counters, before any capture
                 layer.attention.kv_cache.ensure_counters(graphs_up_to * cache.k.shape[1])
             self.graphs = PagedDecodeGraphs(
-                model, max_batch=graphs_up_to, table_width=-(-max_seq_length // block_size),
+                model, max_batch=graphs_up_to, table_width=width,
                 max_seq_length=max_seq_length, scratch_block=num_blocks,
             )  # fmt: skip
-        self.tables: dict[int, list[int]] = {}  # request -> its blocks
-        self.lengths: dict[int, int] = {}  # request -> tokens in its cache
-        self.last_token: dict[int, int] = {}  # request -> its last sampled token
         generator = torch.Generator(device="cpu").manual_seed(seed)
         # Prompt token ids (request, first position, count): random unless given (a test's).
         self.prompt_tokens = prompt_tokens or (
@@ -112,7 +112,7 @@ class ServingExecutor:
         entered = time.perf_counter()
         host = 0.0 if self._returned is None else entered - self._returned
         for rid in iteration.released:  # finished or preempted: their blocks are free
-            self._release(rid)
+            self.blocks.release(rid)
         decode, graphs = iteration.decode, self.graphs
         graphed = bool(graphs and graphs.graphs and decode and not iteration.prefill
                        and graphs.bucket(len(decode)))  # fmt: skip
@@ -139,8 +139,7 @@ class ServingExecutor:
             events[1].record()
         sampled = next_tokens.tolist()  # to the host, as an engine needs them
         self.synchronize()
-        for rid, token in zip(self._sampled_ids, sampled, strict=True):
-            self.last_token[rid] = int(token)
+        self.blocks.last[self._sampled_rows] = sampled
         done = time.perf_counter()
         self.records.append(IterationRecord(
             tokens=tokens, decodes=len(decode), chunks=chunks,
@@ -173,77 +172,88 @@ class ServingExecutor:
         for step in steps:
             self(step)
         for rid in (-1, -2, -3, -4, -5):
-            self._release(rid)
+            self.blocks.release(rid)
         if self.graphs is not None:
             self.graphs.capture()
         self.synchronize()
         self.records.clear()
         self._returned = None
 
+    # What tests and reports read: each request's cached length, blocks and last token.
+    @property
+    def lengths(self) -> dict[int, int]:
+        return {rid: int(self.blocks.length[row]) for rid, row in self.blocks.row_of.items()}
+
+    @property
+    def tables(self) -> dict[int, list[int]]:
+        return {rid: self.blocks.blocks_of(rid) for rid in self.blocks.row_of}
+
+    @property
+    def last_token(self) -> dict[int, int]:
+        return {rid: int(self.blocks.last[row]) for rid, row in self.blocks.row_of.items()}
+
+    @property
+    def free(self) -> list[int]:
+        return self.blocks.free
+
+    def _decodes(self, decode: list[int]) -> tuple[np.ndarray, np.ndarray]:
+        """The decodes' rows and positions (their cached lengths), each given a block where
+        its new token starts one."""
+        blocks = self.blocks
+        rows = blocks.rows(decode)
+        positions = blocks.length[rows].copy()
+        blocks.length[rows] += 1
+        for row in rows[positions % self.block_size == 0].tolist():
+            blocks.reserve(row, int(blocks.length[row]))
+        return rows, positions
+
     def _graph_decode(self, decode: list[int]) -> Callable[[], torch.Tensor]:
         """The inputs of a decode-only iteration; returns the replay of its bucket's graph."""
-        positions = []
-        for rid in decode:
-            positions.append(self.lengths[rid])
-            self.lengths[rid] += 1
-            self._reserve(rid, self.lengths[rid])
-        self._sampled_ids = list(decode)
-        tokens = [self.last_token.get(rid, 0) for rid in decode]
-        graphs = self.graphs
+        rows, positions = self._decodes(decode)
+        self._sampled_rows = rows
+        graphs, blocks = self.graphs, self.blocks
         assert graphs is not None
-        tables = [self.tables[rid] for rid in decode]
+        tokens, tables = blocks.last[rows], blocks.table[rows]
         return lambda: graphs.run(tokens, positions, tables)
-
-    def _release(self, rid: int) -> None:
-        self.free.extend(reversed(self.tables.pop(rid, [])))
-        self.lengths.pop(rid, None)
-        self.last_token.pop(rid, None)
-
-    def _reserve(self, rid: int, length: int) -> None:
-        """Blocks enough for ``rid``'s first ``length`` tokens."""
-        table = self.tables.setdefault(rid, [])
-        while len(table) * self.block_size < length:
-            if not self.free:
-                raise RuntimeError("the paged KV cache is full: the executor holds fewer "
-                                   "blocks than the simulator's scheduler admitted")  # fmt: skip
-            table.append(self.free.pop())
 
     def _batch(self, iteration) -> tuple[RaggedBatch, torch.Tensor]:
         """The iteration's ``RaggedBatch`` and token ids ``[1, N]``: decodes first (each at
         its cached length), then each prompt chunk; blocks taken as the tokens need them."""
-        positions, token_ids, rows = [], [], []  # rows: requests in table order
-        for rid in iteration.decode:
-            positions.append(torch.tensor([self.lengths[rid]]))
-            token_ids.append(self.last_token.get(rid, 0))
-            self.lengths[rid] += 1
-            rows.append(rid)
+        blocks, size = self.blocks, self.block_size
+        rows, positions = self._decodes(iteration.decode)
+        tokens = [blocks.last[rows]]
+        owners = [np.arange(len(rows))]  # each token's row of the batch's tables
+        positions = [positions]
         chunks, sample = [], list(range(len(rows)))
-        first = len(rows)
+        first, chunk_rows = len(rows), []
         for rid, start, length in iteration.prefill:
             if start == 0:  # a prompt from the start (again, after a preemption)
-                self._release(rid)
-            positions.append(torch.arange(start, start + length))
-            token_ids.extend(self.prompt_tokens(rid, start, length))
-            self.lengths[rid] = start + length
-            chunks.append((first, length, len(rows), start))
+                blocks.release(rid)
+            row = blocks.row(rid)
+            blocks.length[row] = start + length
+            blocks.reserve(row, start + length)
+            positions.append(np.arange(start, start + length))
+            tokens.append(np.asarray(self.prompt_tokens(rid, start, length), dtype=np.int64))
+            owners.append(np.full(length, len(rows) + len(chunk_rows)))
+            chunks.append((first, length, len(rows) + len(chunk_rows), start))
             sample.append(first + length - 1)  # its next token (kept when the prompt is done)
             first += length
-            rows.append(rid)
-        self._sampled_ids = [*iteration.decode, *(rid for rid, _, _ in iteration.prefill)]
-        for rid in rows:  # blocks for every slot written
-            self._reserve(rid, self.lengths[rid])
-        widest = max(len(self.tables[rid]) for rid in rows)
-        tables = torch.tensor([self.tables[rid] + [0] * (widest - len(self.tables[rid]))
-                               for rid in rows]).reshape(len(rows), widest)  # fmt: skip
-        position = torch.cat(positions)
-        owner = torch.tensor([i for i, p in enumerate(positions) for _ in range(len(p))])
-        blocks = tables[owner, position // self.block_size]
+            chunk_rows.append(row)
+        batch_rows = np.concatenate([rows, np.asarray(chunk_rows, dtype=np.int64)])
+        self._sampled_rows = batch_rows
+        widest = int(blocks.count[batch_rows].max())
+        tables = blocks.table[batch_rows, :widest]
+        position = np.concatenate(positions)
+        owner = np.concatenate(owners)
         device = self.device
+
+        def tensor(values: np.ndarray) -> torch.Tensor:
+            return torch.from_numpy(np.ascontiguousarray(values)).to(device)
+
         batch = RaggedBatch(
-            positions=position.to(device), blocks=blocks.to(device),
-            offsets=(position % self.block_size).to(device), tables=tables.to(device),
-            decodes=len(iteration.decode), chunks=chunks,
-            sample_rows=torch.tensor(sample).to(device),
-            max_length=max(self.lengths[rid] for rid in rows),
+            positions=tensor(position), blocks=tensor(tables[owner, position // size]),
+            offsets=tensor(position % size), tables=tensor(tables),
+            decodes=len(rows), chunks=chunks, sample_rows=tensor(np.asarray(sample)),
+            max_length=int(blocks.length[batch_rows].max()),
         )  # fmt: skip
-        return batch, torch.tensor(token_ids, device=device)[None]
+        return batch, tensor(np.concatenate(tokens))[None]

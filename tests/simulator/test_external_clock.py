@@ -65,5 +65,8 @@ def test_the_clock_sees_every_iteration_and_sets_its_length():
         if done + chunk == int(result.prompt_tokens[rid])
     )  # fmt: skip
     assert emitted == int(result.output_tokens.sum())  # one token per decode, one per prefill end
+    assert sum(it.emitting for it in seen) == emitted  # what each iteration tells the clock
+    released = [rid for it in seen for rid in it.released]
+    assert len(released) == len(set(released)) and set(released) <= set(range(60))
     base = simulate(MODEL, H100, DeploymentConfig(), workload)
     assert result.prediction.tpot_s.p50 == pytest.approx(2 * base.prediction.tpot_s.p50, rel=0.1)

@@ -1,0 +1,112 @@
+"""The serving loop's host overhead per iteration against batch size, with no GPU work.
+
+What ``tune validate --traffic`` spends on the host each iteration, beside the model: the
+executor's bookkeeping (blocks, positions, block tables, the batch's tensors) and the
+simulator's scheduler deciding the next iteration. Here the model is a stand-in that returns
+at once, so what is timed is that host work alone. For each batch of ``B`` running decodes
+(plus, in a mixed iteration, one 512-token prompt chunk) it prints the median microseconds
+per iteration of the executor's side, then the scheduler's per iteration over a whole run,
+then one JSON line. A GPU run adds launch and synchronization to these (``IterationRecord``'s
+``overhead_s`` there). Run: ``python benchmarks/bench_serving_loop.py``.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from dataclasses import dataclass, field
+
+import torch
+
+from executor.ragged import PagedKVCache
+from executor.serving_loop import ServingExecutor
+from simulator.data.hardware import load_hardware
+from simulator.data.models import get_model
+from simulator.data.specs import DeploymentConfig
+from simulator.data.workload import get_workload
+from simulator.serving.simulate import simulate
+
+BATCHES = (1, 8, 32, 128, 256)
+
+
+@dataclass
+class _Step:
+    decode: list[int]
+    prefill: list[tuple[int, int, int]]
+    released: list[int] = field(default_factory=list)
+    predicted_s: float = 0.0
+
+
+class _Attention:
+    def __init__(self) -> None:
+        self.kv_cache = None
+
+
+class _Layer:
+    def __init__(self) -> None:
+        self.attention = _Attention()
+
+
+class _StandIn:
+    """The model's interface to the executor, returning greedy tokens at once."""
+
+    def __init__(self) -> None:
+        self.spec = get_model("llama-3.1-8b")
+        self.embed_tokens = torch.nn.Embedding(1, 1)
+        self.layers = [_Layer()]
+        self.kernels = None
+
+    def setup_paged_caches(self, *, num_blocks, block_size, kv_dtype, kv_scale, max_seq_length):
+        self.layers[0].attention.kv_cache = PagedKVCache(1, 1, block_size, 1, torch.float32, "cpu")
+
+    def __call__(self, tokens, ragged):
+        return torch.zeros(1, len(ragged.sample_rows), 2)
+
+
+def executor_side(batch: int, mixed: bool, iterations: int = 200) -> float:
+    """Median seconds of one iteration of ``batch`` decodes (and a chunk, ``mixed``)."""
+    executor = ServingExecutor(_StandIn(), num_blocks=batch * 300 + 64, block_size=16,
+                               max_seq_length=8192)  # fmt: skip
+    executor(_Step([], [(rid, 0, 1000) for rid in range(batch)]))  # every sequence cached
+    times = []
+    for i in range(iterations):
+        chunk = [(10_000 + i, 0, 512)] if mixed else []
+        start = time.perf_counter()
+        executor(_Step(list(range(batch)), chunk, released=[10_000 + i - 1] if i else []))
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def scheduler_side() -> tuple[float, int]:
+    """The scheduler's seconds per iteration over a chat run with an instant clock."""
+    model, hardware = get_model("llama-3.1-8b"), load_hardware("h100-sxm")
+    workload = get_workload("chat", num_requests=500, rate=20.0)
+    count = [0]
+
+    def clock(iteration) -> float:
+        count[0] += 1
+        return iteration.predicted_s
+
+    start = time.perf_counter()
+    simulate(model, hardware, DeploymentConfig(), workload, clock=clock)
+    return (time.perf_counter() - start) / count[0], count[0]
+
+
+def main() -> None:
+    rows = []
+    for batch in BATCHES:
+        decode = executor_side(batch, mixed=False)
+        mixed = executor_side(batch, mixed=True)
+        rows.append({"batch": batch, "decode_only_us": decode * 1e6, "mixed_us": mixed * 1e6})
+    per_iteration, iterations = scheduler_side()
+    print(f"{'batch':>6} {'decode-only':>12} {'with a 512-token chunk':>24}")
+    for row in rows:
+        print(f"{row['batch']:>6} {row['decode_only_us']:>10.0f} us {row['mixed_us']:>21.0f} us")
+    print(f"scheduler: {per_iteration * 1e6:.0f} us per iteration ({iterations} iterations, chat)")
+    print(json.dumps({"benchmark": "serving_loop_host", "executor": rows,
+                      "scheduler_us_per_iteration": per_iteration * 1e6}))  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
