@@ -197,7 +197,10 @@ def serving_clocks(spec: ModelSpec, config: DeploymentConfig, *, max_seq_length:
         blocks = int(predicted.prediction.kv_blocks or 0)
         if blocks <= 0:
             raise ConfigError("the predicted run holds no KV-cache blocks")
+        import gc
+
         model.free_caches()
+        gc.collect()  # the last load's executor: its cache and graphs
         torch.cuda.empty_cache()
         try:
             executor = ServingExecutor(
