@@ -86,6 +86,7 @@ def _metrics(prediction: Any) -> dict[str, float | None]:
         "tpot_p50": get("tpot_s", "p50"),
         "tpot_p99": get("tpot_s", "p99"),
         "output_tokens_per_s": prediction.output_tokens_per_s,
+        "preemptions": prediction.preemptions,  # counted, not scored: one scheduler decides
     }
 
 
@@ -196,6 +197,10 @@ def traffic_summary(validation: dict[str, Any] | None) -> tuple[str | None, list
     for row in section["loads"]:
         measured, errors = row.get("measured") or {}, row.get("errors") or {}
         for metric, predicted in row["predicted"].items():
+            if metric == "preemptions":
+                rows.append([f"{row['load']} ({row['rate_per_s']:.2f} req/s)", metric,
+                             str(predicted), str(measured.get(metric, "-")), "-"])  # fmt: skip
+                continue
             error = errors.get(metric)
             rows.append([f"{row['load']} ({row['rate_per_s']:.2f} req/s)", metric,
                          show(metric, predicted), show(metric, measured.get(metric)),

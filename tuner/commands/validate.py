@@ -169,6 +169,8 @@ def _print_traffic(section: dict) -> None:
     def show(metric: str, value) -> str:
         if value is None:
             return "-"
+        if metric == "preemptions":
+            return str(value)
         return f"{value:,.0f} tok/s" if metric.startswith("output") else format_seconds(value)
 
     for row in section["loads"]:
