@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 
 import torch
 
-from executor.ragged import PagedKVCache
 from executor.serving_loop import ServingExecutor
 from simulator.data.hardware import load_hardware
 from simulator.data.models import get_model
@@ -39,26 +38,28 @@ class _Step:
 
 
 class _Attention:
-    def __init__(self) -> None:
-        self.kv_cache = None
+    num_kv_heads, head_dim, kv_cache = 1, 1, None
 
 
 class _Layer:
     def __init__(self) -> None:
         self.attention = _Attention()
+        self.attention_norm = torch.nn.LayerNorm(1)
 
 
 class _StandIn:
-    """The model's interface to the executor, returning greedy tokens at once."""
+    """The model's interface to the executor (one layer of a one-slot cache), returning
+    greedy tokens at once."""
 
     def __init__(self) -> None:
         self.spec = get_model("llama-3.1-8b")
         self.embed_tokens = torch.nn.Embedding(1, 1)
         self.layers = [_Layer()]
         self.kernels = None
+        self.rope_cos = torch.zeros(1 << 20, 1)
 
-    def setup_paged_caches(self, *, num_blocks, block_size, kv_dtype, kv_scale, max_seq_length):
-        self.layers[0].attention.kv_cache = PagedKVCache(1, 1, block_size, 1, torch.float32, "cpu")
+    def free_caches(self) -> None:
+        self.layers[0].attention.kv_cache = None
 
     def __call__(self, tokens, ragged):
         return torch.zeros(1, len(ragged.sample_rows), 2)

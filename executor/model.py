@@ -299,6 +299,9 @@ class Llama(nn.Module):
     runs unmasked over them (the flash kernel, as serving engines read only valid KV).
     ``last_token_only`` computes the ``lm_head`` for the last position only (prefill needs just
     that one to sample, and the vocabulary projection of every prompt token is wasted work).
+    ``ragged`` (an ``executor.ragged.RaggedBatch``) runs a serving iteration instead: ``tokens
+    [1, N]`` of sequences at their own positions, K/V in paged caches
+    (``executor.ragged.setup_paged_caches``), logits at the batch's sampled rows only.
     """
 
     def __init__(self, spec: ModelSpec) -> None:
@@ -351,24 +354,6 @@ class Llama(nn.Module):
                 scale=kv_scale,
             )
         self.max_batch, self.max_seq_length = max_batch, max_seq_length
-        if self.rope_cos.shape[0] < max_seq_length:
-            self.set_rope(max_seq_length)
-
-    def setup_paged_caches(
-        self, *, num_blocks: int, block_size: int, kv_dtype: torch.dtype | None = None,
-        kv_scale: float = 1.0, max_seq_length: int,
-    ) -> None:  # fmt: skip
-        """A ``PagedKVCache`` of ``num_blocks`` blocks in every layer, for serving iterations
-        (``forward(..., ragged=)``), and the RoPE table up to ``max_seq_length``."""
-        from executor.ragged import PagedKVCache
-
-        self.free_caches()
-        device = self.embed_tokens.weight.device
-        dtype = kv_dtype or self.layers[0].attention_norm.weight.dtype
-        for layer in self.layers:
-            attn = layer.attention
-            attn.kv_cache = PagedKVCache(num_blocks, attn.num_kv_heads, block_size,
-                                         attn.head_dim, dtype, device, scale=kv_scale)  # fmt: skip
         if self.rope_cos.shape[0] < max_seq_length:
             self.set_rope(max_seq_length)
 

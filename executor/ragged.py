@@ -27,7 +27,7 @@ import torch.nn.functional as F
 
 from executor.fused import causal_attention
 
-__all__ = ["PagedKVCache", "RaggedBatch", "ragged_attention"]
+__all__ = ["PagedKVCache", "RaggedBatch", "ragged_attention", "setup_paged_caches"]
 
 
 class PagedKVCache:
@@ -79,6 +79,23 @@ class PagedKVCache:
             return out * self.scale if self.is_fp8 else out
 
         return one(self.k), one(self.v)
+
+
+def setup_paged_caches(model, *, num_blocks: int, block_size: int,
+                       kv_dtype: torch.dtype | None = None, kv_scale: float = 1.0,
+                       max_seq_length: int) -> None:  # fmt: skip
+    """A ``PagedKVCache`` of ``num_blocks`` blocks in every layer of ``model`` (an
+    ``executor.model.Llama``), for ``forward(..., ragged=)``, and its RoPE table up to
+    ``max_seq_length``."""
+    model.free_caches()
+    device = model.embed_tokens.weight.device
+    dtype = kv_dtype or model.layers[0].attention_norm.weight.dtype
+    for layer in model.layers:
+        attn = layer.attention
+        attn.kv_cache = PagedKVCache(num_blocks, attn.num_kv_heads, block_size, attn.head_dim,
+                                     dtype, device, scale=kv_scale)  # fmt: skip
+    if model.rope_cos.shape[0] < max_seq_length:
+        model.set_rope(max_seq_length)
 
 
 @dataclass

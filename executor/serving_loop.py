@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from executor.block_tables import BlockTables
-from executor.ragged import RaggedBatch
+from executor.ragged import RaggedBatch, setup_paged_caches
 
 __all__ = ["ServingExecutor", "IterationRecord"]
 
@@ -74,9 +74,9 @@ class ServingExecutor:
                  prompt_tokens: Callable[[int, int, int], list[int]] | None = None,
                  graphs_up_to: int = 0) -> None:  # fmt: skip
         # One more block than the scheduler's: the scratch block padding rows write into.
-        model.setup_paged_caches(num_blocks=num_blocks + 1, block_size=block_size,
-                                 kv_dtype=kv_dtype, kv_scale=kv_scale,
-                                 max_seq_length=max_seq_length)  # fmt: skip
+        setup_paged_caches(model, num_blocks=num_blocks + 1, block_size=block_size,
+                           kv_dtype=kv_dtype, kv_scale=kv_scale,
+                           max_seq_length=max_seq_length)  # fmt: skip
         self.model, self.block_size = model, block_size
         self.device = model.embed_tokens.weight.device
         self.vocab = model.spec.vocab_size
