@@ -161,6 +161,14 @@ class ServingExecutor:
         dist.all_reduce(value, op=dist.ReduceOp.MAX)
         return float(value.item())
 
+    def reset(self) -> None:
+        """Ready for another run on the same cache and graphs: every request released, the
+        log and the host clock cleared."""
+        for rid in list(self.blocks.row_of):
+            self.blocks.release(rid)
+        self.records = []
+        self._returned = None
+
     def warm_up(self) -> None:
         """Compile and capture before the timed run: prompt chunks (a first and a later one),
         decodes beside them and alone, then every decode graph. Leaves no trace."""
@@ -171,13 +179,10 @@ class ServingExecutor:
                  _Warm([], [(-4, 0, 1)]), _Warm([-1, -2, -3, -4], [(-5, 0, 28)])]  # fmt: skip
         for step in steps:
             self(step)
-        for rid in (-1, -2, -3, -4, -5):
-            self.blocks.release(rid)
         if self.graphs is not None:
             self.graphs.capture()
         self.synchronize()
-        self.records.clear()
-        self._returned = None
+        self.reset()
 
     # What tests and reports read: each request's cached length, blocks and last token.
     @property

@@ -193,14 +193,20 @@ def serving_clocks(spec: ModelSpec, config: DeploymentConfig, *, max_seq_length:
         model.kernels.prefill_backend = "naive"
     kv_dtype = torch.float8_e4m3fn if config.kv_dtype == "fp8" else None
 
+    built: dict[int, ServingExecutor] = {}  # by KV blocks: the loads of one plan share one
+
     def clock_for(predicted) -> ServingExecutor:
         blocks = int(predicted.prediction.kv_blocks or 0)
         if blocks <= 0:
             raise ConfigError("the predicted run holds no KV-cache blocks")
+        if blocks in built:  # the same cache: warmed up and captured already
+            built[blocks].reset()
+            return built[blocks]
         import gc
 
+        built.clear()
         model.free_caches()
-        gc.collect()  # the last load's executor: its cache and graphs
+        gc.collect()  # an earlier executor: its cache and graphs
         torch.cuda.empty_cache()
         try:
             executor = ServingExecutor(
@@ -212,6 +218,7 @@ def serving_clocks(spec: ModelSpec, config: DeploymentConfig, *, max_seq_length:
         except torch.OutOfMemoryError as error:
             raise GpuError(f"{blocks} KV blocks of {config.block_size} tokens do not fit beside "
                            f"the model on this GPU: {str(error).splitlines()[0][:120]}") from None  # fmt: skip
+        built[blocks] = executor
         return executor
 
     return clock_for

@@ -111,7 +111,7 @@ def run_traffic(
     progress: Callable[[str], None] = lambda line: None,
 ) -> dict[str, Any]:
     """Each load predicted and, with ``clock_for`` (the predicted run -> an ``Iteration``
-    clock, fresh per load), measured. Returns the ``traffic`` part of the plan's validation."""
+    clock with nothing in flight), measured. Returns the ``traffic`` part of the plan's validation."""
     from simulator.serving.capacity import at_rate
     from simulator.serving.simulate import simulate
 
@@ -138,8 +138,8 @@ def run_traffic(
                 for key in METRICS
                 if row["predicted"][key] and row["measured"][key]
             }
-            records = getattr(clock, "records", [])
-            clock = None  # its KV cache and graphs go before the next load's are made
+            records = list(getattr(clock, "records", []))
+            clock = None  # a clock for another cache size frees this one's first
             if records:
                 row["iterations"] = {
                     "count": len(records),
