@@ -65,13 +65,15 @@ def traffic_notes(plan: Any) -> list[str]:
 def traffic_rates(plan: Any) -> list[tuple[str, float]]:
     """(load, requests/s for one replica) of each of ``LOADS``."""
     capacity = plan.capacity
-    per_replica = (capacity.replica_rate_per_s if capacity else None) or (
-        capacity.bound_rate_per_s if capacity else None
-    )
+    per_replica: float | None = None
+    if capacity is not None:
+        per_replica = capacity.replica_rate_per_s or capacity.bound_rate_per_s
     offered = plan.workload.rate_requests_per_s
     own = offered / plan.replicas if offered and offered != float("inf") else per_replica
-    if per_replica is None:
-        per_replica = own
+    if own is None or per_replica is None:
+        from simulator.errors import ConfigError
+
+        raise ConfigError("the plan states neither a rate nor a capacity to validate at")
     return [(name, own if share is None else share * per_replica) for name, share in LOADS]
 
 

@@ -92,7 +92,10 @@ _FLOAT = re.compile(
 )
 
 
-class _Loader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # libyaml where installed
+_BaseLoader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml where installed
+
+
+class _Loader(_BaseLoader):
     pass
 
 
