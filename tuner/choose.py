@@ -416,6 +416,7 @@ def _search_stats(search: Any, outcome: Any, provenance: dict[str, Any]) -> dict
         "ruled_out_by_bound": outcome.ruled_out_by_bound,
         "simulations": provenance.get("evaluations", 0),
         "shared_simulations": provenance.get("shared", 0),
+        "stopped_early": provenance.get("stopped_early", 0),
         "tie_probes": outcome.tie_probes,
         "proven": outcome.proven,
         "stopped": outcome.stopped,

@@ -275,6 +275,9 @@ class Provenance(_Strict):
     trials: int = Field(ge=0)
     evaluations: int = Field(ge=0, description="request-level simulations run by this process")
     shared: int = Field(default=0, ge=0, description="answered by an equivalent candidate's run")
+    stopped_early: int = Field(
+        default=0, ge=0, description="simulations stopped at a certain SLO miss"
+    )
     resumed: int = Field(default=0, ge=0, description="simulations read back from the study")
     retried: int = Field(
         default=0, ge=0, description="trials an earlier, interrupted run left unfinished"

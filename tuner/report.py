@@ -228,8 +228,9 @@ def _search_rows(plan: DeploymentPlan) -> list[list[str]]:
         ["ruled out by bound", f"{b.get('ruled_out_by_bound', 0):,}"],
         [
             "simulations",
-            f"{b.get('simulations', 0):,} run, {b.get('shared_simulations', 0):,} answered "
-            "by an equivalent candidate's run",
+            f"{b.get('simulations', 0):,} run ({b.get('stopped_early', 0):,} stopped at a "
+            f"certain SLO miss), {b.get('shared_simulations', 0):,} answered by an equivalent "
+            "candidate's run",
         ],
         ["proven cheapest", "yes" if b.get("proven") else f"no ({b.get('stopped')})"],
     ]
@@ -333,7 +334,8 @@ def _pareto_rows(plan: DeploymentPlan) -> tuple[list[str], list[list[str]]]:
 
 _CANDIDATE_HEAD = ["configuration", "TTFT p99 ms", "TPOT p99 ms", "risk", "why not chosen"]
 _CAPTIONS = {
-    "pareto": "Every deployment simulated at the traffic's rate: its cost against p99 TPOT.",
+    "pareto": "Every deployment simulated at the traffic's rate: its cost against p99 TPOT "
+    "(a run stopped at a certain SLO miss has no p99 TPOT to draw).",
     "roofline": "The plan's operators on the roofline, and each operator's share of step time.",
     "memory": "Per-GPU memory plan under the engine budget.",
     "latency_cdfs": "Latency distributions of the plan's simulated requests, SLOs in red.",

@@ -368,7 +368,13 @@ def finish(
         search=search,
         outcome=outcome,
         study=study,
-        provenance={**provenance, "shared": prober.shared, "resumed": resumed, "retried": retried},
+        provenance={
+            **provenance,
+            "shared": prober.shared,
+            "stopped_early": prober.stopped_early,
+            "resumed": resumed,
+            "retried": retried,
+        },  # fmt: skip
         engine=engine,
         model_id=model_id,
         prober=prober,

@@ -111,6 +111,7 @@ class Prober:
         self.table, self.runner = table, runner
         self.simulations = 0  # run through the runner by this process
         self.shared = 0  # answered by an equivalent candidate's run
+        self.stopped_early = 0  # runs ended at a certain SLO miss (simulator.serving.early_stop)
         self._known: dict[tuple[int, float], ProbeResult] = {}
         # (schedule group, rate) -> simulated results of the group at that rate
         self._runs: dict[tuple, list[ProbeResult]] = defaultdict(list)
@@ -155,6 +156,7 @@ class Prober:
             return hit
         result = self.runner.run(candidate, rate, replicas, kind)
         self.simulations += 1
+        self.stopped_early += int(bool(result.metrics.get("stopped_early")))
         self.add(candidate, rate, result)
         return result
 
