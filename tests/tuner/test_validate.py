@@ -216,3 +216,26 @@ def test_host_overhead_is_fitted_and_calibrated_from_a_validated_plan(plan_file,
     code = main(["calibrate", "--from", str(plan_file), "--hardware", "h200-sxm", "--out",
                  str(out)])  # fmt: skip
     assert code == 2 and "never written for another GPU" in capsys.readouterr().err
+
+
+def test_validate_traffic_writes_its_section_and_keeps_the_steps(plan_file, capsys, monkeypatch):
+    """The GPU's clock replaced by the step model's slowed by 5 %: `tune validate --traffic`
+    writes the traffic section beside an earlier step-level one, and a step-level run after it
+    keeps the traffic section."""
+    import executor.points
+    import executor.validate
+
+    monkeypatch.setattr(executor.validate, "measure", slower_stand_in(1.05))
+    monkeypatch.setattr(executor.validate, "serving_clocks",
+                        lambda spec, config, max_seq_length: lambda predicted:
+                        (lambda iteration: iteration.predicted_s * 1.05))  # fmt: skip
+    monkeypatch.setattr(executor.points, "machine_info", lambda: {"device_name": "stand-in"})
+    assert main(["validate", str(plan_file)]) == 0
+    assert main(["validate", str(plan_file), "--traffic", "--requests", "40"]) == 0
+    out = capsys.readouterr().out
+    assert "overload:" in out and "validation under traffic:" in out
+    section = json.loads(plan_file.read_text())["validation"]
+    assert section["status"] == "agrees" and section["traffic"]["machine"]["device_name"]
+    assert [row["load"] for row in section["traffic"]["loads"]] == ["light", "plan", "overload"]
+    assert main(["validate", str(plan_file)]) == 0  # the steps again: the traffic part stays
+    assert "traffic" in json.loads(plan_file.read_text())["validation"]
