@@ -219,7 +219,11 @@ def latency_cdfs(
     return _png(fig)
 
 
-def traffic_cdfs(*, loads: list[dict[str, Any]]) -> bytes:
+def traffic_cdfs(**kwargs: Any) -> bytes:
+    return _png(traffic_cdfs_figure(**kwargs), layout=False)
+
+
+def traffic_cdfs_figure(*, loads: list[dict[str, Any]]) -> Any:
     """``loads``: the ``traffic`` section's rows, each with ``cdf.predicted`` and
     ``cdf.measured`` quantiles of TTFT and TPOT; one colour per load, measured solid and
     predicted dashed."""
@@ -247,7 +251,7 @@ def traffic_cdfs(*, loads: list[dict[str, Any]]) -> bytes:
         ax.grid(alpha=0.25, which="both")
     fig.suptitle("served on the GPU (solid) against predicted (dashed)", fontsize=10)
     _legend_below(fig, axes[0][0], ncol=3)
-    return _png(fig, layout=False)
+    return fig
 
 
 def history(

@@ -4,7 +4,7 @@ input files. Whatever comes in, ``tune`` answers with an exit code of the docume
 "internal error" (the top-level handler's last resort, which would mean an unchecked input).
 
 The values are drawn to be bounded (at most a few thousand requests, small GPU budgets), so
-most cases take well under a second; the suite runs 2,215 cases (1,000 + 750 + 250 + 150 + 40
+most cases take well under a second, and each is held to 30 s and 2 GiB of new peak memory; the suite runs 2,215 cases (1,000 + 750 + 250 + 150 + 40
 + 25: the corrupted plans go through export, validate, validate --traffic and report, and the
 last 25 through `tune plan` itself).
 """
@@ -38,12 +38,24 @@ NUMBERS = st.one_of(
 )
 
 
+CASE_SECONDS, CASE_BYTES = 30.0, 2 << 30  # no case may run longer or grow the process more
+
+
 def _run(capsys, argv: list[str]) -> tuple[int, str]:
+    import resource
+    import time
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
+    start = time.perf_counter()
     try:
         code = main(argv)
     except SystemExit as exit_:  # argparse's own usage errors
         code = exit_.code if isinstance(exit_.code, int) else 2
+    seconds = time.perf_counter() - start
+    grown = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - peak
     err = capsys.readouterr().err
+    assert seconds < CASE_SECONDS, (argv, f"{seconds:.1f} s")
+    assert grown < CASE_BYTES, (argv, f"the peak memory grew by {grown / 2**30:.2f} GiB")
     return code, err
 
 

@@ -97,3 +97,18 @@ def test_roofline_operator_labels_never_overlap():
             assert not box.overlaps(other), labels[i].get_text()
     for t in texts:
         assert _inside(t.get_window_extent(), fig.bbox), t.get_text()
+
+
+def test_traffic_cdfs_keep_their_labels_inside_and_clear_of_the_legend():
+    quantiles = [0.01 * 1.2**i for i in range(41)]
+    loads = [{"load": name, "cdf": {side: {"ttft": quantiles, "tpot": [q / 50 for q in quantiles]}
+                                    for side in ("predicted", "measured")}}
+             for name in ("light", "plan", "overload")]  # fmt: skip
+    fig = plots.traffic_cdfs_figure(loads=loads)
+    texts = _texts(fig)
+    assert sum(t.get_text().endswith("measured") for t in texts) == 3
+    for t in texts:
+        assert _inside(t.get_window_extent(), fig.bbox), t.get_text()
+    for ax in fig.axes:
+        xlabel = ax.xaxis.label.get_window_extent()
+        assert not any(xlabel.overlaps(box) for box in _legend_boxes(fig))
