@@ -45,10 +45,18 @@ def _available_commands(names: Sequence[str] = COMMANDS) -> list:
     return modules
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with its errors in one line, as every other error of ``tune`` (the usage is a
+    ``--help`` away)."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     """The whole parser, or with ``only`` one verb's (a command line that names its verb needs
     no other: importing and building all of them is a fifth of ``tune predict``'s start)."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="tune",
         description="rooftune: predict, search and validate Llama deployments on NVIDIA GPUs.",
     )
@@ -88,7 +96,10 @@ def _version() -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser(_verb(argv))
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit_:  # --help, --version, or a usage error already printed
+        return exit_.code if isinstance(exit_.code, int) else 2
     if not getattr(args, "run", None):
         parser.print_help()
         return 2

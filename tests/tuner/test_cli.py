@@ -89,6 +89,23 @@ def test_predict_json_is_the_prediction_contract(capsys):
         ),
         # Regression cases of the CLI-edges issue.
         (
+            ["--model", "llama-3.1-8b", "--hardware", "h100-sxm", "--spec", "eagle:abc:0.7"],
+            2,
+            "G, the drafted tokens, is a whole number",  # step level too: never ignored
+        ),
+        (
+            [
+                "--model",
+                "llama-3.1-8b",
+                "--hardware",
+                "h100-sxm",
+                "--gpu-memory-utilization",
+                "nan",
+            ],
+            2,
+            "not a finite number: 'nan'",
+        ),  # fmt: skip
+        (
             [
                 "--model",
                 "llama-3.1-8b",

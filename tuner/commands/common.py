@@ -73,7 +73,20 @@ def add_deployment_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--no-chunked-prefill", action="store_true")
     group.add_argument("--static-batching", action="store_true")
     group.add_argument("--no-cuda-graphs", action="store_true")
-    group.add_argument("--gpu-memory-utilization", type=float, default=0.90)
+    group.add_argument("--gpu-memory-utilization", type=finite_float, default=0.90)
+
+
+def finite_float(text: str) -> float:
+    """An argparse type: a number, and a finite one ("nan" and "inf" mean nothing here)."""
+    import math
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"not a finite number: {text!r}")
+    return value
 
 
 def add_json_arg(parser: argparse.ArgumentParser) -> None:
@@ -362,9 +375,12 @@ def predict_from_args(args: argparse.Namespace):
         if getattr(args, flag) < 1:
             raise ConfigError(f"--{flag} must be at least 1")
     model, hardware = load_model_and_hardware(args)
-    overrides = {}
+    overrides: dict[str, Any] = {}
     if args.max_model_len is None:
         overrides["max_model_len"] = max(args.prompt, args.context + 1, 16)
+    spec = parse_spec(getattr(args, "spec", None))  # checked here too: never ignored silently
+    if spec is not None:
+        overrides["speculative"] = spec
     config = config_from_args(args, **overrides)
     prediction = predict(
         model, hardware, config, batch=args.batch, prompt=args.prompt, context=args.context

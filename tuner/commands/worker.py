@@ -14,6 +14,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from . import common
+
 
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser(
@@ -29,7 +31,7 @@ def add_parser(subparsers) -> None:
     )
     parser.add_argument(
         "--wait",
-        type=float,
+        type=common.finite_float,
         default=60.0,
         help="seconds to wait for the study to appear (default 60)",
     )
