@@ -25,7 +25,6 @@ clears the cache so that the next load sees the new file.
 from __future__ import annotations
 
 import bisect
-import difflib
 import functools
 import math
 import os
@@ -147,6 +146,8 @@ def _resolve_name(name: str) -> str:
         return compact[wanted.replace("-", "")]
     # Suggest from names and aliases alike, so that 'h1000' finds 'h100' and thus 'h100-sxm'.
     candidates = {k: k for k in known} | {a: p for a, p in _ALIASES.items() if p in known}
+    import difflib  # only for a name not found: not at start-up
+
     close = difflib.get_close_matches(wanted, list(candidates), n=1, cutoff=0.5)
     hint = f" (did you mean {candidates[close[0]]}?)" if close else ""
     raise UnknownHardwareError(f"unknown GPU {name!r}; known: {', '.join(known)}{hint}")

@@ -31,7 +31,6 @@ against the counts published for the checkpoints (e.g. 8,030,261,248 for Llama-3
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import json
 import os
 import re
@@ -187,6 +186,8 @@ def get_model(name_or_path: str) -> ModelSpec:
         raise UnknownModelError(f"no model named: give a preset ({', '.join(PRESETS)}) or a path")
     if Path(name_or_path).expanduser().exists():
         return from_hf_config(name_or_path)
+    import difflib  # only for a name not found: not at start-up
+
     close = difflib.get_close_matches(key, list(PRESETS), n=2, cutoff=0.6)
     hint = f" (did you mean {' or '.join(close)}?)" if close else ""
     raise UnknownModelError(
