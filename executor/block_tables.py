@@ -42,7 +42,11 @@ class BlockTables:
 
     def reserve(self, row: int, length: int) -> None:
         """Blocks enough for the row's first ``length`` tokens."""
-        need = -(-length // self.block_size) - int(self.count[row])
+        blocks = -(-length // self.block_size)
+        if blocks > self.width:
+            raise RuntimeError(f"{length} tokens need {blocks} blocks; a block table holds "
+                               f"{self.width} (the executor's max_seq_length)")  # fmt: skip
+        need = blocks - int(self.count[row])
         if need > len(self.free):
             raise RuntimeError("the paged KV cache is full: the executor holds fewer blocks "
                                "than the simulator's scheduler admitted")  # fmt: skip

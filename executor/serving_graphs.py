@@ -16,7 +16,7 @@ import torch
 from executor.engine import BUCKETS, capture_graph
 from executor.ragged import RaggedBatch
 
-__all__ = ["PagedDecodeGraphs"]
+__all__ = ["PagedDecodeGraphs", "check_inputs"]
 
 
 class PagedDecodeGraphs:
@@ -29,7 +29,6 @@ class PagedDecodeGraphs:
         self.max_seq_length = max_seq_length
         self.buckets = [b for b in BUCKETS if b < max_batch] + [max_batch]
         self.graphs: dict[int, tuple] = {}
-        self.pool = None
 
     def capture(self) -> None:
         """Every bucket's graph, up front: a capture in the middle of a timed run would count."""
@@ -50,8 +49,8 @@ class PagedDecodeGraphs:
         def step() -> None:
             out[:] = [self.model(tokens, ragged=batch)[0].argmax(dim=-1)]
 
-        with torch.inference_mode():
-            graph, self.pool = capture_graph(step, pool=self.pool)
+        with torch.inference_mode():  # a pool per bucket: buckets replay in any order
+            graph, _ = capture_graph(step)
         return graph, tokens, positions, tables, out
 
     def bucket(self, batch: int) -> int | None:
@@ -60,6 +59,7 @@ class PagedDecodeGraphs:
     def run(self, tokens: np.ndarray, positions: np.ndarray, tables: np.ndarray) -> torch.Tensor:
         """``tables [n, width]``: each sequence's full row (padded with the scratch block)."""
         n = len(tokens)
+        check_inputs(tokens, positions, self.model.spec.vocab_size, self.max_seq_length)
         graph, tokens_buf, positions_buf, tables_buf, out = self.graphs[self.bucket(n)]
         size = tokens_buf.shape[1]
         padded = np.full((size, self.width), self.scratch, dtype=np.int64)
@@ -69,3 +69,12 @@ class PagedDecodeGraphs:
         tables_buf.copy_(torch.from_numpy(padded), non_blocking=True)
         graph.replay()
         return out[0][:n]
+
+
+def check_inputs(tokens: np.ndarray, positions: np.ndarray, vocab: int, length: int) -> None:
+    """A token id or a position past its table, said on the host: on the GPU it would be a
+    device-side assert in the middle of a graph, with no word of which."""
+    if len(tokens) and not (0 <= tokens.min() and tokens.max() < vocab):
+        raise RuntimeError(f"token id {int(tokens.max())} outside the vocabulary of {vocab}")
+    if len(positions) and not (0 <= positions.min() and positions.max() < length):
+        raise RuntimeError(f"position {int(positions.max())} past the {length} the cache holds")

@@ -27,6 +27,7 @@ import torch
 
 from executor.block_tables import BlockTables
 from executor.ragged import RaggedBatch, setup_paged_caches
+from executor.serving_graphs import PagedDecodeGraphs, check_inputs
 
 __all__ = ["ServingExecutor", "IterationRecord"]
 
@@ -80,6 +81,7 @@ class ServingExecutor:
         self.model, self.block_size = model, block_size
         self.device = model.embed_tokens.weight.device
         self.vocab = model.spec.vocab_size
+        self.max_seq_length = max_seq_length
         width = -(-max_seq_length // block_size)
         self.blocks = BlockTables(num_blocks, block_size, width, scratch=num_blocks)
         # Decode-only iterations from CUDA graphs of up to ``graphs_up_to`` sequences (the
@@ -87,8 +89,6 @@ class ServingExecutor:
         self.graphs = None
         cache = model.layers[0].attention.kv_cache
         if graphs_up_to and self.device.type == "cuda" and model.kernels.paged_decode(cache):
-            from executor.serving_graphs import PagedDecodeGraphs
-
             for layer in model.layers:  # the kernel's counters, before any capture
                 layer.attention.kv_cache.ensure_counters(graphs_up_to * cache.k.shape[1])
             self.graphs = PagedDecodeGraphs(
@@ -250,6 +250,8 @@ class ServingExecutor:
         tables = blocks.table[batch_rows, :widest]
         position = np.concatenate(positions)
         owner = np.concatenate(owners)
+        token_ids = np.concatenate(tokens)
+        check_inputs(token_ids, position, self.vocab, self.max_seq_length)
         device = self.device
 
         def tensor(values: np.ndarray) -> torch.Tensor:
@@ -261,4 +263,4 @@ class ServingExecutor:
             decodes=len(rows), chunks=chunks, sample_rows=tensor(np.asarray(sample)),
             max_length=int(blocks.length[batch_rows].max()),
         )  # fmt: skip
-        return batch, tensor(np.concatenate(tokens))[None]
+        return batch, tensor(token_ids)[None]

@@ -210,3 +210,16 @@ def test_tensor_parallel_ranks_sample_the_same_tokens_on_one_clock():
         proc.join(timeout=60)
     assert results[0][0] == results[1][0] == want
     assert results[0][1] == results[1][1]  # one clock for both schedulers
+
+
+def test_inputs_past_their_tables_are_named_on_the_host():
+    """A position past the cache or a token past the vocabulary is one clear error before
+    the model runs (on a GPU it would be a device-side assert inside a graph)."""
+    executor = ServingExecutor(tiny_model(), num_blocks=64, block_size=4, max_seq_length=16,
+                               prompt_tokens=lambda rid, s, n: [1] * n)  # fmt: skip
+    with pytest.raises(RuntimeError, match="20 tokens need 5 blocks; a block table holds 4"):
+        executor(Step(decode=[], prefill=[(0, 0, 20)]))
+    bad = ServingExecutor(tiny_model(), num_blocks=64, block_size=4, max_seq_length=64,
+                          prompt_tokens=lambda rid, s, n: [500] * n)  # fmt: skip
+    with pytest.raises(RuntimeError, match="token id 500 outside the vocabulary of 97"):
+        bad(Step(decode=[], prefill=[(0, 0, 4)]))
