@@ -12,7 +12,7 @@ calibration's sources.
 
 from __future__ import annotations
 
-from ..data.hardware import attention_efficiency, gemm_efficiency
+from ..data.curves import attention_efficiency, gemm_efficiency
 from ..data.specs import Efficiency, HardwareSpec
 
 __all__ = ["TOLERANCE", "disagreements", "require_agreement"]

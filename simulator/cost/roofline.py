@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..data.hardware import attention_efficiency, gemm_efficiency, gemm_tail_s
+from ..data.curves import attention_efficiency, gemm_efficiency, gemm_tail_s
 from ..data.specs import Efficiency, HardwareSpec
 from .ops import (
     EFF_ATTENTION,

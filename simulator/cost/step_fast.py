@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..data.hardware import ScalarCurves, gemm_tail_s
+from ..data.curves import ScalarCurves, gemm_tail_s
 from .ops import EFF_ATTENTION, EFF_COMM, EFF_GEMM
 from .roofline import CUDA_GRAPH_MAX_TOKENS, busy_s, hbm_seconds_per_byte, launch_beyond_graph_s
 from .shapes import FEATURES, NUM_FEATURES, attention_length, feature_vector

@@ -9,11 +9,9 @@ import numpy as np
 import pytest
 import yaml
 
+from simulator.data.curves import ScalarCurves, attention_efficiency, gemm_efficiency
 from simulator.data.hardware import (
-    ScalarCurves,
-    attention_efficiency,
     describe_hardware,
-    gemm_efficiency,
     list_hardware,
     load_hardware,
     write_calibration,
