@@ -38,6 +38,7 @@ __all__ = [
     "run_traffic",
     "traffic_config",
     "traffic_summary",
+    "traffic_rows",
     "TRAFFIC_HEAD",
 ]
 
@@ -93,9 +94,11 @@ def _metrics(prediction: Any) -> dict[str, float | None]:
 
 
 def _cdf(result: Any) -> dict[str, list[float]]:
+    from simulator.serving.results import time_per_output_token
+
     ttft = result.first_token_s - result.arrival_s
-    out = result.output_tokens
-    tpot = ((result.finish_s - result.first_token_s) / np.maximum(out - 1, 1))[out > 1]
+    tpot = time_per_output_token(result.first_token_s, result.finish_s, result.output_tokens)
+    tpot = tpot[np.isfinite(tpot)]
     return {name: [float(v) for v in np.quantile(values, QUANTILES)]
             for name, values in (("ttft", ttft), ("tpot", tpot)) if len(values)}  # fmt: skip
 
@@ -181,32 +184,37 @@ def _section(plan: Any, loads: list[dict[str, Any]]) -> dict[str, Any]:
 TRAFFIC_HEAD = ["load", "metric", "predicted", "measured", "error"]
 
 
-def traffic_summary(validation: dict[str, Any] | None) -> tuple[str | None, list[list[str]]]:
-    """The report's lines for a plan's validation under traffic: a summary (None when it was
-    not run) and a row per load and metric (``TRAFFIC_HEAD``)."""
+def show_metric(metric: str, value: float | None) -> str:
+    """One metric of a load, as the report and the CLI print it."""
     from simulator.units import format_seconds
 
-    section = (validation or {}).get("traffic")
-    if not section:
-        return None, []
+    if value is None:
+        return "-"
+    if metric == "preemptions":
+        return str(value)
+    return f"{value:,.0f} tok/s" if metric.startswith("output") else format_seconds(value)
 
-    def show(metric: str, value: float | None) -> str:
-        if value is None:
-            return "-"
-        return f"{value:,.0f} tok/s" if metric.startswith("output") else format_seconds(value)
 
+def traffic_rows(section: dict[str, Any]) -> list[list[str]]:
+    """A row per load and metric (``TRAFFIC_HEAD``)."""
     rows = []
     for row in section["loads"]:
         measured, errors = row.get("measured") or {}, row.get("errors") or {}
         for metric, predicted in row["predicted"].items():
-            if metric == "preemptions":
-                rows.append([f"{row['load']} ({row['rate_per_s']:.2f} req/s)", metric,
-                             str(predicted), str(measured.get(metric, "-")), "-"])  # fmt: skip
-                continue
             error = errors.get(metric)
             rows.append([f"{row['load']} ({row['rate_per_s']:.2f} req/s)", metric,
-                         show(metric, predicted), show(metric, measured.get(metric)),
+                         show_metric(metric, predicted), show_metric(metric, measured.get(metric)),
                          "-" if error is None else f"{100 * error:+.1f}%"])  # fmt: skip
+    return rows
+
+
+def traffic_summary(validation: dict[str, Any] | None) -> tuple[str | None, list[list[str]]]:
+    """The report's lines for a plan's validation under traffic: a summary (None when it was
+    not run) and ``traffic_rows``."""
+    section = (validation or {}).get("traffic")
+    if not section:
+        return None, []
+    rows = traffic_rows(section)
     machine = section.get("machine") or {}
     median = section.get("median_abs_relative_error")
     summary = (

@@ -36,6 +36,7 @@ __all__ = [
     "ServingResult",
     "EngineLimits",
     "build_result",
+    "time_per_output_token",
     "run_limits",
     "stopped_result",
     "weighted_percentiles",
@@ -207,6 +208,14 @@ def steady_window(arrival: np.ndarray, finish: np.ndarray) -> tuple[np.ndarray, 
     return kept, (float(start), float(end))
 
 
+def time_per_output_token(first: np.ndarray, finish: np.ndarray, output: np.ndarray) -> np.ndarray:
+    """Each request's TPOT: ``(finish - first token) / (output tokens - 1)``; NaN for a
+    request of one output token (it has no gap between tokens)."""
+    output = np.asarray(output)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(output > 1, (np.asarray(finish) - first) / (output - 1), np.nan)
+
+
 def build_result(
     model,
     hardware,
@@ -239,8 +248,7 @@ def build_result(
     ttft = first - arrival
     e2e = finish - arrival
     queue = admit - arrival
-    with np.errstate(divide="ignore", invalid="ignore"):
-        tpot = np.where(output > 1, (finish - first) / (output - 1), np.nan)
+    tpot = time_per_output_token(first, finish, output)
     span = float(finish.max() - arrival.min())
     span = span if span > 0 else float("nan")
     out_tokens, all_tokens, completed = float(output.sum()), float((prompt + output).sum()), n

@@ -14,13 +14,13 @@ from __future__ import annotations
 import csv
 import io
 import json
-import math
 import os
 from pathlib import Path
 
 import numpy as np
 
 from ..files import write_atomic
+from .results import time_per_output_token
 
 __all__ = ["timeline_rows", "write_timeline_csv", "write_chrome_trace"]
 
@@ -48,6 +48,7 @@ def timeline_rows(result) -> list[dict]:
     if arrival.size == 0:
         return []
     origin = float(np.nanmin(arrival))
+    tpot = time_per_output_token(result.first_token_s, result.finish_s, result.output_tokens)
     rows = []
     for i in range(arrival.size):
         a, admit = float(arrival[i]), float(result.admit_s[i])
@@ -67,7 +68,7 @@ def timeline_rows(result) -> list[dict]:
                 "preemptions": int(result.request_preemptions[i]),
                 "queue_s": admit - a,
                 "ttft_s": first - a,
-                "tpot_s": (finish - first) / (output - 1) if output > 1 else math.nan,
+                "tpot_s": float(tpot[i]),
                 "e2e_s": finish - a,
             }
         )

@@ -164,25 +164,19 @@ def _traffic(args: argparse.Namespace, plan) -> int:
 
 
 def _print_traffic(section: dict) -> None:
-    from simulator.units import format_seconds
-
-    def show(metric: str, value) -> str:
-        if value is None:
-            return "-"
-        if metric == "preemptions":
-            return str(value)
-        return f"{value:,.0f} tok/s" if metric.startswith("output") else format_seconds(value)
+    from tuner.traffic import show_metric
 
     for row in section["loads"]:
         print(f"{row['load']}: {row['rate_per_s']:.2f} req/s, {row['requests']} requests")
-        measured = row.get("measured") or {}
+        measured, errors = row.get("measured") or {}, row.get("errors") or {}
         for metric, predicted in row["predicted"].items():
-            error = (row.get("errors") or {}).get(metric)
+            error = errors.get(metric)
             tail = (
                 ""
                 if error is None
-                else f"  measured {show(metric, measured.get(metric))}  error {100 * error:+.1f}%"
+                else f"  measured {show_metric(metric, measured.get(metric))}"
+                f"  error {100 * error:+.1f}%"
             )
-            print(f"  {metric:20s} predicted {show(metric, predicted):>12}{tail}")
+            print(f"  {metric:20s} predicted {show_metric(metric, predicted):>12}{tail}")
     for note in section["notes"]:
         print(f"note: {note}")
