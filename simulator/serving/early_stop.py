@@ -70,13 +70,12 @@ class MissWatch:
     def __init__(self, slos: tuple[Slo, ...], arrival: np.ndarray, run) -> None:
         self.arrival, self.run = arrival, run
         self.output = np.asarray(run.output, dtype=float)
-        multi = int((self.output > 1).sum())
-        n = len(arrival)
-        self.rules = [
-            (slo, needed_above(multi if slo.metric == "tpot" else n, slo.percentile))
-            for slo in slos
-            if slo.metric in ("ttft", "tpot", "e2e")
-        ]
+        multi = int((self.output > 1).sum())  # the requests that have a TPOT
+        self.rules = []  # (SLO, its samples, how many above its target decide it)
+        for slo in slos:
+            if slo.metric in ("ttft", "tpot", "e2e"):
+                samples = multi if slo.metric == "tpot" else len(arrival)
+                self.rules.append((slo, samples, needed_above(samples, slo.percentile)))
 
     def check(self, now: float) -> CertainMiss | None:
         """The first SLO certainly missed with every event before ``now`` simulated."""
@@ -84,13 +83,10 @@ class MissWatch:
             return None
         first = np.asarray(self.run.first_s, dtype=float)
         finish = np.asarray(self.run.finish_s, dtype=float)
-        for slo, needed in self.rules:
+        for slo, samples, needed in self.rules:
             low = self._lower_bounds(slo.metric, now, first, finish)
             late = low[low > slo.target_s]
             if late.size >= needed:
-                samples = (
-                    len(self.arrival) if slo.metric != "tpot" else int((self.output > 1).sum())
-                )
                 at_least = float(np.partition(late, late.size - needed)[late.size - needed])
                 return CertainMiss(slo, int(late.size), needed, samples, now, at_least)
         return None
