@@ -32,10 +32,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..data.slo import Slo
+from ..data.slo import Slo, SloCheck
+from ..results import Prediction
 from ..units import format_seconds
+from .results import ServingResult, run_limits
 
-__all__ = ["MissWatch", "CertainMiss"]
+__all__ = ["MissWatch", "CertainMiss", "stopped_result"]
 
 
 @dataclass(frozen=True)
@@ -102,3 +104,25 @@ class MissWatch:
                 return np.where(np.isnan(finish), now, finish) - self.arrival
             decoding = np.where(np.isnan(finish), now, finish) - first  # NaN before a first token
             return np.where(self.output > 1, decoding / (self.output - 1), np.nan)
+
+
+def stopped_result(model, hardware, config, run, engines, miss: CertainMiss) -> ServingResult:
+    """A run stopped at a certain SLO miss (``early_stop``): the miss, the limits so far, no
+    metrics."""
+    check = SloCheck(slo=miss.slo, value_s=miss.at_least_s, met=False)
+    prediction = Prediction(
+        model=model.name,
+        hardware=hardware.name,
+        config=config.model_dump(mode="json"),
+        fits=True,
+        num_gpus=config.num_gpus,
+        slos=[check.as_dict()],
+        slos_met=False,
+        source="rooftune serving simulation, stopped at a certain SLO miss",
+    )
+    return ServingResult(
+        prediction=prediction,
+        slo_checks=[check],
+        limits=run_limits(config, run, engines),
+        stopped=miss.line(),
+    )

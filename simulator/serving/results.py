@@ -38,7 +38,6 @@ __all__ = [
     "build_result",
     "time_per_output_token",
     "run_limits",
-    "stopped_result",
     "weighted_percentiles",
     "expand_runs",
 ]
@@ -393,26 +392,4 @@ def run_limits(config, run, engines) -> EngineLimits:
         max_num_seqs=config.max_num_seqs,
         token_budget=config.max_num_batched_tokens * config.pp,
         kv_blocks=run.total_blocks,
-    )
-
-
-def stopped_result(model, hardware, config, run, engines, miss) -> ServingResult:
-    """A run stopped at a certain SLO miss (``early_stop``): the miss, the limits so far, no
-    metrics."""
-    check = SloCheck(slo=miss.slo, value_s=miss.at_least_s, met=False)
-    prediction = Prediction(
-        model=model.name,
-        hardware=hardware.name,
-        config=config.model_dump(mode="json"),
-        fits=True,
-        num_gpus=config.num_gpus,
-        slos=[check.as_dict()],
-        slos_met=False,
-        source="rooftune serving simulation, stopped at a certain SLO miss",
-    )
-    return ServingResult(
-        prediction=prediction,
-        slo_checks=[check],
-        limits=run_limits(config, run, engines),
-        stopped=miss.line(),
     )

@@ -38,8 +38,8 @@ from ..cost.step_fast import F, FastStep
 from ..data.specs import DeploymentConfig, HardwareSpec, ModelSpec
 from ..data.workload import Requests, Workload, parse_slo, sample_requests
 from ..results import Prediction, Unfit
-from .early_stop import MissWatch
-from .results import ServingResult, build_result, stopped_result, weighted_percentiles
+from .early_stop import MissWatch, stopped_result
+from .results import ServingResult, build_result, weighted_percentiles
 from .scheduler import ContinuousEngine
 from .static_batching import StaticEngine
 
