@@ -253,7 +253,7 @@ def decode_attention(
 ) -> torch.Tensor:
     """One decode step's attention from the fused projection ``qkv [B, 1, heads + 2 kv_heads,
     D]`` (not yet rotated; q, k, v heads in that order) with ``cos, sin [1, D]`` at the new
-    token's position ``input_pos [1]``: stores the new K/V in ``cache`` (``executor.model.
+    token's position ``input_pos [1]``: stores the new K/V in ``cache`` (``executor.kv_cache.
     KVCache``, bf16 or FP8) and attends over its first ``kv_length`` positions, the new one
     among them. Returns ``[B, 1, heads * D]`` in qkv's dtype. ``block_s``, ``num_warps`` and
     ``num_stages`` override the module's tile (``BLOCK_S``, ``NUM_WARPS``, ``NUM_STAGES``).

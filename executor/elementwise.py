@@ -193,7 +193,7 @@ def rope_cache(
     input_pos: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Rotate the q and k heads of ``qkv [B, T, heads, D]`` in place and, with ``cache`` (an
-    ``executor.model.KVCache``), write K and V at ``input_pos [T]``. Returns ``qkv``."""
+    ``executor.kv_cache.KVCache``), write K and V at ``input_pos [T]``. Returns ``qkv``."""
     batch, num_tokens, heads, head_dim = qkv.shape
     half = head_dim // 2
     if half & (half - 1):  # the kernel walks a half head in one power-of-two block

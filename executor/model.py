@@ -43,10 +43,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from executor.fused import EAGER, Kernels, causal_attention, static_input_scale, to_fp8
+from executor.kv_cache import KVCache
 from simulator.data.specs import ModelSpec
 
 __all__ = [
-    "KVCache",
     "RMSNorm",
     "Attention",
     "FeedForward",
@@ -88,63 +88,6 @@ def _rope_table(spec: ModelSpec, length: int) -> tuple[torch.Tensor, torch.Tenso
     angles = torch.outer(torch.arange(length, dtype=torch.float64), rope_frequencies(spec))
     angles = torch.cat([angles, angles], dim=-1)
     return angles.cos().float(), angles.sin().float()
-
-
-class KVCache(nn.Module):
-    """Static K/V storage of one layer: ``[max_batch, num_kv_heads, max_seq_length, head_dim]``.
-
-    ``dtype`` float8_e4m3fn stores an FP8 cache with one per-tensor scale per K and V (a memory
-    saving; values are dequantized to the compute dtype before attention).
-    """
-
-    def __init__(
-        self,
-        max_batch: int,
-        num_kv_heads: int,
-        max_seq_length: int,
-        head_dim: int,
-        dtype: torch.dtype,
-        device: torch.device | str | None = None,
-        scale: float = 1.0,
-    ) -> None:
-        super().__init__()
-        shape = (max_batch, num_kv_heads, max_seq_length, head_dim)
-        self.register_buffer("k", torch.zeros(shape, dtype=dtype, device=device), persistent=False)
-        self.register_buffer("v", torch.zeros(shape, dtype=dtype, device=device), persistent=False)
-        # Per (sequence, K/V head): the decode-attention kernel's count of finished key chunks
-        # (executor.decode_attention), zero between steps. Here so a CUDA graph keeps them.
-        counters = torch.zeros(max_batch * num_kv_heads, dtype=torch.int32, device=device)
-        self.register_buffer("split_counters", counters, persistent=False)
-        # Sequence b's cache is row b: the decode kernel's block table of a static cache.
-        rows = torch.arange(max_batch, dtype=torch.int32, device=device)[:, None]
-        self.register_buffer("own_rows", rows, persistent=False)
-        self.is_fp8 = dtype == torch.float8_e4m3fn
-        self.scale = scale
-
-    def write(self, input_pos: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
-        """Store k, v ``[B, kv_heads, T, D]`` at positions ``input_pos [T]``."""
-        batch = k.shape[0]
-        if self.is_fp8:
-            # index_copy_ has no float8 kernel: move the bytes as uint8.
-            k_fp8 = (k.float() / self.scale).clamp(-448, 448).to(self.k.dtype)
-            v_fp8 = (v.float() / self.scale).clamp(-448, 448).to(self.v.dtype)
-            self.k[:batch].view(torch.uint8).index_copy_(2, input_pos, k_fp8.view(torch.uint8))
-            self.v[:batch].view(torch.uint8).index_copy_(2, input_pos, v_fp8.view(torch.uint8))
-        else:
-            self.k[:batch].index_copy_(2, input_pos, k)
-            self.v[:batch].index_copy_(2, input_pos, v)
-
-    def read(
-        self, batch: int, dtype: torch.dtype, kv_length: int | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """The first ``batch`` sequences' cache, ``[batch, kv_heads, kv_length or
-        max_seq_length, D]``, in the compute ``dtype``."""
-        k_cache, v_cache = self.k[:batch], self.v[:batch]
-        if kv_length is not None:
-            k_cache, v_cache = k_cache[:, :, :kv_length], v_cache[:, :, :kv_length]
-        if self.is_fp8:
-            return k_cache.to(dtype) * self.scale, v_cache.to(dtype) * self.scale
-        return k_cache, v_cache
 
 
 class RMSNorm(nn.Module):

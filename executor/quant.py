@@ -25,7 +25,7 @@ dequantizes to the activation dtype and runs a bf16 GEMM (memory: half of bf16; 
 INT4 (``Int4WeightOnlyLinear``) uses ``torch.ops.aten._weight_int4pack_mm`` with group scales
 where the installed torch has that kernel for the device; ``int4_available`` says whether it does.
 
-The FP8 KV cache lives in ``executor.model.KVCache`` (``kv_dtype=torch.float8_e4m3fn``).
+The FP8 KV cache lives in ``executor.kv_cache.KVCache`` (``kv_dtype=torch.float8_e4m3fn``).
 ``quantize_model`` swaps the linears of a built model in place; the lm_head stays in bf16 unless
 asked (its error shows directly in the logits) and the embedding is a gather, never quantized.
 """

@@ -11,7 +11,7 @@ splits:
 - a chunk attends causally over its prompt so far: the fresh keys alone for a first chunk
   (the flash kernel), its cached keys for a later one.
 
-K and V live in a ``PagedKVCache``: blocks of ``block_size`` token slots shared by all sequences,
+K and V live in a ``PagedKVCache`` (``executor.kv_cache``): blocks of ``block_size`` token slots shared by all sequences,
 each sequence holding a table of its blocks, as vLLM, SGLang and TensorRT-LLM keep them (and as
 the simulator's scheduler admits requests by blocks). On a GPU a decode reads its blocks in the
 one-kernel decode attention (``executor.decode_attention``, through the table); elsewhere, and
@@ -26,59 +26,9 @@ import torch
 import torch.nn.functional as F
 
 from executor.fused import causal_attention
+from executor.kv_cache import PagedKVCache
 
-__all__ = ["PagedKVCache", "RaggedBatch", "ragged_attention", "setup_paged_caches"]
-
-
-class PagedKVCache:
-    """K/V of one layer in blocks: ``k, v [num_blocks, kv_heads, block_size, head_dim]``.
-
-    ``float8_e4m3fn`` stores FP8 with one per-tensor ``scale`` (as ``model.KVCache``). Which
-    blocks a sequence holds is the caller's (``RaggedBatch.tables``)."""
-
-    def __init__(self, num_blocks: int, kv_heads: int, block_size: int, head_dim: int,
-                 dtype: torch.dtype, device: torch.device | str, scale: float = 1.0):  # fmt: skip
-        shape = (num_blocks, kv_heads, block_size, head_dim)
-        self.k = torch.zeros(shape, dtype=dtype, device=device)
-        self.v = torch.zeros(shape, dtype=dtype, device=device)
-        self.block_size = block_size
-        self.is_fp8 = dtype == torch.float8_e4m3fn
-        self.scale = scale
-        # The decode kernel's count of finished key chunks per (sequence, K/V head): sized for
-        # the most sequences one iteration may decode (``ensure_counters``).
-        self.split_counters = torch.zeros(0, dtype=torch.int32, device=device)
-
-    def ensure_counters(self, pairs: int) -> None:
-        if self.split_counters.numel() < pairs:
-            self.split_counters = torch.zeros(pairs, dtype=torch.int32, device=self.k.device)
-
-    def write(self, blocks: torch.Tensor, offsets: torch.Tensor, k: torch.Tensor,
-              v: torch.Tensor) -> None:  # fmt: skip
-        """Store ``k, v [N, kv_heads, D]`` at token slots ``(blocks[i], offsets[i])``."""
-        if self.is_fp8:  # index_put_ has no float8 kernel: move the bytes as uint8
-            k = (k.float() / self.scale).clamp(-448, 448).to(self.k.dtype).view(torch.uint8)
-            v = (v.float() / self.scale).clamp(-448, 448).to(self.v.dtype).view(torch.uint8)
-            self.k.view(torch.uint8)[blocks, :, offsets] = k
-            self.v.view(torch.uint8)[blocks, :, offsets] = v
-        else:
-            self.k[blocks, :, offsets] = k
-            self.v[blocks, :, offsets] = v
-
-    def gather(self, table: torch.Tensor, length: int, dtype: torch.dtype):
-        """One sequence's first ``length`` keys and values ``[1, kv_heads, length, D]`` from its
-        block ``table``, in the compute ``dtype``."""
-        used = table[: -(-length // self.block_size)]
-
-        def one(cache: torch.Tensor) -> torch.Tensor:
-            if self.is_fp8:  # no float8 indexing kernel: gather the bytes
-                blocks = cache.view(torch.uint8)[used].view(cache.dtype)
-            else:
-                blocks = cache[used]  # [blocks, kv_heads, block_size, D]
-            out = blocks.transpose(0, 1).reshape(1, cache.shape[1], -1, cache.shape[3])
-            out = out[:, :, :length].to(dtype)
-            return out * self.scale if self.is_fp8 else out
-
-        return one(self.k), one(self.v)
+__all__ = ["RaggedBatch", "ragged_attention", "setup_paged_caches"]
 
 
 def setup_paged_caches(model, *, num_blocks: int, block_size: int,

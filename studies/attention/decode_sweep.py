@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 from executor import decode_attention as attention
 from executor.engine import time_graph
-from executor.model import KVCache
+from executor.kv_cache import KVCache
 
 HEADS, KV_HEADS, D = 32, 8, 128
 SHAPES = [(1, 1024), (32, 4096), (128, 4096), (128, 1024)]  # (batch, context)

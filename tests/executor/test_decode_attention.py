@@ -17,7 +17,7 @@ SCRIPT = """
     import torch.nn.functional as F
     from executor import decode_attention as attention
     from executor import fused
-    from executor.model import KVCache
+    from executor.kv_cache import KVCache
 
     torch.manual_seed(0)
     B, HQ, HKV, D, S_MAX, LENGTH = 2, 8, 2, 64, 320, 203
@@ -79,7 +79,7 @@ PAGED = """
     import torch.nn.functional as F
     from executor import decode_attention as attention
     from executor import fused
-    from executor.ragged import PagedKVCache
+    from executor.kv_cache import PagedKVCache
 
     torch.manual_seed(0)
     HQ, HKV, D, BS, BLOCKS = 8, 2, 64, 4, 48

@@ -55,7 +55,7 @@ def test_gemv_matches_matmul_in_interpreter():
 ELEMENTWISE = """
     import torch
     from executor import elementwise, fused
-    from executor.model import KVCache
+    from executor.kv_cache import KVCache
 
     torch.manual_seed(0)
     B, T, HQ, HKV, D = 2, 5, 8, 2, 16

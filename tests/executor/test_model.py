@@ -114,7 +114,7 @@ def test_decode_attention_mode_picks_the_kernel_by_cache_dtype():
     "triton" and "sdpa" pick one for both; without the kernel, or for a head size it cannot
     take, it is SDPA."""
     from executor.fused import Kernels
-    from executor.model import KVCache
+    from executor.kv_cache import KVCache
 
     def kernel(*args):
         return None
