@@ -21,7 +21,9 @@ un-rotated output of the fused q/k/v projection and:
    load of all of them, so the merge costs one memory round trip, not one per head), writes
    the output and resets the counter. A single chunk writes its output directly.
 
-An FP8 cache is read as FP8 and its scale applied to the scores and the output, so it halves the
+A speculative verify step (``query`` tokens per sequence, drafts checked by the target) runs
+the same kernel with its ``query x G`` rows in the tile; its K/V are stored before the kernel,
+so every chunk reads them from the cache. An FP8 cache is read as FP8 and its scale applied to the scores and the output, so it halves the
 bytes instead of adding a dequantized copy; the new key is rounded to FP8 first, as it will be
 read back. The counters live in the ``KVCache`` (``split_counters``), so a captured CUDA graph
 replays the kernel with them. ``decode_attention(qkv, cos, sin, input_pos, cache, kv_length,
@@ -102,6 +104,8 @@ if triton is not None:
         GROUP: tl.constexpr,
         CACHE_FP8: tl.constexpr,
         USE_PDL: tl.constexpr,
+        QUERY: tl.constexpr = 1,
+        FUSED: tl.constexpr = True,
     ):
         # The next kernel (the output projection's GEMV) may launch only once the keys are
         # read: launched earlier, its waiting blocks would hold SM slots this kernel needs.
@@ -111,51 +115,66 @@ if triton is not None:
         b = pair // kv_heads
         kv_head = pair % kv_heads
         head_dim = 2 * HALF
+        # Row r of the tile is query token t = r // group of this sequence, head r % group of
+        # this K/V head's group; QUERY = 1 (a decode) is the G heads of one token.
         g = tl.arange(0, BLOCK_G)
         d = tl.arange(0, HALF)
-        g_ok = g < group
+        g_ok = g < QUERY * group
+        t = g // group
+        token = b * QUERY + t  # the row's token in the iteration: the sequence's tokens in order
+        out_head = token * heads + kv_head * group + g % group  # its row of the output [*, D]
         dot_type = qkv_ptr.dtype.element_ty  # an FP8 cache is widened to the query's dtype
         cache_type = k_ptr.dtype.element_ty
-        cos = tl.load(cos_ptr + b * stride_cos + d)
-        sin = tl.load(sin_ptr + b * stride_cos + d)
-        position = tl.load(pos_ptr + b * stride_pos)  # this sequence's new token
+        position = tl.load(pos_ptr + b * stride_pos)  # this sequence's first new token
+        limit = position + t  # the last key row r may see (causal among the new tokens)
         table = table_ptr + b * stride_table  # its blocks of ``page`` token slots
 
-        # The G query heads of this K/V head, rotated, in halves [BLOCK_G, HALF].
-        row = qkv_ptr + b * stride_qkv_b
-        q_rows = row + (kv_head * group + g)[:, None] * head_dim + d[None, :]
+        # The query heads of this K/V head, in halves [BLOCK_G, HALF]; rotated here if FUSED.
+        q_rows = (
+            (qkv_ptr + token * stride_qkv_b)[:, None]
+            + (kv_head * group + g % group)[:, None] * head_dim
+            + d[None, :]
+        )
         q1 = tl.load(q_rows, mask=g_ok[:, None], other=0.0).to(tl.float32)
         q2 = tl.load(q_rows + HALF, mask=g_ok[:, None], other=0.0).to(tl.float32)
-        q1, q2 = _rotate(q1, q2, cos[None, :], sin[None, :])
-        q1, q2 = q1.to(dot_type), q2.to(dot_type)
-
-        # The new key, rotated, and value, rounded to the cache's dtype [HALF] each.
-        k_row = row + (heads + kv_head) * head_dim
-        v_row = row + (heads + kv_heads + kv_head) * head_dim
-        k1, k2 = _rotate(
-            tl.load(k_row + d).to(tl.float32), tl.load(k_row + HALF + d).to(tl.float32), cos, sin
-        )
-        v1, v2 = tl.load(v_row + d).to(tl.float32), tl.load(v_row + HALF + d).to(tl.float32)
-        if CACHE_FP8:
-            k1 = tl.clamp(k1 / cache_scale, -FP8_MAX, FP8_MAX)
-            k2 = tl.clamp(k2 / cache_scale, -FP8_MAX, FP8_MAX)
-            v1 = tl.clamp(v1 / cache_scale, -FP8_MAX, FP8_MAX)
-            v2 = tl.clamp(v2 / cache_scale, -FP8_MAX, FP8_MAX)
-        k1, k2 = k1.to(cache_type), k2.to(cache_type)
-        v1, v2 = v1.to(cache_type), v2.to(cache_type)
-
         head = kv_head * stride_kh
         start = split * keys_per_split
-        stop = tl.minimum(start + keys_per_split, position + 1)  # empty past its own length
-        if (position >= start) & (position < stop):  # this chunk holds the new token
-            block = tl.load(table + position // page)
-            slot = block * stride_kb + head + (position % page) * stride_ks
-            tl.store(k_ptr + slot + d, k1)
-            tl.store(k_ptr + slot + HALF + d, k2)
-            tl.store(v_ptr + slot + d, v1)
-            tl.store(v_ptr + slot + HALF + d, v2)
-
+        stop = tl.minimum(start + keys_per_split, position + QUERY)  # empty past its length
         scale = sm_scale * cache_scale
+        if FUSED:  # one new token: RoPE and its K/V store here (see the module's docstring)
+            cos = tl.load(cos_ptr + b * stride_cos + d)
+            sin = tl.load(sin_ptr + b * stride_cos + d)
+            q1, q2 = _rotate(q1, q2, cos[None, :], sin[None, :])
+
+            # The new key, rotated, and value, rounded to the cache's dtype [HALF] each.
+            row = qkv_ptr + b * stride_qkv_b
+            k_row = row + (heads + kv_head) * head_dim
+            v_row = row + (heads + kv_heads + kv_head) * head_dim
+            k1, k2 = _rotate(
+                tl.load(k_row + d).to(tl.float32),
+                tl.load(k_row + HALF + d).to(tl.float32),
+                cos,
+                sin,
+            )
+            v1, v2 = tl.load(v_row + d).to(tl.float32), tl.load(v_row + HALF + d).to(tl.float32)
+            if CACHE_FP8:
+                k1 = tl.clamp(k1 / cache_scale, -FP8_MAX, FP8_MAX)
+                k2 = tl.clamp(k2 / cache_scale, -FP8_MAX, FP8_MAX)
+                v1 = tl.clamp(v1 / cache_scale, -FP8_MAX, FP8_MAX)
+                v2 = tl.clamp(v2 / cache_scale, -FP8_MAX, FP8_MAX)
+            k1, k2 = k1.to(cache_type), k2.to(cache_type)
+            v1, v2 = v1.to(cache_type), v2.to(cache_type)
+            if (position >= start) & (position < stop):  # this chunk holds the new token
+                block = tl.load(table + position // page)
+                slot = block * stride_kb + head + (position % page) * stride_ks
+                tl.store(k_ptr + slot + d, k1)
+                tl.store(k_ptr + slot + HALF + d, k2)
+                tl.store(v_ptr + slot + d, v1)
+                tl.store(v_ptr + slot + HALF + d, v2)
+        else:  # several new tokens (a speculative verify): rotated and stored before
+            k1 = tl.zeros((HALF,), dtype=cache_type)
+            k2, v1, v2 = k1, k1, k1
+        q1, q2 = q1.to(dot_type), q2.to(dot_type)
         k1, k2 = k1.to(dot_type)[None, :], k2.to(dot_type)[None, :]
         v1, v2 = v1.to(dot_type)[None, :], v2.to(dot_type)[None, :]
         running_max = tl.full((BLOCK_G,), float("-inf"), dtype=tl.float32)
@@ -165,7 +184,10 @@ if triton is not None:
         for s0 in range(start, stop, BLOCK_S):
             s = s0 + tl.arange(0, BLOCK_S)
             s_ok = s < stop
-            new = (s == position)[:, None]  # the new token's row comes from registers
+            if FUSED:  # the new token's row comes from registers
+                new = (s == position)[:, None]
+            else:
+                new = (s < 0)[:, None]
             blocks = tl.load(table + s // page, mask=s_ok, other=0)
             rows = blocks * stride_kb + head + (s % page) * stride_ks  # [BLOCK_S]
             keys = k_ptr + rows[:, None] + d[None, :]
@@ -179,10 +201,13 @@ if triton is not None:
                 new, v2, tl.load(values + HALF, mask=s_ok[:, None], other=0.0).to(dot_type)
             )
             scores = tl.dot(q1, tl.trans(kc1)) + tl.dot(q2, tl.trans(kc2))  # [BLOCK_G, BLOCK_S]
-            scores = tl.where(s_ok[None, :], scores * scale, float("-inf"))
+            visible = s_ok[None, :] & (s[None, :] <= limit[:, None])
+            scores = tl.where(visible, scores * scale, float("-inf"))
             new_max = tl.maximum(running_max, tl.max(scores, axis=1))
-            correction = tl.exp(running_max - new_max)
-            p = tl.exp(scores - new_max[:, None])
+            # A verify's early token may see no key of this block: its exponents stay 0, not NaN.
+            shift = tl.where(new_max == float("-inf"), 0.0, new_max)
+            correction = tl.exp(running_max - shift)
+            p = tl.exp(scores - shift[:, None])
             running_sum = running_sum * correction + tl.sum(p, axis=1)
             p = p.to(dot_type)
             acc1 = acc1 * correction[:, None] + tl.dot(p, vc1)
@@ -193,7 +218,7 @@ if triton is not None:
         norm = tl.where(running_sum > 0, cache_scale / running_sum, 0.0)[:, None]
         acc1, acc2 = acc1 * norm, acc2 * norm
 
-        out_rows = out_ptr + (b * heads + kv_head * group + g)[:, None] * head_dim + d[None, :]
+        out_rows = out_ptr + out_head[:, None] * head_dim + d[None, :]
         out_type = out_ptr.dtype.element_ty
         if num_splits == 1:
             tl.store(out_rows, acc1.to(out_type), mask=g_ok[:, None])
@@ -207,8 +232,8 @@ if triton is not None:
             done = tl.atomic_add(counters_ptr + pair, 1, sem="acq_rel", scope="gpu")
             if done == num_splits - 1:  # the last chunk of this pair: merge them all at once
                 splits = tl.arange(0, BLOCK_SPLITS)[:, None]  # [BLOCK_SPLITS, 1]
-                h = tl.arange(0, GROUP)[None, :]  # [1, GROUP]: the real query heads only
-                ok = (splits < num_splits) & (h < group)
+                h = tl.arange(0, GROUP)[None, :]  # [1, GROUP]: the real query rows only
+                ok = (splits < num_splits) & (h < QUERY * group)
                 rows = (pair * num_splits + splits) * BLOCK_G + h  # [BLOCK_SPLITS, GROUP]
                 lse = tl.load(lse_ptr + rows, mask=ok, other=float("-inf"), volatile=True)
                 weights = tl.exp(lse - tl.max(lse, axis=0)[None, :])
@@ -221,11 +246,12 @@ if triton is not None:
                     volatile=True,
                 )  # [BLOCK_SPLITS, GROUP, D]
                 merged = tl.sum(parts * weights[:, :, None], axis=0)  # [GROUP, D]
-                heads_out = (b * heads + kv_head * group + h).reshape(GROUP, 1)
+                r = h.reshape(GROUP, 1)
+                heads_out = (b * QUERY + r // group) * heads + kv_head * group + r % group
                 tl.store(
                     out_ptr + heads_out * head_dim + e.reshape(1, 2 * HALF),
                     merged.to(out_type),
-                    mask=h.reshape(GROUP, 1) < group,
+                    mask=r < QUERY * group,
                 )
                 tl.atomic_xchg(counters_ptr + pair, 0)  # ready for the next step
 
@@ -262,9 +288,15 @@ def decode_attention(
     paged cache (``PagedKVCache``): then ``input_pos [B]`` and ``cos, sin [B, D]`` are per
     sequence, ``block_table [B, blocks]`` names each one's blocks, and ``kv_length`` is the
     longest one's (each attends over its own ``input_pos + 1`` keys). A static cache is the
-    same with one block per sequence, its own row."""
-    batch, num_tokens, _, head_dim = qkv.shape
-    assert num_tokens == 1, "decode_attention: one new token per sequence"
+    same with one block per sequence, its own row.
+
+    A speculative verify is ``query`` new tokens per sequence: ``qkv [B, query, ...]`` with q
+    already rotated and the new K/V already in the cache (``executor.ragged`` stores them, as
+    for a prompt chunk); ``input_pos [B]`` is each sequence's first new token, and token ``t``
+    sees the keys up to ``input_pos + t``. Its rows share the tile of a K/V head's query heads
+    (``query x G`` rows), so the cache is still read once. Returns ``[B, query, heads * D]``."""
+    batch, query, _, head_dim = qkv.shape
+    fused = query == 1
     half = head_dim // 2
     assert supports(head_dim), f"decode_attention: head size {head_dim} (see supports)"
     assert qkv.stride(3) == 1 and qkv.stride(2) == head_dim, "decode_attention: packed heads"
@@ -275,7 +307,8 @@ def decode_attention(
     if hasattr(cache, "ensure_counters"):
         cache.ensure_counters(batch * kv_heads)
     group = num_heads // kv_heads
-    block_g = max(16, triton.next_power_of_2(group))
+    rows = triton.next_power_of_2(query * group)  # query tokens x the heads of a K/V head
+    block_g = max(16, rows)
     keys_per_split = -(-kv_length // split_count(batch, kv_heads, kv_length))
     splits = -(-kv_length // keys_per_split)  # no chunk left empty
     pairs = batch * kv_heads
@@ -284,7 +317,9 @@ def decode_attention(
         pairs * splits * block_g, head_dim, dtype=torch.float32, device=qkv.device
     )
     lse = torch.empty(pairs * splits * block_g, dtype=torch.float32, device=qkv.device)
-    out = torch.empty(batch, 1, num_heads * head_dim, dtype=qkv.dtype, device=qkv.device)
+    out = torch.empty(batch, query, num_heads * head_dim, dtype=qkv.dtype, device=qkv.device)
+    if not fused:  # RoPE was applied before: the tables are not read
+        cos = sin = lse
     _decode_kernel[(pairs, splits)](
         qkv,
         cos,
@@ -304,7 +339,7 @@ def decode_attention(
         group,
         head_dim**-0.5,
         cache.scale if cache.is_fp8 else 1.0,
-        qkv.stride(0),
+        qkv.stride(1) if query > 1 else qkv.stride(0),  # from one token to the next
         0 if cos.shape[0] == 1 else cos.stride(0),
         0 if input_pos.numel() == 1 else input_pos.stride(0),
         block_table.stride(0),
@@ -316,10 +351,12 @@ def decode_attention(
         BLOCK_G=block_g,
         BLOCK_S=block_s or BLOCK_S,
         BLOCK_SPLITS=triton.next_power_of_2(splits),
-        GROUP=triton.next_power_of_2(group),
+        GROUP=rows,
         CACHE_FP8=cache.is_fp8,
         num_warps=num_warps or NUM_WARPS,
         **({} if stages is None else {"num_stages": stages}),
         **pdl.launch_options(),
+        QUERY=query,
+        FUSED=fused,
     )
     return out

@@ -261,6 +261,7 @@ class Llama(nn.Module):
         self.collectives = None  # executor.parallel.Collectives once apply_tp has sharded it
         self.max_batch = 0
         self.max_seq_length = 0
+        self.hidden: torch.Tensor | None = None  # the last ragged run's states, if it kept them
         self.register_buffer("rope_cos", torch.empty(0), persistent=False)
         self.register_buffer("rope_sin", torch.empty(0), persistent=False)
         self.set_rope(min(spec.max_position_embeddings, 4096))
@@ -345,6 +346,8 @@ class Llama(nn.Module):
             residual, normed = self._add_norm(
                 residual, layer.mlp(normed, kernels), next_norm, next_input, kernels
             )
+        if ragged is not None and ragged.keep_hidden:  # for a drafting head: before the norm
+            self.hidden = residual[0]
         if ragged is not None:  # the sampled rows (the bytes, should the norm be FP8)
             raw = normed.view(torch.uint8) if normed.element_size() == 1 else normed
             normed = raw[:, ragged.sample_rows].view(normed.dtype)

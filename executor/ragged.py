@@ -50,7 +50,8 @@ def setup_paged_caches(model, *, num_blocks: int, block_size: int,
 
 @dataclass
 class RaggedBatch:
-    """One iteration's tokens: ``decodes`` sequences first (one token each), then the chunks.
+    """One iteration's tokens: ``decodes`` sequences first (``query`` tokens each: one, or a
+    speculative verify's last token and drafts), then the chunks.
 
     ``positions [N]``: each token's position in its sequence; ``blocks, offsets [N]``: its K/V
     slot; ``tables [S, max_blocks]``: the block table of each sequence of the batch (a decode's
@@ -66,6 +67,8 @@ class RaggedBatch:
     chunks: list[tuple[int, int, int, int]]
     sample_rows: torch.Tensor
     max_length: int  # the longest sequence's cached length after this iteration
+    query: int = 1
+    keep_hidden: bool = False  # the model keeps every token's final state (an EAGLE head's)
 
 
 def ragged_attention(attention, qkv: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
@@ -75,11 +78,13 @@ def ragged_attention(attention, qkv: torch.Tensor, cos: torch.Tensor, sin: torch
     ``PagedKVCache``. Returns ``[1, N, heads * D]``."""
     cache: PagedKVCache = attention.kv_cache
     heads, kv_heads, d = attention.num_heads, attention.num_kv_heads, attention.head_dim
-    n_dec = batch.decodes
+    n_dec, query = batch.decodes, batch.query
+    n_q = n_dec * query  # the decodes' tokens
     paged = kernels.paged_decode(cache) if n_dec else None
-    first = n_dec if paged is not None else 0  # tokens the one-kernel decode rotates itself
+    fused = paged is not None and query == 1  # one new token: the kernel rotates and stores it
+    first = n_dec if fused else 0
     out = torch.empty(1, qkv.shape[1], heads * d, dtype=qkv.dtype, device=qkv.device)
-    if paged is not None:
+    if fused:
         out[0, :n_dec] = paged(qkv[0, :n_dec, None], cos[:n_dec], sin[:n_dec],
                                batch.positions[:n_dec], cache, batch.tables[:n_dec],
                                batch.max_length, heads)[:, 0]  # fmt: skip
@@ -90,8 +95,12 @@ def ragged_attention(attention, qkv: torch.Tensor, cos: torch.Tensor, sin: torch
         v = rest[0, :, heads + kv_heads :]
         cache.write(batch.blocks[first:], batch.offsets[first:], k, v)
     q = qkv[0, :, :heads]  # [N, heads, D], rotated
-    if paged is None and n_dec:
-        out[0, :n_dec] = _decodes(q[:n_dec], cache, batch, kv_heads).reshape(n_dec, heads * d)
+    if paged is not None and not fused:  # a verify: query tokens per sequence, K/V stored
+        out[0, :n_q] = paged(qkv[0, :n_q].view(n_dec, query, *qkv.shape[2:]), None, None,
+                             batch.positions[:n_q:query], cache, batch.tables[:n_dec],
+                             batch.max_length, heads).view(n_q, heads * d)  # fmt: skip
+    elif paged is None and n_dec:
+        out[0, :n_q] = _decodes(q[:n_q], cache, batch, kv_heads).reshape(n_q, heads * d)
     for start_token, length, row, start in batch.chunks:
         rows = slice(start_token, start_token + length)
         q_c = q[rows].transpose(0, 1)[None]  # [1, heads, L, D]
@@ -110,12 +119,16 @@ def ragged_attention(attention, qkv: torch.Tensor, cos: torch.Tensor, sin: torch
 
 
 def _decodes(q: torch.Tensor, cache: PagedKVCache, batch: RaggedBatch, kv_heads: int):
-    """The decodes' attention with each sequence's keys gathered (no GPU kernel): ``q [B,
-    heads, D]`` -> ``[B, heads, D]``."""
-    outputs = []
-    for i in range(q.shape[0]):
-        length = int(batch.positions[i]) + 1
-        k, v = cache.gather(batch.tables[i], length, q.dtype)  # [1, kv_heads, L, D]
-        o = F.scaled_dot_product_attention(q[i][None, :, None], k, v, enable_gqa=True)
-        outputs.append(o[0, :, 0])
-    return torch.stack(outputs)
+    """The decodes' attention with each sequence's keys gathered (no GPU kernel): ``q [B *
+    query, heads, D]`` -> the same shape, each token seeing the keys up to its own position."""
+    outputs, query = [], batch.query
+    for i in range(batch.decodes):
+        first = int(batch.positions[i * query])
+        k, v = cache.gather(batch.tables[i], first + query, q.dtype)  # [1, kv_heads, L, D]
+        visible = torch.arange(first + query, device=q.device)[None, :] <= (
+            first + torch.arange(query, device=q.device)[:, None]
+        )
+        q_i = q[i * query : (i + 1) * query].transpose(0, 1)[None]  # [1, heads, query, D]
+        o = F.scaled_dot_product_attention(q_i, k, v, attn_mask=visible, enable_gqa=True)
+        outputs.append(o[0].transpose(0, 1))
+    return torch.cat(outputs)

@@ -28,6 +28,7 @@ import torch
 from executor.block_tables import BlockTables
 from executor.ragged import RaggedBatch, setup_paged_caches
 from executor.serving_graphs import PagedDecodeGraphs, check_inputs
+from executor.speculative import EagleHead
 
 __all__ = ["ServingExecutor", "IterationRecord"]
 
@@ -38,6 +39,7 @@ class _Warm:  # the fields of an Iteration that the executor reads
     prefill: list[tuple[int, int, int]]
     released: list[int] = field(default_factory=list)
     predicted_s: float = 0.0
+    accepted: list[int] | None = None
 
 
 @dataclass
@@ -73,7 +75,7 @@ class ServingExecutor:
                  kv_dtype: torch.dtype | None = None, kv_scale: float = 1.0, seed: int = 0,
                  synchronize: Callable[[], None] | None = None,
                  prompt_tokens: Callable[[int, int, int], list[int]] | None = None,
-                 graphs_up_to: int = 0) -> None:  # fmt: skip
+                 graphs_up_to: int = 0, drafter=None) -> None:  # fmt: skip
         # One more block than the scheduler's: the scratch block padding rows write into.
         setup_paged_caches(model, num_blocks=num_blocks + 1, block_size=block_size,
                            kv_dtype=kv_dtype, kv_scale=kv_scale,
@@ -84,6 +86,11 @@ class ServingExecutor:
         self.max_seq_length = max_seq_length
         width = -(-max_seq_length // block_size)
         self.blocks = BlockTables(num_blocks, block_size, width, scratch=num_blocks)
+        # Speculative decoding: a drafter (``executor.speculative``) and g + 1 tokens a verify.
+        self.drafter = drafter
+        self.query = 1 if drafter is None else drafter.g + 1
+        if drafter is not None:
+            drafter.attach(self)
         # Decode-only iterations from CUDA graphs of up to ``graphs_up_to`` sequences (the
         # configuration's max_num_seqs), where the paged decode kernel runs (a GPU with Triton).
         self.graphs = None
@@ -114,17 +121,21 @@ class ServingExecutor:
         for rid in iteration.released:  # finished or preempted: their blocks are free
             self.blocks.release(rid)
         decode, graphs = iteration.decode, self.graphs
+        speculative = self.drafter is not None and bool(decode)
         graphed = bool(graphs and graphs.graphs and decode and not iteration.prefill
-                       and graphs.bucket(len(decode)))  # fmt: skip
+                       and not speculative and graphs.bucket(len(decode)))  # fmt: skip
         if graphed:
             run, tokens, chunks = self._graph_decode(decode), len(decode), 0
         else:
             batch, token_ids = self._batch(iteration)
             tokens, chunks = int(token_ids.shape[1]), len(batch.chunks)
+            if self.drafter is not None:
+                run = self._speculative_run(iteration, batch, token_ids)
+            else:
 
-            def run() -> torch.Tensor:
-                with torch.inference_mode():
-                    return self.model(token_ids, ragged=batch)[0].argmax(dim=-1)
+                def run() -> torch.Tensor:
+                    with torch.inference_mode():
+                        return self.model(token_ids, ragged=batch)[0].argmax(dim=-1)
 
         # The GPU's share: from the model's first kernel to the sampled tokens (on a GPU).
         events = (
@@ -139,7 +150,10 @@ class ServingExecutor:
             events[1].record()
         sampled = next_tokens.tolist()  # to the host, as an engine needs them
         self.synchronize()
-        self.blocks.last[self._sampled_rows] = sampled
+        if speculative:
+            self._keep(iteration, sampled)
+        else:
+            self.blocks.last[self._sampled_rows] = sampled
         done = time.perf_counter()
         self.records.append(IterationRecord(
             tokens=tokens, decodes=len(decode), chunks=chunks,
@@ -203,13 +217,19 @@ class ServingExecutor:
 
     def _decodes(self, decode: list[int]) -> tuple[np.ndarray, np.ndarray]:
         """The decodes' rows and positions (their cached lengths), each given a block where
-        its new token starts one."""
-        blocks = self.blocks
+        its new token starts one. A verify's ``query`` tokens get blocks for all of them; its
+        lengths move once the kept tokens are known (``_keep``)."""
+        blocks, query = self.blocks, self.query
         rows = blocks.rows(decode)
         positions = blocks.length[rows].copy()
-        blocks.length[rows] += 1
-        for row in rows[positions % self.block_size == 0].tolist():
-            blocks.reserve(row, int(blocks.length[row]))
+        if query == 1:
+            blocks.length[rows] += 1
+            for row in rows[positions % self.block_size == 0].tolist():
+                blocks.reserve(row, int(blocks.length[row]))
+            return rows, positions
+        short = -(-(positions + query) // self.block_size) > blocks.count[rows]
+        for row, position in zip(rows[short].tolist(), positions[short].tolist(), strict=True):
+            blocks.reserve(row, position + query)
         return rows, positions
 
     def _graph_decode(self, decode: list[int]) -> Callable[[], torch.Tensor]:
@@ -225,12 +245,15 @@ class ServingExecutor:
         """The iteration's ``RaggedBatch`` and token ids ``[1, N]``: decodes first (each at
         its cached length), then each prompt chunk; blocks taken as the tokens need them."""
         blocks, size = self.blocks, self.block_size
+        query = self.query if iteration.decode else 1
         rows, positions = self._decodes(iteration.decode)
-        tokens = [blocks.last[rows]]
-        owners = [np.arange(len(rows))]  # each token's row of the batch's tables
-        positions = [positions]
-        chunks, sample = [], list(range(len(rows)))
-        first, chunk_rows = len(rows), []
+        self._first = positions
+        # A decode is its last token; a verify, that and room for the drafts (filled on the GPU).
+        tokens = [np.pad(blocks.last[rows][:, None], ((0, 0), (0, query - 1))).reshape(-1)]
+        owners = [np.repeat(np.arange(len(rows)), query)]  # each token's row of the tables
+        positions = [(positions[:, None] + np.arange(query)[None, :]).reshape(-1)]
+        chunks, sample = [], list(range(len(rows) * query))
+        first, chunk_rows = len(rows) * query, []
         for rid, start, length in iteration.prefill:
             if start == 0:  # a prompt from the start (again, after a preemption)
                 blocks.release(rid)
@@ -261,6 +284,55 @@ class ServingExecutor:
             positions=tensor(position), blocks=tensor(tables[owner, position // size]),
             offsets=tensor(position % size), tables=tensor(tables),
             decodes=len(rows), chunks=chunks, sample_rows=tensor(np.asarray(sample)),
-            max_length=int(blocks.length[batch_rows].max()),
+            max_length=int(blocks.length[batch_rows].max()) + query - 1, query=query,
+            keep_hidden=isinstance(self.drafter, EagleHead),
         )  # fmt: skip
         return batch, tensor(token_ids)[None]
+
+    def _speculative_run(self, iteration, batch: RaggedBatch, token_ids: torch.Tensor):
+        """A round: the drafter prefills the prompt chunks and proposes ``g`` tokens for each
+        decode, on the GPU, into the verify's inputs; then the target runs the whole batch."""
+        drafter, n, query = self.drafter, len(iteration.decode), self.query
+        rows = self._sampled_rows[:n]
+
+        def run() -> torch.Tensor:
+            with torch.inference_mode():
+                verify = token_ids[0, : n * query].view(n, query)
+                if n:
+                    verify[:, 1:] = drafter.propose(self, rows, self._first, verify[:, 0])
+                out = self.model(token_ids, ragged=batch)[0].argmax(dim=-1)
+                if batch.chunks:  # the draft's own prefill of the same prompt tokens
+                    chunk_batch, chunk_ids = _chunks_only(batch, token_ids)
+                    hidden = None if self.model.hidden is None else self.model.hidden[n * query :]
+                    drafter.prefill(chunk_batch, chunk_ids, self._sampled_rows[n:], hidden)
+                self._verify = verify
+                return out
+
+        return run
+
+    def _keep(self, iteration, sampled: list[int]) -> None:
+        """After a round: each decode keeps its accepted drafts and the target's token after
+        them (its new last token); chunks keep their sampled token as usual."""
+        n, query, blocks = len(iteration.decode), self.query, self.blocks
+        rows = self._sampled_rows
+        kept = np.asarray(iteration.accepted or [0] * n, dtype=np.int64) + 1
+        target = np.asarray(sampled[: n * query], dtype=np.int64).reshape(n, query)
+        blocks.last[rows[:n]] = target[np.arange(n), kept - 1]
+        blocks.length[rows[:n]] += kept
+        blocks.last[rows[n:]] = sampled[n * query :]
+        hidden = self.model.hidden
+        states = None if hidden is None else hidden[: n * query].view(n, query, -1)
+        with torch.inference_mode():
+            self.drafter.kept(rows[:n], self._verify, torch.from_numpy(kept).to(self.device),
+                              states)  # fmt: skip
+
+
+def _chunks_only(batch: RaggedBatch, token_ids: torch.Tensor):
+    """The prompt chunks of ``batch`` alone (a drafter's prefill), with their token ids."""
+    first, n = batch.decodes * batch.query, batch.decodes
+    chunks = [(at - first, length, row - n, start) for at, length, row, start in batch.chunks]
+    alone = RaggedBatch(positions=batch.positions[first:], blocks=batch.blocks[first:],
+                        offsets=batch.offsets[first:], tables=batch.tables[n:], decodes=0,
+                        chunks=chunks, sample_rows=batch.sample_rows[:0],
+                        max_length=batch.max_length)  # fmt: skip
+    return alone, token_ids[:, first:]

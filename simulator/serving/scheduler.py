@@ -309,17 +309,20 @@ class ContinuousEngine:
             duration += (run.spec.draft_time(n, d_kv) if n else 0.0) + (
                 micro * run.spec.prefill_time(x) if chunks else 0.0
             )
+        # A speculative round's tokens per sequence are drawn before it runs: an external clock
+        # must know how many drafts each sequence keeps.
+        emits = None if not n or isinstance(decodes, UniformDecodes) else run.spec.sample(n)
         if run.clock is not None:
-            duration = self._external(duration, chunks, n)
+            duration = self._external(duration, chunks, n, emits)
         end = self.clock + duration
         self._account(duration, decodes.n + len(self.prefilling), 0)
         # Emit: decodes advance, finished prefills emit their first (or next) token.
         finished = []
         if n:
-            if isinstance(decodes, UniformDecodes):
+            if emits is None:
                 finished = decodes.advance(1)
             else:
-                finished = decodes.advance(run.spec.sample(n))
+                finished = decodes.advance(emits)
             # a decode that waited on prefill-only iterations: its gap holds them
             run.itl_runs.append((duration + self.stall_s, 0.0, 1, n))
             self.stall_s = 0.0
@@ -333,7 +336,7 @@ class ContinuousEngine:
         self.clock = end
         self._finish_decodes(finished, end)
 
-    def _external(self, predicted: float, chunks: list, n: int) -> float:
+    def _external(self, predicted: float, chunks: list, n: int, emits) -> float:
         """Hand this iteration to the run's external clock; log it; return its time."""
         from .simulate import Iteration
 
@@ -344,7 +347,9 @@ class ContinuousEngine:
             decode=self.decodes.running_ids() if n else [],
             predicted_s=predicted,
             released=self.run.released[:],
-            emitting=n + sum(1 for entry, chunk in chunks if entry[1] + chunk == entry[2]),
+            emitting=(n if emits is None else int(emits.sum()))
+            + sum(1 for entry, chunk in chunks if entry[1] + chunk == entry[2]),
+            accepted=None if emits is None else (emits - 1).tolist(),
         )
         self.run.released.clear()
         iteration.duration_s = float(self.run.clock(iteration))

@@ -56,7 +56,9 @@ class Iteration:
     ``decode``: the requests that each emit a token; ``predicted_s``: the step model's time for
     it (what a fake clock returns); ``duration_s``: what the clock said it took; ``released``:
     the requests that finished or were preempted since the replica's last iteration (their KV
-    is free); ``emitting``: the tokens it emits (the host's sampling and streaming work)."""
+    is free); ``emitting``: the tokens it emits (the host's sampling and streaming work);
+    ``accepted``: under speculative decoding, the drafts each decode keeps (drawn from the
+    acceptance rate before the round runs), in ``decode``'s order."""
 
     replica: int
     start_s: float
@@ -66,6 +68,7 @@ class Iteration:
     duration_s: float = 0.0
     released: list[int] = field(default_factory=list)
     emitting: int = 0  # tokens it emits: every decode, and each chunk that ends its prompt
+    accepted: list[int] | None = None
 
 
 class Run:

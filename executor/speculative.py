@@ -1,0 +1,235 @@
+"""Speculative decoding in the serving loop: drafters that propose, the target that verifies.
+
+A speculative round (``simulator.serving.speculative`` prices it) is, per decoding sequence:
+
+1. the drafter proposes ``g`` tokens after the sequence's last one;
+2. the target verifies them in one step of ``g + 1`` tokens (the last token and the drafts, at
+   their positions, each attending causally over the cache: ``RaggedBatch(query=g + 1)``), and
+   samples a token after each;
+3. the first ``k`` drafts are kept and the target's token after them: ``k + 1`` tokens.
+
+With random weights a draft agrees with the target by chance alone, so ``k`` is not taken from
+the tokens: the scheduler draws it from the plan's acceptance rate with its seeded generator
+(``Iteration.accepted``) before the round, and the executor keeps exactly that many. What is
+real is the cost: every draft step and the verify run at their true shapes on the GPU. The
+drafts and the verify's inputs stay on the GPU; only the sampled tokens come back, as without
+speculation.
+
+Drafters (``method`` of ``SpeculativeConfig``):
+
+- ``DraftModel``: a small Llama of the same vocabulary (Llama-3.2-1B for 8B) with its own paged
+  cache on the executor's block tables (the same blocks, its own K/V). It prefills every prompt
+  chunk beside the target, then drafts in ``g`` steps. Its first step feeds two tokens per
+  sequence, the one before the last and the last: after a round that kept every draft, the
+  last draft never went through the draft model, and one uniform step covers that without a
+  branch (the other sequences rewrite a key they already hold, with the same token);
+- ``EagleHead``: an EAGLE-style one-layer head on the target's hidden state (the fused
+  embedding and feature, one decoder layer, the target's norm and ``lm_head``), its own one
+  layer of paged cache; each draft step feeds the head's own output state back in;
+- ``PromptLookup``: n-gram drafting on the host costs no GPU time; it proposes the last token
+  again (the content is immaterial, the verify's shape is what counts).
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import torch
+from torch import nn
+
+from executor.block_tables import BlockTables
+from executor.kv_cache import PagedKVCache
+from executor.ragged import RaggedBatch, setup_paged_caches
+
+__all__ = ["DraftModel", "EagleHead", "PromptLookup", "draft_steps"]
+
+
+def draft_steps(blocks: BlockTables, rows: np.ndarray, first: np.ndarray, g: int,
+                device: torch.device) -> list[RaggedBatch]:  # fmt: skip
+    """The ``g`` ragged batches of a drafting round for the sequences at ``rows`` whose last
+    token sits at position ``first``: the first feeds positions ``first - 1`` and ``first``
+    (``query=2``, sampling the second), each later one the previous draft at ``first + j - 1``.
+    """
+    n, size = len(rows), blocks.block_size
+    positions = first[:, None] + np.arange(-1, g)[None, :]  # [n, g + 1]
+    widest = int(blocks.count[rows].max())
+    tables = blocks.table[rows, :widest]
+    slots = np.stack([positions, tables[np.arange(n)[:, None], positions // size],
+                      positions % size])  # fmt: skip
+    slots = torch.from_numpy(slots).to(device)  # one copy: [3, n, g + 1]
+    tables_t = torch.from_numpy(np.ascontiguousarray(tables)).to(device)
+    longest = int(first.max()) + g
+    steps = [RaggedBatch(positions=slots[0, :, :2].reshape(-1), blocks=slots[1, :, :2].reshape(-1),
+                         offsets=slots[2, :, :2].reshape(-1), tables=tables_t, decodes=n,
+                         chunks=[], sample_rows=torch.arange(1, 2 * n, 2, device=device),
+                         max_length=longest, query=2)]  # fmt: skip
+    every = torch.arange(n, device=device)
+    for j in range(2, g + 1):
+        steps.append(RaggedBatch(positions=slots[0, :, j], blocks=slots[1, :, j],
+                                 offsets=slots[2, :, j], tables=tables_t, decodes=n, chunks=[],
+                                 sample_rows=every, max_length=longest))  # fmt: skip
+    return steps
+
+
+class _Tail:
+    """Per block-table row, on the GPU: the token before a sequence's last one (the first draft
+    step feeds it again), and, for a head, the target's hidden state there."""
+
+    def __init__(self, device: torch.device, hidden: int = 0, dtype=torch.bfloat16) -> None:
+        self.device, self.hidden, self.dtype = device, hidden, dtype
+        self.token = torch.zeros(0, dtype=torch.long, device=device)
+        self.state = torch.zeros(0, hidden, dtype=dtype, device=device)
+
+    def ensure(self, rows: int) -> None:
+        if self.token.numel() < rows:
+            grown = max(rows, 2 * self.token.numel(), 64)
+            token = torch.zeros(grown, dtype=torch.long, device=self.device)
+            token[: self.token.numel()] = self.token
+            state = torch.zeros(grown, self.hidden, dtype=self.dtype, device=self.device)
+            state[: self.state.shape[0]] = self.state
+            self.token, self.state = token, state
+
+
+class PromptLookup:
+    """``ngram``: drafts from the host at no GPU cost (here the last token, ``g`` times)."""
+
+    def __init__(self, g: int) -> None:
+        self.g = g
+
+    def attach(self, executor) -> None:
+        pass
+
+    def prefill(self, batch, token_ids, rows, hidden=None) -> None:
+        pass
+
+    def propose(self, executor, rows, first, last, hidden=None) -> torch.Tensor:
+        return last[:, None].expand(-1, self.g)
+
+    def kept(self, rows, verify_tokens, kept, hidden=None) -> None:
+        pass
+
+
+class DraftModel:
+    """``draft``: ``model`` (an ``executor.model.Llama`` of the target's vocabulary) drafts."""
+
+    def __init__(self, model, g: int) -> None:
+        self.model, self.g = model, g
+
+    def attach(self, executor) -> None:
+        """Its paged cache: as many blocks as the executor's (the same block tables)."""
+        cache = executor.model.layers[0].attention.kv_cache
+        setup_paged_caches(self.model, num_blocks=cache.k.shape[0],
+                           block_size=executor.block_size, kv_dtype=cache.k.dtype,
+                           kv_scale=cache.scale, max_seq_length=executor.max_seq_length)  # fmt: skip
+        self.tail = _Tail(executor.device)
+
+    def prefill(self, batch: RaggedBatch, token_ids: torch.Tensor, rows: np.ndarray,
+                hidden=None) -> None:  # fmt: skip
+        """The prompt chunks of ``batch`` (no decodes) into the draft's cache; each chunk's
+        last token is the one before its sequence's next."""
+        self.model(token_ids, ragged=batch)
+        self.tail.ensure(int(rows.max()) + 1)
+        ends = torch.tensor([start + length - 1 for start, length, _, _ in batch.chunks],
+                            device=token_ids.device)  # fmt: skip
+        self.tail.token[torch.from_numpy(rows).to(token_ids.device)] = token_ids[0, ends]
+
+    def propose(self, executor, rows: np.ndarray, first: np.ndarray, last: torch.Tensor,
+                hidden=None) -> torch.Tensor:  # fmt: skip
+        """``[n, g]`` drafts after each sequence's ``last`` token (at position ``first``)."""
+        steps = draft_steps(executor.blocks, rows, first, self.g, last.device)
+        self.tail.ensure(int(rows.max()) + 1)
+        tail = self.tail.token[torch.from_numpy(rows).to(last.device)]
+        tokens = torch.stack([tail, last], dim=1).reshape(1, -1)
+        drafts = []
+        for batch in steps:
+            tokens = self.model(tokens, ragged=batch)[0].argmax(dim=-1)
+            drafts.append(tokens)
+            tokens = tokens[None]
+        return torch.stack(drafts, dim=1)
+
+    def kept(self, rows: np.ndarray, verify_tokens: torch.Tensor, kept: torch.Tensor,
+             hidden=None) -> None:  # fmt: skip
+        """After the verify: the token before each sequence's new last one."""
+        index = torch.arange(len(rows), device=kept.device)
+        self.tail.token[torch.from_numpy(rows).to(kept.device)] = verify_tokens[index, kept - 1]
+
+
+class EagleHead(nn.Module):
+    """``eagle``: one decoder layer over ``fc([embedding(token), feature])``, the target's final
+    norm and ``lm_head`` after it. ``feature`` is the target's hidden state (before its final
+    norm) at the token before, then the head's own state for each later draft."""
+
+    def __init__(self, target, g: int) -> None:
+        super().__init__()
+        from executor.model import TransformerBlock
+
+        spec = target.spec
+        self.target, self.g = [target], g  # a list: not a submodule (its weights are its own)
+        weight = target.embed_tokens.weight
+        self.fc = nn.Linear(2 * spec.hidden_size, spec.hidden_size, bias=False).to(weight)
+        self.layer = TransformerBlock(spec).to(weight)
+        for param in self.parameters():
+            nn.init.normal_(param, std=0.02) if param.dim() > 1 else nn.init.ones_(param)
+
+    def attach(self, executor) -> None:
+        """Its one layer of paged cache: as many blocks as the executor's, the same tables."""
+        cache = executor.model.layers[0].attention.kv_cache
+        attn = self.layer.attention
+        attn.kv_cache = PagedKVCache(cache.k.shape[0], attn.num_kv_heads, executor.block_size,
+                                     attn.head_dim, cache.k.dtype, executor.device,
+                                     scale=cache.scale)  # fmt: skip
+        self.tail = _Tail(executor.device, self.target[0].spec.hidden_size,
+                          self.fc.weight.dtype)  # fmt: skip
+
+    def step(self, tokens: torch.Tensor, features: torch.Tensor, batch: RaggedBatch):
+        """``tokens [1, N]``, ``features [N, hidden]`` -> (sampled tokens, the head's states at
+        the sampled rows)."""
+        target = self.target[0]
+        x = self.fc(torch.cat([target.embed_tokens(tokens)[0], features], dim=-1))[None]
+        cos, sin = target.rope_cos[batch.positions], target.rope_sin[batch.positions]
+        kernels, layer = target.kernels, self.layer
+        normed = layer.attention_norm(x, kernels)
+        x = x + layer.attention(normed, cos, sin, batch.positions, kernels, False, None, batch)
+        x = x + layer.mlp(layer.mlp_norm(x, kernels), kernels)
+        state = x[:, batch.sample_rows]
+        logits = target.lm_head(target.norm(state, kernels))
+        return logits[0].argmax(dim=-1), state[0]
+
+    def prefill(self, batch: RaggedBatch, token_ids: torch.Tensor, rows: np.ndarray,
+                hidden: torch.Tensor | None = None) -> None:  # fmt: skip
+        """The prompt chunks through the head (its cache), on the target's states ``hidden``
+        of the same tokens; each chunk's last state is kept for the first draft."""
+        assert hidden is not None
+        ends = torch.tensor([at + n - 1 for at, n, _, _ in batch.chunks], device=token_ids.device)
+        everything = replace(batch, sample_rows=ends)
+        _, state = self.step(token_ids, hidden.to(self.fc.weight.dtype), everything)
+        self.tail.ensure(int(rows.max()) + 1)
+        index = torch.from_numpy(rows).to(token_ids.device)
+        self.tail.state[index] = state.to(self.tail.dtype)
+        self.tail.token[index] = token_ids[0, everything.sample_rows]
+
+    def propose(self, executor, rows: np.ndarray, first: np.ndarray, last: torch.Tensor,
+                hidden=None) -> torch.Tensor:  # fmt: skip
+        steps = draft_steps(executor.blocks, rows, first, self.g, last.device)
+        self.tail.ensure(int(rows.max()) + 1)
+        index = torch.from_numpy(rows).to(last.device)
+        tail, state = self.tail.token[index], self.tail.state[index]
+        tokens = torch.stack([tail, last], dim=1).reshape(1, -1)
+        features = state.repeat_interleave(2, dim=0).to(last.device)
+        drafts = []
+        for batch in steps:
+            token, state = self.step(tokens, features.to(self.fc.weight.dtype), batch)
+            drafts.append(token)
+            tokens, features = token[None], state
+        return torch.stack(drafts, dim=1)
+
+    def kept(self, rows: np.ndarray, verify_tokens: torch.Tensor, kept: torch.Tensor,
+             hidden: torch.Tensor | None = None) -> None:  # fmt: skip
+        """After the verify: the token before each new last one, and the target's state
+        there (``hidden [n, g + 1, hidden]``, the verify's)."""
+        index = torch.arange(len(rows), device=kept.device)
+        at = torch.from_numpy(rows).to(kept.device)
+        self.tail.token[at] = verify_tokens[index, kept - 1]
+        if hidden is not None:
+            self.tail.state[at] = hidden[index, kept - 1].to(self.tail.dtype)

@@ -1,0 +1,85 @@
+"""Decode graphs against eager decodes in the serving loop, on a GPU: the same iterations.
+
+A plan's workload is scheduled once on the simulator's own clock (each iteration advances the
+clock by its predicted time, so every run below sees the same iterations), and the executor runs
+those iterations twice on a model of the plan's shapes (``--layers`` of them): eagerly, then with
+its decode-only iterations replayed from CUDA graphs. Greedy tokens of every iteration must be
+the same. Run it under ``compute-sanitizer`` to have a bad access named.
+
+    python3 studies/serving-validation/diagnose.py PLAN.json [--layers 2] [--requests 40]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+import torch
+
+from executor.points import prepare_model
+from executor.serving_loop import ServingExecutor
+from simulator.data.hardware import load_hardware
+from simulator.serving.capacity import at_rate
+from simulator.serving.simulate import simulate
+from tuner.plan import load_plan
+from tuner.search.run import build_search
+from tuner.traffic import traffic_config, traffic_rates
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("plan")
+    parser.add_argument("--layers", type=int, default=2)
+    parser.add_argument("--requests", type=int, default=40)
+    parser.add_argument("--modes", default="eager,graphs")
+    args = parser.parse_args()
+    plan = load_plan(args.plan)
+    search = build_search(plan.search["spec"])
+    config = traffic_config(plan)
+    full = search.space.model  # schedules the iterations, and sizes the cache, as the plan's
+    spec = full.model_copy(update={"num_hidden_layers": args.layers})
+    hardware = load_hardware(plan.hardware)
+    rate = dict(traffic_rates(plan))["plan"]
+    workload = at_rate(search.workload.model_copy(update={"num_requests": args.requests}), rate)
+    predicted = simulate(full, hardware, config, workload, seed=search.seed)
+    blocks = int(predicted.prediction.kv_blocks)
+    model = prepare_model(spec, weights=config.weight_dtype, scaling=config.fp8_scaling,
+                          granularity="per_tensor")  # fmt: skip
+    kv_dtype = torch.float8_e4m3fn if config.kv_dtype == "fp8" else None
+    runs: dict[str, list] = {}
+    for mode in args.modes.split(","):
+        started = time.perf_counter()
+        executor = ServingExecutor(
+            model, num_blocks=blocks, block_size=config.block_size,
+            max_seq_length=config.max_model_len, kv_dtype=kv_dtype,
+            graphs_up_to=config.max_num_seqs if mode == "graphs" else 0,
+        )  # fmt: skip
+        executor.warm_up()
+        print(f"{mode}: warmed up in {time.perf_counter() - started:.1f} s", flush=True)
+        tokens: list = []
+
+        def clock(iteration, executor=executor, tokens=tokens) -> float:
+            executor(iteration)
+            tokens.append(sorted(executor.last_token.items()))
+            return iteration.predicted_s
+
+        simulate(full, hardware, config, workload, seed=search.seed, clock=clock)
+        torch.cuda.synchronize()
+        graphed = sum(1 for r in executor.records if r.decodes and not r.chunks)
+        print(f"{mode}: {len(tokens)} iterations ({graphed} decode-only) in "
+              f"{time.perf_counter() - started:.1f} s", flush=True)  # fmt: skip
+        runs[mode] = tokens
+        del executor
+    if len(runs) == 2:
+        eager, graphs = runs.values()
+        same = sum(a == b for a, b in zip(eager, graphs, strict=True))
+        first = next((i for i, (a, b) in enumerate(zip(eager, graphs)) if a != b), None)
+        print(json.dumps({"iterations": len(eager), "same_tokens": same, "first_diff": first}))
+        return 0 if same == len(eager) else 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

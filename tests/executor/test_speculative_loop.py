@@ -1,0 +1,168 @@
+"""Speculative rounds in the serving loop on a tiny model (CPU).
+
+A draft model with the target's own weights proposes exactly the target's greedy tokens, so
+whatever number of drafts the scheduler lets a sequence keep, the tokens it ends up with must be
+plain greedy decoding: that checks the verify (several tokens per sequence, each attending
+causally over the paged cache), the kept-token bookkeeping, and the draft's own cache, which
+after a round that kept every draft is one token behind.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from executor.engine import build_model  # noqa: E402
+from executor.serving_loop import ServingExecutor  # noqa: E402
+from executor.speculative import DraftModel, EagleHead, PromptLookup  # noqa: E402
+from simulator.data.hardware import load_hardware  # noqa: E402
+from simulator.data.specs import DeploymentConfig, ModelSpec, SpeculativeConfig  # noqa: E402
+from simulator.data.workload import get_workload  # noqa: E402
+from simulator.serving.simulate import simulate  # noqa: E402
+
+TINY = ModelSpec(name="tiny", num_hidden_layers=2, hidden_size=64, num_attention_heads=4,
+                 num_key_value_heads=2, head_dim=16, intermediate_size=128, vocab_size=97,
+                 max_position_embeddings=512)  # fmt: skip
+G = 3
+
+
+@dataclass
+class Step:
+    decode: list[int]
+    prefill: list[tuple[int, int, int]]
+    accepted: list[int] | None = None
+    released: list[int] = field(default_factory=list)
+    predicted_s: float = 0.0
+
+
+def tiny_model():
+    return build_model(TINY, device="cpu", dtype=torch.float32, fused_kernels=False, seed=1)
+
+
+def greedy(model, prompt: list[int], steps: int) -> list[int]:
+    tokens = list(prompt)
+    with torch.inference_mode():
+        for _ in range(steps):
+            tokens.append(int(model(torch.tensor([tokens]))[0, -1].argmax()))
+    return tokens[len(prompt) :]
+
+
+# (decodes, their kept drafts, prompt chunks): every count from none to all g, a sequence
+# keeping all g twice in a row, prompt chunks beside rounds.
+PLAN = [
+    ([], None, [(0, 0, 6), (1, 0, 5)]),
+    ([1], [3], [(0, 6, 4)]),
+    ([0, 1], [0, 3], []),
+    ([1, 0], [2, 3], [(2, 0, 3)]),
+    ([0, 1, 2], [1, 0, 3], []),
+    ([2, 0, 1], [3, 3, 1], []),
+]
+PROMPTS = {0: 10, 1: 5, 2: 3}
+
+
+def run_plan(executor, plan=PLAN):
+    for decodes, accepted, chunks in plan:
+        executor(Step(decode=decodes, prefill=chunks, accepted=accepted))
+
+
+def test_a_draft_with_the_targets_weights_leaves_greedy_decoding_whatever_is_kept():
+    gen = torch.Generator().manual_seed(0)
+    prompts = {rid: torch.randint(97, (n,), generator=gen).tolist() for rid, n in PROMPTS.items()}
+    model = tiny_model()
+    executor = ServingExecutor(model, num_blocks=48, block_size=4, max_seq_length=64,
+                               prompt_tokens=lambda rid, s, n: prompts[rid][s : s + n],
+                               drafter=DraftModel(tiny_model(), G))  # fmt: skip
+    run_plan(executor)
+    # Each round adds its kept drafts and one token to the prompt's length.
+    assert executor.lengths == {0: 10 + 1 + 4 + 2 + 4, 1: 5 + 4 + 4 + 3 + 1 + 2, 2: 3 + 4 + 4}
+    for rid, prompt in prompts.items():
+        made = executor.lengths[rid] - len(prompt)
+        assert executor.last_token[rid] == greedy(model, prompt, made + 1)[made], rid
+
+
+def test_rounds_without_a_draft_model_keep_what_the_scheduler_says():
+    """Prompt lookup and an EAGLE-style head: the rounds run and each sequence advances by the
+    kept drafts plus one, its blocks covering what it kept."""
+    for make in (lambda model: PromptLookup(G), lambda model: EagleHead(model, G)):
+        model = tiny_model()
+        executor = ServingExecutor(model, num_blocks=48, block_size=4, max_seq_length=64,
+                                   drafter=make(model))  # fmt: skip
+        run_plan(executor)
+        assert executor.lengths == {0: 21, 1: 19, 2: 11}
+        for rid, length in executor.lengths.items():
+            assert len(executor.tables[rid]) * 4 >= length
+
+
+def test_the_scheduler_drives_speculative_rounds_through_a_workload():
+    """The simulator's scheduler with a speculative configuration: it draws the kept drafts
+    before each round and the executor keeps exactly those (its lengths are the scheduler's)."""
+    speculative = SpeculativeConfig(method="draft", draft_model="llama-3.2-1b",
+                                    num_speculative_tokens=G, acceptance_rate=0.6)  # fmt: skip
+    config = DeploymentConfig(max_num_seqs=8, max_num_batched_tokens=96, max_model_len=512,
+                              block_size=4, speculative=speculative)  # fmt: skip
+    workload = get_workload("chat:isl=40,osl=12", num_requests=16, rate=2000.0, seed=2)
+    hardware = load_hardware("h100-sxm")
+    model = tiny_model()
+    executor = ServingExecutor(model, num_blocks=16 * (60 // 4 + 1), block_size=4,
+                               max_seq_length=512, drafter=DraftModel(tiny_model(), G))  # fmt: skip
+    kept: list[int] = []
+
+    def clock(iteration):
+        seconds = executor(iteration)
+        kept.extend(iteration.accepted or [])
+        return seconds
+
+    measured = simulate(TINY, hardware, config, workload, clock=clock)
+    assert measured.prediction.fits and len(measured.finish_s) == 16
+    assert kept and 0 < sum(kept) < G * len(kept)  # some drafts kept, not all
+    assert all(0 <= k <= G for k in kept)
+    assert len(executor.records) == measured.prediction.iterations
+
+
+TRITON_ROUNDS = """
+    import torch
+    from executor import decode_attention as attention
+    from executor.engine import build_model
+    from executor.fused import Kernels
+    from executor.serving_loop import ServingExecutor
+    from executor.speculative import DraftModel
+    from simulator.data.specs import ModelSpec
+    from tests.executor.test_speculative_loop import PLAN, Step
+
+    spec = ModelSpec(name="tiny", num_hidden_layers=2, hidden_size=64, num_attention_heads=4,
+                     num_key_value_heads=2, head_dim=32, intermediate_size=128, vocab_size=97,
+                     max_position_embeddings=512)
+    attention.MIN_KEYS_PER_SPLIT = 8
+    gen = torch.Generator().manual_seed(0)
+    prompts = {rid: torch.randint(97, (n,), generator=gen).tolist()
+               for rid, n in {0: 10, 1: 5, 2: 3}.items()}
+    outputs = []
+    for triton in (False, True):
+        def model():
+            m = build_model(spec, device="cpu", dtype=torch.float32, fused_kernels=False, seed=1)
+            if triton:  # decodes, draft steps and verifies through the paged kernel
+                m.kernels = Kernels(decode_attention=attention.decode_attention,
+                                    decode_attention_mode="triton")
+            return m
+        ex = ServingExecutor(model(), num_blocks=48, block_size=4, max_seq_length=64,
+                             prompt_tokens=lambda rid, s, n: prompts[rid][s : s + n],
+                             drafter=DraftModel(model(), 3))
+        out = []
+        for decodes, accepted, chunks in PLAN:
+            ex(Step(decode=decodes, prefill=chunks, accepted=accepted))
+            out.append(sorted(ex.last_token.items()))
+        outputs.append(out)
+    print(int(outputs[0] == outputs[1]), outputs[1][-1])
+"""
+
+
+def test_speculative_rounds_through_the_paged_kernel_sample_as_sdpa_does():
+    """The draft's two-token first step, its one-token steps and the target's verify through
+    the Triton kernel (its CPU interpreter): the tokens of the SDPA path."""
+    from tests.executor.conftest import run_in_interpreter
+
+    same, _ = run_in_interpreter(TRITON_ROUNDS).split(" ", 1)
+    assert same == "1"
