@@ -319,9 +319,10 @@ class ContinuousEngine:
         # Emit: decodes advance, finished prefills emit their first (or next) token.
         finished = []
         if n:
-            if emits is None:
+            if isinstance(decodes, UniformDecodes):
                 finished = decodes.advance(1)
             else:
+                assert emits is not None
                 finished = decodes.advance(emits)
             # a decode that waited on prefill-only iterations: its gap holds them
             run.itl_runs.append((duration + self.stall_s, 0.0, 1, n))
