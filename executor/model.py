@@ -336,7 +336,12 @@ class Llama(nn.Module):
         first_scale = static_input_scale(self.layers[0].attention.wqkv)
         if first_scale is not None:
             normed = to_fp8(normed, first_scale)
-        for layer, next_norm, next_input in zip(self.layers, next_norms, next_inputs, strict=True):
+        # An EAGLE-3 head reads the states after a low, a middle and the last layer.
+        keep = _eagle_layers(len(self.layers)) if ragged is not None and ragged.keep_hidden else ()
+        kept = []
+        for index, (layer, next_norm, next_input) in enumerate(
+            zip(self.layers, next_norms, next_inputs, strict=True)
+        ):
             attended = layer.attention(
                 normed, cos, sin, input_pos, kernels, attend_cache, kv_length, ragged
             )
@@ -346,8 +351,9 @@ class Llama(nn.Module):
             residual, normed = self._add_norm(
                 residual, layer.mlp(normed, kernels), next_norm, next_input, kernels
             )
-        if ragged is not None and ragged.keep_hidden:  # for a drafting head: before the norm
-            self.hidden = residual[0]
+            kept.extend(residual for at in keep if at == index)
+        if ragged is not None and ragged.keep_hidden:  # an EAGLE-3 head's low, mid, high
+            self.hidden = torch.cat(kept, dim=-1)[0]
         if ragged is not None:  # the sampled rows (the bytes, should the norm be FP8)
             raw = normed.view(torch.uint8) if normed.element_size() == 1 else normed
             normed = raw[:, ragged.sample_rows].view(normed.dtype)
@@ -373,3 +379,9 @@ class Llama(nn.Module):
         if scale is not None:
             return kernels.add_rms_norm_fp8(residual, delta, norm.weight, norm.eps, scale)
         return kernels.add_rms_norm(residual, delta, norm.weight, norm.eps)
+
+
+def _eagle_layers(layers: int) -> tuple[int, ...]:
+    """The layers whose output states an EAGLE-3 head fuses: the second, the middle one and the
+    last (a model of fewer than three layers gives one state twice)."""
+    return min(1, layers - 1), layers // 2, layers - 1

@@ -156,21 +156,35 @@ class DraftModel:
 
 
 class EagleHead(nn.Module):
-    """``eagle``: one decoder layer over ``fc([embedding(token), feature])``, the target's final
-    norm and ``lm_head`` after it. ``feature`` is the target's hidden state (before its final
-    norm) at the token before, then the head's own state for each later draft."""
+    """``eagle``: an EAGLE-3 head, the one ``simulator.data.architecture.eagle3_head`` prices
+    (Li et al. 2025, arXiv:2503.01840): ``fc`` fuses three of the target's hidden states (a low,
+    a middle and a high layer's: ``3h -> h``); one decoder layer whose q/k/v read the normed
+    token embedding and the normed state side by side (``2h`` wide), the state as its residual;
+    its own norm and ``lm_head`` over a draft vocabulary of ``EAGLE3_DRAFT_VOCAB`` tokens, each
+    mapped to a target token id. The first draft step starts from the target's states, each
+    later one from the head's own output state. Weights random, in the target's dtype."""
 
     def __init__(self, target, g: int) -> None:
         super().__init__()
-        from executor.model import TransformerBlock
+        from executor.model import RMSNorm, TransformerBlock
+        from simulator.data.architecture import EAGLE3_DRAFT_VOCAB
 
         spec = target.spec
+        h, eps = spec.hidden_size, spec.rms_norm_eps
         self.target, self.g = [target], g  # a list: not a submodule (its weights are its own)
         weight = target.embed_tokens.weight
-        self.fc = nn.Linear(2 * spec.hidden_size, spec.hidden_size, bias=False).to(weight)
-        self.layer = TransformerBlock(spec).to(weight)
+        self.fc = nn.Linear(3 * h, h, bias=False)
+        self.layer = TransformerBlock(spec)
+        attn = self.layer.attention
+        attn.wqkv = nn.Linear(2 * h, attn.wqkv.out_features, bias=False)
+        self.hidden_norm, self.norm = RMSNorm(h, eps), RMSNorm(h, eps)
+        self.lm_head = nn.Linear(h, EAGLE3_DRAFT_VOCAB, bias=False)
         for param in self.parameters():
             nn.init.normal_(param, std=0.02) if param.dim() > 1 else nn.init.ones_(param)
+        self.to(weight)
+        # Draft-vocabulary id -> target id (a fixed spread over the target's vocabulary).
+        self.register_buffer("draft_to_target", torch.arange(EAGLE3_DRAFT_VOCAB,
+                             device=weight.device) * 4 % spec.vocab_size)  # fmt: skip
 
     def attach(self, executor) -> None:
         """Its one layer of paged cache: as many blocks as the executor's, the same tables."""
@@ -182,19 +196,24 @@ class EagleHead(nn.Module):
         self.tail = _Tail(executor.device, self.target[0].spec.hidden_size,
                           self.fc.weight.dtype)  # fmt: skip
 
-    def step(self, tokens: torch.Tensor, features: torch.Tensor, batch: RaggedBatch):
-        """``tokens [1, N]``, ``features [N, hidden]`` -> (sampled tokens, the head's states at
-        the sampled rows)."""
+    def step(self, tokens: torch.Tensor, state: torch.Tensor, batch: RaggedBatch):
+        """``tokens [1, N]``, ``state [N, h]`` -> (sampled target token ids, the head's output
+        states at the sampled rows)."""
         target = self.target[0]
-        x = self.fc(torch.cat([target.embed_tokens(tokens)[0], features], dim=-1))[None]
-        cos, sin = target.rope_cos[batch.positions], target.rope_sin[batch.positions]
         kernels, layer = target.kernels, self.layer
-        normed = layer.attention_norm(x, kernels)
-        x = x + layer.attention(normed, cos, sin, batch.positions, kernels, False, None, batch)
+        embedded = layer.attention_norm(target.embed_tokens(tokens), kernels)
+        both = torch.cat([embedded, self.hidden_norm(state[None], kernels)], dim=-1)
+        cos, sin = target.rope_cos[batch.positions], target.rope_sin[batch.positions]
+        x = state[None] + layer.attention(both, cos, sin, batch.positions, kernels, False, None,
+                                          batch)  # fmt: skip
         x = x + layer.mlp(layer.mlp_norm(x, kernels), kernels)
-        state = x[:, batch.sample_rows]
-        logits = target.lm_head(target.norm(state, kernels))
-        return logits[0].argmax(dim=-1), state[0]
+        out = x[0, batch.sample_rows]
+        logits = self.lm_head(self.norm(out, kernels))
+        return self.draft_to_target[logits.argmax(dim=-1)], out
+
+    def fuse(self, hidden: torch.Tensor) -> torch.Tensor:
+        """The target's three states ``[N, 3h]`` -> the head's input state ``[N, h]``."""
+        return self.fc(hidden.to(self.fc.weight.dtype))
 
     def prefill(self, batch: RaggedBatch, token_ids: torch.Tensor, rows: np.ndarray,
                 hidden: torch.Tensor | None = None) -> None:  # fmt: skip
@@ -203,7 +222,7 @@ class EagleHead(nn.Module):
         assert hidden is not None
         ends = torch.tensor([at + n - 1 for at, n, _, _ in batch.chunks], device=token_ids.device)
         everything = replace(batch, sample_rows=ends)
-        _, state = self.step(token_ids, hidden.to(self.fc.weight.dtype), everything)
+        _, state = self.step(token_ids, self.fuse(hidden), everything)
         self.tail.ensure(int(rows.max()) + 1)
         index = torch.from_numpy(rows).to(token_ids.device)
         self.tail.state[index] = state.to(self.tail.dtype)
@@ -216,20 +235,20 @@ class EagleHead(nn.Module):
         index = torch.from_numpy(rows).to(last.device)
         tail, state = self.tail.token[index], self.tail.state[index]
         tokens = torch.stack([tail, last], dim=1).reshape(1, -1)
-        features = state.repeat_interleave(2, dim=0).to(last.device)
+        state = state.repeat_interleave(2, dim=0)
         drafts = []
         for batch in steps:
-            token, state = self.step(tokens, features.to(self.fc.weight.dtype), batch)
+            token, state = self.step(tokens, state, batch)
             drafts.append(token)
-            tokens, features = token[None], state
+            tokens = token[None]
         return torch.stack(drafts, dim=1)
 
     def kept(self, rows: np.ndarray, verify_tokens: torch.Tensor, kept: torch.Tensor,
              hidden: torch.Tensor | None = None) -> None:  # fmt: skip
-        """After the verify: the token before each new last one, and the target's state
-        there (``hidden [n, g + 1, hidden]``, the verify's)."""
+        """After the verify: the token before each new last one, and the head's input state
+        from the target's there (``hidden [n, g + 1, 3h]``, the verify's)."""
         index = torch.arange(len(rows), device=kept.device)
         at = torch.from_numpy(rows).to(kept.device)
         self.tail.token[at] = verify_tokens[index, kept - 1]
         if hidden is not None:
-            self.tail.state[at] = hidden[index, kept - 1].to(self.tail.dtype)
+            self.tail.state[at] = self.fuse(hidden[index, kept - 1]).to(self.tail.dtype)

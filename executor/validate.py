@@ -192,6 +192,7 @@ def serving_clocks(spec: ModelSpec, config: DeploymentConfig, *, max_seq_length:
     if config.attention == "naive":
         model.kernels.prefill_backend = "naive"
     kv_dtype = torch.float8_e4m3fn if config.kv_dtype == "fp8" else None
+    make_drafter = _drafter_factory(config, rank=rank, world=world, seed=seed)
 
     built: dict[int, ServingExecutor] = {}  # by KV blocks: the loads of one plan share one
 
@@ -213,6 +214,7 @@ def serving_clocks(spec: ModelSpec, config: DeploymentConfig, *, max_seq_length:
                 model, num_blocks=blocks, block_size=config.block_size,
                 max_seq_length=max_seq_length, kv_dtype=kv_dtype, seed=seed,
                 graphs_up_to=config.max_num_seqs if config.cuda_graphs else 0,
+                drafter=make_drafter(model),
             )  # fmt: skip
             executor.warm_up()
         except torch.OutOfMemoryError as error:
@@ -222,3 +224,25 @@ def serving_clocks(spec: ModelSpec, config: DeploymentConfig, *, max_seq_length:
         return executor
 
     return clock_for
+
+
+def _drafter_factory(config: DeploymentConfig, *, rank: int, world: int, seed: int):
+    """The target model -> the plan's drafter (``executor.speculative``), or None. A draft model
+    is built once, at the target's tensor parallelism (as the engines and the cost model run
+    it), in bf16."""
+    speculative = config.speculative
+    if speculative is None:
+        return lambda model: None
+    from executor.speculative import DraftModel, EagleHead, PromptLookup
+
+    g = speculative.num_speculative_tokens
+    if speculative.method == "ngram":
+        return lambda model: PromptLookup(g)
+    if speculative.method == "eagle":
+        return lambda model: EagleHead(model, g)
+    from executor.points import prepare_model
+    from simulator.data.models import get_model
+
+    draft = prepare_model(get_model(speculative.draft_model or ""), weights="bf16",
+                          tp_rank=rank, tp_world_size=world, seed=seed + 1)  # fmt: skip
+    return lambda model: DraftModel(draft, g)

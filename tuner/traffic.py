@@ -15,8 +15,12 @@ measured time moves the clock. Predicted and measured TTFT p50/p99, TPOT p50/p99
 throughput go into the plan's ``validation`` section, with their errors and sampled CDFs.
 
 The executor runs the target model in bf16 or FP8 (W8A8), on one GPU or, under ``torchrun``,
-tensor-parallel over several. A plan's speculative drafter is left out of both runs (the
-executor has no drafter yet), and so are replicas beyond one: the notes say so. Everything but the clock is plain Python, tested with a stand-in clock.
+tensor-parallel over several, with the plan's speculative drafter (``executor.speculative``:
+a draft model, an EAGLE-3 head or prompt lookup). With random weights a draft is kept by
+chance alone, so how many each round keeps is drawn from the plan's acceptance rate, the same
+draw in both runs: the drafts and verifies are real work, the acceptance is the plan's
+assumption (the notes say so). Replicas beyond one are left out. Everything but the clock is
+plain Python, tested with a stand-in clock.
 """
 
 from __future__ import annotations
@@ -49,15 +53,17 @@ QUANTILES = tuple(np.linspace(0.0, 1.0, 41).round(3))  # the CDFs kept in the pl
 
 
 def traffic_config(plan: Any):
-    """The configuration one GPU runs: one replica, no drafter (notes in ``traffic_notes``)."""
-    return plan.config.model_copy(update={"dp": 1, "speculative": None})
+    """The configuration one replica runs (notes in ``traffic_notes``)."""
+    return plan.config.model_copy(update={"dp": 1})
 
 
 def traffic_notes(plan: Any) -> list[str]:
     notes = []
-    if plan.config.speculative is not None:
-        notes.append("the plan's speculative drafter is left out of both runs (the executor "
-                     "runs the target model only)")  # fmt: skip
+    speculative = plan.config.speculative
+    if speculative is not None:
+        notes.append(f"{speculative.method} drafting runs for real; the drafts each round keeps "
+                     f"are drawn at the plan's acceptance rate ({speculative.acceptance_rate:g}) "
+                     "in both runs, since random weights agree by chance only")  # fmt: skip
     if plan.replicas > 1:
         notes.append(f"one replica of {plan.replicas}, at the plan's rate per replica")
     return notes

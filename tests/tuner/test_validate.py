@@ -142,7 +142,7 @@ def test_traffic_validation_compares_predicted_and_measured_percentiles(plan_fil
         assert set(row["predicted"]) == set(row["measured"]) and row["requests"] == 120
         assert len(row["cdf"]["measured"]["ttft"]) == len(row["cdf"]["predicted"]["tpot"]) == 41
     assert section["status"] == "differs" and section["max_abs_relative_error"] > 0.05
-    assert any("drafter" in note for note in section["notes"])  # the plan speculates
+    assert any("acceptance rate" in note for note in section["notes"])  # the plan speculates
 
 
 def test_traffic_dry_run_predicts_without_a_gpu(plan_file, capsys):
