@@ -61,7 +61,9 @@ def traffic_notes(plan: Any) -> list[str]:
     notes = []
     speculative = plan.config.speculative
     if speculative is not None:
-        notes.append(f"{speculative.method} drafting runs for real; the drafts each round keeps "
+        drafter = {"draft": "the draft model", "eagle": "the EAGLE-3 head",
+                   "ngram": "prompt lookup"}[speculative.method]  # fmt: skip
+        notes.append(f"{drafter} drafts for real; the drafts each round keeps "
                      f"are drawn at the plan's acceptance rate ({speculative.acceptance_rate:g}) "
                      "in both runs, since random weights agree by chance only")  # fmt: skip
     if plan.replicas > 1:
