@@ -51,7 +51,10 @@ class PagedDecodeGraphs:
 
         with torch.inference_mode():  # a pool per bucket: buckets replay in any order
             graph, _ = capture_graph(step)
-        return graph, tokens, positions, tables, out
+        # The graph reads every tensor of ``batch`` at the address it had when captured: all of
+        # them must live as long as the graph, or the allocator hands their memory to others
+        # (the sampled rows' index, freed, came back as garbage indices: a device-side assert).
+        return graph, tokens, positions, tables, out, batch
 
     def bucket(self, batch: int) -> int | None:
         return next((b for b in self.buckets if b >= batch), None)
@@ -60,7 +63,7 @@ class PagedDecodeGraphs:
         """``tables [n, width]``: each sequence's full row (padded with the scratch block)."""
         n = len(tokens)
         check_inputs(tokens, positions, self.model.spec.vocab_size, self.max_seq_length)
-        graph, tokens_buf, positions_buf, tables_buf, out = self.graphs[self.bucket(n)]
+        graph, tokens_buf, positions_buf, tables_buf, out, _ = self.graphs[self.bucket(n)]
         size = tokens_buf.shape[1]
         padded = np.full((size, self.width), self.scratch, dtype=np.int64)
         padded[:n] = tables

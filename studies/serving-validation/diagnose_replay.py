@@ -20,17 +20,17 @@ original_capture = serving_graphs.PagedDecodeGraphs._capture
 
 
 def capture(self, size):
-    graph, tokens, positions, tables, out = original_capture(self, size)
+    graph, tokens, positions, tables, out, batch = original_capture(self, size)
     print(f"captured bucket {size}: tokens {tokens.data_ptr():#x} positions "
           f"{positions.data_ptr():#x} tables {tables.data_ptr():#x}", flush=True)  # fmt: skip
-    return graph, tokens, positions, tables, out
+    return graph, tokens, positions, tables, out, batch
 
 
 def run(self, tokens, positions, tables):
     n = len(tokens)
     serving_graphs.check_inputs(tokens, positions, self.model.spec.vocab_size,
                                 self.max_seq_length)  # fmt: skip
-    graph, tokens_buf, positions_buf, tables_buf, out = self.graphs[self.bucket(n)]
+    graph, tokens_buf, positions_buf, tables_buf, out, _ = self.graphs[self.bucket(n)]
     size = tokens_buf.shape[1]
     padded = np.full((size, self.width), self.scratch, dtype=np.int64)
     padded[:n] = tables

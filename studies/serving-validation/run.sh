@@ -2,7 +2,7 @@
 # tune validate --traffic on the GPU machine: Llama-3.1-8B plans for this card (bf16, then FP8
 # weights with an FP8 cache), each at 0.2x capacity, the plan's rate and 1.5x capacity.
 # Run from the repository root: studies/serving-validation/run.sh [REQUESTS [PLAN...]] (PLAN:
-# bf16, fp8, bf16-summarization; default bf16 fp8); writes under $OUT.
+# bf16, fp8, bf16-summarization, bf16-draft, bf16-eagle; default bf16 fp8); writes under $OUT.
 set -u
 python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl 2>/dev/null
 export PYTHONPATH=/tmp/site:$PWD

@@ -223,3 +223,32 @@ def test_inputs_past_their_tables_are_named_on_the_host():
                           prompt_tokens=lambda rid, s, n: [500] * n)  # fmt: skip
     with pytest.raises(RuntimeError, match="token id 500 outside the vocabulary of 97"):
         bad(Step(decode=[], prefill=[(0, 0, 4)]))
+
+
+def test_decode_graphs_keep_alive_every_tensor_they_read(monkeypatch):
+    """A CUDA graph reads its inputs at the addresses they had when it was captured. Every
+    tensor of a captured step (the sampled rows' index among them) must live as long as the
+    graph: freed, its memory goes to other tensors and the replay reads garbage indices."""
+    import gc
+    import weakref
+
+    from executor import serving_graphs
+    from executor.ragged import setup_paged_caches
+
+    held: list = []
+
+    def fake_capture(step):  # runs the step once; remembers what the step reads
+        step()
+        batch = next(cell.cell_contents for cell in step.__closure__
+                     if isinstance(cell.cell_contents, serving_graphs.RaggedBatch))  # fmt: skip
+        held.extend(weakref.ref(t) for t in vars(batch).values() if isinstance(t, torch.Tensor))
+        return object(), None
+
+    monkeypatch.setattr(serving_graphs, "capture_graph", fake_capture)
+    model = tiny_model()
+    setup_paged_caches(model, num_blocks=9, block_size=4, max_seq_length=32)
+    graphs = serving_graphs.PagedDecodeGraphs(model, max_batch=4, table_width=8,
+                                              max_seq_length=32, scratch_block=8)  # fmt: skip
+    graphs.capture()
+    gc.collect()
+    assert held and all(ref() is not None for ref in held)
