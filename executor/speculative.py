@@ -74,7 +74,7 @@ def draft_steps(blocks: BlockTables, rows: np.ndarray, first: np.ndarray, g: int
 
 class _Tail:
     """Per block-table row, on the GPU: the token before a sequence's last one (the first draft
-    step feeds it again), and, for a head, the target's hidden state there."""
+    step feeds it again), and, for a head, its input state made from the target's there."""
 
     def __init__(self, device: torch.device, hidden: int = 0, dtype=torch.bfloat16) -> None:
         self.device, self.hidden, self.dtype = device, hidden, dtype
@@ -103,7 +103,7 @@ class PromptLookup:
     def prefill(self, batch, token_ids, rows, hidden=None) -> None:
         pass
 
-    def propose(self, executor, rows, first, last, hidden=None) -> torch.Tensor:
+    def propose(self, executor, rows, first, last) -> torch.Tensor:
         return last[:, None].expand(-1, self.g)
 
     def kept(self, rows, verify_tokens, kept, hidden=None) -> None:
@@ -134,8 +134,8 @@ class DraftModel:
                             device=token_ids.device)  # fmt: skip
         self.tail.token[torch.from_numpy(rows).to(token_ids.device)] = token_ids[0, ends]
 
-    def propose(self, executor, rows: np.ndarray, first: np.ndarray, last: torch.Tensor,
-                hidden=None) -> torch.Tensor:  # fmt: skip
+    def propose(self, executor, rows: np.ndarray, first: np.ndarray,
+                last: torch.Tensor) -> torch.Tensor:  # fmt: skip
         """``[n, g]`` drafts after each sequence's ``last`` token (at position ``first``)."""
         steps = draft_steps(executor.blocks, rows, first, self.g, last.device)
         self.tail.ensure(int(rows.max()) + 1)
@@ -228,8 +228,8 @@ class EagleHead(nn.Module):
         self.tail.state[index] = state.to(self.tail.dtype)
         self.tail.token[index] = token_ids[0, everything.sample_rows]
 
-    def propose(self, executor, rows: np.ndarray, first: np.ndarray, last: torch.Tensor,
-                hidden=None) -> torch.Tensor:  # fmt: skip
+    def propose(self, executor, rows: np.ndarray, first: np.ndarray,
+                last: torch.Tensor) -> torch.Tensor:  # fmt: skip
         steps = draft_steps(executor.blocks, rows, first, self.g, last.device)
         self.tail.ensure(int(rows.max()) + 1)
         index = torch.from_numpy(rows).to(last.device)
