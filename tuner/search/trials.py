@@ -295,7 +295,7 @@ class SharedRunner:
     def _just_failed(trials: list[Any]) -> bool:
         """A trial of this probe failed moments ago: the heartbeat's retry is on its way, and
         queueing another copy would run the probe twice."""
-        from datetime import datetime, timezone
+        from datetime import datetime
 
         from optuna.trial import TrialState
 
@@ -304,7 +304,9 @@ class SharedRunner:
         if not ended:
             return False
         last = max(ended)
-        now = datetime.now(last.tzinfo or timezone.utc)
+        # Optuna's storages keep naive local times: "now" must be naive too (an aware one
+        # cannot be subtracted from it); an aware time gets an aware now in its zone.
+        now = datetime.now(last.tzinfo)
         return (now - last).total_seconds() < _RETRY_GRACE_S
 
     def run(self, candidate: Any, rate: float, replicas: int, kind: str) -> ProbeResult:
