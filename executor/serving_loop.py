@@ -54,6 +54,7 @@ class IterationRecord:
     host_s: float  # the loop between the previous iteration and this one
     device_s: float | None = None  # from the first kernel to the sampled tokens (on a GPU)
     emitting: int = 0  # tokens sampled for requests (decodes, prompts completed)
+    graphed: bool = False  # replayed from a decode graph (else run eagerly)
 
     @property
     def overhead_s(self) -> float | None:
@@ -159,7 +160,7 @@ class ServingExecutor:
             tokens=tokens, decodes=len(decode), chunks=chunks,
             predicted_s=iteration.predicted_s, step_s=done - entered, host_s=host,
             device_s=events[0].elapsed_time(events[1]) * 1e-3 if events else None,
-            emitting=getattr(iteration, "emitting", 0),
+            emitting=getattr(iteration, "emitting", 0), graphed=graphed,
         ))  # fmt: skip
         self._returned = time.perf_counter()
         return self._agreed(self.records[-1].measured_s)

@@ -154,12 +154,7 @@ def run_traffic(
             records = list(getattr(clock, "records", []))
             clock = None  # a clock for another cache size frees this one's first
             if records:
-                row["iterations"] = {
-                    "count": len(records),
-                    "mean_step_s": statistics.fmean(r.step_s for r in records),
-                    "mean_host_s": statistics.fmean(r.host_s for r in records),
-                    "mean_predicted_s": statistics.fmean(r.predicted_s for r in records),
-                }
+                row["iterations"] = _iteration_means(records)
                 timed = [r for r in records if r.overhead_s is not None]
                 if timed:  # the host's share, for tune calibrate --from PLAN.json
                     from simulator.calibration.host_overhead import fit_host_overhead
@@ -169,6 +164,27 @@ def run_traffic(
                     )
         loads.append(row)
     return _section(plan, loads)
+
+
+def _iteration_means(records: list[Any]) -> dict[str, Any]:
+    """Mean measured, host and predicted seconds of the run's iterations: all of them, and
+    apart those replayed from decode graphs and those run eagerly (prompt chunks, speculative
+    rounds), since the two paths cost differently."""
+
+    def means(group: list[Any]) -> dict[str, Any]:
+        return {
+            "count": len(group),
+            "mean_step_s": statistics.fmean(r.step_s for r in group),
+            "mean_host_s": statistics.fmean(r.host_s for r in group),
+            "mean_predicted_s": statistics.fmean(r.predicted_s for r in group),
+        }
+
+    summary = means(records)
+    for name, graphed in (("graphed", True), ("eager", False)):
+        group = [r for r in records if getattr(r, "graphed", False) == graphed]
+        if group:
+            summary[name] = means(group)
+    return summary
 
 
 def _section(plan: Any, loads: list[dict[str, Any]]) -> dict[str, Any]:

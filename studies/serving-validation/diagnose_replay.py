@@ -1,12 +1,15 @@
 """Each decode-graph replay checked on its own (run through diagnose.py's loop): the static
-inputs read back and compared with the host's before the replay, the graph's sampled-row index
-after it, and the first replay that faults named with its inputs.
+inputs read back and compared with the host's before the replay, the first replay that faults
+named with its inputs, and the replay's greedy tokens against the same decodes run eagerly
+right after it (which rewrite the same K/V): where they differ, by how much the logits of the
+two tokens differ, against the gap between the eager top two.
 
     python3 studies/serving-validation/diagnose_replay.py PLAN.json [diagnose.py options]
 """
 
 from __future__ import annotations
 
+import atexit
 import runpy
 import sys
 
@@ -54,9 +57,37 @@ def run(self, tokens, positions, tables):
     except Exception as error:  # the device assert: say which replay, then stop
         print(f"{context}: FAULT {str(error).splitlines()[0]}", flush=True)
         sys.exit(3)
-    return out[0][:n]
+    from executor.ragged import RaggedBatch
+
+    device = tokens_buf.device
+    rows = torch.from_numpy(positions).to(device)
+    eager = RaggedBatch(positions=rows, blocks=rows, offsets=rows,
+                        tables=torch.from_numpy(np.ascontiguousarray(tables)).to(device),
+                        decodes=n, chunks=[], sample_rows=torch.arange(n, device=device),
+                        max_length=int(positions.max()) + 1)  # fmt: skip
+    with torch.inference_mode():
+        logits = self.model(torch.from_numpy(tokens).to(device)[None], ragged=eager)[0].float()
+    graph_tokens = out[0][:n]
+    top2 = logits.topk(2, dim=-1).values
+    index = torch.arange(n, device=device)
+    differ = graph_tokens != logits.argmax(-1)
+    stats["decodes"] += n
+    stats["differ"] += int(differ.sum())
+    gap = logits[index, logits.argmax(-1)] - logits[index, graph_tokens]
+    stats["worst_gap"] = max(stats["worst_gap"], float(gap.max()))
+    stats["median_top2_gap"].append(float((top2[:, 0] - top2[:, 1]).median()))
+    return graph_tokens
 
 
+stats = {"decodes": 0, "differ": 0, "worst_gap": 0.0, "median_top2_gap": []}
+
+
+def report() -> None:
+    gaps = sorted(stats.pop("median_top2_gap")) or [0.0]
+    print({**stats, "median_of_median_top2_gap": gaps[len(gaps) // 2]}, flush=True)
+
+
+atexit.register(report)
 serving_graphs.PagedDecodeGraphs._capture = capture
 serving_graphs.PagedDecodeGraphs.run = run
 sys.argv = ["diagnose.py", *sys.argv[1:]]

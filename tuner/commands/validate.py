@@ -178,5 +178,12 @@ def _print_traffic(section: dict) -> None:
                 f"  error {100 * error:+.1f}%"
             )
             print(f"  {metric:20s} predicted {show_metric(metric, predicted):>12}{tail}")
+        iterations = row.get("iterations") or {}
+        for kind in ("graphed", "eager"):
+            if kind in iterations:
+                group = iterations[kind]
+                print(f"  {kind} iterations: {group['count']}, mean "
+                      f"{1e3 * group['mean_step_s']:.2f} ms measured, "
+                      f"{1e3 * group['mean_predicted_s']:.2f} ms predicted")  # fmt: skip
     for note in section["notes"]:
         print(f"note: {note}")
