@@ -26,9 +26,10 @@ import numpy as np
 import torch
 
 from executor.block_tables import BlockTables
+from executor.kv_cache import PagedKVCache
 from executor.ragged import RaggedBatch, setup_paged_caches
 from executor.serving_graphs import PagedDecodeGraphs, check_inputs
-from executor.speculative import EagleHead
+from executor.speculative_graphs import RoundGraphs
 
 __all__ = ["ServingExecutor", "IterationRecord"]
 
@@ -92,17 +93,21 @@ class ServingExecutor:
         self.query = 1 if drafter is None else drafter.g + 1
         if drafter is not None:
             drafter.attach(self)
-        # Decode-only iterations from CUDA graphs of up to ``graphs_up_to`` sequences (the
-        # configuration's max_num_seqs), where the paged decode kernel runs (a GPU with Triton).
-        self.graphs = None
+        # Decode-only iterations (speculative rounds with a drafter) from CUDA graphs of up to
+        # ``graphs_up_to`` sequences (the configuration's max_num_seqs), where the paged decode
+        # kernel runs (a GPU with Triton).
+        self.graphs: PagedDecodeGraphs | RoundGraphs | None = None
         cache = model.layers[0].attention.kv_cache
         if graphs_up_to and self.device.type == "cuda" and model.kernels.paged_decode(cache):
-            for layer in model.layers:  # the kernel's counters, before any capture
-                layer.attention.kv_cache.ensure_counters(graphs_up_to * cache.k.shape[1])
-            self.graphs = PagedDecodeGraphs(
-                model, max_batch=graphs_up_to, table_width=width,
-                max_seq_length=max_seq_length, scratch_block=num_blocks,
-            )  # fmt: skip
+            for paged in _paged_caches(model, drafter):  # the kernel's counters, before capture
+                paged.ensure_counters(graphs_up_to * paged.k.shape[1])
+            if drafter is None:
+                self.graphs = PagedDecodeGraphs(
+                    model, max_batch=graphs_up_to, table_width=width,
+                    max_seq_length=max_seq_length, scratch_block=num_blocks,
+                )  # fmt: skip
+            else:
+                self.graphs = RoundGraphs(self, max_batch=graphs_up_to)
         generator = torch.Generator(device="cpu").manual_seed(seed)
         # Prompt token ids (request, first position, count): random unless given (a test's).
         self.prompt_tokens = prompt_tokens or (
@@ -124,8 +129,10 @@ class ServingExecutor:
         decode, graphs = iteration.decode, self.graphs
         speculative = self.drafter is not None and bool(decode)
         graphed = bool(graphs and graphs.graphs and decode and not iteration.prefill
-                       and not speculative and graphs.bucket(len(decode)))  # fmt: skip
-        if graphed:
+                       and graphs.bucket(len(decode)))  # fmt: skip
+        if graphed and speculative:
+            run, tokens, chunks = self._graph_round(decode), len(decode) * self.query, 0
+        elif graphed:
             run, tokens, chunks = self._graph_decode(decode), len(decode), 0
         else:
             batch, token_ids = self._batch(iteration)
@@ -242,13 +249,28 @@ class ServingExecutor:
         tokens, tables = blocks.last[rows], blocks.table[rows]
         return lambda: graphs.run(tokens, positions, tables)
 
+    def _graph_round(self, decode: list[int]) -> Callable[[], torch.Tensor]:
+        """The inputs of a speculative round with no prompt chunk; returns its replay."""
+        rows, first = self._decodes(decode)
+        self._sampled_rows = rows
+        graphs, blocks = self.graphs, self.blocks
+        assert isinstance(graphs, RoundGraphs)
+        last, tables = blocks.last[rows], blocks.table[rows]
+        rows_t = torch.from_numpy(rows).to(self.device)
+
+        def run() -> torch.Tensor:
+            with torch.inference_mode():
+                tokens, self._verify, self._verify_hidden = graphs.run(rows_t, last, first, tables)
+            return tokens
+
+        return run
+
     def _batch(self, iteration) -> tuple[RaggedBatch, torch.Tensor]:
         """The iteration's ``RaggedBatch`` and token ids ``[1, N]``: decodes first (each at
         its cached length), then each prompt chunk; blocks taken as the tokens need them."""
         blocks, size = self.blocks, self.block_size
         query = self.query if iteration.decode else 1
         rows, positions = self._decodes(iteration.decode)
-        self._first = positions
         # A decode is its last token; a verify, that and room for the drafts (filled on the GPU).
         tokens = [np.pad(blocks.last[rows][:, None], ((0, 0), (0, query - 1))).reshape(-1)]
         owners = [np.repeat(np.arange(len(rows)), query)]  # each token's row of the tables
@@ -286,7 +308,7 @@ class ServingExecutor:
             offsets=tensor(position % size), tables=tensor(tables),
             decodes=len(rows), chunks=chunks, sample_rows=tensor(np.asarray(sample)),
             max_length=int(blocks.length[batch_rows].max()) + query - 1, query=query,
-            keep_hidden=isinstance(self.drafter, EagleHead),
+            keep_hidden=getattr(self.drafter, "wants_hidden", False),
         )  # fmt: skip
         return batch, tensor(token_ids)[None]
 
@@ -294,19 +316,23 @@ class ServingExecutor:
         """A round: the drafter prefills the prompt chunks and proposes ``g`` tokens for each
         decode, on the GPU, into the verify's inputs; then the target runs the whole batch."""
         drafter, n, query = self.drafter, len(iteration.decode), self.query
-        rows = self._sampled_rows[:n]
+        rows = torch.from_numpy(self._sampled_rows[:n]).to(self.device)
 
         def run() -> torch.Tensor:
             with torch.inference_mode():
                 verify = token_ids[0, : n * query].view(n, query)
-                if n:
-                    verify[:, 1:] = drafter.propose(self, rows, self._first, verify[:, 0])
+                if n:  # the batch's own positions and tables, already on the GPU
+                    verify[:, 1:] = drafter.propose(
+                        drafter.tail_of(rows), verify[:, 0], batch.positions[: n * query : query],
+                        batch.tables[:n], batch.max_length,
+                    )  # fmt: skip
                 out = self.model(token_ids, ragged=batch)[0].argmax(dim=-1)
+                hidden = self.model.hidden if batch.keep_hidden else None
                 if batch.chunks:  # the draft's own prefill of the same prompt tokens
                     chunk_batch, chunk_ids = _chunks_only(batch, token_ids)
-                    hidden = None if self.model.hidden is None else self.model.hidden[n * query :]
-                    drafter.prefill(chunk_batch, chunk_ids, self._sampled_rows[n:], hidden)
-                self._verify = verify
+                    chunk_hidden = None if hidden is None else hidden[n * query :]
+                    drafter.prefill(chunk_batch, chunk_ids, self._sampled_rows[n:], chunk_hidden)
+                self._verify, self._verify_hidden = verify, hidden
                 return out
 
         return run
@@ -321,7 +347,7 @@ class ServingExecutor:
         blocks.last[rows[:n]] = target[np.arange(n), kept - 1]
         blocks.length[rows[:n]] += kept
         blocks.last[rows[n:]] = sampled[n * query :]
-        hidden = self.model.hidden
+        hidden = self._verify_hidden
         states = None if hidden is None else hidden[: n * query].view(n, query, -1)
         with torch.inference_mode():
             self.drafter.kept(rows[:n], self._verify, torch.from_numpy(kept).to(self.device),
@@ -337,3 +363,13 @@ def _chunks_only(batch: RaggedBatch, token_ids: torch.Tensor):
                         chunks=chunks, sample_rows=batch.sample_rows[:0],
                         max_length=batch.max_length)  # fmt: skip
     return alone, token_ids[:, first:]
+
+
+def _paged_caches(*owners):
+    """Every ``PagedKVCache`` of a model and of a drafter (its model, or its own layers)."""
+    for owner in owners:
+        module = owner if isinstance(owner, torch.nn.Module) else getattr(owner, "model", None)
+        for part in module.modules() if module is not None else ():
+            cache = getattr(part, "kv_cache", None)
+            if isinstance(cache, PagedKVCache):
+                yield cache

@@ -38,37 +38,33 @@ import numpy as np
 import torch
 from torch import nn
 
-from executor.block_tables import BlockTables
 from executor.kv_cache import PagedKVCache
 from executor.ragged import RaggedBatch, setup_paged_caches
 
 __all__ = ["DraftModel", "EagleHead", "PromptLookup", "draft_steps"]
 
 
-def draft_steps(blocks: BlockTables, rows: np.ndarray, first: np.ndarray, g: int,
-                device: torch.device) -> list[RaggedBatch]:  # fmt: skip
-    """The ``g`` ragged batches of a drafting round for the sequences at ``rows`` whose last
-    token sits at position ``first``: the first feeds positions ``first - 1`` and ``first``
+def draft_steps(first: torch.Tensor, tables: torch.Tensor, g: int, block_size: int,
+                max_length: int) -> list[RaggedBatch]:  # fmt: skip
+    """The ``g`` ragged batches of a drafting round for sequences whose last token sits at
+    position ``first [n]`` with block tables ``tables [n, W]`` (both on the GPU, so a captured
+    round computes them itself): the first feeds positions ``first - 1`` and ``first``
     (``query=2``, sampling the second), each later one the previous draft at ``first + j - 1``.
-    """
-    n, size = len(rows), blocks.block_size
-    positions = first[:, None] + np.arange(-1, g)[None, :]  # [n, g + 1]
-    widest = int(blocks.count[rows].max())
-    tables = blocks.table[rows, :widest]
-    slots = np.stack([positions, tables[np.arange(n)[:, None], positions // size],
-                      positions % size])  # fmt: skip
-    slots = torch.from_numpy(slots).to(device)  # one copy: [3, n, g + 1]
-    tables_t = torch.from_numpy(np.ascontiguousarray(tables)).to(device)
-    longest = int(first.max()) + g
-    steps = [RaggedBatch(positions=slots[0, :, :2].reshape(-1), blocks=slots[1, :, :2].reshape(-1),
-                         offsets=slots[2, :, :2].reshape(-1), tables=tables_t, decodes=n,
-                         chunks=[], sample_rows=torch.arange(1, 2 * n, 2, device=device),
-                         max_length=longest, query=2)]  # fmt: skip
+    ``max_length`` bounds every sequence's keys (it sizes the decode kernel's chunks)."""
+    n, device = len(first), first.device
+    positions = first[:, None] + torch.arange(-1, g, device=device)[None, :]  # [n, g + 1]
+    blocks = tables.gather(1, positions // block_size)
+    offsets = positions % block_size
+    steps = [RaggedBatch(positions=positions[:, :2].reshape(-1),
+                         blocks=blocks[:, :2].reshape(-1), offsets=offsets[:, :2].reshape(-1),
+                         tables=tables, decodes=n, chunks=[],
+                         sample_rows=torch.arange(1, 2 * n, 2, device=device),
+                         max_length=max_length, query=2)]  # fmt: skip
     every = torch.arange(n, device=device)
     for j in range(2, g + 1):
-        steps.append(RaggedBatch(positions=slots[0, :, j], blocks=slots[1, :, j],
-                                 offsets=slots[2, :, j], tables=tables_t, decodes=n, chunks=[],
-                                 sample_rows=every, max_length=longest))  # fmt: skip
+        steps.append(RaggedBatch(positions=positions[:, j], blocks=blocks[:, j],
+                                 offsets=offsets[:, j], tables=tables, decodes=n, chunks=[],
+                                 sample_rows=every, max_length=max_length))  # fmt: skip
     return steps
 
 
@@ -103,7 +99,10 @@ class PromptLookup:
     def prefill(self, batch, token_ids, rows, hidden=None) -> None:
         pass
 
-    def propose(self, executor, rows, first, last) -> torch.Tensor:
+    def tail_of(self, rows: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return ()
+
+    def propose(self, tail, last, first, tables, max_length: int) -> torch.Tensor:
         return last[:, None].expand(-1, self.g)
 
     def kept(self, rows, verify_tokens, kept, hidden=None) -> None:
@@ -123,6 +122,7 @@ class DraftModel:
                            block_size=executor.block_size, kv_dtype=cache.k.dtype,
                            kv_scale=cache.scale, max_seq_length=executor.max_seq_length)  # fmt: skip
         self.tail = _Tail(executor.device)
+        self.block_size = executor.block_size
 
     def prefill(self, batch: RaggedBatch, token_ids: torch.Tensor, rows: np.ndarray,
                 hidden=None) -> None:  # fmt: skip
@@ -134,13 +134,18 @@ class DraftModel:
                             device=token_ids.device)  # fmt: skip
         self.tail.token[torch.from_numpy(rows).to(token_ids.device)] = token_ids[0, ends]
 
-    def propose(self, executor, rows: np.ndarray, first: np.ndarray,
-                last: torch.Tensor) -> torch.Tensor:  # fmt: skip
-        """``[n, g]`` drafts after each sequence's ``last`` token (at position ``first``)."""
-        steps = draft_steps(executor.blocks, rows, first, self.g, last.device)
+    def tail_of(self, rows: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """What the first draft step of these block-table rows feeds again: the token before
+        each one's last."""
         self.tail.ensure(int(rows.max()) + 1)
-        tail = self.tail.token[torch.from_numpy(rows).to(last.device)]
-        tokens = torch.stack([tail, last], dim=1).reshape(1, -1)
+        return (self.tail.token[rows],)
+
+    def propose(self, tail: tuple[torch.Tensor, ...], last: torch.Tensor, first: torch.Tensor,
+                tables: torch.Tensor, max_length: int) -> torch.Tensor:  # fmt: skip
+        """``[n, g]`` drafts after each sequence's ``last`` token (at position ``first``), all
+        on the GPU (``tail`` from ``tail_of``)."""
+        steps = draft_steps(first, tables, self.g, self.block_size, max_length)
+        tokens = torch.stack([tail[0], last], dim=1).reshape(1, -1)
         drafts = []
         for batch in steps:
             tokens = self.model(tokens, ragged=batch)[0].argmax(dim=-1)
@@ -163,6 +168,8 @@ class EagleHead(nn.Module):
     its own norm and ``lm_head`` over a draft vocabulary of ``EAGLE3_DRAFT_VOCAB`` tokens, each
     mapped to a target token id. The first draft step starts from the target's states, each
     later one from the head's own output state. Weights random, in the target's dtype."""
+
+    wants_hidden = True  # the verify keeps the target's states for it
 
     def __init__(self, target, g: int) -> None:
         super().__init__()
@@ -195,6 +202,7 @@ class EagleHead(nn.Module):
                                      scale=cache.scale)  # fmt: skip
         self.tail = _Tail(executor.device, self.target[0].spec.hidden_size,
                           self.fc.weight.dtype)  # fmt: skip
+        self.block_size = executor.block_size
 
     def step(self, tokens: torch.Tensor, state: torch.Tensor, batch: RaggedBatch):
         """``tokens [1, N]``, ``state [N, h]`` -> (sampled target token ids, the head's output
@@ -228,13 +236,16 @@ class EagleHead(nn.Module):
         self.tail.state[index] = state.to(self.tail.dtype)
         self.tail.token[index] = token_ids[0, everything.sample_rows]
 
-    def propose(self, executor, rows: np.ndarray, first: np.ndarray,
-                last: torch.Tensor) -> torch.Tensor:  # fmt: skip
-        steps = draft_steps(executor.blocks, rows, first, self.g, last.device)
+    def tail_of(self, rows: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """The token before each row's last one, and the head's input state there."""
         self.tail.ensure(int(rows.max()) + 1)
-        index = torch.from_numpy(rows).to(last.device)
-        tail, state = self.tail.token[index], self.tail.state[index]
-        tokens = torch.stack([tail, last], dim=1).reshape(1, -1)
+        return self.tail.token[rows], self.tail.state[rows]
+
+    def propose(self, tail: tuple[torch.Tensor, ...], last: torch.Tensor, first: torch.Tensor,
+                tables: torch.Tensor, max_length: int) -> torch.Tensor:  # fmt: skip
+        steps = draft_steps(first, tables, self.g, self.block_size, max_length)
+        token, state = tail
+        tokens = torch.stack([token, last], dim=1).reshape(1, -1)
         state = state.repeat_interleave(2, dim=0)
         drafts = []
         for batch in steps:

@@ -166,3 +166,46 @@ def test_speculative_rounds_through_the_paged_kernel_sample_as_sdpa_does():
 
     same, _ = run_in_interpreter(TRITON_ROUNDS).split(" ", 1)
     assert same == "1"
+
+
+def test_rounds_replayed_from_graphs_leave_greedy_decoding(monkeypatch):
+    """Rounds with no prompt chunk replay a captured round per batch bucket (here a stand-in
+    graph that reruns the captured function on its static buffers, as a replay does): padded
+    to the bucket, the tokens are still plain greedy decoding."""
+    from executor import speculative_graphs
+
+    class Replay:
+        def __init__(self, fn):
+            self.fn = fn
+
+        def replay(self):
+            self.fn()
+
+    def fake_capture(fn):
+        fn()
+        return Replay(fn), None
+
+    monkeypatch.setattr(speculative_graphs, "capture_graph", fake_capture)
+    gen = torch.Generator().manual_seed(0)
+    prompts = {rid: torch.randint(97, (n,), generator=gen).tolist() for rid, n in PROMPTS.items()}
+    model = tiny_model()
+    executor = ServingExecutor(model, num_blocks=48, block_size=4, max_seq_length=64,
+                               prompt_tokens=lambda rid, s, n: prompts[rid][s : s + n],
+                               drafter=DraftModel(tiny_model(), G))  # fmt: skip
+    executor.graphs = speculative_graphs.RoundGraphs(executor, max_batch=4)
+    executor.graphs.capture()
+    run_plan(executor)
+    assert sum(r.graphed for r in executor.records) == 3  # the three rounds with no chunk
+    assert executor.lengths == {0: 21, 1: 19, 2: 11}
+    for rid, prompt in prompts.items():
+        made = executor.lengths[rid] - len(prompt)
+        assert executor.last_token[rid] == greedy(model, prompt, made + 1)[made], rid
+    # An EAGLE-3 head's rounds replay too, its states carried out of the graph.
+    model = tiny_model()
+    executor = ServingExecutor(model, num_blocks=48, block_size=4, max_seq_length=64,
+                               drafter=EagleHead(model, G))  # fmt: skip
+    executor.graphs = speculative_graphs.RoundGraphs(executor, max_batch=4)
+    executor.graphs.capture()
+    run_plan(executor)
+    assert sum(r.graphed for r in executor.records) == 3
+    assert executor.lengths == {0: 21, 1: 19, 2: 11}

@@ -1,0 +1,93 @@
+"""Speculative rounds replayed from CUDA graphs, one per batch bucket.
+
+A round with no prompt chunk (``executor.speculative``) is the same kernels every time for a
+given batch: the drafter's ``g`` steps, then the target's verify of ``g + 1`` tokens per
+sequence. It is captured once per bucket (1, 2, 4, ... the largest batch) and replayed with
+its inputs copied into static buffers: each sequence's last token, its position, its block
+table and what the drafter keeps per sequence (``tail_of``). Positions and K/V slots of every
+step are computed inside the graph from those. A batch is padded to its bucket with rows at
+position 1 over the scratch block. As for decodes (``executor.serving_graphs``), every graph is
+captured for the longest sequence the cache holds, each sequence attending over its own keys.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from executor.engine import BUCKETS, capture_graph
+from executor.ragged import RaggedBatch
+
+__all__ = ["RoundGraphs"]
+
+
+class RoundGraphs:
+    """``run(rows, last, first, tables)`` -> (the verify's greedy tokens ``[n * (g + 1)]``, its
+    inputs ``[n, g + 1]``, its hidden states or None), from the bucket's graph."""
+
+    def __init__(self, executor, *, max_batch: int) -> None:
+        self.executor = executor
+        self.buckets = [b for b in BUCKETS if b < max_batch] + [max_batch]
+        self.graphs: dict[int, tuple] = {}
+
+    def capture(self) -> None:
+        """Every bucket's graph, up front (a capture in a timed run would count)."""
+        for bucket in self.buckets:
+            self.graphs[bucket] = self._capture(bucket)
+
+    def bucket(self, batch: int) -> int | None:
+        return next((b for b in self.buckets if b >= batch), None)
+
+    def _capture(self, size: int) -> tuple:
+        executor = self.executor
+        drafter, model, query = executor.drafter, executor.model, executor.query
+        device, width = executor.device, executor.blocks.width
+        last = torch.zeros(size, dtype=torch.long, device=device)
+        first = torch.ones(size, dtype=torch.long, device=device)
+        tables = torch.full((size, width), executor.blocks.scratch, dtype=torch.long,
+                            device=device)  # fmt: skip
+        rows = torch.zeros(size, dtype=torch.long, device=device)
+        tail = tuple(t.clone() for t in drafter.tail_of(rows))  # the drafter's static inputs
+        keep_hidden = getattr(drafter, "wants_hidden", False)
+        sample_rows = torch.arange(size * query, device=device)
+        offsets = torch.arange(query, device=device)
+        out: list = []
+
+        def round_() -> None:
+            drafts = drafter.propose(tail, last, first, tables, executor.max_seq_length)
+            verify = torch.cat([last[:, None], drafts], dim=1)  # [size, query]
+            positions = first[:, None] + offsets[None, :]
+            batch = RaggedBatch(
+                positions=positions.reshape(-1),
+                blocks=tables.gather(1, positions // executor.block_size).reshape(-1),
+                offsets=(positions % executor.block_size).reshape(-1), tables=tables,
+                decodes=size, chunks=[], sample_rows=sample_rows,
+                max_length=executor.max_seq_length, query=query, keep_hidden=keep_hidden,
+            )  # fmt: skip
+            tokens = model(verify.reshape(1, -1), ragged=batch)[0].argmax(dim=-1)
+            out[:] = [tokens, verify, model.hidden if keep_hidden else None]
+
+        with torch.inference_mode():  # a pool per bucket: buckets replay in any order
+            graph, _ = capture_graph(round_)
+        # Every tensor made outside the capture and read inside it lives as long as the graph.
+        return graph, (last, first, tables, tail), (sample_rows, offsets, rows), out
+
+    def run(self, rows: torch.Tensor, last: np.ndarray, first: np.ndarray,
+            tables: np.ndarray):  # fmt: skip
+        """``rows`` (block-table rows, on the GPU), ``last, first [n]``, ``tables [n, width]``:
+        one round, replayed."""
+        n = len(last)
+        graph, (last_buf, first_buf, tables_buf, tail_buf), _, out = self.graphs[self.bucket(n)]
+        size = last_buf.shape[0]
+        padded = np.full((size, tables_buf.shape[1]), self.executor.blocks.scratch, dtype=np.int64)
+        padded[:n] = tables
+        last_buf.copy_(torch.from_numpy(np.pad(last, (0, size - n))))
+        first_buf.copy_(torch.from_numpy(np.pad(first, (0, size - n), constant_values=1)))
+        tables_buf.copy_(torch.from_numpy(padded))
+        for buf, value in zip(tail_buf, self.executor.drafter.tail_of(rows), strict=True):
+            buf[:n] = value
+            buf[n:] = 0
+        graph.replay()
+        tokens, verify, hidden = out
+        query = self.executor.query
+        return tokens[: n * query], verify[:n], None if hidden is None else hidden[: n * query]
