@@ -30,7 +30,7 @@ from executor.quant import FP8_DTYPE, calibrate_static_scales, quantize_model
 from simulator.data.specs import ModelSpec
 from simulator.results import StepMeasurement
 
-__all__ = ["prepare_model", "measure_point", "machine_info", "free_memory"]
+__all__ = ["prepare_model", "quantization_of", "measure_point", "machine_info", "free_memory"]
 
 
 def free_memory() -> None:
@@ -51,6 +51,9 @@ def prepare_model(
     gemv: bool = True,
     prefill_backend: str = "flash",
     decode_attention: str = DEFAULT_DECODE_ATTENTION,
+    activations: str = "bf16",
+    outlier_fraction: float = 0.0,
+    int4_group_size: int = 128,
 ):
     model = build_model(
         spec,
@@ -69,6 +72,9 @@ def prepare_model(
             granularity=granularity,
             compile_quantize=True,
             include_lm_head=True,
+            activations=activations,
+            outlier_fraction=outlier_fraction,
+            int4_group_size=int4_group_size,
         )
         if weights == "fp8" and scaling == "static":
             tokens = torch.randint(0, spec.vocab_size, (1, 256), device="cuda")
@@ -80,6 +86,32 @@ def prepare_model(
         push_from_gemv(use_gemv(model))
     free_memory()
     return model
+
+
+def quantization_of(config) -> dict:
+    """``prepare_model``'s quantization arguments for a ``DeploymentConfig``: bf16, FP8 W8A8
+    (dynamic scales per token and channel, static ones per tensor), INT8 W8A8 with its bf16
+    outlier channels, weight-only INT8 and INT4 (group scales every ``quant_group_size``).
+    Raises ``ConfigError`` where this machine cannot run the scheme."""
+    from simulator.errors import ConfigError
+
+    weights = config.weight_dtype
+    if weights not in ("bf16", "fp8", "int8", "int4"):
+        raise ConfigError(f"the executor runs bf16, fp8, int8 or int4 weights, not {weights}")
+    if weights == "int4":
+        from executor.quant import int4_available
+
+        ok, why = int4_available("cuda")
+        if not ok:
+            raise ConfigError(f"int4 weights cannot run here: {why}")
+    return dict(
+        weights=weights,
+        scaling=config.fp8_scaling,
+        granularity="rowwise" if config.fp8_scaling == "dynamic" else "per_tensor",
+        activations=config.activation_dtype,
+        outlier_fraction=config.int8_outlier_fraction,
+        int4_group_size=config.quant_group_size,
+    )
 
 
 def _bytes_per_param(weights: str) -> float:

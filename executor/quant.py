@@ -294,11 +294,16 @@ def quantize_model(
     include_lm_head: bool = False,
     compile_quantize: bool = False,
     int4_group_size: int = 128,
+    activations: str = "bf16",
+    outlier_fraction: float = 0.0,
 ) -> nn.Module:
     """Replace the model's ``nn.Linear`` layers in place: ``weights`` is fp8 (W8A8), int8 or
-    int4 (weight-only). ``compile_quantize`` (GPU only) runs the FP8 activation quantization as
-    compiled kernels, and dynamic per-token scales as one Triton kernel
-    (``executor.fp8_kernels.quantize_rows``)."""
+    int4 (weight-only; int8 with ``activations="int8"``: W8A8, ``executor.int8_linear``, with
+    ``outlier_fraction`` of the input channels in bf16). ``compile_quantize`` (GPU only) runs
+    the FP8 activation quantization as compiled kernels, and dynamic per-token scales as one
+    Triton kernel (``executor.fp8_kernels.quantize_rows``)."""
+    from executor.int8_linear import Int8Linear
+
     quantize: Callable = quantize_fp8
     if compile_quantize:
         quantize = _fast_quantize(torch.compile(quantize_fp8, dynamic=True))
@@ -308,6 +313,8 @@ def quantize_model(
             new: nn.Module = Fp8Linear(
                 weight, granularity=granularity, scaling=scaling, quantize=quantize
             )
+        elif weights == "int8" and activations == "int8":
+            new = Int8Linear(weight, outlier_fraction)
         elif weights == "int8":
             new = Int8WeightOnlyLinear(weight)
         elif weights == "int4":

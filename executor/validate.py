@@ -1,9 +1,10 @@
 """Run one configuration on the GPU and report it in the Prediction's schema.
 
 ``measure(spec, config, batch=, prompt=, context=)`` builds the executor's Llama for the config
-(bf16, or FP8 W8A8 for ``weight_dtype='fp8'``; TP when started under ``torchrun``), times a
-prefill of ``batch`` prompts of ``prompt`` tokens (``prefill_batch`` prompts where given) and a
-decode step of ``batch`` sequences at ``context`` cached tokens, and returns a ``Measurement``.
+(its weights as the config says: bf16, FP8 or INT8 W8A8, weight-only INT8 or INT4; TP when
+started under ``torchrun``), times a prefill of ``batch`` prompts of ``prompt`` tokens
+(``prefill_batch`` prompts where given) and a decode step of ``batch`` sequences at ``context``
+cached tokens, and returns a ``Measurement``.
 A model or a point that does not fit in GPU memory comes back with ``fits=False`` and the
 reason, never as a crash. Under torchrun it leaves no process group behind.
 ``calibrate_here`` runs the microbenchmarks and writes the calibration of the detected GPU
@@ -46,12 +47,11 @@ def measure(
     refuse_unless_runnable(spec)  # before asking for a GPU: the answer does not need one
     torch = _require_cuda()
     from executor.parallel import check_tp_divides, finish_distributed, init_distributed
-    from executor.points import machine_info, measure_point, prepare_model
+    from executor.points import machine_info, measure_point, prepare_model, quantization_of
 
     if config.pp > 1 or config.cp > 1 or config.ep > 1:
         raise ConfigError("the executor runs tensor parallelism only (pp = cp = ep = 1)")
-    if config.weight_dtype not in ("bf16", "fp8"):
-        raise ConfigError("tune measure runs bf16 or fp8 (W8A8) weights")
+    quantization = quantization_of(config)
     check_tp_divides(spec, config.tp)
     rank, world = init_distributed()
     try:
@@ -70,16 +70,7 @@ def measure(
             machine=machine,
         )
         try:
-            model = prepare_model(
-                spec,
-                weights=config.weight_dtype,
-                scaling=config.fp8_scaling,
-                # Dynamic FP8 scales are per token (weights per channel), one quantization
-                # kernel per GEMM input, as the cost model counts them; static ones per tensor.
-                granularity="rowwise" if config.fp8_scaling == "dynamic" else "per_tensor",
-                tp_rank=rank,
-                tp_world_size=world,
-            )
+            model = prepare_model(spec, **quantization, tp_rank=rank, tp_world_size=world)
         except torch.OutOfMemoryError as error:
             reason = "the weights do not fit in GPU memory: " + str(error).splitlines()[0][:160]
             return result.model_copy(update={"reason": reason})
@@ -164,15 +155,11 @@ def serving_clocks(spec: ModelSpec, config: DeploymentConfig, *, max_seq_length:
     refuse_unless_runnable(spec)
     torch = _require_cuda()
     from executor.parallel import check_tp_divides, init_distributed
-    from executor.points import prepare_model
+    from executor.points import prepare_model, quantization_of
     from executor.serving_loop import ServingExecutor
 
     if config.pp > 1 or config.cp > 1 or config.ep > 1:
         raise ConfigError("the executor runs tensor parallelism only (pp = cp = ep = 1)")
-    if config.weight_dtype not in ("bf16", "fp8"):
-        raise ConfigError(
-            f"the executor runs bf16 or fp8 (W8A8) weights, not {config.weight_dtype}"
-        )
     check_tp_divides(spec, config.tp)
     rank, world = init_distributed()
     if world != config.tp:
@@ -180,15 +167,8 @@ def serving_clocks(spec: ModelSpec, config: DeploymentConfig, *, max_seq_length:
             f"tp {config.tp} needs `torchrun --nproc-per-node {config.tp} -m tuner.cli "
             f"validate ...` (this process sees a world of {world})"
         )
-    model = prepare_model(
-        spec,
-        weights=config.weight_dtype,
-        scaling=config.fp8_scaling,
-        granularity="rowwise" if config.fp8_scaling == "dynamic" else "per_tensor",
-        tp_rank=rank,
-        tp_world_size=world,
-        seed=seed,
-    )
+    model = prepare_model(spec, **quantization_of(config), tp_rank=rank, tp_world_size=world,
+                          seed=seed)  # fmt: skip
     if config.attention == "naive":
         model.kernels.prefill_backend = "naive"
     kv_dtype = torch.float8_e4m3fn if config.kv_dtype == "fp8" else None
