@@ -153,20 +153,26 @@ class SpeculativeModel:
 
     # --- acceptance ----------------------------------------------------------------------------
     def draw(self, rounds: int, batch: int) -> np.ndarray:
-        """Tokens ``[rounds, batch]`` each sequence would get per round (accepted drafts + 1);
-        not yet counted in the statistics (``count`` the rounds a run actually used)."""
+        """Tokens ``[rounds, batch]`` each sequence would get per round (accepted drafts + 1),
+        looked ahead: nothing is used until ``count`` takes the rounds a run actually ran.
+
+        The rounds come from one stream of uniforms, used in order and never skipped, so a
+        run that advances many rounds at once and one that runs them one by one (the
+        executor's clock) draw the same acceptances."""
         size = rounds * batch
-        if self._used + size > self._uniform.size:
-            self._uniform = 1.0 - self._rng.random(max(_UNIFORM_CHUNK, size))  # in (0, 1]
+        if self._used + size > self._uniform.size:  # keep the unused tail, then the stream
+            fresh = 1.0 - self._rng.random(max(_UNIFORM_CHUNK, size))  # in (0, 1]
+            self._uniform = np.concatenate([self._uniform[self._used :], fresh])
             self._used = 0
         u = self._uniform[self._used : self._used + size]
-        self._used += size
         # P(leading accepted >= i) = a^i  <=>  floor(log u / log a) >= i.
         accepted = np.minimum(np.floor(np.log(u) / self._log_a), self.g).astype(np.int64)
         return (accepted + 1).reshape(rounds, batch)
 
     def count(self, tokens: np.ndarray) -> None:
-        """Add rounds (an array of tokens per sequence-round) to the statistics."""
+        """Use the first rounds drawn (an array of tokens per sequence-round, the leading
+        rows of the last ``draw``) and add them to the statistics."""
+        self._used += tokens.size
         self.rounds += tokens.size
         self.tokens += int(tokens.sum())
         self.accepted += int(tokens.sum()) - tokens.size

@@ -10,7 +10,7 @@ import pytest
 
 from simulator.data.hardware import load_hardware
 from simulator.data.models import get_model
-from simulator.data.specs import DeploymentConfig
+from simulator.data.specs import DeploymentConfig, SpeculativeConfig
 from simulator.data.workload import Arrival, LengthDist, Workload, get_workload
 from simulator.serving.simulate import simulate
 
@@ -37,6 +37,23 @@ H100 = load_hardware("h100-sxm")
             get_workload("chat:concurrency=32", num_requests=200),
             DeploymentConfig(admission="sglang"),
         ),  # fmt: skip
+        # speculative rounds: many at once in the simulation, one by one on the clock, the
+        # same acceptances drawn (each round the executor runs keeps what the model assumed)
+        (
+            get_workload("chat", num_requests=200),
+            DeploymentConfig(
+                speculative=SpeculativeConfig(
+                    method="draft",
+                    draft_model="llama-3.2-1b",
+                    num_speculative_tokens=3,
+                    acceptance_rate=0.7,
+                )
+            ),
+        ),  # fmt: skip
+        (
+            get_workload("chat", num_requests=200),
+            DeploymentConfig(speculative=SpeculativeConfig(method="eagle", acceptance_rate=0.6)),
+        ),
     ],
 )
 def test_a_fake_clock_reproduces_the_simulated_timeline(workload, config):
