@@ -9,7 +9,8 @@ splits:
 
 - decodes attend over their own cached keys, each to its own length;
 - a chunk attends causally over its prompt so far: the fresh keys alone for a first chunk
-  (the flash kernel), its cached keys for a later one.
+  (the flash kernel), its cached keys for a later one (causal from the bottom right, a bias
+  that lets SDPA run a fused kernel instead of reading a materialized mask).
 
 K and V live in a ``PagedKVCache`` (``executor.kv_cache``): blocks of ``block_size`` token slots shared by all sequences,
 each sequence holding a table of its blocks, as vLLM, SGLang and TensorRT-LLM keep them (and as
@@ -24,6 +25,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from torch.nn.attention.bias import causal_lower_right
 
 from executor.fused import causal_attention
 from executor.kv_cache import PagedKVCache
@@ -110,10 +112,8 @@ def ragged_attention(attention, qkv: torch.Tensor, cos: torch.Tensor, sin: torch
             o = causal_attention(q_c, k_c, v_c, kernels.prefill_backend)
         else:
             k_c, v_c = cache.gather(batch.tables[row], start + length, q.dtype)
-            visible = torch.arange(start + length, device=q.device)[None, :] <= (
-                start + torch.arange(length, device=q.device)[:, None]
-            )
-            o = F.scaled_dot_product_attention(q_c, k_c, v_c, attn_mask=visible, enable_gqa=True)
+            o = F.scaled_dot_product_attention(q_c, k_c, v_c, enable_gqa=True,
+                                               attn_mask=causal_lower_right(length, start + length))  # fmt: skip
         out[0, rows] = o[0].transpose(0, 1).reshape(length, heads * d)
     return out
 
@@ -125,10 +125,8 @@ def _decodes(q: torch.Tensor, cache: PagedKVCache, batch: RaggedBatch, kv_heads:
     for i in range(batch.decodes):
         first = int(batch.positions[i * query])
         k, v = cache.gather(batch.tables[i], first + query, q.dtype)  # [1, kv_heads, L, D]
-        visible = torch.arange(first + query, device=q.device)[None, :] <= (
-            first + torch.arange(query, device=q.device)[:, None]
-        )
         q_i = q[i * query : (i + 1) * query].transpose(0, 1)[None]  # [1, heads, query, D]
-        o = F.scaled_dot_product_attention(q_i, k, v, attn_mask=visible, enable_gqa=True)
+        o = F.scaled_dot_product_attention(q_i, k, v, enable_gqa=True,
+                                           attn_mask=causal_lower_right(query, first + query))  # fmt: skip
         outputs.append(o[0].transpose(0, 1))
     return torch.cat(outputs)
