@@ -60,16 +60,19 @@ class PagedDecodeGraphs:
         return next((b for b in self.buckets if b >= batch), None)
 
     def run(self, tokens: np.ndarray, positions: np.ndarray, tables: np.ndarray) -> torch.Tensor:
-        """``tables [n, width]``: each sequence's full row (padded with the scratch block)."""
+        """``tables [n, w]``: each sequence's row, cut to the widest one's blocks."""
         n = len(tokens)
         check_inputs(tokens, positions, self.model.spec.vocab_size, self.max_seq_length)
         graph, tokens_buf, positions_buf, tables_buf, out, _ = self.graphs[self.bucket(n)]
         size = tokens_buf.shape[1]
-        padded = np.full((size, self.width), self.scratch, dtype=np.int64)
+        # Only the columns some sequence uses (``tables`` is cut to them): the kernel reads no
+        # block past a sequence's length, and padding rows read their first (scratch) column.
+        widest = tables.shape[1]
+        padded = np.full((size, widest), self.scratch, dtype=np.int64)
         padded[:n] = tables
         tokens_buf.copy_(torch.from_numpy(np.pad(tokens, (0, size - n)))[None], non_blocking=True)
         positions_buf.copy_(torch.from_numpy(np.pad(positions, (0, size - n))), non_blocking=True)
-        tables_buf.copy_(torch.from_numpy(padded), non_blocking=True)
+        tables_buf[:, :widest].copy_(torch.from_numpy(padded), non_blocking=True)
         graph.replay()
         return out[0][:n]
 

@@ -246,7 +246,7 @@ class ServingExecutor:
         self._sampled_rows = rows
         graphs, blocks = self.graphs, self.blocks
         assert graphs is not None
-        tokens, tables = blocks.last[rows], blocks.table[rows]
+        tokens, tables = blocks.last[rows], blocks.table[rows, : int(blocks.count[rows].max())]
         return lambda: graphs.run(tokens, positions, tables)
 
     def _graph_round(self, decode: list[int]) -> Callable[[], torch.Tensor]:
@@ -255,7 +255,7 @@ class ServingExecutor:
         self._sampled_rows = rows
         graphs, blocks = self.graphs, self.blocks
         assert isinstance(graphs, RoundGraphs)
-        last, tables = blocks.last[rows], blocks.table[rows]
+        last, tables = blocks.last[rows], blocks.table[rows, : int(blocks.count[rows].max())]
         rows_t = torch.from_numpy(rows).to(self.device)
 
         def run() -> torch.Tensor:

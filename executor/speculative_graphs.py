@@ -74,16 +74,18 @@ class RoundGraphs:
 
     def run(self, rows: torch.Tensor, last: np.ndarray, first: np.ndarray,
             tables: np.ndarray):  # fmt: skip
-        """``rows`` (block-table rows, on the GPU), ``last, first [n]``, ``tables [n, width]``:
-        one round, replayed."""
+        """``rows`` (block-table rows, on the GPU), ``last, first [n]``, ``tables [n, w]`` (cut
+        to the widest one's blocks): one round, replayed."""
         n = len(last)
         graph, (last_buf, first_buf, tables_buf, tail_buf), _, out = self.graphs[self.bucket(n)]
-        size = last_buf.shape[0]
-        padded = np.full((size, tables_buf.shape[1]), self.executor.blocks.scratch, dtype=np.int64)
-        padded[:n] = tables
+        # The columns some sequence uses, and those a padding row at position 1 writes into.
+        size, block = last_buf.shape[0], self.executor.block_size
+        widest = max(tables.shape[1], -(-(1 + self.executor.query) // block))
+        padded = np.full((size, widest), self.executor.blocks.scratch, dtype=np.int64)
+        padded[:n, : tables.shape[1]] = tables
         last_buf.copy_(torch.from_numpy(np.pad(last, (0, size - n))))
         first_buf.copy_(torch.from_numpy(np.pad(first, (0, size - n), constant_values=1)))
-        tables_buf.copy_(torch.from_numpy(padded))
+        tables_buf[:, :widest].copy_(torch.from_numpy(padded))
         for buf, value in zip(tail_buf, self.executor.drafter.tail_of(rows), strict=True):
             buf[:n] = value
             buf[n:] = 0
