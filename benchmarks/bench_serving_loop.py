@@ -4,9 +4,10 @@ What ``tune validate --traffic`` spends on the host each iteration, beside the m
 executor's bookkeeping (blocks, positions, block tables, the batch's tensors) and the
 simulator's scheduler deciding the next iteration. Here the model is a stand-in that returns
 at once, so what is timed is that host work alone. For each batch of ``B`` running decodes
-(plus, in a mixed iteration, one 512-token prompt chunk) it prints the median microseconds
-per iteration of the executor's side, then the scheduler's per iteration over a whole run,
-then one JSON line. A GPU run adds launch and synchronization to these (``IterationRecord``'s
+(plus, in a mixed iteration, one 512-token prompt chunk; in a speculative round, the verify
+of 3 drafts per sequence, drafted by prompt lookup so that no model runs) it prints the median
+microseconds per iteration of the executor's side, then the scheduler's per iteration over a
+whole run, then one JSON line. A GPU run adds launch and synchronization to these (``IterationRecord``'s
 ``overhead_s`` there). Run: ``python benchmarks/bench_serving_loop.py``.
 """
 
@@ -20,6 +21,7 @@ from dataclasses import dataclass, field
 import torch
 
 from executor.serving_loop import ServingExecutor
+from executor.speculative import PromptLookup
 from simulator.data.hardware import load_hardware
 from simulator.data.models import get_model
 from simulator.data.specs import DeploymentConfig
@@ -35,6 +37,7 @@ class _Step:
     prefill: list[tuple[int, int, int]]
     released: list[int] = field(default_factory=list)
     predicted_s: float = 0.0
+    accepted: list[int] | None = None
 
 
 class _Attention:
@@ -65,16 +68,21 @@ class _StandIn:
         return torch.zeros(1, len(ragged.sample_rows), 2)
 
 
-def executor_side(batch: int, mixed: bool, iterations: int = 200) -> float:
-    """Median seconds of one iteration of ``batch`` decodes (and a chunk, ``mixed``)."""
+def executor_side(batch: int, mixed: bool, iterations: int = 200,
+                  speculative: bool = False) -> float:  # fmt: skip
+    """Median seconds of one iteration of ``batch`` decodes (and a chunk, ``mixed``; rounds
+    of three drafts each keeping one, ``speculative``)."""
+    drafter = PromptLookup(3) if speculative else None
     executor = ServingExecutor(_StandIn(), num_blocks=batch * 300 + 64, block_size=16,
-                               max_seq_length=8192)  # fmt: skip
+                               max_seq_length=8192, drafter=drafter)  # fmt: skip
     executor(_Step([], [(rid, 0, 1000) for rid in range(batch)]))  # every sequence cached
+    accepted = [1] * batch if speculative else None
     times = []
     for i in range(iterations):
         chunk = [(10_000 + i, 0, 512)] if mixed else []
         start = time.perf_counter()
-        executor(_Step(list(range(batch)), chunk, released=[10_000 + i - 1] if i else []))
+        executor(_Step(list(range(batch)), chunk, released=[10_000 + i - 1] if i else [],
+                       accepted=accepted))  # fmt: skip
         times.append(time.perf_counter() - start)
     return statistics.median(times)
 
@@ -99,11 +107,15 @@ def main() -> None:
     for batch in BATCHES:
         decode = executor_side(batch, mixed=False)
         mixed = executor_side(batch, mixed=True)
-        rows.append({"batch": batch, "decode_only_us": decode * 1e6, "mixed_us": mixed * 1e6})
+        round_ = executor_side(batch, mixed=False, iterations=100, speculative=True)
+        rows.append({"batch": batch, "decode_only_us": decode * 1e6, "mixed_us": mixed * 1e6,
+                     "speculative_round_us": round_ * 1e6})  # fmt: skip
     per_iteration, iterations = scheduler_side()
-    print(f"{'batch':>6} {'decode-only':>12} {'with a 512-token chunk':>24}")
+    print(f"{'batch':>6} {'decode-only':>12} {'with a 512-token chunk':>24} "
+          f"{'speculative round':>19}")  # fmt: skip
     for row in rows:
-        print(f"{row['batch']:>6} {row['decode_only_us']:>10.0f} us {row['mixed_us']:>21.0f} us")
+        print(f"{row['batch']:>6} {row['decode_only_us']:>10.0f} us {row['mixed_us']:>21.0f} us "
+              f"{row['speculative_round_us']:>16.0f} us")  # fmt: skip
     print(f"scheduler: {per_iteration * 1e6:.0f} us per iteration ({iterations} iterations, chat)")
     print(json.dumps({"benchmark": "serving_loop_host", "executor": rows,
                       "scheduler_us_per_iteration": per_iteration * 1e6}))  # fmt: skip

@@ -272,9 +272,12 @@ class ServingExecutor:
         query = self.query if iteration.decode else 1
         rows, positions = self._decodes(iteration.decode)
         # A decode is its last token; a verify, that and room for the drafts (filled on the GPU).
-        tokens = [np.pad(blocks.last[rows][:, None], ((0, 0), (0, query - 1))).reshape(-1)]
-        owners = [np.repeat(np.arange(len(rows)), query)]  # each token's row of the tables
-        positions = [(positions[:, None] + np.arange(query)[None, :]).reshape(-1)]
+        last, owner = blocks.last[rows], np.arange(len(rows))  # owner: each token's table row
+        if query > 1:
+            last = np.pad(last[:, None], ((0, 0), (0, query - 1))).reshape(-1)
+            owner = np.repeat(owner, query)
+            positions = (positions[:, None] + np.arange(query)[None, :]).reshape(-1)
+        tokens, owners, positions = [last], [owner], [positions]
         chunks, sample = [], list(range(len(rows) * query))
         first, chunk_rows = len(rows) * query, []
         for rid, start, length in iteration.prefill:
