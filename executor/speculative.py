@@ -13,7 +13,9 @@ the tokens: the scheduler draws it from the plan's acceptance rate with its seed
 (``Iteration.accepted``) before the round, and the executor keeps exactly that many. What is
 real is the cost: every draft step and the verify run at their true shapes on the GPU. The
 drafts and the verify's inputs stay on the GPU; only the sampled tokens come back, as without
-speculation.
+speculation. A round with no prompt chunk beside it replays a CUDA graph of its bucket
+(``executor.speculative_graphs``); drafters therefore propose from GPU tensors alone
+(``tail_of`` gathers what they keep per sequence, outside the graph).
 
 Drafters (``method`` of ``SpeculativeConfig``):
 
@@ -23,9 +25,9 @@ Drafters (``method`` of ``SpeculativeConfig``):
   sequence, the one before the last and the last: after a round that kept every draft, the
   last draft never went through the draft model, and one uniform step covers that without a
   branch (the other sequences rewrite a key they already hold, with the same token);
-- ``EagleHead``: an EAGLE-style one-layer head on the target's hidden state (the fused
-  embedding and feature, one decoder layer, the target's norm and ``lm_head``), its own one
-  layer of paged cache; each draft step feeds the head's own output state back in;
+- ``EagleHead``: an EAGLE-3 head (the one the cost model prices) on three of the target's
+  hidden states, with its own one layer of paged cache; each later draft step feeds the
+  head's own output state back in;
 - ``PromptLookup``: n-gram drafting on the host costs no GPU time; it proposes the last token
   again (the content is immaterial, the verify's shape is what counts).
 """
