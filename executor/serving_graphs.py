@@ -16,17 +16,14 @@ import torch
 from executor.engine import BUCKETS, capture_graph
 from executor.ragged import RaggedBatch
 
-__all__ = ["PagedDecodeGraphs", "check_inputs"]
+__all__ = ["BucketGraphs", "PagedDecodeGraphs", "check_inputs"]
 
 
-class PagedDecodeGraphs:
-    """``run(tokens, positions, tables)`` -> the greedy next tokens (on the GPU), from the
-    bucket's graph."""
+class BucketGraphs:
+    """One CUDA graph per batch bucket (1, 2, 4, ... ``max_batch``), captured up front by
+    ``_capture(size)``; a batch replays the smallest bucket that holds it."""
 
-    def __init__(self, model, *, max_batch: int, table_width: int, max_seq_length: int,
-                 scratch_block: int) -> None:  # fmt: skip
-        self.model, self.width, self.scratch = model, table_width, scratch_block
-        self.max_seq_length = max_seq_length
+    def __init__(self, max_batch: int) -> None:
         self.buckets = [b for b in BUCKETS if b < max_batch] + [max_batch]
         self.graphs: dict[int, tuple] = {}
 
@@ -34,6 +31,23 @@ class PagedDecodeGraphs:
         """Every bucket's graph, up front: a capture in the middle of a timed run would count."""
         for bucket in self.buckets:
             self.graphs[bucket] = self._capture(bucket)
+
+    def bucket(self, batch: int) -> int | None:
+        return next((b for b in self.buckets if b >= batch), None)
+
+    def _capture(self, size: int) -> tuple:
+        raise NotImplementedError
+
+
+class PagedDecodeGraphs(BucketGraphs):
+    """``run(tokens, positions, tables)`` -> the greedy next tokens (on the GPU), from the
+    bucket's graph."""
+
+    def __init__(self, model, *, max_batch: int, table_width: int, max_seq_length: int,
+                 scratch_block: int) -> None:  # fmt: skip
+        super().__init__(max_batch)
+        self.model, self.width, self.scratch = model, table_width, scratch_block
+        self.max_seq_length = max_seq_length
 
     def _capture(self, size: int) -> tuple:
         device = self.model.embed_tokens.weight.device
@@ -55,9 +69,6 @@ class PagedDecodeGraphs:
         # them must live as long as the graph, or the allocator hands their memory to others
         # (the sampled rows' index, freed, came back as garbage indices: a device-side assert).
         return graph, tokens, positions, tables, out, batch
-
-    def bucket(self, batch: int) -> int | None:
-        return next((b for b in self.buckets if b >= batch), None)
 
     def run(self, tokens: np.ndarray, positions: np.ndarray, tables: np.ndarray) -> torch.Tensor:
         """``tables [n, w]``: each sequence's row, cut to the widest one's blocks."""

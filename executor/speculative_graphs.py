@@ -15,28 +15,20 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from executor.engine import BUCKETS, capture_graph
+from executor.engine import capture_graph
 from executor.ragged import RaggedBatch
+from executor.serving_graphs import BucketGraphs
 
 __all__ = ["RoundGraphs"]
 
 
-class RoundGraphs:
+class RoundGraphs(BucketGraphs):
     """``run(rows, last, first, tables)`` -> (the verify's greedy tokens ``[n * (g + 1)]``, its
     inputs ``[n, g + 1]``, its hidden states or None), from the bucket's graph."""
 
     def __init__(self, executor, *, max_batch: int) -> None:
+        super().__init__(max_batch)
         self.executor = executor
-        self.buckets = [b for b in BUCKETS if b < max_batch] + [max_batch]
-        self.graphs: dict[int, tuple] = {}
-
-    def capture(self) -> None:
-        """Every bucket's graph, up front (a capture in a timed run would count)."""
-        for bucket in self.buckets:
-            self.graphs[bucket] = self._capture(bucket)
-
-    def bucket(self, batch: int) -> int | None:
-        return next((b for b in self.buckets if b >= batch), None)
 
     def _capture(self, size: int) -> tuple:
         executor = self.executor

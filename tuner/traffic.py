@@ -181,7 +181,7 @@ def _iteration_means(records: list[Any]) -> dict[str, Any]:
 
     summary = means(records)
     for name, graphed in (("graphed", True), ("eager", False)):
-        group = [r for r in records if getattr(r, "graphed", False) == graphed]
+        group = [r for r in records if r.graphed == graphed]
         if group:
             summary[name] = means(group)
     return summary
