@@ -325,40 +325,58 @@ class Llama(nn.Module):
                 self.set_rope(num_tokens)
         else:
             positions = input_pos
-        cos, sin = self.rope_cos[positions], self.rope_sin[positions]  # [T, head_dim]
         kernels = self.kernels
-        residual = self.embed_tokens(tokens)  # [B, T, hidden]
-        normed = self.layers[0].attention_norm(residual, kernels)
-        # The layers unrolled so that each residual add shares a kernel with the RMSNorm after
-        # it (the next layer's, or the final norm).
-        next_norms = [layer.attention_norm for layer in self.layers[1:]] + [self.norm]
-        next_inputs = [layer.attention.wqkv for layer in self.layers[1:]] + [self.lm_head]
-        first_scale = static_input_scale(self.layers[0].attention.wqkv)
-        if first_scale is not None:
-            normed = to_fp8(normed, first_scale)
+        residual, normed, cos, sin = self.embed(tokens, positions)
         # An EAGLE-3 head reads the states after a low, a middle and the last layer.
         keep = _eagle_layers(len(self.layers)) if ragged is not None and ragged.keep_hidden else ()
         kept = []
-        for index, (layer, next_norm, next_input) in enumerate(
-            zip(self.layers, next_norms, next_inputs, strict=True)
-        ):
+        for index, layer in enumerate(self.layers):
             attended = layer.attention(
                 normed, cos, sin, input_pos, kernels, attend_cache, kv_length, ragged
             )
-            residual, normed = self._add_norm(
-                residual, attended, layer.mlp_norm, layer.mlp.w_gate_up, kernels
-            )
-            residual, normed = self._add_norm(
-                residual, layer.mlp(normed, kernels), next_norm, next_input, kernels
-            )
+            residual, normed = self.finish_layer(index, residual, attended)
             kept.extend(residual for at in keep if at == index)
         if ragged is not None and ragged.keep_hidden:  # an EAGLE-3 head's low, mid, high
             self.hidden = torch.cat(kept, dim=-1)[0]
-        if ragged is not None:  # the sampled rows (the bytes, should the norm be FP8)
-            raw = normed.view(torch.uint8) if normed.element_size() == 1 else normed
-            normed = raw[:, ragged.sample_rows].view(normed.dtype)
-        elif last_token_only:
+        if ragged is not None:
+            return self.sampled_logits(normed, ragged.sample_rows)
+        if last_token_only:
             normed = normed[:, -1:]
+        return self.logits(normed)
+
+    def embed(self, tokens: torch.Tensor, positions: torch.Tensor):
+        """The run up to the first layer's attention: (residual stream, its first RMSNorm (in
+        FP8 for an FP8 ``wqkv`` with a static scale), RoPE cos and sin at ``positions``)."""
+        cos, sin = self.rope_cos[positions], self.rope_sin[positions]  # [T, head_dim]
+        residual = self.embed_tokens(tokens)  # [B, T, hidden]
+        normed = self.layers[0].attention_norm(residual, self.kernels)
+        first_scale = static_input_scale(self.layers[0].attention.wqkv)
+        if first_scale is not None:
+            normed = to_fp8(normed, first_scale)
+        return residual, normed, cos, sin
+
+    def finish_layer(self, index: int, residual: torch.Tensor, attended: torch.Tensor):
+        """Layer ``index`` after its attention (``attended``, past ``wo``): the residual add
+        with the MLP's norm, the MLP, and the add with the next layer's norm (the final norm
+        after the last layer). Returns (residual, normed). Each residual add shares a kernel
+        with the RMSNorm after it."""
+        layer, last = self.layers[index], index + 1 == len(self.layers)
+        next_norm = self.norm if last else self.layers[index + 1].attention_norm
+        next_input = self.lm_head if last else self.layers[index + 1].attention.wqkv
+        kernels = self.kernels
+        residual, normed = self._add_norm(
+            residual, attended, layer.mlp_norm, layer.mlp.w_gate_up, kernels
+        )
+        return self._add_norm(residual, layer.mlp(normed, kernels), next_norm, next_input, kernels)
+
+    def sampled_logits(self, normed: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        """The logits of a serving iteration's sampled ``rows`` of ``normed [1, N, hidden]``
+        (gathered as bytes, should the norm be FP8)."""
+        raw = normed.view(torch.uint8) if normed.element_size() == 1 else normed
+        return self.logits(raw[:, rows].view(normed.dtype))
+
+    def logits(self, normed: torch.Tensor) -> torch.Tensor:
+        """The vocabulary projection of ``normed``, whole (gathered from every TP rank)."""
         logits = self.lm_head(normed)  # [B, T or 1, vocab / tp]
         if self.collectives is not None:
             logits = self.collectives.gather_last_dim(logits)

@@ -74,10 +74,11 @@ class RaggedBatch:
 
 
 def ragged_attention(attention, qkv: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
-                     batch: RaggedBatch, kernels) -> torch.Tensor:  # fmt: skip
+                     batch: RaggedBatch, kernels,
+                     out: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
     """Attention of one ``executor.model.Attention`` layer over ``batch``: ``qkv [1, N, heads +
     2 kv_heads, D]`` un-rotated, ``cos, sin [N, D]``. Stores every token's K/V in the layer's
-    ``PagedKVCache``. Returns ``[1, N, heads * D]``."""
+    ``PagedKVCache``. Returns ``[1, N, heads * D]``, written into ``out`` if given."""
     cache: PagedKVCache = attention.kv_cache
     heads, kv_heads, d = attention.num_heads, attention.num_kv_heads, attention.head_dim
     n_dec, query = batch.decodes, batch.query
@@ -85,7 +86,8 @@ def ragged_attention(attention, qkv: torch.Tensor, cos: torch.Tensor, sin: torch
     paged = kernels.paged_decode(cache) if n_dec else None
     fused = paged is not None and query == 1  # one new token: the kernel rotates and stores it
     first = n_dec if fused else 0
-    out = torch.empty(1, qkv.shape[1], heads * d, dtype=qkv.dtype, device=qkv.device)
+    if out is None:
+        out = torch.empty(1, qkv.shape[1], heads * d, dtype=qkv.dtype, device=qkv.device)
     if fused:
         out[0, :n_dec] = paged(qkv[0, :n_dec, None], cos[:n_dec], sin[:n_dec],
                                batch.positions[:n_dec], cache, batch.tables[:n_dec],

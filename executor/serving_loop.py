@@ -27,6 +27,7 @@ import torch
 
 from executor.block_tables import BlockTables
 from executor.kv_cache import PagedKVCache
+from executor.piecewise_graphs import PiecewiseGraphs
 from executor.ragged import RaggedBatch, setup_paged_caches
 from executor.serving_graphs import PagedDecodeGraphs, check_inputs
 from executor.speculative_graphs import RoundGraphs
@@ -55,7 +56,9 @@ class IterationRecord:
     host_s: float  # the loop between the previous iteration and this one
     device_s: float | None = None  # from the first kernel to the sampled tokens (on a GPU)
     emitting: int = 0  # tokens sampled for requests (decodes, prompts completed)
-    graphed: bool = False  # replayed from a decode graph (else run eagerly)
+    # "graph": a decode graph's replay; "piecewise": everything but attention from graphs
+    # (an iteration with prompt chunks); "eager": all from Python.
+    path: str = "eager"
 
     @property
     def overhead_s(self) -> float | None:
@@ -77,7 +80,8 @@ class ServingExecutor:
                  kv_dtype: torch.dtype | None = None, kv_scale: float = 1.0, seed: int = 0,
                  synchronize: Callable[[], None] | None = None,
                  prompt_tokens: Callable[[int, int, int], list[int]] | None = None,
-                 graphs_up_to: int = 0, drafter=None) -> None:  # fmt: skip
+                 graphs_up_to: int = 0, piecewise_up_to: int = 0,
+                 drafter=None) -> None:  # fmt: skip
         # One more block than the scheduler's: the scratch block padding rows write into.
         setup_paged_caches(model, num_blocks=num_blocks + 1, block_size=block_size,
                            kv_dtype=kv_dtype, kv_scale=kv_scale,
@@ -108,6 +112,13 @@ class ServingExecutor:
                 )  # fmt: skip
             else:
                 self.graphs = RoundGraphs(self, max_batch=graphs_up_to)
+        # Iterations with prompt chunks of up to ``piecewise_up_to`` tokens (the token budget):
+        # everything but attention from graphs, where decode graphs run, for a model alone on
+        # its GPU whose states no drafter reads (an EAGLE head's would need buffers of their own).
+        self.piecewise: PiecewiseGraphs | None = None
+        if (self.graphs is not None and piecewise_up_to and model.collectives is None
+                and not getattr(drafter, "wants_hidden", False)):  # fmt: skip
+            self.piecewise = PiecewiseGraphs(model, max_tokens=piecewise_up_to)
         generator = torch.Generator(device="cpu").manual_seed(seed)
         # Prompt token ids (request, first position, count): random unless given (a test's).
         self.prompt_tokens = prompt_tokens or (
@@ -130,6 +141,7 @@ class ServingExecutor:
         speculative = self.drafter is not None and bool(decode)
         graphed = bool(graphs and graphs.graphs and decode and not iteration.prefill
                        and graphs.bucket(len(decode)))  # fmt: skip
+        path = "graph" if graphed else "eager"
         if graphed and speculative:
             run, tokens, chunks = self._graph_round(decode), len(decode) * self.query, 0
         elif graphed:
@@ -137,13 +149,14 @@ class ServingExecutor:
         else:
             batch, token_ids = self._batch(iteration)
             tokens, chunks = int(token_ids.shape[1]), len(batch.chunks)
+            target, path = self._target(token_ids, batch)
             if self.drafter is not None:
-                run = self._speculative_run(iteration, batch, token_ids)
+                run = self._speculative_run(iteration, batch, token_ids, target)
             else:
 
                 def run() -> torch.Tensor:
                     with torch.inference_mode():
-                        return self.model(token_ids, ragged=batch)[0].argmax(dim=-1)
+                        return target()
 
         # The GPU's share: from the model's first kernel to the sampled tokens (on a GPU).
         events = (
@@ -167,7 +180,7 @@ class ServingExecutor:
             tokens=tokens, decodes=len(decode), chunks=chunks,
             predicted_s=iteration.predicted_s, step_s=done - entered, host_s=host,
             device_s=events[0].elapsed_time(events[1]) * 1e-3 if events else None,
-            emitting=getattr(iteration, "emitting", 0), graphed=graphed,
+            emitting=getattr(iteration, "emitting", 0), path=path,
         ))  # fmt: skip
         self._returned = time.perf_counter()
         return self._agreed(self.records[-1].measured_s)
@@ -203,6 +216,8 @@ class ServingExecutor:
             self(step)
         if self.graphs is not None:
             self.graphs.capture()
+        if self.piecewise is not None:
+            self.piecewise.capture()
         self.synchronize()
         self.reset()
 
@@ -315,7 +330,17 @@ class ServingExecutor:
         )  # fmt: skip
         return batch, tensor(token_ids)[None]
 
-    def _speculative_run(self, iteration, batch: RaggedBatch, token_ids: torch.Tensor):
+    def _target(self, token_ids: torch.Tensor, batch: RaggedBatch):
+        """(The target model's greedy tokens at ``batch``'s sampled rows, the path): from the
+        piecewise graphs where the iteration fits a bucket, else eagerly."""
+        piecewise = self.piecewise
+        if (piecewise is not None and piecewise.graphs and not batch.keep_hidden
+                and piecewise.bucket(token_ids.shape[1])):  # fmt: skip
+            return lambda: piecewise.run(token_ids, batch), "piecewise"
+        return lambda: self.model(token_ids, ragged=batch)[0].argmax(dim=-1), "eager"
+
+    def _speculative_run(self, iteration, batch: RaggedBatch, token_ids: torch.Tensor,
+                         target: Callable[[], torch.Tensor]):  # fmt: skip
         """A round: the drafter prefills the prompt chunks and proposes ``g`` tokens for each
         decode, on the GPU, into the verify's inputs; then the target runs the whole batch."""
         drafter, n, query = self.drafter, len(iteration.decode), self.query
@@ -329,7 +354,7 @@ class ServingExecutor:
                         drafter.tail_of(rows), verify[:, 0], batch.positions[: n * query : query],
                         batch.tables[:n], batch.max_length,
                     )  # fmt: skip
-                out = self.model(token_ids, ragged=batch)[0].argmax(dim=-1)
+                out = target()
                 hidden = self.model.hidden if batch.keep_hidden else None
                 if batch.chunks:  # the draft's own prefill of the same prompt tokens
                     chunk_batch, chunk_ids = _chunks_only(batch, token_ids)

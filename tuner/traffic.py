@@ -168,8 +168,8 @@ def run_traffic(
 
 def _iteration_means(records: list[Any]) -> dict[str, Any]:
     """Mean measured, host and predicted seconds of the run's iterations: all of them, and
-    apart those replayed from decode graphs and those run eagerly (prompt chunks, speculative
-    rounds), since the two paths cost differently."""
+    apart by path (``executor.serving_loop.IterationRecord.path``: decode graphs, piecewise
+    graphs beside eager attention, all eager), since the paths cost differently."""
 
     def means(group: list[Any]) -> dict[str, Any]:
         return {
@@ -180,10 +180,10 @@ def _iteration_means(records: list[Any]) -> dict[str, Any]:
         }
 
     summary = means(records)
-    for name, graphed in (("graphed", True), ("eager", False)):
-        group = [r for r in records if r.graphed == graphed]
+    for path in ("graph", "piecewise", "eager"):
+        group = [r for r in records if r.path == path]
         if group:
-            summary[name] = means(group)
+            summary[path] = means(group)
     return summary
 
 

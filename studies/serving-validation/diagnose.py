@@ -2,9 +2,11 @@
 
 A plan's workload is scheduled once on the simulator's own clock (each iteration advances the
 clock by its predicted time, so every run below sees the same iterations), and the executor runs
-those iterations twice on a model of the plan's shapes (``--layers`` of them): eagerly, then with
-its decode-only iterations replayed from CUDA graphs. Greedy tokens of every iteration must be
-the same. Run it under ``compute-sanitizer`` to have a bad access named.
+those iterations on a model of the plan's shapes (``--layers`` of them) once per mode: eagerly
+("eager"), with decode-only iterations replayed from CUDA graphs ("graphs"), and with
+iterations holding prompt chunks from piecewise graphs too ("piecewise"). Greedy tokens are
+compared with the first mode's, and each path's mean iteration time is printed. Run it under
+``compute-sanitizer`` to have a bad access named.
 
     python3 studies/serving-validation/diagnose.py PLAN.json [--layers 2] [--requests 40]
 """
@@ -54,7 +56,8 @@ def main() -> int:
         executor = ServingExecutor(
             model, num_blocks=blocks, block_size=config.block_size,
             max_seq_length=config.max_model_len, kv_dtype=kv_dtype,
-            graphs_up_to=config.max_num_seqs if mode == "graphs" else 0,
+            graphs_up_to=0 if mode == "eager" else config.max_num_seqs,
+            piecewise_up_to=config.max_num_batched_tokens if mode == "piecewise" else 0,
         )  # fmt: skip
         executor.warm_up()
         print(f"{mode}: warmed up in {time.perf_counter() - started:.1f} s", flush=True)
@@ -67,17 +70,21 @@ def main() -> int:
 
         simulate(full, hardware, config, workload, seed=search.seed, clock=clock)
         torch.cuda.synchronize()
-        graphed = sum(1 for r in executor.records if r.decodes and not r.chunks)
-        print(f"{mode}: {len(tokens)} iterations ({graphed} decode-only) in "
-              f"{time.perf_counter() - started:.1f} s", flush=True)  # fmt: skip
+        print(f"{mode}: {len(tokens)} iterations in {time.perf_counter() - started:.1f} s",
+              flush=True)  # fmt: skip
+        for path in ("graph", "piecewise", "eager"):
+            steps = [r.step_s for r in executor.records if r.path == path]
+            if steps:
+                print(f"  {path}: {len(steps)} iterations, mean "
+                      f"{1e3 * sum(steps) / len(steps):.3f} ms", flush=True)  # fmt: skip
         runs[mode] = tokens
         del executor
-    if len(runs) == 2:
-        eager, graphs = runs.values()
-        same = sum(a == b for a, b in zip(eager, graphs, strict=True))
-        first = next((i for i, (a, b) in enumerate(zip(eager, graphs)) if a != b), None)
-        print(json.dumps({"iterations": len(eager), "same_tokens": same, "first_diff": first}))
-        return 0 if same == len(eager) else 1
+    first_mode, reference = next(iter(runs.items()))
+    for mode, tokens in list(runs.items())[1:]:
+        same = sum(a == b for a, b in zip(reference, tokens, strict=True))
+        first = next((i for i, (a, b) in enumerate(zip(reference, tokens)) if a != b), None)
+        print(json.dumps({"against": first_mode, "mode": mode, "iterations": len(tokens),
+                          "same_tokens": same, "first_diff": first}))  # fmt: skip
     return 0
 
 

@@ -195,7 +195,7 @@ def test_rounds_replayed_from_graphs_leave_greedy_decoding(monkeypatch):
     executor.graphs = speculative_graphs.RoundGraphs(executor, max_batch=4)
     executor.graphs.capture()
     run_plan(executor)
-    assert sum(r.graphed for r in executor.records) == 3  # the three rounds with no chunk
+    assert sum(r.path == "graph" for r in executor.records) == 3  # the three rounds with no chunk
     assert executor.lengths == {0: 21, 1: 19, 2: 11}
     for rid, prompt in prompts.items():
         made = executor.lengths[rid] - len(prompt)
@@ -207,5 +207,5 @@ def test_rounds_replayed_from_graphs_leave_greedy_decoding(monkeypatch):
     executor.graphs = speculative_graphs.RoundGraphs(executor, max_batch=4)
     executor.graphs.capture()
     run_plan(executor)
-    assert sum(r.graphed for r in executor.records) == 3
+    assert sum(r.path == "graph" for r in executor.records) == 3
     assert executor.lengths == {0: 21, 1: 19, 2: 11}

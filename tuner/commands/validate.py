@@ -179,7 +179,7 @@ def _print_traffic(section: dict) -> None:
             )
             print(f"  {metric:20s} predicted {show_metric(metric, predicted):>12}{tail}")
         iterations = row.get("iterations") or {}
-        for kind in ("graphed", "eager"):
+        for kind in ("graph", "piecewise", "eager"):
             if kind in iterations:
                 group = iterations[kind]
                 print(f"  {kind} iterations: {group['count']}, mean "

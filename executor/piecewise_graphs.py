@@ -1,0 +1,126 @@
+"""Iterations with prompt chunks from CUDA graphs in pieces: everything but attention replayed.
+
+A decode-only iteration runs the same kernels for a given batch, so it is one graph per batch
+bucket (``executor.serving_graphs``). An iteration with a prompt chunk is not: its attention
+depends on how its tokens split into sequences and chunks. Everything else (the embedding,
+norms, GEMMs, MLP and residual adds) sees only a row of ``N`` tokens. So, as vLLM's piecewise
+CUDA graphs do, each token bucket ``T`` gets one graph before the first layer's attention and
+one between each layer's attention and the next, and attention runs eagerly between replays:
+a step of ``L`` layers is ``L + 1`` replays and ``L`` eager attentions instead of a few
+hundred launches from Python. Rows ``N..T`` are padding that no attention reads or writes.
+
+The pieces hand state to each other through static buffers (the residual stream, each layer's
+``qkv``, the attention output, RoPE's cos and sin), views of one allocation at the largest
+bucket, so every piece of every bucket captures the same addresses. Temporaries inside the
+pieces share one memory pool: the pieces run one after another on one stream.
+
+Up to ``PIECEWISE_MAX_TOKENS`` tokens: past that an iteration's GEMMs take longer than the
+host needs to launch them, and it runs eagerly (vLLM's default largest capture is 512 too).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from executor.engine import capture_graph
+from executor.ragged import RaggedBatch, ragged_attention
+
+__all__ = ["PIECEWISE_BUCKETS", "PiecewiseGraphs"]
+
+# Token buckets: fine steps where padding would cost a memory-bound step little, then steps of
+# 64 where the GEMMs turn compute-bound and padding costs FLOPs.
+PIECEWISE_BUCKETS = (16, 32, 48, 64, 96, 128, 160, 192, 224, 256, 320, 384, 448, 512)
+PIECEWISE_MAX_TOKENS = PIECEWISE_BUCKETS[-1]
+
+
+class PiecewiseGraphs:
+    """``run(token_ids [1, N], batch)`` -> the greedy tokens of ``batch``'s sampled rows, the
+    model's ``forward(token_ids, ragged=batch)`` with everything but attention from graphs.
+    ``capture`` is ``executor.engine.capture_graph`` (a test may run pieces eagerly)."""
+
+    def __init__(self, model, *, max_tokens: int, capture: Callable = capture_graph) -> None:
+        self.model, self._capture = model, capture
+        top = min(max_tokens, PIECEWISE_MAX_TOKENS)
+        self.buckets = [b for b in PIECEWISE_BUCKETS if b < top] + [top]
+        self.graphs: dict[int, list] = {}
+        device = model.embed_tokens.weight.device
+        dtype = model.embed_tokens.weight.dtype
+        attention = model.layers[0].attention
+        heads, kv_heads, d = attention.num_heads, attention.num_kv_heads, attention.head_dim
+        self.tokens = torch.zeros(1, top, dtype=torch.long, device=device)
+        self.positions = torch.zeros(top, dtype=torch.long, device=device)
+        self.residual = torch.zeros(1, top, model.spec.hidden_size, dtype=dtype, device=device)
+        self.qkv = torch.zeros(1, top, heads + 2 * kv_heads, d, dtype=dtype, device=device)
+        self.attended = torch.zeros(1, top, heads * d, dtype=dtype, device=device)
+        self.cos = torch.zeros(top, d, dtype=model.rope_cos.dtype, device=device)
+        self.sin = torch.zeros_like(self.cos)
+        # The final norm's output, in the lm_head's input dtype (FP8 where it has a static
+        # scale): one layer's tail on a row of zeros says which.
+        with torch.inference_mode():
+            _, probe = model.finish_layer(len(model.layers) - 1, self.residual[:, :1],
+                                          self.residual[:, :1])  # fmt: skip
+        self.normed = torch.zeros(1, top, probe.shape[-1], dtype=probe.dtype, device=device)
+
+    def bucket(self, tokens: int) -> int | None:
+        return next((b for b in self.buckets if b >= tokens), None)
+
+    def capture(self) -> None:
+        """Every bucket's pieces, up front, in one memory pool."""
+        pool = None
+        with torch.inference_mode():
+            for size in self.buckets:
+                pieces = []
+                for piece in self._pieces(size):
+                    graph, pool = self._capture(piece, pool=pool)
+                    pieces.append(graph)
+                self.graphs[size] = pieces
+
+    def _pieces(self, size: int) -> list[Callable[[], None]]:
+        """The ``L + 1`` pieces of bucket ``size``: the embedding to the first ``qkv``, then
+        after each layer's attention its ``wo`` to the next layer's ``qkv`` (to the final norm
+        after the last)."""
+        model, rows = self.model, slice(0, size)
+        layers = model.layers
+
+        def store_qkv(layer: int, normed: torch.Tensor) -> None:
+            qkv = layers[layer].attention.wqkv(normed)
+            self.qkv[:, rows].copy_(qkv.view(1, size, *self.qkv.shape[2:]))
+
+        def front() -> None:
+            residual, normed, cos, sin = model.embed(self.tokens[:, rows], self.positions[rows])
+            self.residual[:, rows].copy_(residual)
+            self.cos[rows].copy_(cos)
+            self.sin[rows].copy_(sin)
+            store_qkv(0, normed)
+
+        def after(index: int) -> Callable[[], None]:
+            def piece() -> None:
+                attended = layers[index].attention.wo(self.attended[:, rows])
+                residual, normed = model.finish_layer(index, self.residual[:, rows], attended)
+                self.residual[:, rows].copy_(residual)
+                if index + 1 < len(layers):
+                    store_qkv(index + 1, normed)
+                else:
+                    self.normed[:, rows].copy_(normed)
+
+            return piece
+
+        return [front, *(after(index) for index in range(len(layers)))]
+
+    def run(self, token_ids: torch.Tensor, batch: RaggedBatch) -> torch.Tensor:
+        n = token_ids.shape[1]
+        size = self.bucket(n)
+        assert size is not None
+        model, graphs = self.model, self.graphs[size]
+        self.tokens[:, :n].copy_(token_ids)
+        self.positions[:n].copy_(batch.positions)
+        qkv, cos, sin = self.qkv[:, :n], self.cos[:n], self.sin[:n]
+        with torch.inference_mode():
+            for layer, graph in zip(model.layers, graphs, strict=False):
+                graph.replay()
+                ragged_attention(layer.attention, qkv, cos, sin, batch, model.kernels,
+                                 out=self.attended[:, :n])  # fmt: skip
+            graphs[-1].replay()
+            return model.sampled_logits(self.normed[:, :n], batch.sample_rows)[0].argmax(dim=-1)

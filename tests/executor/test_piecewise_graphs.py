@@ -1,0 +1,95 @@
+"""Iterations with prompt chunks from piecewise graphs (CPU): every piece but attention replayed
+on static buffers padded to a token bucket, attention eager between them.
+
+A stand-in graph reruns the captured function on the static buffers, as a replay does, so the
+buffers' plumbing (which piece writes what, where the padding goes, what a later and shorter
+iteration of the same bucket finds left in them) is what these tests check: the greedy tokens
+must be plain greedy decoding.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from executor.piecewise_graphs import PIECEWISE_BUCKETS, PiecewiseGraphs  # noqa: E402
+from executor.serving_loop import ServingExecutor  # noqa: E402
+from executor.speculative import DraftModel  # noqa: E402
+from tests.executor.test_serving_loop import Step, greedy, tiny_model  # noqa: E402
+from tests.executor.test_speculative_loop import PLAN, PROMPTS, G, run_plan  # noqa: E402
+
+
+class Replay:
+    def __init__(self, fn):
+        self.fn = fn
+
+    def replay(self):
+        self.fn()
+
+
+def rerun_capture(fn, pool=None):
+    fn()
+    return Replay(fn), pool
+
+
+def with_pieces(executor: ServingExecutor, max_tokens: int) -> ServingExecutor:
+    executor.piecewise = PiecewiseGraphs(executor.model, max_tokens=max_tokens,
+                                         capture=rerun_capture)  # fmt: skip
+    executor.piecewise.capture()
+    return executor
+
+
+def test_buckets_stop_at_the_token_budget_or_the_largest_capture():
+    model = tiny_model()
+    assert PiecewiseGraphs(model, max_tokens=40).buckets == [16, 32, 40]
+    assert PiecewiseGraphs(model, max_tokens=4096).buckets == list(PIECEWISE_BUCKETS)
+    pieces = PiecewiseGraphs(model, max_tokens=40, capture=rerun_capture)
+    pieces.capture()
+    assert {size: len(graphs) for size, graphs in pieces.graphs.items()} == {
+        16: 3, 32: 3, 40: 3,  # the embedding to the first qkv, then one after each layer
+    }  # fmt: skip
+
+
+def test_chunks_beside_decodes_from_pieces_sample_what_each_sequence_alone_does():
+    model = tiny_model()
+    gen = torch.Generator().manual_seed(0)
+    prompts = {rid: torch.randint(97, (n,), generator=gen).tolist()
+               for rid, n in ((0, 21), (1, 5), (2, 3), (3, 40))}  # fmt: skip
+    executor = with_pieces(ServingExecutor(
+        model, num_blocks=48, block_size=4, max_seq_length=64,
+        prompt_tokens=lambda rid, start, n: prompts[rid][start : start + n],
+    ), max_tokens=32)  # fmt: skip
+    sampled: dict[int, list[int]] = {rid: [] for rid in prompts}
+    plan = [  # (decodes, chunks, requests whose prompt is done after it)
+        ([], [(0, 0, 16), (1, 0, 5)], [1]),  # 21 tokens: the 32 bucket
+        ([1], [(0, 16, 5)], [0]),  # 6 tokens, later in the same buffers: the 16 bucket
+        ([0, 1], [(2, 0, 3)], [2]),
+        ([0, 1, 2], [(3, 0, 36)], []),  # 39 tokens: past the largest bucket, eager
+        ([0, 2], [(3, 36, 4)], [3]),  # a later chunk over cached keys
+        ([0, 1, 2, 3], [], []),  # decodes alone (no decode graphs here: eager)
+    ]
+    for decodes, chunks, completed in plan:
+        executor(Step(decode=decodes, prefill=chunks))
+        for rid in decodes + completed:
+            sampled[rid].append(executor.last_token[rid])
+    for rid, prompt in prompts.items():
+        assert sampled[rid] == greedy(model, prompt, len(sampled[rid])), rid
+    paths = [r.path for r in executor.records]
+    assert paths == ["piecewise", "piecewise", "piecewise", "eager", "piecewise", "piecewise"]
+
+
+def test_a_draft_models_rounds_with_chunks_run_the_target_from_pieces():
+    gen = torch.Generator().manual_seed(0)
+    prompts = {rid: torch.randint(97, (n,), generator=gen).tolist() for rid, n in PROMPTS.items()}
+    model = tiny_model()
+    executor = with_pieces(ServingExecutor(
+        model, num_blocks=48, block_size=4, max_seq_length=64,
+        prompt_tokens=lambda rid, s, n: prompts[rid][s : s + n],
+        drafter=DraftModel(tiny_model(), G),
+    ), max_tokens=64)  # fmt: skip
+    run_plan(executor, PLAN)
+    assert {r.path for r in executor.records} == {"piecewise"}
+    for rid, prompt in prompts.items():
+        made = executor.lengths[rid] - len(prompt)
+        assert executor.last_token[rid] == greedy(model, prompt, made + 1)[made], rid
