@@ -9,6 +9,10 @@ compared with the first mode's, and each path's mean iteration time is printed. 
 ``compute-sanitizer`` to have a bad access named.
 
     python3 studies/serving-validation/diagnose.py PLAN.json [--layers 2] [--requests 40]
+        [--modes eager,graphs,piecewise] [--profile]
+
+``--profile`` runs the last mode under PyTorch's profiler and prints its busiest operators, by
+GPU time and by host time (the profiler's own cost makes that run's times slower).
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ def main() -> int:
     parser.add_argument("--layers", type=int, default=2)
     parser.add_argument("--requests", type=int, default=40)
     parser.add_argument("--modes", default="eager,graphs")
+    parser.add_argument("--profile", action="store_true")
     args = parser.parse_args()
     plan = load_plan(args.plan)
     search = build_search(plan.search["spec"])
@@ -68,15 +73,28 @@ def main() -> int:
             tokens.append(sorted(executor.last_token.items()))
             return iteration.predicted_s
 
+        last = mode == args.modes.split(",")[-1]
+        profiler = profile_run() if args.profile and last else None
+        if profiler is not None:
+            profiler.start()
         simulate(full, hardware, config, workload, seed=search.seed, clock=clock)
         torch.cuda.synchronize()
+        if profiler is not None:
+            profiler.stop()
+            table = profiler.key_averages()
+            print(table.table(sort_by="self_device_time_total", row_limit=25), flush=True)
+            print(table.table(sort_by="self_cpu_time_total", row_limit=25), flush=True)
         print(f"{mode}: {len(tokens)} iterations in {time.perf_counter() - started:.1f} s",
               flush=True)  # fmt: skip
         for path in ("graph", "piecewise", "eager"):
-            steps = [r.step_s for r in executor.records if r.path == path]
-            if steps:
-                print(f"  {path}: {len(steps)} iterations, mean "
-                      f"{1e3 * sum(steps) / len(steps):.3f} ms", flush=True)  # fmt: skip
+            group = [r for r in executor.records if r.path == path]
+            if group:
+                mean = 1e3 / len(group)
+                print(f"  {path}: {len(group)} iterations, mean "
+                      f"{mean * sum(r.step_s for r in group):.3f} ms measured, "
+                      f"{mean * sum(r.predicted_s for r in group):.3f} ms predicted, "
+                      f"{sum(r.tokens for r in group) / len(group):.0f} tokens",
+                      flush=True)  # fmt: skip
         runs[mode] = tokens
         del executor
     first_mode, reference = next(iter(runs.items()))
@@ -86,6 +104,12 @@ def main() -> int:
         print(json.dumps({"against": first_mode, "mode": mode, "iterations": len(tokens),
                           "same_tokens": same, "first_diff": first}))  # fmt: skip
     return 0
+
+
+def profile_run():
+    from torch.profiler import ProfilerActivity, profile
+
+    return profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA])
 
 
 if __name__ == "__main__":
