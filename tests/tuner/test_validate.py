@@ -239,3 +239,22 @@ def test_validate_traffic_writes_its_section_and_keeps_the_steps(plan_file, caps
     assert [row["load"] for row in section["traffic"]["loads"]] == ["light", "plan", "overload"]
     assert main(["validate", str(plan_file)]) == 0  # the steps again: the traffic part stays
     assert "traffic" in json.loads(plan_file.read_text())["validation"]
+
+
+def test_iteration_means_split_by_execution_path():
+    """Decode graphs, piecewise graphs and eager iterations cost differently: each path's
+    iterations are averaged apart, beside the mean of all."""
+    pytest.importorskip("torch")
+    from executor.serving_loop import IterationRecord
+    from tuner.traffic import _iteration_means
+
+    def record(path, step_s):
+        return IterationRecord(tokens=1, decodes=1, chunks=0, predicted_s=0.01, step_s=step_s,
+                               host_s=0.0, path=path)  # fmt: skip
+
+    records = [record("graph", 0.01), record("graph", 0.03), record("eager", 0.1)]
+    means = _iteration_means(records)
+    assert means["count"] == 3 and means["graph"]["count"] == 2
+    assert means["graph"]["mean_step_s"] == pytest.approx(0.02)
+    assert means["eager"]["mean_step_s"] == pytest.approx(0.1)
+    assert "piecewise" not in means
