@@ -14,8 +14,9 @@ The pieces hand state to each other through static buffers (the residual stream,
 bucket, so every piece of every bucket captures the same addresses. Temporaries inside the
 pieces share one memory pool: the pieces run one after another on one stream.
 
-Up to ``PIECEWISE_MAX_TOKENS`` tokens: past that an iteration's GEMMs take longer than the
-host needs to launch them, and it runs eagerly (vLLM's default largest capture is 512 too).
+Up to the cost model's ``CUDA_GRAPH_MAX_TOKENS`` (vLLM's default largest capture, which the
+model prices steps by): past that an iteration's GEMMs take longer than the host needs to
+launch them, and it runs eagerly.
 """
 
 from __future__ import annotations
@@ -26,13 +27,17 @@ import torch
 
 from executor.engine import capture_graph
 from executor.ragged import RaggedBatch, ragged_attention
+from simulator.cost.roofline import CUDA_GRAPH_MAX_TOKENS
 
 __all__ = ["PIECEWISE_BUCKETS", "PiecewiseGraphs"]
 
 # Token buckets: fine steps where padding would cost a memory-bound step little, then steps of
 # 64 where the GEMMs turn compute-bound and padding costs FLOPs.
-PIECEWISE_BUCKETS = (16, 32, 48, 64, 96, 128, 160, 192, 224, 256, 320, 384, 448, 512)
-PIECEWISE_MAX_TOKENS = PIECEWISE_BUCKETS[-1]
+PIECEWISE_BUCKETS = tuple(
+    b
+    for b in (16, 32, 48, 64, 96, 128, 160, 192, 224, 256, 320, 384, 448, 512)
+    if b < CUDA_GRAPH_MAX_TOKENS
+) + (CUDA_GRAPH_MAX_TOKENS,)
 
 
 class PiecewiseGraphs:
@@ -42,7 +47,7 @@ class PiecewiseGraphs:
 
     def __init__(self, model, *, max_tokens: int, capture: Callable = capture_graph) -> None:
         self.model, self._capture = model, capture
-        top = min(max_tokens, PIECEWISE_MAX_TOKENS)
+        top = min(max_tokens, CUDA_GRAPH_MAX_TOKENS)
         self.buckets = [b for b in PIECEWISE_BUCKETS if b < top] + [top]
         self.graphs: dict[int, list] = {}
         device = model.embed_tokens.weight.device
