@@ -43,7 +43,7 @@ import torch
 from executor import pdl
 from executor.tritonlib import available, tl, triton
 
-__all__ = ["available", "decode_attention", "split_count", "supports"]
+__all__ = ["available", "decode_attention", "split_count", "split_lengths", "supports"]
 
 MIN_KEYS_PER_SPLIT = 64
 TARGET_PROGRAMS = 256  # about two per SM on an H100 (132) or H200 (132)
@@ -59,6 +59,30 @@ def split_count(batch: int, kv_heads: int, kv_length: int) -> int:
     return max(1, min(wanted, -(-kv_length // MIN_KEYS_PER_SPLIT)))
 
 
+def split_lengths(kv_heads: int, max_length: int) -> list[int]:
+    """Key counts (``kv_length``) at which one sequence's call meets every split-merge width
+    (``BLOCK_SPLITS``, the next power of two of ``split_count``) that any batch with sequences
+    of up to ``max_length`` keys can: a width is a constexpr, so each is a compile, and a
+    serving run compiles all of them before it is timed (``executor.serving_loop``). One
+    sequence has the most splits, so its widths include every batch's."""
+    lengths, widths, length = [], set(), 1
+    while length <= max_length:
+        width = _next_power_of_2(split_count(1, kv_heads, length))
+        if width not in widths:
+            widths.add(width)
+            lengths.append(length)
+        length *= 2
+    last = _next_power_of_2(split_count(1, kv_heads, max_length))
+    if last not in widths:
+        lengths.append(max_length)
+    return lengths
+
+
+def _next_power_of_2(n: int) -> int:
+    """Triton's ``next_power_of_2``, on a machine without Triton too."""
+    return 1 << (n - 1).bit_length()
+
+
 if triton is not None:
     FP8_MAX = tl.constexpr(448.0)  # the largest finite float8_e4m3fn
 
@@ -67,9 +91,15 @@ if triton is not None:
         """RoPE of a head held as its two halves (float32)."""
         return x1 * cos - x2 * sin, x2 * cos + x1 * sin
 
-    # The chunk size and count change with every serving iteration's lengths: not specialized
-    # (each specialization is a compile, in the middle of a timed run).
-    @triton.jit(do_not_specialize=["keys_per_split", "num_splits"])
+    # The chunk size and count, and the strides of the per-sequence inputs (a table cut to the
+    # iteration's widest sequence; positions and RoPE rows of a batch of one or more), change
+    # from one serving iteration to the next: not specialized (each specialization is a
+    # compile, in the middle of a timed run). What still varies, ``BLOCK_SPLITS``, is compiled
+    # before timing (``split_lengths``).
+    @triton.jit(
+        do_not_specialize=["keys_per_split", "num_splits", "stride_cos", "stride_pos",
+                           "stride_table"]
+    )  # fmt: skip
     def _decode_kernel(
         qkv_ptr,
         cos_ptr,

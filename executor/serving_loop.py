@@ -214,12 +214,43 @@ class ServingExecutor:
                  _Warm([], [(-4, 0, 1)]), _Warm([-1, -2, -3, -4], [(-5, 0, 28)])]  # fmt: skip
         for step in steps:
             self(step)
+        self._compile_split_widths()
         if self.graphs is not None:
             self.graphs.capture()
         if self.piecewise is not None:
             self.piecewise.capture()
         self.synchronize()
         self.reset()
+
+    def _compile_split_widths(self) -> None:
+        """Every split-merge width of the paged decode kernel
+        (``decode_attention.split_lengths``) for each attention shape and query count that runs
+        it here, one sequence in the scratch block: a width first met in a timed run would be
+        a compile inside its timing (seconds, in the middle of a latency percentile)."""
+        from executor.decode_attention import split_lengths
+
+        kernels, dtype = self.model.kernels, self.model.embed_tokens.weight.dtype
+        owners = [(self.model, {1, self.query})]
+        if self.drafter is not None:  # a draft step feeds one token, its first one two
+            owners.append((self.drafter, {1, 2}))
+        longest = self.max_seq_length + self.query - 1
+        for owner, queries in owners:
+            attention = next(_paged_attentions(owner), None)
+            paged = None if attention is None else kernels.paged_decode(attention.kv_cache)
+            if paged is None:
+                continue
+            heads, d = attention.num_heads, attention.head_dim
+            width = heads + 2 * attention.num_kv_heads
+            position = torch.zeros(1, dtype=torch.long, device=self.device)
+            rope = torch.zeros(1, d, dtype=self.model.rope_cos.dtype, device=self.device)
+            for query in sorted(queries):
+                qkv = torch.zeros(1, query, width, d, dtype=dtype, device=self.device)
+                columns = -(-query // self.block_size)
+                tables = torch.full((1, columns), self.blocks.scratch, device=self.device)
+                for length in split_lengths(attention.num_kv_heads, longest):
+                    with torch.inference_mode():
+                        paged(qkv, rope if query == 1 else None, rope if query == 1 else None,
+                              position, attention.kv_cache, tables, max(length, query), heads)  # fmt: skip
 
     # What tests and reports read: each request's cached length, blocks and last token.
     @property
@@ -395,9 +426,14 @@ def _chunks_only(batch: RaggedBatch, token_ids: torch.Tensor):
 
 def _paged_caches(*owners):
     """Every ``PagedKVCache`` of a model and of a drafter (its model, or its own layers)."""
+    for attention in _paged_attentions(*owners):
+        yield attention.kv_cache
+
+
+def _paged_attentions(*owners):
+    """Every attention module with a ``PagedKVCache`` in a model and in a drafter."""
     for owner in owners:
         module = owner if isinstance(owner, torch.nn.Module) else getattr(owner, "model", None)
         for part in module.modules() if module is not None else ():
-            cache = getattr(part, "kv_cache", None)
-            if isinstance(cache, PagedKVCache):
-                yield cache
+            if isinstance(getattr(part, "kv_cache", None), PagedKVCache):
+                yield part

@@ -174,3 +174,30 @@ def test_a_speculative_verify_attends_causally_over_its_blocks_in_interpreter():
     error, shape, counters = run_in_interpreter(VERIFY).split()
     assert float(error) < 1e-4, f"max abs error {float(error):.2e} against masked SDPA"
     assert shape == "True" and float(counters) == 0
+
+
+@pytest.mark.parametrize("kv_heads", [1, 2, 8])
+@pytest.mark.parametrize("max_length", [1, 63, 64, 65, 1000, 4096, 8193, 131072])
+def test_the_warm_up_lengths_meet_every_split_width_a_serving_run_can(kv_heads, max_length):
+    """``BLOCK_SPLITS`` is a compile-time width: every value any batch and length up to the
+    cache's longest can need is met by one of ``split_lengths``' one-sequence calls (a width
+    first met mid-run would compile inside the timing), and there are only a few of them."""
+    import random
+
+    from executor.decode_attention import split_count, split_lengths
+
+    def width(batch: int, length: int) -> int:
+        return 1 << (split_count(batch, kv_heads, length) - 1).bit_length()
+
+    lengths = split_lengths(kv_heads, max_length)
+    assert all(1 <= length <= max_length for length in lengths)
+    met = {width(1, length) for length in lengths}
+    assert len(met) == len(lengths) <= max_length.bit_length() + 1
+    rng = random.Random(max_length)
+    probes = {max_length, 1} | {rng.randint(1, max_length) for _ in range(300)}
+    probes |= {
+        p + d for p in (2**k for k in range(18)) for d in (-1, 0, 1) if 1 <= p + d <= max_length
+    }
+    for length in probes:
+        for batch in (1, 2, 3, 5, 16, 33, 100, 256, 600):
+            assert width(batch, length) in met, (batch, length)

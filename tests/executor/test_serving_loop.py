@@ -9,6 +9,7 @@ block tables). Its greedy tokens must be those of the plain model run on each wh
 
 from __future__ import annotations
 
+import ast
 from dataclasses import dataclass, field
 
 import pytest
@@ -252,3 +253,53 @@ def test_decode_graphs_keep_alive_every_tensor_they_read(monkeypatch):
     graphs.capture()
     gc.collect()
     assert held and all(ref() is not None for ref in held)
+
+
+SPLIT_WIDTHS = """
+    import torch
+    from executor import decode_attention as attention
+    from executor.engine import build_model
+    from executor.fused import Kernels
+    from executor.serving_loop import ServingExecutor
+    from executor.speculative import DraftModel
+    from simulator.data.specs import ModelSpec
+
+    spec = ModelSpec(name="tiny", num_hidden_layers=2, hidden_size=64, num_attention_heads=4,
+                     num_key_value_heads=2, head_dim=32, intermediate_size=128, vocab_size=97,
+                     max_position_embeddings=512)
+    calls = []
+    kernel = attention.decode_attention
+
+    def recorded(qkv, cos, sin, positions, cache, kv_length, heads, block_table=None):
+        calls.append((qkv.shape[1], attention.split_count(qkv.shape[0], 2, kv_length)))
+        return kernel(qkv, cos, sin, positions, cache, kv_length, heads, block_table=block_table)
+
+    def tiny():
+        model = build_model(spec, device="cpu", dtype=torch.float32, fused_kernels=False, seed=1)
+        model.kernels = Kernels(decode_attention=recorded, decode_attention_mode="triton")
+        return model
+
+    model = tiny()
+    ex = ServingExecutor(model, num_blocks=8, block_size=4, max_seq_length=500,
+                         drafter=DraftModel(tiny(), 2))
+    caches = [layer.attention.kv_cache for layer in model.layers]
+    held = [(c.k[:-1].clone(), c.v[:-1].clone()) for c in caches]
+    ex._compile_split_widths()
+    untouched = all(torch.equal(c.k[:-1], k) and torch.equal(c.v[:-1], v)
+                    for c, (k, v) in zip(caches, held))
+    print(int(untouched), sorted(set(calls)))
+"""
+
+
+def test_the_warm_up_compiles_every_split_width_in_the_scratch_block():
+    """Before a timed run the paged decode kernel meets each split-merge width it can (one
+    compile each), for the target's query counts (1, and a verify's g + 1) and a draft step's
+    (1 and 2), writing only into the scratch block no request holds."""
+    from tests.executor.conftest import run_in_interpreter
+
+    untouched, calls = run_in_interpreter(SPLIT_WIDTHS).split(" ", 1)
+    assert untouched == "1"
+    met = ast.literal_eval(calls)  # [(query, splits), ...]
+    splits = {1, 2, 4, 8}  # 500 + 2 keys at 64 a chunk: at most 8 chunks (one sequence)
+    expected = {(q, s) for q in (1, 3) for s in splits} | {(q, s) for q in (1, 2) for s in splits}
+    assert {(q, 1 << (s - 1).bit_length()) for q, s in met} == expected
