@@ -20,28 +20,19 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from executor.block_tables import BlockTables
-from executor.kv_cache import PagedKVCache
 from executor.piecewise_graphs import PiecewiseGraphs
 from executor.ragged import RaggedBatch, setup_paged_caches
 from executor.serving_graphs import PagedDecodeGraphs, check_inputs
+from executor.serving_warmup import paged_attentions, warm_up
 from executor.speculative_graphs import RoundGraphs
 
 __all__ = ["ServingExecutor", "IterationRecord"]
-
-
-@dataclass
-class _Warm:  # the fields of an Iteration that the executor reads
-    decode: list[int]
-    prefill: list[tuple[int, int, int]]
-    released: list[int] = field(default_factory=list)
-    predicted_s: float = 0.0
-    accepted: list[int] | None = None
 
 
 @dataclass
@@ -103,7 +94,8 @@ class ServingExecutor:
         self.graphs: PagedDecodeGraphs | RoundGraphs | None = None
         cache = model.layers[0].attention.kv_cache
         if graphs_up_to and self.device.type == "cuda" and model.kernels.paged_decode(cache):
-            for paged in _paged_caches(model, drafter):  # the kernel's counters, before capture
+            for attention in paged_attentions(model, drafter):  # counters, before capture
+                paged = attention.kv_cache
                 paged.ensure_counters(graphs_up_to * paged.k.shape[1])
             if drafter is None:
                 self.graphs = PagedDecodeGraphs(
@@ -205,52 +197,9 @@ class ServingExecutor:
         self._returned = None
 
     def warm_up(self) -> None:
-        """Compile and capture before the timed run: prompt chunks (a first and a later one),
-        decodes beside them and alone, then every decode graph. Leaves no trace."""
-        # Token counts of 81, 42, 16, 3, 1 and 32: Triton specializes a kernel on whether an
-        # integer argument is 1 or a multiple of 16, so each variant compiles here.
-        steps = [_Warm([], [(-1, 0, 64), (-2, 0, 17)]), _Warm([-1, -2], [(-3, 0, 40)]),
-                 _Warm([-1, -2], [(-3, 40, 14)]), _Warm([-1, -2, -3], []),
-                 _Warm([], [(-4, 0, 1)]), _Warm([-1, -2, -3, -4], [(-5, 0, 28)])]  # fmt: skip
-        for step in steps:
-            self(step)
-        self._compile_split_widths()
-        if self.graphs is not None:
-            self.graphs.capture()
-        if self.piecewise is not None:
-            self.piecewise.capture()
-        self.synchronize()
-        self.reset()
-
-    def _compile_split_widths(self) -> None:
-        """Every split-merge width of the paged decode kernel
-        (``decode_attention.split_lengths``) for each attention shape and query count that runs
-        it here, one sequence in the scratch block: a width first met in a timed run would be
-        a compile inside its timing (seconds, in the middle of a latency percentile)."""
-        from executor.decode_attention import split_lengths
-
-        kernels, dtype = self.model.kernels, self.model.embed_tokens.weight.dtype
-        owners = [(self.model, {1, self.query})]
-        if self.drafter is not None:  # a draft step feeds one token, its first one two
-            owners.append((self.drafter, {1, 2}))
-        longest = self.max_seq_length + self.query - 1
-        for owner, queries in owners:
-            attention = next(_paged_attentions(owner), None)
-            paged = None if attention is None else kernels.paged_decode(attention.kv_cache)
-            if paged is None:
-                continue
-            heads, d = attention.num_heads, attention.head_dim
-            width = heads + 2 * attention.num_kv_heads
-            position = torch.zeros(1, dtype=torch.long, device=self.device)
-            rope = torch.zeros(1, d, dtype=self.model.rope_cos.dtype, device=self.device)
-            for query in sorted(queries):
-                qkv = torch.zeros(1, query, width, d, dtype=dtype, device=self.device)
-                columns = -(-query // self.block_size)
-                tables = torch.full((1, columns), self.blocks.scratch, device=self.device)
-                for length in split_lengths(attention.num_kv_heads, longest):
-                    with torch.inference_mode():
-                        paged(qkv, rope if query == 1 else None, rope if query == 1 else None,
-                              position, attention.kv_cache, tables, max(length, query), heads)  # fmt: skip
+        """Compile and capture before the timed run (``executor.serving_warmup``). Leaves no
+        trace."""
+        warm_up(self)
 
     # What tests and reports read: each request's cached length, blocks and last token.
     @property
@@ -422,18 +371,3 @@ def _chunks_only(batch: RaggedBatch, token_ids: torch.Tensor):
                         chunks=chunks, sample_rows=batch.sample_rows[:0],
                         max_length=batch.max_length)  # fmt: skip
     return alone, token_ids[:, first:]
-
-
-def _paged_caches(*owners):
-    """Every ``PagedKVCache`` of a model and of a drafter (its model, or its own layers)."""
-    for attention in _paged_attentions(*owners):
-        yield attention.kv_cache
-
-
-def _paged_attentions(*owners):
-    """Every attention module with a ``PagedKVCache`` in a model and in a drafter."""
-    for owner in owners:
-        module = owner if isinstance(owner, torch.nn.Module) else getattr(owner, "model", None)
-        for part in module.modules() if module is not None else ():
-            if isinstance(getattr(part, "kv_cache", None), PagedKVCache):
-                yield part

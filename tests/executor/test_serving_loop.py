@@ -261,6 +261,7 @@ SPLIT_WIDTHS = """
     from executor.engine import build_model
     from executor.fused import Kernels
     from executor.serving_loop import ServingExecutor
+    from executor.serving_warmup import compile_split_widths
     from executor.speculative import DraftModel
     from simulator.data.specs import ModelSpec
 
@@ -284,7 +285,7 @@ SPLIT_WIDTHS = """
                          drafter=DraftModel(tiny(), 2))
     caches = [layer.attention.kv_cache for layer in model.layers]
     held = [(c.k[:-1].clone(), c.v[:-1].clone()) for c in caches]
-    ex._compile_split_widths()
+    compile_split_widths(ex)
     untouched = all(torch.equal(c.k[:-1], k) and torch.equal(c.v[:-1], v)
                     for c, (k, v) in zip(caches, held))
     print(int(untouched), sorted(set(calls)))

@@ -1,0 +1,90 @@
+"""What the serving loop does before it is timed: every kernel variant compiled, every graph
+captured, so that no compile or capture lands inside a measured iteration (a Triton compile
+takes seconds: one in a timed run is a latency percentile).
+
+Triton compiles a kernel once per combination of its compile-time constants and of how its
+integer arguments specialize (1, a multiple of 16, or neither). ``warm_up`` runs iterations of
+token counts that meet each of those, then the paged decode kernel at every split-merge width
+it can use (``decode_attention.split_lengths``), then captures the decode graphs and the
+piecewise graphs. It leaves no trace: its requests are released and its log cleared.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from executor.kv_cache import PagedKVCache
+
+__all__ = ["paged_attentions", "warm_up"]
+
+
+@dataclass
+class _Warm:  # the fields of an Iteration that the executor reads
+    decode: list[int]
+    prefill: list[tuple[int, int, int]]
+    released: list[int] = field(default_factory=list)
+    predicted_s: float = 0.0
+    accepted: list[int] | None = None
+
+
+def warm_up(executor) -> None:
+    """Compile and capture before ``executor``'s (a ``ServingExecutor``) timed run: prompt
+    chunks (a first and a later one), decodes beside them and alone, the decode kernel's split
+    widths, then every decode graph and every piecewise graph."""
+    # Token counts of 81, 42, 16, 3, 1 and 32: Triton specializes a kernel on whether an
+    # integer argument is 1 or a multiple of 16, so each variant compiles here.
+    steps = [_Warm([], [(-1, 0, 64), (-2, 0, 17)]), _Warm([-1, -2], [(-3, 0, 40)]),
+             _Warm([-1, -2], [(-3, 40, 14)]), _Warm([-1, -2, -3], []),
+             _Warm([], [(-4, 0, 1)]), _Warm([-1, -2, -3, -4], [(-5, 0, 28)])]  # fmt: skip
+    for step in steps:
+        executor(step)
+    compile_split_widths(executor)
+    if executor.graphs is not None:
+        executor.graphs.capture()
+    if executor.piecewise is not None:
+        executor.piecewise.capture()
+    executor.synchronize()
+    executor.reset()
+
+
+def compile_split_widths(executor) -> None:
+    """Every split-merge width of the paged decode kernel (``decode_attention.split_lengths``)
+    for each attention shape and query count that runs it in ``executor``, one sequence in the
+    scratch block no request holds."""
+    from executor.decode_attention import split_lengths
+
+    model, device = executor.model, executor.device
+    kernels, dtype = model.kernels, model.embed_tokens.weight.dtype
+    owners = [(model, {1, executor.query})]
+    if executor.drafter is not None:  # a draft step feeds one token, its first one two
+        owners.append((executor.drafter, {1, 2}))
+    longest = executor.max_seq_length + executor.query - 1
+    for owner, queries in owners:
+        attention = next(paged_attentions(owner), None)
+        paged = None if attention is None else kernels.paged_decode(attention.kv_cache)
+        if paged is None:
+            continue
+        heads, d = attention.num_heads, attention.head_dim
+        width = heads + 2 * attention.num_kv_heads
+        position = torch.zeros(1, dtype=torch.long, device=device)
+        rope = torch.zeros(1, d, dtype=model.rope_cos.dtype, device=device)
+        for query in sorted(queries):
+            qkv = torch.zeros(1, query, width, d, dtype=dtype, device=device)
+            columns = -(-query // executor.block_size)
+            tables = torch.full((1, columns), executor.blocks.scratch, device=device)
+            for length in split_lengths(attention.num_kv_heads, longest):
+                with torch.inference_mode():
+                    paged(qkv, rope if query == 1 else None, rope if query == 1 else None,
+                          position, attention.kv_cache, tables, max(length, query), heads)  # fmt: skip
+
+
+def paged_attentions(*owners):
+    """Every attention module with a ``PagedKVCache`` in a model and in a drafter (its model,
+    or its own layers)."""
+    for owner in owners:
+        module = owner if isinstance(owner, torch.nn.Module) else getattr(owner, "model", None)
+        for part in module.modules() if module is not None else ():
+            if isinstance(getattr(part, "kv_cache", None), PagedKVCache):
+                yield part
