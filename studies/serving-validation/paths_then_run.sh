@@ -11,8 +11,8 @@ case "$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1)" in
     *) card=h100 ;;
 esac
 echo "== paths ($card)"
-timeout 120 python3 studies/serving-validation/diagnose.py \
-    "studies/serving-validation/8b-bf16-$card/plan.json" --layers 32 --requests 20 \
+timeout 90 python3 studies/serving-validation/diagnose.py \
+    "studies/serving-validation/8b-bf16-$card/plan.json" --layers 32 --requests 12 \
     --modes piecewise,eager --profile > "$OUT/paths.log" 2>&1
 echo "rc=$?" >> "$OUT/paths.log"
 grep -E "^(piecewise|eager)|^  (graph|piecewise|eager)|against|rc=" "$OUT/paths.log"
