@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from executor import jit_compiles
 from executor.block_tables import BlockTables
 from executor.piecewise_graphs import PiecewiseGraphs
 from executor.ragged import RaggedBatch, setup_paged_caches
@@ -50,6 +51,7 @@ class IterationRecord:
     # "graph": a decode graph's replay; "piecewise": everything but attention from graphs
     # (an iteration with prompt chunks); "eager": all from Python.
     path: str = "eager"
+    compiles: int = 0  # Triton kernels compiled inside it (``executor.jit_compiles``): 0 timed
 
     @property
     def overhead_s(self) -> float | None:
@@ -123,9 +125,10 @@ class ServingExecutor:
         self.synchronize = synchronize
         self.records: list[IterationRecord] = []
         self._returned: float | None = None
+        jit_compiles.install()
 
     def __call__(self, iteration) -> float:
-        entered = time.perf_counter()
+        entered, compiled = time.perf_counter(), jit_compiles.count()
         host = 0.0 if self._returned is None else entered - self._returned
         for rid in iteration.released:  # finished or preempted: their blocks are free
             self.blocks.release(rid)
@@ -173,6 +176,7 @@ class ServingExecutor:
             predicted_s=iteration.predicted_s, step_s=done - entered, host_s=host,
             device_s=events[0].elapsed_time(events[1]) * 1e-3 if events else None,
             emitting=getattr(iteration, "emitting", 0), path=path,
+            compiles=jit_compiles.count() - compiled,
         ))  # fmt: skip
         self._returned = time.perf_counter()
         return self._agreed(self.records[-1].measured_s)

@@ -155,6 +155,8 @@ def run_traffic(
             clock = None  # a clock for another cache size frees this one's first
             if records:
                 row["iterations"] = _iteration_means(records)
+                # A kernel compiled inside a timed iteration is the executor's outlier.
+                row["compiles"] = sum(getattr(r, "compiles", 0) for r in records)
                 timed = [r for r in records if r.overhead_s is not None]
                 if timed:  # the host's share, for tune calibrate --from PLAN.json
                     from simulator.calibration.host_overhead import fit_host_overhead

@@ -93,7 +93,8 @@ def main() -> int:
                 print(f"  {path}: {len(group)} iterations, mean "
                       f"{mean * sum(r.step_s for r in group):.3f} ms measured, "
                       f"{mean * sum(r.predicted_s for r in group):.3f} ms predicted, "
-                      f"{sum(r.tokens for r in group) / len(group):.0f} tokens",
+                      f"{sum(r.tokens for r in group) / len(group):.0f} tokens, "
+                      f"{sum(r.compiles for r in group)} Triton compiles",
                       flush=True)  # fmt: skip
         runs[mode] = tokens
         del executor

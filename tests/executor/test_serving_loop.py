@@ -304,3 +304,24 @@ def test_the_warm_up_compiles_every_split_width_in_the_scratch_block():
     splits = {1, 2, 4, 8}  # 500 + 2 keys at 64 a chunk: at most 8 chunks (one sequence)
     expected = {(q, s) for q in (1, 3) for s in splits} | {(q, s) for q in (1, 2) for s in splits}
     assert {(q, 1 << (s - 1).bit_length()) for q, s in met} == expected
+
+
+def test_a_kernel_compiled_inside_an_iteration_is_counted_there():
+    """A Triton compile (about a second) inside a timed iteration is the executor's outlier:
+    the iteration's record counts it, through Triton's post-compile hook."""
+    knobs = pytest.importorskip("triton.knobs")
+    model = tiny_model()
+    executor = ServingExecutor(model, num_blocks=16, block_size=4, max_seq_length=64)
+    forward = model.forward
+
+    def compiling(*args, **kwargs):
+        knobs.runtime.jit_post_compile_hook(key=0, repr="kernel", fn=None, compile={},
+                                            is_manual_warmup=False, already_compiled=False)  # fmt: skip
+        return forward(*args, **kwargs)
+
+    executor(Step(decode=[], prefill=[(0, 0, 5)]))
+    model.forward = compiling
+    executor(Step(decode=[0], prefill=[]))
+    model.forward = forward
+    executor(Step(decode=[0], prefill=[]))
+    assert [r.compiles for r in executor.records] == [0, 1, 0]
