@@ -157,10 +157,6 @@ def run_traffic(
                 row["iterations"] = _iteration_means(records)
                 # A kernel compiled inside a timed iteration is the executor's outlier.
                 row["compiles"] = sum(getattr(r, "compiles", 0) for r in records)
-            # Said now, so that a run cut short still leaves each finished load in its log.
-            progress(f"{name}: error (predicted - measured) / measured: " + ", ".join(
-                f"{key} {error:+.1%}" for key, error in row["errors"].items()
-            ))  # fmt: skip
                 timed = [r for r in records if r.overhead_s is not None]
                 if timed:  # the host's share, for tune calibrate --from PLAN.json
                     from simulator.calibration.host_overhead import fit_host_overhead
@@ -168,6 +164,10 @@ def run_traffic(
                     row["host_overhead"] = fit_host_overhead(
                         [r.emitting for r in timed], [r.overhead_s for r in timed]
                     )
+            # Said now, so that a run cut short still leaves each finished load in its log.
+            progress(f"{name}: error (predicted - measured) / measured: " + ", ".join(
+                f"{key} {error:+.1%}" for key, error in row["errors"].items()
+            ))  # fmt: skip
         loads.append(row)
     return _section(plan, loads)
 
