@@ -71,7 +71,7 @@ def _memory_plan(search: Any, point: Any) -> Any:
 def launch_check(search: Any, engine: str, model_id: str | None) -> Any:
     """``candidate -> None | reason``: whether ``engine`` launches it under its memory rule."""
     from simulator.errors import ConfigError
-    from tuner.plan import render_engines
+    from tuner.handover.sections import render_engines
 
     cache: dict[tuple, str | None] = {}
 
@@ -263,6 +263,7 @@ def assemble_plan(
     from simulator.cost.bands import band_source
     from simulator.errors import NoFeasiblePlanError
     from simulator.serving.simulate import simulate
+    from tuner.handover.sections import render_engines
     from tuner.handover.topology import lay_out
     from tuner.plan import (
         DeploymentPlan,
@@ -274,7 +275,6 @@ def assemble_plan(
         TopologyInfo,
         WorkloadInfo,
         hf_model_id,
-        render_engines,
     )
     from tuner.search.choices import KV_SCHEMES, WEIGHT_SCHEMES
     from tuner.search.trials import KIND_ATTR

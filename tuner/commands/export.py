@@ -44,7 +44,8 @@ def run(args: argparse.Namespace) -> int:
     from simulator.data.hardware import load_hardware
     from tuner.engines.inputs import EngineRefusal
     from tuner.handover.scripts import write_engine_files
-    from tuner.plan import load_plan, model_of, render_engines
+    from tuner.handover.sections import render_engines
+    from tuner.plan import load_plan, model_of
 
     plan = load_plan(args.plan)
     if args.format == "k8s":
