@@ -30,7 +30,7 @@ def _free() -> None:
 def _hf_model(spec: ModelSpec):
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from simulator.data.models import to_hf_config
+    from simulator.data.hf_config import to_hf_config
 
     config = LlamaConfig(
         **{k: v for k, v in to_hf_config(spec).items() if k not in ("architectures", "model_type")}

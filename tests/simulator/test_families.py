@@ -18,7 +18,8 @@ from simulator.cost.memory import memory_per_gpu
 from simulator.cost.predict import predict
 from simulator.data.architecture import architecture_of
 from simulator.data.hardware import load_hardware
-from simulator.data.models import PRESETS, from_hf_config, parameter_counts
+from simulator.data.hf_config import from_hf_config
+from simulator.data.models import PRESETS, parameter_counts
 from simulator.data.specs import DeploymentConfig
 
 # Published totals: the model cards and the checkpoints' safetensors index.
@@ -102,7 +103,7 @@ def test_deepseek_decode_attention_reads_the_latent():
 
 @pytest.mark.parametrize("name", list(PUBLISHED))
 def test_every_family_loads_from_its_config_json(name, tmp_path):
-    from simulator.data.models import to_hf_config
+    from simulator.data.hf_config import to_hf_config
 
     file = tmp_path / name / "config.json"
     file.parent.mkdir()

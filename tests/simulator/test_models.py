@@ -13,14 +13,13 @@ from pathlib import Path
 
 import pytest
 
+from simulator.data.hf_config import from_hf_config, to_hf_config
 from simulator.data.models import (
     PRESETS,
     describe_model,
-    from_hf_config,
     get_model,
     list_models,
     parameter_counts,
-    to_hf_config,
 )
 from simulator.errors import ConfigError, UnknownModelError
 

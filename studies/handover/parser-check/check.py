@@ -33,7 +33,8 @@ sys.path.insert(0, str(ROOT))
 
 import yaml  # noqa: E402
 
-from simulator.data.models import get_model, to_hf_config  # noqa: E402
+from simulator.data.hf_config import to_hf_config  # noqa: E402
+from simulator.data.models import get_model  # noqa: E402
 from tuner.engines.inputs import EngineSection  # noqa: E402
 from tuner.plan import load_plan  # noqa: E402
 
