@@ -112,13 +112,13 @@ def test_a_plan_that_contradicts_itself_is_refused_by_the_reader(
 def test_the_report_pareto_table_reads_in_units_and_lists_each_deployment_once(example, tmp_path):
     """The Pareto table listed raw objective names in seconds, and one deployment once per
     trial that reached it (six identical rows)."""
-    from tuner.report import _pareto_rows
+    from tuner.report_tables import pareto_rows
 
     plan = copy.deepcopy(example)
     plan["pareto"] = plan["pareto"] + [dict(plan["pareto"][0], trial=999)]
     path = tmp_path / "plan.json"
     path.write_text(json.dumps(plan))
-    head, rows = _pareto_rows(load_plan(path))
+    head, rows = pareto_rows(load_plan(path))
     assert "TPOT p99 (ms)" in head and not any(h.endswith("_s") for h in head)
     labels = [row[1] for row in rows]
     assert len(labels) == len(set(labels)) == len({c["label"] for c in example["pareto"]})

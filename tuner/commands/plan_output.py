@@ -16,7 +16,7 @@ __all__ = ["PROGRESS_EVERY_S", "progress_reporter", "summary"]
 
 def summary(plan: Any, search: Any, out_dir: Path, files: list) -> str:
     """The one screen printed at the end: the plan, its predictions, where the files are."""
-    from tuner.report import _summary_rows
+    from tuner.report_tables import summary_rows
     from tuner.textfmt import key_values
 
     stats, prov = plan.search["bound"], plan.provenance
@@ -32,7 +32,7 @@ def summary(plan: Any, search: Any, out_dir: Path, files: list) -> str:
         f"by bound) in {prov.wall_s:.1f} s"
         + ("" if stats["proven"] else f"; not proven optimal ({stats['stopped']})")
     )
-    rows = list(_summary_rows(plan))
+    rows = list(summary_rows(plan))
     for s in plan.slos:
         rows.append(
             (
