@@ -172,7 +172,7 @@ def test_a_candidate_that_cannot_launch_ranks_after_those_that_ran():
     that was simulated, whatever its cost."""
     from types import SimpleNamespace
 
-    from tuner.choose import alternatives
+    from tuner.runners_up import alternatives
 
     # tp1 looks cheapest by its bound but truly serves 0.5 req/s a replica: it runs and misses
     t = table([(1, 0.1, 0.5, 3.0), (2, 1.0, 9.0, 10.0), (4, 1.0, 20.0, 22.0), (8, 0.1, 40, 44)])
