@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 from tuner_helpers import run_cli
 
-from simulator.data.models import get_model, to_hf_config
+from simulator.data.hf_config import to_hf_config
+from simulator.data.models import get_model
 from simulator.errors import ConfigError
 from tuner.handover.checkpoints import resolve, table
 from tuner.handover.k8s import documents, resource_name
