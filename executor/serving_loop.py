@@ -124,6 +124,7 @@ class ServingExecutor:
             synchronize = torch.cuda.synchronize if self.device.type == "cuda" else lambda: None
         self.synchronize = synchronize
         self.records: list[IterationRecord] = []
+        self.notes: list[str] = []  # what the run could not do as configured, said in its report
         self._returned: float | None = None
         jit_compiles.install()
 

@@ -44,7 +44,21 @@ def warm_up(executor) -> None:
     if executor.graphs is not None:
         executor.graphs.capture()
     if executor.piecewise is not None:
-        executor.piecewise.capture()
+        try:
+            executor.piecewise.capture()
+        except (torch.OutOfMemoryError, RuntimeError) as error:
+            # The run still measures, with those iterations eager, and says so: a capture that
+            # fails must not cost the whole validation.
+            executor.piecewise = None
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            first = (
+                str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            )
+            executor.notes.append(
+                f"piecewise graphs could not be captured ({first[:160]}): iterations with "
+                "prompt chunks ran eagerly"
+            )
     executor.synchronize()
     executor.reset()
 

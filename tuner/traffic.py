@@ -152,6 +152,8 @@ def run_traffic(
                 if row["predicted"][key] and row["measured"][key]
             }
             records = list(getattr(clock, "records", []))
+            if getattr(clock, "notes", None):
+                row["executor_notes"] = list(clock.notes)
             clock = None  # a clock for another cache size frees this one's first
             if records:
                 row["iterations"] = _iteration_means(records)

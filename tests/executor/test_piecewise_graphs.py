@@ -93,3 +93,24 @@ def test_a_draft_models_rounds_with_chunks_run_the_target_from_pieces():
     for rid, prompt in prompts.items():
         made = executor.lengths[rid] - len(prompt)
         assert executor.last_token[rid] == greedy(model, prompt, made + 1)[made], rid
+
+
+def test_a_capture_that_fails_leaves_the_run_eager_and_says_so():
+    """A piecewise capture that fails on the GPU (out of memory, a capture error) must not cost
+    the validation: the warm-up drops the pieces, the run measures those iterations eagerly,
+    and the executor's notes (which the validation section carries) say so."""
+
+    def failing_capture(fn, pool=None):
+        raise RuntimeError("CUDA error: operation not permitted when stream is capturing")
+
+    model = tiny_model()
+    executor = ServingExecutor(model, num_blocks=96, block_size=4, max_seq_length=128)
+    executor.piecewise = PiecewiseGraphs(model, max_tokens=32, capture=failing_capture)
+    executor.warm_up()
+    assert executor.piecewise is None and not executor.records
+    assert executor.notes == [
+        "piecewise graphs could not be captured (CUDA error: operation not permitted when "
+        "stream is capturing): iterations with prompt chunks ran eagerly"
+    ]
+    executor(Step(decode=[], prefill=[(0, 0, 7)]))
+    assert [r.path for r in executor.records] == ["eager"]

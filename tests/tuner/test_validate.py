@@ -258,3 +258,26 @@ def test_iteration_means_split_by_execution_path():
     assert means["graph"]["mean_step_s"] == pytest.approx(0.02)
     assert means["eager"]["mean_step_s"] == pytest.approx(0.1)
     assert "piecewise" not in means
+
+
+def test_what_the_executor_could_not_do_reaches_each_load(plan_file):
+    """An executor note (graphs that could not be captured, say) is carried into every load of
+    the traffic section, where the report and the CLI show it."""
+    from tuner.search.run import build_search
+    from tuner.traffic import run_traffic
+
+    note = "piecewise graphs could not be captured (out of memory): iterations ran eagerly"
+
+    class Clock:
+        records: list = []
+        notes = [note]
+
+        def __call__(self, iteration):
+            return iteration.predicted_s
+
+    plan = load_plan(plan_file)
+    search = build_search(plan.search["spec"])
+    section = run_traffic(plan, model=search.space.model, hardware=load_hardware(plan.hardware),
+                          workload=search.workload, slos=search.slos, seed=search.seed,
+                          clock_for=lambda predicted: Clock(), requests=30)  # fmt: skip
+    assert [row["executor_notes"] for row in section["loads"]] == [[note]] * 3

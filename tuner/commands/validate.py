@@ -178,6 +178,8 @@ def _print_traffic(section: dict) -> None:
                 f"  error {100 * error:+.1f}%"
             )
             print(f"  {metric:20s} predicted {show_metric(metric, predicted):>12}{tail}")
+        for note in row.get("executor_notes") or []:
+            print(f"  note: {note}")
         if row.get("compiles"):
             print(f"  {row['compiles']} Triton kernel compiles inside timed iterations "
                   "(each about a second: the executor's outliers)")  # fmt: skip
