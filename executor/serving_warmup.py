@@ -41,26 +41,33 @@ def warm_up(executor) -> None:
     for step in steps:
         executor(step)
     compile_split_widths(executor)
-    if executor.graphs is not None:
-        executor.graphs.capture()
-    if executor.piecewise is not None:
-        try:
-            executor.piecewise.capture()
-        except (torch.OutOfMemoryError, RuntimeError) as error:
-            # The run still measures, with those iterations eager, and says so: a capture that
-            # fails must not cost the whole validation.
-            executor.piecewise = None
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
-            first = (
-                str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-            )
-            executor.notes.append(
-                f"piecewise graphs could not be captured ({first[:160]}): iterations with "
-                "prompt chunks ran eagerly"
-            )
+    # A capture that fails must not cost the whole validation: the run still measures, with
+    # those iterations eager, and says so.
+    if executor.graphs is not None and not _captured(executor, executor.graphs):
+        executor.graphs = None
+        executor.notes.append(f"decode graphs could not be captured ({executor.failure}): "
+                              "decode-only iterations and rounds ran eagerly")  # fmt: skip
+    if executor.piecewise is not None and not _captured(executor, executor.piecewise):
+        executor.piecewise = None
+        executor.notes.append(f"piecewise graphs could not be captured ({executor.failure}): "
+                              "iterations with prompt chunks ran eagerly")  # fmt: skip
     executor.synchronize()
     executor.reset()
+
+
+def _captured(executor, graphs) -> bool:
+    """Capture ``graphs``; on a failure, free what it held, keep the error's first line in
+    ``executor.failure`` and return False."""
+    try:
+        graphs.capture()
+        return True
+    except (torch.OutOfMemoryError, RuntimeError) as error:
+        graphs.graphs = {}
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        text = str(error).strip()
+        executor.failure = (text.splitlines()[0] if text else type(error).__name__)[:160]
+        return False
 
 
 def compile_split_widths(executor) -> None:

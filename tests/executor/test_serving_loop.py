@@ -325,3 +325,28 @@ def test_a_kernel_compiled_inside_an_iteration_is_counted_there():
     model.forward = forward
     executor(Step(decode=[0], prefill=[]))
     assert [r.compiles for r in executor.records] == [0, 1, 0]
+
+
+def test_decode_graphs_that_fail_to_capture_leave_the_run_eager_and_say_so(monkeypatch):
+    """A decode-graph capture that fails on the GPU must not cost the validation: the warm-up
+    drops the graphs, decode-only iterations run eagerly, and the executor's notes say so."""
+    from executor import serving_graphs
+
+    def failing_capture(step):
+        raise RuntimeError("CUDA error: out of memory\nCUDA kernel errors might be reported")
+
+    monkeypatch.setattr(serving_graphs, "capture_graph", failing_capture)
+    model = tiny_model()
+    executor = ServingExecutor(model, num_blocks=96, block_size=4, max_seq_length=128)
+    executor.graphs = serving_graphs.PagedDecodeGraphs(
+        model, max_batch=4, table_width=32, max_seq_length=128, scratch_block=96
+    )
+    executor.warm_up()
+    assert executor.graphs is None and not executor.records
+    assert executor.notes == [
+        "decode graphs could not be captured (CUDA error: out of memory): decode-only "
+        "iterations and rounds ran eagerly"
+    ]
+    executor(Step(decode=[], prefill=[(0, 0, 5)]))
+    executor(Step(decode=[0], prefill=[]))
+    assert [r.path for r in executor.records] == ["eager", "eager"]
