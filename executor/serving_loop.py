@@ -51,7 +51,7 @@ class IterationRecord:
     # "graph": a decode graph's replay; "piecewise": everything but attention from graphs
     # (an iteration with prompt chunks); "eager": all from Python.
     path: str = "eager"
-    compiles: int = 0  # Triton kernels compiled inside it (``executor.jit_compiles``): 0 timed
+    compiles: int = 0  # Triton compiles inside it (``executor.jit_compiles``): none, once warm
 
     @property
     def overhead_s(self) -> float | None:
