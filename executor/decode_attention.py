@@ -43,7 +43,14 @@ import torch
 from executor import pdl
 from executor.tritonlib import available, tl, triton
 
-__all__ = ["available", "decode_attention", "split_count", "split_lengths", "supports"]
+__all__ = [
+    "available",
+    "decode_attention",
+    "split_count",
+    "split_lengths",
+    "split_width",
+    "supports",
+]
 
 MIN_KEYS_PER_SPLIT = 64
 TARGET_PROGRAMS = 256  # about two per SM on an H100 (132) or H200 (132)
@@ -59,28 +66,34 @@ def split_count(batch: int, kv_heads: int, kv_length: int) -> int:
     return max(1, min(wanted, -(-kv_length // MIN_KEYS_PER_SPLIT)))
 
 
+def splits_of(batch: int, kv_heads: int, kv_length: int) -> tuple[int, int]:
+    """(keys per chunk, chunks) of a launch: ``split_count`` chunks, none left empty."""
+    keys_per_split = -(-kv_length // split_count(batch, kv_heads, kv_length))
+    return keys_per_split, -(-kv_length // keys_per_split)
+
+
+def split_width(batch: int, kv_heads: int, kv_length: int) -> int:
+    """The kernel's split-merge width (``BLOCK_SPLITS``): the chunks, to the next power of two.
+    A compile-time constant, so each width is a compile."""
+    splits = splits_of(batch, kv_heads, kv_length)[1]
+    return 1 << (splits - 1).bit_length()
+
+
 def split_lengths(kv_heads: int, max_length: int) -> list[int]:
-    """Key counts (``kv_length``) at which one sequence's call meets every split-merge width
-    (``BLOCK_SPLITS``, the next power of two of ``split_count``) that any batch with sequences
-    of up to ``max_length`` keys can: a width is a constexpr, so each is a compile, and a
-    serving run compiles all of them before it is timed (``executor.serving_loop``). One
-    sequence has the most splits, so its widths include every batch's."""
+    """Key counts (``kv_length``) at which one sequence's call meets every ``split_width`` that
+    any batch with sequences of up to ``max_length`` keys can: a serving run compiles all of
+    them before it is timed (``executor.serving_warmup``). One sequence has the most splits,
+    so its widths include every batch's."""
     lengths, widths, length = [], set(), 1
     while length <= max_length:
-        width = _next_power_of_2(split_count(1, kv_heads, length))
+        width = split_width(1, kv_heads, length)
         if width not in widths:
             widths.add(width)
             lengths.append(length)
         length *= 2
-    last = _next_power_of_2(split_count(1, kv_heads, max_length))
-    if last not in widths:
+    if split_width(1, kv_heads, max_length) not in widths:
         lengths.append(max_length)
     return lengths
-
-
-def _next_power_of_2(n: int) -> int:
-    """Triton's ``next_power_of_2``, on a machine without Triton too."""
-    return 1 << (n - 1).bit_length()
 
 
 if triton is not None:
@@ -339,8 +352,7 @@ def decode_attention(
     group = num_heads // kv_heads
     rows = triton.next_power_of_2(query * group)  # query tokens x the heads of a K/V head
     block_g = max(16, rows)
-    keys_per_split = -(-kv_length // split_count(batch, kv_heads, kv_length))
-    splits = -(-kv_length // keys_per_split)  # no chunk left empty
+    keys_per_split, splits = splits_of(batch, kv_heads, kv_length)
     pairs = batch * kv_heads
     stages = num_stages or NUM_STAGES
     partial = torch.empty(
@@ -380,7 +392,7 @@ def decode_attention(
         HALF=half,
         BLOCK_G=block_g,
         BLOCK_S=block_s or BLOCK_S,
-        BLOCK_SPLITS=triton.next_power_of_2(splits),
+        BLOCK_SPLITS=split_width(batch, kv_heads, kv_length),
         GROUP=rows,
         CACHE_FP8=cache.is_fp8,
         num_warps=num_warps or NUM_WARPS,

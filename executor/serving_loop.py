@@ -125,7 +125,6 @@ class ServingExecutor:
         self.synchronize = synchronize
         self.records: list[IterationRecord] = []
         self.notes: list[str] = []  # what the run could not do as configured, said in its report
-        self.failure = ""  # the last failed capture's error (``executor.serving_warmup``)
         self._returned: float | None = None
         jit_compiles.install()
 

@@ -43,31 +43,32 @@ def warm_up(executor) -> None:
     compile_split_widths(executor)
     # A capture that fails must not cost the whole validation: the run still measures, with
     # those iterations eager, and says so.
-    if executor.graphs is not None and not _captured(executor, executor.graphs):
+    failure = None if executor.graphs is None else _capture(executor.graphs)
+    if failure is not None:
         executor.graphs = None
-        executor.notes.append(f"decode graphs could not be captured ({executor.failure}): "
-                              "decode-only iterations and rounds ran eagerly")  # fmt: skip
-    if executor.piecewise is not None and not _captured(executor, executor.piecewise):
+        executor.notes.append(f"decode graphs could not be captured ({failure}): decode-only "
+                              "iterations and rounds ran eagerly")  # fmt: skip
+    failure = None if executor.piecewise is None else _capture(executor.piecewise)
+    if failure is not None:
         executor.piecewise = None
-        executor.notes.append(f"piecewise graphs could not be captured ({executor.failure}): "
+        executor.notes.append(f"piecewise graphs could not be captured ({failure}): "
                               "iterations with prompt chunks ran eagerly")  # fmt: skip
     executor.synchronize()
     executor.reset()
 
 
-def _captured(executor, graphs) -> bool:
-    """Capture ``graphs``; on a failure, free what it held, keep the error's first line in
-    ``executor.failure`` and return False."""
+def _capture(graphs) -> str | None:
+    """Capture ``graphs``: None, or, where it fails, the error's first line (what it held
+    freed)."""
     try:
         graphs.capture()
-        return True
+        return None
     except (torch.OutOfMemoryError, RuntimeError) as error:
         graphs.graphs = {}
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
         text = str(error).strip()
-        executor.failure = (text.splitlines()[0] if text else type(error).__name__)[:160]
-        return False
+        return (text.splitlines()[0] if text else type(error).__name__)[:160]
 
 
 def compile_split_widths(executor) -> None:

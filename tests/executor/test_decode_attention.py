@@ -184,10 +184,10 @@ def test_the_warm_up_lengths_meet_every_split_width_a_serving_run_can(kv_heads, 
     first met mid-run would compile inside the timing), and there are only a few of them."""
     import random
 
-    from executor.decode_attention import split_count, split_lengths
+    from executor.decode_attention import split_lengths, split_width
 
-    def width(batch: int, length: int) -> int:
-        return 1 << (split_count(batch, kv_heads, length) - 1).bit_length()
+    def width(batch: int, length: int) -> int:  # what a launch compiles for
+        return split_width(batch, kv_heads, length)
 
     lengths = split_lengths(kv_heads, max_length)
     assert all(1 <= length <= max_length for length in lengths)

@@ -15,22 +15,13 @@ torch = pytest.importorskip("torch")
 
 from executor.piecewise_graphs import PIECEWISE_BUCKETS, PiecewiseGraphs  # noqa: E402
 from executor.serving_loop import ServingExecutor  # noqa: E402
-from executor.speculative import DraftModel  # noqa: E402
+from tests.executor.conftest import rerun_capture  # noqa: E402
 from tests.executor.test_serving_loop import Step, greedy, tiny_model  # noqa: E402
-from tests.executor.test_speculative_loop import PLAN, PROMPTS, G, run_plan  # noqa: E402
-
-
-class Replay:
-    def __init__(self, fn):
-        self.fn = fn
-
-    def replay(self):
-        self.fn()
-
-
-def rerun_capture(fn, pool=None):
-    fn()
-    return Replay(fn), pool
+from tests.executor.test_speculative_loop import (  # noqa: E402
+    assert_greedy,
+    draft_executor,
+    run_plan,
+)
 
 
 def with_pieces(executor: ServingExecutor, max_tokens: int) -> ServingExecutor:
@@ -80,37 +71,7 @@ def test_chunks_beside_decodes_from_pieces_sample_what_each_sequence_alone_does(
 
 
 def test_a_draft_models_rounds_with_chunks_run_the_target_from_pieces():
-    gen = torch.Generator().manual_seed(0)
-    prompts = {rid: torch.randint(97, (n,), generator=gen).tolist() for rid, n in PROMPTS.items()}
-    model = tiny_model()
-    executor = with_pieces(ServingExecutor(
-        model, num_blocks=48, block_size=4, max_seq_length=64,
-        prompt_tokens=lambda rid, s, n: prompts[rid][s : s + n],
-        drafter=DraftModel(tiny_model(), G),
-    ), max_tokens=64)  # fmt: skip
-    run_plan(executor, PLAN)
+    executor, model, prompts = draft_executor()
+    run_plan(with_pieces(executor, max_tokens=64))
     assert {r.path for r in executor.records} == {"piecewise"}
-    for rid, prompt in prompts.items():
-        made = executor.lengths[rid] - len(prompt)
-        assert executor.last_token[rid] == greedy(model, prompt, made + 1)[made], rid
-
-
-def test_a_capture_that_fails_leaves_the_run_eager_and_says_so():
-    """A piecewise capture that fails on the GPU (out of memory, a capture error) must not cost
-    the validation: the warm-up drops the pieces, the run measures those iterations eagerly,
-    and the executor's notes (which the validation section carries) say so."""
-
-    def failing_capture(fn, pool=None):
-        raise RuntimeError("CUDA error: operation not permitted when stream is capturing")
-
-    model = tiny_model()
-    executor = ServingExecutor(model, num_blocks=96, block_size=4, max_seq_length=128)
-    executor.piecewise = PiecewiseGraphs(model, max_tokens=32, capture=failing_capture)
-    executor.warm_up()
-    assert executor.piecewise is None and not executor.records
-    assert executor.notes == [
-        "piecewise graphs could not be captured (CUDA error: operation not permitted when "
-        "stream is capturing): iterations with prompt chunks ran eagerly"
-    ]
-    executor(Step(decode=[], prefill=[(0, 0, 7)]))
-    assert [r.path for r in executor.records] == ["eager"]
+    assert_greedy(executor, model, prompts)

@@ -272,7 +272,7 @@ SPLIT_WIDTHS = """
     kernel = attention.decode_attention
 
     def recorded(qkv, cos, sin, positions, cache, kv_length, heads, block_table=None):
-        calls.append((qkv.shape[1], attention.split_count(qkv.shape[0], 2, kv_length)))
+        calls.append((qkv.shape[1], attention.split_width(qkv.shape[0], 2, kv_length)))
         return kernel(qkv, cos, sin, positions, cache, kv_length, heads, block_table=block_table)
 
     def tiny():
@@ -300,10 +300,10 @@ def test_the_warm_up_compiles_every_split_width_in_the_scratch_block():
 
     untouched, calls = run_in_interpreter(SPLIT_WIDTHS).split(" ", 1)
     assert untouched == "1"
-    met = ast.literal_eval(calls)  # [(query, splits), ...]
-    splits = {1, 2, 4, 8}  # 500 + 2 keys at 64 a chunk: at most 8 chunks (one sequence)
-    expected = {(q, s) for q in (1, 3) for s in splits} | {(q, s) for q in (1, 2) for s in splits}
-    assert {(q, 1 << (s - 1).bit_length()) for q, s in met} == expected
+    met = ast.literal_eval(calls)  # [(query, split width), ...]
+    widths = {1, 2, 4, 8}  # 500 + 2 keys at 64 a chunk: at most 8 chunks (one sequence)
+    expected = {(q, w) for q in (1, 2, 3) for w in widths}  # target 1, 3; draft 1, 2
+    assert set(met) == expected
 
 
 def test_a_kernel_compiled_inside_an_iteration_is_counted_there():
@@ -327,12 +327,15 @@ def test_a_kernel_compiled_inside_an_iteration_is_counted_there():
     assert [r.compiles for r in executor.records] == [0, 1, 0]
 
 
-def test_decode_graphs_that_fail_to_capture_leave_the_run_eager_and_say_so(monkeypatch):
-    """A decode-graph capture that fails on the GPU must not cost the validation: the warm-up
-    drops the graphs, decode-only iterations run eagerly, and the executor's notes say so."""
+def test_graphs_that_fail_to_capture_leave_the_run_eager_and_say_so(monkeypatch):
+    """A capture that fails on the GPU (out of memory, a capture error) must not cost the
+    validation: the warm-up drops those graphs, decode graphs or piecewise ones, the run
+    measures their iterations eagerly, and the executor's notes (which the validation section
+    carries) say so."""
     from executor import serving_graphs
+    from executor.piecewise_graphs import PiecewiseGraphs
 
-    def failing_capture(step):
+    def failing_capture(step, pool=None):
         raise RuntimeError("CUDA error: out of memory\nCUDA kernel errors might be reported")
 
     monkeypatch.setattr(serving_graphs, "capture_graph", failing_capture)
@@ -341,11 +344,14 @@ def test_decode_graphs_that_fail_to_capture_leave_the_run_eager_and_say_so(monke
     executor.graphs = serving_graphs.PagedDecodeGraphs(
         model, max_batch=4, table_width=32, max_seq_length=128, scratch_block=96
     )
+    executor.piecewise = PiecewiseGraphs(model, max_tokens=32, capture=failing_capture)
     executor.warm_up()
-    assert executor.graphs is None and not executor.records
+    assert executor.graphs is None and executor.piecewise is None and not executor.records
     assert executor.notes == [
         "decode graphs could not be captured (CUDA error: out of memory): decode-only "
-        "iterations and rounds ran eagerly"
+        "iterations and rounds ran eagerly",
+        "piecewise graphs could not be captured (CUDA error: out of memory): iterations with "
+        "prompt chunks ran eagerly",
     ]
     executor(Step(decode=[], prefill=[(0, 0, 5)]))
     executor(Step(decode=[0], prefill=[]))

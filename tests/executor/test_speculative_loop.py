@@ -15,17 +15,14 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from executor.engine import build_model  # noqa: E402
 from executor.serving_loop import ServingExecutor  # noqa: E402
 from executor.speculative import DraftModel, EagleHead, PromptLookup  # noqa: E402
 from simulator.data.hardware import load_hardware  # noqa: E402
-from simulator.data.specs import DeploymentConfig, ModelSpec, SpeculativeConfig  # noqa: E402
+from simulator.data.specs import DeploymentConfig, SpeculativeConfig  # noqa: E402
 from simulator.data.workload import get_workload  # noqa: E402
 from simulator.serving.simulate import simulate  # noqa: E402
+from tests.executor.test_serving_loop import TINY, greedy, tiny_model  # noqa: E402
 
-TINY = ModelSpec(name="tiny", num_hidden_layers=2, hidden_size=64, num_attention_heads=4,
-                 num_key_value_heads=2, head_dim=16, intermediate_size=128, vocab_size=97,
-                 max_position_embeddings=512)  # fmt: skip
 G = 3
 
 
@@ -36,18 +33,6 @@ class Step:
     accepted: list[int] | None = None
     released: list[int] = field(default_factory=list)
     predicted_s: float = 0.0
-
-
-def tiny_model():
-    return build_model(TINY, device="cpu", dtype=torch.float32, fused_kernels=False, seed=1)
-
-
-def greedy(model, prompt: list[int], steps: int) -> list[int]:
-    tokens = list(prompt)
-    with torch.inference_mode():
-        for _ in range(steps):
-            tokens.append(int(model(torch.tensor([tokens]))[0, -1].argmax()))
-    return tokens[len(prompt) :]
 
 
 # (decodes, their kept drafts, prompt chunks): every count from none to all g, a sequence
@@ -68,19 +53,31 @@ def run_plan(executor, plan=PLAN):
         executor(Step(decode=decodes, prefill=chunks, accepted=accepted))
 
 
-def test_a_draft_with_the_targets_weights_leaves_greedy_decoding_whatever_is_kept():
+def draft_executor() -> tuple[ServingExecutor, torch.nn.Module, dict[int, list[int]]]:
+    """(An executor whose drafter is a draft model, its target, the random prompts of
+    ``PROMPTS`` it is fed)."""
     gen = torch.Generator().manual_seed(0)
     prompts = {rid: torch.randint(97, (n,), generator=gen).tolist() for rid, n in PROMPTS.items()}
     model = tiny_model()
     executor = ServingExecutor(model, num_blocks=48, block_size=4, max_seq_length=64,
                                prompt_tokens=lambda rid, s, n: prompts[rid][s : s + n],
                                drafter=DraftModel(tiny_model(), G))  # fmt: skip
-    run_plan(executor)
-    # Each round adds its kept drafts and one token to the prompt's length.
-    assert executor.lengths == {0: 10 + 1 + 4 + 2 + 4, 1: 5 + 4 + 4 + 3 + 1 + 2, 2: 3 + 4 + 4}
+    return executor, model, prompts
+
+
+def assert_greedy(executor: ServingExecutor, model, prompts: dict[int, list[int]]) -> None:
+    """Each sequence's last token is plain greedy decoding's at its length."""
     for rid, prompt in prompts.items():
         made = executor.lengths[rid] - len(prompt)
         assert executor.last_token[rid] == greedy(model, prompt, made + 1)[made], rid
+
+
+def test_a_draft_with_the_targets_weights_leaves_greedy_decoding_whatever_is_kept():
+    executor, model, prompts = draft_executor()
+    run_plan(executor)
+    # Each round adds its kept drafts and one token to the prompt's length.
+    assert executor.lengths == {0: 10 + 1 + 4 + 2 + 4, 1: 5 + 4 + 4 + 3 + 1 + 2, 2: 3 + 4 + 4}
+    assert_greedy(executor, model, prompts)
 
 
 def test_rounds_without_a_draft_model_keep_what_the_scheduler_says():
@@ -173,33 +170,16 @@ def test_rounds_replayed_from_graphs_leave_greedy_decoding(monkeypatch):
     graph that reruns the captured function on its static buffers, as a replay does): padded
     to the bucket, the tokens are still plain greedy decoding."""
     from executor import speculative_graphs
+    from tests.executor.conftest import rerun_capture
 
-    class Replay:
-        def __init__(self, fn):
-            self.fn = fn
-
-        def replay(self):
-            self.fn()
-
-    def fake_capture(fn):
-        fn()
-        return Replay(fn), None
-
-    monkeypatch.setattr(speculative_graphs, "capture_graph", fake_capture)
-    gen = torch.Generator().manual_seed(0)
-    prompts = {rid: torch.randint(97, (n,), generator=gen).tolist() for rid, n in PROMPTS.items()}
-    model = tiny_model()
-    executor = ServingExecutor(model, num_blocks=48, block_size=4, max_seq_length=64,
-                               prompt_tokens=lambda rid, s, n: prompts[rid][s : s + n],
-                               drafter=DraftModel(tiny_model(), G))  # fmt: skip
+    monkeypatch.setattr(speculative_graphs, "capture_graph", rerun_capture)
+    executor, model, prompts = draft_executor()
     executor.graphs = speculative_graphs.RoundGraphs(executor, max_batch=4)
     executor.graphs.capture()
     run_plan(executor)
     assert sum(r.path == "graph" for r in executor.records) == 3  # the three rounds with no chunk
     assert executor.lengths == {0: 21, 1: 19, 2: 11}
-    for rid, prompt in prompts.items():
-        made = executor.lengths[rid] - len(prompt)
-        assert executor.last_token[rid] == greedy(model, prompt, made + 1)[made], rid
+    assert_greedy(executor, model, prompts)
     # An EAGLE-3 head's rounds replay too, its states carried out of the graph.
     model = tiny_model()
     executor = ServingExecutor(model, num_blocks=48, block_size=4, max_seq_length=64,
