@@ -10,7 +10,7 @@ count stays 0.
 
 from __future__ import annotations
 
-__all__ = ["count", "install"]
+__all__ = ["count", "install", "since"]
 
 _compiled: list[str] = []
 
@@ -41,3 +41,8 @@ def install() -> bool:
 def count() -> int:
     """Compiles counted so far in this process."""
     return len(_compiled)
+
+
+def since(start: int) -> tuple[str, ...]:
+    """The kernels compiled after the first ``start`` (a ``count()`` taken earlier), by name."""
+    return tuple(_compiled[start:])

@@ -52,6 +52,7 @@ class IterationRecord:
     # (an iteration with prompt chunks); "eager": all from Python.
     path: str = "eager"
     compiles: int = 0  # Triton compiles inside it (``executor.jit_compiles``): none, once warm
+    compiled: tuple[str, ...] = ()  # the kernels those compiles were
 
     @property
     def overhead_s(self) -> float | None:
@@ -177,7 +178,7 @@ class ServingExecutor:
             predicted_s=iteration.predicted_s, step_s=done - entered, host_s=host,
             device_s=events[0].elapsed_time(events[1]) * 1e-3 if events else None,
             emitting=getattr(iteration, "emitting", 0), path=path,
-            compiles=jit_compiles.count() - compiled,
+            compiles=jit_compiles.count() - compiled, compiled=jit_compiles.since(compiled),
         ))  # fmt: skip
         self._returned = time.perf_counter()
         return self._agreed(self.records[-1].measured_s)

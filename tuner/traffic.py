@@ -159,6 +159,10 @@ def run_traffic(
                 row["iterations"] = _iteration_means(records)
                 # A kernel compiled inside a timed iteration is the executor's outlier.
                 row["compiles"] = sum(getattr(r, "compiles", 0) for r in records)
+                if row["compiles"]:
+                    row["compiled_kernels"] = sorted(
+                        {name for r in records for name in getattr(r, "compiled", ())}
+                    )
                 timed = [r for r in records if r.overhead_s is not None]
                 if timed:  # the host's share, for tune calibrate --from PLAN.json
                     from simulator.calibration.host_overhead import fit_host_overhead

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ast
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 
 import pytest
 
@@ -313,9 +314,10 @@ def test_a_kernel_compiled_inside_an_iteration_is_counted_there():
     model = tiny_model()
     executor = ServingExecutor(model, num_blocks=16, block_size=4, max_seq_length=64)
     forward = model.forward
+    kernel = SimpleNamespace(name="_decode_kernel")
 
     def compiling(*args, **kwargs):
-        knobs.runtime.jit_post_compile_hook(key=0, repr="kernel", fn=None, compile={},
+        knobs.runtime.jit_post_compile_hook(key=0, repr="kernel", fn=kernel, compile={},
                                             is_manual_warmup=False, already_compiled=False)  # fmt: skip
         return forward(*args, **kwargs)
 
@@ -325,6 +327,7 @@ def test_a_kernel_compiled_inside_an_iteration_is_counted_there():
     model.forward = forward
     executor(Step(decode=[0], prefill=[]))
     assert [r.compiles for r in executor.records] == [0, 1, 0]
+    assert [r.compiled for r in executor.records] == [(), ("_decode_kernel",), ()]
 
 
 def test_graphs_that_fail_to_capture_leave_the_run_eager_and_say_so(monkeypatch):

@@ -281,3 +281,32 @@ def test_what_the_executor_could_not_do_reaches_each_load(plan_file):
                           workload=search.workload, slos=search.slos, seed=search.seed,
                           clock_for=lambda predicted: Clock(), requests=30)  # fmt: skip
     assert [row["executor_notes"] for row in section["loads"]] == [[note]] * 3
+
+
+def test_kernels_compiled_inside_a_timed_run_are_named(plan_file):
+    """A load whose timed iterations compiled a Triton kernel says how many and which."""
+    from executor.serving_loop import IterationRecord
+    from tuner.search.run import build_search
+    from tuner.traffic import run_traffic
+
+    class Clock:
+        def __init__(self) -> None:
+            self.records: list = []
+
+        def __call__(self, iteration):
+            compiled = ("_decode_kernel",) if not self.records else ()
+            self.records.append(IterationRecord(
+                tokens=1, decodes=1, chunks=0, predicted_s=iteration.predicted_s,
+                step_s=iteration.predicted_s, host_s=0.0, compiles=len(compiled),
+                compiled=compiled,
+            ))  # fmt: skip
+            return iteration.predicted_s
+
+    plan = load_plan(plan_file)
+    search = build_search(plan.search["spec"])
+    section = run_traffic(plan, model=search.space.model, hardware=load_hardware(plan.hardware),
+                          workload=search.workload, slos=search.slos, seed=search.seed,
+                          clock_for=lambda predicted: Clock(), requests=30)  # fmt: skip
+    assert [(row["compiles"], row["compiled_kernels"]) for row in section["loads"]] == [
+        (1, ["_decode_kernel"])
+    ] * 3

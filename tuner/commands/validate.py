@@ -181,8 +181,9 @@ def _print_traffic(section: dict) -> None:
         for note in row.get("executor_notes") or []:
             print(f"  note: {note}")
         if row.get("compiles"):
+            kernels = ", ".join(row.get("compiled_kernels") or [])
             print(f"  {row['compiles']} Triton kernel compiles inside timed iterations "
-                  "(each about a second: the executor's outliers)")  # fmt: skip
+                  f"(each about a second: the executor's outliers){': ' + kernels if kernels else ''}")  # fmt: skip
         iterations = row.get("iterations") or {}
         for kind in ("graph", "piecewise", "eager"):
             if kind in iterations:
