@@ -57,6 +57,11 @@ TARGET_PROGRAMS = 256  # about two per SM on an H100 (132) or H200 (132)
 # The launch's tile: keys per loop step, warps per program, software-pipeline stages (None:
 # Triton's default). ``studies/attention/decode_sweep.py`` times the alternatives.
 BLOCK_S, NUM_WARPS, NUM_STAGES = 64, 4, None
+# Each sequence's keys split evenly over the launch's chunks, its own length over their count,
+# rather than in chunks sized for the launch's longest sequence. A decode graph is captured for
+# the longest sequence the cache may hold, so with fixed-size chunks a sequence far shorter
+# than that falls in the first chunk alone, one program per K/V head streaming all of it.
+BALANCED_SPLITS = True
 
 
 def split_count(batch: int, kv_heads: int, kv_length: int) -> int:
@@ -149,6 +154,7 @@ if triton is not None:
         USE_PDL: tl.constexpr,
         QUERY: tl.constexpr = 1,
         FUSED: tl.constexpr = True,
+        BALANCED: tl.constexpr = True,
     ):
         # The next kernel (the output projection's GEMV) may launch only once the keys are
         # read: launched earlier, its waiting blocks would hold SM slots this kernel needs.
@@ -181,8 +187,13 @@ if triton is not None:
         q1 = tl.load(q_rows, mask=g_ok[:, None], other=0.0).to(tl.float32)
         q2 = tl.load(q_rows + HALF, mask=g_ok[:, None], other=0.0).to(tl.float32)
         head = kv_head * stride_kh
-        start = split * keys_per_split
-        stop = tl.minimum(start + keys_per_split, position + QUERY)  # empty past its length
+        length = position + QUERY  # the keys this sequence attends over, its new ones included
+        if BALANCED:  # its own keys over all of the launch's chunks
+            per_split = tl.cdiv(length, num_splits)
+        else:  # chunks sized for the launch's longest sequence: shorter ones use the first few
+            per_split = keys_per_split
+        start = split * per_split
+        stop = tl.minimum(start + per_split, length)  # empty past its length
         scale = sm_scale * cache_scale
         if FUSED:  # one new token: RoPE and its K/V store here (see the module's docstring)
             cos = tl.load(cos_ptr + b * stride_cos + d)
@@ -400,5 +411,6 @@ def decode_attention(
         **pdl.launch_options(),
         QUERY=query,
         FUSED=fused,
+        BALANCED=BALANCED_SPLITS,
     )
     return out

@@ -8,12 +8,17 @@ plan's longest sequence, 8,192), the same iterations eager, and the GPU kernels 
 PyTorch's profiler, grouped by kernel and divided per iteration, so a slow kernel is named.
 Prints a table per point and one JSON line per point; writes them all to OUT.json.
 
+First, the paged decode kernel alone over its chunking and launch (``kernel_sweep``). Then
+each point's serving iterations once per chunking (``--splits fixed,balanced``).
+
     python3 studies/serving-validation/decode_gap.py OUT.json [--points 4x1024,32x1024]
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
+import itertools
 import json
 import statistics
 import sys
@@ -121,13 +126,81 @@ def point(executor: ServingExecutor, batch: int, length: int, first_rid: int) ->
     }  # fmt: skip
 
 
+def kernel_sweep(shapes: list[tuple[int, int]]) -> list[dict]:
+    """The paged decode kernel alone, one layer (32 heads, 8 K/V heads of 128), blocks
+    scattered: fixed against balanced chunks, launched for the batch's own longest sequence
+    (eager) or for the cache's (a graph's capture), at two program targets and two tiles.
+    Graph replays, medians; GB/s of K/V read."""
+    from executor import decode_attention as attention
+    from executor.engine import time_graph
+    from executor.kv_cache import PagedKVCache
+
+    rows = []
+    for batch, length in shapes:
+        width = -(-MAX_SEQ_LENGTH // BLOCK)
+        blocks = batch * -(-(length + 1) // BLOCK)
+        cache = PagedKVCache(blocks + 1, 8, BLOCK, 128, torch.bfloat16, "cuda")
+        cache.k.normal_()
+        cache.v.normal_()
+        order = torch.randperm(blocks, device="cuda")
+        tables = torch.full((batch, width), blocks, dtype=torch.long, device="cuda")
+        used = -(-(length + 1) // BLOCK)
+        tables[:, :used] = order.view(batch, used)
+        positions = torch.full((batch,), length, dtype=torch.long, device="cuda")
+        angles = torch.randn(batch, 64, device="cuda").repeat(1, 2)
+        cos, sin = angles.cos(), angles.sin()
+        qkv = torch.randn(batch, 1, 48, 128, device="cuda", dtype=torch.bfloat16)
+        kv_bytes = 2 * batch * 8 * (length + 1) * 128 * 2
+        for balanced, launch, target, (block_s, warps) in itertools.product(
+            (False, True), ("own", "cache"), (256, 1024), ((64, 4), (32, 4))
+        ):
+            attention.BALANCED_SPLITS, attention.TARGET_PROGRAMS = balanced, target
+            kv_length = length + 1 if launch == "own" else MAX_SEQ_LENGTH
+            try:
+                seconds = time_graph(functools.partial(
+                    attention.decode_attention, qkv, cos, sin, positions, cache, kv_length, 32,
+                    block_table=tables, block_s=block_s, num_warps=warps))  # fmt: skip
+            except Exception as error:  # noqa: BLE001 (a tile that does not compile)
+                rows.append({"batch": batch, "context": length, "error": str(error)[:200]})
+                continue
+            row = {"batch": batch, "context": length, "balanced": balanced, "launch": launch,
+                   "target_programs": target, "block_s": block_s, "warps": warps,
+                   "us": seconds * 1e6, "gb_per_s": kv_bytes / seconds / 1e9}  # fmt: skip
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    attention.BALANCED_SPLITS, attention.TARGET_PROGRAMS = True, 256
+    return rows
+
+
 def main() -> int:
+    from executor import decode_attention as attention
+
     parser = argparse.ArgumentParser()
     parser.add_argument("out")
-    parser.add_argument("--points", default="4x1024,32x1024,64x1024,128x1024,32x4096")
+    parser.add_argument("--points", default="4x1024,32x1024,128x1024")
+    parser.add_argument("--splits", default="fixed,balanced", help="decode kernel chunks")
+    parser.add_argument("--sweep", default="4x1024,32x1024,128x1024,32x4096",
+                        help="shapes of the kernel-alone sweep ('' for none)")  # fmt: skip
     parser.add_argument("--layers", type=int, default=32, help="fewer for a quick check")
     args = parser.parse_args()
-    points = [tuple(int(x) for x in p.split("x")) for p in args.points.split(",")]
+
+    def shapes(text: str) -> list[tuple[int, int]]:
+        return [(int(b), int(n)) for b, n in (p.split("x") for p in text.split(",") if p)]
+
+    points = shapes(args.points)
+    document: dict = {"card": torch.cuda.get_device_name() if torch.cuda.is_available()
+                      else "cpu", "points": []}  # fmt: skip
+
+    def save() -> None:
+        with open(args.out, "w") as out:
+            json.dump(document, out, indent=1)
+
+    if args.sweep and torch.cuda.is_available():
+        try:
+            document["kernel_sweep"] = kernel_sweep(shapes(args.sweep))
+        except Exception as error:  # noqa: BLE001 (the serving points below still run)
+            print(f"kernel sweep failed: {error!r}", flush=True)
+        save()
     spec = get_model("llama-3.1-8b").model_copy(update={"num_hidden_layers": args.layers})
     model = prepare_model(spec, weights="bf16", scaling="dynamic", granularity="per_tensor")
     largest = max(b * -(-(length + 64) // BLOCK) for b, length in points)
@@ -137,25 +210,27 @@ def main() -> int:
     executor.warm_up()
     print(f"warmed up: {jit_compiles.count()} Triton compiles, notes {executor.notes}",
           flush=True)  # fmt: skip
-    rows = []
-    for i, (batch, length) in enumerate(points):
-        row = point(executor, batch, length, first_rid=1000 * (i + 1))
-        rows.append(row)
-        print(f"== B={batch} L={length}: graph step {row['graph_step_ms']} ms (device "
-              f"{row['graph_device_ms']}), eager step {row['eager_step_ms']} ms (device "
-              f"{row['eager_device_ms']}), KV {row['kv_gb']:.2f} GB", flush=True)  # fmt: skip
-        print(f"  mixed ({row['mixed_path']}, +1,024-token chunk): step {row['mixed_step_ms']} "
-              f"ms (device {row['mixed_device_ms']})")  # fmt: skip
-        for label in ("eager", "graph", "mixed"):
-            print(f"  {label} kernels, us per iteration (total "
-                  f"{row[label + '_kernel_total_us']}):")  # fmt: skip
-            for name, us in row[label + "_kernels_us"].items():
-                print(f"    {us:>9} {name}")
-        print(json.dumps({k: v for k, v in row.items() if not k.endswith("kernels_us")}),
-              flush=True)  # fmt: skip
-        with open(args.out, "w") as out:
-            card = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
-            json.dump({"card": card, "points": rows}, out, indent=1)
+    for mode in args.splits.split(","):
+        attention.BALANCED_SPLITS = mode == "balanced"
+        if executor.graphs is not None:  # the chunking is compiled into the captured kernels
+            executor.graphs.capture()
+        for i, (batch, length) in enumerate(points):
+            row = {"splits": mode, **point(executor, batch, length, first_rid=1000 * (i + 1))}
+            document["points"].append(row)
+            save()
+            print(f"== {mode} B={batch} L={length}: graph step {row['graph_step_ms']} ms "
+                  f"(device {row['graph_device_ms']}), eager step {row['eager_step_ms']} ms "
+                  f"(device {row['eager_device_ms']}), KV {row['kv_gb']:.2f} GB",
+                  flush=True)  # fmt: skip
+            print(f"  mixed ({row['mixed_path']}, +1,024-token chunk): step "
+                  f"{row['mixed_step_ms']} ms (device {row['mixed_device_ms']})")  # fmt: skip
+            for label in ("eager", "graph", "mixed"):
+                print(f"  {label} kernels, us per iteration (total "
+                      f"{row[label + '_kernel_total_us']}):")  # fmt: skip
+                for name, us in row[label + "_kernels_us"].items():
+                    print(f"    {us:>9} {name}")
+            print(json.dumps({k: v for k, v in row.items() if not k.endswith("kernels_us")}),
+                  flush=True)  # fmt: skip
     return 0
 
 

@@ -122,10 +122,15 @@ PAGED = """
 """
 
 
-def test_decode_attention_over_paged_blocks_in_interpreter():
+@pytest.mark.parametrize("balanced", [True, False])
+def test_decode_attention_over_paged_blocks_in_interpreter(balanced):
     """Sequences of different lengths, their blocks scattered: each attends over its own keys
-    through its block table, the new K and V land in its block, and no counter is left set."""
-    error, cache_error, counters = map(float, run_in_interpreter(PAGED).split())
+    through its block table, the new K and V land in its block, and no counter is left set,
+    whether each sequence's keys spread over all chunks or fill the first ones."""
+    script = PAGED.replace(
+        "attention.MIN_KEYS", f"attention.BALANCED_SPLITS = {balanced}\n    attention.MIN_KEYS"
+    )
+    error, cache_error, counters = map(float, run_in_interpreter(script).split())
     assert error < 1e-4, f"max abs error {error:.2e} against SDPA over the gathered blocks"
     assert cache_error < 1e-5 and counters == 0
 
@@ -168,10 +173,14 @@ VERIFY = """
 """
 
 
-def test_a_speculative_verify_attends_causally_over_its_blocks_in_interpreter():
+@pytest.mark.parametrize("balanced", [True, False])
+def test_a_speculative_verify_attends_causally_over_its_blocks_in_interpreter(balanced):
     """Three new tokens per sequence (a verify of two drafts): each sees the cache up to its own
     position, through the block table, in the decode kernel's tile."""
-    error, shape, counters = run_in_interpreter(VERIFY).split()
+    script = VERIFY.replace(
+        "attention.MIN_KEYS", f"attention.BALANCED_SPLITS = {balanced}\n    attention.MIN_KEYS"
+    )
+    error, shape, counters = run_in_interpreter(script).split()
     assert float(error) < 1e-4, f"max abs error {float(error):.2e} against masked SDPA"
     assert shape == "True" and float(counters) == 0
 
