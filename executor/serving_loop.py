@@ -74,7 +74,7 @@ class ServingExecutor:
                  kv_dtype: torch.dtype | None = None, kv_scale: float = 1.0, seed: int = 0,
                  synchronize: Callable[[], None] | None = None,
                  prompt_tokens: Callable[[int, int, int], list[int]] | None = None,
-                 graphs_up_to: int = 0, piecewise_up_to: int = 0,
+                 graphs_up_to: int = 0, piecewise_up_to: int = 0, token_budget: int = 0,
                  drafter=None) -> None:  # fmt: skip
         # One more block than the scheduler's: the scratch block padding rows write into.
         setup_paged_caches(model, num_blocks=num_blocks + 1, block_size=block_size,
@@ -84,6 +84,8 @@ class ServingExecutor:
         self.device = model.embed_tokens.weight.device
         self.vocab = model.spec.vocab_size
         self.max_seq_length = max_seq_length
+        # The most tokens one iteration may hold (max_num_batched_tokens): the warm-up runs it.
+        self.token_budget = token_budget
         width = -(-max_seq_length // block_size)
         self.blocks = BlockTables(num_blocks, block_size, width, scratch=num_blocks)
         # Speculative decoding: a drafter (``executor.speculative``) and g + 1 tokens a verify.

@@ -31,8 +31,9 @@ class _Warm:  # the fields of an Iteration that the executor reads
 
 def warm_up(executor) -> None:
     """Compile and capture before ``executor``'s (a ``ServingExecutor``) timed run: prompt
-    chunks (a first and a later one), decodes beside them and alone, the decode kernel's split
-    widths, then every decode graph and every piecewise graph."""
+    chunks (a first and a later one), decodes beside them and alone, one chunk of the whole
+    token budget, the decode kernel's split widths, then every decode graph and every
+    piecewise graph."""
     # Token counts of 81, 42, 16, 3, 1 and 32: Triton specializes a kernel on whether an
     # integer argument is 1 or a multiple of 16, so each variant compiles here.
     steps = [_Warm([], [(-1, 0, 64), (-2, 0, 17)]), _Warm([-1, -2], [(-3, 0, 40)]),
@@ -40,6 +41,13 @@ def warm_up(executor) -> None:
              _Warm([], [(-4, 0, 1)]), _Warm([-1, -2, -3, -4], [(-5, 0, 28)])]  # fmt: skip
     for step in steps:
         executor(step)
+    # Then the largest iteration the scheduler may give, one chunk of the whole token budget,
+    # as an engine's profiling run does: the allocator holds the peak activations from here on,
+    # instead of growing its pool (a device allocation each) inside the first timed iterations.
+    peak = min(executor.token_budget, executor.max_seq_length,
+               len(executor.free) * executor.block_size)  # fmt: skip
+    if peak > 0:
+        executor(_Warm([], [(-6, 0, peak)]))
     compile_split_widths(executor)
     # A capture that fails must not cost the whole validation: the run still measures, with
     # those iterations eager, and says so.

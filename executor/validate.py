@@ -195,7 +195,7 @@ def serving_clocks(spec: ModelSpec, config: DeploymentConfig, *, max_seq_length:
                 max_seq_length=max_seq_length, kv_dtype=kv_dtype, seed=seed,
                 graphs_up_to=config.max_num_seqs if config.cuda_graphs else 0,
                 piecewise_up_to=config.max_num_batched_tokens if config.cuda_graphs else 0,
-                drafter=make_drafter(model),
+                token_budget=config.max_num_batched_tokens, drafter=make_drafter(model),
             )  # fmt: skip
             executor.warm_up()
         except torch.OutOfMemoryError as error:

@@ -205,7 +205,7 @@ def main() -> int:
     model = prepare_model(spec, weights="bf16", scaling="dynamic", granularity="per_tensor")
     largest = max(b * -(-(length + 64) // BLOCK) for b, length in points)
     executor = ServingExecutor(model, num_blocks=largest + 64, block_size=BLOCK,
-                               max_seq_length=MAX_SEQ_LENGTH,
+                               max_seq_length=MAX_SEQ_LENGTH, token_budget=2048,
                                graphs_up_to=max(b for b, _ in points))  # fmt: skip
     executor.warm_up()
     print(f"warmed up: {jit_compiles.count()} Triton compiles, notes {executor.notes}",

@@ -63,6 +63,7 @@ def main() -> int:
             max_seq_length=config.max_model_len, kv_dtype=kv_dtype,
             graphs_up_to=0 if mode == "eager" else config.max_num_seqs,
             piecewise_up_to=config.max_num_batched_tokens if mode == "piecewise" else 0,
+            token_budget=config.max_num_batched_tokens,
         )  # fmt: skip
         executor.warm_up()
         print(f"{mode}: warmed up in {time.perf_counter() - started:.1f} s", flush=True)

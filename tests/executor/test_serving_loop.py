@@ -88,8 +88,18 @@ def test_the_simulators_scheduler_drives_the_executor_through_a_workload():
     hardware = load_hardware("h100-sxm")
     predicted = simulate(TINY, hardware, config, workload)
     blocks = 24 * (52 // 4 + 1)  # every request at once, a bound on what the scheduler admits
-    executor = ServingExecutor(model, num_blocks=blocks, block_size=4, max_seq_length=512)
-    executor.warm_up()  # every path once, then no trace of it
+    executor = ServingExecutor(model, num_blocks=blocks, block_size=4, max_seq_length=512,
+                               token_budget=96)  # fmt: skip
+    forward, seen = model.forward, []
+
+    def counting(tokens, *args, **kwargs):
+        seen.append(tokens.shape[1])
+        return forward(tokens, *args, **kwargs)
+
+    model.forward = counting
+    executor.warm_up()  # every path once, the whole token budget in one chunk, then no trace
+    model.forward = forward
+    assert max(seen) == 96, "the warm-up runs the largest iteration the scheduler may give"
     assert len(executor.free) == blocks and not executor.records and not executor.tables
     measured = simulate(TINY, hardware, config, workload, clock=executor)
     assert measured.prediction.fits and len(measured.finish_s) == 24
