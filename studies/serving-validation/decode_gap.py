@@ -201,6 +201,8 @@ def main() -> int:
         except Exception as error:  # noqa: BLE001 (the serving points below still run)
             print(f"kernel sweep failed: {error!r}", flush=True)
         save()
+    if not points:
+        return 0
     spec = get_model("llama-3.1-8b").model_copy(update={"num_hidden_layers": args.layers})
     model = prepare_model(spec, weights="bf16", scaling="dynamic", granularity="per_tensor")
     largest = max(b * -(-(length + 64) // BLOCK) for b, length in points)
