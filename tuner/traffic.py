@@ -179,17 +179,26 @@ def run_traffic(
 
 
 def _iteration_means(records: list[Any]) -> dict[str, Any]:
-    """Mean measured, host and predicted seconds of the run's iterations: all of them, and
-    apart by path (``executor.serving_loop.IterationRecord.path``: decode graphs, piecewise
-    graphs beside eager attention, all eager), since the paths cost differently."""
+    """Mean measured (and median, and longest), host, GPU and predicted seconds of the run's
+    iterations: all of them, and apart by path (``executor.serving_loop.IterationRecord.path``:
+    decode graphs, piecewise graphs beside eager attention, all eager), since the paths cost
+    differently."""
 
     def means(group: list[Any]) -> dict[str, Any]:
-        return {
+        steps = [r.step_s for r in group]
+        summary = {
             "count": len(group),
-            "mean_step_s": statistics.fmean(r.step_s for r in group),
+            "mean_step_s": statistics.fmean(steps),
+            # A mean far above the median is a few outliers, not every iteration slow.
+            "median_step_s": statistics.median(steps),
+            "max_step_s": max(steps),
             "mean_host_s": statistics.fmean(r.host_s for r in group),
             "mean_predicted_s": statistics.fmean(r.predicted_s for r in group),
         }
+        device = [getattr(r, "device_s", None) for r in group]
+        if None not in device:  # the GPU's share (CUDA events), where the run had a GPU
+            summary["mean_device_s"] = statistics.fmean(device)
+        return summary
 
     summary = means(records)
     for path in ("graph", "piecewise", "eager"):

@@ -248,15 +248,20 @@ def test_iteration_means_split_by_execution_path():
     from executor.serving_loop import IterationRecord
     from tuner.traffic import _iteration_means
 
-    def record(path, step_s):
+    def record(path, step_s, device_s=None):
         return IterationRecord(tokens=1, decodes=1, chunks=0, predicted_s=0.01, step_s=step_s,
-                               host_s=0.0, path=path)  # fmt: skip
+                               host_s=0.0, path=path, device_s=device_s)  # fmt: skip
 
-    records = [record("graph", 0.01), record("graph", 0.03), record("eager", 0.1)]
+    records = [record("graph", 0.01, 0.008), record("graph", 0.03, 0.02),
+               record("graph", 0.011, 0.01), record("eager", 0.1)]  # fmt: skip
     means = _iteration_means(records)
-    assert means["count"] == 3 and means["graph"]["count"] == 2
-    assert means["graph"]["mean_step_s"] == pytest.approx(0.02)
+    assert means["count"] == 4 and means["graph"]["count"] == 3
+    assert means["graph"]["mean_step_s"] == pytest.approx(0.017)
+    assert means["graph"]["median_step_s"] == pytest.approx(0.011)
+    assert means["graph"]["max_step_s"] == pytest.approx(0.03)
+    assert means["graph"]["mean_device_s"] == pytest.approx(0.038 / 3)
     assert means["eager"]["mean_step_s"] == pytest.approx(0.1)
+    assert "mean_device_s" not in means["eager"], "no GPU time where the run had none"
     assert "piecewise" not in means
 
 
@@ -310,3 +315,21 @@ def test_kernels_compiled_inside_a_timed_run_are_named(plan_file):
     assert [(row["compiles"], row["compiled_kernels"]) for row in section["loads"]] == [
         (1, ["_decode_kernel"])
     ] * 3
+
+
+def test_each_paths_iterations_are_printed_with_median_and_gpu_share(capsys):
+    """The CLI's traffic table names each execution path's count, mean (and the GPU's share of
+    it), median and prediction, and the kernels compiled inside the timed run."""
+    from tuner.commands.validate import _print_traffic
+
+    group = {"count": 7, "mean_step_s": 0.0472, "median_step_s": 0.0129, "max_step_s": 1.2,
+             "mean_host_s": 0.0002, "mean_predicted_s": 0.0094, "mean_device_s": 0.0468}  # fmt: skip
+    section = {"notes": [], "loads": [{
+        "load": "light", "rate_per_s": 6.0, "requests": 100, "predicted": {}, "compiles": 1,
+        "compiled_kernels": ["_decode_kernel"], "iterations": {"piecewise": group},
+    }]}  # fmt: skip
+    _print_traffic(section)
+    out = capsys.readouterr().out
+    assert "1 Triton kernel compiles inside timed iterations" in out and "_decode_kernel" in out
+    assert ("piecewise iterations: 7, mean 47.20 ms measured (46.80 on the GPU), median 12.90, "
+            "9.40 ms predicted") in out  # fmt: skip

@@ -188,8 +188,11 @@ def _print_traffic(section: dict) -> None:
         for kind in ("graph", "piecewise", "eager"):
             if kind in iterations:
                 group = iterations[kind]
+                gpu = group.get("mean_device_s")
                 print(f"  {kind} iterations: {group['count']}, mean "
-                      f"{1e3 * group['mean_step_s']:.2f} ms measured, "
+                      f"{1e3 * group['mean_step_s']:.2f} ms measured"
+                      + (f" ({1e3 * gpu:.2f} on the GPU)" if gpu is not None else "")
+                      + f", median {1e3 * group.get('median_step_s', float('nan')):.2f}, "
                       f"{1e3 * group['mean_predicted_s']:.2f} ms predicted")  # fmt: skip
     for note in section["notes"]:
         print(f"note: {note}")
