@@ -129,6 +129,7 @@ class ServingExecutor:
         self.records: list[IterationRecord] = []
         self.notes: list[str] = []  # what the run could not do as configured, said in its report
         self._returned: float | None = None
+        self._retries_from = _allocator_retries(self.device)
         jit_compiles.install()
 
     def __call__(self, iteration) -> float:
@@ -203,6 +204,13 @@ class ServingExecutor:
             self.blocks.release(rid)
         self.records = []
         self._returned = None
+        self._retries_from = _allocator_retries(self.device)
+
+    def allocator_retries(self) -> int:
+        """Times since the last reset that PyTorch's caching allocator found no free block,
+        released its whole cache (synchronizing the device) and asked the driver again: a GPU
+        too full beside the KV cache, and a slow iteration each time."""
+        return _allocator_retries(self.device) - self._retries_from
 
     def warm_up(self) -> None:
         """Compile and capture before the timed run (``executor.serving_warmup``). Leaves no
@@ -379,3 +387,9 @@ def _chunks_only(batch: RaggedBatch, token_ids: torch.Tensor):
                         chunks=chunks, sample_rows=batch.sample_rows[:0],
                         max_length=batch.max_length)  # fmt: skip
     return alone, token_ids[:, first:]
+
+
+def _allocator_retries(device: torch.device) -> int:
+    if device.type != "cuda":
+        return 0
+    return int(torch.cuda.memory_stats(device).get("num_alloc_retries", 0))

@@ -152,6 +152,9 @@ def run_traffic(
                 if row["predicted"][key] and row["measured"][key]
             }
             records = list(getattr(clock, "records", []))
+            retries = getattr(clock, "allocator_retries", None)
+            if callable(retries) and retries():
+                row["allocator_retries"] = retries()
             if getattr(clock, "notes", None):
                 row["executor_notes"] = list(clock.notes)
             clock = None  # a clock for another cache size frees this one's first
@@ -195,8 +198,8 @@ def _iteration_means(records: list[Any]) -> dict[str, Any]:
             "mean_host_s": statistics.fmean(r.host_s for r in group),
             "mean_predicted_s": statistics.fmean(r.predicted_s for r in group),
         }
-        device = [getattr(r, "device_s", None) for r in group]
-        if None not in device:  # the GPU's share (CUDA events), where the run had a GPU
+        device = [r.device_s for r in group if getattr(r, "device_s", None) is not None]
+        if len(device) == len(group):  # the GPU's share (CUDA events), where the run had a GPU
             summary["mean_device_s"] = statistics.fmean(device)
         return summary
 

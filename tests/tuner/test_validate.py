@@ -289,7 +289,8 @@ def test_what_the_executor_could_not_do_reaches_each_load(plan_file):
 
 
 def test_kernels_compiled_inside_a_timed_run_are_named(plan_file):
-    """A load whose timed iterations compiled a Triton kernel says how many and which."""
+    """A load whose timed iterations compiled a Triton kernel says how many and which, and
+    how often the allocator had to free its cache and retry."""
     from executor.serving_loop import IterationRecord
     from tuner.search.run import build_search
     from tuner.traffic import run_traffic
@@ -297,6 +298,9 @@ def test_kernels_compiled_inside_a_timed_run_are_named(plan_file):
     class Clock:
         def __init__(self) -> None:
             self.records: list = []
+
+        def allocator_retries(self) -> int:
+            return 2
 
         def __call__(self, iteration):
             compiled = ("_decode_kernel",) if not self.records else ()
@@ -315,6 +319,7 @@ def test_kernels_compiled_inside_a_timed_run_are_named(plan_file):
     assert [(row["compiles"], row["compiled_kernels"]) for row in section["loads"]] == [
         (1, ["_decode_kernel"])
     ] * 3
+    assert [row["allocator_retries"] for row in section["loads"]] == [2] * 3
 
 
 def test_each_paths_iterations_are_printed_with_median_and_gpu_share(capsys):
@@ -327,9 +332,11 @@ def test_each_paths_iterations_are_printed_with_median_and_gpu_share(capsys):
     section = {"notes": [], "loads": [{
         "load": "light", "rate_per_s": 6.0, "requests": 100, "predicted": {}, "compiles": 1,
         "compiled_kernels": ["_decode_kernel"], "iterations": {"piecewise": group},
+        "allocator_retries": 4,
     }]}  # fmt: skip
     _print_traffic(section)
     out = capsys.readouterr().out
     assert "1 Triton kernel compiles inside timed iterations" in out and "_decode_kernel" in out
+    assert "4 allocator retries" in out
     assert ("piecewise iterations: 7, mean 47.20 ms measured (46.80 on the GPU), median 12.90, "
             "9.40 ms predicted") in out  # fmt: skip
