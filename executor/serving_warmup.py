@@ -17,7 +17,7 @@ import torch
 
 from executor.kv_cache import PagedKVCache
 
-__all__ = ["paged_attentions", "warm_up"]
+__all__ = ["paged_attentions", "token_counts", "warm_up"]
 
 
 @dataclass
@@ -31,9 +31,9 @@ class _Warm:  # the fields of an Iteration that the executor reads
 
 def warm_up(executor) -> None:
     """Compile and capture before ``executor``'s (a ``ServingExecutor``) timed run: prompt
-    chunks (a first and a later one), decodes beside them and alone, one chunk of the whole
-    token budget, the decode kernel's split widths, then every decode graph and every
-    piecewise graph."""
+    chunks (a first and a later one), decodes beside them and alone, a chunk of each size
+    class up to the whole token budget, the decode kernel's split widths, then every decode
+    graph and every piecewise graph."""
     # Token counts of 81, 42, 16, 3, 1 and 32: Triton specializes a kernel on whether an
     # integer argument is 1 or a multiple of 16, so each variant compiles here.
     steps = [_Warm([], [(-1, 0, 64), (-2, 0, 17)]), _Warm([-1, -2], [(-3, 0, 40)]),
@@ -41,13 +41,15 @@ def warm_up(executor) -> None:
              _Warm([], [(-4, 0, 1)]), _Warm([-1, -2, -3, -4], [(-5, 0, 28)])]  # fmt: skip
     for step in steps:
         executor(step)
-    # Then the largest iteration the scheduler may give, one chunk of the whole token budget,
-    # as an engine's profiling run does: the allocator holds the peak activations from here on,
-    # instead of growing its pool (a device allocation each) inside the first timed iterations.
+    # Then one chunk of every size class up to the whole token budget, the largest last. The
+    # largest is what an engine's profiling run does: the allocator holds the peak activations
+    # from here on, instead of growing its pool inside the first timed iterations. The others
+    # meet the GEMM kernels each token count picks before a timed iteration does (the driver
+    # loads a kernel on its first launch).
     peak = min(executor.token_budget, executor.max_seq_length,
                len(executor.free) * executor.block_size)  # fmt: skip
-    if peak > 0:
-        executor(_Warm([], [(-6, 0, peak)]))
+    for i, count in enumerate(token_counts(peak)):
+        executor(_Warm([], [(-10 - i, 0, count)], released=[-9 - i] if i else []))
     compile_split_widths(executor)
     # A capture that fails must not cost the whole validation: the run still measures, with
     # those iterations eager, and says so.
@@ -63,6 +65,16 @@ def warm_up(executor) -> None:
                               "iterations with prompt chunks ran eagerly")  # fmt: skip
     executor.synchronize()
     executor.reset()
+
+
+def token_counts(limit: int) -> list[int]:
+    """Token counts from 1 to ``limit`` at steps of about 1.5x (1, 2, 3, 4, 6, 8, 12, ...),
+    ``limit`` last: one of each size class a library kernel choice follows."""
+    counts, power = [], 1
+    while power <= limit:
+        counts += [c for c in (power, power + power // 2) if c < limit]
+        power *= 2
+    return sorted(set(counts)) + ([limit] if limit > 0 else [])
 
 
 def _capture(graphs) -> str | None:

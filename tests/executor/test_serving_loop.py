@@ -100,6 +100,7 @@ def test_the_simulators_scheduler_drives_the_executor_through_a_workload():
     executor.warm_up()  # every path once, the whole token budget in one chunk, then no trace
     model.forward = forward
     assert max(seen) == 96, "the warm-up runs the largest iteration the scheduler may give"
+    assert {1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96} <= set(seen), "and each size class"
     assert len(executor.free) == blocks and not executor.records and not executor.tables
     measured = simulate(TINY, hardware, config, workload, clock=executor)
     assert measured.prediction.fits and len(measured.finish_s) == 24
@@ -369,3 +370,11 @@ def test_graphs_that_fail_to_capture_leave_the_run_eager_and_say_so(monkeypatch)
     executor(Step(decode=[], prefill=[(0, 0, 5)]))
     executor(Step(decode=[0], prefill=[]))
     assert [r.path for r in executor.records] == ["eager", "eager"]
+
+
+def test_the_warm_up_token_counts_step_by_half_again_up_to_the_budget():
+    from executor.serving_warmup import token_counts
+
+    assert token_counts(100) == [1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 100]
+    assert token_counts(4096)[-4:] == [1536, 2048, 3072, 4096]
+    assert token_counts(1) == [1] and token_counts(0) == []
