@@ -32,6 +32,7 @@ from executor.points import prepare_model
 from executor.serving_loop import ServingExecutor
 from simulator.data.models import get_model
 
+TILES = [(32, 4, None), (128, 4, None), (64, 8, None), (64, 4, 2), (64, 4, 4), (128, 8, 3)]
 MAX_SEQ_LENGTH = 8192  # the 8B plans' max_model_len: the decode graphs are captured for it
 BLOCK = 16
 
@@ -129,7 +130,7 @@ def point(executor: ServingExecutor, batch: int, length: int, first_rid: int) ->
 def kernel_sweep(shapes: list[tuple[int, int]]) -> list[dict]:
     """The paged decode kernel alone, one layer (32 heads, 8 K/V heads of 128), blocks
     scattered: fixed against balanced chunks, launched for the batch's own longest sequence
-    (eager) or for the cache's (a graph's capture), at two program targets and two tiles.
+    (eager) or for the cache's (a graph's capture), at two program targets; then other tiles.
     Graph replays, medians; GB/s of K/V read."""
     from executor import decode_attention as attention
     from executor.engine import time_graph
@@ -151,20 +152,29 @@ def kernel_sweep(shapes: list[tuple[int, int]]) -> list[dict]:
         cos, sin = angles.cos(), angles.sin()
         qkv = torch.randn(batch, 1, 48, 128, device="cuda", dtype=torch.bfloat16)
         kv_bytes = 2 * batch * 8 * (length + 1) * 128 * 2
-        for balanced, launch, target, (block_s, warps) in itertools.product(
-            (False, True), ("own", "cache"), (256, 1024), ((64, 4), (32, 4))
-        ):
+        # Both chunkings at the default tile and 256 or 1,024 programs; then, balanced, the
+        # tile: keys a step, warps, software-pipeline stages (None: Triton's default).
+        runs = [
+            (balanced, launch, target, (64, 4, None))
+            for balanced, launch, target in itertools.product(
+                (False, True), ("own", "cache"), (256, 1024)
+            )
+        ]
+        runs += [(True, "cache", 256, tile) for tile in TILES]  # fmt: skip
+        for balanced, launch, target, (block_s, warps, stages) in runs:
             attention.BALANCED_SPLITS, attention.TARGET_PROGRAMS = balanced, target
             kv_length = length + 1 if launch == "own" else MAX_SEQ_LENGTH
             try:
                 seconds = time_graph(functools.partial(
                     attention.decode_attention, qkv, cos, sin, positions, cache, kv_length, 32,
-                    block_table=tables, block_s=block_s, num_warps=warps))  # fmt: skip
+                    block_table=tables, block_s=block_s, num_warps=warps,
+                    num_stages=stages))  # fmt: skip
             except Exception as error:  # noqa: BLE001 (a tile that does not compile)
                 rows.append({"batch": batch, "context": length, "error": str(error)[:200]})
                 continue
             row = {"batch": batch, "context": length, "balanced": balanced, "launch": launch,
                    "target_programs": target, "block_s": block_s, "warps": warps,
+                   "stages": stages,
                    "us": seconds * 1e6, "gb_per_s": kv_bytes / seconds / 1e9}  # fmt: skip
             rows.append(row)
             print(json.dumps(row), flush=True)
@@ -179,7 +189,7 @@ def main() -> int:
     parser.add_argument("out")
     parser.add_argument("--points", default="4x1024,32x1024,128x1024")
     parser.add_argument("--splits", default="fixed,balanced", help="decode kernel chunks")
-    parser.add_argument("--sweep", default="4x1024,32x1024,128x1024,32x4096",
+    parser.add_argument("--sweep", default="4x1024,32x1024,128x1024,128x4096",
                         help="shapes of the kernel-alone sweep ('' for none)")  # fmt: skip
     parser.add_argument("--layers", type=int, default=32, help="fewer for a quick check")
     args = parser.parse_args()
