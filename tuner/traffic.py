@@ -152,9 +152,9 @@ def run_traffic(
                 if row["predicted"][key] and row["measured"][key]
             }
             records = list(getattr(clock, "records", []))
-            retries = getattr(clock, "allocator_retries", None)
-            if callable(retries) and retries():
-                row["allocator_retries"] = retries()
+            retries = getattr(clock, "allocator_retries", lambda: 0)()
+            if retries:  # the GPU too full beside the KV cache: a device sync each
+                row["allocator_retries"] = retries
             if getattr(clock, "notes", None):
                 row["executor_notes"] = list(clock.notes)
             clock = None  # a clock for another cache size frees this one's first

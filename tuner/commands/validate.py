@@ -183,7 +183,8 @@ def _print_traffic(section: dict) -> None:
         if row.get("compiles"):
             kernels = ", ".join(row.get("compiled_kernels") or [])
             print(f"  {row['compiles']} Triton kernel compiles inside timed iterations "
-                  f"(each about a second: the executor's outliers){': ' + kernels if kernels else ''}")  # fmt: skip
+                  "(each about a second: the executor's outliers)"
+                  + (f": {kernels}" if kernels else ""))  # fmt: skip
         if row.get("allocator_retries"):
             print(f"  {row['allocator_retries']} allocator retries: the GPU ran out of free "
                   "blocks beside the KV cache, and each one synchronized it")  # fmt: skip
