@@ -16,11 +16,10 @@ from __future__ import annotations
 import json
 import statistics
 import time
-from dataclasses import dataclass, field
 
 import torch
 
-from executor.serving_loop import ServingExecutor
+from executor.serving_loop import ServingExecutor, Step
 from executor.speculative import PromptLookup
 from simulator.data.hardware import load_hardware
 from simulator.data.models import get_model
@@ -29,15 +28,6 @@ from simulator.data.workload import get_workload
 from simulator.serving.simulate import simulate
 
 BATCHES = (1, 8, 32, 128, 256)
-
-
-@dataclass
-class _Step:
-    decode: list[int]
-    prefill: list[tuple[int, int, int]]
-    released: list[int] = field(default_factory=list)
-    predicted_s: float = 0.0
-    accepted: list[int] | None = None
 
 
 class _Attention:
@@ -75,13 +65,13 @@ def executor_side(batch: int, mixed: bool, iterations: int = 200,
     drafter = PromptLookup(3) if speculative else None
     executor = ServingExecutor(_StandIn(), num_blocks=batch * 300 + 64, block_size=16,
                                max_seq_length=8192, drafter=drafter)  # fmt: skip
-    executor(_Step([], [(rid, 0, 1000) for rid in range(batch)]))  # every sequence cached
+    executor(Step([], [(rid, 0, 1000) for rid in range(batch)]))  # every sequence cached
     accepted = [1] * batch if speculative else None
     times = []
     for i in range(iterations):
         chunk = [(10_000 + i, 0, 512)] if mixed else []
         start = time.perf_counter()
-        executor(_Step(list(range(batch)), chunk, released=[10_000 + i - 1] if i else [],
+        executor(Step(list(range(batch)), chunk, released=[10_000 + i - 1] if i else [],
                        accepted=accepted))  # fmt: skip
         times.append(time.perf_counter() - start)
     return statistics.median(times)

@@ -30,10 +30,10 @@ from executor.block_tables import BlockTables
 from executor.piecewise_graphs import PiecewiseGraphs
 from executor.ragged import RaggedBatch, setup_paged_caches
 from executor.serving_graphs import PagedDecodeGraphs, check_inputs
-from executor.serving_warmup import paged_attentions, warm_up
+from executor.serving_warmup import Step, paged_attentions, warm_up
 from executor.speculative_graphs import RoundGraphs
 
-__all__ = ["ServingExecutor", "IterationRecord"]
+__all__ = ["ServingExecutor", "IterationRecord", "Step"]
 
 
 @dataclass

@@ -17,11 +17,14 @@ import torch
 
 from executor.kv_cache import PagedKVCache
 
-__all__ = ["paged_attentions", "token_counts", "warm_up"]
+__all__ = ["Step", "paged_attentions", "token_counts", "warm_up"]
 
 
 @dataclass
-class _Warm:  # the fields of an Iteration that the executor reads
+class Step:
+    """An iteration given by hand (the warm-up's, a benchmark's, a test's): the fields of
+    ``simulator.serving.simulate.Iteration`` that ``ServingExecutor`` reads."""
+
     decode: list[int]
     prefill: list[tuple[int, int, int]]
     released: list[int] = field(default_factory=list)
@@ -36,9 +39,9 @@ def warm_up(executor) -> None:
     graph and every piecewise graph."""
     # Token counts of 81, 42, 16, 3, 1 and 32: Triton specializes a kernel on whether an
     # integer argument is 1 or a multiple of 16, so each variant compiles here.
-    steps = [_Warm([], [(-1, 0, 64), (-2, 0, 17)]), _Warm([-1, -2], [(-3, 0, 40)]),
-             _Warm([-1, -2], [(-3, 40, 14)]), _Warm([-1, -2, -3], []),
-             _Warm([], [(-4, 0, 1)]), _Warm([-1, -2, -3, -4], [(-5, 0, 28)])]  # fmt: skip
+    steps = [Step([], [(-1, 0, 64), (-2, 0, 17)]), Step([-1, -2], [(-3, 0, 40)]),
+             Step([-1, -2], [(-3, 40, 14)]), Step([-1, -2, -3], []),
+             Step([], [(-4, 0, 1)]), Step([-1, -2, -3, -4], [(-5, 0, 28)])]  # fmt: skip
     for step in steps:
         executor(step)
     # Then one chunk of every size class up to the whole token budget, the largest last. The
@@ -49,7 +52,7 @@ def warm_up(executor) -> None:
     peak = min(executor.token_budget, executor.max_seq_length,
                len(executor.free) * executor.block_size)  # fmt: skip
     for i, count in enumerate(token_counts(peak)):
-        executor(_Warm([], [(-10 - i, 0, count)], released=[-9 - i] if i else []))
+        executor(Step([], [(-10 - i, 0, count)], released=[-9 - i] if i else []))
     compile_split_widths(executor)
     # A capture that fails must not cost the whole validation: the run still measures, with
     # those iterations eager, and says so.

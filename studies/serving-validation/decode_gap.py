@@ -29,21 +29,12 @@ import torch
 
 from executor import jit_compiles
 from executor.points import prepare_model
-from executor.serving_loop import ServingExecutor
+from executor.serving_loop import ServingExecutor, Step
 from simulator.data.models import get_model
 
 TILES = [(32, 4, None), (128, 4, None), (64, 8, None), (64, 4, 2), (64, 4, 4), (128, 8, 3)]
 MAX_SEQ_LENGTH = 8192  # the 8B plans' max_model_len: the decode graphs are captured for it
 BLOCK = 16
-
-
-@dataclass
-class _Step:
-    decode: list[int]
-    prefill: list[tuple[int, int, int]]
-    released: list[int] = field(default_factory=list)
-    predicted_s: float = 0.0
-    accepted: list[int] | None = None
 
 
 def kernels_per_iteration(run, iterations: int) -> dict[str, float]:
@@ -70,8 +61,8 @@ def point(executor: ServingExecutor, batch: int, length: int, first_rid: int) ->
     rids = list(range(first_rid, first_rid + batch))
     for rid in rids:  # each prompt in chunks of up to 2,048 tokens
         for start in range(0, length, 2048):
-            executor(_Step([], [(rid, start, min(2048, length - start))]))
-    decode = _Step(rids, [])
+            executor(Step([], [(rid, start, min(2048, length - start))]))
+    decode = Step(rids, [])
     executor.records.clear()
     for _ in range(40):
         executor(decode)
@@ -94,7 +85,7 @@ def point(executor: ServingExecutor, batch: int, length: int, first_rid: int) ->
 
     def mixed() -> None:
         rid = next(fresh)
-        executor(_Step(rids, [(rid, 0, 1024)]))
+        executor(Step(rids, [(rid, 0, 1024)]))
         executor.blocks.release(rid)
 
     for _ in range(8):

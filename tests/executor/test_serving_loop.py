@@ -10,7 +10,6 @@ block tables). Its greedy tokens must be those of the plain model run on each wh
 from __future__ import annotations
 
 import ast
-from dataclasses import dataclass, field
 from types import SimpleNamespace
 
 import pytest
@@ -18,7 +17,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from executor.engine import build_model  # noqa: E402
-from executor.serving_loop import ServingExecutor  # noqa: E402
+from executor.serving_loop import ServingExecutor, Step  # noqa: E402
 from simulator.data.hardware import load_hardware  # noqa: E402
 from simulator.data.specs import DeploymentConfig, ModelSpec  # noqa: E402
 from simulator.data.workload import get_workload  # noqa: E402
@@ -27,14 +26,6 @@ from simulator.serving.simulate import simulate  # noqa: E402
 TINY = ModelSpec(name="tiny", num_hidden_layers=2, hidden_size=64, num_attention_heads=4,
                  num_key_value_heads=2, head_dim=16, intermediate_size=128, vocab_size=97,
                  max_position_embeddings=512)  # fmt: skip
-
-
-@dataclass
-class Step:  # the fields of simulator.serving.simulate.Iteration the executor reads
-    decode: list[int]
-    prefill: list[tuple[int, int, int]]
-    released: list[int] = field(default_factory=list)
-    predicted_s: float = 0.0
 
 
 def tiny_model():

@@ -9,13 +9,11 @@ after a round that kept every draft is one token behind.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import pytest
 
 torch = pytest.importorskip("torch")
 
-from executor.serving_loop import ServingExecutor  # noqa: E402
+from executor.serving_loop import ServingExecutor, Step  # noqa: E402
 from executor.speculative import DraftModel, EagleHead, PromptLookup  # noqa: E402
 from simulator.data.hardware import load_hardware  # noqa: E402
 from simulator.data.specs import DeploymentConfig, SpeculativeConfig  # noqa: E402
@@ -24,15 +22,6 @@ from simulator.serving.simulate import simulate  # noqa: E402
 from tests.executor.test_serving_loop import TINY, greedy, tiny_model  # noqa: E402
 
 G = 3
-
-
-@dataclass
-class Step:
-    decode: list[int]
-    prefill: list[tuple[int, int, int]]
-    accepted: list[int] | None = None
-    released: list[int] = field(default_factory=list)
-    predicted_s: float = 0.0
 
 
 # (decodes, their kept drafts, prompt chunks): every count from none to all g, a sequence

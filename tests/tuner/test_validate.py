@@ -265,12 +265,21 @@ def test_iteration_means_split_by_execution_path():
     assert "piecewise" not in means
 
 
-def test_what_the_executor_could_not_do_reaches_each_load(plan_file):
-    """An executor note (graphs that could not be captured, say) is carried into every load of
-    the traffic section, where the report and the CLI show it."""
+def _traffic_with(plan_file, clock_type) -> dict:
+    """The plan's traffic section, 30 requests a load, each load timed by a new ``clock_type``."""
     from tuner.search.run import build_search
     from tuner.traffic import run_traffic
 
+    plan = load_plan(plan_file)
+    search = build_search(plan.search["spec"])
+    return run_traffic(plan, model=search.space.model, hardware=load_hardware(plan.hardware),
+                       workload=search.workload, slos=search.slos, seed=search.seed,
+                       clock_for=lambda predicted: clock_type(), requests=30)  # fmt: skip
+
+
+def test_what_the_executor_could_not_do_reaches_each_load(plan_file):
+    """An executor note (graphs that could not be captured, say) is carried into every load of
+    the traffic section, where the report and the CLI show it."""
     note = "piecewise graphs could not be captured (out of memory): iterations ran eagerly"
 
     class Clock:
@@ -280,11 +289,7 @@ def test_what_the_executor_could_not_do_reaches_each_load(plan_file):
         def __call__(self, iteration):
             return iteration.predicted_s
 
-    plan = load_plan(plan_file)
-    search = build_search(plan.search["spec"])
-    section = run_traffic(plan, model=search.space.model, hardware=load_hardware(plan.hardware),
-                          workload=search.workload, slos=search.slos, seed=search.seed,
-                          clock_for=lambda predicted: Clock(), requests=30)  # fmt: skip
+    section = _traffic_with(plan_file, Clock)
     assert [row["executor_notes"] for row in section["loads"]] == [[note]] * 3
 
 
@@ -292,8 +297,6 @@ def test_kernels_compiled_inside_a_timed_run_are_named(plan_file):
     """A load whose timed iterations compiled a Triton kernel says how many and which, and
     how often the allocator had to free its cache and retry."""
     from executor.serving_loop import IterationRecord
-    from tuner.search.run import build_search
-    from tuner.traffic import run_traffic
 
     class Clock:
         def __init__(self) -> None:
@@ -311,11 +314,7 @@ def test_kernels_compiled_inside_a_timed_run_are_named(plan_file):
             ))  # fmt: skip
             return iteration.predicted_s
 
-    plan = load_plan(plan_file)
-    search = build_search(plan.search["spec"])
-    section = run_traffic(plan, model=search.space.model, hardware=load_hardware(plan.hardware),
-                          workload=search.workload, slos=search.slos, seed=search.seed,
-                          clock_for=lambda predicted: Clock(), requests=30)  # fmt: skip
+    section = _traffic_with(plan_file, Clock)
     assert [(row["compiles"], row["compiled_kernels"]) for row in section["loads"]] == [
         (1, ["_decode_kernel"])
     ] * 3
