@@ -28,6 +28,7 @@ from __future__ import annotations
 import statistics
 from collections.abc import Callable
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -122,16 +123,19 @@ def run_traffic(
     clock_for: Callable[[Any], Any] | None,
     requests: int | None = None,
     progress: Callable[[str], None] = lambda line: None,
+    iterations_csv: Path | None = None,
 ) -> dict[str, Any]:
     """Each load predicted and, with ``clock_for`` (the predicted run -> an ``Iteration``
-    clock with nothing in flight), measured. Returns the ``traffic`` part of the plan's validation."""
+    clock with nothing in flight), measured. Returns the ``traffic`` part of the plan's
+    validation; ``iterations_csv`` gets every measured iteration, a row each, as each load
+    ends (a run cut short keeps the loads it finished)."""
     from simulator.serving.capacity import at_rate
     from simulator.serving.simulate import simulate
 
     config = traffic_config(plan)
     if requests:
         workload = workload.model_copy(update={"num_requests": requests})
-    loads = []
+    loads, csv_started = [], False
     for name, rate in traffic_rates(plan):
         traffic = at_rate(workload, rate)
         predicted = simulate(model, hardware, config, traffic, seed=seed, slos=slos)
@@ -159,6 +163,9 @@ def run_traffic(
                 row["executor_notes"] = list(clock.notes)
             clock = None  # a clock for another cache size frees this one's first
             if records:
+                if iterations_csv is not None:
+                    write_iterations(iterations_csv, name, records, append=csv_started)
+                    csv_started = True
                 row["iterations"] = _iteration_means(records)
                 # A kernel compiled inside a timed iteration is the executor's outlier.
                 row["compiles"] = sum(getattr(r, "compiles", 0) for r in records)
@@ -179,6 +186,27 @@ def run_traffic(
             ))  # fmt: skip
         loads.append(row)
     return _section(plan, loads)
+
+
+ITERATION_COLUMNS = ("load", "index", "path", "tokens", "decodes", "chunks", "predicted_s",
+                     "step_s", "host_s", "device_s", "compiles")  # fmt: skip
+
+
+def write_iterations(path: Path, load: str, records: list[Any], *, append: bool) -> None:
+    """One CSV row per measured iteration of ``load`` (``IterationRecord``), after a header
+    unless ``append``."""
+    import csv
+
+    with path.open("a" if append else "w", newline="") as out:
+        writer = csv.writer(out)
+        if not append:
+            writer.writerow(ITERATION_COLUMNS)
+        for index, r in enumerate(records):
+            device = getattr(r, "device_s", None)
+            writer.writerow([load, index, r.path, r.tokens, r.decodes, r.chunks,
+                             f"{r.predicted_s:.6g}", f"{r.step_s:.6g}", f"{r.host_s:.6g}",
+                             "" if device is None else f"{device:.6g}",
+                             getattr(r, "compiles", 0)])  # fmt: skip
 
 
 def _iteration_means(records: list[Any]) -> dict[str, Any]:

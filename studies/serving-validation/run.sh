@@ -21,7 +21,7 @@ for q in ${@:-bf16 fp8}; do
     cp "studies/serving-validation/$name/plan.json" "$OUT/$name/plan.json"
     echo "== $name"
     timeout "${PLAN_TIMEOUT:-200}" python3 -m tuner.cli validate "$OUT/$name/plan.json" --traffic \
-        --requests "$requests" > "$OUT/$name/traffic.log" 2>&1
+        --requests "$requests" --iterations "$OUT/$name/iterations.csv" > "$OUT/$name/traffic.log" 2>&1
     echo "rc=$?" >> "$OUT/$name/traffic.log"
     tail -25 "$OUT/$name/traffic.log"
 done

@@ -265,7 +265,7 @@ def test_iteration_means_split_by_execution_path():
     assert "piecewise" not in means
 
 
-def _traffic_with(plan_file, clock_type) -> dict:
+def _traffic_with(plan_file, clock_type, iterations_csv=None) -> dict:
     """The plan's traffic section, 30 requests a load, each load timed by a new ``clock_type``."""
     from tuner.search.run import build_search
     from tuner.traffic import run_traffic
@@ -274,7 +274,8 @@ def _traffic_with(plan_file, clock_type) -> dict:
     search = build_search(plan.search["spec"])
     return run_traffic(plan, model=search.space.model, hardware=load_hardware(plan.hardware),
                        workload=search.workload, slos=search.slos, seed=search.seed,
-                       clock_for=lambda predicted: clock_type(), requests=30)  # fmt: skip
+                       clock_for=lambda predicted: clock_type(), requests=30,
+                       iterations_csv=iterations_csv)  # fmt: skip
 
 
 def test_what_the_executor_could_not_do_reaches_each_load(plan_file):
@@ -293,9 +294,12 @@ def test_what_the_executor_could_not_do_reaches_each_load(plan_file):
     assert [row["executor_notes"] for row in section["loads"]] == [[note]] * 3
 
 
-def test_kernels_compiled_inside_a_timed_run_are_named(plan_file):
+def test_kernels_compiled_inside_a_timed_run_are_named(plan_file, tmp_path):
     """A load whose timed iterations compiled a Triton kernel says how many and which, and
-    how often the allocator had to free its cache and retry."""
+    how often the allocator had to free its cache and retry; every iteration of every load
+    can be written out, a CSV row each."""
+    import csv
+
     from executor.serving_loop import IterationRecord
 
     class Clock:
@@ -314,7 +318,22 @@ def test_kernels_compiled_inside_a_timed_run_are_named(plan_file):
             ))  # fmt: skip
             return iteration.predicted_s
 
-    section = _traffic_with(plan_file, Clock)
+    section = _traffic_with(plan_file, Clock, iterations_csv=tmp_path / "iterations.csv")
+    rows = list(csv.DictReader((tmp_path / "iterations.csv").open()))
+    counts = [row["iterations"]["count"] for row in section["loads"]]
+    assert [
+        sum(r["load"] == load for r in rows) for load in ("light", "plan", "overload")
+    ] == counts
+    first = rows[0]
+    assert (first["load"], first["index"], first["path"], first["compiles"]) == (
+        "light",
+        "0",
+        "eager",
+        "1",
+    )
+    assert first["device_s"] == "" and float(first["step_s"]) == pytest.approx(
+        float(first["predicted_s"]), rel=1e-5
+    )
     assert [(row["compiles"], row["compiled_kernels"]) for row in section["loads"]] == [
         (1, ["_decode_kernel"])
     ] * 3

@@ -34,6 +34,13 @@ def add_parser(subparsers) -> None:
         default=None,
         help="requests per load with --traffic (default: the plan's)",
     )
+    parser.add_argument(
+        "--iterations",
+        metavar="PATH.csv",
+        default=None,
+        help="with --traffic: every measured iteration of every load, a row each (its path, "
+        "tokens, measured, GPU and predicted seconds, compiles)",
+    )
     common.add_json_arg(parser)
     parser.set_defaults(run=run)
 
@@ -146,6 +153,7 @@ def _traffic(args: argparse.Namespace, plan) -> int:
         plan, model=search.space.model, hardware=hardware, workload=search.workload,
         slos=search.slos, seed=search.seed, clock_for=clock_for, requests=args.requests,
         progress=lambda line: print(f"tune validate: {line}", file=sys.stderr, flush=True),
+        iterations_csv=Path(args.iterations) if args.iterations else None,
     )  # fmt: skip
     section["machine"] = machine
     section["command"] = "tune " + " ".join(shlex.quote(a) for a in sys.argv[1:])
