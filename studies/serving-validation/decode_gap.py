@@ -9,7 +9,8 @@ PyTorch's profiler, grouped by kernel and divided per iteration, so a slow kerne
 Prints a table per point and one JSON line per point; writes them all to OUT.json.
 
 First, the paged decode kernel alone over its chunking and launch (``kernel_sweep``). Then
-each point's serving iterations once per chunking (``--splits fixed,balanced``).
+each point's serving iterations once per chunking (``--splits fixed,balanced``), and last the
+same shapes through the static-cache decode step that the calibration was fitted to.
 
     python3 studies/serving-validation/decode_gap.py OUT.json [--points 4x1024,32x1024]
 """
@@ -23,7 +24,6 @@ import json
 import statistics
 import sys
 from collections import defaultdict
-from dataclasses import dataclass, field
 
 import torch
 
@@ -234,6 +234,22 @@ def main() -> int:
                     print(f"    {us:>9} {name}")
             print(json.dumps({k: v for k, v in row.items() if not k.endswith("kernels_us")}),
                   flush=True)  # fmt: skip
+    # The same shapes through the static-cache decode step (`tune measure`'s, whose times the
+    # calibration was fitted to): what the serving path costs beyond it.
+    from executor.points import measure_point
+
+    executor = None
+    model.free_caches()
+    torch.cuda.empty_cache()
+    document["static"] = []
+    for batch, length in points:
+        record = measure_point(model, spec, weights="bf16", batch=batch, context=length)
+        ms = record.time_s * 1e3 if record.fits and record.time_s else None
+        document["static"].append({"batch": batch, "context": length, "step_ms": ms,
+                                   "decode_attention": record.decode_attention})  # fmt: skip
+        save()
+        print(f"== static B={batch} L={length}: step {ms} ms ({record.decode_attention})",
+              flush=True)  # fmt: skip
     return 0
 
 
