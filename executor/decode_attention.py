@@ -6,7 +6,8 @@ library path takes three launches: RoPE with the cache write, SDPA's split-K ker
 reduction, ~10.5 us a layer (`studies/executor-h100/profile.log`). Here one kernel takes the
 un-rotated output of the fused q/k/v projection and:
 
-1. splits each sequence's valid keys ``[0, kv_length)`` into chunks; one program takes one
+1. splits each sequence's keys into the launch's chunks (``executor.decode_splits`` counts
+   them; each sequence's own length over that count); one program takes one
    (sequence, K/V head, chunk) and all ``G = heads / kv_heads`` query heads that share the K/V
    head (GQA), so each K/V element is read once;
 2. rotates those query heads and the new key (RoPE, rotate-half layout, in float32 as
@@ -40,20 +41,11 @@ from __future__ import annotations
 
 import torch
 
-from executor import pdl
+from executor import decode_splits, pdl
 from executor.tritonlib import available, tl, triton
 
-__all__ = [
-    "available",
-    "decode_attention",
-    "split_count",
-    "split_lengths",
-    "split_width",
-    "supports",
-]
+__all__ = ["available", "decode_attention", "supports"]
 
-MIN_KEYS_PER_SPLIT = 64
-TARGET_PROGRAMS = 256  # about two per SM on an H100 (132) or H200 (132)
 # The launch's tile: keys per loop step, warps per program, software-pipeline stages (None:
 # Triton's default). ``studies/attention/decode_sweep.py`` times the alternatives.
 BLOCK_S, NUM_WARPS, NUM_STAGES = 64, 4, None
@@ -62,43 +54,6 @@ BLOCK_S, NUM_WARPS, NUM_STAGES = 64, 4, None
 # the longest sequence the cache may hold, so with fixed-size chunks a sequence far shorter
 # than that falls in the first chunk alone, one program per K/V head streaming all of it.
 BALANCED_SPLITS = True
-
-
-def split_count(batch: int, kv_heads: int, kv_length: int) -> int:
-    """Chunks per sequence and K/V head: enough programs to fill the GPU, each with at least
-    ``MIN_KEYS_PER_SPLIT`` keys."""
-    wanted = -(-TARGET_PROGRAMS // (batch * kv_heads))
-    return max(1, min(wanted, -(-kv_length // MIN_KEYS_PER_SPLIT)))
-
-
-def splits_of(batch: int, kv_heads: int, kv_length: int) -> tuple[int, int]:
-    """(keys per chunk, chunks) of a launch: ``split_count`` chunks, none left empty."""
-    keys_per_split = -(-kv_length // split_count(batch, kv_heads, kv_length))
-    return keys_per_split, -(-kv_length // keys_per_split)
-
-
-def split_width(batch: int, kv_heads: int, kv_length: int) -> int:
-    """The kernel's split-merge width (``BLOCK_SPLITS``): the chunks, to the next power of two.
-    A compile-time constant, so each width is a compile."""
-    splits = splits_of(batch, kv_heads, kv_length)[1]
-    return 1 << (splits - 1).bit_length()
-
-
-def split_lengths(kv_heads: int, max_length: int) -> list[int]:
-    """Key counts (``kv_length``) at which one sequence's call meets every ``split_width`` that
-    any batch with sequences of up to ``max_length`` keys can: a serving run compiles all of
-    them before it is timed (``executor.serving_warmup``). One sequence has the most splits,
-    so its widths include every batch's."""
-    lengths, widths, length = [], set(), 1
-    while length <= max_length:
-        width = split_width(1, kv_heads, length)
-        if width not in widths:
-            widths.add(width)
-            lengths.append(length)
-        length *= 2
-    if split_width(1, kv_heads, max_length) not in widths:
-        lengths.append(max_length)
-    return lengths
 
 
 if triton is not None:
@@ -363,7 +318,7 @@ def decode_attention(
     group = num_heads // kv_heads
     rows = triton.next_power_of_2(query * group)  # query tokens x the heads of a K/V head
     block_g = max(16, rows)
-    keys_per_split, splits = splits_of(batch, kv_heads, kv_length)
+    keys_per_split, splits = decode_splits.splits_of(batch, kv_heads, kv_length)
     pairs = batch * kv_heads
     stages = num_stages or NUM_STAGES
     partial = torch.empty(
@@ -403,7 +358,7 @@ def decode_attention(
         HALF=half,
         BLOCK_G=block_g,
         BLOCK_S=block_s or BLOCK_S,
-        BLOCK_SPLITS=split_width(batch, kv_heads, kv_length),
+        BLOCK_SPLITS=decode_splits.split_width(batch, kv_heads, kv_length),
         GROUP=rows,
         CACHE_FP8=cache.is_fp8,
         num_warps=num_warps or NUM_WARPS,

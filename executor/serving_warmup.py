@@ -4,9 +4,11 @@ takes seconds: one in a timed run is a latency percentile).
 
 Triton compiles a kernel once per combination of its compile-time constants and of how its
 integer arguments specialize (1, a multiple of 16, or neither). ``warm_up`` runs iterations of
-token counts that meet each of those, then the paged decode kernel at every split-merge width
-it can use (``decode_attention.split_lengths``), then captures the decode graphs and the
-piecewise graphs. It leaves no trace: its requests are released and its log cleared.
+token counts that meet each of those, a prompt chunk of each size class up to the token budget
+(the library kernels each size picks; the peak activations), then the paged decode kernel at
+every split-merge width it can use (``decode_splits.split_lengths``), then captures the decode
+graphs and the piecewise graphs. It leaves no trace: its requests are released and its log
+cleared.
 """
 
 from __future__ import annotations
@@ -95,10 +97,10 @@ def _capture(graphs) -> str | None:
 
 
 def compile_split_widths(executor) -> None:
-    """Every split-merge width of the paged decode kernel (``decode_attention.split_lengths``)
+    """Every split-merge width of the paged decode kernel (``decode_splits.split_lengths``)
     for each attention shape and query count that runs it in ``executor``, one sequence in the
     scratch block no request holds."""
-    from executor.decode_attention import split_lengths
+    from executor.decode_splits import split_lengths
 
     model, device = executor.model, executor.device
     kernels, dtype = model.kernels, model.embed_tokens.weight.dtype

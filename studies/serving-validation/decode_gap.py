@@ -124,6 +124,7 @@ def kernel_sweep(shapes: list[tuple[int, int]]) -> list[dict]:
     (eager) or for the cache's (a graph's capture), at two program targets; then other tiles.
     Graph replays, medians; GB/s of K/V read."""
     from executor import decode_attention as attention
+    from executor import decode_splits
     from executor.engine import time_graph
     from executor.kv_cache import PagedKVCache
 
@@ -153,7 +154,7 @@ def kernel_sweep(shapes: list[tuple[int, int]]) -> list[dict]:
         ]
         runs += [(True, "cache", 256, tile) for tile in TILES]  # fmt: skip
         for balanced, launch, target, (block_s, warps, stages) in runs:
-            attention.BALANCED_SPLITS, attention.TARGET_PROGRAMS = balanced, target
+            attention.BALANCED_SPLITS, decode_splits.TARGET_PROGRAMS = balanced, target
             kv_length = length + 1 if launch == "own" else MAX_SEQ_LENGTH
             try:
                 seconds = time_graph(functools.partial(
@@ -169,7 +170,7 @@ def kernel_sweep(shapes: list[tuple[int, int]]) -> list[dict]:
                    "us": seconds * 1e6, "gb_per_s": kv_bytes / seconds / 1e9}  # fmt: skip
             rows.append(row)
             print(json.dumps(row), flush=True)
-    attention.BALANCED_SPLITS, attention.TARGET_PROGRAMS = True, 256
+    attention.BALANCED_SPLITS, decode_splits.TARGET_PROGRAMS = True, 256
     return rows
 
 

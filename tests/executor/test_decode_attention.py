@@ -16,6 +16,7 @@ SCRIPT = """
     import torch
     import torch.nn.functional as F
     from executor import decode_attention as attention
+    from executor import decode_splits
     from executor import fused
     from executor.kv_cache import KVCache
 
@@ -23,7 +24,7 @@ SCRIPT = """
     B, HQ, HKV, D, S_MAX, LENGTH = 2, 8, 2, 64, 320, 203
     angles = torch.randn(1, D // 2).repeat(1, 2)  # the halves share angles, as in the model
     cos, sin = angles.cos(), angles.sin()
-    attention.MIN_KEYS_PER_SPLIT = 32  # several chunks, the last one short
+    decode_splits.MIN_KEYS_PER_SPLIT = 32  # several chunks, the last one short
 
     def caches():
         mine = KVCache(B, HKV, S_MAX, D, torch.float32, "cpu")
@@ -49,7 +50,7 @@ SCRIPT = """
         k_all, v_all = ref.read(B, q.dtype, length)
         want = F.scaled_dot_product_attention(q, k_all, v_all, enable_gqa=True)
         want = want.transpose(1, 2).reshape(B, 1, HQ * D)
-        splits = -(-length // -(-length // attention.split_count(B, HKV, length)))
+        splits = -(-length // -(-length // decode_splits.split_count(B, HKV, length)))
         print(
             (got - want).abs().max().item(),
             want.abs().max().item(),
@@ -78,12 +79,13 @@ PAGED = """
     import torch
     import torch.nn.functional as F
     from executor import decode_attention as attention
+    from executor import decode_splits
     from executor import fused
     from executor.kv_cache import PagedKVCache
 
     torch.manual_seed(0)
     HQ, HKV, D, BS, BLOCKS = 8, 2, 64, 4, 48
-    attention.MIN_KEYS_PER_SPLIT = 16  # several chunks, some past a short sequence's end
+    decode_splits.MIN_KEYS_PER_SPLIT = 16  # several chunks, some past a short sequence's end
     lengths = [5, 23, 40]  # each sequence's keys, its new token last
     order = torch.randperm(BLOCKS).tolist()  # blocks scattered over the cache
     tables, taken = [], 0
@@ -128,7 +130,8 @@ def test_decode_attention_over_paged_blocks_in_interpreter(balanced):
     through its block table, the new K and V land in its block, and no counter is left set,
     whether each sequence's keys spread over all chunks or fill the first ones."""
     script = PAGED.replace(
-        "attention.MIN_KEYS", f"attention.BALANCED_SPLITS = {balanced}\n    attention.MIN_KEYS"
+        "decode_splits.MIN_KEYS",
+        f"attention.BALANCED_SPLITS = {balanced}\n    decode_splits.MIN_KEYS",
     )
     error, cache_error, counters = map(float, run_in_interpreter(script).split())
     assert error < 1e-4, f"max abs error {error:.2e} against SDPA over the gathered blocks"
@@ -139,11 +142,12 @@ VERIFY = """
     import torch
     import torch.nn.functional as F
     from executor import decode_attention as attention
+    from executor import decode_splits
     from executor.kv_cache import PagedKVCache
 
     torch.manual_seed(0)
     HQ, HKV, D, BS, BLOCKS, Q = 8, 2, 64, 4, 48, 3
-    attention.MIN_KEYS_PER_SPLIT = 8  # chunks of 8 keys: the second sequence's first new
+    decode_splits.MIN_KEYS_PER_SPLIT = 8  # chunks of 8 keys: the second sequence's first new
     lengths = [5, 18, 40]  # token (15) sees none of the chunk from 16, its last does
     order = torch.randperm(BLOCKS).tolist()
     tables, taken = [], 0
@@ -178,7 +182,8 @@ def test_a_speculative_verify_attends_causally_over_its_blocks_in_interpreter(ba
     """Three new tokens per sequence (a verify of two drafts): each sees the cache up to its own
     position, through the block table, in the decode kernel's tile."""
     script = VERIFY.replace(
-        "attention.MIN_KEYS", f"attention.BALANCED_SPLITS = {balanced}\n    attention.MIN_KEYS"
+        "decode_splits.MIN_KEYS",
+        f"attention.BALANCED_SPLITS = {balanced}\n    decode_splits.MIN_KEYS",
     )
     error, shape, counters = run_in_interpreter(script).split()
     assert float(error) < 1e-4, f"max abs error {float(error):.2e} against masked SDPA"
@@ -193,7 +198,7 @@ def test_the_warm_up_lengths_meet_every_split_width_a_serving_run_can(kv_heads, 
     first met mid-run would compile inside the timing), and there are only a few of them."""
     import random
 
-    from executor.decode_attention import split_lengths, split_width
+    from executor.decode_splits import split_lengths, split_width
 
     def width(batch: int, length: int) -> int:  # what a launch compiles for
         return split_width(batch, kv_heads, length)

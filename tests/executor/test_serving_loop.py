@@ -113,6 +113,7 @@ def test_the_simulators_scheduler_drives_the_executor_through_a_workload():
 TRITON_DECODES = """
     import torch
     from executor import decode_attention as attention
+    from executor import decode_splits
     from executor.engine import build_model
     from executor.fused import Kernels
     from executor.serving_loop import ServingExecutor
@@ -121,7 +122,7 @@ TRITON_DECODES = """
     spec = ModelSpec(name="tiny", num_hidden_layers=2, hidden_size=64, num_attention_heads=4,
                      num_key_value_heads=2, head_dim=32, intermediate_size=128, vocab_size=97,
                      max_position_embeddings=512)
-    attention.MIN_KEYS_PER_SPLIT = 8
+    decode_splits.MIN_KEYS_PER_SPLIT = 8
     gen = torch.Generator().manual_seed(0)
     prompts = {0: torch.randint(97, (13,), generator=gen).tolist(),
                1: torch.randint(97, (6,), generator=gen).tolist()}
@@ -261,6 +262,7 @@ def test_decode_graphs_keep_alive_every_tensor_they_read(monkeypatch):
 SPLIT_WIDTHS = """
     import torch
     from executor import decode_attention as attention
+    from executor import decode_splits
     from executor.engine import build_model
     from executor.fused import Kernels
     from executor.serving_loop import ServingExecutor
@@ -275,7 +277,7 @@ SPLIT_WIDTHS = """
     kernel = attention.decode_attention
 
     def recorded(qkv, cos, sin, positions, cache, kv_length, heads, block_table=None):
-        calls.append((qkv.shape[1], attention.split_width(qkv.shape[0], 2, kv_length)))
+        calls.append((qkv.shape[1], decode_splits.split_width(qkv.shape[0], 2, kv_length)))
         return kernel(qkv, cos, sin, positions, cache, kv_length, heads, block_table=block_table)
 
     def tiny():

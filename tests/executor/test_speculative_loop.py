@@ -111,6 +111,7 @@ def test_the_scheduler_drives_speculative_rounds_through_a_workload():
 TRITON_ROUNDS = """
     import torch
     from executor import decode_attention as attention
+    from executor import decode_splits
     from executor.engine import build_model
     from executor.fused import Kernels
     from executor.serving_loop import ServingExecutor
@@ -121,7 +122,7 @@ TRITON_ROUNDS = """
     spec = ModelSpec(name="tiny", num_hidden_layers=2, hidden_size=64, num_attention_heads=4,
                      num_key_value_heads=2, head_dim=32, intermediate_size=128, vocab_size=97,
                      max_position_embeddings=512)
-    attention.MIN_KEYS_PER_SPLIT = 8
+    decode_splits.MIN_KEYS_PER_SPLIT = 8
     gen = torch.Generator().manual_seed(0)
     prompts = {rid: torch.randint(97, (n,), generator=gen).tolist()
                for rid, n in {0: 10, 1: 5, 2: 3}.items()}
