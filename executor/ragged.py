@@ -30,7 +30,14 @@ from torch.nn.attention.bias import causal_lower_right
 from executor.fused import causal_attention
 from executor.kv_cache import PagedKVCache
 
-__all__ = ["RaggedBatch", "ragged_attention", "setup_paged_caches"]
+__all__ = ["ATTENTION_BUCKET", "RaggedBatch", "ragged_attention", "setup_paged_caches"]
+
+# cuDNN's fused attention, PyTorch's pick for causal prefill on Hopper, builds an execution plan
+# for each new sequence length: tens of milliseconds on the host, while the GPU waits. A serving
+# run meets a new prompt length in nearly every iteration with a chunk. A first chunk's q, k and
+# v are zero-padded at the end to a multiple of this, so that the plans are few and all built
+# by the warm-up; the result is exact, as under the causal mask no real query sees a padded key.
+ATTENTION_BUCKET = 128
 
 
 def setup_paged_caches(model, *, num_blocks: int, block_size: int,
@@ -109,15 +116,28 @@ def ragged_attention(attention, qkv: torch.Tensor, cos: torch.Tensor, sin: torch
         rows = slice(start_token, start_token + length)
         q_c = q[rows].transpose(0, 1)[None]  # [1, heads, L, D]
         if start == 0:  # the whole prompt so far is this chunk: its fresh keys, causally
-            k_c = qkv[0, rows, heads : heads + kv_heads].transpose(0, 1)[None]
-            v_c = qkv[0, rows, heads + kv_heads :].transpose(0, 1)[None]
-            o = causal_attention(q_c, k_c, v_c, kernels.prefill_backend)
+            bucket = ATTENTION_BUCKET if q.is_cuda else 1
+            o = _first_chunk_attention(qkv[0, rows], heads, kv_heads, kernels.prefill_backend,
+                                       bucket)  # fmt: skip
         else:
             k_c, v_c = cache.gather(batch.tables[row], start + length, q.dtype)
             o = F.scaled_dot_product_attention(q_c, k_c, v_c, enable_gqa=True,
                                                attn_mask=causal_lower_right(length, start + length))  # fmt: skip
         out[0, rows] = o[0].transpose(0, 1).reshape(length, heads * d)
     return out
+
+
+def _first_chunk_attention(rows: torch.Tensor, heads: int, kv_heads: int, backend: str,
+                           bucket: int) -> torch.Tensor:  # fmt: skip
+    """Causal attention of a prompt's first chunk from its fused projection ``rows [L, heads +
+    2 kv_heads, D]`` (rotated): ``[1, heads, L, D]``. Run at ``L`` rounded up to a multiple of
+    ``bucket``: one copy of the rows, so that every chunk of a bucket has the same shape and
+    strides, which is what a plan is built for."""
+    length = rows.shape[0]
+    if bucket > 1:
+        rows = F.pad(rows, (0, 0, 0, 0, 0, -length % bucket))
+    q, k, v = rows.transpose(0, 1)[None].split([heads, kv_heads, kv_heads], dim=1)
+    return causal_attention(q, k, v, backend)[..., :length, :]
 
 
 def _decodes(q: torch.Tensor, cache: PagedKVCache, batch: RaggedBatch, kv_heads: int):

@@ -5,7 +5,8 @@ takes seconds: one in a timed run is a latency percentile).
 Triton compiles a kernel once per combination of its compile-time constants and of how its
 integer arguments specialize (1, a multiple of 16, or neither). ``warm_up`` runs iterations of
 token counts that meet each of those, a prompt chunk of each size class up to the token budget
-(the library kernels each size picks; the peak activations), then the paged decode kernel at
+(the library kernels each size picks; the peak activations; the attention plan of each padded
+chunk length), then the paged decode kernel at
 every split-merge width it can use (``decode_splits.split_lengths``), then captures the decode
 graphs and the piecewise graphs. It leaves no trace: its requests are released and its log
 cleared.
@@ -18,6 +19,7 @@ from dataclasses import dataclass, field
 import torch
 
 from executor.kv_cache import PagedKVCache
+from executor.ragged import ATTENTION_BUCKET
 
 __all__ = ["Step", "paged_attentions", "token_counts", "warm_up"]
 
@@ -53,7 +55,7 @@ def warm_up(executor) -> None:
     # loads a kernel on its first launch).
     peak = min(executor.token_budget, executor.max_seq_length,
                len(executor.free) * executor.block_size)  # fmt: skip
-    for i, count in enumerate(token_counts(peak)):
+    for i, count in enumerate(token_counts(peak, ATTENTION_BUCKET)):
         executor(Step([], [(-10 - i, 0, count)], released=[-9 - i] if i else []))
     compile_split_widths(executor)
     # A capture that fails must not cost the whole validation: the run still measures, with
@@ -72,14 +74,16 @@ def warm_up(executor) -> None:
     executor.reset()
 
 
-def token_counts(limit: int) -> list[int]:
+def token_counts(limit: int, bucket: int = 0) -> list[int]:
     """Token counts from 1 to ``limit`` at steps of about 1.5x (1, 2, 3, 4, 6, 8, 12, ...),
-    ``limit`` last: one of each size class a library kernel choice follows."""
-    counts, power = [], 1
+    and every multiple of ``bucket`` below it, ``limit`` last: one of each size class a library
+    kernel choice follows, and one of each length a first chunk's attention is padded to
+    (``executor.ragged.ATTENTION_BUCKET``)."""
+    counts, power = set(range(bucket, limit, bucket) if bucket else ()), 1
     while power <= limit:
-        counts += [c for c in (power, power + power // 2) if c < limit]
+        counts |= {c for c in (power, power + power // 2) if c < limit}
         power *= 2
-    return sorted(set(counts)) + ([limit] if limit > 0 else [])
+    return sorted(counts) + ([limit] if limit > 0 else [])
 
 
 def _capture(graphs) -> str | None:

@@ -1,5 +1,5 @@
-"""Where a serving decode step's GPU time goes, on a GPU: Llama-3.1-8B (bf16, full depth) in the
-serving loop, ``B`` sequences of ``L`` cached tokens decoding together.
+"""Where a serving decode step's GPU time goes, on a GPU: Llama-3.1-8B (bf16, or a plan's
+quantization and KV cache; full depth) in the serving loop, ``B`` sequences of ``L`` cached tokens decoding together.
 
 The first serving validations measured decode-only iterations (CUDA graph replays) at about
 1.5x the predicted step, nearly all of it on the GPU (the loop's host time is ~0.1 ms). This
@@ -13,6 +13,7 @@ each point's serving iterations once per chunking (``--splits fixed,balanced``),
 same shapes through the static-cache decode step that the calibration was fitted to.
 
     python3 studies/serving-validation/decode_gap.py OUT.json [--points 4x1024,32x1024]
+        [--plan studies/serving-validation/8b-fp8-h100/plan.json]
 """
 
 from __future__ import annotations
@@ -94,7 +95,8 @@ def point(executor: ServingExecutor, batch: int, length: int, first_rid: int) ->
     mixed_kernels = kernels_per_iteration(lambda: [mixed() for _ in range(3)], 3)
     for rid in rids:
         executor.blocks.release(rid)
-    kv_bytes = 2 * 32 * 8 * 128 * 2 * batch * (length + 25)  # K and V, 32 layers, mid-run
+    element = executor.model.layers[0].attention.kv_cache.k.element_size()  # 2 bf16, 1 fp8
+    kv_bytes = 2 * 32 * 8 * 128 * element * batch * (length + 25)  # K, V, 32 layers, mid-run
     return {
         "batch": batch, "context": length,
         "graph_step_ms": _median_ms(r.step_s for r in graph),
@@ -184,6 +186,7 @@ def main() -> int:
     parser.add_argument("--sweep", default="4x1024,32x1024,128x1024,128x4096",
                         help="shapes of the kernel-alone sweep ('' for none)")  # fmt: skip
     parser.add_argument("--layers", type=int, default=32, help="fewer for a quick check")
+    parser.add_argument("--plan", help="a plan.json: its weights and KV cache (bf16 without)")
     args = parser.parse_args()
 
     def shapes(text: str) -> list[tuple[int, int]]:
@@ -206,11 +209,21 @@ def main() -> int:
     if not points:
         return 0
     spec = get_model("llama-3.1-8b").model_copy(update={"num_hidden_layers": args.layers})
-    model = prepare_model(spec, weights="bf16", scaling="dynamic", granularity="per_tensor")
-    largest = max(b * -(-(length + 64) // BLOCK) for b, length in points)
-    executor = ServingExecutor(model, num_blocks=largest + 64, block_size=BLOCK,
+    quantization, kv_dtype = {"weights": "bf16"}, "bf16"
+    if args.plan:
+        from executor.points import quantization_of
+        from tuner.plan import load_plan
+
+        config = load_plan(args.plan).config
+        quantization, kv_dtype = quantization_of(config), config.kv_dtype
+    document["quantization"], document["kv_dtype"] = quantization, kv_dtype
+    model = prepare_model(spec, **quantization)
+    # Each point's sequences grow by ~80 decoded tokens, beside a fresh 1,024-token chunk.
+    largest = max(b * -(-(length + 128) // BLOCK) for b, length in points)
+    executor = ServingExecutor(model, num_blocks=largest + 2 * 1024 // BLOCK, block_size=BLOCK,
                                max_seq_length=MAX_SEQ_LENGTH, token_budget=2048,
-                               graphs_up_to=max(b for b, _ in points))  # fmt: skip
+                               graphs_up_to=max(b for b, _ in points),
+                               kv_dtype=torch.float8_e4m3fn if kv_dtype == "fp8" else None)  # fmt: skip
     executor.warm_up()
     print(f"warmed up: {jit_compiles.count()} Triton compiles, notes {executor.notes}",
           flush=True)  # fmt: skip
@@ -244,7 +257,8 @@ def main() -> int:
     torch.cuda.empty_cache()
     document["static"] = []
     for batch, length in points:
-        record = measure_point(model, spec, weights="bf16", batch=batch, context=length)
+        record = measure_point(model, spec, weights=quantization["weights"], batch=batch,
+                               context=length, kv_dtype=kv_dtype)  # fmt: skip
         ms = record.time_s * 1e3 if record.fits and record.time_s else None
         document["static"].append({"batch": batch, "context": length, "step_ms": ms,
                                    "decode_attention": record.decode_attention})  # fmt: skip

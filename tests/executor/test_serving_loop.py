@@ -371,3 +371,19 @@ def test_the_warm_up_token_counts_step_by_half_again_up_to_the_budget():
     assert token_counts(100) == [1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 100]
     assert token_counts(4096)[-4:] == [1536, 2048, 3072, 4096]
     assert token_counts(1) == [1] and token_counts(0) == []
+    with_buckets = token_counts(600, bucket=128)
+    assert {128, 256, 384, 512} <= set(with_buckets) and with_buckets[-1] == 600
+    assert with_buckets == sorted(set(with_buckets))
+
+
+@pytest.mark.parametrize("length", [1, 37, 128, 200])
+def test_a_first_chunk_padded_to_its_bucket_attends_exactly_as_unpadded(length):
+    """Zero keys appended after the last real one are never seen under the causal mask."""
+    from executor.ragged import _first_chunk_attention
+
+    torch.manual_seed(length)
+    rows = torch.randn(length, 8 + 2 * 2, 16)  # 8 query heads, 2 K/V heads
+    exact = _first_chunk_attention(rows, 8, 2, "flash", bucket=1)
+    padded = _first_chunk_attention(rows, 8, 2, "flash", bucket=128)
+    assert padded.shape == exact.shape == (1, 8, length, 16)
+    torch.testing.assert_close(padded, exact)
