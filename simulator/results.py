@@ -154,6 +154,10 @@ class Prediction(_Result):
 class Measurement(Prediction):
     """What a real run measured, in the Prediction's schema, plus the machine it ran on."""
 
+    # Validators built on first use, not at import: only the measuring verbs make one, and
+    # building a second Prediction schema cost every ``tune predict`` about 2 ms.
+    model_config = ConfigDict(extra="forbid", defer_build=True)
+
     machine: dict = Field(default_factory=dict)
     source: str = "measured"
 
@@ -170,6 +174,9 @@ class StepMeasurement(_Result):
     ``variant`` is None for the engine as it serves by default, else what differs (graphs off,
     an FP8 KV cache, ...): comparisons the fit does not score.
     """
+
+    # Validators built on first use (the executor, the calibration fit), not at import.
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
     phase: Literal["prefill", "decode"]
     weights: str

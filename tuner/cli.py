@@ -11,9 +11,15 @@ Exit codes: 0 success, 1 runtime failure, 2 bad input, 3 no configuration meets 
 from __future__ import annotations
 
 import argparse
+import gc
 import importlib
 import sys
 from collections.abc import Sequence
+
+# Verbs that compute and print (their files written whole by ``simulator.files``), and end holding
+# no connection, worker process or GPU: as a process of their own, ``main`` runs them without the
+# cyclic garbage collector (see ``_run_short``).
+SHORT_VERBS = frozenset({"predict", "capacity", "hardware", "models", "schema"})
 
 # Order shown in `tune --help`.
 COMMANDS = (
@@ -94,7 +100,35 @@ def _version() -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else list(argv)
+    """Run one command line: ``argv``, or the process's own (``sys.argv``), after which the
+    interpreter exits."""
+    if argv is not None:
+        return _main(list(argv))
+    argv = sys.argv[1:]
+    if _verb(argv) in SHORT_VERBS:
+        return _run_short(argv)
+    return _main(argv)
+
+
+def _run_short(argv: list[str]) -> int:
+    """A short verb as the whole process, without the cyclic garbage collector.
+
+    Its passes walk every object the imports made (numpy's, pydantic's schemas) over and over:
+    10 ms of a 0.23 s ``tune predict``, and 25 ms more at exit, where Python collects everything
+    once again only to free memory the OS takes back anyway. These verbs make next to no cyclic
+    garbage (the same peak memory with the collector off, even simulating 20,000 requests), so
+    it stays off, and the objects left at the end are frozen out of the exit's collections.
+    atexit handlers, flushing stdout and freeing everything outside reference cycles run as
+    before; only finalizers of objects in cycles are skipped, which Python never promises at
+    exit.
+    """
+    gc.disable()
+    code = _main(argv)
+    gc.freeze()
+    return code
+
+
+def _main(argv: list[str]) -> int:
     parser = build_parser(_verb(argv))
     try:
         args = parser.parse_args(argv)

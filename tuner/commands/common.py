@@ -8,7 +8,6 @@ a validated ``DeploymentConfig`` or raises ``ConfigError`` with one readable lin
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from typing import Any
 
@@ -136,6 +135,8 @@ def config_from_args(args: argparse.Namespace, **overrides: Any):
 
 
 def print_json(obj: Any) -> None:
+    import json  # only with --json: the table output never needs it
+
     json.dump(obj, sys.stdout, indent=2, default=_json_default)
     sys.stdout.write("\n")
 
