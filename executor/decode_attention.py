@@ -6,8 +6,8 @@ library path takes three launches: RoPE with the cache write, SDPA's split-K ker
 reduction, ~10.5 us a layer (`studies/executor-h100/profile.log`). Here one kernel takes the
 un-rotated output of the fused q/k/v projection and:
 
-1. splits each sequence's keys into the launch's chunks (``executor.decode_splits`` counts
-   them; each sequence's own length over that count); one program takes one
+1. splits each sequence's keys into the launch's chunks (``executor.decode_splits``: all of
+   the grid's, or by work the sequence's share of the launch's keys); one program takes one
    (sequence, K/V head, chunk) and all ``G = heads / kv_heads`` query heads that share the K/V
    head (GQA), so each K/V element is read once;
 2. rotates those query heads and the new key (RoPE, rotate-half layout, in float32 as
@@ -49,12 +49,6 @@ __all__ = ["available", "decode_attention", "supports"]
 # The launch's tile: keys per loop step, warps per program, software-pipeline stages (None:
 # Triton's default). ``studies/attention/decode_sweep.py`` times the alternatives.
 BLOCK_S, NUM_WARPS, NUM_STAGES = 64, 4, None
-# Each sequence's keys split evenly over the launch's chunks, its own length over their count,
-# rather than in chunks sized for the launch's longest sequence. A decode graph is captured for
-# the longest sequence the cache may hold, so with fixed-size chunks a sequence far shorter
-# than that falls in the first chunk alone, one program per K/V head streaming all of it.
-BALANCED_SPLITS = True
-
 
 if triton is not None:
     FP8_MAX = tl.constexpr(448.0)  # the largest finite float8_e4m3fn
@@ -64,14 +58,14 @@ if triton is not None:
         """RoPE of a head held as its two halves (float32)."""
         return x1 * cos - x2 * sin, x2 * cos + x1 * sin
 
-    # The chunk size and count, and the strides of the per-sequence inputs (a table cut to the
-    # iteration's widest sequence; positions and RoPE rows of a batch of one or more), change
+    # The chunk count and the strides of the per-sequence inputs (a table cut to the
+    # iteration's widest sequence; positions and RoPE rows of a batch of one or more) change
     # from one serving iteration to the next: not specialized (each specialization is a
     # compile, in the middle of a timed run). What still varies, ``BLOCK_SPLITS``, is compiled
     # before timing (``split_lengths``).
     @triton.jit(
-        do_not_specialize=["keys_per_split", "num_splits", "stride_cos", "stride_pos",
-                           "stride_table"]
+        do_not_specialize=["num_splits", "min_keys", "target_programs", "stride_cos",
+                           "stride_pos", "stride_table"]
     )  # fmt: skip
     def _decode_kernel(
         qkv_ptr,
@@ -85,8 +79,9 @@ if triton is not None:
         lse_ptr,
         counters_ptr,
         out_ptr,
-        keys_per_split,
         num_splits,
+        min_keys,
+        target_programs,
         heads,
         kv_heads,
         group,
@@ -109,7 +104,7 @@ if triton is not None:
         USE_PDL: tl.constexpr,
         QUERY: tl.constexpr = 1,
         FUSED: tl.constexpr = True,
-        BALANCED: tl.constexpr = True,
+        BY_WORK: tl.constexpr = False,
     ):
         # The next kernel (the output projection's GEMV) may launch only once the keys are
         # read: launched earlier, its waiting blocks would hold SM slots this kernel needs.
@@ -143,10 +138,19 @@ if triton is not None:
         q2 = tl.load(q_rows + HALF, mask=g_ok[:, None], other=0.0).to(tl.float32)
         head = kv_head * stride_kh
         length = position + QUERY  # the keys this sequence attends over, its new ones included
-        if BALANCED:  # its own keys over all of the launch's chunks
-            per_split = tl.cdiv(length, num_splits)
-        else:  # chunks sized for the launch's longest sequence: shorter ones use the first few
-            per_split = keys_per_split
+        # Its chunks (``executor.decode_splits``): all of the grid's, or by work as many as its
+        # share of the launch's keys, in chunks of ~1/target_programs of them.
+        splits_here = num_splits
+        if BY_WORK:
+            batch = tl.num_programs(0) // kv_heads
+            total = 0
+            for i0 in range(0, batch, 128):
+                i = i0 + tl.arange(0, 128)
+                first = tl.load(pos_ptr + i * stride_pos, mask=i < batch, other=0)
+                total += tl.sum(tl.where(i < batch, first + QUERY, 0))
+            chunk = tl.maximum(min_keys, tl.cdiv(total * kv_heads, target_programs))
+            splits_here = tl.minimum(tl.maximum(tl.cdiv(length, chunk), 1), num_splits)
+        per_split = tl.cdiv(length, splits_here)
         start = split * per_split
         stop = tl.minimum(start + per_split, length)  # empty past its length
         scale = sm_scale * cache_scale
@@ -229,20 +233,21 @@ if triton is not None:
 
         out_rows = out_ptr + out_head[:, None] * head_dim + d[None, :]
         out_type = out_ptr.dtype.element_ty
-        if num_splits == 1:
-            tl.store(out_rows, acc1.to(out_type), mask=g_ok[:, None])
-            tl.store(out_rows + HALF, acc2.to(out_type), mask=g_ok[:, None])
-        else:
+        if splits_here == 1:
+            if split == 0:  # the others of the grid are unused (by work)
+                tl.store(out_rows, acc1.to(out_type), mask=g_ok[:, None])
+                tl.store(out_rows + HALF, acc2.to(out_type), mask=g_ok[:, None])
+        elif split < splits_here:
             part = (pair * num_splits + split) * BLOCK_G + g  # [pairs, splits, BLOCK_G]
             tl.store(partial_ptr + part[:, None] * head_dim + d[None, :], acc1)
             tl.store(partial_ptr + part[:, None] * head_dim + HALF + d[None, :], acc2)
             tl.store(lse_ptr + part, running_max + tl.log(running_sum))
             tl.debug_barrier()  # every thread's stores are issued before the count
             done = tl.atomic_add(counters_ptr + pair, 1, sem="acq_rel", scope="gpu")
-            if done == num_splits - 1:  # the last chunk of this pair: merge them all at once
+            if done == splits_here - 1:  # the last chunk of this pair: merge them all at once
                 splits = tl.arange(0, BLOCK_SPLITS)[:, None]  # [BLOCK_SPLITS, 1]
                 h = tl.arange(0, GROUP)[None, :]  # [1, GROUP]: the real query rows only
-                ok = (splits < num_splits) & (h < QUERY * group)
+                ok = (splits < splits_here) & (h < QUERY * group)
                 rows = (pair * num_splits + splits) * BLOCK_G + h  # [BLOCK_SPLITS, GROUP]
                 lse = tl.load(lse_ptr + rows, mask=ok, other=float("-inf"), volatile=True)
                 weights = tl.exp(lse - tl.max(lse, axis=0)[None, :])
@@ -318,7 +323,7 @@ def decode_attention(
     group = num_heads // kv_heads
     rows = triton.next_power_of_2(query * group)  # query tokens x the heads of a K/V head
     block_g = max(16, rows)
-    keys_per_split, splits = decode_splits.splits_of(batch, kv_heads, kv_length)
+    splits = decode_splits.splits_of(batch, kv_heads, kv_length)
     pairs = batch * kv_heads
     stages = num_stages or NUM_STAGES
     partial = torch.empty(
@@ -340,8 +345,9 @@ def decode_attention(
         lse,
         cache.split_counters,
         out,
-        keys_per_split,
         splits,
+        decode_splits.MIN_KEYS_PER_SPLIT,
+        decode_splits.TARGET_PROGRAMS,
         num_heads,
         kv_heads,
         group,
@@ -366,6 +372,6 @@ def decode_attention(
         **pdl.launch_options(),
         QUERY=query,
         FUSED=fused,
-        BALANCED=BALANCED_SPLITS,
+        BY_WORK=decode_splits.BY_WORK,
     )
     return out

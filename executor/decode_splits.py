@@ -4,6 +4,21 @@ Each (sequence, K/V head) pair's keys are split into chunks, one program each, s
 batch still fills the GPU; the last program of a pair merges the chunks' partial outputs, over a
 power-of-two width that is a compile-time constant (each width is one Triton compile, so a
 serving run compiles them all before it is timed: ``split_lengths``).
+
+The launch's grid holds ``split_count`` chunks per pair, fixed when a decode graph is captured
+(for the longest sequence the cache may hold). How a sequence uses them is the rule:
+
+- evenly (``BY_WORK = False``): every sequence's own keys over all of the grid's chunks. Sized
+  for the launch's longest sequence instead, a short one would fall in the first chunk alone.
+  At a graph bucket of 32 or more the grid has one chunk per pair, so one program streams
+  each sequence and the batch's longest sequence sets the kernel's time. In an H100 serving
+  run, decode steps rose 1.7 ms from 16 sequences (bucket 16, two chunks a pair) to 17
+  (bucket 32, one), and at 17-32 sequences of mixed lengths took 1.2-2 ms more than 32 of
+  equal length (``studies/serving-validation/NOTES.md``).
+- by work (``BY_WORK = True``): the grid keeps at least ``MIN_GRID_SPLITS`` chunks per pair,
+  and each program sums the batch's lengths and takes chunks of about 1/``TARGET_PROGRAMS``
+  of all the launch's keys: a long sequence gets several chunks, a short one one, and the
+  chunks it leaves unused exit at once. Equal lengths split as evenly.
 """
 
 from __future__ import annotations
@@ -12,26 +27,29 @@ __all__ = ["split_count", "split_lengths", "split_width", "splits_of"]
 
 MIN_KEYS_PER_SPLIT = 64
 TARGET_PROGRAMS = 256  # about two per SM on an H100 (132) or H200 (132)
+MIN_GRID_SPLITS = 4  # by work: a sequence up to 4x the batch's mean still spreads
+BY_WORK = False
 
 
 def split_count(batch: int, kv_heads: int, kv_length: int) -> int:
-    """Chunks per sequence and K/V head: enough programs to fill the GPU, each with at least
-    ``MIN_KEYS_PER_SPLIT`` keys."""
+    """The grid's chunks per sequence and K/V head: enough programs to fill the GPU (and, by
+    work, at least ``MIN_GRID_SPLITS``), each with at least ``MIN_KEYS_PER_SPLIT`` keys."""
     wanted = -(-TARGET_PROGRAMS // (batch * kv_heads))
+    if BY_WORK:
+        wanted = max(wanted, MIN_GRID_SPLITS)
     return max(1, min(wanted, -(-kv_length // MIN_KEYS_PER_SPLIT)))
 
 
-def splits_of(batch: int, kv_heads: int, kv_length: int) -> tuple[int, int]:
-    """(keys per chunk, chunks) of a launch: ``split_count`` chunks, none left empty."""
+def splits_of(batch: int, kv_heads: int, kv_length: int) -> int:
+    """The grid's chunks of a launch: ``split_count``, none left empty at ``kv_length``."""
     keys_per_split = -(-kv_length // split_count(batch, kv_heads, kv_length))
-    return keys_per_split, -(-kv_length // keys_per_split)
+    return -(-kv_length // keys_per_split)
 
 
 def split_width(batch: int, kv_heads: int, kv_length: int) -> int:
     """The kernel's split-merge width (``BLOCK_SPLITS``): the chunks, to the next power of two.
     A compile-time constant, so each width is a compile."""
-    splits = splits_of(batch, kv_heads, kv_length)[1]
-    return 1 << (splits - 1).bit_length()
+    return 1 << (splits_of(batch, kv_heads, kv_length) - 1).bit_length()
 
 
 def split_lengths(kv_heads: int, max_length: int) -> list[int]:

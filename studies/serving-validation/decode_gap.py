@@ -1,5 +1,7 @@
 """Where a serving decode step's GPU time goes, on a GPU: Llama-3.1-8B (bf16, or a plan's
-quantization and KV cache; full depth) in the serving loop, ``B`` sequences of ``L`` cached tokens decoding together.
+quantization and KV cache; full depth) in the serving loop, ``B`` sequences of ``L`` cached
+tokens decoding together (``BxL``), or of lengths spread around ``L`` as a serving batch's
+are (``BxL~``: lognormal, mean ``L``, the longest about 3x it; seeded).
 
 The first serving validations measured decode-only iterations (CUDA graph replays) at about
 1.5x the predicted step, nearly all of it on the GPU (the loop's host time is ~0.1 ms). This
@@ -8,11 +10,12 @@ plan's longest sequence, 8,192), the same iterations eager, and the GPU kernels 
 PyTorch's profiler, grouped by kernel and divided per iteration, so a slow kernel is named.
 Prints a table per point and one JSON line per point; writes them all to OUT.json.
 
-First, the paged decode kernel alone over its chunking and launch (``kernel_sweep``). Then
-each point's serving iterations once per chunking (``--splits fixed,balanced``), and last the
-same shapes through the static-cache decode step that the calibration was fitted to.
+First, the paged decode kernel alone over its chunk rule and launch (``kernel_sweep``). Then
+each point's serving iterations once per rule (``--splits even,work``:
+``executor.decode_splits.BY_WORK``), and last the same shapes through the static-cache decode
+step that the calibration was fitted to (equal lengths only).
 
-    python3 studies/serving-validation/decode_gap.py OUT.json [--points 4x1024,32x1024]
+    python3 studies/serving-validation/decode_gap.py OUT.json [--points 4x1024,32x1024~]
         [--plan studies/serving-validation/8b-fp8-h100/plan.json]
 """
 
@@ -22,6 +25,8 @@ import argparse
 import functools
 import itertools
 import json
+import math
+import random
 import statistics
 import sys
 from collections import defaultdict
@@ -36,6 +41,7 @@ from simulator.data.models import get_model
 TILES = [(32, 4, None), (128, 4, None), (64, 8, None), (64, 4, 2), (64, 4, 4), (128, 8, 3)]
 MAX_SEQ_LENGTH = 8192  # the 8B plans' max_model_len: the decode graphs are captured for it
 BLOCK = 16
+FP8 = torch.float8_e4m3fn
 
 
 def kernels_per_iteration(run, iterations: int) -> dict[str, float]:
@@ -58,9 +64,22 @@ def _median_ms(values) -> float | None:
     return None if not values or None in values else 1e3 * statistics.median(values)
 
 
-def point(executor: ServingExecutor, batch: int, length: int, first_rid: int) -> dict:
+def lengths_of(text: str) -> list[int]:
+    """A point's cached lengths: ``BxL`` (all ``L``) or ``BxL~`` (spread around ``L``)."""
+    batch, length = text.rstrip("~").split("x")
+    if not text.endswith("~"):
+        return [int(length)] * int(batch)
+    rng, sigma = random.Random(int(batch) * 7919 + int(length)), 0.6
+    mu = math.log(int(length)) - sigma**2 / 2  # mean L
+    return [min(MAX_SEQ_LENGTH - 128, max(16, round(rng.lognormvariate(mu, sigma))))
+            for _ in range(int(batch))]  # fmt: skip
+
+
+def point(executor: ServingExecutor, lengths: list[int], first_rid: int) -> dict:
+    """One batch of ``lengths``: its decode step from graphs, eagerly and beside a chunk."""
+    batch = len(lengths)
     rids = list(range(first_rid, first_rid + batch))
-    for rid in rids:  # each prompt in chunks of up to 2,048 tokens
+    for rid, length in zip(rids, lengths, strict=True):  # each prompt in chunks of <= 2,048
         for start in range(0, length, 2048):
             executor(Step([], [(rid, start, min(2048, length - start))]))
     decode = Step(rids, [])
@@ -79,26 +98,36 @@ def point(executor: ServingExecutor, batch: int, length: int, first_rid: int) ->
         graph_kernels = kernels_per_iteration(lambda: [executor(decode) for _ in range(3)], 3)
     except Exception as error:  # noqa: BLE001 (a profiler that cannot see into graphs)
         graph_kernels = {"error": str(error)[:200]}
-    # Mixed iterations: the decodes beside a fresh prompt's 1,024-token first chunk (eager or
-    # piecewise, as the executor is set up), a new request each time.
-    executor.records.clear()
+    # Mixed iterations: the decodes beside a fresh prompt's first chunk, a new request each
+    # time: 1,024 tokens (eager) and 256 (piecewise graphs, attention eager between them).
     fresh = iter(range(first_rid + 500, first_rid + 1000))
 
-    def mixed() -> None:
+    def mixed(chunk: int) -> None:
         rid = next(fresh)
-        executor(Step(rids, [(rid, 0, 1024)]))
+        executor(Step(rids, [(rid, 0, chunk)]))
         executor.blocks.release(rid)
 
-    for _ in range(8):
-        mixed()
-    mixed_records = executor.records[3:]
-    mixed_kernels = kernels_per_iteration(lambda: [mixed() for _ in range(3)], 3)
+    beside = {}
+    for label, chunk in (("mixed", 1024), ("piecewise", 256)):
+        executor.records.clear()
+        for _ in range(8):
+            mixed(chunk)
+        records = executor.records[3:]
+        kernels = kernels_per_iteration(lambda chunk=chunk: [mixed(chunk) for _ in range(3)], 3)
+        beside |= {
+            f"{label}_path": records[0].path,
+            f"{label}_step_ms": _median_ms(r.step_s for r in records),
+            f"{label}_device_ms": _median_ms(r.device_s for r in records),
+            f"{label}_kernels_us": {k: round(v, 1) for k, v in list(kernels.items())[:15]},
+            f"{label}_kernel_total_us": round(sum(kernels.values()), 1),
+        }
     for rid in rids:
         executor.blocks.release(rid)
     element = executor.model.layers[0].attention.kv_cache.k.element_size()  # 2 bf16, 1 fp8
-    kv_bytes = 2 * 32 * 8 * 128 * element * batch * (length + 25)  # K, V, 32 layers, mid-run
+    kv_bytes = 2 * 32 * 8 * 128 * element * (sum(lengths) + 25 * batch)  # K, V; mid-run
     return {
-        "batch": batch, "context": length,
+        "batch": batch, "context": round(statistics.mean(lengths)),
+        "longest": max(lengths),
         "graph_step_ms": _median_ms(r.step_s for r in graph),
         "graph_device_ms": _median_ms(r.device_s for r in graph),
         "graph_iterations": len(graph),
@@ -111,18 +140,14 @@ def point(executor: ServingExecutor, batch: int, length: int, first_rid: int) ->
                              for k, v in list(graph_kernels.items())[:15]},
         "graph_kernel_total_us": round(sum(v for v in graph_kernels.values()
                                            if isinstance(v, float)), 1),
-        "mixed_path": mixed_records[0].path,
-        "mixed_step_ms": _median_ms(r.step_s for r in mixed_records),
-        "mixed_device_ms": _median_ms(r.device_s for r in mixed_records),
-        "mixed_kernels_us": {k: round(v, 1) for k, v in list(mixed_kernels.items())[:15]},
-        "mixed_kernel_total_us": round(sum(mixed_kernels.values()), 1),
+        **beside,
         "compiles_so_far": jit_compiles.count(),
     }  # fmt: skip
 
 
-def kernel_sweep(shapes: list[tuple[int, int]]) -> list[dict]:
+def kernel_sweep(points: list[str]) -> list[dict]:
     """The paged decode kernel alone, one layer (32 heads, 8 K/V heads of 128), blocks
-    scattered: fixed against balanced chunks, launched for the batch's own longest sequence
+    scattered: each chunk rule (even, by work), launched for the batch's own longest sequence
     (eager) or for the cache's (a graph's capture), at two program targets; then other tiles.
     Graph replays, medians; GB/s of K/V read."""
     from executor import decode_attention as attention
@@ -131,68 +156,68 @@ def kernel_sweep(shapes: list[tuple[int, int]]) -> list[dict]:
     from executor.kv_cache import PagedKVCache
 
     rows = []
-    for batch, length in shapes:
-        width = -(-MAX_SEQ_LENGTH // BLOCK)
-        blocks = batch * -(-(length + 1) // BLOCK)
-        cache = PagedKVCache(blocks + 1, 8, BLOCK, 128, torch.bfloat16, "cuda")
+    for text in points:
+        lengths = lengths_of(text)
+        batch, width = len(lengths), -(-MAX_SEQ_LENGTH // BLOCK)
+        used = [-(-(n + 1) // BLOCK) for n in lengths]
+        cache = PagedKVCache(sum(used) + 1, 8, BLOCK, 128, torch.bfloat16, "cuda")
         cache.k.normal_()
         cache.v.normal_()
-        order = torch.randperm(blocks, device="cuda")
-        tables = torch.full((batch, width), blocks, dtype=torch.long, device="cuda")
-        used = -(-(length + 1) // BLOCK)
-        tables[:, :used] = order.view(batch, used)
-        positions = torch.full((batch,), length, dtype=torch.long, device="cuda")
+        order = torch.randperm(sum(used), device="cuda").tolist()
+        tables = torch.full((batch, width), sum(used), dtype=torch.long, device="cuda")
+        for row, count in enumerate(used):
+            first = sum(used[:row])
+            tables[row, :count] = torch.tensor(order[first : first + count])
+        positions = torch.tensor(lengths, dtype=torch.long, device="cuda")
         angles = torch.randn(batch, 64, device="cuda").repeat(1, 2)
         cos, sin = angles.cos(), angles.sin()
         qkv = torch.randn(batch, 1, 48, 128, device="cuda", dtype=torch.bfloat16)
-        kv_bytes = 2 * batch * 8 * (length + 1) * 128 * 2
-        # Both chunkings at the default tile and 256 or 1,024 programs; then, balanced, the
-        # tile: keys a step, warps, software-pipeline stages (None: Triton's default).
+        kv_bytes = 2 * 8 * (sum(lengths) + batch) * 128 * 2
+        # Both rules at the default tile and 256 or 1,024 programs; then, by the module's rule,
+        # the tile: keys a step, warps, software-pipeline stages (None: Triton's default).
         runs = [
-            (balanced, launch, target, (64, 4, None))
-            for balanced, launch, target in itertools.product(
+            (by_work, launch, target, (64, 4, None))
+            for by_work, launch, target in itertools.product(
                 (False, True), ("own", "cache"), (256, 1024)
             )
         ]
-        runs += [(True, "cache", 256, tile) for tile in TILES]  # fmt: skip
-        for balanced, launch, target, (block_s, warps, stages) in runs:
-            attention.BALANCED_SPLITS, decode_splits.TARGET_PROGRAMS = balanced, target
-            kv_length = length + 1 if launch == "own" else MAX_SEQ_LENGTH
+        runs += [(decode_splits.BY_WORK, "cache", 256, tile) for tile in TILES]  # fmt: skip
+        default = decode_splits.BY_WORK
+        for by_work, launch, target, (block_s, warps, stages) in runs:
+            decode_splits.BY_WORK, decode_splits.TARGET_PROGRAMS = by_work, target
+            kv_length = max(lengths) + 1 if launch == "own" else MAX_SEQ_LENGTH
+            point = {"point": text, "batch": batch, "context": round(statistics.mean(lengths)),
+                     "longest": max(lengths)}  # fmt: skip
             try:
                 seconds = time_graph(functools.partial(
                     attention.decode_attention, qkv, cos, sin, positions, cache, kv_length, 32,
                     block_table=tables, block_s=block_s, num_warps=warps,
                     num_stages=stages))  # fmt: skip
             except Exception as error:  # noqa: BLE001 (a tile that does not compile)
-                rows.append({"batch": batch, "context": length, "error": str(error)[:200]})
+                rows.append({**point, "error": str(error)[:200]})
                 continue
-            row = {"batch": batch, "context": length, "balanced": balanced, "launch": launch,
-                   "target_programs": target, "block_s": block_s, "warps": warps,
-                   "stages": stages,
+            row = {**point, "by_work": by_work, "launch": launch, "target_programs": target,
+                   "block_s": block_s, "warps": warps, "stages": stages,
                    "us": seconds * 1e6, "gb_per_s": kv_bytes / seconds / 1e9}  # fmt: skip
             rows.append(row)
             print(json.dumps(row), flush=True)
-    attention.BALANCED_SPLITS, decode_splits.TARGET_PROGRAMS = True, 256
+        decode_splits.BY_WORK, decode_splits.TARGET_PROGRAMS = default, 256
     return rows
 
 
 def main() -> int:
-    from executor import decode_attention as attention
+    from executor import decode_splits
 
     parser = argparse.ArgumentParser()
     parser.add_argument("out")
     parser.add_argument("--points", default="4x1024,32x1024,128x1024")
-    parser.add_argument("--splits", default="fixed,balanced", help="decode kernel chunks")
+    parser.add_argument("--splits", default="even,work", help="decode kernel chunk rules")
     parser.add_argument("--sweep", default="4x1024,32x1024,128x1024,128x4096",
-                        help="shapes of the kernel-alone sweep ('' for none)")  # fmt: skip
+                        help="points of the kernel-alone sweep ('' for none)")  # fmt: skip
     parser.add_argument("--layers", type=int, default=32, help="fewer for a quick check")
     parser.add_argument("--plan", help="a plan.json: its weights and KV cache (bf16 without)")
     args = parser.parse_args()
-
-    def shapes(text: str) -> list[tuple[int, int]]:
-        return [(int(b), int(n)) for b, n in (p.split("x") for p in text.split(",") if p)]
-
-    points = shapes(args.points)
+    points = [p for p in args.points.split(",") if p]
     document: dict = {"card": torch.cuda.get_device_name() if torch.cuda.is_available()
                       else "cpu", "points": []}  # fmt: skip
 
@@ -202,7 +227,7 @@ def main() -> int:
 
     if args.sweep and torch.cuda.is_available():
         try:
-            document["kernel_sweep"] = kernel_sweep(shapes(args.sweep))
+            document["kernel_sweep"] = kernel_sweep([p for p in args.sweep.split(",") if p])
         except Exception as error:  # noqa: BLE001 (the serving points below still run)
             print(f"kernel sweep failed: {error!r}", flush=True)
         save()
@@ -219,35 +244,43 @@ def main() -> int:
     document["quantization"], document["kv_dtype"] = quantization, kv_dtype
     model = prepare_model(spec, **quantization)
     # Each point's sequences grow by ~80 decoded tokens, beside a fresh 1,024-token chunk.
-    largest = max(b * -(-(length + 128) // BLOCK) for b, length in points)
+    largest = max(sum(-(-(n + 128) // BLOCK) for n in lengths_of(p)) for p in points)
     executor = ServingExecutor(model, num_blocks=largest + 2 * 1024 // BLOCK, block_size=BLOCK,
                                max_seq_length=MAX_SEQ_LENGTH, token_budget=2048,
-                               graphs_up_to=max(b for b, _ in points),
-                               kv_dtype=torch.float8_e4m3fn if kv_dtype == "fp8" else None)  # fmt: skip
+                               graphs_up_to=max(len(lengths_of(p)) for p in points),
+                               piecewise_up_to=2048,
+                               kv_dtype=FP8 if kv_dtype == "fp8" else None)  # fmt: skip
     executor.warm_up()
     print(f"warmed up: {jit_compiles.count()} Triton compiles, notes {executor.notes}",
           flush=True)  # fmt: skip
-    for mode in args.splits.split(","):
-        attention.BALANCED_SPLITS = mode == "balanced"
+    default = decode_splits.BY_WORK
+    for rule in args.splits.split(","):
+        decode_splits.BY_WORK = rule == "work"
         if executor.graphs is not None:  # the chunking is compiled into the captured kernels
             executor.graphs.capture()
-        for i, (batch, length) in enumerate(points):
-            row = {"splits": mode, **point(executor, batch, length, first_rid=1000 * (i + 1))}
+        for i, text in enumerate(points):
+            row = {"splits": rule, "point": text,
+                   **point(executor, lengths_of(text), first_rid=1000 * (i + 1))}  # fmt: skip
             document["points"].append(row)
             save()
-            print(f"== {mode} B={batch} L={length}: graph step {row['graph_step_ms']} ms "
-                  f"(device {row['graph_device_ms']}), eager step {row['eager_step_ms']} ms "
-                  f"(device {row['eager_device_ms']}), KV {row['kv_gb']:.2f} GB",
-                  flush=True)  # fmt: skip
-            print(f"  mixed ({row['mixed_path']}, +1,024-token chunk): step "
-                  f"{row['mixed_step_ms']} ms (device {row['mixed_device_ms']})")  # fmt: skip
-            for label in ("eager", "graph", "mixed"):
+            print(f"== {rule} {text} (mean {row['context']}, longest {row['longest']}): graph "
+                  f"step {row['graph_step_ms']} ms (device {row['graph_device_ms']}), eager "
+                  f"step {row['eager_step_ms']} ms (device {row['eager_device_ms']}), KV "
+                  f"{row['kv_gb']:.2f} GB", flush=True)  # fmt: skip
+            for label, chunk in (("mixed", "1,024"), ("piecewise", "256")):
+                print(f"  {label} ({row[label + '_path']}, +{chunk}-token chunk): step "
+                      f"{row[label + '_step_ms']} ms (device {row[label + '_device_ms']}, "
+                      f"kernels {row[label + '_kernel_total_us'] / 1e3:.2f})")  # fmt: skip
+            for label in ("eager", "graph", "mixed", "piecewise"):
                 print(f"  {label} kernels, us per iteration (total "
                       f"{row[label + '_kernel_total_us']}):")  # fmt: skip
                 for name, us in row[label + "_kernels_us"].items():
                     print(f"    {us:>9} {name}")
             print(json.dumps({k: v for k, v in row.items() if not k.endswith("kernels_us")}),
                   flush=True)  # fmt: skip
+    decode_splits.BY_WORK = default
+    if executor.graphs is not None:
+        executor.graphs.capture()
     # The same shapes through the static-cache decode step (`tune measure`'s, whose times the
     # calibration was fitted to): what the serving path costs beyond it.
     from executor.points import measure_point
@@ -256,7 +289,7 @@ def main() -> int:
     model.free_caches()
     torch.cuda.empty_cache()
     document["static"] = []
-    for batch, length in points:
+    for batch, length in (map(int, p.split("x")) for p in points if not p.endswith("~")):
         record = measure_point(model, spec, weights=quantization["weights"], batch=batch,
                                context=length, kv_dtype=kv_dtype)  # fmt: skip
         ms = record.time_s * 1e3 if record.fits and record.time_s else None

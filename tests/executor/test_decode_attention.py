@@ -124,14 +124,17 @@ PAGED = """
 """
 
 
-@pytest.mark.parametrize("balanced", [True, False])
-def test_decode_attention_over_paged_blocks_in_interpreter(balanced):
+@pytest.mark.parametrize("by_work", [False, True])
+def test_decode_attention_over_paged_blocks_in_interpreter(by_work):
     """Sequences of different lengths, their blocks scattered: each attends over its own keys
     through its block table, the new K and V land in its block, and no counter is left set,
-    whether each sequence's keys spread over all chunks or fill the first ones."""
+    whether each sequence's keys spread over all of the grid's chunks or over its share of the
+    launch's keys (the longest over several, the shortest in one)."""
     script = PAGED.replace(
         "decode_splits.MIN_KEYS",
-        f"attention.BALANCED_SPLITS = {balanced}\n    decode_splits.MIN_KEYS",
+        f"decode_splits.BY_WORK = {by_work}\n    "
+        + ("decode_splits.TARGET_PROGRAMS = 4\n    " if by_work else "")  # chunks of 34 keys
+        + "decode_splits.MIN_KEYS",
     )
     error, cache_error, counters = map(float, run_in_interpreter(script).split())
     assert error < 1e-4, f"max abs error {error:.2e} against SDPA over the gathered blocks"
@@ -177,28 +180,34 @@ VERIFY = """
 """
 
 
-@pytest.mark.parametrize("balanced", [True, False])
-def test_a_speculative_verify_attends_causally_over_its_blocks_in_interpreter(balanced):
+@pytest.mark.parametrize("by_work", [False, True])
+def test_a_speculative_verify_attends_causally_over_its_blocks_in_interpreter(by_work):
     """Three new tokens per sequence (a verify of two drafts): each sees the cache up to its own
     position, through the block table, in the decode kernel's tile."""
     script = VERIFY.replace(
         "decode_splits.MIN_KEYS",
-        f"attention.BALANCED_SPLITS = {balanced}\n    decode_splits.MIN_KEYS",
+        f"decode_splits.BY_WORK = {by_work}\n    decode_splits.MIN_KEYS",
     )
     error, shape, counters = run_in_interpreter(script).split()
     assert float(error) < 1e-4, f"max abs error {float(error):.2e} against masked SDPA"
     assert shape == "True" and float(counters) == 0
 
 
+@pytest.mark.parametrize("by_work", [False, True])
 @pytest.mark.parametrize("kv_heads", [1, 2, 8])
 @pytest.mark.parametrize("max_length", [1, 63, 64, 65, 1000, 4096, 8193, 131072])
-def test_the_warm_up_lengths_meet_every_split_width_a_serving_run_can(kv_heads, max_length):
+def test_the_warm_up_lengths_meet_every_split_width_a_serving_run_can(
+    kv_heads, max_length, by_work, monkeypatch
+):
     """``BLOCK_SPLITS`` is a compile-time width: every value any batch and length up to the
     cache's longest can need is met by one of ``split_lengths``' one-sequence calls (a width
     first met mid-run would compile inside the timing), and there are only a few of them."""
     import random
 
+    from executor import decode_splits
     from executor.decode_splits import split_lengths, split_width
+
+    monkeypatch.setattr(decode_splits, "BY_WORK", by_work)
 
     def width(batch: int, length: int) -> int:  # what a launch compiles for
         return split_width(batch, kv_heads, length)
