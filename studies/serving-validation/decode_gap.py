@@ -145,11 +145,11 @@ def point(executor: ServingExecutor, lengths: list[int], first_rid: int) -> dict
     }  # fmt: skip
 
 
-def kernel_sweep(points: list[str]) -> list[dict]:
+def kernel_sweep(points: list[str], kv_dtype: str = "bf16") -> list[dict]:
     """The paged decode kernel alone, one layer (32 heads, 8 K/V heads of 128), blocks
     scattered: each chunk rule (even, by work), launched for the batch's own longest sequence
     (eager) or for the cache's (a graph's capture), at two program targets; then other tiles.
-    Graph replays, medians; GB/s of K/V read."""
+    Graph replays, medians; GB/s of K/V read. ``kv_dtype`` "fp8": an FP8 cache."""
     from executor import decode_attention as attention
     from executor import decode_splits
     from executor.engine import time_graph
@@ -160,9 +160,10 @@ def kernel_sweep(points: list[str]) -> list[dict]:
         lengths = lengths_of(text)
         batch, width = len(lengths), -(-MAX_SEQ_LENGTH // BLOCK)
         used = [-(-(n + 1) // BLOCK) for n in lengths]
-        cache = PagedKVCache(sum(used) + 1, 8, BLOCK, 128, torch.bfloat16, "cuda")
-        cache.k.normal_()
-        cache.v.normal_()
+        dtype = FP8 if kv_dtype == "fp8" else torch.bfloat16
+        cache = PagedKVCache(sum(used) + 1, 8, BLOCK, 128, dtype, "cuda")
+        cache.k.copy_(torch.randn(cache.k.shape, device="cuda").to(dtype))
+        cache.v.copy_(torch.randn(cache.v.shape, device="cuda").to(dtype))
         order = torch.randperm(sum(used), device="cuda").tolist()
         tables = torch.full((batch, width), sum(used), dtype=torch.long, device="cuda")
         for row, count in enumerate(used):
@@ -172,7 +173,7 @@ def kernel_sweep(points: list[str]) -> list[dict]:
         angles = torch.randn(batch, 64, device="cuda").repeat(1, 2)
         cos, sin = angles.cos(), angles.sin()
         qkv = torch.randn(batch, 1, 48, 128, device="cuda", dtype=torch.bfloat16)
-        kv_bytes = 2 * 8 * (sum(lengths) + batch) * 128 * 2
+        kv_bytes = 2 * 8 * (sum(lengths) + batch) * 128 * cache.k.element_size()
         # Both rules at the default tile and 256 or 1,024 programs; then, by the module's rule,
         # the tile: keys a step, warps, software-pipeline stages (None: Triton's default).
         runs = [
@@ -186,7 +187,8 @@ def kernel_sweep(points: list[str]) -> list[dict]:
         for by_work, launch, target, (block_s, warps, stages) in runs:
             decode_splits.BY_WORK, decode_splits.TARGET_PROGRAMS = by_work, target
             kv_length = max(lengths) + 1 if launch == "own" else MAX_SEQ_LENGTH
-            point = {"point": text, "batch": batch, "context": round(statistics.mean(lengths)),
+            where = {"point": text, "kv": kv_dtype, "batch": batch,
+                     "context": round(statistics.mean(lengths)),
                      "longest": max(lengths)}  # fmt: skip
             try:
                 seconds = time_graph(functools.partial(
@@ -194,9 +196,9 @@ def kernel_sweep(points: list[str]) -> list[dict]:
                     block_table=tables, block_s=block_s, num_warps=warps,
                     num_stages=stages))  # fmt: skip
             except Exception as error:  # noqa: BLE001 (a tile that does not compile)
-                rows.append({**point, "error": str(error)[:200]})
+                rows.append({**where, "error": str(error)[:200]})
                 continue
-            row = {**point, "by_work": by_work, "launch": launch, "target_programs": target,
+            row = {**where, "by_work": by_work, "launch": launch, "target_programs": target,
                    "block_s": block_s, "warps": warps, "stages": stages,
                    "us": seconds * 1e6, "gb_per_s": kv_bytes / seconds / 1e9}  # fmt: skip
             rows.append(row)
@@ -214,6 +216,8 @@ def main() -> int:
     parser.add_argument("--splits", default="even,work", help="decode kernel chunk rules")
     parser.add_argument("--sweep", default="4x1024,32x1024,128x1024,128x4096",
                         help="points of the kernel-alone sweep ('' for none)")  # fmt: skip
+    parser.add_argument("--sweep-kv", default="bf16", choices=("bf16", "fp8"),
+                        help="the kernel-alone sweep's cache")  # fmt: skip
     parser.add_argument("--layers", type=int, default=32, help="fewer for a quick check")
     parser.add_argument("--plan", help="a plan.json: its weights and KV cache (bf16 without)")
     args = parser.parse_args()
@@ -227,7 +231,8 @@ def main() -> int:
 
     if args.sweep and torch.cuda.is_available():
         try:
-            document["kernel_sweep"] = kernel_sweep([p for p in args.sweep.split(",") if p])
+            sweep = [p for p in args.sweep.split(",") if p]
+            document["kernel_sweep"] = kernel_sweep(sweep, args.sweep_kv)
         except Exception as error:  # noqa: BLE001 (the serving points below still run)
             print(f"kernel sweep failed: {error!r}", flush=True)
         save()

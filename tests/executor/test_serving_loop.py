@@ -145,13 +145,17 @@ TRITON_DECODES = """
 """
 
 
-def test_decodes_through_the_paged_kernel_sample_as_sdpa_does():
+@pytest.mark.parametrize("by_work", [False, True])
+def test_decodes_through_the_paged_kernel_sample_as_sdpa_does(by_work):
     """The glue between a ragged batch and the Triton decode kernel (its rows, RoPE tables,
     positions and block tables), in Triton's CPU interpreter: the same greedy tokens as the
-    SDPA path."""
+    SDPA path, with either chunk rule (``decode_splits.BY_WORK``)."""
     from tests.executor.conftest import run_in_interpreter
 
-    same, _ = run_in_interpreter(TRITON_DECODES).split(" ", 1)
+    script = TRITON_DECODES.replace(
+        "decode_splits.MIN_KEYS", f"decode_splits.BY_WORK = {by_work}\n    decode_splits.MIN_KEYS"
+    )
+    same, _ = run_in_interpreter(script).split(" ", 1)
     assert same == "1"
 
 
