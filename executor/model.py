@@ -328,7 +328,7 @@ class Llama(nn.Module):
         kernels = self.kernels
         residual, normed, cos, sin = self.embed(tokens, positions)
         # An EAGLE-3 head reads the states after a low, a middle and the last layer.
-        keep = _eagle_layers(len(self.layers)) if ragged is not None and ragged.keep_hidden else ()
+        keep = eagle_layers(len(self.layers)) if ragged is not None and ragged.keep_hidden else ()
         kept = []
         for index, layer in enumerate(self.layers):
             attended = layer.attention(
@@ -399,7 +399,7 @@ class Llama(nn.Module):
         return kernels.add_rms_norm(residual, delta, norm.weight, norm.eps)
 
 
-def _eagle_layers(layers: int) -> tuple[int, ...]:
+def eagle_layers(layers: int) -> tuple[int, ...]:
     """The layers whose output states an EAGLE-3 head fuses: the second, the middle one and the
     last (a model of fewer than three layers gives one state twice)."""
     return min(1, layers - 1), layers // 2, layers - 1

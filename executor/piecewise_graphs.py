@@ -14,6 +14,11 @@ The pieces hand state to each other through static buffers (the residual stream,
 bucket, so every piece of every bucket captures the same addresses. Temporaries inside the
 pieces share one memory pool: the pieces run one after another on one stream.
 
+An EAGLE-3 head reads the states after three of the target's layers (``model.eagle_layers``):
+the pieces after those layers copy the residual stream into static buffers as well, so a
+round with prompt chunks serves the head from pieces too (``model.hidden``, as the eager
+forward leaves it).
+
 Up to the cost model's ``CUDA_GRAPH_MAX_TOKENS`` (vLLM's default largest capture, which the
 model prices steps by): past that an iteration's GEMMs take longer than the host needs to
 launch them, and it runs eagerly.
@@ -26,6 +31,7 @@ from collections.abc import Callable
 import torch
 
 from executor.engine import capture_graph
+from executor.model import eagle_layers
 from executor.ragged import RaggedBatch, ragged_attention
 from simulator.cost.roofline import CUDA_GRAPH_MAX_TOKENS
 
@@ -67,6 +73,10 @@ class PiecewiseGraphs:
             _, probe = model.finish_layer(len(model.layers) - 1, self.residual[:, :1],
                                           self.residual[:, :1])  # fmt: skip
         self.normed = torch.zeros(1, top, probe.shape[-1], dtype=probe.dtype, device=device)
+        # The residual stream after each layer an EAGLE-3 head reads, in the head's order.
+        self.eagle_layers = eagle_layers(len(model.layers))
+        self.kept = torch.zeros(len(self.eagle_layers), 1, top, model.spec.hidden_size,
+                                dtype=dtype, device=device)  # fmt: skip
 
     def bucket(self, tokens: int) -> int | None:
         return next((b for b in self.buckets if b >= tokens), None)
@@ -105,6 +115,9 @@ class PiecewiseGraphs:
                 attended = layers[index].attention.wo(self.attended[:, rows])
                 residual, normed = model.finish_layer(index, self.residual[:, rows], attended)
                 self.residual[:, rows].copy_(residual)
+                for slot, at in enumerate(self.eagle_layers):
+                    if at == index:
+                        self.kept[slot, :, rows].copy_(residual)
                 if index + 1 < len(layers):
                     store_qkv(index + 1, normed)
                 else:
@@ -128,4 +141,6 @@ class PiecewiseGraphs:
                 ragged_attention(layer.attention, qkv, cos, sin, batch, model.kernels,
                                  out=self.attended[:, :n])  # fmt: skip
             graphs[-1].replay()
+            if batch.keep_hidden:  # [n, 3 x hidden], as ``Llama.forward`` keeps it
+                model.hidden = torch.cat(list(self.kept[:, 0, :n]), dim=-1)
             return model.sampled_logits(self.normed[:, :n], batch.sample_rows)[0].argmax(dim=-1)

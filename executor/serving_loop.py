@@ -111,10 +111,9 @@ class ServingExecutor:
                 self.graphs = RoundGraphs(self, max_batch=graphs_up_to)
         # Iterations with prompt chunks of up to ``piecewise_up_to`` tokens (the token budget):
         # everything but attention from graphs, where decode graphs run, for a model alone on
-        # its GPU whose states no drafter reads (an EAGLE head's would need buffers of their own).
+        # its GPU (an EAGLE head's states included).
         self.piecewise: PiecewiseGraphs | None = None
-        if (self.graphs is not None and piecewise_up_to and model.collectives is None
-                and not getattr(drafter, "wants_hidden", False)):  # fmt: skip
+        if self.graphs is not None and piecewise_up_to and model.collectives is None:
             self.piecewise = PiecewiseGraphs(model, max_tokens=piecewise_up_to)
         generator = torch.Generator(device="cpu").manual_seed(seed)
         # Prompt token ids (request, first position, count): random unless given (a test's).
@@ -330,8 +329,7 @@ class ServingExecutor:
         """(The target model's greedy tokens at ``batch``'s sampled rows, the path): from the
         piecewise graphs where the iteration fits a bucket, else eagerly."""
         piecewise = self.piecewise
-        if (piecewise is not None and piecewise.graphs and not batch.keep_hidden
-                and piecewise.bucket(token_ids.shape[1])):  # fmt: skip
+        if piecewise is not None and piecewise.graphs and piecewise.bucket(token_ids.shape[1]):
             return lambda: piecewise.run(token_ids, batch), "piecewise"
         return lambda: self.model(token_ids, ragged=batch)[0].argmax(dim=-1), "eager"
 

@@ -15,9 +15,13 @@ torch = pytest.importorskip("torch")
 
 from executor.piecewise_graphs import PIECEWISE_BUCKETS, PiecewiseGraphs  # noqa: E402
 from executor.serving_loop import ServingExecutor  # noqa: E402
+from executor.speculative import EagleHead  # noqa: E402
 from tests.executor.conftest import rerun_capture  # noqa: E402
 from tests.executor.test_serving_loop import Step, greedy, tiny_model  # noqa: E402
 from tests.executor.test_speculative_loop import (  # noqa: E402
+    PLAN,
+    PROMPTS,
+    G,
     assert_greedy,
     draft_executor,
     run_plan,
@@ -75,3 +79,33 @@ def test_a_draft_models_rounds_with_chunks_run_the_target_from_pieces():
     run_plan(with_pieces(executor, max_tokens=64))
     assert {r.path for r in executor.records} == {"piecewise"}
     assert_greedy(executor, model, prompts)
+
+
+def test_an_eagle_heads_rounds_read_the_targets_states_from_pieces():
+    """The pieces keep the residual stream after the layers an EAGLE-3 head reads: every round
+    (with prompt chunks or without, as this executor has no round graphs) runs from pieces and
+    leaves the states the eager forward leaves, so the head drafts, and the target keeps, the
+    same tokens."""
+    gen = torch.Generator().manual_seed(0)
+    prompts = {rid: torch.randint(97, (n,), generator=gen).tolist() for rid, n in PROMPTS.items()}
+    runs = []
+    for pieces in (False, True):
+        model = tiny_model()
+        torch.manual_seed(3)  # the same random head in both runs
+        executor = ServingExecutor(model, num_blocks=48, block_size=4, max_seq_length=64,
+                                   prompt_tokens=lambda rid, s, n: prompts[rid][s : s + n],
+                                   drafter=EagleHead(model, G))  # fmt: skip
+        if pieces:
+            with_pieces(executor, max_tokens=64)
+        states, tokens = [], []
+        for decodes, accepted, chunks in PLAN:
+            executor(Step(decode=decodes, prefill=chunks, accepted=accepted))
+            states.append(model.hidden.clone())
+            tokens.append(dict(executor.last_token))
+        runs.append((states, tokens, {r.path for r in executor.records}))
+    (eager_states, eager_tokens, eager_paths), (states, tokens, paths) = runs
+    assert eager_paths == {"eager"} and paths == {"piecewise"}
+    assert tokens == eager_tokens
+    assert all(s.shape[-1] == 3 * model.spec.hidden_size for s in states)
+    for mine, want in zip(states, eager_states, strict=True):
+        torch.testing.assert_close(mine, want)
