@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
-# One device call (NOTES.md, "Next"): the decode kernel's two chunk rules (even, by work) at
-# batches of mixed lengths, alone and in the serving loop's graphs; the kernel's tiles over an
-# FP8 cache (its 0.81 TB/s at 16 x 1,024 against 1.7 for bf16); then the 8B bf16 and FP8
-# plans validated with chunks by work. Results in $OUT/results.tar, rebuilt after each step.
-# Run from the repository root on the GPU machine.
+# One ten-minute device call (NOTES.md, "Next"), most needed first: the decode kernel's two
+# chunk rules (even, by work) at batches of mixed lengths, alone and in the serving loop's
+# graphs; the 8B bf16 plan validated with chunks by work; the FP8 GEMMs' paths over an
+# iteration's tokens (fp8_gemm_sweep.py); the kernel's tiles over an FP8 cache (0.81 TB/s at
+# 16 x 1,024, bf16's 1.7); then the FP8 plan by work, as long as the call lasts. Results in
+# $OUT/results.tar, rebuilt after each step. Run from the repository root on the GPU machine.
 set -u
 python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl 2>/dev/null
 export PYTHONPATH=/tmp/site:$PWD
 results=/tmp/results
-mkdir -p $results
+mkdir -p $results/by-work
 pack() { tar -cf "$OUT/results.tar" -C $results . ; }
 here=studies/serving-validation
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv > $results/nvidia-smi.csv
@@ -16,9 +17,12 @@ timeout 200 python3 $here/decode_gap.py $results/decode-gap-rules.json --splits 
     --sweep "16x1024~,32x1024~,32x1024" --points "16x1024~,32x1024~,32x1024" \
     > $results/decode-gap-rules.log 2>&1
 echo "decode_gap rc=$?"; grep -E "^==" $results/decode-gap-rules.log; pack
-timeout 60 python3 $here/decode_gap.py $results/decode-sweep-fp8.json --points "" \
+OUT=$results/by-work TUNE="python3 $here/by_work.py" PLAN_TIMEOUT=150 bash $here/run.sh 100 bf16
+pack
+timeout 90 python3 $here/fp8_gemm_sweep.py $results/fp8-gemm.json > $results/fp8-gemm.log 2>&1
+echo "fp8 gemm rc=$?"; grep "^M=" $results/fp8-gemm.log; pack
+timeout 45 python3 $here/decode_gap.py $results/decode-sweep-fp8.json --points "" \
     --sweep "16x1024~,128x4096" --sweep-kv fp8 > $results/decode-sweep-fp8.log 2>&1
-echo "fp8 sweep rc=$?"; pack
-mkdir -p $results/by-work
-OUT=$results/by-work TUNE="python3 $here/by_work.py" PLAN_TIMEOUT=150 bash $here/run.sh 100 bf16 fp8
+echo "fp8 kv sweep rc=$?"; pack
+OUT=$results/by-work TUNE="python3 $here/by_work.py" PLAN_TIMEOUT=150 bash $here/run.sh 100 fp8
 pack
