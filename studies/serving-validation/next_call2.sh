@@ -5,12 +5,7 @@
 # summarization plans. Everything lands in $OUT/results.tar, rebuilt after each step, so that
 # a call cut short keeps what it finished. Run from the repository root on the GPU machine.
 set -u
-python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl 2>/dev/null
-export PYTHONPATH=/tmp/site:$PWD
-results=/tmp/results
-mkdir -p $results
-pack() { tar -cf "$OUT/results.tar" -C $results . ; }
-nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv > $results/nvidia-smi.csv
+source studies/serving-validation/call_env.sh
 timeout 60 python3 studies/serving-validation/attention_plans.py $results/attention-plans.json \
     > $results/attention-plans.log 2>&1
 cat $results/attention-plans.log; pack

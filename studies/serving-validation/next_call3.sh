@@ -5,13 +5,7 @@
 # requests/s) and the EAGLE plan with first chunks padded. Results in $OUT/results.tar, rebuilt
 # after each step. Run from the repository root on the GPU machine.
 set -u
-python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl 2>/dev/null
-export PYTHONPATH=/tmp/site:$PWD
-results=/tmp/results
-mkdir -p $results
-pack() { tar -cf "$OUT/results.tar" -C $results . ; }
-here=studies/serving-validation
-nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv > $results/nvidia-smi.csv
+source studies/serving-validation/call_env.sh
 timeout 60 python3 $here/attention_plans.py $results/attention-plans.json > $results/attention-plans.log 2>&1
 cat $results/attention-plans.log; pack
 timeout 100 python3 $here/decode_gap.py $results/decode-gap-fp8.json --plan $here/8b-fp8-h100/plan.json \

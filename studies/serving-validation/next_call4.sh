@@ -6,13 +6,8 @@
 # 16 x 1,024, bf16's 1.7); then the FP8 plan by work, as long as the call lasts. Results in
 # $OUT/results.tar, rebuilt after each step. Run from the repository root on the GPU machine.
 set -u
-python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl 2>/dev/null
-export PYTHONPATH=/tmp/site:$PWD
-results=/tmp/results
+source studies/serving-validation/call_env.sh
 mkdir -p $results/by-work
-pack() { tar -cf "$OUT/results.tar" -C $results . ; }
-here=studies/serving-validation
-nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv > $results/nvidia-smi.csv
 timeout 200 python3 $here/decode_gap.py $results/decode-gap-rules.json --splits even,work \
     --sweep "16x1024~,32x1024~,32x1024" --points "16x1024~,32x1024~,32x1024" \
     > $results/decode-gap-rules.log 2>&1
