@@ -124,11 +124,13 @@ def run_traffic(
     requests: int | None = None,
     progress: Callable[[str], None] = lambda line: None,
     iterations_csv: Path | None = None,
+    bar: bool = False,
 ) -> dict[str, Any]:
     """Each load predicted and, with ``clock_for`` (the predicted run -> an ``Iteration``
     clock with nothing in flight), measured. Returns the ``traffic`` part of the plan's
     validation; ``iterations_csv`` gets every measured iteration, a row each, as each load
-    ends (a run cut short keeps the loads it finished)."""
+    ends (a run cut short keeps the loads it finished). ``progress`` gets a line as each load
+    starts and ends; ``bar`` draws the requests each measured load has finished (tqdm)."""
     from simulator.serving.capacity import at_rate
     from simulator.serving.simulate import simulate
 
@@ -147,7 +149,7 @@ def run_traffic(
             progress(f"{name}: {rate:.2f} req/s, {traffic.num_requests} requests on the GPU")
             clock = clock_for(predicted)
             measured = simulate(model, hardware, config, traffic, seed=seed, slos=slos,
-                                clock=clock)  # fmt: skip
+                                clock=clock, progress=bar and f"{name} load, GPU")  # fmt: skip
             row["measured"] = _metrics(measured.prediction)
             row["cdf"]["measured"] = _cdf(measured)
             row["errors"] = {

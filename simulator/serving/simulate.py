@@ -159,7 +159,7 @@ def simulate(
     *,
     seed: int | None = None,
     slos=(),
-    progress: bool = False,
+    progress: bool | str = False,
     step_model: StepModel | None = None,
     router: Router = "least_outstanding",
     clock: Callable[[Iteration], float] | None = None,
@@ -169,7 +169,7 @@ def simulate(
 
     ``seed`` defaults to the workload's; ``slos`` to the workload's SLOs; ``step_model`` may be
     a prebuilt ``StepModel`` of this one configuration (the capacity search reuses it);
-    ``progress`` draws a bar on stderr (tqdm, when installed). ``clock`` times each iteration
+    ``progress`` draws a bar on stderr (tqdm, when installed; a string labels it). ``clock`` times each iteration
     instead of the step model (one scheduler, two clocks: the executor's serving loop runs each
     ``Iteration`` on the GPU and returns its measured time; continuous batching only, every
     iteration one at a time). A configuration that cannot run
@@ -241,7 +241,11 @@ def simulate(
         pending = list(zip(requests.arrival_s.tolist(), range(n), strict=True))
     heapq.heapify(pending)
     issued = [len(pending)]
-    bar = _progress_bar(n) if progress else None
+    bar = (
+        _progress_bar(n, progress if isinstance(progress, str) else "simulating")
+        if progress
+        else None
+    )
     think = workload.arrival.think_s
 
     def on_finish(rid: int, end: float) -> None:
@@ -339,9 +343,9 @@ def simulate(
     )
 
 
-def _progress_bar(total: int):
+def _progress_bar(total: int, label: str):
     try:
         from tqdm import tqdm
     except ImportError:  # optional: no bar without tqdm
         return None
-    return tqdm(total=total, file=sys.stderr, unit="req", desc="simulating", leave=False)
+    return tqdm(total=total, file=sys.stderr, unit="req", desc=label, leave=False)

@@ -156,8 +156,8 @@ def test_traffic_dry_run_predicts_without_a_gpu(plan_file, capsys):
 
 
 def test_the_report_shows_a_validation_under_traffic(tmp_path, capsys):
-    """A measured traffic section in the plan: the report draws the CDFs and lists each load's
-    metrics."""
+    """A measured traffic section in the plan (its loads run under progress bars): the report
+    draws the CDFs and lists each load's metrics."""
     from tuner.plan import write_json_atomic
     from tuner.search.run import build_search
     from tuner.traffic import run_traffic
@@ -169,7 +169,10 @@ def test_the_report_shows_a_validation_under_traffic(tmp_path, capsys):
     section = run_traffic(plan, model=search.space.model, hardware=load_hardware(plan.hardware),
                           workload=search.workload, slos=search.slos, seed=search.seed,
                           clock_for=lambda predicted: (lambda it: it.predicted_s * 1.05),
-                          requests=60)  # fmt: skip
+                          requests=60, bar=True)  # fmt: skip
+    bars = capsys.readouterr().err  # each measured load's bar of finished requests
+    assert all(f"{load} load, GPU" in bars for load in ("light", "plan", "overload"))
+    assert "/60" in bars
     section.update(machine={"device_name": "stand-in"}, command="tune validate --traffic")
     plan = plan.model_copy(update={"validation": {"traffic": section}})
     write_json_atomic(study / "plan.json", plan.model_dump(mode="json"))

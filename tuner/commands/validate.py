@@ -154,6 +154,7 @@ def _traffic(args: argparse.Namespace, plan) -> int:
         slos=search.slos, seed=search.seed, clock_for=clock_for, requests=args.requests,
         progress=lambda line: print(f"tune validate: {line}", file=sys.stderr, flush=True),
         iterations_csv=Path(args.iterations) if args.iterations else None,
+        bar=sys.stderr.isatty() and int(os.environ.get("RANK", "0")) == 0,
     )  # fmt: skip
     section["machine"] = machine
     section["command"] = "tune " + " ".join(shlex.quote(a) for a in sys.argv[1:])
