@@ -6,10 +6,9 @@ Triton compiles a kernel once per combination of its compile-time constants and 
 integer arguments specialize (1, a multiple of 16, or neither). ``warm_up`` runs iterations of
 token counts that meet each of those, a prompt chunk of each size class up to the token budget
 (the library kernels each size picks; the peak activations; the attention plan of each padded
-chunk length), then the paged decode kernel at
-every split-merge width it can use (``decode_splits.split_lengths``), then captures the decode
-graphs and the piecewise graphs. It leaves no trace: its requests are released and its log
-cleared.
+chunk length), then the paged decode kernel at every split-merge width it can use
+(``decode_splits.split_lengths``), then captures the decode graphs and the piecewise graphs.
+It leaves no trace: its requests are released and its log cleared.
 """
 
 from __future__ import annotations

@@ -36,6 +36,7 @@ import torch
 from executor import jit_compiles
 from executor.points import prepare_model
 from executor.serving_loop import ServingExecutor, Step
+from executor.serving_warmup import compile_split_widths
 from simulator.data.models import get_model
 
 TILES = [(32, 4, None), (128, 4, None), (64, 8, None), (64, 4, 2), (64, 4, 4), (128, 8, 3)]
@@ -260,8 +261,9 @@ def main() -> int:
           flush=True)  # fmt: skip
     default = decode_splits.BY_WORK
     for rule in args.splits.split(","):
-        decode_splits.BY_WORK = rule == "work"
-        if executor.graphs is not None:  # the chunking is compiled into the captured kernels
+        decode_splits.BY_WORK = rule == "work"  # a compile-time constant of the kernel:
+        compile_split_widths(executor)  # its variants compiled, and the graphs captured anew
+        if executor.graphs is not None:
             executor.graphs.capture()
         for i, text in enumerate(points):
             row = {"splits": rule, "point": text,
@@ -284,8 +286,6 @@ def main() -> int:
             print(json.dumps({k: v for k, v in row.items() if not k.endswith("kernels_us")}),
                   flush=True)  # fmt: skip
     decode_splits.BY_WORK = default
-    if executor.graphs is not None:
-        executor.graphs.capture()
     # The same shapes through the static-cache decode step (`tune measure`'s, whose times the
     # calibration was fitted to): what the serving path costs beyond it.
     from executor.points import measure_point
