@@ -122,7 +122,10 @@ def causal_attention(
     as many K/V heads as query heads, so K/V are repeated first (a small copy next to T^2 work).
     "naive" materializes the scores as the cost model's ``attention: naive`` prices them: a
     score matrix per head, written, masked, soft-maxed and read back (no fused kernel).
-    Anything else, or a CPU, is PyTorch's choice (flash on a GPU) with native GQA."""
+    Anything else, or a CPU, is PyTorch's choice with native GQA: cuDNN's on Hopper with torch
+    2.11 (the "default" and "cudnn" rows of ``studies/attention/h200/attention-rates.log``
+    agree), flash elsewhere. cuDNN builds a plan per sequence length, so a serving run pads
+    its chunks to buckets (``executor.ragged.ATTENTION_BUCKET``)."""
     if backend == "naive":
         group = q.shape[1] // k.shape[1]
         k_full, v_full = k.repeat_interleave(group, dim=1), v.repeat_interleave(group, dim=1)
