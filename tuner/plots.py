@@ -9,6 +9,7 @@
 - ``latency_cdfs``: TTFT, TPOT and end-to-end latency distributions with the SLO targets;
 - ``traffic_cdfs``: predicted against measured TTFT and TPOT distributions of each load of
   ``tune validate --traffic``;
+- ``traffic_steps``: the same run's decode-graph steps, measured against predicted, by batch;
 - ``history``: every simulation in search order (the cost level it tested), with the best
   deployment so far.
 """
@@ -20,7 +21,8 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["pareto", "roofline", "memory", "latency_cdfs", "traffic_cdfs", "history"]
+__all__ = ["pareto", "roofline", "memory", "latency_cdfs", "traffic_cdfs", "traffic_steps",
+           "history"]  # fmt: skip
 
 _FEASIBLE, _INFEASIBLE, _CHOSEN = "tab:blue", "0.75", "tab:red"
 
@@ -252,6 +254,31 @@ def traffic_cdfs_figure(*, loads: list[dict[str, Any]]) -> Any:
     fig.suptitle("served on the GPU (solid) against predicted (dashed)", fontsize=10)
     _legend_below(fig, axes[0][0], ncol=3)
     return fig
+
+
+def traffic_steps(*, loads: list[dict[str, Any]]) -> bytes:
+    """``loads``: the ``traffic`` section's rows, each with ``decode_steps`` (median measured
+    and predicted seconds of its decode-graph iterations per batch); one colour per load,
+    measured solid with markers, predicted dashed."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(8, 3.4))
+    colours = ("tab:green", "tab:blue", "tab:red")
+    for colour, row in zip(colours, loads, strict=False):
+        steps = row.get("decode_steps") or []
+        if not steps:
+            continue
+        batch = [s["batch"] for s in steps]
+        ax.plot(batch, [1e3 * s["measured_s"] for s in steps], "o-", ms=3, color=colour,
+                lw=1.5, label=f"{row['load']}, measured")  # fmt: skip
+        ax.plot(batch, [1e3 * s["predicted_s"] for s in steps], "--", color=colour, lw=1.2,
+                label=f"{row['load']}, predicted")  # fmt: skip
+    ax.set_xlabel("sequences decoding (batch)")
+    ax.set_ylabel("decode step, median (ms)")
+    ax.set_ylim(bottom=0)
+    ax.grid(alpha=0.25)
+    ax.set_title("decode-graph steps on the GPU against predicted", fontsize=10)
+    ax.legend(fontsize=8, ncol=3)
+    return _png(fig)
 
 
 def history(

@@ -35,7 +35,8 @@ from tuner.validation import VALIDATION_HEAD, validation_summary
 
 __all__ = ["build_report", "PLOTS"]
 
-PLOTS = ("pareto", "roofline", "memory", "latency_cdfs", "traffic_cdfs", "history")
+PLOTS = ("pareto", "roofline", "memory", "latency_cdfs", "traffic_cdfs", "traffic_steps",
+         "history")  # fmt: skip
 _CSS = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;color:#222}
 table{border-collapse:collapse;margin:.5em 0 1.5em;font-size:14px}
 td,th{border:1px solid #ccc;padding:3px 8px;text-align:left}th{background:#f3f3f3}
@@ -109,6 +110,8 @@ def build_report(
     traffic = (plan.validation or {}).get("traffic") or {}
     if any(row.get("measured") for row in traffic.get("loads", [])):
         figures["traffic_cdfs"] = plots.traffic_cdfs(loads=traffic["loads"])
+    if any(row.get("decode_steps") for row in traffic.get("loads", [])):
+        figures["traffic_steps"] = plots.traffic_steps(loads=traffic["loads"])
     if points:
         ordered = sorted(points, key=lambda p: p["number"])
         figures["history"] = plots.history(
@@ -162,6 +165,9 @@ _CAPTIONS = {
     "latency_cdfs": "Latency distributions of the plan's simulated requests, SLOs in red.",
     "traffic_cdfs": "The plan's traffic served on the GPU at three loads (tune validate "
     "--traffic): measured latency distributions against the predicted ones.",
+    "traffic_steps": "The same runs' decode-only iterations (CUDA graph replays; a speculative "
+    "plan's rounds), median measured and predicted step by batch: where the GPU departs from "
+    "the model as the batch grows.",
     "history": "Every simulation in the order the search ran it: the branch and bound climbs "
     "the cost levels its bounds leave open until a deployment serves the traffic.",
 }

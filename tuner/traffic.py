@@ -39,6 +39,7 @@ __all__ = [
     "LOADS",
     "EACH",
     "MEDIAN",
+    "decode_steps",
     "traffic_rates",
     "run_traffic",
     "traffic_config",
@@ -169,6 +170,7 @@ def run_traffic(
                     write_iterations(iterations_csv, name, records, append=csv_started)
                     csv_started = True
                 row["iterations"] = _iteration_means(records)
+                row["decode_steps"] = decode_steps(records)
                 # A kernel compiled inside a timed iteration is the executor's outlier.
                 row["compiles"] = sum(getattr(r, "compiles", 0) for r in records)
                 if row["compiles"]:
@@ -239,6 +241,23 @@ def _iteration_means(records: list[Any]) -> dict[str, Any]:
         if group:
             summary[path] = means(group)
     return summary
+
+
+def decode_steps(records: list[Any], least: int = 5) -> list[dict[str, Any]]:
+    """Decode-graph iterations (a speculative plan's rounds) by batch: per count of decoding
+    sequences met at least ``least`` times, the iterations and their median measured and
+    predicted seconds. Where the executor departs from the model as the batch grows (a graph
+    bucket's step, a kernel's launch shape) shows here, not in a mean over the run."""
+    by_batch: dict[int, list[Any]] = {}
+    for record in records:
+        if record.path == "graph":
+            by_batch.setdefault(record.decodes, []).append(record)
+    return [
+        {"batch": batch, "iterations": len(group),
+         "measured_s": statistics.median(r.step_s for r in group),
+         "predicted_s": statistics.median(r.predicted_s for r in group)}
+        for batch, group in sorted(by_batch.items()) if len(group) >= least
+    ]  # fmt: skip
 
 
 def _section(plan: Any, loads: list[dict[str, Any]]) -> dict[str, Any]:

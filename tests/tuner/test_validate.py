@@ -174,6 +174,10 @@ def test_the_report_shows_a_validation_under_traffic(tmp_path, capsys):
     assert all(f"{load} load, GPU" in bars for load in ("light", "plan", "overload"))
     assert "/60" in bars
     section.update(machine={"device_name": "stand-in"}, command="tune validate --traffic")
+    section["loads"][1]["decode_steps"] = [  # what an executor's decode graphs report
+        {"batch": b, "iterations": 9, "measured_s": 7e-3 + 1e-4 * b, "predicted_s": 6e-3}
+        for b in (1, 2, 4, 8)
+    ]  # fmt: skip
     plan = plan.model_copy(update={"validation": {"traffic": section}})
     write_json_atomic(study / "plan.json", plan.model_dump(mode="json"))
     assert main(["report", str(study)]) == 0
@@ -182,6 +186,7 @@ def test_the_report_shows_a_validation_under_traffic(tmp_path, capsys):
     assert "Under traffic" in html and "alt='traffic_cdfs'" in html
     assert "### Under traffic" in markdown and "overload (" in markdown and "tpot_p99" in markdown
     assert (study / "plots" / "traffic_cdfs.png").is_file()
+    assert (study / "plots" / "traffic_steps.png").is_file() and "traffic_steps" in html
 
 
 def test_host_overhead_is_fitted_and_calibrated_from_a_validated_plan(plan_file, tmp_path, capsys):
@@ -361,3 +366,21 @@ def test_each_paths_iterations_are_printed_with_median_and_gpu_share(capsys):
     assert "4 allocator retries" in out
     assert ("piecewise iterations: 7, mean 47.20 ms measured (46.80 on the GPU), median 12.90, "
             "9.40 ms predicted") in out  # fmt: skip
+
+
+def test_decode_steps_are_the_medians_of_each_batch_of_graph_iterations():
+    """Only decode-graph iterations, grouped by how many sequences decode; a batch met fewer
+    than ``least`` times is left out (no median of one)."""
+    from types import SimpleNamespace
+
+    from tuner.traffic import decode_steps
+
+    def record(path, decodes, step_s, predicted_s=1e-3):
+        return SimpleNamespace(path=path, decodes=decodes, step_s=step_s, predicted_s=predicted_s)
+
+    records = [record("graph", 4, s) for s in (5e-3, 6e-3, 9e-3)]
+    records += [record("graph", 1, 2e-3), record("eager", 4, 1.0), record("piecewise", 4, 1.0)]
+    assert decode_steps(records, least=3) == [
+        {"batch": 4, "iterations": 3, "measured_s": 6e-3, "predicted_s": 1e-3}
+    ]
+    assert [row["batch"] for row in decode_steps(records, least=1)] == [1, 4]
