@@ -143,7 +143,7 @@ if triton is not None:
         splits_here = num_splits
         if BY_WORK:
             batch = tl.num_programs(0) // kv_heads
-            total = 0
+            total = tl.zeros((), dtype=tl.int64)
             for i0 in range(0, batch, 128):
                 i = i0 + tl.arange(0, 128)
                 first = tl.load(pos_ptr + i * stride_pos, mask=i < batch, other=0)
