@@ -12,7 +12,9 @@ three loads:
 At each load the simulator predicts the run, then runs it again with the executor as its clock
 (``executor.serving_loop``): the same scheduler decides every iteration, the GPU runs it, and the
 measured time moves the clock. Predicted and measured TTFT p50/p99, TPOT p50/p99 and output
-throughput go into the plan's ``validation`` section, with their errors and sampled CDFs.
+throughput go into the plan's ``validation`` section, with their errors and sampled CDFs;
+``tune validate`` writes it as each load ends (status ``incomplete`` until the last), so a run
+stopped part-way keeps the loads it finished.
 
 The executor runs the target model in bf16 or FP8 (W8A8), on one GPU or, under ``torchrun``,
 tensor-parallel over several, with the plan's speculative drafter (``executor.speculative``:
@@ -126,12 +128,15 @@ def run_traffic(
     progress: Callable[[str], None] = lambda line: None,
     iterations_csv: Path | None = None,
     bar: bool = False,
+    on_load: Callable[[dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
     """Each load predicted and, with ``clock_for`` (the predicted run -> an ``Iteration``
     clock with nothing in flight), measured. Returns the ``traffic`` part of the plan's
     validation; ``iterations_csv`` gets every measured iteration, a row each, as each load
     ends (a run cut short keeps the loads it finished). ``progress`` gets a line as each load
-    starts and ends; ``bar`` draws the requests each measured load has finished (tqdm)."""
+    starts and ends; ``bar`` draws the requests each measured load has finished (tqdm).
+    ``on_load`` gets the section so far after each measured load but the last (status
+    ``incomplete``), so that a caller can keep it before the next load begins."""
     from simulator.serving.capacity import at_rate
     from simulator.serving.simulate import simulate
 
@@ -139,7 +144,8 @@ def run_traffic(
     if requests:
         workload = workload.model_copy(update={"num_requests": requests})
     loads, csv_started = [], False
-    for name, rate in traffic_rates(plan):
+    rates = traffic_rates(plan)
+    for name, rate in rates:
         traffic = at_rate(workload, rate)
         predicted = simulate(model, hardware, config, traffic, seed=seed, slos=slos)
         row: dict[str, Any] = {"load": name, "rate_per_s": rate,
@@ -189,6 +195,8 @@ def run_traffic(
                 f"{key} {error:+.1%}" for key, error in row["errors"].items()
             ))  # fmt: skip
         loads.append(row)
+        if on_load is not None and clock_for is not None and len(loads) < len(rates):
+            on_load({**_section(plan, list(loads)), "status": "incomplete"})
     return _section(plan, loads)
 
 

@@ -119,7 +119,8 @@ def test_traffic_loads_follow_the_plans_capacity(plan_file):
 
 def test_traffic_validation_compares_predicted_and_measured_percentiles(plan_file):
     """A stand-in clock 10 % slower than the step model: the section holds each load's
-    percentiles both ways, errors near -9 % where queues are short, and says it differs."""
+    percentiles both ways, errors near -9 % where queues are short, and says it differs; the
+    section so far is handed over as each load but the last ends."""
     from tuner.search.run import build_search
     from tuner.traffic import run_traffic
 
@@ -131,10 +132,13 @@ def test_traffic_validation_compares_predicted_and_measured_percentiles(plan_fil
         runs.append(predicted)
         return lambda iteration: iteration.predicted_s * 1.1
 
+    kept = []  # what the CLI writes into the plan as each load ends
     section = run_traffic(plan, model=search.space.model, hardware=load_hardware(plan.hardware),
                           workload=search.workload, slos=search.slos, seed=search.seed,
-                          clock_for=clock_for, requests=120)  # fmt: skip
+                          clock_for=clock_for, requests=120, on_load=kept.append)  # fmt: skip
     assert [row["load"] for row in section["loads"]] == ["light", "plan", "overload"]
+    assert [s["status"] for s in kept] == ["incomplete", "incomplete"]  # the last: the result
+    assert [len(s["loads"]) for s in kept] == [1, 2] and kept[1]["loads"][1]["measured"]
     assert len(runs) == 3 and all(r.prediction.fits for r in runs)
     light = section["loads"][0]
     assert light["errors"]["tpot_p50"] == pytest.approx(1 / 1.1 - 1, abs=0.02)

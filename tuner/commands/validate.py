@@ -149,24 +149,32 @@ def _traffic(args: argparse.Namespace, plan) -> int:
         clock_for = serving_clocks(search.space.model, config,
                                    max_seq_length=config.max_model_len)  # fmt: skip
         machine = machine_info()
+    first = int(os.environ.get("RANK", "0")) == 0  # under torchrun, rank 0 speaks and writes
+    command = "tune " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+
+    def keep(section: dict) -> None:
+        """The section, with its machine and command, into the plan file (atomically)."""
+        section.update(machine=machine, command=command)
+        validation = {**(plan.validation or {}), "traffic": section}
+        updated = plan.model_copy(update={"validation": validation})
+        write_json_atomic(Path(args.plan), updated.model_dump(mode="json"))
+
+    # Each finished load is kept as it ends (status "incomplete"): a run stopped in a later
+    # load loses only that one.
     section = run_traffic(
         plan, model=search.space.model, hardware=hardware, workload=search.workload,
         slos=search.slos, seed=search.seed, clock_for=clock_for, requests=args.requests,
         progress=lambda line: print(f"tune validate: {line}", file=sys.stderr, flush=True),
         iterations_csv=Path(args.iterations) if args.iterations else None,
-        bar=sys.stderr.isatty() and int(os.environ.get("RANK", "0")) == 0,
+        bar=sys.stderr.isatty() and first, on_load=keep if first else None,
     )  # fmt: skip
-    section["machine"] = machine
-    section["command"] = "tune " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    first = int(os.environ.get("RANK", "0")) == 0  # under torchrun, rank 0 speaks and writes
+    section.update(machine=machine, command=command)
     if first and args.json:
         common.print_json(section)
     elif first:
         _print_traffic(section)
     if clock_for is not None and first:
-        validation = {**(plan.validation or {}), "traffic": section}
-        updated = plan.model_copy(update={"validation": validation})
-        write_json_atomic(Path(args.plan), updated.model_dump(mode="json"))
+        keep(section)
         if not args.json:
             print(f"validation under traffic: {section['status']} (written to {args.plan})")
     return 0
