@@ -41,6 +41,7 @@ __all__ = [
     "LOADS",
     "EACH",
     "MEDIAN",
+    "decode_step_ratios",
     "decode_steps",
     "traffic_rates",
     "run_traffic",
@@ -265,6 +266,22 @@ def decode_steps(records: list[Any], least: int = 5) -> list[dict[str, Any]]:
          "measured_s": statistics.median(r.step_s for r in group),
          "predicted_s": statistics.median(r.predicted_s for r in group)}
         for batch, group in sorted(by_batch.items()) if len(group) >= least
+    ]  # fmt: skip
+
+
+def decode_step_ratios(steps: list[dict[str, Any]]) -> list[tuple[str, float]]:
+    """``decode_steps`` summed over batch spans that double (1, 2, 3-4, 5-8, 9-16, ...: the
+    executor's graph buckets): each span's measured over predicted seconds, iterations
+    weighted."""
+    spans: dict[int, list[float]] = {}
+    for step in steps:
+        top = 1 << (step["batch"] - 1).bit_length()  # the power of two at or above the batch
+        measured, predicted = spans.setdefault(top, [0.0, 0.0])
+        spans[top] = [measured + step["iterations"] * step["measured_s"],
+                      predicted + step["iterations"] * step["predicted_s"]]  # fmt: skip
+    return [
+        (str(top) if top <= 2 else f"{top // 2 + 1}-{top}", measured / predicted)
+        for top, (measured, predicted) in sorted(spans.items()) if predicted > 0
     ]  # fmt: skip
 
 

@@ -388,3 +388,17 @@ def test_decode_steps_are_the_medians_of_each_batch_of_graph_iterations():
         {"batch": 4, "iterations": 3, "measured_s": 6e-3, "predicted_s": 1e-3}
     ]
     assert [row["batch"] for row in decode_steps(records, least=1)] == [1, 4]
+
+
+def test_decode_step_ratios_sum_each_doubling_span_of_batches():
+    """Spans 1, 2, 3-4, 5-8, ...: each span's measured over predicted seconds, every
+    iteration counted once."""
+    from tuner.traffic import decode_step_ratios
+
+    def step(batch, iterations, measured_s):
+        return {"batch": batch, "iterations": iterations, "measured_s": measured_s,
+                "predicted_s": 1.0}  # fmt: skip
+
+    steps = [step(1, 4, 1.0), step(3, 1, 2.0), step(4, 3, 1.0), step(9, 2, 1.5)]
+    assert decode_step_ratios(steps) == [("1", 1.0), ("3-4", 1.25), ("9-16", 1.5)]
+    assert decode_step_ratios([]) == []

@@ -181,7 +181,7 @@ def _traffic(args: argparse.Namespace, plan) -> int:
 
 
 def _print_traffic(section: dict) -> None:
-    from tuner.traffic import show_metric
+    from tuner.traffic import decode_step_ratios, show_metric
 
     for row in section["loads"]:
         print(f"{row['load']}: {row['rate_per_s']:.2f} req/s, {row['requests']} requests")
@@ -215,5 +215,9 @@ def _print_traffic(section: dict) -> None:
                       + (f" ({1e3 * gpu:.2f} on the GPU)" if gpu is not None else "")
                       + f", median {1e3 * group.get('median_step_s', float('nan')):.2f}, "
                       f"{1e3 * group['mean_predicted_s']:.2f} ms predicted")  # fmt: skip
+        ratios = decode_step_ratios(row.get("decode_steps") or [])
+        if ratios:
+            print("  decode steps, measured / predicted by batch: " + ", ".join(
+                f"{span} {ratio:.2f}x" for span, ratio in ratios))  # fmt: skip
     for note in section["notes"]:
         print(f"note: {note}")
