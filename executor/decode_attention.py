@@ -290,6 +290,7 @@ def decode_attention(
     block_s: int | None = None,
     num_warps: int | None = None,
     num_stages: int | None = None,
+    out: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """One decode step's attention from the fused projection ``qkv [B, 1, heads + 2 kv_heads,
     D]`` (not yet rotated; q, k, v heads in that order) with ``cos, sin [1, D]`` at the new
@@ -308,7 +309,9 @@ def decode_attention(
     already rotated and the new K/V already in the cache (``executor.ragged`` stores them, as
     for a prompt chunk); ``input_pos [B]`` is each sequence's first new token, and token ``t``
     sees the keys up to ``input_pos + t``. Its rows share the tile of a K/V head's query heads
-    (``query x G`` rows), so the cache is still read once. Returns ``[B, query, heads * D]``."""
+    (``query x G`` rows), so the cache is still read once. Returns ``[B, query, heads * D]``,
+    written into ``out`` if given (rows of ``heads * D`` one after another: a serving
+    iteration's own output buffer, so no copy follows)."""
     batch, query, _, head_dim = qkv.shape
     fused = query == 1
     half = head_dim // 2
@@ -330,7 +333,12 @@ def decode_attention(
         pairs * splits * block_g, head_dim, dtype=torch.float32, device=qkv.device
     )
     lse = torch.empty(pairs * splits * block_g, dtype=torch.float32, device=qkv.device)
-    out = torch.empty(batch, query, num_heads * head_dim, dtype=qkv.dtype, device=qkv.device)
+    if out is None:
+        out = torch.empty(batch, query, num_heads * head_dim, dtype=qkv.dtype, device=qkv.device)
+    assert (
+        out.shape == (batch, query, num_heads * head_dim) and out.stride(1) == num_heads * head_dim
+    )
+    assert out.stride(0) == query * num_heads * head_dim and out.stride(2) == 1, "packed rows"
     if not fused:  # RoPE was applied before: the tables are not read
         cos = sin = lse
     _decode_kernel[(pairs, splits)](

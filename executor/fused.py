@@ -218,8 +218,9 @@ class Kernels:
             return None
         kernel = self.decode_attention
 
-        def run(qkv, cos, sin, positions, cache, tables, max_length, heads):
-            return kernel(qkv, cos, sin, positions, cache, max_length, heads, block_table=tables)
+        def run(qkv, cos, sin, positions, cache, tables, max_length, heads, out=None):
+            return kernel(qkv, cos, sin, positions, cache, max_length, heads, block_table=tables,
+                          out=out)  # fmt: skip
 
         return run
 

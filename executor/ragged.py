@@ -95,10 +95,10 @@ def ragged_attention(attention, qkv: torch.Tensor, cos: torch.Tensor, sin: torch
     first = n_dec if fused else 0
     if out is None:
         out = torch.empty(1, qkv.shape[1], heads * d, dtype=qkv.dtype, device=qkv.device)
-    if fused:
-        out[0, :n_dec] = paged(qkv[0, :n_dec, None], cos[:n_dec], sin[:n_dec],
-                               batch.positions[:n_dec], cache, batch.tables[:n_dec],
-                               batch.max_length, heads)[:, 0]  # fmt: skip
+    if fused:  # written in place: the decodes' rows of ``out``
+        paged(qkv[0, :n_dec, None], cos[:n_dec], sin[:n_dec], batch.positions[:n_dec], cache,
+              batch.tables[:n_dec], batch.max_length, heads,
+              out=out[0, :n_dec].view(n_dec, 1, heads * d))  # fmt: skip
     rest = qkv[:, first:]
     if rest.shape[1]:
         kernels.rope_cache(rest, cos[first:], sin[first:], heads, kv_heads)
@@ -107,9 +107,9 @@ def ragged_attention(attention, qkv: torch.Tensor, cos: torch.Tensor, sin: torch
         cache.write(batch.blocks[first:], batch.offsets[first:], k, v)
     q = qkv[0, :, :heads]  # [N, heads, D], rotated
     if paged is not None and not fused:  # a verify: query tokens per sequence, K/V stored
-        out[0, :n_q] = paged(qkv[0, :n_q].view(n_dec, query, *qkv.shape[2:]), None, None,
-                             batch.positions[:n_q:query], cache, batch.tables[:n_dec],
-                             batch.max_length, heads).view(n_q, heads * d)  # fmt: skip
+        paged(qkv[0, :n_q].view(n_dec, query, *qkv.shape[2:]), None, None,
+              batch.positions[:n_q:query], cache, batch.tables[:n_dec], batch.max_length, heads,
+              out=out[0, :n_q].view(n_dec, query, heads * d))  # fmt: skip
     elif paged is None and n_dec:
         out[0, :n_q] = _decodes(q[:n_q], cache, batch, kv_heads).reshape(n_q, heads * d)
     for start_token, length, row, start in batch.chunks:
@@ -123,7 +123,7 @@ def ragged_attention(attention, qkv: torch.Tensor, cos: torch.Tensor, sin: torch
             k_c, v_c = cache.gather(batch.tables[row], start + length, q.dtype)
             o = F.scaled_dot_product_attention(q_c, k_c, v_c, enable_gqa=True,
                                                attn_mask=causal_lower_right(length, start + length))  # fmt: skip
-        out[0, rows] = o[0].transpose(0, 1).reshape(length, heads * d)
+        out[0, rows].view(length, heads, d).copy_(o[0].transpose(0, 1))  # one copy
     return out
 
 

@@ -280,9 +280,10 @@ SPLIT_WIDTHS = """
     calls = []
     kernel = attention.decode_attention
 
-    def recorded(qkv, cos, sin, positions, cache, kv_length, heads, block_table=None):
+    def recorded(qkv, cos, sin, positions, cache, kv_length, heads, block_table=None, out=None):
         calls.append((qkv.shape[1], decode_splits.split_width(qkv.shape[0], 2, kv_length)))
-        return kernel(qkv, cos, sin, positions, cache, kv_length, heads, block_table=block_table)
+        return kernel(qkv, cos, sin, positions, cache, kv_length, heads, block_table=block_table,
+                      out=out)
 
     def tiny():
         model = build_model(spec, device="cpu", dtype=torch.float32, fused_kernels=False, seed=1)
