@@ -39,6 +39,7 @@ if triton is not None:
         cos_ptr,
         sin_ptr,
         pos_ptr,
+        blocks_ptr,
         k_cache_ptr,
         v_cache_ptr,
         num_tokens,
@@ -57,6 +58,7 @@ if triton is not None:
         HAS_CACHE: tl.constexpr,
         CACHE_FP8: tl.constexpr,
         USE_PDL: tl.constexpr,
+        PAGED: tl.constexpr = False,
     ):
         pdl.start(USE_PDL)
         token = tl.program_id(0)  # batch * num_tokens + position index
@@ -78,12 +80,16 @@ if triton is not None:
         tl.store(row + d[None, :], y1.to(out_type), mask=head_ok & rotate)
         tl.store(row + HALF + d[None, :], y2.to(out_type), mask=head_ok & rotate)
         if HAS_CACHE:
-            position = tl.load(pos_ptr + t)
+            position = tl.load(pos_ptr + t)  # the slot in its cache row: a block's, if PAGED
+            if PAGED:  # the token's block of a paged cache (qkv holds one row of tokens)
+                cache_row = tl.load(blocks_ptr + t)
+            else:
+                cache_row = b
             is_k = (heads >= num_q_heads) & (heads < rotated_heads)
             is_v = (heads >= rotated_heads) & (heads < rotated_heads + num_kv_heads)
             kv_head = tl.where(is_k, heads - num_q_heads, heads - rotated_heads)
             slot = (
-                b * stride_cache_b
+                cache_row * stride_cache_b
                 + kv_head[:, None] * stride_cache_h
                 + position * stride_cache_s
                 + d[None, :]
@@ -191,15 +197,19 @@ def rope_cache(
     num_kv_heads: int,
     cache=None,
     input_pos: torch.Tensor | None = None,
+    blocks: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Rotate the q and k heads of ``qkv [B, T, heads, D]`` in place and, with ``cache`` (an
-    ``executor.kv_cache.KVCache``), write K and V at ``input_pos [T]``. Returns ``qkv``."""
+    ``executor.kv_cache.KVCache``), write K and V at ``input_pos [T]``; with a
+    ``PagedKVCache`` and ``blocks [T]`` (B = 1), token t's at slot ``input_pos[t]`` of block
+    ``blocks[t]``: a serving iteration's new keys stored in the same pass. Returns ``qkv``."""
     batch, num_tokens, heads, head_dim = qkv.shape
     half = head_dim // 2
     if half & (half - 1):  # the kernel walks a half head in one power-of-two block
         from executor import fused
 
-        return fused.rope_cache(qkv, cos, sin, num_q_heads, num_kv_heads, cache, input_pos)
+        return fused.rope_cache(qkv, cos, sin, num_q_heads, num_kv_heads, cache, input_pos,
+                                blocks)  # fmt: skip
     assert qkv.stride(3) == 1 and cos.stride(1) == 1, "rope_cache: contiguous head_dim"
     block_h = min(16, triton.next_power_of_2(heads))
     if cache is not None:
@@ -210,12 +220,14 @@ def rope_cache(
         k_cache = v_cache = qkv
         strides, inv_scale = (0, 0, 0), 1.0
     positions = input_pos if input_pos is not None else cos  # unread without a cache
+    assert blocks is None or batch == 1, "rope_cache: a paged store takes one row of tokens"
     grid = (batch * num_tokens, triton.cdiv(heads, block_h))
     _rope_cache_kernel[grid](
         qkv,
         cos,
         sin,
         positions,
+        blocks if blocks is not None else positions,  # unread unless paged
         k_cache,
         v_cache,
         num_tokens,
@@ -231,6 +243,7 @@ def rope_cache(
         BLOCK_H=block_h,
         HAS_CACHE=cache is not None,
         CACHE_FP8=cache is not None and cache.is_fp8,
+        PAGED=blocks is not None,
         **pdl.launch_options(),
     )
     return qkv

@@ -54,13 +54,18 @@ def rope_cache(
     num_kv_heads: int,
     cache=None,
     input_pos: torch.Tensor | None = None,
+    blocks: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """qkv: [B, T, heads, D], the q, k and v heads of the fused projection. Rotates the q and k
-    heads in place and, given a ``KVCache``, stores K and V at ``input_pos``. Returns qkv."""
+    heads in place and, given a ``KVCache``, stores K and V at ``input_pos``; given a
+    ``PagedKVCache`` and ``blocks [T]`` (B = 1), token t's at slot ``input_pos[t]`` of block
+    ``blocks[t]``. Returns qkv."""
     rotated = num_q_heads + num_kv_heads
     # [B, T, heads, D] -> [B, heads, T, D] views, so apply_rope's [T, D] tables broadcast.
     qkv[:, :, :rotated] = apply_rope(qkv[:, :, :rotated].transpose(1, 2), cos, sin).transpose(1, 2)
-    if cache is not None:
+    if blocks is not None:
+        cache.write(blocks, input_pos, qkv[0, :, num_q_heads:rotated], qkv[0, :, rotated:])
+    elif cache is not None:
         k = qkv[:, :, num_q_heads:rotated].transpose(1, 2)
         v = qkv[:, :, rotated:].transpose(1, 2)
         cache.write(input_pos, k, v)

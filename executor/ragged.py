@@ -100,11 +100,9 @@ def ragged_attention(attention, qkv: torch.Tensor, cos: torch.Tensor, sin: torch
               batch.tables[:n_dec], batch.max_length, heads,
               out=out[0, :n_dec].view(n_dec, 1, heads * d))  # fmt: skip
     rest = qkv[:, first:]
-    if rest.shape[1]:
-        kernels.rope_cache(rest, cos[first:], sin[first:], heads, kv_heads)
-        k = rest[0, :, heads : heads + kv_heads]
-        v = rest[0, :, heads + kv_heads :]
-        cache.write(batch.blocks[first:], batch.offsets[first:], k, v)
+    if rest.shape[1]:  # rotated, and its K/V stored in their blocks, in one pass
+        kernels.rope_cache(rest, cos[first:], sin[first:], heads, kv_heads, cache,
+                           batch.offsets[first:], blocks=batch.blocks[first:])  # fmt: skip
     q = qkv[0, :, :heads]  # [N, heads, D], rotated
     if paged is not None and not fused:  # a verify: query tokens per sequence, K/V stored
         paged(qkv[0, :n_q].view(n_dec, query, *qkv.shape[2:]), None, None,

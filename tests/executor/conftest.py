@@ -105,3 +105,26 @@ def rerun_capture(fn, pool=None):
     warm-up does, and returns its ``Replay`` (and the pool, unused)."""
     fn()
     return Replay(fn), pool
+
+
+def compile_for_hopper(kernel, types: dict[str, str], constants: dict[str, object]) -> str:
+    """PTX of a ``@triton.jit`` kernel compiled for sm_90 on this CPU (Triton's own
+    assembler): what the interpreter never does, so a kernel only a real compile refuses is
+    caught here. ``types``: the Triton type of each pointer or float argument (``*bf16``,
+    ``fp32``, ...), any other is ``i32``; ``constants``: the compile-time ones. Skips where
+    this Triton build cannot assemble for sm_90."""
+    triton = pytest.importorskip("triton")
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    params = kernel.arg_names
+    signature = {name: "constexpr" if name in constants else types.get(name, "i32")
+                 for name in params}  # fmt: skip
+    source = ASTSource(fn=kernel, signature=signature,
+                       constexprs={(params.index(k),): v for k, v in constants.items()})  # fmt: skip
+    try:
+        return triton.compile(source, target=GPUTarget("cuda", 90, 32)).asm["ptx"]
+    except RuntimeError as error:
+        if "ptxas" in str(error).lower():
+            pytest.skip(f"Triton cannot assemble for sm_90 here: {error}")
+        raise

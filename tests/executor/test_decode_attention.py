@@ -231,33 +231,20 @@ def test_every_variant_of_the_decode_kernel_compiles_for_hopper(cache_fp8):
     """Triton's interpreter runs a kernel without compiling it, so a kernel that only a real
     compile refuses (a loop-carried value that changes type, say) passes every test above. This
     compiles each variant a serving run launches (bf16 or FP8 cache, either chunk rule, a decode
-    or a 3-token verify) for sm_90 on the CPU, through Triton's own PTX assembler."""
-    import triton
-    from triton.backends.compiler import GPUTarget
-    from triton.compiler import ASTSource
-
+    or a 3-token verify) for sm_90 on the CPU."""
     from executor.decode_attention import _decode_kernel
+    from tests.executor.conftest import compile_for_hopper
 
-    params = _decode_kernel.arg_names
     cache = "*fp8e4nv" if cache_fp8 else "*bf16"
-    pointers = {"qkv_ptr": "*bf16", "cos_ptr": "*fp32", "sin_ptr": "*fp32", "pos_ptr": "*i64",
-                "table_ptr": "*i64", "k_ptr": cache, "v_ptr": cache, "partial_ptr": "*fp32",
-                "lse_ptr": "*fp32", "counters_ptr": "*i32", "out_ptr": "*bf16",
-                "sm_scale": "fp32", "cache_scale": "fp32"}  # fmt: skip
+    types = {"qkv_ptr": "*bf16", "cos_ptr": "*fp32", "sin_ptr": "*fp32", "pos_ptr": "*i64",
+             "table_ptr": "*i64", "k_ptr": cache, "v_ptr": cache, "partial_ptr": "*fp32",
+             "lse_ptr": "*fp32", "counters_ptr": "*i32", "out_ptr": "*bf16",
+             "sm_scale": "fp32", "cache_scale": "fp32"}  # fmt: skip
     for by_work in (False, True):
         for query in (1, 3):
             constants = {"HALF": 64, "BLOCK_G": 16, "BLOCK_S": 64, "BLOCK_SPLITS": 4,
                          "GROUP": 4 if query == 1 else 16, "CACHE_FP8": cache_fp8,
                          "USE_PDL": True, "QUERY": query, "FUSED": query == 1,
                          "BY_WORK": by_work}  # fmt: skip
-            signature = {name: "constexpr" if name in constants else pointers.get(name, "i32")
-                         for name in params}  # fmt: skip
-            source = ASTSource(fn=_decode_kernel, signature=signature,
-                               constexprs={(params.index(k),): v for k, v in constants.items()})  # fmt: skip
-            try:
-                compiled = triton.compile(source, target=GPUTarget("cuda", 90, 32))
-            except RuntimeError as error:  # no PTX assembler in this Triton build
-                if "ptxas" in str(error).lower():
-                    pytest.skip(f"Triton cannot assemble for sm_90 here: {error}")
-                raise
-            assert ".target sm_90" in compiled.asm["ptx"], (by_work, query)
+            ptx = compile_for_hopper(_decode_kernel, types, constants)
+            assert ".target sm_90" in ptx, (by_work, query)

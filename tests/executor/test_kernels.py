@@ -88,6 +88,57 @@ ELEMENTWISE = """
 """
 
 
+PAGED_ROPE = """
+    import torch
+    from executor import elementwise, fused
+    from executor.kv_cache import PagedKVCache
+
+    torch.manual_seed(0)
+    T, HQ, HKV, D, BLOCKS, BS = 7, 8, 2, 16, 6, 4
+    qkv = torch.randn(1, T, HQ + 2 * HKV, D)
+    cos, sin = torch.randn(T, D // 2).repeat(1, 2), torch.randn(T, D // 2).repeat(1, 2)
+    blocks = torch.tensor([5, 5, 5, 2, 2, 0, 3])  # a serving iteration's tokens, scattered
+    offsets = torch.tensor([1, 2, 3, 0, 1, 3, 0])
+    results = []
+    for rope in (elementwise.rope_cache, fused.rope_cache):
+        cache = PagedKVCache(BLOCKS, HKV, BS, D, torch.float32, "cpu")
+        rotated = rope(qkv.clone(), cos, sin, HQ, HKV, cache, offsets, blocks=blocks)
+        results.append((rotated, cache))
+    (got, mine), (want, ref) = results
+    plain = fused.rope_cache(qkv.clone(), cos, sin, HQ, HKV)  # rotated, stored by write
+    ref_written = PagedKVCache(BLOCKS, HKV, BS, D, torch.float32, "cpu")
+    ref_written.write(blocks, offsets, plain[0, :, HQ : HQ + HKV], plain[0, :, HQ + HKV :])
+    print((got - want).abs().max().item(),
+          max((mine.k - ref_written.k).abs().max().item(),
+              (mine.v - ref_written.v).abs().max().item(),
+              (ref.k - ref_written.k).abs().max().item()),
+          ref_written.k.abs().sum().item())
+"""
+
+
+def test_rope_stores_a_serving_iterations_keys_in_their_blocks_in_interpreter():
+    """A paged store in the rotation's own pass (``blocks``): each token's rotated K and its V
+    land in its block and slot, as ``PagedKVCache.write`` puts them."""
+    rope, store, filled = _interpret(PAGED_ROPE)
+    assert rope < 1e-5 and filled > 0 and store < 1e-5
+
+
+@pytest.mark.parametrize("cache_fp8", [False, True])
+def test_the_rope_kernel_compiles_for_hopper_with_each_cache(cache_fp8):
+    """No cache, a static cache or a paged one (the serving iteration's store), for sm_90."""
+    from executor.elementwise import _rope_cache_kernel
+    from tests.executor.conftest import compile_for_hopper
+
+    cache = "*fp8e4nv" if cache_fp8 else "*bf16"
+    types = {"qkv_ptr": "*bf16", "cos_ptr": "*bf16", "sin_ptr": "*bf16", "pos_ptr": "*i64",
+             "blocks_ptr": "*i64", "k_cache_ptr": cache, "v_cache_ptr": cache,
+             "cache_inv_scale": "fp32"}  # fmt: skip
+    for has_cache, paged in ((False, False), (True, False), (True, True)):
+        constants = {"HALF": 64, "BLOCK_H": 16, "HAS_CACHE": has_cache,
+                     "CACHE_FP8": cache_fp8 and has_cache, "USE_PDL": True, "PAGED": paged}  # fmt: skip
+        assert ".target sm_90" in compile_for_hopper(_rope_cache_kernel, types, constants)
+
+
 def test_elementwise_kernels_match_eager_in_interpreter():
     rope, cache, no_cache, cache_filled, swiglu, add_norm = _interpret(ELEMENTWISE)
     assert rope < 1e-5, "q and k rotated (and v left) exactly as the eager rotate-half"
