@@ -112,12 +112,12 @@ def ragged_attention(attention, qkv: torch.Tensor, cos: torch.Tensor, sin: torch
         out[0, :n_q] = _decodes(q[:n_q], cache, batch, kv_heads).reshape(n_q, heads * d)
     for start_token, length, row, start in batch.chunks:
         rows = slice(start_token, start_token + length)
-        q_c = q[rows].transpose(0, 1)[None]  # [1, heads, L, D]
         if start == 0:  # the whole prompt so far is this chunk: its fresh keys, causally
             bucket = ATTENTION_BUCKET if q.is_cuda else 1
             o = _first_chunk_attention(qkv[0, rows], heads, kv_heads, kernels.prefill_backend,
                                        bucket)  # fmt: skip
         else:
+            q_c = q[rows].transpose(0, 1)[None]  # [1, heads, L, D]
             k_c, v_c = cache.gather(batch.tables[row], start + length, q.dtype)
             o = F.scaled_dot_product_attention(q_c, k_c, v_c, enable_gqa=True,
                                                attn_mask=causal_lower_right(length, start + length))  # fmt: skip
