@@ -1,0 +1,100 @@
+"""One call's results at a glance: for each validated plan under DIR (a ``plan.json`` with a
+``validation.traffic`` section, an ``iterations.csv`` beside it), each load's predicted and
+measured metrics, its measured over predicted step by path, and its decode steps by span of
+batches; then each ``decode-gap*.json``'s serving points (graph, eager and chunk iterations,
+the kernels' share) and kernel sweep, fastest first.
+
+    python3 studies/serving-validation/summarize.py DIR
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from collections import defaultdict
+from pathlib import Path
+from types import SimpleNamespace
+
+from tuner.traffic import decode_step_ratios, decode_steps
+
+
+def plans(root: Path) -> None:
+    for path in sorted(root.rglob("plan.json")):
+        traffic = (json.loads(path.read_text()).get("validation") or {}).get("traffic")
+        if not traffic:
+            continue
+        print(f"== {path.parent.relative_to(root)}: {traffic['status']}, median error "
+              f"{traffic.get('median_abs_relative_error') or 0:.0%}")  # fmt: skip
+        rows = _iterations(path.parent / "iterations.csv")
+        for load in traffic["loads"]:
+            predicted, measured = load["predicted"], load.get("measured") or {}
+            cells = []
+            for key, value in predicted.items():
+                if key in measured and isinstance(value, float) and measured[key]:
+                    scale, unit = (1, "") if key.endswith("_per_s") else (1e3, " ms")
+                    cells.append(f"{key} {scale * value:.4g}/{scale * measured[key]:.4g}{unit}")
+            print(f"  {load['load']} ({load['rate_per_s']:.2f} req/s): " + ", ".join(cells))
+            paths = defaultdict(lambda: [0, 0.0, 0.0])
+            for r in rows.get(load["load"], []):
+                total = paths[r.path]
+                total[0] += 1
+                total[1] += r.step_s
+                total[2] += r.predicted_s
+            if paths:
+                print("    measured/predicted by path: " + ", ".join(
+                    f"{name} {m / p:.2f}x ({n})"
+                    for name, (n, m, p) in paths.items() if p))  # fmt: skip
+            steps = load.get("decode_steps") or decode_steps(rows.get(load["load"], []))
+            ratios = decode_step_ratios(steps)
+            if ratios:
+                print("    decode steps by batch: "
+                      + ", ".join(f"{span} {ratio:.2f}x" for span, ratio in ratios))  # fmt: skip
+
+
+def _iterations(path: Path) -> dict[str, list]:
+    by_load: dict[str, list] = defaultdict(list)
+    if path.exists():
+        with path.open(newline="") as source:
+            for r in csv.DictReader(source):
+                by_load[r["load"]].append(SimpleNamespace(
+                    path=r["path"], decodes=int(r["decodes"]), step_s=float(r["step_s"]),
+                    predicted_s=float(r["predicted_s"])))  # fmt: skip
+    return by_load
+
+
+def gaps(root: Path) -> None:
+    for path in sorted(root.rglob("decode-gap*.json")):
+        document = json.loads(path.read_text())
+        print(f"== {path.relative_to(root)} ({document.get('card')})")
+        for p in document.get("points", []):
+            line = (f"  {p.get('splits', '')} {p.get('point', p['batch'])}: graph "
+                    f"{p['graph_device_ms']:.2f} ms (kernels "
+                    f"{p['graph_kernel_total_us'] / 1e3:.2f})")  # fmt: skip
+            for label in ("mixed", "piecewise"):
+                if p.get(f"{label}_device_ms"):
+                    line += (f", {label} {p[label + '_device_ms']:.2f} ms (kernels "
+                             f"{p[label + '_kernel_total_us'] / 1e3:.2f})")  # fmt: skip
+            print(line)
+        for s in document.get("static", []):
+            print(f"  static {s['batch']}x{s['context']}: {s['step_ms']} ms")
+        sweep = [r for r in document.get("kernel_sweep", []) if "us" in r]
+        for point in dict.fromkeys(r.get("point", f"{r['batch']}x{r['context']}") for r in sweep):
+            rows = sorted((r for r in sweep if r.get("point", f"{r['batch']}x{r['context']}")
+                           == point), key=lambda r: r["us"])  # fmt: skip
+            print(f"  sweep {point} ({rows[0].get('kv', 'bf16')}): " + "; ".join(
+                f"{r['us']:.1f} us {_rule(r)} {r['launch']} t{r['target_programs']} "
+                f"{r['block_s']}/{r['warps']}/{r['stages']}" for r in rows[:4]))  # fmt: skip
+
+
+def _rule(row: dict) -> str:
+    """The chunk rule of a sweep row (runs before the two rules had "balanced" or fixed)."""
+    if "by_work" in row:
+        return "work" if row["by_work"] else "even"
+    return "even" if row.get("balanced") else "fixed"
+
+
+if __name__ == "__main__":
+    root = Path(sys.argv[1])
+    plans(root)
+    gaps(root)
