@@ -172,7 +172,7 @@ def serving_clocks(spec: ModelSpec, config: DeploymentConfig, *, max_seq_length:
     if config.attention == "naive":
         model.kernels.prefill_backend = "naive"
     kv_dtype = torch.float8_e4m3fn if config.kv_dtype == "fp8" else None
-    make_drafter = _drafter_factory(config, rank=rank, world=world, seed=seed)
+    make_drafter = drafter_factory(config, rank=rank, world=world, seed=seed)
 
     built: dict[int, ServingExecutor] = {}  # by KV blocks: the loads of one plan share one
 
@@ -207,7 +207,7 @@ def serving_clocks(spec: ModelSpec, config: DeploymentConfig, *, max_seq_length:
     return clock_for
 
 
-def _drafter_factory(config: DeploymentConfig, *, rank: int, world: int, seed: int):
+def drafter_factory(config: DeploymentConfig, *, rank: int, world: int, seed: int):
     """The target model -> the plan's drafter (``executor.speculative``), or None. A draft model
     is built once, at the target's tensor parallelism (as the engines and the cost model run
     it), in bf16."""

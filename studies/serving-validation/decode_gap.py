@@ -17,6 +17,9 @@ step that the calibration was fitted to (equal lengths only).
 
     python3 studies/serving-validation/decode_gap.py OUT.json [--points 4x1024,32x1024~]
         [--plan studies/serving-validation/8b-fp8-h100/plan.json]
+
+With a speculative plan (``--plan .../8b-bf16-h100-eagle/plan.json``) the drafter runs too:
+each decode step is a round (its drafts, the verify; none kept), profiled the same way.
 """
 
 from __future__ import annotations
@@ -240,7 +243,7 @@ def main() -> int:
     if not points:
         return 0
     spec = get_model("llama-3.1-8b").model_copy(update={"num_hidden_layers": args.layers})
-    quantization, kv_dtype = {"weights": "bf16"}, "bf16"
+    quantization, kv_dtype, config = {"weights": "bf16"}, "bf16", None
     if args.plan:
         from executor.points import quantization_of
         from tuner.plan import load_plan
@@ -249,13 +252,20 @@ def main() -> int:
         quantization, kv_dtype = quantization_of(config), config.kv_dtype
     document["quantization"], document["kv_dtype"] = quantization, kv_dtype
     model = prepare_model(spec, **quantization)
+    drafter = None  # a speculative plan's: each decode step is then a round (none kept)
+    if config is not None and config.speculative is not None:
+        from executor.validate import drafter_factory
+
+        drafter = drafter_factory(config, rank=0, world=1, seed=0)(model)
+        document["speculative"] = config.speculative.model_dump(mode="json")
     # Each point's sequences grow by ~80 decoded tokens, beside a fresh 1,024-token chunk.
     largest = max(sum(-(-(n + 128) // BLOCK) for n in lengths_of(p)) for p in points)
     executor = ServingExecutor(model, num_blocks=largest + 2 * 1024 // BLOCK, block_size=BLOCK,
                                max_seq_length=MAX_SEQ_LENGTH, token_budget=2048,
                                graphs_up_to=max(len(lengths_of(p)) for p in points),
                                piecewise_up_to=2048,
-                               kv_dtype=FP8 if kv_dtype == "fp8" else None)  # fmt: skip
+                               kv_dtype=FP8 if kv_dtype == "fp8" else None,
+                               drafter=drafter)  # fmt: skip
     executor.warm_up()
     print(f"warmed up: {jit_compiles.count()} Triton compiles, notes {executor.notes}",
           flush=True)  # fmt: skip
