@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import gc
 import importlib
-import os
 import sys
 from collections.abc import Sequence
 
@@ -112,8 +111,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run_short(argv: list[str]) -> int:
-    """A short verb as the whole process, without the cyclic garbage collector and without
-    pydantic's plugins.
+    """A short verb as the whole process, without the cyclic garbage collector.
 
     Its passes walk every object the imports made (numpy's, pydantic's schemas) over and over:
     10 ms of a 0.23 s ``tune predict``, and 25 ms more at exit, where Python collects everything
@@ -123,12 +121,7 @@ def _run_short(argv: list[str]) -> int:
     atexit handlers, flushing stdout and freeing everything outside reference cycles run as
     before; only finalizers of objects in cycles are skipped, which Python never promises at
     exit.
-
-    Pydantic looks for plugins (observability hooks) by reading every installed package's
-    metadata when the first model is built: 12 ms of each run. These verbs validate a few
-    command-line values, so they ask for none, unless the environment says otherwise.
     """
-    os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
     gc.disable()
     code = _main(argv)
     gc.freeze()
