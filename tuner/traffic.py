@@ -28,9 +28,11 @@ plain Python, tested with a stand-in clock.
 from __future__ import annotations
 
 import statistics
+from collections import defaultdict
 from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -43,6 +45,8 @@ __all__ = [
     "MEDIAN",
     "decode_step_ratios",
     "decode_steps",
+    "read_iterations",
+    "write_iterations",
     "traffic_rates",
     "run_traffic",
     "traffic_config",
@@ -222,6 +226,23 @@ def write_iterations(path: Path, load: str, records: list[Any], *, append: bool)
                              getattr(r, "compiles", 0)])  # fmt: skip
 
 
+def read_iterations(path: Path) -> dict[str, list[SimpleNamespace]]:
+    """``write_iterations``' rows back, by load in the run's order: records with the fields of
+    ``IterationRecord`` that ``decode_steps`` and ``_iteration_means`` read."""
+    import csv
+
+    by_load: dict[str, list[SimpleNamespace]] = {}
+    with path.open(newline="") as source:
+        for row in csv.DictReader(source):
+            by_load.setdefault(row["load"], []).append(SimpleNamespace(
+                path=row["path"], tokens=int(row["tokens"]), decodes=int(row["decodes"]),
+                chunks=int(row["chunks"]), predicted_s=float(row["predicted_s"]),
+                step_s=float(row["step_s"]), host_s=float(row["host_s"]),
+                device_s=float(row["device_s"]) if row["device_s"] else None,
+                compiles=int(row["compiles"])))  # fmt: skip
+    return by_load
+
+
 def _iteration_means(records: list[Any]) -> dict[str, Any]:
     """Mean measured (and median, and longest), host, GPU and predicted seconds of the run's
     iterations: all of them, and apart by path (``executor.serving_loop.IterationRecord.path``:
@@ -273,12 +294,11 @@ def decode_step_ratios(steps: list[dict[str, Any]]) -> list[tuple[str, float]]:
     """``decode_steps`` summed over batch spans that double (1, 2, 3-4, 5-8, 9-16, ...: the
     executor's graph buckets): each span's measured over predicted seconds, iterations
     weighted."""
-    spans: dict[int, list[float]] = {}
+    spans: dict[int, list[float]] = defaultdict(lambda: [0.0, 0.0])  # measured, predicted
     for step in steps:
-        top = 1 << (step["batch"] - 1).bit_length()  # the power of two at or above the batch
-        measured, predicted = spans.setdefault(top, [0.0, 0.0])
-        spans[top] = [measured + step["iterations"] * step["measured_s"],
-                      predicted + step["iterations"] * step["predicted_s"]]  # fmt: skip
+        span = spans[1 << (step["batch"] - 1).bit_length()]  # the power of two at or above it
+        span[0] += step["iterations"] * step["measured_s"]
+        span[1] += step["iterations"] * step["predicted_s"]
     return [
         (str(top) if top <= 2 else f"{top // 2 + 1}-{top}", measured / predicted)
         for top, (measured, predicted) in sorted(spans.items()) if predicted > 0

@@ -7,23 +7,16 @@ validation section kept ``decode_steps`` itself.
 
 from __future__ import annotations
 
-import csv
 import sys
-from types import SimpleNamespace
+from pathlib import Path
 
 from tuner import plots
-from tuner.traffic import decode_steps
+from tuner.traffic import decode_steps, read_iterations
 
 
 def main() -> int:
-    with open(sys.argv[1], newline="") as source:
-        rows = list(csv.DictReader(source))
-    loads = []
-    for load in dict.fromkeys(r["load"] for r in rows):  # in the run's order
-        records = [SimpleNamespace(path=r["path"], decodes=int(r["decodes"]),
-                                   step_s=float(r["step_s"]), predicted_s=float(r["predicted_s"]))
-                   for r in rows if r["load"] == load]  # fmt: skip
-        loads.append({"load": load, "decode_steps": decode_steps(records)})
+    loads = [{"load": load, "decode_steps": decode_steps(records)}
+             for load, records in read_iterations(Path(sys.argv[1])).items()]  # fmt: skip
     with open(sys.argv[2], "wb") as out:
         out.write(plots.traffic_steps(loads=loads))
     return 0

@@ -9,14 +9,11 @@ the kernels' share) and kernel sweep, fastest first.
 
 from __future__ import annotations
 
-import csv
 import json
 import sys
-from collections import defaultdict
 from pathlib import Path
-from types import SimpleNamespace
 
-from tuner.traffic import decode_step_ratios, decode_steps
+from tuner.traffic import decode_step_ratios, decode_steps, read_iterations
 
 
 def plans(root: Path) -> None:
@@ -26,7 +23,8 @@ def plans(root: Path) -> None:
             continue
         print(f"== {path.parent.relative_to(root)}: {traffic['status']}, median error "
               f"{traffic.get('median_abs_relative_error') or 0:.0%}")  # fmt: skip
-        rows = _iterations(path.parent / "iterations.csv")
+        kept = path.parent / "iterations.csv"
+        rows = read_iterations(kept) if kept.exists() else {}
         for load in traffic["loads"]:
             predicted, measured = load["predicted"], load.get("measured") or {}
             cells = []
@@ -35,32 +33,18 @@ def plans(root: Path) -> None:
                     scale, unit = (1, "") if key.endswith("_per_s") else (1e3, " ms")
                     cells.append(f"{key} {scale * value:.4g}/{scale * measured[key]:.4g}{unit}")
             print(f"  {load['load']} ({load['rate_per_s']:.2f} req/s): " + ", ".join(cells))
-            paths = defaultdict(lambda: [0, 0.0, 0.0])
-            for r in rows.get(load["load"], []):
-                total = paths[r.path]
-                total[0] += 1
-                total[1] += r.step_s
-                total[2] += r.predicted_s
+            paths = {
+                k: v for k, v in (load.get("iterations") or {}).items() if isinstance(v, dict)
+            }
             if paths:
                 print("    measured/predicted by path: " + ", ".join(
-                    f"{name} {m / p:.2f}x ({n})"
-                    for name, (n, m, p) in paths.items() if p))  # fmt: skip
+                    f"{name} {p['mean_step_s'] / p['mean_predicted_s']:.2f}x ({p['count']})"
+                    for name, p in paths.items()))  # fmt: skip
             steps = load.get("decode_steps") or decode_steps(rows.get(load["load"], []))
             ratios = decode_step_ratios(steps)
             if ratios:
                 print("    decode steps by batch: "
                       + ", ".join(f"{span} {ratio:.2f}x" for span, ratio in ratios))  # fmt: skip
-
-
-def _iterations(path: Path) -> dict[str, list]:
-    by_load: dict[str, list] = defaultdict(list)
-    if path.exists():
-        with path.open(newline="") as source:
-            for r in csv.DictReader(source):
-                by_load[r["load"]].append(SimpleNamespace(
-                    path=r["path"], decodes=int(r["decodes"]), step_s=float(r["step_s"]),
-                    predicted_s=float(r["predicted_s"])))  # fmt: skip
-    return by_load
 
 
 def gaps(root: Path) -> None:

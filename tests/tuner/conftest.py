@@ -7,7 +7,7 @@ import os
 import shutil
 
 import pytest
-from tuner_helpers import CHROMIUM, PG_URL
+from tuner_helpers import CHROMIUM, EXAMPLE_PLAN, PG_URL
 
 
 def _required(env: str) -> bool:
@@ -38,4 +38,12 @@ def chromium():
         if _required("ROOFTUNE_REQUIRE_BROWSER"):
             pytest.fail(message + " and ROOFTUNE_REQUIRE_BROWSER=1")
         pytest.skip(message)
+    return path
+
+
+@pytest.fixture
+def plan_file(tmp_path):
+    """A copy of the committed 70B example plan, free to be written."""
+    path = tmp_path / "plan.json"
+    shutil.copy(EXAMPLE_PLAN, path)
     return path

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 PG_URL = os.environ.get("ROOFTUNE_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
 CHROMIUM = os.environ.get("ROOFTUNE_CHROMIUM", "/usr/bin/chromium")
+# A committed plan (70B on 8 H100, chat): the validation and traffic tests work on copies of it.
+EXAMPLE_PLAN = Path(__file__).resolve().parents[2] / "studies/llama-3.1-70b-8xh100-chat/plan.json"
 
 # A plan small enough to search in a few seconds: 8B on two H100s, enumerable space.
 SMALL_PLAN = [
