@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import statistics
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from types import SimpleNamespace
@@ -42,6 +42,7 @@ from simulator.results import relative_error
 __all__ = [
     "LOADS",
     "EACH",
+    "merge_traffic",
     "MEDIAN",
     "decode_step_ratios",
     "decode_steps",
@@ -134,6 +135,7 @@ def run_traffic(
     iterations_csv: Path | None = None,
     bar: bool = False,
     on_load: Callable[[dict[str, Any]], None] | None = None,
+    loads: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """Each load predicted and, with ``clock_for`` (the predicted run -> an ``Iteration``
     clock with nothing in flight), measured. Returns the ``traffic`` part of the plan's
@@ -141,15 +143,17 @@ def run_traffic(
     ends (a run cut short keeps the loads it finished). ``progress`` gets a line as each load
     starts and ends; ``bar`` draws the requests each measured load has finished (tqdm).
     ``on_load`` gets the section so far after each measured load but the last (status
-    ``incomplete``), so that a caller can keep it before the next load begins."""
+    ``incomplete``), so that a caller can keep it before the next load begins. ``loads``
+    names the ones to run (default: all of ``LOADS``)."""
     from simulator.serving.capacity import at_rate
     from simulator.serving.simulate import simulate
 
     config = traffic_config(plan)
     if requests:
         workload = workload.model_copy(update={"num_requests": requests})
-    loads, csv_started = [], False
-    rates = traffic_rates(plan)
+    rows: list[dict[str, Any]] = []
+    csv_started = False
+    rates = [(name, rate) for name, rate in traffic_rates(plan) if loads is None or name in loads]
     for name, rate in rates:
         traffic = at_rate(workload, rate)
         predicted = simulate(model, hardware, config, traffic, seed=seed, slos=slos)
@@ -199,10 +203,26 @@ def run_traffic(
             progress(f"{name}: error (predicted - measured) / measured: " + ", ".join(
                 f"{key} {error:+.1%}" for key, error in row["errors"].items()
             ))  # fmt: skip
-        loads.append(row)
-        if on_load is not None and clock_for is not None and len(loads) < len(rates):
-            on_load({**_section(plan, list(loads)), "status": "incomplete"})
-    return _section(plan, loads)
+        rows.append(row)
+        if on_load is not None and clock_for is not None and len(rows) < len(rates):
+            on_load({**_section(plan, list(rows)), "status": "incomplete"})
+    return _section(plan, rows)
+
+
+def merge_traffic(plan: Any, earlier: dict[str, Any] | None, section: dict[str, Any]):
+    """``section`` with the measured loads of an ``earlier`` traffic section that it did not
+    run again (``tune validate --traffic --loads overload`` keeps the light and plan loads
+    already in the plan), in ``LOADS`` order, each kept row marked with when it was measured;
+    status and errors are over all of them."""
+    fresh = {row["load"] for row in section["loads"]}
+    kept = {row["load"]: {"measured_utc": earlier.get("measured_utc"), **row}
+            for row in (earlier or {}).get("loads", [])
+            if row["load"] not in fresh and "measured" in row}  # fmt: skip
+    if not kept:
+        return section
+    by_name = {**kept, **{row["load"]: row for row in section["loads"]}}
+    rows = [by_name[name] for name, _ in LOADS if name in by_name]
+    return {**section, **_section(plan, rows), "measured_utc": section["measured_utc"]}
 
 
 ITERATION_COLUMNS = ("load", "index", "path", "tokens", "decodes", "chunks", "predicted_s",

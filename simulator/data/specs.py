@@ -14,7 +14,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from ..units import MiB
-from .policies import Admission
+from .policies import DEFAULT_GPU_MEMORY_UTILIZATION, Admission
 
 __all__ = [
     "DTYPE_BYTES",
@@ -371,7 +371,7 @@ class DeploymentConfig(_Frozen):
     # the same knobs admit different batches on different engines): simulator/serving/admission.py.
     admission: Admission = "vllm"
     speculative: SpeculativeConfig | None = None
-    gpu_memory_utilization: float = Field(default=0.90, gt=0, le=1)
+    gpu_memory_utilization: float = Field(default=DEFAULT_GPU_MEMORY_UTILIZATION, gt=0, le=1)
     max_model_len: int = Field(default=8192, ge=16)
     cuda_graphs: bool = True
     block_size: int = Field(default=16, ge=1)

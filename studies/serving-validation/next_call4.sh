@@ -18,7 +18,7 @@ pack
 timeout 90 python3 $here/fp8_gemm_sweep.py $results/fp8-gemm.json > $results/fp8-gemm.log 2>&1
 echo "fp8 gemm rc=$?"; grep "^M=" $results/fp8-gemm.log; pack
 timeout 100 python3 $here/decode_gap.py $results/decode-gap-eagle.json --splits even --sweep "" \
-    --points "1x1024,8x1024~" --plan $here/8b-bf16-h100-eagle/plan.json \
+    --points "1x1024,8x1024~" --plan $here/8b-bf16-$card-eagle/plan.json \
     > $results/decode-gap-eagle.log 2>&1
 echo "eagle rounds rc=$?"; grep -E "^==" $results/decode-gap-eagle.log; pack
 timeout 45 python3 $here/decode_gap.py $results/decode-sweep-fp8.json --points "" \

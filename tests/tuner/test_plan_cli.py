@@ -87,6 +87,28 @@ def test_plan_is_memory_feasible_under_each_engine_rule(small_study):
         assert total_bytes_used(engine, inputs, fraction) <= m.device_memory_bytes, engine
 
 
+def test_a_shared_gpu_plans_within_its_memory_share(small_study, tmp_path, capsys):
+    """`--gpu-memory-utilization 0.5` (a GPU shared with another process): the plan's
+    deployment takes half of each GPU, its KV cache is smaller than the default plan's, and
+    vLLM is launched with that share. Resuming the study with another share, engine or TP is
+    refused: those change the search."""
+    out = tmp_path / "shared"
+    code, _, err = run_cli(capsys, *SMALL_PLAN, "--gpu-memory-utilization", "0.5", "--out",
+                           str(out), "--no-report")  # fmt: skip
+    assert code == 0, err
+    shared, default = load_plan(out / "plan.json"), load_plan(small_study / "plan.json")
+    assert shared.config.gpu_memory_utilization == 0.5
+    assert shared.memory.gpu_memory_utilization == 0.5
+    assert shared.memory.budget_bytes == pytest.approx(0.5 * shared.memory.device_memory_bytes)
+    assert shared.memory.kv_cache_bytes < 0.5 * default.memory.kv_cache_bytes
+    assert shared.engines["vllm"].memory_fraction == pytest.approx(0.5, abs=0.002)
+    for changed in (["--gpu-memory-utilization", "0.6"], ["--engine", "sglang"], ["--tp", "1"]):
+        code, _, err = run_cli(capsys, *SMALL_PLAN, "--gpu-memory-utilization", "0.5",
+                               "--out", str(out), "--no-report", *changed[-2:])  # fmt: skip
+        assert code != 0 and "already holds a different search" in err, changed
+        assert changed[0].lstrip("-").replace("-", "_") in err, err
+
+
 def test_plan_states_its_capacity_and_search(small_study):
     plan = load_plan(small_study / "plan.json")
     capacity, stats = plan.capacity, plan.search["bound"]
@@ -194,6 +216,8 @@ def test_export_renders_from_the_plan(small_study, capsys, tmp_path):
         (["--heartbeat", "0"], 2, "--heartbeat must be at least 1"),
         (["--hardware", ""], 2, "--hardware names no GPU profile"),
         (["--gpus", "100000"], 2, "past the 4,096 one plan searches"),
+        (["--gpu-memory-utilization", "1.5"], 2, "must be in (0, 1]"),
+        (["--gpu-memory-utilization", "nan"], 2, "--gpu-memory-utilization"),
     ],
 )
 def test_bad_input_is_one_line_and_writes_nothing(capsys, tmp_path, extra, code, needle):

@@ -162,6 +162,38 @@ def test_validate_traffic_writes_its_section_and_keeps_the_steps(plan_file, caps
     assert "traffic" in json.loads(plan_file.read_text())["validation"]
 
 
+def test_validate_traffic_reruns_some_loads_and_keeps_the_rest(plan_file, capsys, monkeypatch):
+    """After a run through the step model's own clock (no error), `--loads overload` runs that
+    load alone (here through a clock 30 % slower) and keeps the
+    light and plan loads measured before, marked with when; status and errors span all three.
+    An unknown load name is one line and exit 2."""
+    import executor.points
+    import executor.validate
+
+    slowdown = {"factor": 1.0}
+    monkeypatch.setattr(executor.validate, "serving_clocks",
+                        lambda spec, config, max_seq_length: lambda predicted:
+                        (lambda iteration: iteration.predicted_s * slowdown["factor"]))  # fmt: skip
+    monkeypatch.setattr(executor.points, "machine_info", lambda: {"device_name": "stand-in"})
+    assert main(["validate", str(plan_file), "--traffic", "--requests", "40"]) == 0
+    before = json.loads(plan_file.read_text())["validation"]["traffic"]
+    assert before["status"] == "agrees"
+    slowdown["factor"] = 1.3
+    args = ["validate", str(plan_file), "--traffic", "--requests", "40", "--loads", "overload"]
+    assert main(args) == 0
+    assert "kept from" in capsys.readouterr().out
+    after = json.loads(plan_file.read_text())["validation"]["traffic"]
+    assert [row["load"] for row in after["loads"]] == ["light", "plan", "overload"]
+    assert after["loads"][0]["measured"] == before["loads"][0]["measured"]
+    assert after["loads"][0]["measured_utc"] == before["measured_utc"]
+    assert "measured_utc" not in after["loads"][2]  # run now
+    assert after["loads"][2]["errors"]["tpot_p50"] < -0.15  # the slower clock's
+    assert after["status"] == "differs" and after["max_abs_relative_error"] > 0.15
+    assert main(["validate", str(plan_file), "--traffic", "--loads", "heavy"]) == 2
+    err = capsys.readouterr().err
+    assert "--loads 'heavy'" in err and "light, plan, overload" in err and "Traceback" not in err
+
+
 def test_iteration_means_split_by_execution_path():
     """Decode graphs, piecewise graphs and eager iterations cost differently: each path's
     iterations are averaged apart, beside the mean of all."""

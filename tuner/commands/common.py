@@ -11,6 +11,8 @@ import argparse
 import sys
 from typing import Any
 
+from simulator.data.policies import DEFAULT_GPU_MEMORY_UTILIZATION
+
 
 def add_model_hardware_args(
     parser: argparse.ArgumentParser, *, hardware_required: bool = True
@@ -72,7 +74,9 @@ def add_deployment_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--no-chunked-prefill", action="store_true")
     group.add_argument("--static-batching", action="store_true")
     group.add_argument("--no-cuda-graphs", action="store_true")
-    group.add_argument("--gpu-memory-utilization", type=finite_float, default=0.90)
+    group.add_argument(
+        "--gpu-memory-utilization", type=finite_float, default=DEFAULT_GPU_MEMORY_UTILIZATION
+    )
 
 
 def finite_float(text: str) -> float:

@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from simulator.data.policies import DEFAULT_GPU_MEMORY_UTILIZATION
 from tuner.engines import ENGINES
 from tuner.safe_text import command_line
 
@@ -103,6 +104,14 @@ def add_parser(subparsers) -> None:
         default=None,
         help="default: the longest request of the workload, rounded up",
     )
+    search.add_argument(
+        "--gpu-memory-utilization",
+        type=common.finite_float,
+        default=None,
+        metavar="F",
+        help="the share of each GPU's memory the deployment may take (default "
+        f"{DEFAULT_GPU_MEMORY_UTILIZATION:.2f}); lower it where the GPU is shared",
+    )
     out = parser.add_argument_group("output and storage")
     out.add_argument(
         "--out", default=None, help="study directory (default studies/MODEL-NxGPU-WORKLOAD)"
@@ -143,6 +152,9 @@ def spec_from_args(args: argparse.Namespace) -> dict[str, Any]:
         raise ConfigError(f"--trials must be at least 1 (got {args.trials})")
     if args.max_model_len is not None and args.max_model_len < 16:
         raise ConfigError(f"--max-model-len must be at least 16 tokens (got {args.max_model_len})")
+    utilization = args.gpu_memory_utilization
+    if utilization is not None and not 0 < utilization <= 1:
+        raise ConfigError(f"--gpu-memory-utilization must be in (0, 1] (got {utilization:g})")
     if args.seed < 0:
         raise ConfigError(f"--seed must be 0 or more (got {args.seed})")
     if args.timeout is not None and not args.timeout > 0:
@@ -165,6 +177,7 @@ def spec_from_args(args: argparse.Namespace) -> dict[str, Any]:
         "small": args.small_space,
         "objective": args.objective,
         "max_model_len": args.max_model_len,
+        "gpu_memory_utilization": utilization,
         "calibration": not args.no_calibration,
         "engine": args.engine,
         "model_id": args.model_id,

@@ -35,6 +35,13 @@ def add_parser(subparsers) -> None:
         help="requests per load with --traffic (default: the plan's)",
     )
     parser.add_argument(
+        "--loads",
+        default=None,
+        metavar="NAMES",
+        help="with --traffic: the loads to run, comma-separated, of light, plan and overload "
+        "(default: all three); measured loads already in the plan and not run again are kept",
+    )
+    parser.add_argument(
         "--iterations",
         metavar="PATH.csv",
         default=None,
@@ -134,10 +141,18 @@ def _traffic(args: argparse.Namespace, plan) -> int:
     from simulator.errors import ConfigError
     from tuner.plan import write_json_atomic
     from tuner.search.run import build_search
-    from tuner.traffic import run_traffic, traffic_config
+    from tuner.traffic import LOADS, merge_traffic, run_traffic, traffic_config
 
     if args.requests is not None and args.requests < 20:
         raise ConfigError(f"--requests {args.requests}: at least 20 per load (percentiles)")
+    loads = None
+    if args.loads is not None:
+        loads = [name.strip() for name in args.loads.split(",") if name.strip()]
+        known = [name for name, _ in LOADS]
+        unknown = [name for name in loads if name not in known]
+        if unknown or not loads:
+            raise ConfigError(f"--loads {args.loads!r}: name one or more of {', '.join(known)}")
+    earlier = (plan.validation or {}).get("traffic")
     search = build_search(plan.search["spec"])
     hardware = load_hardware(plan.hardware, calibration=not args.no_calibration)
     config = traffic_config(plan)
@@ -152,12 +167,14 @@ def _traffic(args: argparse.Namespace, plan) -> int:
     first = int(os.environ.get("RANK", "0")) == 0  # under torchrun, rank 0 speaks and writes
     command = "tune " + " ".join(shlex.quote(a) for a in sys.argv[1:])
 
-    def keep(section: dict) -> None:
-        """The section, with its machine and command, into the plan file (atomically)."""
-        section.update(machine=machine, command=command)
+    def keep(section: dict) -> dict:
+        """The section, with its machine and command and the earlier loads it did not run
+        again, into the plan file (atomically); returns what was written."""
+        section = merge_traffic(plan, earlier, {**section, "machine": machine, "command": command})
         validation = {**(plan.validation or {}), "traffic": section}
         updated = plan.model_copy(update={"validation": validation})
         write_json_atomic(Path(args.plan), updated.model_dump(mode="json"))
+        return section
 
     # Each finished load is kept as it ends (status "incomplete"): a run stopped in a later
     # load loses only that one.
@@ -166,16 +183,16 @@ def _traffic(args: argparse.Namespace, plan) -> int:
         slos=search.slos, seed=search.seed, clock_for=clock_for, requests=args.requests,
         progress=lambda line: print(f"tune validate: {line}", file=sys.stderr, flush=True),
         iterations_csv=Path(args.iterations) if args.iterations else None,
-        bar=sys.stderr.isatty() and first, on_load=keep if first else None,
+        bar=sys.stderr.isatty() and first, on_load=keep if first else None, loads=loads,
     )  # fmt: skip
     section.update(machine=machine, command=command)
+    if clock_for is not None and first:
+        section = keep(section)
     if first and args.json:
         common.print_json(section)
     elif first:
         _print_traffic(section)
-    if clock_for is not None and first:
-        keep(section)
-        if not args.json:
+        if clock_for is not None:
             print(f"validation under traffic: {section['status']} (written to {args.plan})")
     return 0
 
@@ -184,7 +201,8 @@ def _print_traffic(section: dict) -> None:
     from tuner.traffic import decode_step_ratios, show_metric
 
     for row in section["loads"]:
-        print(f"{row['load']}: {row['rate_per_s']:.2f} req/s, {row['requests']} requests")
+        kept = f" (kept from {row['measured_utc']})" if "measured_utc" in row else ""
+        print(f"{row['load']}: {row['rate_per_s']:.2f} req/s, {row['requests']} requests{kept}")
         measured, errors = row.get("measured") or {}, row.get("errors") or {}
         for metric, predicted in row["predicted"].items():
             error = errors.get(metric)

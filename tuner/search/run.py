@@ -109,6 +109,7 @@ def build_search(spec: dict[str, Any]) -> Search:
     Bad names raise one-line RooftuneErrors before anything is written."""
     from simulator.data.hardware import load_hardware
     from simulator.data.models import get_model
+    from simulator.data.policies import DEFAULT_GPU_MEMORY_UTILIZATION
     from simulator.data.slo import parse_slo
     from simulator.data.workload import get_workload, sample_requests
     from simulator.errors import ConfigError
@@ -149,6 +150,8 @@ def build_search(spec: dict[str, Any]) -> Search:
         only={knob: spec[knob] for knob in ("tp", "pp", "ep") if spec.get(knob)},
         spec_methods=spec.get("spec_methods"),
         admission=ENGINE_ADMISSION[spec.get("engine", "vllm")],
+        gpu_memory_utilization=spec.get("gpu_memory_utilization")
+        or DEFAULT_GPU_MEMORY_UTILIZATION,
     )
     traffic = traffic_stats(workload, requests)
     targets: dict[str, float] = {}

@@ -29,6 +29,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from simulator.cost.configs import ConfigArrays
+from simulator.data.policies import DEFAULT_GPU_MEMORY_UTILIZATION
 from simulator.data.specs import (
     Admission,
     DeploymentConfig,
@@ -144,7 +145,7 @@ class SearchSpace:
     chunked_prefill: tuple[bool, ...]
     spec_methods: tuple[str, ...]
     spec_tokens: tuple[int, ...]
-    gpu_memory_utilization: float = 0.90
+    gpu_memory_utilization: float = DEFAULT_GPU_MEMORY_UTILIZATION
     spec_acceptance: dict[str, float] = field(default_factory=lambda: dict(SPEC_METHODS))
     # The admission rule of the engine the plan is written for: predicted as that engine runs.
     admission: Admission = "vllm"
@@ -163,10 +164,12 @@ class SearchSpace:
         only: Mapping[str, Sequence[int]] | None = None,
         spec_methods: Sequence[str] | None = None,
         admission: Admission = "vllm",
+        gpu_memory_utilization: float = DEFAULT_GPU_MEMORY_UTILIZATION,
     ) -> SearchSpace:
         """The full space for ``gpus`` GPUs (``small=True``: a few hundred points, enumerable);
         ``only`` keeps the listed values of ``tp``, ``pp`` or ``ep`` (``--tp 8 --pp 2``);
-        ``spec_methods`` keeps only those speculative methods (and no plain decoding)."""
+        ``spec_methods`` keeps only those speculative methods (and no plain decoding);
+        ``gpu_memory_utilization`` is the share of each GPU's memory every point may take."""
         if gpus < 1:
             raise ConfigError(f"--gpus must be at least 1 (got {gpus})")
         weights, kv = parse_allow_quant(allow_quant)
@@ -221,6 +224,7 @@ class SearchSpace:
             spec_methods=methods,
             spec_tokens=spec_tokens,
             admission=admission,
+            gpu_memory_utilization=gpu_memory_utilization,
         )
 
     # --- the knobs one trial asks for ----------------------------------------------------------

@@ -197,7 +197,13 @@ _SEARCH_KEYS = (
     "small",
     "objective",
     "max_model_len",
+    "gpu_memory_utilization",
     "calibration",
+    "engine",
+    "tp",
+    "pp",
+    "ep",
+    "spec_methods",
 )
 
 
