@@ -134,7 +134,7 @@ def run_traffic(
     progress: Callable[[str], None] = lambda line: None,
     iterations_csv: Path | None = None,
     bar: bool = False,
-    on_load: Callable[[dict[str, Any]], None] | None = None,
+    on_load: Callable[[dict[str, Any]], object] | None = None,
     loads: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """Each load predicted and, with ``clock_for`` (the predicted run -> an ``Iteration``
@@ -209,14 +209,17 @@ def run_traffic(
     return _section(plan, rows)
 
 
-def merge_traffic(plan: Any, earlier: dict[str, Any] | None, section: dict[str, Any]):
+def merge_traffic(
+    plan: Any, earlier: dict[str, Any] | None, section: dict[str, Any]
+) -> dict[str, Any]:
     """``section`` with the measured loads of an ``earlier`` traffic section that it did not
     run again (``tune validate --traffic --loads overload`` keeps the light and plan loads
     already in the plan), in ``LOADS`` order, each kept row marked with when it was measured;
     status and errors are over all of them."""
+    earlier = earlier or {}
     fresh = {row["load"] for row in section["loads"]}
     kept = {row["load"]: {"measured_utc": earlier.get("measured_utc"), **row}
-            for row in (earlier or {}).get("loads", [])
+            for row in earlier.get("loads", [])
             if row["load"] not in fresh and "measured" in row}  # fmt: skip
     if not kept:
         return section
