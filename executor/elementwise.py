@@ -33,7 +33,11 @@ __all__ = ["available", "rope_cache", "silu_and_mul", "add_rms_norm"]
 if triton is not None:
     FP8_MAX = tl.constexpr(448.0)  # the largest finite float8_e4m3fn
 
-    @triton.jit
+    # A serving iteration's chunk tokens follow its decodes, so their slots and blocks are views
+    # at any offset and the token count is any number: specialized on alignment or on the count
+    # (1, a multiple of 16, other), each new combination compiled inside a timed iteration.
+    @triton.jit(do_not_specialize=["num_tokens"],
+                do_not_specialize_on_alignment=["pos_ptr", "blocks_ptr"])  # fmt: skip
     def _rope_cache_kernel(
         qkv_ptr,
         cos_ptr,

@@ -14,6 +14,10 @@ w_scale`` on the FP8 tensor cores, accumulating in float32 and writing bf16.
   (``studies/executor-h100/measure/profile-before.log``). Such a GEMM runs unscaled through the
   per-tensor kernel into float32, and one kernel then applies both scales: the step went from
   5.41 to 4.29 ms, against 3.99 ms with static scales (``measure/small-m-fp8/profile.log``).
+  Swept over M on an H100 (Llama-3.1-8B's four linear shapes, graph replays: ``studies/
+  serving-validation/fp8_gemm_sweep.py``, ``h100-by-work-2026-12-07/2-fp8/fp8-gemm.log``), this
+  path stays ahead of the row-wise kernel up to 192 rows (112 against 122 us a layer at 96,
+  147 against 164 at 192) and falls behind from 256 (154 against 145).
 Scale = amax / 448, 448 being the largest finite float8_e4m3fn.
 
 For one token (batch-1 decode) ``executor.kernels.use_gemv`` routes an ``Fp8Linear`` to a Triton
@@ -55,7 +59,7 @@ __all__ = [
 
 FP8_DTYPE = torch.float8_e4m3fn
 FP8_MAX = 448.0
-SMALL_M = 64  # rows up to which a row-wise FP8 GEMM runs per tensor, its scales applied after
+SMALL_M = 192  # rows up to which a row-wise FP8 GEMM runs per tensor, its scales applied after
 Granularity = Literal["per_tensor", "rowwise"]
 Scaling = Literal["dynamic", "static"]
 

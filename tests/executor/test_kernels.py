@@ -9,6 +9,8 @@ import pytest
 pytest.importorskip("torch")
 pytest.importorskip("triton")
 
+import torch  # noqa: E402
+
 from tests.executor.conftest import run_in_interpreter  # noqa: E402
 
 
@@ -137,6 +139,47 @@ def test_the_rope_kernel_compiles_for_hopper_with_each_cache(cache_fp8):
         constants = {"HALF": 64, "BLOCK_H": 16, "HAS_CACHE": has_cache,
                      "CACHE_FP8": cache_fp8 and has_cache, "USE_PDL": True, "PAGED": paged}  # fmt: skip
         assert ".target sm_90" in compile_for_hopper(_rope_cache_kernel, types, constants)
+
+
+def test_the_rope_kernel_compiles_once_for_any_split_of_an_iteration(monkeypatch):
+    """A serving iteration's chunk tokens follow its decodes: their slots and blocks are views
+    at any offset, their count any number. Launched as ``rope_cache`` launches it for several
+    such splits, the kernel's specialization for sm_90 is the same each time (else each new
+    one compiled inside a timed iteration, as on an H100: two ``_rope_cache_kernel`` compiles
+    in the light load of ``studies/serving-validation/h100-by-work-2026-12-07/``)."""
+    jit = pytest.importorskip("triton.runtime.jit")
+    if not hasattr(jit, "create_function_from_signature"):
+        pytest.skip("this Triton binds launch arguments another way")
+    from triton.backends.compiler import GPUTarget
+    from triton.backends.nvidia.compiler import CUDABackend
+
+    from executor import elementwise
+    from executor.kv_cache import PagedKVCache
+
+    kernel = elementwise._rope_cache_kernel
+    launches = []
+
+    class Recorder:
+        def __getitem__(self, grid):
+            return lambda *args, **kwargs: launches.append((args, kwargs))
+
+    monkeypatch.setattr(elementwise, "_rope_cache_kernel", Recorder())
+    heads, kv_heads, tokens = 4, 2, 40
+    qkv = torch.zeros(1, tokens, heads + 2 * kv_heads, 128, dtype=torch.bfloat16)
+    cos = torch.zeros(tokens, 128)
+    slots = torch.zeros(tokens, dtype=torch.int64)
+    cache = PagedKVCache(8, kv_heads, 16, 128, torch.bfloat16, "cpu")
+    for decodes, chunk in ((0, 32), (1, 32), (3, 7), (2, 1), (5, 16)):
+        rows = slice(decodes, decodes + chunk)
+        elementwise.rope_cache(qkv[:, rows], cos[rows], cos[rows], heads, kv_heads, cache,
+                               slots[rows], blocks=slots[rows])  # fmt: skip
+    bind = jit.create_function_from_signature(kernel.signature, kernel.params,
+                                              CUDABackend(GPUTarget("cuda", 90, 32)))  # fmt: skip
+    keys = set()
+    for args, kwargs in launches:
+        kwargs = {k: v for k, v in kwargs.items() if k in kernel.arg_names}  # no launch options
+        keys.add(repr(bind(*args, **kwargs)[1]))
+    assert len(launches) == 5 and len(keys) == 1, keys
 
 
 def test_elementwise_kernels_match_eager_in_interpreter():
