@@ -5,6 +5,7 @@ plan, and the report's figures of it."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 
 import pytest
@@ -155,6 +156,7 @@ def test_validate_traffic_writes_its_section_and_keeps_the_steps(plan_file, caps
     assert main(["validate", str(plan_file), "--traffic", "--requests", "40"]) == 0
     out = capsys.readouterr().out
     assert "overload:" in out and "validation under traffic:" in out
+    assert re.search(r"preemptions +predicted +\d+  measured \d+\n", out), out  # both counts
     section = json.loads(plan_file.read_text())["validation"]
     assert section["status"] == "agrees" and section["traffic"]["machine"]["device_name"]
     assert [row["load"] for row in section["traffic"]["loads"]] == ["light", "plan", "overload"]

@@ -205,13 +205,10 @@ def _print_traffic(section: dict) -> None:
         print(f"{row['load']}: {row['rate_per_s']:.2f} req/s, {row['requests']} requests{kept}")
         measured, errors = row.get("measured") or {}, row.get("errors") or {}
         for metric, predicted in row["predicted"].items():
-            error = errors.get(metric)
-            tail = (
-                ""
-                if error is None
-                else f"  measured {show_metric(metric, measured.get(metric))}"
-                f"  error {100 * error:+.1f}%"
-            )
+            error, value = errors.get(metric), measured.get(metric)
+            tail = "" if value is None else f"  measured {show_metric(metric, value)}"
+            if error is not None:  # counts (preemptions) are shown, not scored
+                tail += f"  error {100 * error:+.1f}%"
             print(f"  {metric:20s} predicted {show_metric(metric, predicted):>12}{tail}")
         for note in row.get("executor_notes") or []:
             print(f"  note: {note}")
