@@ -42,8 +42,8 @@ from simulator.results import relative_error
 __all__ = [
     "LOADS",
     "EACH",
-    "merge_traffic",
     "MEDIAN",
+    "merge_traffic",
     "decode_step_ratios",
     "decode_steps",
     "read_iterations",
@@ -224,8 +224,10 @@ def merge_traffic(
     if not kept:
         return section
     by_name = {**kept, **{row["load"]: row for row in section["loads"]}}
-    rows = [by_name[name] for name, _ in LOADS if name in by_name]
-    return {**section, **_section(plan, rows), "measured_utc": section["measured_utc"]}
+    merged = _section(plan, [by_name[name] for name, _ in LOADS if name in by_name])
+    if section["status"] == "incomplete":  # a run still going stays so
+        merged["status"] = "incomplete"
+    return {**section, **merged, "measured_utc": section["measured_utc"]}
 
 
 ITERATION_COLUMNS = ("load", "index", "path", "tokens", "decodes", "chunks", "predicted_s",

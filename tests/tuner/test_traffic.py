@@ -196,6 +196,32 @@ def test_validate_traffic_reruns_some_loads_and_keeps_the_rest(plan_file, capsys
     assert "--loads 'heavy'" in err and "light, plan, overload" in err and "Traceback" not in err
 
 
+def test_a_load_run_again_keeps_the_rest_and_an_unfinished_run_says_so(plan_file):
+    """``merge_traffic``: the loads not run again come from the earlier section, marked with
+    its time; a section still being measured stays ``incomplete`` whatever the kept loads
+    say; a load that was only predicted before is not kept."""
+    from tuner.traffic import merge_traffic
+
+    plan = load_plan(plan_file)
+
+    def row(load, error, measured=True):
+        extra = {"measured": {"tpot_p50": 1.0}, "errors": {"tpot_p50": error}} if measured else {}
+        return {"load": load, "predicted": {"tpot_p50": 1.0}, **extra}
+
+    earlier = {"loads": [row("light", 0.01), row("plan", 0.02), row("overload", 0.4, False)],
+               "measured_utc": "2026-12-01T00:00:00Z"}  # fmt: skip
+    now = {"loads": [row("overload", 0.05)], "status": "incomplete", "measured_utc": "now"}
+    merged = merge_traffic(plan, earlier, now)
+    assert [r["load"] for r in merged["loads"]] == ["light", "plan", "overload"]
+    assert merged["status"] == "incomplete" and merged["measured_utc"] == "now"
+    assert merged["loads"][0]["measured_utc"] == "2026-12-01T00:00:00Z"
+    assert merged["max_abs_relative_error"] == 0.05
+    done = merge_traffic(plan, earlier, {**now, "status": "agrees"})
+    assert done["status"] == "agrees" and done["median_abs_relative_error"] == 0.02
+    nothing_kept = merge_traffic(plan, {"loads": [row("plan", 0.3, False)]}, now)
+    assert nothing_kept is now  # nothing measured to keep
+
+
 def test_iteration_means_split_by_execution_path():
     """Decode graphs, piecewise graphs and eager iterations cost differently: each path's
     iterations are averaged apart, beside the mean of all."""
