@@ -217,7 +217,9 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("out")
     parser.add_argument("--points", default="4x1024,32x1024,128x1024")
-    parser.add_argument("--splits", default="even,work", help="decode kernel chunk rules")
+    parser.add_argument("--splits", default="even,work",
+                        help="decode kernel chunk rules: even, work, or workN (by work with at "
+                        "least N chunks a pair in the grid: MIN_GRID_SPLITS)")  # fmt: skip
     parser.add_argument("--sweep", default="4x1024,32x1024,128x1024,128x4096",
                         help="points of the kernel-alone sweep ('' for none)")  # fmt: skip
     parser.add_argument("--sweep-kv", default="bf16", choices=("bf16", "fp8"),
@@ -269,10 +271,13 @@ def main() -> int:
     executor.warm_up()
     print(f"warmed up: {jit_compiles.count()} Triton compiles, notes {executor.notes}",
           flush=True)  # fmt: skip
-    default = decode_splits.BY_WORK
+    default = decode_splits.BY_WORK, decode_splits.MIN_GRID_SPLITS
     for rule in args.splits.split(","):
-        decode_splits.BY_WORK = rule == "work"  # a compile-time constant of the kernel:
-        compile_split_widths(executor)  # its variants compiled, and the graphs captured anew
+        # Compile-time constants of the kernel and the grid of each captured graph: its
+        # variants compiled, and the graphs captured anew.
+        decode_splits.BY_WORK = rule.startswith("work")
+        decode_splits.MIN_GRID_SPLITS = int(rule[4:]) if rule[4:] else default[1]
+        compile_split_widths(executor)
         if executor.graphs is not None:
             executor.graphs.capture()
         for i, text in enumerate(points):
@@ -295,7 +300,7 @@ def main() -> int:
                     print(f"    {us:>9} {name}")
             print(json.dumps({k: v for k, v in row.items() if not k.endswith("kernels_us")}),
                   flush=True)  # fmt: skip
-    decode_splits.BY_WORK = default
+    decode_splits.BY_WORK, decode_splits.MIN_GRID_SPLITS = default
     # The same shapes through the static-cache decode step (`tune measure`'s, whose times the
     # calibration was fitted to): what the serving path costs beyond it.
     from executor.points import measure_point
