@@ -363,13 +363,15 @@ def show_metric(metric: str, value: float | None) -> str:
 
 
 def traffic_rows(section: dict[str, Any]) -> list[list[str]]:
-    """A row per load and metric (``TRAFFIC_HEAD``)."""
+    """A row per load and metric (``TRAFFIC_HEAD``); a load kept from an earlier run says when
+    it was measured."""
     rows = []
     for row in section["loads"]:
         measured, errors = row.get("measured") or {}, row.get("errors") or {}
+        kept = f", measured {row['measured_utc']}" if "measured_utc" in row else ""
         for metric, predicted in row["predicted"].items():
             error = errors.get(metric)
-            rows.append([f"{row['load']} ({row['rate_per_s']:.2f} req/s)", metric,
+            rows.append([f"{row['load']} ({row['rate_per_s']:.2f} req/s{kept})", metric,
                          show_metric(metric, predicted), show_metric(metric, measured.get(metric)),
                          "-" if error is None else f"{100 * error:+.1f}%"])  # fmt: skip
     return rows

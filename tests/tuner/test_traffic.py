@@ -200,13 +200,13 @@ def test_a_load_run_again_keeps_the_rest_and_an_unfinished_run_says_so(plan_file
     """``merge_traffic``: the loads not run again come from the earlier section, marked with
     its time; a section still being measured stays ``incomplete`` whatever the kept loads
     say; a load that was only predicted before is not kept."""
-    from tuner.traffic import merge_traffic
+    from tuner.traffic import merge_traffic, traffic_rows
 
     plan = load_plan(plan_file)
 
     def row(load, error, measured=True):
         extra = {"measured": {"tpot_p50": 1.0}, "errors": {"tpot_p50": error}} if measured else {}
-        return {"load": load, "predicted": {"tpot_p50": 1.0}, **extra}
+        return {"load": load, "rate_per_s": 1.0, "predicted": {"tpot_p50": 1.0}, **extra}
 
     earlier = {"loads": [row("light", 0.01), row("plan", 0.02), row("overload", 0.4, False)],
                "measured_utc": "2026-12-01T00:00:00Z"}  # fmt: skip
@@ -215,6 +215,10 @@ def test_a_load_run_again_keeps_the_rest_and_an_unfinished_run_says_so(plan_file
     assert [r["load"] for r in merged["loads"]] == ["light", "plan", "overload"]
     assert merged["status"] == "incomplete" and merged["measured_utc"] == "now"
     assert merged["loads"][0]["measured_utc"] == "2026-12-01T00:00:00Z"
+    labels = [r[0] for r in traffic_rows(merged)]  # the report's and the summary's rows
+    assert labels == ["light (1.00 req/s, measured 2026-12-01T00:00:00Z)",
+                      "plan (1.00 req/s, measured 2026-12-01T00:00:00Z)",
+                      "overload (1.00 req/s)"]  # fmt: skip
     assert merged["max_abs_relative_error"] == 0.05
     done = merge_traffic(plan, earlier, {**now, "status": "agrees"})
     assert done["status"] == "agrees" and done["median_abs_relative_error"] == 0.02
