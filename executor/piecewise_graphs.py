@@ -15,9 +15,9 @@ bucket, so every piece of every bucket captures the same addresses. Temporaries 
 pieces share one memory pool: the pieces run one after another on one stream.
 
 An EAGLE-3 head reads the states after three of the target's layers (``model.eagle_layers``):
-the pieces after those layers copy the residual stream into static buffers as well, so a
-round with prompt chunks serves the head from pieces too (``model.hidden``, as the eager
-forward leaves it).
+built with ``keep_hidden``, the pieces after those layers copy the residual stream into static
+buffers as well, so a round with prompt chunks serves the head from pieces too
+(``model.hidden``, as the eager forward leaves it). Without a head nothing is copied.
 
 Up to the cost model's ``CUDA_GRAPH_MAX_TOKENS`` (vLLM's default largest capture, which the
 model prices steps by): past that an iteration's GEMMs take longer than the host needs to
@@ -49,9 +49,11 @@ PIECEWISE_BUCKETS = tuple(
 class PiecewiseGraphs:
     """``run(token_ids [1, N], batch)`` -> the greedy tokens of ``batch``'s sampled rows, the
     model's ``forward(token_ids, ragged=batch)`` with everything but attention from graphs.
-    ``capture`` is ``executor.engine.capture_graph`` (a test may run pieces eagerly)."""
+    ``capture`` is ``executor.engine.capture_graph`` (a test may run pieces eagerly);
+    ``keep_hidden``: keep the states an EAGLE-3 head reads (a batch that asks for them)."""
 
-    def __init__(self, model, *, max_tokens: int, capture: Callable = capture_graph) -> None:
+    def __init__(self, model, *, max_tokens: int, capture: Callable = capture_graph,
+                 keep_hidden: bool = False) -> None:  # fmt: skip
         self.model, self._capture = model, capture
         top = min(max_tokens, CUDA_GRAPH_MAX_TOKENS)
         self.buckets = [b for b in PIECEWISE_BUCKETS if b < top] + [top]
@@ -74,7 +76,7 @@ class PiecewiseGraphs:
                                           self.residual[:, :1])  # fmt: skip
         self.normed = torch.zeros(1, top, probe.shape[-1], dtype=probe.dtype, device=device)
         # The residual stream after each layer an EAGLE-3 head reads, in the head's order.
-        self.eagle_layers = eagle_layers(len(model.layers))
+        self.eagle_layers = eagle_layers(len(model.layers)) if keep_hidden else ()
         self.kept = torch.zeros(len(self.eagle_layers), 1, top, model.spec.hidden_size,
                                 dtype=dtype, device=device)  # fmt: skip
 
@@ -130,7 +132,7 @@ class PiecewiseGraphs:
     def run(self, token_ids: torch.Tensor, batch: RaggedBatch) -> torch.Tensor:
         n = token_ids.shape[1]
         size = self.bucket(n)
-        assert size is not None
+        assert size is not None and (self.eagle_layers or not batch.keep_hidden)
         model, graphs = self.model, self.graphs[size]
         self.tokens[:, :n].copy_(token_ids)
         self.positions[:n].copy_(batch.positions)

@@ -114,7 +114,8 @@ class ServingExecutor:
         # its GPU (an EAGLE head's states included).
         self.piecewise: PiecewiseGraphs | None = None
         if self.graphs is not None and piecewise_up_to and model.collectives is None:
-            self.piecewise = PiecewiseGraphs(model, max_tokens=piecewise_up_to)
+            self.piecewise = PiecewiseGraphs(model, max_tokens=piecewise_up_to,
+                                             keep_hidden=getattr(drafter, "wants_hidden", False))  # fmt: skip
         generator = torch.Generator(device="cpu").manual_seed(seed)
         # Prompt token ids (request, first position, count): random unless given (a test's).
         self.prompt_tokens = prompt_tokens or (

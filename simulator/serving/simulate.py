@@ -169,11 +169,11 @@ def simulate(
 
     ``seed`` defaults to the workload's; ``slos`` to the workload's SLOs; ``step_model`` may be
     a prebuilt ``StepModel`` of this one configuration (the capacity search reuses it);
-    ``progress`` draws a bar on stderr (tqdm, when installed; a string labels it). ``clock`` times each iteration
-    instead of the step model (one scheduler, two clocks: the executor's serving loop runs each
-    ``Iteration`` on the GPU and returns its measured time; continuous batching only, every
-    iteration one at a time). A configuration that cannot run
-    (invalid, does not fit, a request longer than ``max_model_len`` or than the KV cache) comes
+    ``progress`` draws a bar on stderr (tqdm, when installed; a string labels it). ``clock``
+    times each iteration instead of the step model (one scheduler, two clocks: the executor's
+    serving loop runs each ``Iteration`` on the GPU and returns its measured time; continuous
+    batching only, every iteration one at a time). A configuration that cannot run (invalid,
+    does not fit, a request longer than ``max_model_len`` or than the KV cache) comes
     back with ``prediction.fits = False`` and a one-line ``reason``: nothing raises for it.
     ``stop_on_miss`` (a search's probes) ends an open-loop run as soon as it has certainly
     missed an SLO (``early_stop``): the result then holds that miss, the run's limits so far
@@ -241,11 +241,8 @@ def simulate(
         pending = list(zip(requests.arrival_s.tolist(), range(n), strict=True))
     heapq.heapify(pending)
     issued = [len(pending)]
-    bar = (
-        _progress_bar(n, progress if isinstance(progress, str) else "simulating")
-        if progress
-        else None
-    )
+    label = progress if isinstance(progress, str) else "simulating"
+    bar = _progress_bar(n, label) if progress else None
     think = workload.arrival.think_s
 
     def on_finish(rid: int, end: float) -> None:

@@ -29,8 +29,9 @@ from tests.executor.test_speculative_loop import (  # noqa: E402
 
 
 def with_pieces(executor: ServingExecutor, max_tokens: int) -> ServingExecutor:
+    keep = getattr(executor.drafter, "wants_hidden", False)  # as the executor builds them
     executor.piecewise = PiecewiseGraphs(executor.model, max_tokens=max_tokens,
-                                         capture=rerun_capture)  # fmt: skip
+                                         capture=rerun_capture, keep_hidden=keep)  # fmt: skip
     executor.piecewise.capture()
     return executor
 
@@ -38,6 +39,7 @@ def with_pieces(executor: ServingExecutor, max_tokens: int) -> ServingExecutor:
 def test_buckets_stop_at_the_token_budget_or_the_largest_capture():
     model = tiny_model()
     assert PiecewiseGraphs(model, max_tokens=40).buckets == [16, 32, 40]
+    assert PiecewiseGraphs(model, max_tokens=40).kept.shape[0] == 0  # no head: no states kept
     assert PiecewiseGraphs(model, max_tokens=4096).buckets == list(PIECEWISE_BUCKETS)
     pieces = PiecewiseGraphs(model, max_tokens=40, capture=rerun_capture)
     pieces.capture()
