@@ -49,6 +49,12 @@ __all__ = ["available", "decode_attention", "supports"]
 # The launch's tile: keys per loop step, warps per program, software-pipeline stages (None:
 # Triton's default). ``studies/attention/decode_sweep.py`` times the alternatives.
 BLOCK_S, NUM_WARPS, NUM_STAGES = 64, 4, None
+# Each loop step reads its keys' block numbers from the block table, then their K/V. Loaded in
+# the step itself, that table read ties the K/V loads to it and Triton's software pipeline keeps
+# one K/V tile in flight whatever the stages (compiled for sm_90: one shared buffer a tile at
+# 2-4 stages). Loaded a step ahead (``TABLE_AHEAD``), stages - 1 tiles are in flight, as with no
+# table at all. ``studies/serving-validation/decode_gap.py`` times both.
+TABLE_AHEAD = True
 
 if triton is not None:
     FP8_MAX = tl.constexpr(448.0)  # the largest finite float8_e4m3fn
@@ -105,6 +111,7 @@ if triton is not None:
         QUERY: tl.constexpr = 1,
         FUSED: tl.constexpr = True,
         BY_WORK: tl.constexpr = False,
+        TABLE_AHEAD: tl.constexpr = True,
     ):
         # The next kernel (the output projection's GEMV) may launch only once the keys are
         # read: launched earlier, its waiting blocks would hold SM slots this kernel needs.
@@ -194,25 +201,28 @@ if triton is not None:
         running_sum = tl.zeros((BLOCK_G,), dtype=tl.float32)
         acc1 = tl.zeros((BLOCK_G, HALF), dtype=tl.float32)
         acc2 = tl.zeros((BLOCK_G, HALF), dtype=tl.float32)
+        tile = tl.arange(0, BLOCK_S)
+        next_blocks = tl.load(table + (start + tile) // page, mask=start + tile < stop, other=0)
         for s0 in range(start, stop, BLOCK_S):
-            s = s0 + tl.arange(0, BLOCK_S)
+            s = s0 + tile
             s_ok = s < stop
-            if FUSED:  # the new token's row comes from registers
-                new = (s == position)[:, None]
+            if TABLE_AHEAD:  # this step's block numbers were loaded by the step before
+                blocks = next_blocks
+                ahead = s + BLOCK_S
+                next_blocks = tl.load(table + ahead // page, mask=ahead < stop, other=0)
             else:
-                new = (s < 0)[:, None]
-            blocks = tl.load(table + s // page, mask=s_ok, other=0)
+                blocks = tl.load(table + s // page, mask=s_ok, other=0)
             rows = blocks * stride_kb + head + (s % page) * stride_ks  # [BLOCK_S]
             keys = k_ptr + rows[:, None] + d[None, :]
             values = v_ptr + rows[:, None] + d[None, :]
-            kc1 = tl.where(new, k1, tl.load(keys, mask=s_ok[:, None], other=0.0).to(dot_type))
-            kc2 = tl.where(
-                new, k2, tl.load(keys + HALF, mask=s_ok[:, None], other=0.0).to(dot_type)
-            )
-            vc1 = tl.where(new, v1, tl.load(values, mask=s_ok[:, None], other=0.0).to(dot_type))
-            vc2 = tl.where(
-                new, v2, tl.load(values + HALF, mask=s_ok[:, None], other=0.0).to(dot_type)
-            )
+            kc1 = tl.load(keys, mask=s_ok[:, None], other=0.0).to(dot_type)
+            kc2 = tl.load(keys + HALF, mask=s_ok[:, None], other=0.0).to(dot_type)
+            vc1 = tl.load(values, mask=s_ok[:, None], other=0.0).to(dot_type)
+            vc2 = tl.load(values + HALF, mask=s_ok[:, None], other=0.0).to(dot_type)
+            if FUSED:  # the new token's row comes from registers
+                new = (s == position)[:, None]
+                kc1, kc2 = tl.where(new, k1, kc1), tl.where(new, k2, kc2)
+                vc1, vc2 = tl.where(new, v1, vc1), tl.where(new, v2, vc2)
             scores = tl.dot(q1, tl.trans(kc1)) + tl.dot(q2, tl.trans(kc2))  # [BLOCK_G, BLOCK_S]
             visible = s_ok[None, :] & (s[None, :] <= limit[:, None])
             scores = tl.where(visible, scores * scale, float("-inf"))
@@ -381,5 +391,6 @@ def decode_attention(
         QUERY=query,
         FUSED=fused,
         BY_WORK=decode_splits.BY_WORK,
+        TABLE_AHEAD=TABLE_AHEAD,
     )
     return out

@@ -10,7 +10,8 @@ plan's longest sequence, 8,192), the same iterations eager, and the GPU kernels 
 PyTorch's profiler, grouped by kernel and divided per iteration, so a slow kernel is named.
 Prints a table per point and one JSON line per point; writes them all to OUT.json.
 
-First, the paged decode kernel alone over its chunk rule and launch (``kernel_sweep``). Then
+First, the paged decode kernel alone over the launches of ``kernel_launch.VARIANTS`` (tile,
+where it finds the new K/V, chunking: ``kernel_sweep``). Then
 each point's serving iterations once per rule (``--splits even,work``:
 ``executor.decode_splits.BY_WORK``), and last the same shapes through the static-cache decode
 step that the calibration was fitted to (equal lengths only).
@@ -26,15 +27,18 @@ from __future__ import annotations
 
 import argparse
 import functools
-import itertools
 import json
 import math
 import random
 import statistics
 import sys
 from collections import defaultdict
+from pathlib import Path
 
 import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+import kernel_launch  # noqa: E402
 
 from executor import jit_compiles
 from executor.points import prepare_model
@@ -42,7 +46,6 @@ from executor.serving_loop import ServingExecutor, Step
 from executor.serving_warmup import compile_split_widths
 from simulator.data.models import get_model
 
-TILES = [(32, 4, None), (128, 4, None), (64, 8, None), (64, 4, 2), (64, 4, 4), (128, 8, 3)]
 MAX_SEQ_LENGTH = 8192  # the 8B plans' max_model_len: the decode graphs are captured for it
 BLOCK = 16
 FP8 = torch.float8_e4m3fn
@@ -151,11 +154,10 @@ def point(executor: ServingExecutor, lengths: list[int], first_rid: int) -> dict
 
 def kernel_sweep(points: list[str], kv_dtype: str = "bf16") -> list[dict]:
     """The paged decode kernel alone, one layer (32 heads, 8 K/V heads of 128), blocks
-    scattered: each chunk rule (even, by work), launched for the batch's own longest sequence
-    (eager) or for the cache's (a graph's capture), at two program targets; then other tiles.
-    Graph replays, medians; GB/s of K/V read. ``kv_dtype`` "fp8": an FP8 cache."""
+    scattered, launched as a decode graph is captured (for the cache's longest sequence), at
+    each of ``kernel_launch.VARIANTS``: tile, where the new K/V come from, chunking. Graph
+    replays, medians; GB/s of K/V read. ``kv_dtype`` "fp8": an FP8 cache."""
     from executor import decode_attention as attention
-    from executor import decode_splits
     from executor.engine import time_graph
     from executor.kv_cache import PagedKVCache
 
@@ -178,36 +180,22 @@ def kernel_sweep(points: list[str], kv_dtype: str = "bf16") -> list[dict]:
         cos, sin = angles.cos(), angles.sin()
         qkv = torch.randn(batch, 1, 48, 128, device="cuda", dtype=torch.bfloat16)
         kv_bytes = 2 * 8 * (sum(lengths) + batch) * 128 * cache.k.element_size()
-        # Both rules at the default tile and 256 or 1,024 programs; then, by the module's rule,
-        # the tile: keys a step, warps, software-pipeline stages (None: Triton's default).
-        runs = [
-            (by_work, launch, target, (64, 4, None))
-            for by_work, launch, target in itertools.product(
-                (False, True), ("own", "cache"), (256, 1024)
-            )
-        ]
-        runs += [(decode_splits.BY_WORK, "cache", 256, tile) for tile in TILES]  # fmt: skip
-        default = decode_splits.BY_WORK
-        for by_work, launch, target, (block_s, warps, stages) in runs:
-            decode_splits.BY_WORK, decode_splits.TARGET_PROGRAMS = by_work, target
-            kv_length = max(lengths) + 1 if launch == "own" else MAX_SEQ_LENGTH
+        for change in kernel_launch.VARIANTS:
+            launch = kernel_launch.apply(change)
             where = {"point": text, "kv": kv_dtype, "batch": batch,
-                     "context": round(statistics.mean(lengths)),
-                     "longest": max(lengths)}  # fmt: skip
+                     "context": round(statistics.mean(lengths)), "longest": max(lengths),
+                     "launch": launch}  # fmt: skip
             try:
                 seconds = time_graph(functools.partial(
-                    attention.decode_attention, qkv, cos, sin, positions, cache, kv_length, 32,
-                    block_table=tables, block_s=block_s, num_warps=warps,
-                    num_stages=stages))  # fmt: skip
+                    attention.decode_attention, qkv, cos, sin, positions, cache,
+                    MAX_SEQ_LENGTH, 32, block_table=tables))  # fmt: skip
             except Exception as error:  # noqa: BLE001 (a tile that does not compile)
                 rows.append({**where, "error": str(error)[:200]})
                 continue
-            row = {**where, "by_work": by_work, "launch": launch, "target_programs": target,
-                   "block_s": block_s, "warps": warps, "stages": stages,
-                   "us": seconds * 1e6, "gb_per_s": kv_bytes / seconds / 1e9}  # fmt: skip
+            row = {**where, "us": seconds * 1e6, "gb_per_s": kv_bytes / seconds / 1e9}
             rows.append(row)
             print(json.dumps(row), flush=True)
-        decode_splits.BY_WORK, decode_splits.TARGET_PROGRAMS = default, 256
+        kernel_launch.apply({})
     return rows
 
 

@@ -66,16 +66,27 @@ def gaps(root: Path) -> None:
         for point in dict.fromkeys(r.get("point", f"{r['batch']}x{r['context']}") for r in sweep):
             rows = sorted((r for r in sweep if r.get("point", f"{r['batch']}x{r['context']}")
                            == point), key=lambda r: r["us"])  # fmt: skip
-            print(f"  sweep {point} ({rows[0].get('kv', 'bf16')}): " + "; ".join(
-                f"{r['us']:.1f} us {_rule(r)} {r['launch']} t{r['target_programs']} "
-                f"{r['block_s']}/{r['warps']}/{r['stages']}" for r in rows[:4]))  # fmt: skip
+            print(
+                f"  sweep {point} ({rows[0].get('kv', 'bf16')}): "
+                + "; ".join(f"{r['us']:.1f} us {_launch(r)}" for r in rows[:4])
+            )
 
 
-def _rule(row: dict) -> str:
-    """The chunk rule of a sweep row (runs before the two rules had "balanced" or fixed)."""
-    if "by_work" in row:
-        return "work" if row["by_work"] else "even"
-    return "even" if row.get("balanced") else "fixed"
+def _launch(row: dict) -> str:
+    """A sweep row's launch: chunk rule, graph or own length, programs aimed at (grid chunks
+    a pair), tile, and "in-step" where the block table is read in each step, not ahead. Rows before ``kernel_launch``
+    carried the knobs themselves, and rows before the two rules had "balanced" or fixed."""
+    knobs = row["launch"] if isinstance(row["launch"], dict) else row
+    if "by_work" in knobs:
+        rule = "work" if knobs["by_work"] else "even"
+    else:
+        rule = "even" if row.get("balanced") else "fixed"
+    where = "cache" if isinstance(row["launch"], dict) else row["launch"]
+    grid = f"/g{knobs['min_grid_splits']}" if "min_grid_splits" in knobs else ""
+    return (
+        f"{rule} {where} t{knobs['target_programs']}{grid} {knobs['block_s']}/"
+        f"{knobs['warps']}/{knobs['stages']}{' in-step' if knobs.get('table_ahead') is False else ''}"
+    )
 
 
 if __name__ == "__main__":

@@ -107,12 +107,24 @@ def rerun_capture(fn, pool=None):
     return Replay(fn), pool
 
 
-def compile_for_hopper(kernel, types: dict[str, str], constants: dict[str, object]) -> str:
+def compile_for_hopper(
+    kernel,
+    types: dict[str, str],
+    constants: dict[str, object],
+    *,
+    asm: str = "ptx",
+    num_stages: int | None = None,
+    divisible: tuple[str, ...] = (),
+) -> str:
     """PTX of a ``@triton.jit`` kernel compiled for sm_90 on this CPU (Triton's own
     assembler): what the interpreter never does, so a kernel only a real compile refuses is
     caught here. ``types``: the Triton type of each pointer or float argument (``*bf16``,
-    ``fp32``, ...), any other is ``i32``; ``constants``: the compile-time ones. Skips where
-    this Triton build cannot assemble for sm_90."""
+    ``fp32``, ...), any other is ``i32``; ``constants``: the compile-time ones. ``asm="ttgir"``
+    returns the GPU-level IR instead (where the software pipeline's buffers show), compiled
+    with ``num_stages`` if given; ``divisible`` names the arguments a launch would find
+    divisible by 16 (pointers aligned to 16 bytes, strides), as Triton specializes them and
+    as its vectorized and asynchronous loads need. Skips where this Triton build cannot
+    assemble for sm_90."""
     triton = pytest.importorskip("triton")
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
@@ -120,12 +132,15 @@ def compile_for_hopper(kernel, types: dict[str, str], constants: dict[str, objec
     params = kernel.arg_names
     signature = {name: "constexpr" if name in constants else types.get(name, "i32")
                  for name in params}  # fmt: skip
-    source = ASTSource(fn=kernel, signature=signature,
+    attrs = {(params.index(name),): [["tt.divisibility", 16]] for name in divisible}
+    source = ASTSource(fn=kernel, signature=signature, attrs=attrs,
                        constexprs={(params.index(k),): v for k, v in constants.items()})  # fmt: skip
     try:
         # FP fusion on, as every Triton up to 3.9 (the device's 3.6 too) compiles by default.
-        options = {"enable_fp_fusion": True}
-        return triton.compile(source, target=GPUTarget("cuda", 90, 32), options=options).asm["ptx"]
+        options: dict[str, object] = {"enable_fp_fusion": True}
+        if num_stages is not None:
+            options["num_stages"] = num_stages
+        return triton.compile(source, target=GPUTarget("cuda", 90, 32), options=options).asm[asm]
     except RuntimeError as error:
         if "ptxas" in str(error).lower():
             pytest.skip(f"Triton cannot assemble for sm_90 here: {error}")

@@ -5,6 +5,8 @@ finish, and a single chunk."""
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 
 pytest.importorskip("torch")
@@ -124,15 +126,17 @@ PAGED = """
 """
 
 
+@pytest.mark.parametrize("table_ahead", [False, True])
 @pytest.mark.parametrize("by_work", [False, True])
-def test_decode_attention_over_paged_blocks_in_interpreter(by_work):
+def test_decode_attention_over_paged_blocks_in_interpreter(by_work, table_ahead):
     """Sequences of different lengths, their blocks scattered: each attends over its own keys
     through its block table, the new K and V land in its block, and no counter is left set,
     whether each sequence's keys spread over all of the grid's chunks or over its share of the
-    launch's keys (the longest over several, the shortest in one)."""
+    launch's keys (the longest over several, the shortest in one), and whether each loop step's
+    block numbers are read in the step or one step ahead."""
     script = PAGED.replace(
         "decode_splits.MIN_KEYS",
-        f"decode_splits.BY_WORK = {by_work}\n    "
+        f"decode_splits.BY_WORK = {by_work}\n    attention.TABLE_AHEAD = {table_ahead}\n    "
         + ("decode_splits.TARGET_PROGRAMS = 4\n    " if by_work else "")  # chunks of 34 keys
         + "decode_splits.MIN_KEYS",
     )
@@ -231,7 +235,7 @@ def test_every_variant_of_the_decode_kernel_compiles_for_hopper(cache_fp8):
     """Triton's interpreter runs a kernel without compiling it, so a kernel that only a real
     compile refuses (a loop-carried value that changes type, say) passes every test above. This
     compiles each variant a serving run launches (bf16 or FP8 cache, either chunk rule, a decode
-    or a 3-token verify) for sm_90 on the CPU."""
+    or a 3-token verify, the block table read in each step or a step ahead) for sm_90 on the CPU."""
     from executor.decode_attention import _decode_kernel
     from tests.executor.conftest import compile_for_hopper
 
@@ -240,11 +244,41 @@ def test_every_variant_of_the_decode_kernel_compiles_for_hopper(cache_fp8):
              "table_ptr": "*i64", "k_ptr": cache, "v_ptr": cache, "partial_ptr": "*fp32",
              "lse_ptr": "*fp32", "counters_ptr": "*i32", "out_ptr": "*bf16",
              "sm_scale": "fp32", "cache_scale": "fp32"}  # fmt: skip
-    for by_work in (False, True):
-        for query in (1, 3):
-            constants = {"HALF": 64, "BLOCK_G": 16, "BLOCK_S": 64, "BLOCK_SPLITS": 4,
-                         "GROUP": 4 if query == 1 else 16, "CACHE_FP8": cache_fp8,
-                         "USE_PDL": True, "QUERY": query, "FUSED": query == 1,
-                         "BY_WORK": by_work}  # fmt: skip
-            ptx = compile_for_hopper(_decode_kernel, types, constants)
-            assert ".target sm_90" in ptx, (by_work, query)
+    for by_work, query, table_ahead in itertools.product((False, True), (1, 3), (False, True)):
+        constants = {"HALF": 64, "BLOCK_G": 16, "BLOCK_S": 64, "BLOCK_SPLITS": 4,
+                     "GROUP": 4 if query == 1 else 16, "CACHE_FP8": cache_fp8,
+                     "USE_PDL": True, "QUERY": query, "FUSED": query == 1,
+                     "BY_WORK": by_work, "TABLE_AHEAD": table_ahead}  # fmt: skip
+        ptx = compile_for_hopper(_decode_kernel, types, constants)
+        assert ".target sm_90" in ptx, (by_work, query, table_ahead)
+
+
+@pytest.mark.parametrize("cache_fp8", [False, True])
+def test_the_block_table_read_a_step_ahead_keeps_several_tiles_in_flight(cache_fp8):
+    """Compiled for sm_90, the loop's software pipeline holds ``stages - 1`` shared-memory
+    buffers of each K/V tile when each step's block numbers were loaded the step before, and
+    only one, whatever the stages, when they are loaded in the step that uses them (the
+    kernel of the earlier serving runs): the buffers are how many tiles are in flight."""
+    import re
+
+    from executor.decode_attention import _decode_kernel
+    from tests.executor.conftest import compile_for_hopper
+
+    cache = "*fp8e4nv" if cache_fp8 else "*bf16"
+    types = {"qkv_ptr": "*bf16", "cos_ptr": "*fp32", "sin_ptr": "*fp32", "pos_ptr": "*i64",
+             "table_ptr": "*i64", "k_ptr": cache, "v_ptr": cache, "partial_ptr": "*fp32",
+             "lse_ptr": "*fp32", "counters_ptr": "*i32", "out_ptr": "*bf16",
+             "sm_scale": "fp32", "cache_scale": "fp32"}  # fmt: skip
+    element = "f8E4M3FN" if cache_fp8 else "bf16"
+    # What a serving launch finds divisible by 16: every pointer, the cache's strides and its
+    # block size (16 tokens), the fused projection's row stride.
+    aligned = (*(name for name in types if name.endswith("_ptr")), "stride_kb", "stride_kh",
+               "stride_ks", "page", "stride_qkv_b")  # fmt: skip
+    for table_ahead, stages, tiles in ((True, 3, 2), (True, 4, 3), (False, 3, 1), (False, 4, 1)):
+        constants = {"HALF": 64, "BLOCK_G": 16, "BLOCK_S": 64, "BLOCK_SPLITS": 4, "GROUP": 4,
+                     "CACHE_FP8": cache_fp8, "USE_PDL": True, "QUERY": 1, "FUSED": True,
+                     "BY_WORK": True, "TABLE_AHEAD": table_ahead}  # fmt: skip
+        ir = compile_for_hopper(_decode_kernel, types, constants, asm="ttgir",
+                                num_stages=stages, divisible=aligned)  # fmt: skip
+        buffers = set(re.findall(rf"memdesc<(\d+)x64x64x{element}", ir))
+        assert buffers == {str(tiles)}, (table_ahead, stages, buffers)

@@ -1,0 +1,94 @@
+"""The paged decode kernel's launch, as the studies vary it: its tile (keys a loop step, warps,
+pipeline stages: ``executor.decode_attention``), when it reads the block table
+(``TABLE_AHEAD``), and its chunking (``executor.decode_splits``: programs aimed at, chunks a
+pair in the grid). A launch is a dict of those knobs; ``apply`` sets the modules' constants, so
+everything after it (a sweep's call, a serving run's warm-up, graphs and timed iterations)
+launches that way.
+
+``VARIANTS`` are what ``decode_gap.py``'s kernel sweep times, each a change from the modules'
+defaults; ``choose`` picks the fastest over a sweep's points; ``with_kernel.py`` runs ``tune``
+with a chosen launch."""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+
+from executor import decode_attention, decode_splits
+
+KNOBS = {  # knob: (module, constant)
+    "block_s": (decode_attention, "BLOCK_S"),
+    "warps": (decode_attention, "NUM_WARPS"),
+    "stages": (decode_attention, "NUM_STAGES"),
+    "table_ahead": (decode_attention, "TABLE_AHEAD"),
+    "by_work": (decode_splits, "BY_WORK"),
+    "target_programs": (decode_splits, "TARGET_PROGRAMS"),
+    "min_grid_splits": (decode_splits, "MIN_GRID_SPLITS"),
+}
+DEFAULT = {knob: getattr(module, name) for knob, (module, name) in KNOBS.items()}
+
+# The first sweeps (h100-padding-2026-12-07/3-padded/) found stages changing nothing: the loop
+# kept one K/V tile in flight, its loads tied to the block-table read of the same step. With
+# the table read a step ahead (the default now), stages set the tiles in flight.
+VARIANTS: list[dict] = [
+    {},
+    {"table_ahead": False},  # the kernel as the earlier serving runs ran it
+    {"table_ahead": False, "warps": 8},  # and its best tile in those sweeps
+    {"stages": 2},
+    {"stages": 4},
+    {"warps": 8},
+    {"warps": 8, "stages": 4},
+    {"block_s": 32, "stages": 4},
+    {"block_s": 32, "stages": 6},
+    {"block_s": 128, "warps": 8},
+    {"min_grid_splits": 8},
+    {"target_programs": 512},
+]
+
+
+def launch_of(change: dict) -> dict:
+    """The whole launch: the defaults with ``change`` over them."""
+    unknown = set(change) - set(KNOBS)
+    if unknown:
+        raise ValueError(f"unknown launch knobs: {sorted(unknown)}")
+    return {**DEFAULT, **change}
+
+
+def apply(change: dict) -> dict:
+    """Set the modules' constants to the defaults with ``change`` over them; the launch."""
+    launch = launch_of(change)
+    for knob, value in launch.items():
+        module, name = KNOBS[knob]
+        setattr(module, name, value)
+    return launch
+
+
+def choose(rows: list[dict], margin: float = 0.02) -> dict:
+    """The launch whose times, over every point (and cache) that all launches were timed at,
+    have the smallest geometric mean against the defaults'; the defaults unless one is faster
+    by more than ``margin`` (a replay's noise). ``rows`` are the sweep's, each with its
+    ``launch`` dict, ``point``, ``kv`` and ``us``."""
+    times: dict[str, dict[tuple, float]] = defaultdict(dict)
+    launches = {}
+    for row in rows:
+        if "us" not in row:
+            continue
+        key = repr(sorted(row["launch"].items()))
+        launches[key] = row["launch"]
+        times[key][(row["point"], row.get("kv", "bf16"))] = row["us"]
+    base = repr(sorted(DEFAULT.items()))
+    if base not in times:
+        raise ValueError("the sweep has no row at the default launch to compare against")
+    shared = set.intersection(*(set(t) for t in times.values()))
+    if not shared:
+        raise ValueError("no point was timed at every launch")
+
+    def ratio(key: str) -> float:
+        return math.exp(
+            sum(math.log(times[key][p] / times[base][p]) for p in shared) / len(shared)
+        )
+
+    best = min(times, key=ratio)
+    chosen = best if ratio(best) < 1 - margin else base
+    return {"launch": launches.get(chosen, DEFAULT), "ratio": ratio(chosen),
+            "points": sorted(map(list, shared))}  # fmt: skip
