@@ -55,6 +55,12 @@ BLOCK_S, NUM_WARPS, NUM_STAGES = 64, 4, None
 # 2-4 stages). Loaded a step ahead (``TABLE_AHEAD``), stages - 1 tiles are in flight, as with no
 # table at all. ``studies/serving-validation/decode_gap.py`` times both.
 TABLE_AHEAD = True
+# Where the loop finds the new token's K/V. Substituted from registers at its position, every
+# loaded tile makes a round trip from the pipeline's shared memory through registers and back
+# (the dots' operand layout) for the substitution. Stored first (``STORE_FIRST``), by the one
+# program whose chunk holds the position, behind a barrier, the tiles go from the pipeline's
+# buffers to the dots.
+STORE_FIRST = False
 
 if triton is not None:
     FP8_MAX = tl.constexpr(448.0)  # the largest finite float8_e4m3fn
@@ -112,6 +118,7 @@ if triton is not None:
         FUSED: tl.constexpr = True,
         BY_WORK: tl.constexpr = False,
         TABLE_AHEAD: tl.constexpr = True,
+        STORE_FIRST: tl.constexpr = False,
     ):
         # The next kernel (the output projection's GEMV) may launch only once the keys are
         # read: launched earlier, its waiting blocks would hold SM slots this kernel needs.
@@ -191,6 +198,8 @@ if triton is not None:
                 tl.store(k_ptr + slot + HALF + d, k2)
                 tl.store(v_ptr + slot + d, v1)
                 tl.store(v_ptr + slot + HALF + d, v2)
+                if STORE_FIRST:
+                    tl.debug_barrier()  # the stores are visible to this program's loads
         else:  # several new tokens (a speculative verify): rotated and stored before
             k1 = tl.zeros((HALF,), dtype=cache_type)
             k2, v1, v2 = k1, k1, k1
@@ -219,7 +228,7 @@ if triton is not None:
             kc2 = tl.load(keys + HALF, mask=s_ok[:, None], other=0.0).to(dot_type)
             vc1 = tl.load(values, mask=s_ok[:, None], other=0.0).to(dot_type)
             vc2 = tl.load(values + HALF, mask=s_ok[:, None], other=0.0).to(dot_type)
-            if FUSED:  # the new token's row comes from registers
+            if FUSED and not STORE_FIRST:  # the new token's row comes from registers
                 new = (s == position)[:, None]
                 kc1, kc2 = tl.where(new, k1, kc1), tl.where(new, k2, kc2)
                 vc1, vc2 = tl.where(new, v1, vc1), tl.where(new, v2, vc2)
@@ -392,5 +401,6 @@ def decode_attention(
         FUSED=fused,
         BY_WORK=decode_splits.BY_WORK,
         TABLE_AHEAD=TABLE_AHEAD,
+        STORE_FIRST=STORE_FIRST,
     )
     return out

@@ -2,8 +2,8 @@
 # Device calls after the kernel-launch sweep was built (NOTES.md, "Next"), on whichever card:
 # the paged decode kernel alone over kernel_launch.VARIANTS at serving batches of mixed lengths
 # (bf16 and FP8 caches), the fastest launch chosen (choose_kernel.py), then the plans served
-# with it (with_kernel.py): bf16 at three loads, the EAGLE and draft plans at the plan's rate,
-# the summarization plan on a shared GPU (preemption at overload), FP8. A step whose output is
+# with it (with_kernel.py): bf16 and FP8 at three loads, the EAGLE and draft plans at the plan's
+# rate, the summarization plan on a shared GPU (preemption at overload). A step whose output is
 # already in $results (a warm machine's earlier call) is skipped, so calling this again goes on
 # where the last call stopped. Results in $OUT/results.tar, rebuilt after each step.
 set -u
@@ -23,10 +23,10 @@ if [ ! -s $results/kernel-choice.json ]; then
 fi
 export TUNE="python3 $here/with_kernel.py $results/kernel-choice.json"
 done_already 8b-bf16-$card || { OUT=$results PLAN_TIMEOUT=150 bash $here/run.sh 100 bf16; pack; }
+done_already 8b-fp8-$card || { OUT=$results PLAN_TIMEOUT=150 bash $here/run.sh 100 fp8; pack; }
 for plan in bf16-eagle bf16-draft; do
     done_already 8b-${plan/-/-$card-} \
         || { OUT=$results PLAN_TIMEOUT=150 LOADS=plan bash $here/run.sh 100 $plan; pack; }
 done
 done_already 8b-bf16-$card-summarization-shared \
     || { OUT=$results PLAN_TIMEOUT=170 bash $here/run.sh 40 bf16-summarization-shared; pack; }
-done_already 8b-fp8-$card || { OUT=$results PLAN_TIMEOUT=150 bash $here/run.sh 100 fp8; pack; }
