@@ -12,11 +12,17 @@ un-rotated output of the fused q/k/v projection and:
    head (GQA), so each K/V element is read once;
 2. rotates those query heads and the new key (RoPE, rotate-half layout, in float32 as
    ``executor.elementwise.rope_cache`` does). The program whose chunk holds the new token's
-   position stores the new K and V in the cache, and uses them from registers at that
-   position, so no program waits on another's store;
+   position stores the new K and V in the cache and, after a barrier among its own threads,
+   reads them back with the rest of its chunk. No other program reads that position, so none
+   waits on another's store, and the loop's K/V tiles go from the software pipeline's shared
+   buffers straight to the dots (substituting the new row from registers instead cost each tile
+   a round trip through registers: 1.3-1.6x the kernel's time at serving batches on an H100);
 3. runs the online softmax over its chunk on the tensor cores (``tl.dot``, the G query rows
    padded to 16; the scores as two half-head dots, since RoPE leaves q and k in halves), and
-   writes its partial output and log-sum-exp;
+   writes its partial output and log-sum-exp. Each loop step's block numbers are read from the
+   block table a step ahead: read in the step, they tie that step's K/V loads to them, and
+   Triton's pipeline then keeps one tile in flight whatever its stages (compiled for sm_90),
+   against ``stages - 1`` so (``tests/executor/test_decode_attention.py`` counts the buffers);
 4. counts itself done on a per-(sequence, K/V head) counter (an acquire-release atomic): the
    last program of that pair merges every chunk of its G heads by their log-sum-exp (one
    load of all of them, so the merge costs one memory round trip, not one per head), writes
@@ -24,9 +30,9 @@ un-rotated output of the fused q/k/v projection and:
 
 A speculative verify step (``query`` tokens per sequence, drafts checked by the target) runs
 the same kernel with its ``query x G`` rows in the tile; its K/V are stored before the kernel,
-so every chunk reads them from the cache. An FP8 cache is read as FP8 and its scale applied to the scores and the output, so it halves the
-bytes instead of adding a dequantized copy; the new key is rounded to FP8 first, as it will be
-read back. The counters live in the ``KVCache`` (``split_counters``), so a captured CUDA graph
+so every chunk reads them from the cache. An FP8 cache is read as FP8 and its scale applied
+to the scores and the output, so it halves the bytes instead of adding a dequantized copy. The
+counters live in the ``KVCache`` (``split_counters``), so a captured CUDA graph
 replays the kernel with them. ``decode_attention(qkv, cos, sin, input_pos, cache, kv_length,
 num_heads)`` returns ``[B, 1, heads * D]``, the input of the output projection.
 
@@ -34,7 +40,8 @@ Measured (`studies/executor-h100/decode-attention/NOTES.md`): alone, in a CUDA g
 8.5 us a layer against 9.5 us for RoPE + SDPA at batch 1. Inside the model it wins only with
 an FP8 cache (a batch-1 step 8-13% faster, SDPA needing a dequantized copy) and loses 0.4-4.6%
 with a bf16 one, so by default (``executor.fused.DEFAULT_DECODE_ATTENTION``) it serves FP8
-caches only.
+caches only there. A serving run's paged cache has only this kernel; its launch (tile and
+chunking) is what ``studies/serving-validation/decode_gap.py`` found fastest at serving batches.
 """
 
 from __future__ import annotations
@@ -47,20 +54,10 @@ from executor.tritonlib import available, tl, triton
 __all__ = ["available", "decode_attention", "supports"]
 
 # The launch's tile: keys per loop step, warps per program, software-pipeline stages (None:
-# Triton's default). ``studies/attention/decode_sweep.py`` times the alternatives.
-BLOCK_S, NUM_WARPS, NUM_STAGES = 64, 4, None
-# Each loop step reads its keys' block numbers from the block table, then their K/V. Loaded in
-# the step itself, that table read ties the K/V loads to it and Triton's software pipeline keeps
-# one K/V tile in flight whatever the stages (compiled for sm_90: one shared buffer a tile at
-# 2-4 stages). Loaded a step ahead (``TABLE_AHEAD``), stages - 1 tiles are in flight, as with no
-# table at all. ``studies/serving-validation/decode_gap.py`` times both.
-TABLE_AHEAD = True
-# Where the loop finds the new token's K/V. Substituted from registers at its position, every
-# loaded tile makes a round trip from the pipeline's shared memory through registers and back
-# (the dots' operand layout) for the substitution. Stored first (``STORE_FIRST``), by the one
-# program whose chunk holds the position, behind a barrier, the tiles go from the pipeline's
-# buffers to the dots.
-STORE_FIRST = False
+# Triton's default, 3). ``studies/serving-validation/decode_gap.py`` times the alternatives
+# (``kernel_launch.py``); 128 keys a step was the fastest over serving batches of mixed lengths
+# with bf16 and FP8 caches on an H100 (``h100-kernel-2026-12-07/``).
+BLOCK_S, NUM_WARPS, NUM_STAGES = 128, 4, None
 
 if triton is not None:
     FP8_MAX = tl.constexpr(448.0)  # the largest finite float8_e4m3fn
@@ -117,8 +114,6 @@ if triton is not None:
         QUERY: tl.constexpr = 1,
         FUSED: tl.constexpr = True,
         BY_WORK: tl.constexpr = False,
-        TABLE_AHEAD: tl.constexpr = True,
-        STORE_FIRST: tl.constexpr = False,
     ):
         # The next kernel (the output projection's GEMV) may launch only once the keys are
         # read: launched earlier, its waiting blocks would hold SM slots this kernel needs.
@@ -168,59 +163,51 @@ if triton is not None:
         start = split * per_split
         stop = tl.minimum(start + per_split, length)  # empty past its length
         scale = sm_scale * cache_scale
-        if FUSED:  # one new token: RoPE and its K/V store here (see the module's docstring)
+        if FUSED:  # one new token: RoPE, and its K/V stored here (see the module's docstring)
             cos = tl.load(cos_ptr + b * stride_cos + d)
             sin = tl.load(sin_ptr + b * stride_cos + d)
             q1, q2 = _rotate(q1, q2, cos[None, :], sin[None, :])
-
-            # The new key, rotated, and value, rounded to the cache's dtype [HALF] each.
-            row = qkv_ptr + b * stride_qkv_b
-            k_row = row + (heads + kv_head) * head_dim
-            v_row = row + (heads + kv_heads + kv_head) * head_dim
-            k1, k2 = _rotate(
-                tl.load(k_row + d).to(tl.float32),
-                tl.load(k_row + HALF + d).to(tl.float32),
-                cos,
-                sin,
-            )
-            v1, v2 = tl.load(v_row + d).to(tl.float32), tl.load(v_row + HALF + d).to(tl.float32)
-            if CACHE_FP8:
-                k1 = tl.clamp(k1 / cache_scale, -FP8_MAX, FP8_MAX)
-                k2 = tl.clamp(k2 / cache_scale, -FP8_MAX, FP8_MAX)
-                v1 = tl.clamp(v1 / cache_scale, -FP8_MAX, FP8_MAX)
-                v2 = tl.clamp(v2 / cache_scale, -FP8_MAX, FP8_MAX)
-            k1, k2 = k1.to(cache_type), k2.to(cache_type)
-            v1, v2 = v1.to(cache_type), v2.to(cache_type)
             if (position >= start) & (position < stop):  # this chunk holds the new token
+                # Its key, rotated, and value, rounded to the cache's dtype [HALF] each.
+                row = qkv_ptr + b * stride_qkv_b
+                k_row = row + (heads + kv_head) * head_dim
+                v_row = row + (heads + kv_heads + kv_head) * head_dim
+                k1, k2 = _rotate(
+                    tl.load(k_row + d).to(tl.float32),
+                    tl.load(k_row + HALF + d).to(tl.float32),
+                    cos,
+                    sin,
+                )
+                v1 = tl.load(v_row + d).to(tl.float32)
+                v2 = tl.load(v_row + HALF + d).to(tl.float32)
+                if CACHE_FP8:
+                    k1 = tl.clamp(k1 / cache_scale, -FP8_MAX, FP8_MAX)
+                    k2 = tl.clamp(k2 / cache_scale, -FP8_MAX, FP8_MAX)
+                    v1 = tl.clamp(v1 / cache_scale, -FP8_MAX, FP8_MAX)
+                    v2 = tl.clamp(v2 / cache_scale, -FP8_MAX, FP8_MAX)
                 block = tl.load(table + position // page)
                 slot = block * stride_kb + head + (position % page) * stride_ks
-                tl.store(k_ptr + slot + d, k1)
-                tl.store(k_ptr + slot + HALF + d, k2)
-                tl.store(v_ptr + slot + d, v1)
-                tl.store(v_ptr + slot + HALF + d, v2)
-                if STORE_FIRST:
-                    tl.debug_barrier()  # the stores are visible to this program's loads
-        else:  # several new tokens (a speculative verify): rotated and stored before
-            k1 = tl.zeros((HALF,), dtype=cache_type)
-            k2, v1, v2 = k1, k1, k1
+                tl.store(k_ptr + slot + d, k1.to(cache_type))
+                tl.store(k_ptr + slot + HALF + d, k2.to(cache_type))
+                tl.store(v_ptr + slot + d, v1.to(cache_type))
+                tl.store(v_ptr + slot + HALF + d, v2.to(cache_type))
+                tl.debug_barrier()  # the stores are visible to this program's loads below
         q1, q2 = q1.to(dot_type), q2.to(dot_type)
-        k1, k2 = k1.to(dot_type)[None, :], k2.to(dot_type)[None, :]
-        v1, v2 = v1.to(dot_type)[None, :], v2.to(dot_type)[None, :]
         running_max = tl.full((BLOCK_G,), float("-inf"), dtype=tl.float32)
         running_sum = tl.zeros((BLOCK_G,), dtype=tl.float32)
         acc1 = tl.zeros((BLOCK_G, HALF), dtype=tl.float32)
         acc2 = tl.zeros((BLOCK_G, HALF), dtype=tl.float32)
+        # Each step's block numbers are loaded the step before: loaded in the step, the table
+        # read ties the K/V loads to it and the software pipeline keeps one K/V tile in flight
+        # whatever the stages (see the module's docstring).
         tile = tl.arange(0, BLOCK_S)
         next_blocks = tl.load(table + (start + tile) // page, mask=start + tile < stop, other=0)
         for s0 in range(start, stop, BLOCK_S):
             s = s0 + tile
             s_ok = s < stop
-            if TABLE_AHEAD:  # this step's block numbers were loaded by the step before
-                blocks = next_blocks
-                ahead = s + BLOCK_S
-                next_blocks = tl.load(table + ahead // page, mask=ahead < stop, other=0)
-            else:
-                blocks = tl.load(table + s // page, mask=s_ok, other=0)
+            blocks = next_blocks
+            ahead = s + BLOCK_S
+            next_blocks = tl.load(table + ahead // page, mask=ahead < stop, other=0)
             rows = blocks * stride_kb + head + (s % page) * stride_ks  # [BLOCK_S]
             keys = k_ptr + rows[:, None] + d[None, :]
             values = v_ptr + rows[:, None] + d[None, :]
@@ -228,10 +215,6 @@ if triton is not None:
             kc2 = tl.load(keys + HALF, mask=s_ok[:, None], other=0.0).to(dot_type)
             vc1 = tl.load(values, mask=s_ok[:, None], other=0.0).to(dot_type)
             vc2 = tl.load(values + HALF, mask=s_ok[:, None], other=0.0).to(dot_type)
-            if FUSED and not STORE_FIRST:  # the new token's row comes from registers
-                new = (s == position)[:, None]
-                kc1, kc2 = tl.where(new, k1, kc1), tl.where(new, k2, kc2)
-                vc1, vc2 = tl.where(new, v1, vc1), tl.where(new, v2, vc2)
             scores = tl.dot(q1, tl.trans(kc1)) + tl.dot(q2, tl.trans(kc2))  # [BLOCK_G, BLOCK_S]
             visible = s_ok[None, :] & (s[None, :] <= limit[:, None])
             scores = tl.where(visible, scores * scale, float("-inf"))
@@ -400,7 +383,5 @@ def decode_attention(
         QUERY=query,
         FUSED=fused,
         BY_WORK=decode_splits.BY_WORK,
-        TABLE_AHEAD=TABLE_AHEAD,
-        STORE_FIRST=STORE_FIRST,
     )
     return out

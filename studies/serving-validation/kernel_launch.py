@@ -1,9 +1,8 @@
 """The paged decode kernel's launch, as the studies vary it: its tile (keys a loop step, warps,
-pipeline stages: ``executor.decode_attention``), when it reads the block table
-(``TABLE_AHEAD``), where it finds the new token's K/V (``STORE_FIRST``), and its chunking (``executor.decode_splits``: programs aimed at, chunks a
-pair in the grid). A launch is a dict of those knobs; ``apply`` sets the modules' constants, so
-everything after it (a sweep's call, a serving run's warm-up, graphs and timed iterations)
-launches that way.
+pipeline stages: ``executor.decode_attention``) and its chunking (``executor.decode_splits``:
+programs aimed at, chunks a pair in the grid). A launch is a dict of those knobs; ``apply``
+sets the modules' constants, so everything after it (a sweep's call, a serving run's warm-up,
+graphs and timed iterations) launches that way.
 
 ``VARIANTS`` are what ``decode_gap.py``'s kernel sweep times, each a change from the modules'
 defaults; ``choose`` picks the fastest over a sweep's points; ``with_kernel.py`` runs ``tune``
@@ -20,32 +19,25 @@ KNOBS = {  # knob: (module, constant)
     "block_s": (decode_attention, "BLOCK_S"),
     "warps": (decode_attention, "NUM_WARPS"),
     "stages": (decode_attention, "NUM_STAGES"),
-    "table_ahead": (decode_attention, "TABLE_AHEAD"),
-    "store_first": (decode_attention, "STORE_FIRST"),
     "by_work": (decode_splits, "BY_WORK"),
     "target_programs": (decode_splits, "TARGET_PROGRAMS"),
     "min_grid_splits": (decode_splits, "MIN_GRID_SPLITS"),
 }
 DEFAULT = {knob: getattr(module, name) for knob, (module, name) in KNOBS.items()}
 
-# The first sweeps (h100-padding-2026-12-07/3-padded/) found stages changing nothing: the loop
-# kept one K/V tile in flight, its loads tied to the block-table read of the same step. With
-# the table read a step ahead (the default now), stages set the tiles in flight; more warps,
-# more stages or larger tiles were all slower in the sweep that found it
-# (h100-kernel-2026-12-07/1-sweep-and-plans/). Storing the new K/V first spares each tile a
-# round trip through registers.
+# The sweeps behind the kernel as it is (h100-kernel-2026-12-07/, NOTES.md): the block table
+# read a step ahead (1-sweep-and-plans/: 6-11 % faster than in the step, whose stages changed
+# nothing) and the new K/V stored first with 128 keys a step (2-stored-first/: 0.77 of the
+# time of the launch before it, geometric mean). Those two were compile-time switches of the
+# kernel then; the variants left are the tile and the chunking.
 VARIANTS: list[dict] = [
     {},
-    {"table_ahead": False},  # the kernel as the earlier serving runs ran it
+    {"block_s": 64},
+    {"warps": 8},
+    {"stages": 4},
     {"min_grid_splits": 8},
     {"target_programs": 512},
-    {"store_first": True},
-    {"store_first": True, "stages": 4},
-    {"store_first": True, "warps": 8},
-    {"store_first": True, "block_s": 32, "stages": 4},
-    {"store_first": True, "block_s": 128},
-    {"store_first": True, "min_grid_splits": 8},
-    {"store_first": True, "target_programs": 512},
+    {"block_s": 64, "min_grid_splits": 8},
 ]
 
 

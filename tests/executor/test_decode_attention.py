@@ -134,13 +134,10 @@ def test_decode_attention_over_paged_blocks_in_interpreter(by_work, table_ahead,
     """Sequences of different lengths, their blocks scattered: each attends over its own keys
     through its block table, the new K and V land in its block, and no counter is left set,
     whether each sequence's keys spread over all of the grid's chunks or over its share of the
-    launch's keys (the longest over several, the shortest in one), whether each loop step's
-    block numbers are read in the step or one step ahead, and whether the new K/V come from
-    registers or are stored first and read back."""
+    launch's keys (the longest over several, the shortest in one)."""
     script = PAGED.replace(
         "decode_splits.MIN_KEYS",
-        f"decode_splits.BY_WORK = {by_work}\n    attention.TABLE_AHEAD = {table_ahead}\n    "
-        f"attention.STORE_FIRST = {store_first}\n    "
+        f"decode_splits.BY_WORK = {by_work}\n    "
         + ("decode_splits.TARGET_PROGRAMS = 4\n    " if by_work else "")  # chunks of 34 keys
         + "decode_splits.MIN_KEYS",
     )
@@ -239,8 +236,7 @@ def test_every_variant_of_the_decode_kernel_compiles_for_hopper(cache_fp8):
     """Triton's interpreter runs a kernel without compiling it, so a kernel that only a real
     compile refuses (a loop-carried value that changes type, say) passes every test above. This
     compiles each variant a serving run launches (bf16 or FP8 cache, either chunk rule, a decode
-    or a 3-token verify, the block table read in each step or a step ahead, the new K/V from
-    registers or stored first) for sm_90 on the CPU."""
+    or a 3-token verify) for sm_90 on the CPU."""
     from executor.decode_attention import _decode_kernel
     from tests.executor.conftest import compile_for_hopper
 
@@ -249,23 +245,22 @@ def test_every_variant_of_the_decode_kernel_compiles_for_hopper(cache_fp8):
              "table_ptr": "*i64", "k_ptr": cache, "v_ptr": cache, "partial_ptr": "*fp32",
              "lse_ptr": "*fp32", "counters_ptr": "*i32", "out_ptr": "*bf16",
              "sm_scale": "fp32", "cache_scale": "fp32"}  # fmt: skip
-    variants = itertools.product((False, True), (1, 3), (False, True), (False, True))
-    for by_work, query, table_ahead, store_first in variants:
+    for by_work, query in itertools.product((False, True), (1, 3)):
         constants = {"HALF": 64, "BLOCK_G": 16, "BLOCK_S": 64, "BLOCK_SPLITS": 4,
                      "GROUP": 4 if query == 1 else 16, "CACHE_FP8": cache_fp8,
                      "USE_PDL": True, "QUERY": query, "FUSED": query == 1,
-                     "BY_WORK": by_work, "TABLE_AHEAD": table_ahead,
-                     "STORE_FIRST": store_first}  # fmt: skip
+                     "BY_WORK": by_work}  # fmt: skip
         ptx = compile_for_hopper(_decode_kernel, types, constants)
-        assert ".target sm_90" in ptx, (by_work, query, table_ahead, store_first)
+        assert ".target sm_90" in ptx, (by_work, query)
 
 
 @pytest.mark.parametrize("cache_fp8", [False, True])
-def test_the_block_table_read_a_step_ahead_keeps_several_tiles_in_flight(cache_fp8):
+def test_the_loop_keeps_several_tiles_in_flight_straight_to_the_dots(cache_fp8):
     """Compiled for sm_90, the loop's software pipeline holds ``stages - 1`` shared-memory
-    buffers of each K/V tile when each step's block numbers were loaded the step before, and
-    only one, whatever the stages, when they are loaded in the step that uses them (the
-    kernel of the earlier serving runs): the buffers are how many tiles are in flight."""
+    buffers of each K/V tile (how many tiles are in flight: one, whatever the stages, when a
+    step's block numbers were loaded in the step that used them), and the tiles go from those
+    buffers to the dots: the loop allocates shared memory once, for the softmax's P operand
+    (five times when the new K/V were substituted into each loaded tile from registers)."""
     import re
 
     from executor.decode_attention import _decode_kernel
@@ -281,11 +276,14 @@ def test_the_block_table_read_a_step_ahead_keeps_several_tiles_in_flight(cache_f
     # block size (16 tokens), the fused projection's row stride.
     aligned = (*(name for name in types if name.endswith("_ptr")), "stride_kb", "stride_kh",
                "stride_ks", "page", "stride_qkv_b")  # fmt: skip
-    for table_ahead, stages, tiles in ((True, 3, 2), (True, 4, 3), (False, 3, 1), (False, 4, 1)):
-        constants = {"HALF": 64, "BLOCK_G": 16, "BLOCK_S": 64, "BLOCK_SPLITS": 4, "GROUP": 4,
-                     "CACHE_FP8": cache_fp8, "USE_PDL": True, "QUERY": 1, "FUSED": True,
-                     "BY_WORK": True, "TABLE_AHEAD": table_ahead, "STORE_FIRST": False}  # fmt: skip
+    constants = {"HALF": 64, "BLOCK_G": 16, "BLOCK_S": 64, "BLOCK_SPLITS": 4, "GROUP": 4,
+                 "CACHE_FP8": cache_fp8, "USE_PDL": True, "QUERY": 1, "FUSED": True,
+                 "BY_WORK": True}  # fmt: skip
+    for stages in (3, 4):
         ir = compile_for_hopper(_decode_kernel, types, constants, asm="ttgir",
                                 num_stages=stages, divisible=aligned)  # fmt: skip
         buffers = set(re.findall(rf"memdesc<(\d+)x64x64x{element}", ir))
-        assert buffers == {str(tiles)}, (table_ahead, stages, buffers)
+        assert buffers == {str(stages - 1)}, (stages, buffers)
+        loop = ir[ir.index("scf.for", ir.index("async_copy_global_to_local")) :]
+        loop = loop[: loop.index("scf.yield")]
+        assert loop.count("ttg.local_alloc") == 1, loop.count("ttg.local_alloc")
