@@ -10,8 +10,8 @@ plan's longest sequence, 8,192), the same iterations eager, and the GPU kernels 
 PyTorch's profiler, grouped by kernel and divided per iteration, so a slow kernel is named.
 Prints a table per point and one JSON line per point; writes them all to OUT.json.
 
-First, the paged decode kernel alone over the launches of ``kernel_launch.VARIANTS`` (tile,
-where it finds the new K/V, chunking: ``kernel_sweep``). Then
+First, the paged decode kernel alone over the launches of ``kernel_launch.VARIANTS`` (tile and
+chunking: ``kernel_sweep``). Then
 each point's serving iterations once per rule (``--splits even,work``:
 ``executor.decode_splits.BY_WORK``), and last the same shapes through the static-cache decode
 step that the calibration was fitted to (equal lengths only).
@@ -155,7 +155,7 @@ def point(executor: ServingExecutor, lengths: list[int], first_rid: int) -> dict
 def kernel_sweep(points: list[str], kv_dtype: str = "bf16") -> list[dict]:
     """The paged decode kernel alone, one layer (32 heads, 8 K/V heads of 128), blocks
     scattered, launched as a decode graph is captured (for the cache's longest sequence), at
-    each of ``kernel_launch.VARIANTS``: tile, where the new K/V come from, chunking. Graph
+    each of ``kernel_launch.VARIANTS``: tile and chunking. Graph
     replays, medians; GB/s of K/V read. ``kv_dtype`` "fp8": an FP8 cache."""
     from executor import decode_attention as attention
     from executor.engine import time_graph
