@@ -228,6 +228,15 @@ def test_the_warm_up_lengths_meet_every_split_width_a_serving_run_can(
             assert width(batch, length) in met, (batch, length)
 
 
+def kernel_types(cache_fp8: bool) -> dict[str, str]:
+    """The decode kernel's pointer and float arguments as a serving launch types them."""
+    cache = "*fp8e4nv" if cache_fp8 else "*bf16"
+    return {"qkv_ptr": "*bf16", "cos_ptr": "*fp32", "sin_ptr": "*fp32", "pos_ptr": "*i64",
+            "table_ptr": "*i64", "k_ptr": cache, "v_ptr": cache, "partial_ptr": "*fp32",
+            "lse_ptr": "*fp32", "counters_ptr": "*i32", "out_ptr": "*bf16",
+            "sm_scale": "fp32", "cache_scale": "fp32"}  # fmt: skip
+
+
 @pytest.mark.parametrize("cache_fp8", [False, True])
 def test_every_variant_of_the_decode_kernel_compiles_for_hopper(cache_fp8):
     """Triton's interpreter runs a kernel without compiling it, so a kernel that only a real
@@ -237,11 +246,7 @@ def test_every_variant_of_the_decode_kernel_compiles_for_hopper(cache_fp8):
     from executor.decode_attention import _decode_kernel
     from tests.executor.conftest import compile_for_hopper
 
-    cache = "*fp8e4nv" if cache_fp8 else "*bf16"
-    types = {"qkv_ptr": "*bf16", "cos_ptr": "*fp32", "sin_ptr": "*fp32", "pos_ptr": "*i64",
-             "table_ptr": "*i64", "k_ptr": cache, "v_ptr": cache, "partial_ptr": "*fp32",
-             "lse_ptr": "*fp32", "counters_ptr": "*i32", "out_ptr": "*bf16",
-             "sm_scale": "fp32", "cache_scale": "fp32"}  # fmt: skip
+    types = kernel_types(cache_fp8)
     for by_work, query in itertools.product((False, True), (1, 3)):
         constants = {"HALF": 64, "BLOCK_G": 16, "BLOCK_S": 64, "BLOCK_SPLITS": 4,
                      "GROUP": 4 if query == 1 else 16, "CACHE_FP8": cache_fp8,
@@ -263,11 +268,7 @@ def test_the_loop_keeps_several_tiles_in_flight_straight_to_the_dots(cache_fp8):
     from executor.decode_attention import BLOCK_S, _decode_kernel
     from tests.executor.conftest import compile_for_hopper
 
-    cache = "*fp8e4nv" if cache_fp8 else "*bf16"
-    types = {"qkv_ptr": "*bf16", "cos_ptr": "*fp32", "sin_ptr": "*fp32", "pos_ptr": "*i64",
-             "table_ptr": "*i64", "k_ptr": cache, "v_ptr": cache, "partial_ptr": "*fp32",
-             "lse_ptr": "*fp32", "counters_ptr": "*i32", "out_ptr": "*bf16",
-             "sm_scale": "fp32", "cache_scale": "fp32"}  # fmt: skip
+    types = kernel_types(cache_fp8)
     element = "f8E4M3FN" if cache_fp8 else "bf16"
     # What a serving launch finds divisible by 16: every pointer, the cache's strides and its
     # block size (16 tokens), the fused projection's row stride.
