@@ -57,8 +57,12 @@ __all__ = ["available", "decode_attention", "supports"]
 # The launch's tile: keys per loop step, warps per program, software-pipeline stages (None:
 # Triton's default, 3). ``studies/serving-validation/decode_gap.py`` times the alternatives
 # (``kernel_launch.py``); 128 keys a step was the fastest over serving batches of mixed lengths
-# with bf16 and FP8 caches on an H100 (``h100-kernel-2026-12-07/``).
-BLOCK_S, NUM_WARPS, NUM_STAGES = 128, 4, None
+# with bf16 and FP8 caches on an H100 (``h100-kernel-2026-12-07/``). Two stages: one tile in
+# flight per program, but 72 KiB of shared memory (compiled for sm_90, bf16 cache) where three
+# stages take 136 KiB, so three programs share an SM instead of one; with the chunks rounded
+# down (``decode_splits.ROUND_DOWN``) the kernel took 0.87 of the time of three stages over
+# batches of 1-64 sequences (``h100-occupancy-2026-12-07/``).
+BLOCK_S, NUM_WARPS, NUM_STAGES = 128, 4, 2
 
 if triton is not None:
     FP8_MAX = tl.constexpr(448.0)  # the largest finite float8_e4m3fn
@@ -115,6 +119,7 @@ if triton is not None:
         QUERY: tl.constexpr = 1,
         FUSED: tl.constexpr = True,
         BY_WORK: tl.constexpr = False,
+        ROUND_DOWN: tl.constexpr = False,
     ):
         # The next kernel (the output projection's GEMV) may launch only once the keys are
         # read: launched earlier, its waiting blocks would hold SM slots this kernel needs.
@@ -159,7 +164,10 @@ if triton is not None:
                 first = tl.load(pos_ptr + i * stride_pos, mask=i < batch, other=0)
                 total += tl.sum(tl.where(i < batch, first + QUERY, 0))
             chunk = tl.maximum(min_keys, tl.cdiv(total * kv_heads, target_programs))
-            splits_here = tl.minimum(tl.maximum(tl.cdiv(length, chunk), 1), num_splits)
+            if ROUND_DOWN:  # chunks of at least ``chunk`` keys: at most ~target_programs
+                splits_here = tl.minimum(tl.maximum(length // chunk, 1), num_splits)
+            else:
+                splits_here = tl.minimum(tl.maximum(tl.cdiv(length, chunk), 1), num_splits)
         per_split = tl.cdiv(length, splits_here)
         start = split * per_split
         stop = tl.minimum(start + per_split, length)  # empty past its length
@@ -384,5 +392,6 @@ def decode_attention(
         QUERY=query,
         FUSED=fused,
         BY_WORK=decode_splits.BY_WORK,
+        ROUND_DOWN=decode_splits.ROUND_DOWN,
     )
     return out

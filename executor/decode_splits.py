@@ -20,6 +20,15 @@ The launch's grid holds ``split_count`` chunks per pair, fixed when a decode gra
   of all the launch's keys: a long sequence gets several chunks, a short one one, and the
   chunks it leaves unused exit at once. Equal lengths split as evenly.
 
+Rounded down (``ROUND_DOWN``), a sequence takes ``length // chunk`` chunks instead of
+``ceil(length / chunk)``: chunks of at least the chunk size, so the launch's working programs
+stay at about ``TARGET_PROGRAMS`` instead of up to one more per pair. It matters where they
+must fit in one wave: the kernel's 128-key tile with three pipeline stages takes 136 KiB of
+shared memory, one program per SM (compiled for sm_90), and one sequence of 1,025 keys took
+17 chunks of 64 keys per K/V head, 136 programs for the H100's 132 SMs: 14.8 us a layer,
+against 9.6 rounded down (the kernel alone on an H100, ``studies/serving-validation/
+h100-occupancy-2026-12-07/kernel-sweep-bf16.json``). Rounded down is the default.
+
 By work is the default: on an H100, a decode graph step of 16 sequences of mixed lengths
 (mean 1,132 keys, longest 4,472) took 9.19 ms against 10.98 split evenly, and of 32 (mean 943)
 9.39 against 10.55; in the 8B plan's serving run, decode steps of 17-32 sequences went from
@@ -31,9 +40,10 @@ from __future__ import annotations
 __all__ = ["split_count", "split_lengths", "split_width", "splits_of"]
 
 MIN_KEYS_PER_SPLIT = 64
-TARGET_PROGRAMS = 256  # about two per SM on an H100 (132) or H200 (132)
+TARGET_PROGRAMS = 256  # about two per SM on an H100 or H200 (132 SMs each)
 MIN_GRID_SPLITS = 4  # by work: a sequence up to 4x the batch's mean still spreads
 BY_WORK = True
+ROUND_DOWN = True  # by work: a sequence's chunks rounded down (see above)
 
 
 def split_count(batch: int, kv_heads: int, kv_length: int) -> int:

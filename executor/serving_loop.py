@@ -53,6 +53,9 @@ class IterationRecord:
     path: str = "eager"
     compiles: int = 0  # Triton compiles inside it (``executor.jit_compiles``): none, once warm
     compiled: tuple[str, ...] = ()  # the kernels those compiles were
+    # The host's time to issue the iteration (its inputs and every launch) before it waits for
+    # the GPU: near ``step_s``, the host set the pace and the GPU idled between kernels.
+    issued_s: float | None = None
 
     @property
     def overhead_s(self) -> float | None:
@@ -169,6 +172,7 @@ class ServingExecutor:
         next_tokens = run()
         if events:
             events[1].record()
+        issued = time.perf_counter()
         sampled = next_tokens.tolist()  # to the host, as an engine needs them
         self.synchronize()
         if speculative:
@@ -182,6 +186,7 @@ class ServingExecutor:
             device_s=events[0].elapsed_time(events[1]) * 1e-3 if events else None,
             emitting=getattr(iteration, "emitting", 0), path=path,
             compiles=jit_compiles.count() - compiled, compiled=jit_compiles.since(compiled),
+            issued_s=issued - entered,
         ))  # fmt: skip
         self._returned = time.perf_counter()
         return self._agreed(self.records[-1].measured_s)

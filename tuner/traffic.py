@@ -231,7 +231,7 @@ def merge_traffic(
 
 
 ITERATION_COLUMNS = ("load", "index", "path", "tokens", "decodes", "chunks", "predicted_s",
-                     "step_s", "host_s", "device_s", "compiles")  # fmt: skip
+                     "step_s", "host_s", "device_s", "compiles", "issued_s")  # fmt: skip
 
 
 def write_iterations(path: Path, load: str, records: list[Any], *, append: bool) -> None:
@@ -244,16 +244,18 @@ def write_iterations(path: Path, load: str, records: list[Any], *, append: bool)
         if not append:
             writer.writerow(ITERATION_COLUMNS)
         for index, r in enumerate(records):
-            device = getattr(r, "device_s", None)
+            device, issued = getattr(r, "device_s", None), getattr(r, "issued_s", None)
             writer.writerow([load, index, r.path, r.tokens, r.decodes, r.chunks,
                              f"{r.predicted_s:.6g}", f"{r.step_s:.6g}", f"{r.host_s:.6g}",
                              "" if device is None else f"{device:.6g}",
-                             getattr(r, "compiles", 0)])  # fmt: skip
+                             getattr(r, "compiles", 0),
+                             "" if issued is None else f"{issued:.6g}"])  # fmt: skip
 
 
 def read_iterations(path: Path) -> dict[str, list[SimpleNamespace]]:
     """``write_iterations``' rows back, by load in the run's order: records with the fields of
-    ``IterationRecord`` that ``decode_steps`` and ``_iteration_means`` read."""
+    ``IterationRecord`` that ``decode_steps`` and ``_iteration_means`` read (``issued_s`` None
+    in files written before it was measured)."""
     import csv
 
     by_load: dict[str, list[SimpleNamespace]] = {}
@@ -264,7 +266,8 @@ def read_iterations(path: Path) -> dict[str, list[SimpleNamespace]]:
                 chunks=int(row["chunks"]), predicted_s=float(row["predicted_s"]),
                 step_s=float(row["step_s"]), host_s=float(row["host_s"]),
                 device_s=float(row["device_s"]) if row["device_s"] else None,
-                compiles=int(row["compiles"])))  # fmt: skip
+                compiles=int(row["compiles"]),
+                issued_s=float(row["issued_s"]) if row.get("issued_s") else None))  # fmt: skip
     return by_load
 
 
@@ -288,6 +291,9 @@ def _iteration_means(records: list[Any]) -> dict[str, Any]:
         device = [r.device_s for r in group if getattr(r, "device_s", None) is not None]
         if len(device) == len(group):  # the GPU's share (CUDA events), where the run had a GPU
             summary["mean_device_s"] = statistics.fmean(device)
+        issued = [r.issued_s for r in group if getattr(r, "issued_s", None) is not None]
+        if len(issued) == len(group):  # the host's time to issue it (the pace, if near a step)
+            summary["mean_issued_s"] = statistics.fmean(issued)
         return summary
 
     summary = means(records)

@@ -152,16 +152,18 @@ def point(executor: ServingExecutor, lengths: list[int], first_rid: int) -> dict
     }  # fmt: skip
 
 
-def kernel_sweep(points: list[str], kv_dtype: str = "bf16") -> list[dict]:
+def kernel_sweep(points: list[str], kv_dtype: str = "bf16", rows: list | None = None,
+                 saved=lambda: None) -> list[dict]:  # fmt: skip
     """The paged decode kernel alone, one layer (32 heads, 8 K/V heads of 128), blocks
     scattered, launched as a decode graph is captured (for the cache's longest sequence), at
     each of ``kernel_launch.VARIANTS``: tile and chunking. Graph
-    replays, medians; GB/s of K/V read. ``kv_dtype`` "fp8": an FP8 cache."""
+    replays, medians; GB/s of K/V read. ``kv_dtype`` "fp8": an FP8 cache. Each row is
+    appended to ``rows`` and ``saved()`` called, so a sweep cut short keeps what it timed."""
     from executor import decode_attention as attention
     from executor.engine import time_graph
     from executor.kv_cache import PagedKVCache
 
-    rows = []
+    rows = [] if rows is None else rows
     for text in points:
         lengths = lengths_of(text)
         batch, width = len(lengths), -(-MAX_SEQ_LENGTH // BLOCK)
@@ -194,6 +196,7 @@ def kernel_sweep(points: list[str], kv_dtype: str = "bf16") -> list[dict]:
                 continue
             row = {**where, "us": seconds * 1e6, "gb_per_s": kv_bytes / seconds / 1e9}
             rows.append(row)
+            saved()
             print(json.dumps(row), flush=True)
         kernel_launch.apply({})
     return rows
@@ -226,7 +229,8 @@ def main() -> int:
     if args.sweep and torch.cuda.is_available():
         try:
             sweep = [p for p in args.sweep.split(",") if p]
-            document["kernel_sweep"] = kernel_sweep(sweep, args.sweep_kv)
+            document["kernel_sweep"] = []
+            kernel_sweep(sweep, args.sweep_kv, document["kernel_sweep"], save)
         except Exception as error:  # noqa: BLE001 (the serving points below still run)
             print(f"kernel sweep failed: {error!r}", flush=True)
         save()

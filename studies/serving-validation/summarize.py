@@ -1,6 +1,7 @@
 """One call's results at a glance: for each validated plan under DIR (a ``plan.json`` with a
 ``validation.traffic`` section, an ``iterations.csv`` beside it), each load's predicted and
-measured metrics, its measured over predicted step by path, and its decode steps by span of
+measured metrics, its measured over predicted step by path (and the share of it the host took
+to issue, where measured), and its decode steps by span of
 batches; then each ``decode-gap*.json``'s serving points (graph, eager and chunk iterations,
 the kernels' share) and kernel sweep, fastest first.
 
@@ -38,7 +39,9 @@ def plans(root: Path) -> None:
             }
             if paths:
                 print("    measured/predicted by path: " + ", ".join(
-                    f"{name} {p['mean_step_s'] / p['mean_predicted_s']:.2f}x ({p['count']})"
+                    f"{name} {p['mean_step_s'] / p['mean_predicted_s']:.2f}x ({p['count']}"
+                    + (f", issued in {p['mean_issued_s'] / p['mean_step_s']:.0%} of it"
+                       if p.get("mean_issued_s") else "") + ")"
                     for name, p in paths.items()))  # fmt: skip
             steps = load.get("decode_steps") or decode_steps(rows.get(load["load"], []))
             ratios = decode_step_ratios(steps)

@@ -115,13 +115,14 @@ def compile_for_hopper(
     asm: str = "ptx",
     num_stages: int | None = None,
     divisible: tuple[str, ...] = (),
-) -> str:
+) -> str | int:
     """PTX of a ``@triton.jit`` kernel compiled for sm_90 on this CPU (Triton's own
     assembler): what the interpreter never does, so a kernel only a real compile refuses is
     caught here. ``types``: the Triton type of each pointer or float argument (``*bf16``,
     ``fp32``, ...), any other is ``i32``; ``constants``: the compile-time ones. ``asm="ttgir"``
     returns the GPU-level IR instead (where the software pipeline's buffers show), compiled
-    with ``num_stages`` if given; ``divisible`` names the arguments a launch would find
+    with ``num_stages`` if given; ``asm="shared"`` the bytes of shared memory one program
+    takes (how many programs an SM holds); ``divisible`` names the arguments a launch would find
     divisible by 16 (pointers aligned to 16 bytes, strides), as Triton specializes them and
     as its vectorized and asynchronous loads need. Skips where this Triton build cannot
     assemble for sm_90."""
@@ -140,7 +141,8 @@ def compile_for_hopper(
         options: dict[str, object] = {"enable_fp_fusion": True}
         if num_stages is not None:
             options["num_stages"] = num_stages
-        return triton.compile(source, target=GPUTarget("cuda", 90, 32), options=options).asm[asm]
+        compiled = triton.compile(source, target=GPUTarget("cuda", 90, 32), options=options)
+        return compiled.metadata.shared if asm == "shared" else compiled.asm[asm]
     except RuntimeError as error:
         if "ptxas" in str(error).lower():
             pytest.skip(f"Triton cannot assemble for sm_90 here: {error}")

@@ -126,16 +126,18 @@ PAGED = """
 """
 
 
-@pytest.mark.parametrize("by_work", [False, True])
-def test_decode_attention_over_paged_blocks_in_interpreter(by_work):
+@pytest.mark.parametrize(("by_work", "round_down"), [(False, False), (True, False), (True, True)])
+def test_decode_attention_over_paged_blocks_in_interpreter(by_work, round_down):
     """Sequences of different lengths, their blocks scattered: each attends over its own keys
     through its block table, the new K and V land in its block, and no counter is left set,
     whether each sequence's keys spread over all of the grid's chunks or over its share of the
-    launch's keys (the longest over several, the shortest in one)."""
+    launch's keys (the longest over several, the shortest in one), its chunks rounded up or
+    down."""
     script = PAGED.replace(
         "decode_splits.MIN_KEYS",
-        f"decode_splits.BY_WORK = {by_work}\n    "
-        + ("decode_splits.TARGET_PROGRAMS = 4\n    " if by_work else "")  # chunks of 34 keys
+        f"decode_splits.BY_WORK = {by_work}\n    decode_splits.ROUND_DOWN = {round_down}\n    "
+        # Chunks of 34 keys (17 rounded down, so the longest still takes two)
+        + (f"decode_splits.TARGET_PROGRAMS = {8 if round_down else 4}\n    " if by_work else "")
         + "decode_splits.MIN_KEYS",
     )
     error, cache_error, counters = map(float, run_in_interpreter(script).split())
@@ -247,13 +249,21 @@ def test_every_variant_of_the_decode_kernel_compiles_for_hopper(cache_fp8):
     from tests.executor.conftest import compile_for_hopper
 
     types = kernel_types(cache_fp8)
-    for by_work, query in itertools.product((False, True), (1, 3)):
+    rules = ((False, False), (True, False), (True, True))  # (by work, rounded down)
+    for (by_work, round_down), query in itertools.product(rules, (1, 3)):
         constants = {"HALF": 64, "BLOCK_G": 16, "BLOCK_S": 64, "BLOCK_SPLITS": 4,
                      "GROUP": 4 if query == 1 else 16, "CACHE_FP8": cache_fp8,
                      "USE_PDL": True, "QUERY": query, "FUSED": query == 1,
-                     "BY_WORK": by_work}  # fmt: skip
+                     "BY_WORK": by_work, "ROUND_DOWN": round_down}  # fmt: skip
         ptx = compile_for_hopper(_decode_kernel, types, constants)
-        assert ".target sm_90" in ptx, (by_work, query)
+        assert ".target sm_90" in ptx, (by_work, round_down, query)
+
+
+def aligned_arguments(types: dict[str, str]) -> tuple[str, ...]:
+    """What a serving launch finds divisible by 16: every pointer, the cache's strides and its
+    block size (16 tokens), the fused projection's row stride."""
+    return (*(name for name in types if name.endswith("_ptr")), "stride_kb", "stride_kh",
+            "stride_ks", "page", "stride_qkv_b")  # fmt: skip
 
 
 @pytest.mark.parametrize("cache_fp8", [False, True])
@@ -266,19 +276,17 @@ def test_the_loop_keeps_several_tiles_in_flight_straight_to_the_dots(cache_fp8):
     import re
 
     from executor.decode_attention import BLOCK_S, _decode_kernel
+    from executor.decode_splits import ROUND_DOWN
     from tests.executor.conftest import compile_for_hopper
 
     types = kernel_types(cache_fp8)
     element = "f8E4M3FN" if cache_fp8 else "bf16"
-    # What a serving launch finds divisible by 16: every pointer, the cache's strides and its
-    # block size (16 tokens), the fused projection's row stride.
-    aligned = (*(name for name in types if name.endswith("_ptr")), "stride_kb", "stride_kh",
-               "stride_ks", "page", "stride_qkv_b")  # fmt: skip
+    aligned = aligned_arguments(types)
     # The tile a launch uses (``BLOCK_S`` keys a step).
     constants = {"HALF": 64, "BLOCK_G": 16, "BLOCK_S": BLOCK_S, "BLOCK_SPLITS": 4, "GROUP": 4,
                  "CACHE_FP8": cache_fp8, "USE_PDL": True, "QUERY": 1, "FUSED": True,
-                 "BY_WORK": True}  # fmt: skip
-    for stages in (3, 4):
+                 "BY_WORK": True, "ROUND_DOWN": ROUND_DOWN}  # fmt: skip
+    for stages in (2, 3, 4):
         ir = compile_for_hopper(_decode_kernel, types, constants, asm="ttgir",
                                 num_stages=stages, divisible=aligned)  # fmt: skip
         buffers = set(re.findall(rf"memdesc<(\d+)x{BLOCK_S}x64x{element}", ir))
@@ -286,3 +294,27 @@ def test_the_loop_keeps_several_tiles_in_flight_straight_to_the_dots(cache_fp8):
         loop = ir[ir.index("scf.for", ir.index("async_copy_global_to_local")) :]
         loop = loop[: loop.index("scf.yield")]
         assert loop.count("ttg.local_alloc") == 1, loop.count("ttg.local_alloc")
+
+
+# Shared memory per SM on Hopper (H100 and H200: 228 KiB, of which 1 KiB per resident block is
+# reserved by the hardware; CUDA C++ Programming Guide, "Compute Capability 9.0").
+HOPPER_SHARED_PER_SM = 228 * 1024
+
+
+@pytest.mark.parametrize("cache_fp8", [False, True])
+def test_the_default_launch_leaves_room_for_three_programs_an_sm(cache_fp8):
+    """With three pipeline stages the 128-key tile took 136 KiB of shared memory (bf16 cache),
+    so an SM held one program, and a launch of more programs than SMs ran in two waves: the
+    default tile keeps three programs on an SM (``decode_attention.NUM_STAGES``)."""
+    from executor import decode_attention, decode_splits
+    from tests.executor.conftest import compile_for_hopper
+
+    constants = {"HALF": 64, "BLOCK_G": 16, "BLOCK_S": decode_attention.BLOCK_S,
+                 "BLOCK_SPLITS": 32, "GROUP": 4, "CACHE_FP8": cache_fp8, "USE_PDL": True,
+                 "QUERY": 1, "FUSED": True, "BY_WORK": decode_splits.BY_WORK,
+                 "ROUND_DOWN": decode_splits.ROUND_DOWN}  # fmt: skip
+    types = kernel_types(cache_fp8)
+    shared = compile_for_hopper(decode_attention._decode_kernel, types, constants, asm="shared",
+                                num_stages=decode_attention.NUM_STAGES,
+                                divisible=aligned_arguments(types))  # fmt: skip
+    assert 3 * (shared + 1024) <= HOPPER_SHARED_PER_SM, f"{shared / 1024:.0f} KiB a program"

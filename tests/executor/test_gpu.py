@@ -201,3 +201,72 @@ def test_triton_decode_attention_matches_rope_cache_and_sdpa_on_gpu(kv_dtype, ba
     for mine, theirs in ((caches[0].k, caches[1].k), (caches[0].v, caches[1].v)):
         torch.testing.assert_close(mine.float(), theirs.float(), rtol=ulp, atol=1e-2)
     assert int(caches[0].split_counters.abs().sum()) == 0, "counters left for the next step"
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("kv_dtype", [torch.bfloat16, torch.float8_e4m3fn])
+@pytest.mark.parametrize("by_work", [False, True])
+def test_paged_decode_attention_matches_sdpa_over_gathered_blocks_on_gpu(kv_dtype, by_work):
+    """The serving loop's decode attention, compiled for this GPU at Llama-3.1-8B's head shapes:
+    sequences of mixed lengths (one key, a tile's edge, a block's, thousands) with their blocks
+    scattered over the cache, against RoPE then SDPA over each sequence's gathered blocks. The
+    new K/V are stored by the program whose chunk holds them and read back after a barrier:
+    in the interpreter every program runs alone, so only a GPU tests that order."""
+    import torch.nn.functional as F
+
+    from executor import decode_splits, fused
+    from executor.decode_attention import available, decode_attention
+    from executor.kv_cache import PagedKVCache
+
+    if not available():
+        pytest.skip("Triton is not installed")
+    heads, kv_heads, dim, page = 32, 8, 128, 16
+    lengths = [1, 128, 129, 16, 17, 1000, 4099, 2300, 640, 33]
+    used = [-(-n // page) for n in lengths]
+    generator = torch.Generator(device="cuda").manual_seed(0)
+    order = torch.randperm(sum(used) + 8, device="cuda", generator=generator).tolist()
+    width = max(used)
+    tables = torch.zeros(len(lengths), width, dtype=torch.long, device="cuda")
+    for row, count in enumerate(used):
+        first = sum(used[:row])
+        tables[row, :count] = torch.tensor(order[first : first + count])
+
+    def cache() -> PagedKVCache:
+        made = PagedKVCache(sum(used) + 8, kv_heads, page, dim, kv_dtype, "cuda", scale=0.05)
+        stored = 1 / made.scale if made.is_fp8 else 1.0  # unit-sized K/V once dequantized
+        for buffer in (made.k, made.v):
+            noise = torch.randn(buffer.shape, device="cuda", generator=generator.manual_seed(1))
+            buffer.copy_(noise * stored)
+        return made
+
+    positions = torch.tensor([n - 1 for n in lengths], device="cuda")
+    angles = torch.randn(len(lengths), dim // 2, device="cuda").repeat(1, 2)
+    cos, sin = angles.cos(), angles.sin()
+    qkv = torch.randn(len(lengths), 1, heads + 2 * kv_heads, dim, device="cuda",
+                      dtype=torch.bfloat16)  # fmt: skip
+    saved = decode_splits.BY_WORK
+    decode_splits.BY_WORK = by_work
+    try:
+        mine = cache()
+        got = decode_attention(qkv.clone(), cos, sin, positions, mine, max(lengths), heads,
+                               block_table=tables)  # fmt: skip
+    finally:
+        decode_splits.BY_WORK = saved
+    reference = cache()
+    for i, n in enumerate(lengths):
+        row = fused.rope_cache(qkv[i : i + 1].clone(), cos[i : i + 1], sin[i : i + 1], heads,
+                               kv_heads)  # fmt: skip
+        block, offset = tables[i, (n - 1) // page], (n - 1) % page
+        reference.write(block[None], torch.tensor([offset], device="cuda"),
+                        row[0, :, heads : heads + kv_heads], row[0, :, heads + kv_heads :])  # fmt: skip
+        k, v = reference.gather(tables[i], n, torch.float32)
+        q = row[0, :, :heads][None].transpose(1, 2).float()  # [1, heads, 1, D]
+        want = F.scaled_dot_product_attention(q, k, v, enable_gqa=True).reshape(heads * dim)
+        torch.testing.assert_close(got[i, 0].float(), want, rtol=2e-2, atol=2e-2,
+                                   msg=lambda m, n=n: f"sequence of {n} keys: {m}")  # fmt: skip
+    ulp = 0.13 if kv_dtype == torch.float8_e4m3fn else 1e-2  # x / s and x * (1 / s) may differ
+    for name in ("k", "v"):
+        ours, theirs = getattr(mine, name), getattr(reference, name)
+        torch.testing.assert_close(ours.float(), theirs.float(), rtol=ulp, atol=1e-2)
+    assert int(mine.split_counters.abs().sum()) == 0, "counters left for the next step"

@@ -228,17 +228,19 @@ def test_a_load_run_again_keeps_the_rest_and_an_unfinished_run_says_so(plan_file
 
 def test_iteration_means_split_by_execution_path():
     """Decode graphs, piecewise graphs and eager iterations cost differently: each path's
-    iterations are averaged apart, beside the mean of all."""
+    iterations are averaged apart, beside the mean of all, with the host's time to issue them
+    where it was measured."""
     pytest.importorskip("torch")
     from executor.serving_loop import IterationRecord
     from tuner.traffic import _iteration_means
 
-    def record(path, step_s, device_s=None):
+    def record(path, step_s, device_s=None, issued_s=None):
         return IterationRecord(tokens=1, decodes=1, chunks=0, predicted_s=0.01, step_s=step_s,
-                               host_s=0.0, path=path, device_s=device_s)  # fmt: skip
+                               host_s=0.0, path=path, device_s=device_s,
+                               issued_s=issued_s)  # fmt: skip
 
-    records = [record("graph", 0.01, 0.008), record("graph", 0.03, 0.02),
-               record("graph", 0.011, 0.01), record("eager", 0.1)]  # fmt: skip
+    records = [record("graph", 0.01, 0.008, 0.001), record("graph", 0.03, 0.02, 0.002),
+               record("graph", 0.011, 0.01, 0.003), record("eager", 0.1)]  # fmt: skip
     means = _iteration_means(records)
     assert means["count"] == 4 and means["graph"]["count"] == 3
     assert means["graph"]["mean_step_s"] == pytest.approx(0.017)
@@ -247,6 +249,8 @@ def test_iteration_means_split_by_execution_path():
     assert means["graph"]["mean_device_s"] == pytest.approx(0.038 / 3)
     assert means["eager"]["mean_step_s"] == pytest.approx(0.1)
     assert "mean_device_s" not in means["eager"], "no GPU time where the run had none"
+    assert means["graph"]["mean_issued_s"] == pytest.approx(0.002)
+    assert "mean_issued_s" not in means["eager"] and "mean_issued_s" not in means
     assert "piecewise" not in means
 
 
@@ -332,6 +336,7 @@ def test_kernels_compiled_inside_a_timed_run_are_named(plan_file, tmp_path):
     assert list(again) == ["light", "plan", "overload"]
     assert [len(records) for records in again.values()] == counts
     assert again["light"][0].device_s is None and again["light"][0].compiles == 1
+    assert again["light"][0].issued_s is None  # the fake clock's records do not say
     for row, records in zip(section["loads"], again.values(), strict=True):
         means = row["iterations"]
         assert statistics.fmean(r.predicted_s for r in records) == pytest.approx(
@@ -341,11 +346,13 @@ def test_kernels_compiled_inside_a_timed_run_are_named(plan_file, tmp_path):
 
 def test_each_paths_iterations_are_printed_with_median_and_gpu_share(capsys):
     """The CLI's traffic table names each execution path's count, mean (and the GPU's share of
-    it), median and prediction, and the kernels compiled inside the timed run."""
+    it, and the host's time to issue it), median and prediction, and the kernels compiled
+    inside the timed run."""
     from tuner.commands.validate import _print_traffic
 
     group = {"count": 7, "mean_step_s": 0.0472, "median_step_s": 0.0129, "max_step_s": 1.2,
-             "mean_host_s": 0.0002, "mean_predicted_s": 0.0094, "mean_device_s": 0.0468}  # fmt: skip
+             "mean_host_s": 0.0002, "mean_predicted_s": 0.0094, "mean_device_s": 0.0468,
+             "mean_issued_s": 0.0451}  # fmt: skip
     section = {"notes": [], "loads": [{
         "load": "light", "rate_per_s": 6.0, "requests": 100, "predicted": {}, "compiles": 1,
         "compiled_kernels": ["_decode_kernel"], "iterations": {"piecewise": group},
@@ -355,8 +362,8 @@ def test_each_paths_iterations_are_printed_with_median_and_gpu_share(capsys):
     out = capsys.readouterr().out
     assert "1 Triton kernel compiles inside timed iterations" in out and "_decode_kernel" in out
     assert "4 allocator retries" in out
-    assert ("piecewise iterations: 7, mean 47.20 ms measured (46.80 on the GPU), median 12.90, "
-            "9.40 ms predicted") in out  # fmt: skip
+    assert ("piecewise iterations: 7, mean 47.20 ms measured (46.80 on the GPU), issued in "
+            "45.10, median 12.90, 9.40 ms predicted") in out  # fmt: skip
 
 
 def test_decode_steps_are_the_medians_of_each_batch_of_graph_iterations():

@@ -224,10 +224,11 @@ def _print_traffic(section: dict) -> None:
         for kind in ("graph", "piecewise", "eager"):
             if kind in iterations:
                 group = iterations[kind]
-                gpu = group.get("mean_device_s")
+                gpu, issued = group.get("mean_device_s"), group.get("mean_issued_s")
                 print(f"  {kind} iterations: {group['count']}, mean "
                       f"{1e3 * group['mean_step_s']:.2f} ms measured"
                       + (f" ({1e3 * gpu:.2f} on the GPU)" if gpu is not None else "")
+                      + (f", issued in {1e3 * issued:.2f}" if issued is not None else "")
                       + f", median {1e3 * group.get('median_step_s', float('nan')):.2f}, "
                       f"{1e3 * group['mean_predicted_s']:.2f} ms predicted")  # fmt: skip
         ratios = decode_step_ratios(row.get("decode_steps") or [])
