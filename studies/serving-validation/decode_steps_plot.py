@@ -11,7 +11,8 @@ import sys
 from pathlib import Path
 
 from tuner import plots
-from tuner.traffic import decode_steps, read_iterations
+from tuner.iteration_log import read_iterations
+from tuner.traffic import decode_steps
 
 
 def main() -> int:

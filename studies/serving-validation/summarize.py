@@ -14,7 +14,8 @@ import json
 import sys
 from pathlib import Path
 
-from tuner.traffic import decode_step_ratios, decode_steps, read_iterations
+from tuner.iteration_log import read_iterations
+from tuner.traffic import decode_step_ratios, decode_steps
 
 
 def plans(root: Path) -> None:

@@ -330,7 +330,7 @@ def test_kernels_compiled_inside_a_timed_run_are_named(plan_file, tmp_path):
     # Read back, the rows give each load's summaries again (the study scripts' input).
     import statistics
 
-    from tuner.traffic import read_iterations
+    from tuner.iteration_log import read_iterations
 
     again = read_iterations(tmp_path / "iterations.csv")
     assert list(again) == ["light", "plan", "overload"]
