@@ -30,7 +30,14 @@ from executor.quant import FP8_DTYPE, calibrate_static_scales, quantize_model
 from simulator.data.specs import ModelSpec
 from simulator.results import StepMeasurement
 
-__all__ = ["prepare_model", "quantization_of", "measure_point", "machine_info", "free_memory"]
+__all__ = [
+    "prepare_model",
+    "quantization_of",
+    "measure_point",
+    "machine_info",
+    "free_memory",
+    "host_dispatch_s",
+]
 
 
 def free_memory() -> None:
@@ -232,3 +239,30 @@ def machine_info() -> dict:
     info["device_name"] = torch.cuda.get_device_name(0)
     info["device_count"] = str(torch.cuda.device_count())
     return info
+
+
+def host_dispatch_s(device: str | torch.device | None = None, *, calls: int = 100,
+                    rounds: int = 21) -> float:  # fmt: skip
+    """Seconds this host takes to issue one small eager PyTorch op to ``device`` (the GPU if
+    there is one; the median
+    round of ``calls`` adds of two 1,024-element tensors, after a synchronize each): how fast
+    the host launches. Iterations that launch kernels from Python (attention between graph
+    pieces, steps too large for graphs) run at this pace where their GPU work is shorter, so
+    a serving validation on a slower host measures them slower; hosts of one card differed
+    about threefold (``studies/serving-validation/NOTES.md``)."""
+    import statistics
+    import time
+
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    a = torch.ones(1024, device=device)
+    b, out = torch.ones_like(a), torch.empty_like(a)
+    per_call = []
+    for _ in range(rounds):
+        if a.is_cuda:
+            torch.cuda.synchronize(a.device)
+        start = time.perf_counter()
+        for _ in range(calls):
+            torch.add(a, b, out=out)
+        per_call.append((time.perf_counter() - start) / calls)
+    return statistics.median(per_call)

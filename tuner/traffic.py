@@ -354,7 +354,9 @@ def traffic_summary(validation: dict[str, Any] | None) -> tuple[str | None, list
         + (f" (median error {100 * median:.1f}%, worst {100 * section['max_abs_relative_error']:.1f}%;"
            f" agreement: each within {100 * EACH:.0f}%, median within {100 * MEDIAN:.0f}%)"
            if median is not None else "")
-        + f" on {machine.get('device_name', 'no GPU')}, {section.get('measured_utc', '')}: "
-        f"`{section.get('command', '')}`"
+        + f" on {machine.get('device_name', 'no GPU')}"
+        + (f" (host: {machine['host_dispatch_us']:.1f} us to issue an eager op)"
+           if machine.get("host_dispatch_us") is not None else "")
+        + f", {section.get('measured_utc', '')}: `{section.get('command', '')}`"
     )  # fmt: skip
     return summary, rows

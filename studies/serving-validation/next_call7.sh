@@ -6,7 +6,8 @@
 # rate, the summarization plan on a shared GPU (preemption at overload); after FP8, `tune
 # measure`'s FP8-cache decode at batch 128. A step whose output is
 # already in $results (a warm machine's earlier call) is skipped, so calling this again goes on
-# where the last call stopped. Results in $OUT/results.tar, rebuilt after each step.
+# where the last call stopped. SWEEP_BF16, SWEEP_FP8 (points) and SWEEP_BF16_S, SWEEP_FP8_S
+# (seconds) change the sweep. Results in $OUT/results.tar, rebuilt after each step.
 set -u
 source studies/serving-validation/call_env.sh
 done_already() { grep -q "^rc=" "$results/$1/traffic.log" 2>/dev/null; }
@@ -16,8 +17,8 @@ if [ ! -s $results/kernel-choice.json ]; then
             --sweep "$2" --sweep-kv $1 > $results/kernel-sweep-$1.log 2>&1
         echo "kernel sweep $1 rc=$?"
     }
-    sweep bf16 "16x1024~,32x1024~,64x1024~,8x4096~" 120
-    sweep fp8 "32x1024~,128x1024~" 80
+    sweep bf16 "${SWEEP_BF16:-16x1024~,32x1024~,64x1024~,8x4096~}" ${SWEEP_BF16_S:-120}
+    sweep fp8 "${SWEEP_FP8:-32x1024~,128x1024~}" ${SWEEP_FP8_S:-80}
     python3 $here/choose_kernel.py $results/kernel-choice.json $results/kernel-sweep-*.json \
         | tee $results/kernel-choice.log
     pack

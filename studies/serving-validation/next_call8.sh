@@ -13,16 +13,5 @@ if [ ! -s $results/gpu-tests.log ]; then
     tail -n 3 $results/gpu-tests.log
     pack
 fi
-if [ ! -s $results/kernel-choice.json ]; then
-    sweep() {  # cache, points, seconds
-        timeout $3 python3 $here/decode_gap.py $results/kernel-sweep-$1.json --points "" \
-            --sweep "$2" --sweep-kv $1 > $results/kernel-sweep-$1.log 2>&1
-        echo "kernel sweep $1 rc=$?"
-    }
-    sweep bf16 "1x1024,4x1024~,16x1024~,32x1024~,64x1024~,8x4096~" 190
-    sweep fp8 "4x1024~,32x1024~,128x1024~" 110
-    python3 $here/choose_kernel.py $results/kernel-choice.json $results/kernel-sweep-*.json \
-        | tee $results/kernel-choice.log
-    pack
-fi
-bash $here/next_call7.sh
+SWEEP_BF16="1x1024,4x1024~,16x1024~,32x1024~,64x1024~,8x4096~" SWEEP_BF16_S=190 \
+    SWEEP_FP8="4x1024~,32x1024~,128x1024~" SWEEP_FP8_S=110 bash $here/next_call7.sh

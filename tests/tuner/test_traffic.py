@@ -87,7 +87,8 @@ def test_the_report_shows_a_validation_under_traffic(tmp_path, capsys):
     bars = capsys.readouterr().err  # each measured load's bar of finished requests
     assert all(f"{load} load, GPU" in bars for load in ("light", "plan", "overload"))
     assert "/60" in bars
-    section.update(machine={"device_name": "stand-in"}, command="tune validate --traffic")
+    section.update(machine={"device_name": "stand-in", "host_dispatch_us": 7.5},
+                   command="tune validate --traffic")  # fmt: skip
     section["loads"][1]["decode_steps"] = [  # what an executor's decode graphs report
         {"batch": b, "iterations": 9, "measured_s": 7e-3 + 1e-4 * b, "predicted_s": 6e-3}
         for b in (1, 2, 4, 8)
@@ -99,6 +100,7 @@ def test_the_report_shows_a_validation_under_traffic(tmp_path, capsys):
     markdown = (study / "report.md").read_text()
     assert "Under traffic" in html and "alt='traffic_cdfs'" in html
     assert "### Under traffic" in markdown and "overload (" in markdown and "tpot_p99" in markdown
+    assert "stand-in (host: 7.5 us to issue an eager op)" in markdown
     assert (study / "plots" / "traffic_cdfs.png").is_file()
     assert (study / "plots" / "traffic_steps.png").is_file() and "traffic_steps" in html
 
@@ -159,6 +161,9 @@ def test_validate_traffic_writes_its_section_and_keeps_the_steps(plan_file, caps
     assert re.search(r"preemptions +predicted +\d+  measured \d+\n", out), out  # both counts
     section = json.loads(plan_file.read_text())["validation"]
     assert section["status"] == "agrees" and section["traffic"]["machine"]["device_name"]
+    # How fast this host issues an op (here the CPU's), printed and kept with the machine.
+    dispatch = section["traffic"]["machine"]["host_dispatch_us"]
+    assert 0 < dispatch < 1e4 and f"host: {dispatch:.1f} us to issue an eager op" in out
     assert [row["load"] for row in section["traffic"]["loads"]] == ["light", "plan", "overload"]
     assert main(["validate", str(plan_file)]) == 0  # the steps again: the traffic part stays
     assert "traffic" in json.loads(plan_file.read_text())["validation"]

@@ -158,12 +158,12 @@ def _traffic(args: argparse.Namespace, plan) -> int:
     config = traffic_config(plan)
     clock_for, machine = None, {}
     if not args.dry_run:
-        from executor.points import machine_info
+        from executor.points import host_dispatch_s, machine_info
         from executor.validate import serving_clocks
 
         clock_for = serving_clocks(search.space.model, config,
                                    max_seq_length=config.max_model_len)  # fmt: skip
-        machine = machine_info()
+        machine = {**machine_info(), "host_dispatch_us": round(1e6 * host_dispatch_s(), 2)}
     first = int(os.environ.get("RANK", "0")) == 0  # under torchrun, rank 0 speaks and writes
     command = "tune " + " ".join(shlex.quote(a) for a in sys.argv[1:])
 
@@ -199,6 +199,10 @@ def _traffic(args: argparse.Namespace, plan) -> int:
 
 def _print_traffic(section: dict) -> None:
     from tuner.traffic import decode_step_ratios, show_metric
+
+    dispatch = (section.get("machine") or {}).get("host_dispatch_us")
+    if dispatch is not None:  # iterations launched from Python run at the host's pace
+        print(f"host: {dispatch:.1f} us to issue an eager op")
 
     for row in section["loads"]:
         kept = f" (kept from {row['measured_utc']})" if "measured_utc" in row else ""
