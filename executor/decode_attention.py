@@ -63,6 +63,13 @@ __all__ = ["available", "decode_attention", "supports"]
 # down (``decode_splits.ROUND_DOWN``) the kernel took 0.87 of the time of three stages over
 # batches of 1-64 sequences (``h100-occupancy-2026-12-07/``).
 BLOCK_S, NUM_WARPS, NUM_STAGES = 128, 4, 2
+# An FP8 cache's dots in float16 instead of the query's bfloat16. Compiled for sm_90, each
+# loop step widens its K/V tiles with 128 ``cvt.rn.f16x2.e4m3x2`` a thread, and then, for
+# bfloat16, 256 ``cvt.bf16.f16`` more; the kernel reads an FP8 cache no faster than a bf16 one
+# of twice the bytes (``studies/serving-validation/NOTES.md``), which conversions at Hopper's
+# rate for them would explain. float16 holds every e4m3 value and P exactly, and the query's
+# range in Llama's layers. Off until a sweep times it (``kernel_launch.VARIANTS``).
+FP8_AS_F16 = False
 
 if triton is not None:
     FP8_MAX = tl.constexpr(448.0)  # the largest finite float8_e4m3fn
@@ -120,6 +127,7 @@ if triton is not None:
         FUSED: tl.constexpr = True,
         BY_WORK: tl.constexpr = False,
         ROUND_DOWN: tl.constexpr = False,
+        FP8_AS_F16: tl.constexpr = False,
     ):
         # The next kernel (the output projection's GEMV) may launch only once the keys are
         # read: launched earlier, its waiting blocks would hold SM slots this kernel needs.
@@ -137,7 +145,10 @@ if triton is not None:
         t = g // group
         token = b * QUERY + t  # the row's token in the iteration: the sequence's tokens in order
         out_head = token * heads + kv_head * group + g % group  # its row of the output [*, D]
-        dot_type = qkv_ptr.dtype.element_ty  # an FP8 cache is widened to the query's dtype
+        # An FP8 cache is widened to the query's dtype, or to float16 (FP8_AS_F16): Hopper
+        # widens e4m3 pairs to float16 in one instruction, and bfloat16 takes one more per
+        # element (see FP8_AS_F16 below).
+        dot_type = tl.float16 if CACHE_FP8 and FP8_AS_F16 else qkv_ptr.dtype.element_ty
         cache_type = k_ptr.dtype.element_ty
         position = tl.load(pos_ptr + b * stride_pos)  # this sequence's first new token
         limit = position + t  # the last key row r may see (causal among the new tokens)
@@ -393,5 +404,6 @@ def decode_attention(
         FUSED=fused,
         BY_WORK=decode_splits.BY_WORK,
         ROUND_DOWN=decode_splits.ROUND_DOWN,
+        FP8_AS_F16=FP8_AS_F16,
     )
     return out

@@ -19,6 +19,7 @@ KNOBS = {  # knob: (module, constant)
     "block_s": (decode_attention, "BLOCK_S"),
     "warps": (decode_attention, "NUM_WARPS"),
     "stages": (decode_attention, "NUM_STAGES"),
+    "fp8_as_f16": (decode_attention, "FP8_AS_F16"),
     "by_work": (decode_splits, "BY_WORK"),
     "round_down": (decode_splits, "ROUND_DOWN"),
     "target_programs": (decode_splits, "TARGET_PROGRAMS"),
@@ -26,24 +27,25 @@ KNOBS = {  # knob: (module, constant)
 }
 DEFAULT = {knob: getattr(module, name) for knob, (module, name) in KNOBS.items()}
 
-# The sweeps behind the kernel as it is (h100-kernel-2026-12-07/, NOTES.md): the block table
-# read a step ahead (1-sweep-and-plans/: 6-11 % faster than in the step, whose stages changed
-# nothing) and the new K/V stored first with 128 keys a step (2-stored-first/: 0.77 of the
-# time of the launch before it, geometric mean). Those two were compile-time switches of the
-# kernel then; the variants left are the tile and the chunking (eight warps, four stages and
-# 512 programs were slower there at every point, and are no longer timed).
+# The sweeps behind the kernel as it is (NOTES.md): the block table read a step ahead
+# (h100-kernel-2026-12-07/1-sweep-and-plans/: 6-11 % faster than in the step, whose stages
+# changed nothing), the new K/V stored first with 128 keys a step (2-stored-first/: 0.77 of
+# the time of the launch before it, geometric mean), then two pipeline stages with the chunks
+# rounded down (h100-occupancy-2026-12-07/: 0.87 of three stages rounded up). Eight warps,
+# four stages and 512 programs were slower at every point and are no longer timed.
 VARIANTS: list[dict] = [
     {},
     {"block_s": 64},
     {"min_grid_splits": 8},
-    # Shared memory per program (compiled for sm_90, bf16 cache): 136 KiB at 128 keys and
-    # three stages, one program an SM; 72 KiB at two stages (one tile in flight each, three
-    # programs an SM). And the programs a launch aims at, against the SMs that hold them.
-    {"stages": 2},
-    {"round_down": True},
-    {"target_programs": 128, "round_down": True},
-    {"stages": 2, "round_down": True},
-    {"stages": 2, "target_programs": 384, "round_down": True},
+    # Shared memory per program (compiled for sm_90, bf16 cache): 72 KiB at two stages (three
+    # programs an SM), 136 KiB at three (one). And the programs a launch aims at.
+    {"stages": 3},
+    {"round_down": False},
+    {"target_programs": 128},
+    {"target_programs": 384},
+    # An FP8 cache's dots in float16 (one conversion an element pair, not three); the same
+    # kernel as the defaults with a bf16 cache.
+    {"fp8_as_f16": True},
 ]
 
 

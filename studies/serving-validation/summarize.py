@@ -79,7 +79,8 @@ def gaps(root: Path) -> None:
 def _launch(row: dict) -> str:
     """A sweep row's launch: chunk rule, graph or own length, programs aimed at (grid chunks
     a pair), tile, "in-step" where the block table is read in each step, not ahead, and
-    "stored-first" where the new K/V are stored before the loop. Rows before ``kernel_launch``
+    "stored-first" where the new K/V are stored before the loop, "down" where chunks are
+    rounded down, "f16" where an FP8 cache's dots are float16. Rows before ``kernel_launch``
     carried the knobs themselves, and rows before the two rules had "balanced" or fixed."""
     knobs = row["launch"] if isinstance(row["launch"], dict) else row
     if "by_work" in knobs:
@@ -92,6 +93,7 @@ def _launch(row: dict) -> str:
         f"{rule} {where} t{knobs['target_programs']}{grid} {knobs['block_s']}/"
         f"{knobs['warps']}/{knobs['stages']}{' in-step' if knobs.get('table_ahead') is False else ''}"
         f"{' stored-first' if knobs.get('store_first') else ''}"
+        f"{' down' if knobs.get('round_down') else ''}{' f16' if knobs.get('fp8_as_f16') else ''}"
     )
 
 

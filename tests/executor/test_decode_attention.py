@@ -318,3 +318,25 @@ def test_the_default_launch_leaves_room_for_three_programs_an_sm(cache_fp8):
                                 num_stages=decode_attention.NUM_STAGES,
                                 divisible=aligned_arguments(types))  # fmt: skip
     assert 3 * (shared + 1024) <= HOPPER_SHARED_PER_SM, f"{shared / 1024:.0f} KiB a program"
+
+
+def test_an_fp8_cache_in_float16_dots_is_widened_once_an_element_pair():
+    """Compiled for sm_90, an FP8 cache's K/V tiles widen to float16 in one instruction per
+    element pair (``cvt.rn.f16x2.e4m3x2``); for bfloat16 dots every element then takes one
+    more (``cvt.bf16.f16``), which ``decode_attention.FP8_AS_F16`` leaves out."""
+    from executor import decode_attention
+    from tests.executor.conftest import compile_for_hopper
+
+    types = kernel_types(cache_fp8=True)
+    counts = {}
+    for as_f16 in (False, True):
+        constants = {"HALF": 64, "BLOCK_G": 16, "BLOCK_S": decode_attention.BLOCK_S,
+                     "BLOCK_SPLITS": 32, "GROUP": 4, "CACHE_FP8": True, "USE_PDL": True,
+                     "QUERY": 1, "FUSED": True, "BY_WORK": True, "ROUND_DOWN": True,
+                     "FP8_AS_F16": as_f16}  # fmt: skip
+        ptx = compile_for_hopper(decode_attention._decode_kernel, types, constants,
+                                 num_stages=decode_attention.NUM_STAGES,
+                                 divisible=aligned_arguments(types))  # fmt: skip
+        counts[as_f16] = (ptx.count("cvt.rn.f16x2.e4m3x2"), ptx.count("cvt.bf16.f16"))
+    pairs = decode_attention.BLOCK_S * 64 * 4 // (2 * 32 * decode_attention.NUM_WARPS)
+    assert counts[True] == (pairs, 0) and counts[False] == (pairs, 2 * pairs), counts

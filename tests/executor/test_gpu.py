@@ -205,18 +205,27 @@ def test_triton_decode_attention_matches_rope_cache_and_sdpa_on_gpu(kv_dtype, ba
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
-@pytest.mark.parametrize("kv_dtype", [torch.bfloat16, torch.float8_e4m3fn])
+@pytest.mark.parametrize(("kv_dtype", "fp8_as_f16"), [(torch.bfloat16, False),
+                         (torch.float8_e4m3fn, False), (torch.float8_e4m3fn, True)])  # fmt: skip
 @pytest.mark.parametrize("by_work", [False, True])
-def test_paged_decode_attention_matches_sdpa_over_gathered_blocks_on_gpu(kv_dtype, by_work):
+def test_paged_decode_attention_matches_sdpa_over_gathered_blocks_on_gpu(
+    kv_dtype, fp8_as_f16, by_work, monkeypatch
+):
     """The serving loop's decode attention, compiled for this GPU at Llama-3.1-8B's head shapes:
     sequences of mixed lengths (one key, a tile's edge, a block's, thousands) with their blocks
     scattered over the cache, against RoPE then SDPA over each sequence's gathered blocks. The
     new K/V are stored by the program whose chunk holds them and read back after a barrier:
-    in the interpreter every program runs alone, so only a GPU tests that order."""
+    in the interpreter every program runs alone, so only a GPU tests that order (and only a
+    GPU converts FP8 as the kernel will: the interpreter's FP8 is not the hardware's). An FP8
+    cache's dots in bfloat16 or float16 (``decode_attention.FP8_AS_F16``)."""
     import torch.nn.functional as F
 
+    from executor import decode_attention as attention
     from executor import decode_splits, fused
     from executor.decode_attention import available, decode_attention
+
+    monkeypatch.setattr(attention, "FP8_AS_F16", fp8_as_f16)
+    monkeypatch.setattr(decode_splits, "BY_WORK", by_work)
     from executor.kv_cache import PagedKVCache
 
     if not available():
@@ -245,14 +254,9 @@ def test_paged_decode_attention_matches_sdpa_over_gathered_blocks_on_gpu(kv_dtyp
     cos, sin = angles.cos(), angles.sin()
     qkv = torch.randn(len(lengths), 1, heads + 2 * kv_heads, dim, device="cuda",
                       dtype=torch.bfloat16)  # fmt: skip
-    saved = decode_splits.BY_WORK
-    decode_splits.BY_WORK = by_work
-    try:
-        mine = cache()
-        got = decode_attention(qkv.clone(), cos, sin, positions, mine, max(lengths), heads,
-                               block_table=tables)  # fmt: skip
-    finally:
-        decode_splits.BY_WORK = saved
+    mine = cache()
+    got = decode_attention(qkv.clone(), cos, sin, positions, mine, max(lengths), heads,
+                           block_table=tables)  # fmt: skip
     reference = cache()
     for i, n in enumerate(lengths):
         row = fused.rope_cache(qkv[i : i + 1].clone(), cos[i : i + 1], sin[i : i + 1], heads,
