@@ -244,12 +244,11 @@ def machine_info() -> dict:
 def host_dispatch_s(device: str | torch.device | None = None, *, calls: int = 100,
                     rounds: int = 21) -> float:  # fmt: skip
     """Seconds this host takes to issue one small eager PyTorch op to ``device`` (the GPU if
-    there is one; the median
-    round of ``calls`` adds of two 1,024-element tensors, after a synchronize each): how fast
-    the host launches. Iterations that launch kernels from Python (attention between graph
-    pieces, steps too large for graphs) run at this pace where their GPU work is shorter, so
-    a serving validation on a slower host measures them slower; hosts of one card differed
-    about threefold (``studies/serving-validation/NOTES.md``)."""
+    there is one): the median round of ``calls`` adds of two 1,024-element tensors, each round
+    after a synchronize. How fast the host launches: iterations that launch kernels from
+    Python (attention between graph pieces, steps too large for graphs) run at this pace where
+    their GPU work is shorter, so a serving validation on a slower host measures them slower;
+    hosts of one card differed about threefold (``studies/serving-validation/NOTES.md``)."""
     import statistics
     import time
 

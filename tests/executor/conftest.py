@@ -119,18 +119,22 @@ def compile_for_hopper(
     """PTX of a ``@triton.jit`` kernel compiled for sm_90 on this CPU (Triton's own
     assembler): what the interpreter never does, so a kernel only a real compile refuses is
     caught here. ``types``: the Triton type of each pointer or float argument (``*bf16``,
-    ``fp32``, ...), any other is ``i32``; ``constants``: the compile-time ones. ``asm="ttgir"``
-    returns the GPU-level IR instead (where the software pipeline's buffers show), compiled
-    with ``num_stages`` if given; ``asm="shared"`` the bytes of shared memory one program
-    takes (how many programs an SM holds); ``divisible`` names the arguments a launch would find
-    divisible by 16 (pointers aligned to 16 bytes, strides), as Triton specializes them and
-    as its vectorized and asynchronous loads need. Skips where this Triton build cannot
-    assemble for sm_90."""
+    ``fp32``, ...), any other is ``i32``; ``constants``: the compile-time ones (any left out
+    takes its default). ``asm="ttgir"`` returns the GPU-level IR instead (where the software
+    pipeline's buffers show), compiled with ``num_stages`` if given; ``asm="shared"`` the bytes
+    of shared memory one program takes (how many programs an SM holds); ``divisible`` names the
+    arguments a launch would find divisible by 16 (pointers aligned to 16 bytes, strides), as
+    Triton specializes them and as its vectorized and asynchronous loads need. Skips where this
+    Triton build cannot assemble for sm_90."""
     triton = pytest.importorskip("triton")
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
     params = kernel.arg_names
+    # A compile-time argument left out takes its default, as a launch that omits it does.
+    constants = {**{p.name: p.default for p in kernel.params
+                    if p.is_constexpr and p.has_default and p.name not in constants},
+                 **constants}  # fmt: skip
     signature = {name: "constexpr" if name in constants else types.get(name, "i32")
                  for name in params}  # fmt: skip
     attrs = {(params.index(name),): [["tt.divisibility", 16]] for name in divisible}

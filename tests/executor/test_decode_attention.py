@@ -136,7 +136,7 @@ def test_decode_attention_over_paged_blocks_in_interpreter(by_work, round_down):
     script = PAGED.replace(
         "decode_splits.MIN_KEYS",
         f"decode_splits.BY_WORK = {by_work}\n    decode_splits.ROUND_DOWN = {round_down}\n    "
-        # Chunks of 34 keys (17 rounded down, so the longest still takes two)
+        # By work, chunks of 34 keys, or of 17 rounded down (the longest, 40 keys, takes two)
         + (f"decode_splits.TARGET_PROGRAMS = {8 if round_down else 4}\n    " if by_work else "")
         + "decode_splits.MIN_KEYS",
     )
@@ -243,20 +243,22 @@ def kernel_types(cache_fp8: bool) -> dict[str, str]:
 def test_every_variant_of_the_decode_kernel_compiles_for_hopper(cache_fp8):
     """Triton's interpreter runs a kernel without compiling it, so a kernel that only a real
     compile refuses (a loop-carried value that changes type, say) passes every test above. This
-    compiles each variant a serving run launches (bf16 or FP8 cache, either chunk rule, a decode
-    or a 3-token verify) for sm_90 on the CPU."""
+    compiles each variant a serving run launches (bf16 or FP8 cache, its dots in either dtype,
+    each chunk rule, a decode or a 3-token verify) for sm_90 on the CPU."""
     from executor.decode_attention import _decode_kernel
     from tests.executor.conftest import compile_for_hopper
 
     types = kernel_types(cache_fp8)
     rules = ((False, False), (True, False), (True, True))  # (by work, rounded down)
-    for (by_work, round_down), query in itertools.product(rules, (1, 3)):
+    dots = (False, True) if cache_fp8 else (False,)  # an FP8 cache's dots in float16 or not
+    for (by_work, round_down), query, as_f16 in itertools.product(rules, (1, 3), dots):
         constants = {"HALF": 64, "BLOCK_G": 16, "BLOCK_S": 64, "BLOCK_SPLITS": 4,
                      "GROUP": 4 if query == 1 else 16, "CACHE_FP8": cache_fp8,
                      "USE_PDL": True, "QUERY": query, "FUSED": query == 1,
-                     "BY_WORK": by_work, "ROUND_DOWN": round_down}  # fmt: skip
+                     "BY_WORK": by_work, "ROUND_DOWN": round_down,
+                     "FP8_AS_F16": as_f16}  # fmt: skip
         ptx = compile_for_hopper(_decode_kernel, types, constants)
-        assert ".target sm_90" in ptx, (by_work, round_down, query)
+        assert ".target sm_90" in ptx, (by_work, round_down, query, as_f16)
 
 
 def aligned_arguments(types: dict[str, str]) -> tuple[str, ...]:

@@ -223,11 +223,10 @@ def test_paged_decode_attention_matches_sdpa_over_gathered_blocks_on_gpu(
     from executor import decode_attention as attention
     from executor import decode_splits, fused
     from executor.decode_attention import available, decode_attention
+    from executor.kv_cache import PagedKVCache
 
     monkeypatch.setattr(attention, "FP8_AS_F16", fp8_as_f16)
     monkeypatch.setattr(decode_splits, "BY_WORK", by_work)
-    from executor.kv_cache import PagedKVCache
-
     if not available():
         pytest.skip("Triton is not installed")
     heads, kv_heads, dim, page = 32, 8, 128, 16
