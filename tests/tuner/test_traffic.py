@@ -360,7 +360,8 @@ def test_each_paths_iterations_are_printed_with_median_and_gpu_share(capsys):
              "mean_issued_s": 0.0451}  # fmt: skip
     section = {"notes": [], "loads": [{
         "load": "light", "rate_per_s": 6.0, "requests": 100, "predicted": {}, "compiles": 1,
-        "compiled_kernels": ["_decode_kernel"], "iterations": {"piecewise": group},
+        "compiled_kernels": ["_decode_kernel"],
+        "iterations": {"piecewise": group, "graph": {**group, "mean_issued_s": 0.0012}},
         "allocator_retries": 4,
     }]}  # fmt: skip
     _print_traffic(section)
@@ -368,7 +369,8 @@ def test_each_paths_iterations_are_printed_with_median_and_gpu_share(capsys):
     assert "1 Triton kernel compiles inside timed iterations" in out and "_decode_kernel" in out
     assert "4 allocator retries" in out
     assert ("piecewise iterations: 7, mean 47.20 ms measured (46.80 on the GPU), issued in "
-            "45.10, median 12.90, 9.40 ms predicted") in out  # fmt: skip
+            "45.10 (the host's pace), median 12.90, 9.40 ms predicted") in out  # fmt: skip
+    assert "(46.80 on the GPU), issued in 1.20, median" in out  # issued early: the GPU's pace
 
 
 def test_decode_steps_are_the_medians_of_each_batch_of_graph_iterations():

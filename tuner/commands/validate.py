@@ -233,6 +233,7 @@ def _print_traffic(section: dict) -> None:
                       f"{1e3 * group['mean_step_s']:.2f} ms measured"
                       + (f" ({1e3 * gpu:.2f} on the GPU)" if gpu is not None else "")
                       + (f", issued in {1e3 * issued:.2f}" if issued is not None else "")
+                      + (" (the host's pace)" if _host_bound(group) else "")
                       + f", median {1e3 * group.get('median_step_s', float('nan')):.2f}, "
                       f"{1e3 * group['mean_predicted_s']:.2f} ms predicted")  # fmt: skip
         ratios = decode_step_ratios(row.get("decode_steps") or [])
@@ -241,3 +242,14 @@ def _print_traffic(section: dict) -> None:
                 f"{span} {ratio:.2f}x" for span, ratio in ratios))  # fmt: skip
     for note in section["notes"]:
         print(f"note: {note}")
+
+
+HOST_BOUND = 0.8  # issued in this share of its time or more: the host set the iteration's pace
+
+
+def _host_bound(group: dict) -> bool:
+    """Whether a path's iterations were set by the host: issued in at least ``HOST_BOUND`` of
+    their time (a GPU-bound iteration is issued well before its GPU work ends; a host-bound
+    one, launch by launch, only just before)."""
+    issued = group.get("mean_issued_s")
+    return issued is not None and issued >= HOST_BOUND * group["mean_step_s"]
