@@ -51,8 +51,18 @@ BLOCK = 16
 FP8 = torch.float8_e4m3fn
 
 
+# CUDA runtime calls that make the host wait for the GPU (or may: a fresh allocation). The loop
+# synchronizes once an iteration for its sampled tokens; more than that, inside the model,
+# would put the host's launch time on the GPU's critical path.
+HOST_WAITS = ("cudaStreamSynchronize", "cudaDeviceSynchronize", "cudaEventSynchronize",
+              "cudaMemcpy", "cudaMalloc", "cudaFree")  # fmt: skip
+LAST_WAITS: dict[str, float] = {}  # the last profile's, per iteration
+
+
 def kernels_per_iteration(run, iterations: int) -> dict[str, float]:
-    """GPU microseconds per iteration of each kernel name while ``run()`` runs ``iterations``."""
+    """GPU microseconds per iteration of each kernel name while ``run()`` runs ``iterations``;
+    the host's waiting calls (``HOST_WAITS``, exact names: ``cudaMemcpy`` is the blocking
+    copy, not ``cudaMemcpyAsync``) per iteration are left in ``LAST_WAITS``."""
     from torch.profiler import ProfilerActivity, profile
 
     with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as profiler:
@@ -60,9 +70,12 @@ def kernels_per_iteration(run, iterations: int) -> dict[str, float]:
         if torch.cuda.is_available():
             torch.cuda.synchronize()
     totals: dict[str, float] = defaultdict(float)
+    LAST_WAITS.clear()
     for event in profiler.events():
         if event.device_type == torch.autograd.DeviceType.CUDA:
             totals[event.name[:60]] += event.time_range.elapsed_us() / iterations
+        elif event.name in HOST_WAITS:
+            LAST_WAITS[event.name] = LAST_WAITS.get(event.name, 0.0) + 1 / iterations
     return dict(sorted(totals.items(), key=lambda item: -item[1]))
 
 
@@ -127,6 +140,7 @@ def point(executor: ServingExecutor, lengths: list[int], first_rid: int) -> dict
             f"{label}_device_ms": _median_ms(r.device_s for r in records),
             f"{label}_kernels_us": {k: round(v, 1) for k, v in list(kernels.items())[:15]},
             f"{label}_kernel_total_us": round(sum(kernels.values()), 1),
+            f"{label}_host_waits": dict(LAST_WAITS),
         }
     for rid in rids:
         executor.blocks.release(rid)
@@ -284,7 +298,8 @@ def main() -> int:
             for label, chunk in (("mixed", "1,024"), ("piecewise", "256")):
                 print(f"  {label} ({row[label + '_path']}, +{chunk}-token chunk): step "
                       f"{row[label + '_step_ms']} ms (device {row[label + '_device_ms']}, "
-                      f"kernels {row[label + '_kernel_total_us'] / 1e3:.2f})")  # fmt: skip
+                      f"kernels {row[label + '_kernel_total_us'] / 1e3:.2f}), host waits per "
+                      f"iteration {row[label + '_host_waits']}")  # fmt: skip
             for label in ("eager", "graph", "mixed", "piecewise"):
                 print(f"  {label} kernels, us per iteration (total "
                       f"{row[label + '_kernel_total_us']}):")  # fmt: skip
