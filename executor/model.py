@@ -14,7 +14,8 @@ RoPE, SwiGLU, FP8 casts) lives in ``executor.fused``; weights (random, HF checkp
 
 Attention is grouped-query (GQA): ``num_attention_heads`` query heads share
 ``num_key_value_heads`` K/V heads, ``heads_per_kv_group`` query heads each. RoPE follows the
-Hugging Face "rotate half" layout (HF checkpoints load unchanged) with Llama 3 frequency scaling.
+Hugging Face "rotate half" layout (HF checkpoints load unchanged) with Llama 3 frequency scaling
+(``executor.rope``).
 
 The KV cache is static: ``[batch, num_kv_heads, max_seq_length, head_dim]`` allocated once by
 ``setup_caches``. Every tensor shape of a decode step is then fixed, which is what lets
@@ -36,14 +37,13 @@ Attention paths, chosen by shape:
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from executor.fused import EAGER, Kernels, causal_attention, static_input_scale, to_fp8
 from executor.kv_cache import KVCache
+from executor.rope import rope_table
 from simulator.data.specs import ModelSpec
 
 __all__ = [
@@ -52,42 +52,7 @@ __all__ = [
     "FeedForward",
     "TransformerBlock",
     "Llama",
-    "rope_frequencies",
 ]
-
-
-def rope_frequencies(spec: ModelSpec) -> torch.Tensor:
-    """Inverse frequencies ``[head_dim // 2]`` (float64), with Llama 3 scaling when the spec asks.
-
-    Llama 3 keeps high frequencies (wavelength under original_length / high_freq_factor),
-    divides low ones (wavelength over original_length / low_freq_factor) by ``factor``, and
-    blends linearly in between.
-    """
-    dim = spec.head_dim
-    inv_freq = 1.0 / (spec.rope_theta ** (torch.arange(0, dim, 2, dtype=torch.float64) / dim))
-    scaling = spec.rope_scaling or {}
-    kind = scaling.get("rope_type", scaling.get("type"))
-    if kind == "llama3":
-        factor = float(scaling["factor"])
-        low = float(scaling.get("low_freq_factor", 1.0))
-        high = float(scaling.get("high_freq_factor", 4.0))
-        original = float(scaling.get("original_max_position_embeddings", 8192))
-        wavelength = 2 * math.pi / inv_freq
-        smooth = (original / wavelength - low) / (high - low)
-        blended = (1 - smooth) * inv_freq / factor + smooth * inv_freq
-        inv_freq = torch.where(wavelength > original / low, inv_freq / factor, inv_freq)
-        middle = (wavelength <= original / low) & (wavelength >= original / high)
-        inv_freq = torch.where(middle, blended, inv_freq)
-    elif kind == "linear":
-        inv_freq = inv_freq / float(scaling["factor"])
-    return inv_freq
-
-
-def _rope_table(spec: ModelSpec, length: int) -> tuple[torch.Tensor, torch.Tensor]:
-    # cos, sin: [length, head_dim], float32, halves repeated as HF's rotate_half layout wants.
-    angles = torch.outer(torch.arange(length, dtype=torch.float64), rope_frequencies(spec))
-    angles = torch.cat([angles, angles], dim=-1)
-    return angles.cos().float(), angles.sin().float()
 
 
 class RMSNorm(nn.Module):
@@ -269,7 +234,7 @@ class Llama(nn.Module):
     def set_rope(self, length: int) -> None:
         """The RoPE cos/sin table for positions 0..length-1, on the embedding's device."""
         device = self.embed_tokens.weight.device
-        cos, sin = _rope_table(self.spec, length)
+        cos, sin = rope_table(self.spec, length)
         self.rope_cos, self.rope_sin = cos.to(device), sin.to(device)
 
     def setup_caches(

@@ -169,7 +169,7 @@ def test_triton_decode_attention_matches_rope_cache_and_sdpa_on_gpu(kv_dtype, ba
     from executor import elementwise
     from executor.decode_attention import available, decode_attention
     from executor.kv_cache import KVCache
-    from executor.model import rope_frequencies
+    from executor.rope import rope_frequencies
     from tests.executor.conftest import tiny_spec
 
     if not available():

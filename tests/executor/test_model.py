@@ -7,7 +7,8 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from executor.engine import DecodeGraphs, build_model  # noqa: E402
-from executor.model import Llama, rope_frequencies  # noqa: E402
+from executor.model import Llama  # noqa: E402
+from executor.rope import rope_frequencies  # noqa: E402
 from executor.weights import count_parameters  # noqa: E402
 from simulator.data.models import get_model, parameter_counts  # noqa: E402
 from tests.executor.conftest import tiny_spec  # noqa: E402
