@@ -279,8 +279,9 @@ def decode_steps(records: list[Any], least: int = 5) -> list[dict[str, Any]]:
 
 
 def decode_step_ratios(steps: list[dict[str, Any]]) -> list[tuple[str, float]]:
-    """``decode_steps`` summed over batch spans that double (1, 2, 3-4, 5-8, 9-16, ...: the
-    executor's graph buckets): each span's measured over predicted seconds, iterations
+    """``decode_steps`` summed over batch spans that double (1, 2, 3-4, 5-8, 9-16, ...; the
+    executor's graph buckets were these before they became vLLM's capture sizes, and the
+    spans stay, so runs compare): each span's measured over predicted seconds, iterations
     weighted."""
     spans: dict[int, list[float]] = defaultdict(lambda: [0.0, 0.0])  # measured, predicted
     for step in steps:

@@ -273,3 +273,47 @@ def test_paged_decode_attention_matches_sdpa_over_gathered_blocks_on_gpu(
         ours, theirs = getattr(mine, name), getattr(reference, name)
         torch.testing.assert_close(ours.float(), theirs.float(), rtol=ulp, atol=1e-2)
     assert int(mine.split_counters.abs().sum()) == 0, "counters left for the next step"
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_decode_graphs_of_every_bucket_sample_what_eager_decoding_does_on_gpu():
+    """The serving loop's decode iterations replayed from graphs (vLLM's capture sizes, one
+    memory pool shared by every bucket, each batch padded to its bucket, the buckets replayed
+    in no particular order) sample the tokens that the same iterations run eagerly do. In
+    float32, so that a GEMM's kernel choice at another row count cannot flip a near tie."""
+    from executor.engine import build_model
+    from executor.serving_graphs import capture_sizes
+    from executor.serving_loop import ServingExecutor, Step
+    from tests.executor.conftest import tiny_spec
+
+    spec = tiny_spec(hidden_size=256, num_attention_heads=4, num_key_value_heads=2, head_dim=64,
+                     intermediate_size=512, vocab_size=97, max_position_embeddings=1024)  # fmt: skip
+    generator = torch.Generator().manual_seed(0)
+    lengths = torch.randint(3, 60, (20,), generator=generator).tolist()
+    prompts = {rid: torch.randint(97, (n,), generator=generator).tolist()
+               for rid, n in enumerate(lengths)}  # fmt: skip
+
+    def tokens_of(rid: int) -> list[int]:  # the warm-up's own requests (rid < 0): any tokens
+        return prompts.get(rid, [1] * 128)
+
+    batches = (3, 9, 17, 20, 5, 1, 20, 2, 12)  # buckets 4, 16, 20, 20, 8, 1, 20, 2, 16
+    assert capture_sizes(20) == [1, 2, 4, 8, 16, 20]
+    sampled = {}
+    for graphs in (20, 0):
+        model = build_model(spec, device="cuda", dtype=torch.float32, seed=1, fused_kernels=True)
+        executor = ServingExecutor(model, num_blocks=256, block_size=16, max_seq_length=512,
+                                   prompt_tokens=lambda rid, start, n: tokens_of(rid)[start : start + n],
+                                   graphs_up_to=graphs, token_budget=64)  # fmt: skip
+        executor.warm_up()
+        for rid, prompt in prompts.items():
+            executor(Step([], [(rid, 0, len(prompt))]))
+        tokens = {rid: [executor.last_token[rid]] for rid in prompts}
+        for batch in batches:
+            executor(Step(list(range(batch)), []))
+            for rid in range(batch):
+                tokens[rid].append(executor.last_token[rid])
+        paths = {record.path for record in executor.records if not record.chunks}
+        assert paths == ({"graph"} if graphs else {"eager"}), paths
+        sampled[graphs] = tokens
+    assert sampled[20] == sampled[0]
