@@ -275,15 +275,12 @@ def test_paged_decode_attention_matches_sdpa_over_gathered_blocks_on_gpu(
     assert int(mine.split_counters.abs().sum()) == 0, "counters left for the next step"
 
 
-@pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
-def test_decode_graphs_of_every_bucket_sample_what_eager_decoding_does_on_gpu():
-    """The serving loop's decode iterations replayed from graphs (vLLM's capture sizes, one
-    memory pool shared by every bucket, each batch padded to its bucket, the buckets replayed
-    in no particular order) sample the tokens that the same iterations run eagerly do. In
-    float32, so that a GEMM's kernel choice at another row count cannot flip a near tie."""
+def _loop_samples(graphs: int, piecewise: int, steps) -> tuple[dict, set]:
+    """Each request's sampled tokens, and the paths its iterations took, when a float32 tiny
+    model (GEMMs that a row count cannot tip across a near tie) serves ``steps`` (lists of
+    decoding requests beside prompt chunks) through the serving loop on this GPU: decode graphs
+    up to ``graphs`` sequences, piecewise graphs up to ``piecewise`` tokens (0: eager)."""
     from executor.engine import build_model
-    from executor.serving_graphs import capture_sizes
     from executor.serving_loop import ServingExecutor, Step
     from tests.executor.conftest import tiny_spec
 
@@ -295,25 +292,46 @@ def test_decode_graphs_of_every_bucket_sample_what_eager_decoding_does_on_gpu():
                for rid, n in enumerate(lengths)}  # fmt: skip
 
     def tokens_of(rid: int) -> list[int]:  # the warm-up's own requests (rid < 0): any tokens
-        return prompts.get(rid, [1] * 128)
+        return prompts.get(rid, [1] * 256)
 
-    batches = (3, 9, 17, 20, 5, 1, 20, 2, 12)  # buckets 4, 16, 20, 20, 8, 1, 20, 2, 16
+    model = build_model(spec, device="cuda", dtype=torch.float32, seed=1, fused_kernels=True)
+    executor = ServingExecutor(model, num_blocks=256, block_size=16, max_seq_length=512,
+                               prompt_tokens=lambda rid, start, n: tokens_of(rid)[start : start + n],
+                               graphs_up_to=graphs, piecewise_up_to=piecewise,
+                               token_budget=128)  # fmt: skip
+    executor.warm_up()
+    sampled: dict[int, list[int]] = {}
+    for rid, prompt in list(prompts.items())[:10]:  # half of them first, alone
+        executor(Step([], [(rid, 0, len(prompt))]))
+        sampled[rid] = [executor.last_token[rid]]
+    for decodes, chunk in steps:  # then the other half's prompts beside the decodes
+        prefill = [] if chunk is None else [(chunk, 0, len(prompts[chunk]))]
+        executor(Step(decodes, prefill))
+        for rid in decodes:
+            sampled[rid].append(executor.last_token[rid])
+        if chunk is not None:
+            sampled[chunk] = [executor.last_token[chunk]]
+    return sampled, {record.path for record in executor.records}
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_graphs_of_every_bucket_sample_what_eager_iterations_do_on_gpu():
+    """The serving loop's iterations replayed from graphs sample the tokens that the same
+    iterations run eagerly do: decodes at vLLM's capture sizes (one memory pool shared by every
+    bucket, each batch padded to its bucket, the buckets replayed in no particular order), and
+    prompt chunks beside decodes from piecewise graphs (attention between the pieces)."""
+    from executor.serving_graphs import capture_sizes
+
     assert capture_sizes(20) == [1, 2, 4, 8, 16, 20]
-    sampled = {}
-    for graphs in (20, 0):
-        model = build_model(spec, device="cuda", dtype=torch.float32, seed=1, fused_kernels=True)
-        executor = ServingExecutor(model, num_blocks=256, block_size=16, max_seq_length=512,
-                                   prompt_tokens=lambda rid, start, n: tokens_of(rid)[start : start + n],
-                                   graphs_up_to=graphs, token_budget=64)  # fmt: skip
-        executor.warm_up()
-        for rid, prompt in prompts.items():
-            executor(Step([], [(rid, 0, len(prompt))]))
-        tokens = {rid: [executor.last_token[rid]] for rid in prompts}
-        for batch in batches:
-            executor(Step(list(range(batch)), []))
-            for rid in range(batch):
-                tokens[rid].append(executor.last_token[rid])
-        paths = {record.path for record in executor.records if not record.chunks}
-        assert paths == ({"graph"} if graphs else {"eager"}), paths
-        sampled[graphs] = tokens
-    assert sampled[20] == sampled[0]
+    # Decode-only batches of 3, 11, 1, 13 and 17 (buckets 4, 16, 1, 16, 20); a prompt beside
+    # the decodes, each request decoding from the step after its prompt.
+    steps = [([0, 1, 2], None), (list(range(9)), 10), (list(range(11)), None),
+             (list(range(5)), 11), (list(range(12)), 12), ([0], None),
+             (list(range(13)), None), (list(range(2)), 13), (list(range(14)), 14),
+             (list(range(15)), 15), (list(range(16)), 16), (list(range(17)), None)]  # fmt: skip
+    graphed, paths = _loop_samples(20, 128, steps)
+    assert {"graph", "piecewise"} <= paths, paths
+    eager, paths = _loop_samples(0, 0, steps)
+    assert paths == {"eager"}, paths
+    assert graphed == eager
