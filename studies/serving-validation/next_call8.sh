@@ -8,7 +8,7 @@
 set -u
 source studies/serving-validation/call_env.sh
 if [ ! -s $results/gpu-tests.log ]; then
-    timeout 150 python3 -m pytest -q -p no:cacheprovider tests/executor/test_gpu.py 2>&1 \
+    timeout 240 python3 -m pytest -q -p no:cacheprovider --durations=8 tests/executor/test_gpu.py 2>&1 \
         | tail -n 30 > $results/gpu-tests.log
     tail -n 3 $results/gpu-tests.log
     pack
