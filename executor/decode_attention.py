@@ -14,10 +14,8 @@ un-rotated output of the fused q/k/v projection and:
    ``executor.elementwise.rope_cache`` does). The program whose chunk holds the new token's
    position stores the new K and V in the cache and, after a barrier among its own threads,
    reads them back with the rest of its chunk. No other program reads that position, so none
-   waits on another's store, and the loop's K/V tiles go from the software pipeline's shared
-   buffers straight to the dots (with the new row substituted from registers, every tile made
-   a round trip through registers; stored first, with 128-key tiles, the kernel takes 0.69-0.83
-   of that one's time at serving batches on an H100);
+   waits on another's store, and the K/V tiles go from the pipeline's shared buffers straight
+   to the dots (substituted from registers, the new row cost every tile a round trip);
 3. runs the online softmax over its chunk on the tensor cores (``tl.dot``, the G query rows
    padded to 16; the scores as two half-head dots, since RoPE leaves q and k in halves), and
    writes its partial output and log-sum-exp. Each loop step's block numbers are read from the
@@ -55,20 +53,16 @@ from executor.tritonlib import available, tl, triton
 __all__ = ["available", "decode_attention", "supports"]
 
 # The launch's tile: keys per loop step, warps per program, software-pipeline stages (None:
-# Triton's default, 3). ``studies/serving-validation/decode_gap.py`` times the alternatives
-# (``kernel_launch.py``); 128 keys a step was the fastest over serving batches of mixed lengths
-# with bf16 and FP8 caches on an H100 (``h100-kernel-2026-12-07/``). Two stages: one tile in
-# flight per program, but 72 KiB of shared memory (compiled for sm_90, bf16 cache) where three
-# stages take 136 KiB, so three programs share an SM instead of one; with the chunks rounded
-# down (``decode_splits.ROUND_DOWN``) the kernel took 0.87 of the time of three stages over
-# batches of 1-64 sequences (``h100-occupancy-2026-12-07/``).
+# Triton's default, 3), as ``studies/serving-validation/decode_gap.py`` chose them over
+# serving batches on an H100 (``kernel_launch.py``). 128 keys a step; two stages keep one tile
+# in flight per program but take 72 KiB of shared memory (sm_90, bf16 cache) against 136 at
+# three, so three programs share an SM, not one: with the chunks rounded down
+# (``decode_splits.ROUND_DOWN``), 0.87 of three stages' time (``h100-occupancy-2026-12-07/``).
 BLOCK_S, NUM_WARPS, NUM_STAGES = 128, 4, 2
-# An FP8 cache's dots in float16 instead of the query's bfloat16. Compiled for sm_90, each
-# loop step widens its K/V tiles with 128 ``cvt.rn.f16x2.e4m3x2`` a thread, and then, for
-# bfloat16, 256 ``cvt.bf16.f16`` more; the kernel reads an FP8 cache no faster than a bf16 one
-# of twice the bytes (``studies/serving-validation/NOTES.md``), which conversions at Hopper's
-# rate for them would explain. float16 holds every e4m3 value and P exactly, and the query's
-# range in Llama's layers. Off until a sweep times it (``kernel_launch.VARIANTS``).
+# An FP8 cache's dots in float16, not the query's bfloat16: compiled for sm_90, a loop step
+# widens its K/V with 128 ``cvt.rn.f16x2.e4m3x2`` a thread, then 256 ``cvt.bf16.f16`` more
+# for bfloat16, which may be why an FP8 cache reads no faster than a bf16 one of twice the
+# bytes. float16 holds every e4m3 value and P exactly. Off until a sweep times it.
 FP8_AS_F16 = False
 
 if triton is not None:
@@ -145,9 +139,7 @@ if triton is not None:
         t = g // group
         token = b * QUERY + t  # the row's token in the iteration: the sequence's tokens in order
         out_head = token * heads + kv_head * group + g % group  # its row of the output [*, D]
-        # An FP8 cache is widened to the query's dtype, or to float16 (FP8_AS_F16): Hopper
-        # widens e4m3 pairs to float16 in one instruction, and bfloat16 takes one more per
-        # element (see FP8_AS_F16 below).
+        # An FP8 cache is widened to the query's dtype, or to float16 (the module's FP8_AS_F16).
         dot_type = tl.float16 if CACHE_FP8 and FP8_AS_F16 else qkv_ptr.dtype.element_ty
         cache_type = k_ptr.dtype.element_ty
         position = tl.load(pos_ptr + b * stride_pos)  # this sequence's first new token
@@ -175,10 +167,9 @@ if triton is not None:
                 first = tl.load(pos_ptr + i * stride_pos, mask=i < batch, other=0)
                 total += tl.sum(tl.where(i < batch, first + QUERY, 0))
             chunk = tl.maximum(min_keys, tl.cdiv(total * kv_heads, target_programs))
-            if ROUND_DOWN:  # chunks of at least ``chunk`` keys: at most ~target_programs
-                splits_here = tl.minimum(tl.maximum(length // chunk, 1), num_splits)
-            else:
-                splits_here = tl.minimum(tl.maximum(tl.cdiv(length, chunk), 1), num_splits)
+            # Rounded down, chunks of at least ``chunk`` keys: about target_programs in all.
+            wanted = length // chunk if ROUND_DOWN else tl.cdiv(length, chunk)
+            splits_here = tl.minimum(tl.maximum(wanted, 1), num_splits)
         per_split = tl.cdiv(length, splits_here)
         start = split * per_split
         stop = tl.minimum(start + per_split, length)  # empty past its length

@@ -56,13 +56,12 @@ FP8 = torch.float8_e4m3fn
 # would put the host's launch time on the GPU's critical path.
 HOST_WAITS = ("cudaStreamSynchronize", "cudaDeviceSynchronize", "cudaEventSynchronize",
               "cudaMemcpy", "cudaMalloc", "cudaFree")  # fmt: skip
-LAST_WAITS: dict[str, float] = {}  # the last profile's, per iteration
 
 
-def kernels_per_iteration(run, iterations: int) -> dict[str, float]:
-    """GPU microseconds per iteration of each kernel name while ``run()`` runs ``iterations``;
-    the host's waiting calls (``HOST_WAITS``, exact names: ``cudaMemcpy`` is the blocking
-    copy, not ``cudaMemcpyAsync``) per iteration are left in ``LAST_WAITS``."""
+def profile_iterations(run, iterations: int) -> tuple[dict[str, float], dict[str, float]]:
+    """While ``run()`` runs ``iterations``: GPU microseconds per iteration of each kernel name,
+    and the host's waiting calls per iteration (``HOST_WAITS``, exact names: ``cudaMemcpy`` is
+    the blocking copy, not ``cudaMemcpyAsync``)."""
     from torch.profiler import ProfilerActivity, profile
 
     with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as profiler:
@@ -70,13 +69,13 @@ def kernels_per_iteration(run, iterations: int) -> dict[str, float]:
         if torch.cuda.is_available():
             torch.cuda.synchronize()
     totals: dict[str, float] = defaultdict(float)
-    LAST_WAITS.clear()
+    waits: dict[str, float] = defaultdict(float)
     for event in profiler.events():
         if event.device_type == torch.autograd.DeviceType.CUDA:
             totals[event.name[:60]] += event.time_range.elapsed_us() / iterations
         elif event.name in HOST_WAITS:
-            LAST_WAITS[event.name] = LAST_WAITS.get(event.name, 0.0) + 1 / iterations
-    return dict(sorted(totals.items(), key=lambda item: -item[1]))
+            waits[event.name] += 1 / iterations
+    return dict(sorted(totals.items(), key=lambda item: -item[1])), dict(waits)
 
 
 def _median_ms(values) -> float | None:
@@ -112,10 +111,10 @@ def point(executor: ServingExecutor, lengths: list[int], first_rid: int) -> dict
     for _ in range(15):
         executor(decode)
     eager = executor.records[5:]
-    eager_kernels = kernels_per_iteration(lambda: [executor(decode) for _ in range(3)], 3)
+    eager_kernels, _ = profile_iterations(lambda: [executor(decode) for _ in range(3)], 3)
     executor.graphs = saved
     try:
-        graph_kernels = kernels_per_iteration(lambda: [executor(decode) for _ in range(3)], 3)
+        graph_kernels, _ = profile_iterations(lambda: [executor(decode) for _ in range(3)], 3)
     except Exception as error:  # noqa: BLE001 (a profiler that cannot see into graphs)
         graph_kernels = {"error": str(error)[:200]}
     # Mixed iterations: the decodes beside a fresh prompt's first chunk, a new request each
@@ -133,14 +132,15 @@ def point(executor: ServingExecutor, lengths: list[int], first_rid: int) -> dict
         for _ in range(8):
             mixed(chunk)
         records = executor.records[3:]
-        kernels = kernels_per_iteration(lambda chunk=chunk: [mixed(chunk) for _ in range(3)], 3)
+        kernels, waits = profile_iterations(lambda chunk=chunk: [mixed(chunk) for _ in range(3)],
+                                            3)  # fmt: skip
         beside |= {
             f"{label}_path": records[0].path,
             f"{label}_step_ms": _median_ms(r.step_s for r in records),
             f"{label}_device_ms": _median_ms(r.device_s for r in records),
             f"{label}_kernels_us": {k: round(v, 1) for k, v in list(kernels.items())[:15]},
             f"{label}_kernel_total_us": round(sum(kernels.values()), 1),
-            f"{label}_host_waits": dict(LAST_WAITS),
+            f"{label}_host_waits": dict(waits),
         }
     for rid in rids:
         executor.blocks.release(rid)

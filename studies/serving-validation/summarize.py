@@ -1,9 +1,9 @@
 """One call's results at a glance: for each validated plan under DIR (a ``plan.json`` with a
 ``validation.traffic`` section, an ``iterations.csv`` beside it), each load's predicted and
-measured metrics, its measured over predicted step by path (and the share of it the host took
-to issue, where measured), and its decode steps by span of
-batches; then each ``decode-gap*.json``'s serving points (graph, eager and chunk iterations,
-the kernels' share) and kernel sweep, fastest first.
+measured metrics, its measured over predicted step by path (with the share of it the host took
+to issue, and the loop's median time between iterations, where kept), and its decode steps by
+span of batches; then each ``decode-gap*.json``'s serving points (graph, eager and chunk
+iterations, the kernels' share) and kernel sweep, fastest first.
 
     python3 studies/serving-validation/summarize.py DIR
 """
@@ -11,6 +11,7 @@ the kernels' share) and kernel sweep, fastest first.
 from __future__ import annotations
 
 import json
+import statistics
 import sys
 from pathlib import Path
 
@@ -39,16 +40,26 @@ def plans(root: Path) -> None:
                 k: v for k, v in (load.get("iterations") or {}).items() if isinstance(v, dict)
             }
             if paths:
+                records = rows.get(load["load"], [])
                 print("    measured/predicted by path: " + ", ".join(
                     f"{name} {p['mean_step_s'] / p['mean_predicted_s']:.2f}x ({p['count']}"
                     + (f", issued in {p['mean_issued_s'] / p['mean_step_s']:.0%} of it"
-                       if p.get("mean_issued_s") else "") + ")"
+                       if p.get("mean_issued_s") else "")
+                    + _host_median(records, name) + ")"
                     for name, p in paths.items()))  # fmt: skip
             steps = load.get("decode_steps") or decode_steps(rows.get(load["load"], []))
             ratios = decode_step_ratios(steps)
             if ratios:
                 print("    decode steps by batch: "
                       + ", ".join(f"{span} {ratio:.2f}x" for span, ratio in ratios))  # fmt: skip
+
+
+def _host_median(records: list, path: str) -> str:
+    """", loop X ms": the median of the loop's own time between iterations (``host_s``) on
+    ``path``, where the run's iterations were kept; the same code's host time says how fast a
+    machine's host was."""
+    hosts = [r.host_s for r in records if r.path == path and r.host_s > 0]
+    return f", loop {1e3 * statistics.median(hosts):.3f} ms" if hosts else ""
 
 
 def gaps(root: Path) -> None:
