@@ -35,22 +35,23 @@ counters live in the ``KVCache`` (``split_counters``), so a captured CUDA graph
 replays the kernel with them. ``decode_attention(qkv, cos, sin, input_pos, cache, kv_length,
 num_heads)`` returns ``[B, 1, heads * D]``, the input of the output projection.
 
-Measured (`studies/executor-h100/decode-attention/NOTES.md`): alone, in a CUDA graph, it takes
-8.5 us a layer against 9.5 us for RoPE + SDPA at batch 1. Inside the model it wins only with
-an FP8 cache (a batch-1 step 8-13% faster, SDPA needing a dequantized copy) and loses 0.4-4.6%
-with a bf16 one, so by default (``executor.fused.DEFAULT_DECODE_ATTENTION``) it serves FP8
-caches only there. A serving run's paged cache has only this kernel; its launch (tile and
-chunking) is what ``studies/serving-validation/decode_gap.py`` found fastest at serving batches.
+Measured (`studies/executor-h100/decode-attention/NOTES.md`): 8.5 us a layer alone in a CUDA
+graph against 9.5 for RoPE + SDPA at batch 1; in a static step it serves FP8 caches only
+(``executor.fused.DEFAULT_DECODE_ATTENTION``: a bf16 step was 0.4-4.6% slower with it). A
+serving run's paged cache has only this kernel, launched as ``decode_gap.py`` chose
+(``studies/serving-validation/``).
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import torch
 
 from executor import decode_splits, pdl
 from executor.tritonlib import available, tl, triton
 
-__all__ = ["available", "decode_attention", "supports"]
+__all__ = ["available", "decode_attention", "prepare", "supports"]
 
 # The launch's tile: keys per loop step, warps per program, software-pipeline stages (None:
 # Triton's default, 3), as ``studies/serving-validation/decode_gap.py`` chose them over
@@ -60,10 +61,10 @@ __all__ = ["available", "decode_attention", "supports"]
 # (``decode_splits.ROUND_DOWN``), 0.87 of three stages' time (``h100-occupancy-2026-12-07/``).
 BLOCK_S, NUM_WARPS, NUM_STAGES = 128, 4, 2
 # An FP8 cache's dots in float16, not the query's bfloat16: compiled for sm_90, a loop step
-# widens its K/V with 128 ``cvt.rn.f16x2.e4m3x2`` a thread, then 256 ``cvt.bf16.f16`` more
-# for bfloat16, which may be why an FP8 cache reads no faster than a bf16 one of twice the
-# bytes. float16 holds every e4m3 value and P exactly. Off until a sweep times it.
-FP8_AS_F16 = False
+# widens its K/V once (``cvt.rn.f16x2.e4m3x2``) instead of on to bfloat16 as well; float16
+# holds every e4m3 value and P exactly. 0.84 of bfloat16 dots' time on an H100, 1,400 GB/s
+# at 128 x 1,024~ against 1,127 (``h100-capture-2026-12-07/kernel-sweep-fp8-dots.json``).
+FP8_AS_F16 = True
 
 if triton is not None:
     FP8_MAX = tl.constexpr(448.0)  # the largest finite float8_e4m3fn
@@ -290,27 +291,14 @@ def supports(head_dim: int) -> bool:
     return head_dim % 2 == 0 and half >= 16 and half & (half - 1) == 0
 
 
-def decode_attention(
-    qkv: torch.Tensor,
-    cos: torch.Tensor,
-    sin: torch.Tensor,
-    input_pos: torch.Tensor,
-    cache,
-    kv_length: int,
-    num_heads: int,
-    *,
-    block_table: torch.Tensor | None = None,
-    block_s: int | None = None,
-    num_warps: int | None = None,
-    num_stages: int | None = None,
-    out: torch.Tensor | None = None,
-) -> torch.Tensor:
+def decode_attention(qkv: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+                     input_pos: torch.Tensor, cache, kv_length: int, num_heads: int,
+                     **launch) -> torch.Tensor:  # fmt: skip
     """One decode step's attention from the fused projection ``qkv [B, 1, heads + 2 kv_heads,
     D]`` (not yet rotated; q, k, v heads in that order) with ``cos, sin [1, D]`` at the new
     token's position ``input_pos [1]``: stores the new K/V in ``cache`` (``executor.kv_cache.
     KVCache``, bf16 or FP8) and attends over its first ``kv_length`` positions, the new one
-    among them. Returns ``[B, 1, heads * D]`` in qkv's dtype. ``block_s``, ``num_warps`` and
-    ``num_stages`` override the module's tile (``BLOCK_S``, ``NUM_WARPS``, ``NUM_STAGES``).
+    among them. Returns ``[B, 1, heads * D]`` in qkv's dtype. ``launch``: ``prepare``'s keywords.
 
     A serving iteration's decodes (``executor.ragged``) are sequences at different lengths in a
     paged cache (``PagedKVCache``): then ``input_pos [B]`` and ``cos, sin [B, D]`` are per
@@ -325,23 +313,34 @@ def decode_attention(
     (``query x G`` rows), so the cache is still read once. Returns ``[B, query, heads * D]``,
     written into ``out`` if given (rows of ``heads * D`` one after another: a serving
     iteration's own output buffer, so no copy follows)."""
+    return prepare(qkv, cos, sin, input_pos, cache, kv_length, num_heads, **launch)(cache)
+
+
+def prepare(qkv, cos, sin, input_pos, like, kv_length: int, num_heads: int, *,
+            block_table: torch.Tensor | None = None, block_s: int | None = None,
+            num_warps: int | None = None, num_stages: int | None = None,
+            out: torch.Tensor | None = None) -> Callable:  # fmt: skip
+    """``decode_attention``'s launch, laid out once for every cache shaped as ``like``:
+    ``launch(cache)`` runs it on one layer's cache. A model's layers attend with the same
+    queries' shapes, positions and tables, each over its own cache, so a serving iteration lays
+    its decodes out once and launches them layer after layer (the chunking, scratch and
+    arguments are the host's work, not the GPU's). ``block_s``, ``num_warps`` and
+    ``num_stages`` override the module's tile (``BLOCK_S``, ``NUM_WARPS``, ``NUM_STAGES``)."""
     batch, query, _, head_dim = qkv.shape
     fused = query == 1
-    half = head_dim // 2
     assert supports(head_dim), f"decode_attention: head size {head_dim} (see supports)"
     assert qkv.stride(3) == 1 and qkv.stride(2) == head_dim, "decode_attention: packed heads"
-    k_cache, v_cache = cache.k, cache.v
-    kv_heads = k_cache.shape[1]
+    kv_heads = like.k.shape[1]
     if block_table is None:
-        block_table = cache.own_rows  # [max_batch, 1]: sequence b's one block is row b
-    if hasattr(cache, "ensure_counters"):
-        cache.ensure_counters(batch * kv_heads)
+        block_table = like.own_rows  # [max_batch, 1]: sequence b's one block is row b
     group = num_heads // kv_heads
     rows = triton.next_power_of_2(query * group)  # query tokens x the heads of a K/V head
     block_g = max(16, rows)
     splits = decode_splits.splits_of(batch, kv_heads, kv_length)
     pairs = batch * kv_heads
     stages = num_stages or NUM_STAGES
+    # One chunk's partial output and log-sum-exp per row: read back by the same launch, so
+    # every layer's launch may use them in turn.
     partial = torch.empty(
         pairs * splits * block_g, head_dim, dtype=torch.float32, device=qkv.device
     )
@@ -354,40 +353,25 @@ def decode_attention(
     assert out.stride(0) == query * num_heads * head_dim and out.stride(2) == 1, "packed rows"
     if not fused:  # RoPE was applied before: the tables are not read
         cos = sin = lse
-    _decode_kernel[(pairs, splits)](
-        qkv,
-        cos,
-        sin,
-        input_pos,
-        block_table,
-        k_cache,
-        v_cache,
-        partial,
-        lse,
-        cache.split_counters,
-        out,
-        splits,
-        decode_splits.MIN_KEYS_PER_SPLIT,
-        decode_splits.TARGET_PROGRAMS,
-        num_heads,
-        kv_heads,
-        group,
-        head_dim**-0.5,
-        cache.scale if cache.is_fp8 else 1.0,
+    k = like.k
+    inputs = (qkv, cos, sin, input_pos, block_table)
+    head = (splits, decode_splits.MIN_KEYS_PER_SPLIT, decode_splits.TARGET_PROGRAMS, num_heads,
+            kv_heads, group, head_dim**-0.5)  # fmt: skip
+    tail = (
         qkv.stride(1) if query > 1 else qkv.stride(0),  # from one token to the next
         0 if cos.shape[0] == 1 else cos.stride(0),
         0 if input_pos.numel() == 1 else input_pos.stride(0),
         block_table.stride(0),
-        k_cache.shape[2],  # token slots per block (a static cache: all of a sequence's)
-        k_cache.stride(0),
-        k_cache.stride(1),
-        k_cache.stride(2),
-        HALF=half,
+        k.shape[2],  # token slots per block (a static cache: all of a sequence's)
+        *k.stride()[:3],
+    )
+    constants = dict(
+        HALF=head_dim // 2,
         BLOCK_G=block_g,
         BLOCK_S=block_s or BLOCK_S,
         BLOCK_SPLITS=decode_splits.split_width(batch, kv_heads, kv_length),
         GROUP=rows,
-        CACHE_FP8=cache.is_fp8,
+        CACHE_FP8=like.is_fp8,
         num_warps=num_warps or NUM_WARPS,
         **({} if stages is None else {"num_stages": stages}),
         **pdl.launch_options(),
@@ -397,4 +381,15 @@ def decode_attention(
         ROUND_DOWN=decode_splits.ROUND_DOWN,
         FP8_AS_F16=FP8_AS_F16,
     )
-    return out
+    grid = _decode_kernel[(pairs, splits)]
+    paged = hasattr(like, "ensure_counters")
+
+    def launch(cache) -> torch.Tensor:
+        if paged:
+            cache.ensure_counters(pairs)
+        scale = cache.scale if cache.is_fp8 else 1.0
+        grid(*inputs, cache.k, cache.v, partial, lse, cache.split_counters, out, *head, scale,
+             *tail, **constants)  # fmt: skip
+        return out
+
+    return launch

@@ -214,20 +214,28 @@ class Kernels:
         """A serving iteration's decodes over a ``PagedKVCache`` (``executor.ragged``) in the
         one-kernel decode attention, through each sequence's block table; None where it cannot
         run (no Triton kernel, or a head size it does not take): SDPA one sequence at a time.
-        A bf16 cache uses it too: gathering each sequence's blocks for SDPA costs far more."""
+        A bf16 cache uses it too: gathering each sequence's blocks for SDPA costs far more.
+
+        Returns ``prepare(qkv, cos, sin, positions, tables, max_length, heads, out=None)``, the
+        iteration's launch laid out once (``executor.decode_attention.prepare``), which
+        ``launch(cache)`` runs on each layer's cache (shaped as ``cache``)."""
         if self.decode_attention is None:
             return None
-        from executor.decode_attention import supports
+        from executor import decode_attention as triton_decode
 
-        if not supports(cache.k.shape[-1]):
+        if not triton_decode.supports(cache.k.shape[-1]):
             return None
         kernel = self.decode_attention
 
-        def run(qkv, cos, sin, positions, cache, tables, max_length, heads, out=None):
-            return kernel(qkv, cos, sin, positions, cache, max_length, heads, block_table=tables,
-                          out=out)  # fmt: skip
+        def prepare(qkv, cos, sin, positions, tables, max_length, heads, out=None):
+            if kernel is triton_decode.decode_attention:
+                return triton_decode.prepare(qkv, cos, sin, positions, cache, max_length, heads,
+                                             block_table=tables, out=out)  # fmt: skip
+            # A stand-in for the kernel (a test's): called layer by layer.
+            return lambda layer_cache: kernel(qkv, cos, sin, positions, layer_cache, max_length,
+                                              heads, block_table=tables, out=out)  # fmt: skip
 
-        return run
+        return prepare
 
     @classmethod
     def compiled(

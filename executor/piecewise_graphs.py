@@ -32,7 +32,7 @@ import torch
 
 from executor.engine import capture_graph
 from executor.model import eagle_layers
-from executor.ragged import RaggedBatch, ragged_attention
+from executor.ragged import IterationAttention, RaggedBatch
 from simulator.cost.roofline import CUDA_GRAPH_MAX_TOKENS
 
 __all__ = ["PIECEWISE_BUCKETS", "PiecewiseGraphs"]
@@ -138,10 +138,11 @@ class PiecewiseGraphs:
         self.positions[:n].copy_(batch.positions)
         qkv, cos, sin = self.qkv[:, :n], self.cos[:n], self.sin[:n]
         with torch.inference_mode():
+            attend = IterationAttention(model.layers[0].attention, qkv, cos, sin, batch,
+                                        model.kernels, out=self.attended[:, :n])  # fmt: skip
             for layer, graph in zip(model.layers, graphs, strict=False):
                 graph.replay()
-                ragged_attention(layer.attention, qkv, cos, sin, batch, model.kernels,
-                                 out=self.attended[:, :n])  # fmt: skip
+                attend(layer.attention)
             graphs[-1].replay()
             if batch.keep_hidden:  # [n, 3 x hidden], as ``Llama.forward`` keeps it
                 model.hidden = torch.cat(list(self.kept[:, 0, :n]), dim=-1)

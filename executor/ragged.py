@@ -30,7 +30,13 @@ from torch.nn.attention.bias import causal_lower_right
 from executor.fused import causal_attention
 from executor.kv_cache import PagedKVCache
 
-__all__ = ["ATTENTION_BUCKET", "RaggedBatch", "ragged_attention", "setup_paged_caches"]
+__all__ = [
+    "ATTENTION_BUCKET",
+    "IterationAttention",
+    "RaggedBatch",
+    "ragged_attention",
+    "setup_paged_caches",
+]
 
 # cuDNN's fused attention, PyTorch's pick for causal prefill on Hopper, builds an execution plan
 # for each new sequence length: tens of milliseconds on the host, while the GPU waits. A serving
@@ -86,56 +92,108 @@ def ragged_attention(attention, qkv: torch.Tensor, cos: torch.Tensor, sin: torch
     """Attention of one ``executor.model.Attention`` layer over ``batch``: ``qkv [1, N, heads +
     2 kv_heads, D]`` un-rotated, ``cos, sin [N, D]``. Stores every token's K/V in the layer's
     ``PagedKVCache``. Returns ``[1, N, heads * D]``, written into ``out`` if given."""
-    cache: PagedKVCache = attention.kv_cache
-    heads, kv_heads, d = attention.num_heads, attention.num_kv_heads, attention.head_dim
-    n_dec, query = batch.decodes, batch.query
-    n_q = n_dec * query  # the decodes' tokens
-    paged = kernels.paged_decode(cache) if n_dec else None
-    fused = paged is not None and query == 1  # one new token: the kernel rotates and stores it
-    first = n_dec if fused else 0
-    if out is None:
-        out = torch.empty(1, qkv.shape[1], heads * d, dtype=qkv.dtype, device=qkv.device)
-    if fused:  # written in place: the decodes' rows of ``out``
-        paged(qkv[0, :n_dec, None], cos[:n_dec], sin[:n_dec], batch.positions[:n_dec], cache,
-              batch.tables[:n_dec], batch.max_length, heads,
-              out=out[0, :n_dec].view(n_dec, 1, heads * d))  # fmt: skip
-    rest = qkv[:, first:]
-    if rest.shape[1]:  # rotated, and its K/V stored in their blocks, in one pass
-        kernels.rope_cache(rest, cos[first:], sin[first:], heads, kv_heads, cache,
-                           batch.offsets[first:], blocks=batch.blocks[first:])  # fmt: skip
-    q = qkv[0, :, :heads]  # [N, heads, D], rotated
-    if paged is not None and not fused:  # a verify: query tokens per sequence, K/V stored
-        paged(qkv[0, :n_q].view(n_dec, query, *qkv.shape[2:]), None, None,
-              batch.positions[:n_q:query], cache, batch.tables[:n_dec], batch.max_length, heads,
-              out=out[0, :n_q].view(n_dec, query, heads * d))  # fmt: skip
-    elif paged is None and n_dec:
-        out[0, :n_q] = _decodes(q[:n_q], cache, batch, kv_heads).reshape(n_q, heads * d)
-    for start_token, length, row, start in batch.chunks:
-        rows = slice(start_token, start_token + length)
-        if start == 0:  # the whole prompt so far is this chunk: its fresh keys, causally
-            bucket = ATTENTION_BUCKET if q.is_cuda else 1
-            o = _first_chunk_attention(qkv[0, rows], heads, kv_heads, kernels.prefill_backend,
-                                       bucket)  # fmt: skip
+    return IterationAttention(attention, qkv, cos, sin, batch, kernels, out)(attention)
+
+
+class IterationAttention:
+    """One iteration's attention (``ragged_attention``) laid out once, then run layer by layer:
+    ``attend = IterationAttention(layers[0].attention, qkv, cos, sin, batch, kernels, out)``,
+    then ``attend(layer.attention)`` for each layer, each into ``out``.
+
+    Every layer's attention reads the same rows of the same buffers (the piecewise graphs'
+    static ``qkv``, RoPE tables and output) at the same positions and block tables; only its
+    cache differs. So the views, the decode kernel's chunking and scratch, and a first chunk's
+    padded inputs are the host's work once an iteration, not once a layer. Between the graph
+    pieces' replays that work is what the host does, and where it outruns the GPU's it sets the
+    step's time (``IterationRecord.issued_s``).
+
+    The order is the layer's: the decodes' kernel rotates and stores their new K/V itself; then
+    the other tokens are rotated and stored (a verify's, the chunks'); then a verify's queries
+    read the cache; then each chunk attends."""
+
+    def __init__(self, attention, qkv: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+                 batch: RaggedBatch, kernels, out: torch.Tensor | None = None) -> None:  # fmt: skip
+        heads, kv_heads, d = attention.num_heads, attention.num_kv_heads, attention.head_dim
+        n_dec, query = batch.decodes, batch.query
+        n_q = n_dec * query  # the decodes' tokens
+        prepare = kernels.paged_decode(attention.kv_cache) if n_dec else None
+        fused = prepare is not None and query == 1  # one new token: the kernel rotates it
+        first = n_dec if fused else 0
+        if out is None:
+            out = torch.empty(1, qkv.shape[1], heads * d, dtype=qkv.dtype, device=qkv.device)
+        self.out, self.batch, self.kernels, self.kv_heads = out, batch, kernels, kv_heads
+        self.fused = self.verify = None
+        if fused:  # written in place: the decodes' rows of ``out``
+            self.fused = prepare(qkv[0, :n_dec, None], cos[:n_dec], sin[:n_dec],
+                                 batch.positions[:n_dec], batch.tables[:n_dec], batch.max_length,
+                                 heads, out=out[0, :n_dec].view(n_dec, 1, heads * d))  # fmt: skip
+        elif prepare is not None:  # a verify: query tokens per sequence, K/V stored first
+            self.verify = prepare(qkv[0, :n_q].view(n_dec, query, *qkv.shape[2:]), None, None,
+                                  batch.positions[:n_q:query], batch.tables[:n_dec],
+                                  batch.max_length, heads,
+                                  out=out[0, :n_q].view(n_dec, query, heads * d))  # fmt: skip
+        self.sdpa_decodes = prepare is None and n_dec > 0
+        rest = qkv[:, first:]  # rotated, and its K/V stored in their blocks, in one pass
+        self.rope = (rest, cos[first:], sin[first:], heads, kv_heads) if rest.shape[1] else None
+        self.slots = batch.offsets[first:], batch.blocks[first:]
+        self.q = qkv[0, :, :heads]  # [N, heads, D], rotated
+        bucket = ATTENTION_BUCKET if qkv.is_cuda else 1
+        self.chunks = [_Chunk(qkv, out, chunk, heads, kv_heads, kernels.prefill_backend, bucket)
+                       for chunk in batch.chunks]  # fmt: skip
+
+    def __call__(self, attention) -> torch.Tensor:
+        cache: PagedKVCache = attention.kv_cache
+        out, batch = self.out, self.batch
+        if self.fused is not None:
+            self.fused(cache)
+        if self.rope is not None:
+            offsets, blocks = self.slots
+            self.kernels.rope_cache(*self.rope, cache, offsets, blocks=blocks)
+        if self.verify is not None:
+            self.verify(cache)
+        elif self.sdpa_decodes:
+            n_q = batch.decodes * batch.query
+            out[0, :n_q] = _decodes(self.q[:n_q], cache, batch, self.kv_heads).reshape(n_q, -1)
+        for chunk in self.chunks:
+            chunk(cache, batch)
+        return out
+
+
+class _Chunk:
+    """One prompt chunk's attention (``chunk``: as ``RaggedBatch.chunks``) from ``qkv`` into
+    ``out``, its views laid out once. A first chunk (the whole prompt so far) attends causally
+    over its fresh keys, at its length rounded up to a multiple of ``bucket`` (one copy of its
+    rows into zeros), so that every chunk of a bucket has the same shape and strides, which is
+    what a cuDNN plan is built for; under the causal mask no real query sees a padded key. A
+    later chunk attends over its cached keys, causal from the bottom right (a bias that lets
+    SDPA run a fused kernel instead of reading a materialized mask)."""
+
+    def __init__(self, qkv, out, chunk, heads: int, kv_heads: int, backend: str,
+                 bucket: int) -> None:  # fmt: skip
+        start_token, self.length, self.row, self.start = chunk
+        rows = slice(start_token, start_token + self.length)
+        self.out = out[0, rows].view(self.length, heads, -1)
+        self.backend = backend
+        if self.start == 0:
+            self.rows = qkv[0, rows]
+            padded = -self.length % bucket
+            # The padding stays zero: each layer copies only the chunk's rows in.
+            self.padded = F.pad(self.rows, (0, 0, 0, 0, 0, padded)) if padded else None
+            source = self.rows if self.padded is None else self.padded
+            self.qkv = source.transpose(0, 1)[None].split([heads, kv_heads, kv_heads], dim=1)
         else:
-            q_c = q[rows].transpose(0, 1)[None]  # [1, heads, L, D]
-            k_c, v_c = cache.gather(batch.tables[row], start + length, q.dtype)
-            o = F.scaled_dot_product_attention(q_c, k_c, v_c, enable_gqa=True,
-                                               attn_mask=causal_lower_right(length, start + length))  # fmt: skip
-        out[0, rows].view(length, heads, d).copy_(o[0].transpose(0, 1))  # one copy
-    return out
+            self.q = qkv[0, rows, :heads].transpose(0, 1)[None]  # [1, heads, L, D]
+            self.mask = causal_lower_right(self.length, self.start + self.length)
 
-
-def _first_chunk_attention(rows: torch.Tensor, heads: int, kv_heads: int, backend: str,
-                           bucket: int) -> torch.Tensor:  # fmt: skip
-    """Causal attention of a prompt's first chunk from its fused projection ``rows [L, heads +
-    2 kv_heads, D]`` (rotated): ``[1, heads, L, D]``. Run at ``L`` rounded up to a multiple of
-    ``bucket``: one copy of the rows, so that every chunk of a bucket has the same shape and
-    strides, which is what a plan is built for."""
-    length = rows.shape[0]
-    if bucket > 1:
-        rows = F.pad(rows, (0, 0, 0, 0, 0, -length % bucket))
-    q, k, v = rows.transpose(0, 1)[None].split([heads, kv_heads, kv_heads], dim=1)
-    return causal_attention(q, k, v, backend)[..., :length, :]
+    def __call__(self, cache: PagedKVCache, batch: RaggedBatch) -> None:
+        if self.start == 0:
+            if self.padded is not None:
+                self.padded[: self.length].copy_(self.rows)
+            o = causal_attention(*self.qkv, self.backend)[..., : self.length, :]
+        else:
+            k, v = cache.gather(batch.tables[self.row], self.start + self.length, self.q.dtype)
+            o = F.scaled_dot_product_attention(self.q, k, v, enable_gqa=True, attn_mask=self.mask)
+        self.out.copy_(o[0].transpose(0, 1))  # one copy
 
 
 def _decodes(q: torch.Tensor, cache: PagedKVCache, batch: RaggedBatch, kv_heads: int):

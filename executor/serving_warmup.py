@@ -126,8 +126,9 @@ def compile_split_widths(executor) -> None:
             tables = torch.full((1, columns), executor.blocks.scratch, device=device)
             for length in split_lengths(attention.num_kv_heads, longest):
                 with torch.inference_mode():
-                    paged(qkv, rope if query == 1 else None, rope if query == 1 else None,
-                          position, attention.kv_cache, tables, max(length, query), heads)  # fmt: skip
+                    rope_rows = rope if query == 1 else None
+                    paged(qkv, rope_rows, rope_rows, position, tables, max(length, query),
+                          heads)(attention.kv_cache)  # fmt: skip
 
 
 def paged_attentions(*owners):

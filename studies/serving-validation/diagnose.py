@@ -102,7 +102,9 @@ def main() -> int:
     first_mode, reference = next(iter(runs.items()))
     for mode, tokens in list(runs.items())[1:]:
         same = sum(a == b for a, b in zip(reference, tokens, strict=True))
-        first = next((i for i, (a, b) in enumerate(zip(reference, tokens, strict=True)) if a != b), None)
+        first = next(
+            (i for i, (a, b) in enumerate(zip(reference, tokens, strict=True)) if a != b), None
+        )
         print(json.dumps({"against": first_mode, "mode": mode, "iterations": len(tokens),
                           "same_tokens": same, "first_diff": first}))  # fmt: skip
     return 0

@@ -61,6 +61,7 @@ def run(self, tokens, positions, tables):
 
     device = tokens_buf.device
     rows = torch.from_numpy(positions).to(device)
+
     def eager(max_length: int) -> torch.Tensor:
         batch = RaggedBatch(positions=rows, blocks=rows, offsets=rows,
                             tables=torch.from_numpy(np.ascontiguousarray(tables)).to(device),
@@ -72,7 +73,9 @@ def run(self, tokens, positions, tables):
     graph_tokens = out[0][:n]
     # The graph's own key chunks (sized for the longest sequence the cache holds): the same
     # sums in the same order, so the same tokens unless the replay itself is wrong.
-    stats["differ_same_chunks"] += int((eager(self.max_seq_length).argmax(-1) != graph_tokens).sum())
+    stats["differ_same_chunks"] += int(
+        (eager(self.max_seq_length).argmax(-1) != graph_tokens).sum()
+    )
     logits = eager(int(positions.max()) + 1)  # the chunks an eager decode uses
     top2 = logits.topk(2, dim=-1).values
     index = torch.arange(n, device=device)

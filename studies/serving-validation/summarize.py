@@ -55,7 +55,7 @@ def plans(root: Path) -> None:
 
 
 def _host_median(records: list, path: str) -> str:
-    """", loop X ms": the median of the loop's own time between iterations (``host_s``) on
+    """ ", loop X ms": the median of the loop's own time between iterations (``host_s``) on
     ``path``, where the run's iterations were kept; the same code's host time says how fast a
     machine's host was."""
     hosts = [r.host_s for r in records if r.path == path and r.host_s > 0]

@@ -15,6 +15,7 @@ from types import SimpleNamespace
 import pytest
 
 torch = pytest.importorskip("torch")
+F = torch.nn.functional
 
 from executor.engine import build_model  # noqa: E402
 from executor.serving_loop import ServingExecutor, Step  # noqa: E402
@@ -323,12 +324,23 @@ def test_the_warm_up_token_counts_step_by_half_again_up_to_the_budget():
 
 @pytest.mark.parametrize("length", [1, 37, 128, 200])
 def test_a_first_chunk_padded_to_its_bucket_attends_exactly_as_unpadded(length):
-    """Zero keys appended after the last real one are never seen under the causal mask."""
-    from executor.ragged import _first_chunk_attention
+    """Zero keys appended after the last real one are never seen under the causal mask; and the
+    padded copy, laid out once an iteration, takes each layer's rows afresh."""
+    from executor.ragged import _Chunk
 
     torch.manual_seed(length)
-    rows = torch.randn(length, 8 + 2 * 2, 16)  # 8 query heads, 2 K/V heads
-    exact = _first_chunk_attention(rows, 8, 2, "flash", bucket=1)
-    padded = _first_chunk_attention(rows, 8, 2, "flash", bucket=128)
-    assert padded.shape == exact.shape == (1, 8, length, 16)
-    torch.testing.assert_close(padded, exact)
+    qkv = torch.randn(1, length + 3, 8 + 2 * 2, 16)  # 3 decodes' rows, then the chunk
+    chunk = (3, length, 0, 0)
+    exact, padded = (torch.zeros(1, length + 3, 8 * 16) for _ in range(2))
+    attends = [_Chunk(qkv, exact, chunk, 8, 2, "flash", bucket=1),
+               _Chunk(qkv, padded, chunk, 8, 2, "flash", bucket=128)]  # fmt: skip
+    assert attends[1].padded is None if length == 128 else attends[1].padded.shape[0] % 128 == 0
+    for _layer in range(2):
+        qkv.normal_()  # the next layer's q, k and v in the same buffer
+        for attend in attends:
+            attend(None, None)
+        q, k, v = qkv[0, 3:].transpose(0, 1)[None].split([8, 2, 2], dim=1)
+        reference = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
+        torch.testing.assert_close(exact[0, 3:], reference[0].transpose(0, 1).reshape(length, -1))
+        torch.testing.assert_close(padded, exact)
+        assert not exact[0, :3].any()  # the decodes' rows are not the chunk's
