@@ -34,6 +34,7 @@ __all__ = [
     "ATTENTION_BUCKET",
     "IterationAttention",
     "RaggedBatch",
+    "chunks_alone",
     "ragged_attention",
     "setup_paged_caches",
 ]
@@ -84,6 +85,18 @@ class RaggedBatch:
     max_length: int  # the longest sequence's cached length after this iteration
     query: int = 1
     keep_hidden: bool = False  # the model keeps every token's final state (an EAGLE head's)
+
+
+def chunks_alone(batch: RaggedBatch, token_ids: torch.Tensor):
+    """The prompt chunks of ``batch`` alone, with their token ids: a drafter's prefill of the
+    prompt tokens its target runs."""
+    first, n = batch.decodes * batch.query, batch.decodes
+    chunks = [(at - first, length, row - n, start) for at, length, row, start in batch.chunks]
+    alone = RaggedBatch(positions=batch.positions[first:], blocks=batch.blocks[first:],
+                        offsets=batch.offsets[first:], tables=batch.tables[n:], decodes=0,
+                        chunks=chunks, sample_rows=batch.sample_rows[:0],
+                        max_length=batch.max_length)  # fmt: skip
+    return alone, token_ids[:, first:]
 
 
 def ragged_attention(attention, qkv: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,

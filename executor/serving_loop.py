@@ -28,10 +28,10 @@ import torch
 from executor import jit_compiles
 from executor.block_tables import BlockTables
 from executor.piecewise_graphs import PiecewiseGraphs
-from executor.ragged import RaggedBatch, setup_paged_caches
+from executor.ragged import RaggedBatch, chunks_alone, setup_paged_caches
 from executor.serving_graphs import PagedDecodeGraphs, check_inputs
 from executor.serving_warmup import Step, paged_attentions, warm_up
-from executor.speculative_graphs import RoundGraphs
+from executor.speculative_graphs import ProposeGraphs, RoundGraphs
 
 __all__ = ["ServingExecutor", "IterationRecord", "Step"]
 
@@ -100,6 +100,7 @@ class ServingExecutor:
         # ``graphs_up_to`` sequences (the configuration's max_num_seqs), where the paged decode
         # kernel runs (a GPU with Triton).
         self.graphs: PagedDecodeGraphs | RoundGraphs | None = None
+        self.proposals: ProposeGraphs | None = None  # a round with prompt chunks: its drafts
         cache = model.layers[0].attention.kv_cache
         if graphs_up_to and self.device.type == "cuda" and model.kernels.paged_decode(cache):
             for attention in paged_attentions(model, drafter):  # counters, before capture
@@ -112,6 +113,7 @@ class ServingExecutor:
                 )  # fmt: skip
             else:
                 self.graphs = RoundGraphs(self, max_batch=graphs_up_to)
+                self.proposals = ProposeGraphs(self, max_batch=graphs_up_to)
         # Iterations with prompt chunks of up to ``piecewise_up_to`` tokens (the token budget):
         # everything but attention from graphs, where decode graphs run, for a model alone on
         # its GPU (an EAGLE head's states included).
@@ -345,19 +347,22 @@ class ServingExecutor:
         decode, on the GPU, into the verify's inputs; then the target runs the whole batch."""
         drafter, n, query = self.drafter, len(iteration.decode), self.query
         rows = torch.from_numpy(self._sampled_rows[:n]).to(self.device)
+        proposals = self.proposals  # the drafts from a graph, where one holds the decodes
+        if proposals is None or not proposals.graphs or not proposals.bucket(n):
+            proposals = None
 
         def run() -> torch.Tensor:
             with torch.inference_mode():
                 verify = token_ids[0, : n * query].view(n, query)
                 if n:  # the batch's own positions and tables, already on the GPU
-                    verify[:, 1:] = drafter.propose(
-                        drafter.tail_of(rows), verify[:, 0], batch.positions[: n * query : query],
-                        batch.tables[:n], batch.max_length,
-                    )  # fmt: skip
+                    inputs = (drafter.tail_of(rows), verify[:, 0],
+                              batch.positions[: n * query : query], batch.tables[:n])  # fmt: skip
+                    verify[:, 1:] = (proposals.run(*inputs) if proposals is not None
+                                     else drafter.propose(*inputs, batch.max_length))  # fmt: skip
                 out = target()
                 hidden = self.model.hidden if batch.keep_hidden else None
                 if batch.chunks:  # the draft's own prefill of the same prompt tokens
-                    chunk_batch, chunk_ids = _chunks_only(batch, token_ids)
+                    chunk_batch, chunk_ids = chunks_alone(batch, token_ids)
                     chunk_hidden = None if hidden is None else hidden[n * query :]
                     drafter.prefill(chunk_batch, chunk_ids, self._sampled_rows[n:], chunk_hidden)
                 self._verify, self._verify_hidden = verify, hidden
@@ -380,17 +385,6 @@ class ServingExecutor:
         with torch.inference_mode():
             self.drafter.kept(rows[:n], self._verify, torch.from_numpy(kept).to(self.device),
                               states)  # fmt: skip
-
-
-def _chunks_only(batch: RaggedBatch, token_ids: torch.Tensor):
-    """The prompt chunks of ``batch`` alone (a drafter's prefill), with their token ids."""
-    first, n = batch.decodes * batch.query, batch.decodes
-    chunks = [(at - first, length, row - n, start) for at, length, row, start in batch.chunks]
-    alone = RaggedBatch(positions=batch.positions[first:], blocks=batch.blocks[first:],
-                        offsets=batch.offsets[first:], tables=batch.tables[n:], decodes=0,
-                        chunks=chunks, sample_rows=batch.sample_rows[:0],
-                        max_length=batch.max_length)  # fmt: skip
-    return alone, token_ids[:, first:]
 
 
 def _allocator_retries(device: torch.device) -> int:

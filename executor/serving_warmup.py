@@ -7,7 +7,8 @@ integer arguments specialize (1, a multiple of 16, or neither). ``warm_up`` runs
 token counts that meet each of those, a prompt chunk of each size class up to the token budget
 (the library kernels each size picks; the peak activations; the attention plan of each padded
 chunk length), then the paged decode kernel at every split-merge width it can use
-(``decode_splits.split_lengths``), then captures the decode graphs and the piecewise graphs.
+(``decode_splits.split_lengths``), then captures the decode graphs (a speculative round's, and
+its drafts alone) and the piecewise graphs.
 It leaves no trace: its requests are released and its log cleared.
 """
 
@@ -64,6 +65,11 @@ def warm_up(executor) -> None:
         executor.graphs = None
         executor.notes.append(f"decode graphs could not be captured ({failure}): decode-only "
                               "iterations and rounds ran eagerly")  # fmt: skip
+    failure = None if executor.proposals is None else _capture(executor.proposals)
+    if failure is not None:
+        executor.proposals = None
+        executor.notes.append(f"draft graphs could not be captured ({failure}): rounds with "
+                              "prompt chunks drafted eagerly")  # fmt: skip
     failure = None if executor.piecewise is None else _capture(executor.piecewise)
     if failure is not None:
         executor.piecewise = None

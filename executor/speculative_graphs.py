@@ -1,4 +1,4 @@
-"""Speculative rounds replayed from CUDA graphs, one per batch bucket.
+"""Speculative rounds replayed from CUDA graphs, one per batch bucket; and the drafts alone.
 
 A round with no prompt chunk (``executor.speculative``) is the same kernels every time for a
 given batch: the drafter's ``g`` steps, then the target's verify of ``g + 1`` tokens per
@@ -8,6 +8,11 @@ table and what the drafter keeps per sequence (``tail_of``). Positions and K/V s
 step are computed inside the graph from those. A batch is padded to its bucket with rows at
 position 1 over the scratch block. As for decodes (``executor.serving_graphs``), every graph is
 captured for the longest sequence the cache holds, each sequence attending over its own keys.
+
+A round with prompt chunks verifies beside them (from the piecewise graphs, or eagerly past
+them), but its drafts are the same ``g`` steps over the decodes alone: ``ProposeGraphs``
+captures those per bucket, so that no round launches the drafter's kernels from Python (for
+a draft model, ``g`` times its layers' worth, which a host issues slower than a GPU runs).
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from executor.engine import capture_graph
 from executor.ragged import RaggedBatch
 from executor.serving_graphs import BucketGraphs
 
-__all__ = ["RoundGraphs"]
+__all__ = ["ProposeGraphs", "RoundGraphs"]
 
 
 class RoundGraphs(BucketGraphs):
@@ -85,3 +90,46 @@ class RoundGraphs(BucketGraphs):
         tokens, verify, hidden = out
         query = self.executor.query
         return tokens[: n * query], verify[:n], None if hidden is None else hidden[: n * query]
+
+
+class ProposeGraphs(BucketGraphs):
+    """``run(tail, last, first, tables)`` -> the drafter's ``[n, g]`` drafts after each of
+    ``n`` sequences' ``last`` token at position ``first`` (``drafter.propose``'s inputs, on the
+    GPU), from the bucket's graph. The buckets share one memory pool, captured largest first:
+    the drafts are copied into the verify's inputs before any other bucket replays."""
+
+    def __init__(self, executor, *, max_batch: int) -> None:
+        super().__init__(max_batch)
+        self.executor = executor
+
+    def _capture(self, size: int) -> tuple:
+        executor = self.executor
+        drafter, device = executor.drafter, executor.device
+        last = torch.zeros(size, dtype=torch.long, device=device)
+        first = torch.ones(size, dtype=torch.long, device=device)
+        tables = torch.full((size, executor.blocks.width), executor.blocks.scratch,
+                            dtype=torch.long, device=device)  # fmt: skip
+        rows = torch.zeros(size, dtype=torch.long, device=device)
+        tail = tuple(t.clone() for t in drafter.tail_of(rows))
+        out: list = []
+
+        def propose() -> None:
+            out[:] = [drafter.propose(tail, last, first, tables, executor.max_seq_length)]
+
+        with torch.inference_mode():
+            graph, self.pool = capture_graph(propose, pool=self.pool)
+        return graph, (last, first, tables, tail), rows, out
+
+    def run(self, tail: tuple[torch.Tensor, ...], last: torch.Tensor, first: torch.Tensor,
+            tables: torch.Tensor) -> torch.Tensor:  # fmt: skip
+        n, width = len(last), tables.shape[1]
+        graph, (last_buf, first_buf, tables_buf, tail_buf), _, out = self.graphs[self.bucket(n)]
+        # Padding rows at position 1 over the scratch block, as ``RoundGraphs`` pads.
+        last_buf[n:], first_buf[n:] = 0, 1
+        tables_buf.fill_(self.executor.blocks.scratch)
+        last_buf[:n], first_buf[:n], tables_buf[:n, :width] = last, first, tables
+        for buf, value in zip(tail_buf, tail, strict=True):
+            buf[:n] = value
+            buf[n:] = 0
+        graph.replay()
+        return out[0][:n]

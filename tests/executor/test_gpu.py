@@ -275,13 +275,16 @@ def test_paged_decode_attention_matches_sdpa_over_gathered_blocks_on_gpu(
     assert int(mine.split_counters.abs().sum()) == 0, "counters left for the next step"
 
 
-def _loop_samples(graphs: int, piecewise: int, steps) -> tuple[dict, set]:
+def _loop_samples(graphs: int, piecewise: int, steps, draft: int = 0) -> tuple[dict, set]:
     """Each request's sampled tokens, and the paths its iterations took, when a float32 tiny
     model (GEMMs that a row count cannot tip across a near tie) serves ``steps`` (lists of
     decoding requests beside prompt chunks) through the serving loop on this GPU: decode graphs
-    up to ``graphs`` sequences, piecewise graphs up to ``piecewise`` tokens (0: eager)."""
+    up to ``graphs`` sequences, piecewise graphs up to ``piecewise`` tokens (0: eager).
+    ``draft``: rounds of that many drafts from a draft model of the same weights, request
+    ``rid`` keeping ``rid % (draft + 1)`` of them."""
     from executor.engine import build_model
     from executor.serving_loop import ServingExecutor, Step
+    from executor.speculative import DraftModel
     from tests.executor.conftest import tiny_spec
 
     spec = tiny_spec(hidden_size=256, num_attention_heads=4, num_key_value_heads=2, head_dim=64,
@@ -294,11 +297,13 @@ def _loop_samples(graphs: int, piecewise: int, steps) -> tuple[dict, set]:
     def tokens_of(rid: int) -> list[int]:  # the warm-up's own requests (rid < 0): any tokens
         return prompts.get(rid, [1] * 256)
 
-    model = build_model(spec, device="cuda", dtype=torch.float32, seed=1, fused_kernels=True)
-    executor = ServingExecutor(model, num_blocks=256, block_size=16, max_seq_length=512,
+    def model():
+        return build_model(spec, device="cuda", dtype=torch.float32, seed=1, fused_kernels=True)
+
+    executor = ServingExecutor(model(), num_blocks=256, block_size=16, max_seq_length=512,
                                prompt_tokens=lambda rid, start, n: tokens_of(rid)[start : start + n],
-                               graphs_up_to=graphs, piecewise_up_to=piecewise,
-                               token_budget=128)  # fmt: skip
+                               graphs_up_to=graphs, piecewise_up_to=piecewise, token_budget=128,
+                               drafter=DraftModel(model(), draft) if draft else None)  # fmt: skip
     executor.warm_up()
     sampled: dict[int, list[int]] = {}
     for rid, prompt in list(prompts.items())[:10]:  # half of them first, alone
@@ -306,7 +311,8 @@ def _loop_samples(graphs: int, piecewise: int, steps) -> tuple[dict, set]:
         sampled[rid] = [executor.last_token[rid]]
     for decodes, chunk in steps:  # then the other half's prompts beside the decodes
         prefill = [] if chunk is None else [(chunk, 0, len(prompts[chunk]))]
-        executor(Step(decodes, prefill))
+        kept = [rid % (draft + 1) for rid in decodes] if draft else None
+        executor(Step(decodes, prefill, accepted=kept))
         for rid in decodes:
             sampled[rid].append(executor.last_token[rid])
         if chunk is not None:
@@ -333,5 +339,20 @@ def test_graphs_of_every_bucket_sample_what_eager_iterations_do_on_gpu():
     graphed, paths = _loop_samples(20, 128, steps)
     assert {"graph", "piecewise"} <= paths, paths
     eager, paths = _loop_samples(0, 0, steps)
+    assert paths == {"eager"}, paths
+    assert graphed == eager
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_speculative_rounds_from_graphs_sample_what_eager_rounds_do_on_gpu():
+    """A draft model's rounds from graphs: without prompt chunks the round graphs (drafts and
+    verify in one), with chunks the propose graphs (the drafts alone) and the verify from the
+    piecewise graphs; the same tokens as the same rounds run eagerly."""
+    steps = [([0, 1, 2], None), (list(range(9)), 10), (list(range(5)), 11), ([0], None),
+             (list(range(2)), 13), (list(range(11)), None)]  # fmt: skip
+    graphed, paths = _loop_samples(20, 128, steps, draft=3)
+    assert {"graph", "piecewise"} <= paths, paths
+    eager, paths = _loop_samples(0, 0, steps, draft=3)
     assert paths == {"eager"}, paths
     assert graphed == eager

@@ -108,6 +108,45 @@ def test_the_scheduler_drives_speculative_rounds_through_a_workload():
     assert len(executor.records) == measured.prediction.iterations
 
 
+def test_rounds_with_prompt_chunks_draft_from_graphs_as_eagerly(monkeypatch):
+    """A round outside the round graphs (here, with prompt chunks or not) takes its drafts from
+    the bucket's propose graph (a stand-in
+    that reruns the captured function on its static buffers, padded to the bucket): the same
+    tokens, round by round, as drafting eagerly, for a draft model (still greedy decoding)
+    and for an EAGLE-3 head (its drafts random, so only the same as eager)."""
+    from executor import speculative_graphs
+    from tests.executor.conftest import rerun_capture
+
+    monkeypatch.setattr(speculative_graphs, "capture_graph", rerun_capture)
+    replays = []
+    run = speculative_graphs.ProposeGraphs.run
+    monkeypatch.setattr(speculative_graphs.ProposeGraphs, "run",
+                        lambda self, *args: replays.append(len(args[1])) or run(self, *args))  # fmt: skip
+    gen = torch.Generator().manual_seed(0)
+    prompts = {rid: torch.randint(97, (n,), generator=gen).tolist() for rid, n in PROMPTS.items()}
+    for make in (lambda model: DraftModel(tiny_model(), G), lambda model: EagleHead(model, G)):
+        tokens = []
+        for graphs in (False, True):
+            model = tiny_model()
+            torch.manual_seed(3)  # the same random head in both runs
+            executor = ServingExecutor(model, num_blocks=48, block_size=4, max_seq_length=64,
+                                       prompt_tokens=lambda rid, s, n: prompts[rid][s : s + n],
+                                       drafter=make(model))  # fmt: skip
+            if graphs:
+                executor.proposals = speculative_graphs.ProposeGraphs(executor, max_batch=4)
+                executor.proposals.capture()
+            rounds = []
+            for decodes, accepted, chunks in PLAN:
+                executor(Step(decode=decodes, prefill=chunks, accepted=accepted))
+                rounds.append(sorted(executor.last_token.items()))
+            tokens.append(rounds)
+        assert tokens[0] == tokens[1]
+        if isinstance(executor.drafter, DraftModel):
+            assert_greedy(executor, model, prompts)
+    # Every round with decodes (this executor has no round graphs), padded to buckets 1, 2, 4.
+    assert replays == [1, 2, 2, 3, 3] * 2
+
+
 TRITON_ROUNDS = """
     import torch
     from executor import decode_attention as attention
