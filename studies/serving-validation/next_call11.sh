@@ -5,7 +5,7 @@
 # the GPU tests of the paths they changed (the paged kernel against SDPA; every decode graph,
 # the piecewise graphs and a draft model's rounds from graphs against eager iterations), then
 # the plans with the kernel's defaults (FP8 caches' dots now in float16): bf16 at three loads,
-# EAGLE and the draft model at the plan's rate, FP8 at the plan's rate. A step already done
+# the draft model and EAGLE at the plan's rate, FP8 at the plan's rate. A step already done
 # on a warm machine is skipped.
 # Results in $OUT/results.tar, rebuilt after each step.
 set -u
@@ -19,7 +19,7 @@ if [ ! -s $results/gpu-tests.log ]; then
     pack
 fi
 done_already 8b-bf16-$card || { OUT=$results PLAN_TIMEOUT=150 bash $here/run.sh 100 bf16; pack; }
-for plan in bf16-eagle bf16-draft; do
+for plan in bf16-draft bf16-eagle; do
     done_already 8b-${plan/-/-$card-} \
         || { OUT=$results PLAN_TIMEOUT=120 LOADS=plan bash $here/run.sh 100 $plan; pack; }
 done
