@@ -31,6 +31,7 @@ from executor.piecewise_graphs import PiecewiseGraphs
 from executor.ragged import RaggedBatch, chunks_alone, setup_paged_caches
 from executor.serving_graphs import PagedDecodeGraphs, check_inputs
 from executor.serving_warmup import Step, paged_attentions, warm_up
+from executor.speculative import DraftModel
 from executor.speculative_graphs import ProposeGraphs, RoundGraphs
 
 __all__ = ["ServingExecutor", "IterationRecord", "Step"]
@@ -116,11 +117,13 @@ class ServingExecutor:
                 self.proposals = ProposeGraphs(self, max_batch=graphs_up_to)
         # Iterations with prompt chunks of up to ``piecewise_up_to`` tokens (the token budget):
         # everything but attention from graphs, where decode graphs run, for a model alone on
-        # its GPU (an EAGLE head's states included).
+        # its GPU (an EAGLE head's states included; a draft model's prefill from its own).
         self.piecewise: PiecewiseGraphs | None = None
         if self.graphs is not None and piecewise_up_to and model.collectives is None:
             self.piecewise = PiecewiseGraphs(model, max_tokens=piecewise_up_to,
                                              keep_hidden=getattr(drafter, "wants_hidden", False))  # fmt: skip
+            if isinstance(drafter, DraftModel):
+                drafter.pieces = PiecewiseGraphs(drafter.model, max_tokens=piecewise_up_to)
         generator = torch.Generator(device="cpu").manual_seed(seed)
         # Prompt token ids (request, first position, count): random unless given (a test's).
         self.prompt_tokens = prompt_tokens or (

@@ -75,6 +75,12 @@ def warm_up(executor) -> None:
         executor.piecewise = None
         executor.notes.append(f"piecewise graphs could not be captured ({failure}): "
                               "iterations with prompt chunks ran eagerly")  # fmt: skip
+    draft_pieces = getattr(executor.drafter, "pieces", None)
+    failure = None if draft_pieces is None else _capture(draft_pieces)
+    if failure is not None:
+        executor.drafter.pieces = None
+        executor.notes.append(f"the draft model's piecewise graphs could not be captured "
+                              f"({failure}): its prefill of prompt chunks ran eagerly")  # fmt: skip
     executor.synchronize()
     executor.reset()
 

@@ -112,10 +112,13 @@ class PromptLookup:
 
 
 class DraftModel:
-    """``draft``: ``model`` (an ``executor.model.Llama`` of the target's vocabulary) drafts."""
+    """``draft``: ``model`` (an ``executor.model.Llama`` of the target's vocabulary) drafts.
+    ``pieces``: its own piecewise graphs (``executor.piecewise_graphs``), which the serving loop
+    gives it beside the target's, for its prefill of the prompt chunks."""
 
     def __init__(self, model, g: int) -> None:
         self.model, self.g = model, g
+        self.pieces = None
 
     def attach(self, executor) -> None:
         """Its paged cache: as many blocks as the executor's (the same block tables)."""
@@ -130,7 +133,11 @@ class DraftModel:
                 hidden=None) -> None:  # fmt: skip
         """The prompt chunks of ``batch`` (no decodes) into the draft's cache; each chunk's
         last token is the one before its sequence's next."""
-        self.model(token_ids, ragged=batch)
+        pieces = self.pieces
+        if pieces is not None and pieces.graphs and pieces.bucket(token_ids.shape[1]):
+            pieces.run(token_ids, batch)
+        else:
+            self.model(token_ids, ragged=batch)
         self.tail.ensure(int(rows.max()) + 1)
         ends = torch.tensor([start + length - 1 for start, length, _, _ in batch.chunks],
                             device=token_ids.device)  # fmt: skip

@@ -15,7 +15,7 @@ torch = pytest.importorskip("torch")
 
 from executor.piecewise_graphs import PIECEWISE_BUCKETS, PiecewiseGraphs  # noqa: E402
 from executor.serving_loop import ServingExecutor  # noqa: E402
-from executor.speculative import EagleHead  # noqa: E402
+from executor.speculative import DraftModel, EagleHead  # noqa: E402
 from tests.executor.conftest import rerun_capture  # noqa: E402
 from tests.executor.test_serving_loop import Step, greedy, tiny_model  # noqa: E402
 from tests.executor.test_speculative_loop import (  # noqa: E402
@@ -33,6 +33,10 @@ def with_pieces(executor: ServingExecutor, max_tokens: int) -> ServingExecutor:
     executor.piecewise = PiecewiseGraphs(executor.model, max_tokens=max_tokens,
                                          capture=rerun_capture, keep_hidden=keep)  # fmt: skip
     executor.piecewise.capture()
+    if isinstance(executor.drafter, DraftModel):  # its prefill from pieces of its own
+        executor.drafter.pieces = PiecewiseGraphs(executor.drafter.model, max_tokens=max_tokens,
+                                                  capture=rerun_capture)  # fmt: skip
+        executor.drafter.pieces.capture()
     return executor
 
 
@@ -77,9 +81,17 @@ def test_chunks_beside_decodes_from_pieces_sample_what_each_sequence_alone_does(
 
 
 def test_a_draft_models_rounds_with_chunks_run_the_target_from_pieces():
+    """And the draft model's prefill of the same chunks from its own pieces: its cache must
+    hold the prompts, or the drafts it keeps would not be greedy decoding."""
     executor, model, prompts = draft_executor()
-    run_plan(with_pieces(executor, max_tokens=64))
+    with_pieces(executor, max_tokens=64)
+    pieces, prefills = executor.drafter.pieces, []
+    run = pieces.run
+    pieces.run = lambda token_ids, batch: prefills.append(token_ids.shape[1]) or run(token_ids,
+                                                                                   batch)  # fmt: skip
+    run_plan(executor)
     assert {r.path for r in executor.records} == {"piecewise"}
+    assert prefills == [11, 4, 3]  # the rounds' prompt tokens
     assert_greedy(executor, model, prompts)
 
 
