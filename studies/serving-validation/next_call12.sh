@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# next_call11.sh cut to a short call (little device time left): the GPU tests of the graphs
+# (every decode bucket and the piecewise graphs, a draft model's rounds from graphs, against
+# eager iterations), then the bf16 plan and the draft model's plan at the plan's rate, then
+# EAGLE's. A step already done on a warm machine is skipped. Results in $OUT/results.tar.
+set -u
+source studies/serving-validation/call_env.sh
+done_already() { grep -q "^rc=" "$results/$1/traffic.log" 2>/dev/null; }
+if [ ! -s $results/gpu-tests.log ]; then
+    timeout 90 python3 -m pytest -q -p no:cacheprovider --durations=5 tests/executor/test_gpu.py \
+        -k "every_bucket or speculative_rounds" 2>&1 | tail -n 30 > $results/gpu-tests.log
+    tail -n 3 $results/gpu-tests.log
+    pack
+fi
+for plan in bf16 bf16-draft bf16-eagle; do
+    name=8b-${plan%%-*}-$card${plan#${plan%%-*}}
+    done_already $name || { OUT=$results PLAN_TIMEOUT=100 LOADS=plan bash $here/run.sh 100 $plan; pack; }
+done
