@@ -1,0 +1,118 @@
+"""What the host spends to issue each kind of launch a serving iteration makes, on a GPU.
+
+Eager iterations of the serving loop were issued in 24-29 ms whatever their size, and its
+piecewise iterations in about 10 (`h100-capture-2026-12-07/`): the host's work, not the GPU's,
+set them. This times, per call, with inputs small enough that the GPU never holds the host
+back (each round after a synchronize; the median of 21 rounds of 50 calls): a small PyTorch
+op, a bf16 GEMM of 16 rows (cuBLAS), the serving loop's Triton kernels (add + RMSNorm, SiLU x
+mul, RoPE with the paged store, the paged decode attention laid out once and launched), SDPA
+over a 128-token first chunk (cuDNN, as the loop pads it), a CUDA graph's replay of one small
+op, and a whole layer's attention laid out once (``IterationAttention``, 8 decodes and a
+16-token chunk at Llama-3.1-8B's head shapes). Prints microseconds per call and one JSON line.
+
+    python3 studies/serving-validation/host_launches.py [OUT.json]
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from executor import decode_attention, elementwise
+from executor.fused import Kernels, causal_attention
+from executor.kv_cache import PagedKVCache
+from executor.ragged import IterationAttention, RaggedBatch
+
+HEADS, KV_HEADS, D, BLOCK = 32, 8, 128, 16
+
+
+def synchronize() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def per_call_us(call, calls: int = 50, rounds: int = 21) -> float:
+    call()  # compiled, planned and warm
+    times = []
+    for _ in range(rounds):
+        synchronize()
+        start = time.perf_counter()
+        for _ in range(calls):
+            call()
+        times.append((time.perf_counter() - start) / calls)
+    synchronize()
+    return statistics.median(times) * 1e6
+
+
+def main() -> int:
+    # On a CPU (a dry run, with TRITON_INTERPRET=1) everything but the graph runs, slowly.
+    device, bf16 = "cuda" if torch.cuda.is_available() else "cpu", torch.bfloat16
+    a, b = torch.ones(1024, device=device), torch.ones(1024, device=device)
+    out = torch.empty_like(a)
+    x, w = (
+        torch.randn(16, 4096, device=device, dtype=bf16),
+        torch.randn(4096, 4096, device=device, dtype=bf16),
+    )
+    hidden = torch.randn(16, 4096, device=device, dtype=bf16)
+    norm = torch.ones(4096, device=device, dtype=bf16)
+    gate_up = torch.randn(16, 2 * 14336, device=device, dtype=bf16)
+    cache = PagedKVCache(64, KV_HEADS, BLOCK, D, bf16, device)
+    tokens = 8 + 16
+    positions = torch.cat([torch.full((8,), 100), torch.arange(16)]).to(device)
+    batch = RaggedBatch(positions=positions, blocks=positions // BLOCK, offsets=positions % BLOCK,
+                        tables=torch.arange(72, device=device).view(9, 8) % 64, decodes=8,
+                        chunks=[(8, 16, 8, 0)], sample_rows=positions[:1], max_length=101)  # fmt: skip
+    qkv = torch.randn(1, tokens, HEADS + 2 * KV_HEADS, D, device=device, dtype=bf16)
+    rope = torch.randn(tokens, D, device=device, dtype=bf16)
+    attended = torch.empty(1, tokens, HEADS * D, device=device, dtype=bf16)
+    kernels = Kernels.compiled()
+    attention = type("Attention", (), {"num_heads": HEADS, "num_kv_heads": KV_HEADS,
+                                       "head_dim": D, "kv_cache": cache})()  # fmt: skip
+    decode = decode_attention.prepare(qkv[0, :8, None], rope[:8], rope[:8], positions[:8], cache,
+                                      101, HEADS, block_table=batch.tables[:8],
+                                      out=attended[0, :8].view(8, 1, HEADS * D))  # fmt: skip
+    chunk = torch.randn(1, HEADS, 128, D, device=device, dtype=bf16)
+    replay = None
+    if device == "cuda":
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            torch.add(a, b, out=out)
+        replay = graph.replay
+    layer = IterationAttention(attention, qkv, rope, rope, batch, kernels, out=attended)
+    calls = {
+        "torch add (1,024)": lambda: torch.add(a, b, out=out),
+        "F.linear 16x4096x4096": lambda: F.linear(x, w),
+        "Triton add_rms_norm": lambda: elementwise.add_rms_norm(hidden, x, norm, 1e-5),
+        "Triton silu_and_mul": lambda: elementwise.silu_and_mul(gate_up),
+        "Triton rope_cache (paged)": lambda: elementwise.rope_cache(
+            qkv[:, 8:], rope[8:], rope[8:], HEADS, KV_HEADS, cache, batch.offsets[8:],
+            blocks=batch.blocks[8:]),
+        "decode kernel, laid out": lambda: decode(cache),
+        "SDPA causal 128 (first chunk)": lambda: causal_attention(chunk, chunk[:, :KV_HEADS],
+                                                                  chunk[:, :KV_HEADS]),
+        "CUDA graph replay": replay,
+        "a layer's attention, laid out": lambda: layer(attention),
+    }  # fmt: skip
+    result = {}
+    with torch.inference_mode():
+        for name, call in calls.items():
+            if call is None:
+                continue
+            result[name] = round(per_call_us(call, *(() if device == "cuda" else (2, 3))), 1)
+            print(f"{name:32s} {result[name]:7.1f} us a call", flush=True)
+    name = torch.cuda.get_device_name() if device == "cuda" else "cpu"
+    line = json.dumps({"device": name, "us_per_call": result})
+    print(line)
+    if len(sys.argv) > 1:
+        Path(sys.argv[1]).write_text(line + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
