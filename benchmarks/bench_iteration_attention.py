@@ -6,11 +6,11 @@ and each prompt chunk's attention. Where that host work outlasts the GPU's, the 
 step's time. Here the two Triton launches are stand-ins that return at once (what is left is
 what the host does around them) and tensors live on the CPU in float32 (SDPA's own time
 small beside the host's), at Llama-3.1-8B's head shapes, for 8 decodes beside a 16-token
-first chunk. For attention laid out once a layer
-(``ragged_attention``, as an eager iteration runs it) and once an iteration of 32 layers
-(``IterationAttention``, as the piecewise graphs run it) it prints the ATen ops dispatched per
-layer and the median microseconds per layer, then SDPA's alone (on the CPU it computes; on a
-GPU it only launches), then one JSON line. Run: ``python benchmarks/bench_iteration_attention.py``.
+first chunk. For attention laid out once a layer (as a decode graph's capture does) and once
+an iteration of 32 layers (``IterationAttention``, as an eager iteration and the piecewise
+graphs run it) it prints the ATen ops dispatched per layer and the median microseconds per
+layer, then SDPA's alone (on the CPU it computes; on a GPU it only launches), then one JSON
+line. Run: ``python benchmarks/bench_iteration_attention.py``.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from executor import decode_attention, elementwise
 from executor.fused import Kernels
 from executor.kv_cache import PagedKVCache
-from executor.ragged import IterationAttention, RaggedBatch, ragged_attention
+from executor.ragged import IterationAttention, RaggedBatch
 
 HEADS, KV_HEADS, HEAD_DIM, LAYERS = 32, 8, 128, 32
 DECODES, CHUNK, BLOCK = 8, 16, 16
@@ -87,7 +87,7 @@ def main() -> None:
 
     def per_layer() -> None:
         for _ in range(LAYERS):
-            ragged_attention(attention, qkv, rope, rope, batch, kernels, out=out)
+            IterationAttention(attention, qkv, rope, rope, batch, kernels, out=out)(attention)
 
     def per_iteration() -> None:
         attend = IterationAttention(attention, qkv, rope, rope, batch, kernels, out=out)

@@ -98,9 +98,11 @@ class Attention(nn.Module):
         q_width = self.num_heads * self.head_dim
         qkv = self.wqkv(x).view(batch, num_tokens, -1, self.head_dim)  # [B, T, q+k+v heads, D]
         if ragged is not None:  # a serving iteration: executor.ragged
-            from executor.ragged import ragged_attention
+            from executor.ragged import IterationAttention
 
-            return self.wo(ragged_attention(self, qkv, cos, sin, ragged, kernels))
+            if not isinstance(ragged, IterationAttention):  # a batch: laid out for this layer
+                ragged = IterationAttention(self, qkv, cos, sin, ragged, kernels)
+            return self.wo(ragged.run(self, qkv))
         cache = self.kv_cache if input_pos is not None else None
         one_kernel = None
         if cache is not None and num_tokens == 1 and kv_length is not None:
@@ -295,9 +297,10 @@ class Llama(nn.Module):
         # An EAGLE-3 head reads the states after a low, a middle and the last layer.
         keep = eagle_layers(len(self.layers)) if ragged is not None and ragged.keep_hidden else ()
         kept = []
+        attend = ragged if ragged is None else self._laid_out(ragged, cos, sin)
         for index, layer in enumerate(self.layers):
             attended = layer.attention(
-                normed, cos, sin, input_pos, kernels, attend_cache, kv_length, ragged
+                normed, cos, sin, input_pos, kernels, attend_cache, kv_length, attend
             )
             residual, normed = self.finish_layer(index, residual, attended)
             kept.extend(residual for at in keep if at == index)
@@ -308,6 +311,22 @@ class Llama(nn.Module):
         if last_token_only:
             normed = normed[:, -1:]
         return self.logits(normed)
+
+    def _laid_out(self, batch, cos: torch.Tensor, sin: torch.Tensor):
+        """A serving iteration's attention laid out once for every layer
+        (``executor.ragged.IterationAttention``), each layer's q/k/v copied into its buffer: the
+        layout is host work, the copy a short kernel. Into a CUDA graph, where host work costs
+        nothing and the copy would replay every step, ``batch`` itself (a layout a layer)."""
+        from executor.ragged import IterationAttention
+
+        if torch.cuda.is_available() and torch.cuda.is_current_stream_capturing():
+            return batch
+        attention = self.layers[0].attention
+        width = attention.num_heads + 2 * attention.num_kv_heads
+        weight = self.embed_tokens.weight
+        qkv = torch.empty(1, len(batch.positions), width, attention.head_dim, dtype=weight.dtype,
+                          device=weight.device)  # fmt: skip
+        return IterationAttention(attention, qkv, cos, sin, batch, self.kernels)
 
     def embed(self, tokens: torch.Tensor, positions: torch.Tensor):
         """The run up to the first layer's attention: (residual stream, its first RMSNorm (in

@@ -35,7 +35,6 @@ __all__ = [
     "IterationAttention",
     "RaggedBatch",
     "chunks_alone",
-    "ragged_attention",
     "setup_paged_caches",
 ]
 
@@ -99,26 +98,20 @@ def chunks_alone(batch: RaggedBatch, token_ids: torch.Tensor):
     return alone, token_ids[:, first:]
 
 
-def ragged_attention(attention, qkv: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
-                     batch: RaggedBatch, kernels,
-                     out: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
-    """Attention of one ``executor.model.Attention`` layer over ``batch``: ``qkv [1, N, heads +
-    2 kv_heads, D]`` un-rotated, ``cos, sin [N, D]``. Stores every token's K/V in the layer's
-    ``PagedKVCache``. Returns ``[1, N, heads * D]``, written into ``out`` if given."""
-    return IterationAttention(attention, qkv, cos, sin, batch, kernels, out)(attention)
-
-
 class IterationAttention:
-    """One iteration's attention (``ragged_attention``) laid out once, then run layer by layer:
+    """One serving iteration's attention over ``batch``, laid out once and run layer by layer:
     ``attend = IterationAttention(layers[0].attention, qkv, cos, sin, batch, kernels, out)``,
-    then ``attend(layer.attention)`` for each layer, each into ``out``.
+    then ``attend(layer.attention)`` for each layer once its q/k/v are in ``qkv [1, N, heads +
+    2 kv_heads, D]`` (un-rotated; ``run(layer.attention, qkv)`` copies them in), with ``cos, sin
+    [N, D]``. Each stores every token's K/V in the layer's ``PagedKVCache`` and writes its
+    output ``[1, N, heads * D]`` into ``out`` (allocated once if not given).
 
-    Every layer's attention reads the same rows of the same buffers (the piecewise graphs'
-    static ``qkv``, RoPE tables and output) at the same positions and block tables; only its
-    cache differs. So the views, the decode kernel's chunking and scratch, and a first chunk's
-    padded inputs are the host's work once an iteration, not once a layer. Between the graph
-    pieces' replays that work is what the host does, and where it outruns the GPU's it sets the
-    step's time (``IterationRecord.issued_s``).
+    Every layer's attention reads the same rows of the same buffers (``qkv``, the RoPE tables,
+    ``out``) at the same positions and block tables; only its cache differs. So the views, the
+    decode kernel's chunking and scratch, and a first chunk's padded inputs are the host's work
+    once an iteration, not once a layer. Between the piecewise graphs' replays, and in an eager
+    iteration, that work is the host's share of a layer, and where the host's work outruns the
+    GPU's it sets the step's time (``IterationRecord.issued_s``).
 
     The order is the layer's: the decodes' kernel rotates and stores their new K/V itself; then
     the other tokens are rotated and stored (a verify's, the chunks'); then a verify's queries
@@ -134,7 +127,13 @@ class IterationAttention:
         first = n_dec if fused else 0
         if out is None:
             out = torch.empty(1, qkv.shape[1], heads * d, dtype=qkv.dtype, device=qkv.device)
-        self.out, self.batch, self.kernels, self.kv_heads = out, batch, kernels, kv_heads
+        self.qkv, self.out, self.batch, self.kernels, self.kv_heads = (
+            qkv,
+            out,
+            batch,
+            kernels,
+            kv_heads,
+        )
         self.fused = self.verify = None
         if fused:  # written in place: the decodes' rows of ``out``
             self.fused = prepare(qkv[0, :n_dec, None], cos[:n_dec], sin[:n_dec],
@@ -153,6 +152,13 @@ class IterationAttention:
         bucket = ATTENTION_BUCKET if qkv.is_cuda else 1
         self.chunks = [_Chunk(qkv, out, chunk, heads, kv_heads, kernels.prefill_backend, bucket)
                        for chunk in batch.chunks]  # fmt: skip
+
+    def run(self, attention, qkv: torch.Tensor) -> torch.Tensor:
+        """``attention``'s layer over its ``qkv``, copied into the laid-out buffer first unless
+        it is that buffer (the piecewise graphs write it in place)."""
+        if qkv.data_ptr() != self.qkv.data_ptr():
+            self.qkv.copy_(qkv)
+        return self(attention)
 
     def __call__(self, attention) -> torch.Tensor:
         cache: PagedKVCache = attention.kv_cache
