@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.nn.attention.bias import causal_lower_right
@@ -36,6 +37,7 @@ __all__ = [
     "RaggedBatch",
     "chunks_alone",
     "setup_paged_caches",
+    "to_device",
 ]
 
 # cuDNN's fused attention, PyTorch's pick for causal prefill on Hopper, builds an execution plan
@@ -84,6 +86,19 @@ class RaggedBatch:
     max_length: int  # the longest sequence's cached length after this iteration
     query: int = 1
     keep_hidden: bool = False  # the model keeps every token's final state (an EAGLE head's)
+
+
+def to_device(device: torch.device, *arrays: np.ndarray) -> list[torch.Tensor]:
+    """Integer arrays on ``device`` (int64, flattened) in one copy, not one each (a serving
+    iteration's inputs): a copy from pageable memory waits for the GPU. Each starts 16 bytes into the copy's allocation times
+    some count, as Triton compiles a kernel once for aligned pointers and again for others."""
+    sizes = [array.size for array in arrays]
+    starts = np.concatenate([[0], np.cumsum([-(-n // 2) * 2 for n in sizes])])
+    packed = np.zeros(starts[-1], dtype=np.int64)
+    for array, start, n in zip(arrays, starts, sizes, strict=False):
+        packed[start : start + n] = array.ravel()
+    on_device = torch.from_numpy(packed).to(device, non_blocking=True)
+    return [on_device[start : start + n] for start, n in zip(starts, sizes, strict=False)]
 
 
 def chunks_alone(batch: RaggedBatch, token_ids: torch.Tensor):

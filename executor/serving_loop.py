@@ -28,7 +28,7 @@ import torch
 from executor import jit_compiles
 from executor.block_tables import BlockTables
 from executor.piecewise_graphs import PiecewiseGraphs
-from executor.ragged import RaggedBatch, chunks_alone, setup_paged_caches
+from executor.ragged import RaggedBatch, chunks_alone, setup_paged_caches, to_device
 from executor.serving_graphs import PagedDecodeGraphs, check_inputs
 from executor.serving_warmup import Step, paged_attentions, warm_up
 from executor.speculative import DraftModel
@@ -322,19 +322,17 @@ class ServingExecutor:
         owner = np.concatenate(owners)
         token_ids = np.concatenate(tokens)
         check_inputs(token_ids, position, self.vocab, self.max_seq_length)
-        device = self.device
-
-        def tensor(values: np.ndarray) -> torch.Tensor:
-            return torch.from_numpy(np.ascontiguousarray(values)).to(device)
-
+        at, slots, offsets, table, sampled, ids = to_device(
+            self.device, position, tables[owner, position // size], position % size, tables,
+            np.asarray(sample), token_ids,
+        )  # fmt: skip
         batch = RaggedBatch(
-            positions=tensor(position), blocks=tensor(tables[owner, position // size]),
-            offsets=tensor(position % size), tables=tensor(tables),
-            decodes=len(rows), chunks=chunks, sample_rows=tensor(np.asarray(sample)),
+            positions=at, blocks=slots, offsets=offsets, tables=table.view(tables.shape),
+            decodes=len(rows), chunks=chunks, sample_rows=sampled,
             max_length=int(blocks.length[batch_rows].max()) + query - 1, query=query,
             keep_hidden=getattr(self.drafter, "wants_hidden", False),
         )  # fmt: skip
-        return batch, tensor(token_ids)[None]
+        return batch, ids[None]
 
     def _target(self, token_ids: torch.Tensor, batch: RaggedBatch):
         """(The target model's greedy tokens at ``batch``'s sampled rows, the path): from the

@@ -344,3 +344,19 @@ def test_a_first_chunk_padded_to_its_bucket_attends_exactly_as_unpadded(length):
         torch.testing.assert_close(exact[0, 3:], reference[0].transpose(0, 1).reshape(length, -1))
         torch.testing.assert_close(padded, exact)
         assert not exact[0, :3].any()  # the decodes' rows are not the chunk's
+
+
+def test_an_iterations_inputs_go_over_in_one_copy_each_aligned_for_triton():
+    """``to_device`` packs the arrays into one copy; each comes back whole, int64, and starting
+    on a 16-byte boundary (Triton compiles a kernel again for a pointer that does not)."""
+    import numpy as np
+
+    from executor.ragged import to_device
+
+    arrays = [np.arange(5), np.arange(6).reshape(2, 3) * 7, np.asarray([3], dtype=np.int32),
+              np.arange(0), np.arange(9) - 4]  # fmt: skip
+    copied = to_device(torch.device("cpu"), *arrays)
+    for array, tensor in zip(arrays, copied, strict=True):
+        assert tensor.dtype == torch.int64 and tensor.tolist() == array.ravel().tolist()
+        assert tensor.data_ptr() % 16 == 0
+    assert len({t.untyped_storage().data_ptr() for t in copied}) == 1  # one allocation
