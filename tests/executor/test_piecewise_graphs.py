@@ -20,11 +20,12 @@ from tests.executor.conftest import rerun_capture  # noqa: E402
 from tests.executor.test_serving_loop import Step, greedy, tiny_model  # noqa: E402
 from tests.executor.test_speculative_loop import (  # noqa: E402
     PLAN,
-    PROMPTS,
     G,
     assert_greedy,
     draft_executor,
+    random_prompts,
     run_plan,
+    speculative_executor,
 )
 
 
@@ -100,15 +101,10 @@ def test_an_eagle_heads_rounds_read_the_targets_states_from_pieces():
     (with prompt chunks or without, as this executor has no round graphs) runs from pieces and
     leaves the states the eager forward leaves, so the head drafts, and the target keeps, the
     same tokens."""
-    gen = torch.Generator().manual_seed(0)
-    prompts = {rid: torch.randint(97, (n,), generator=gen).tolist() for rid, n in PROMPTS.items()}
+    prompts = random_prompts()
     runs = []
     for pieces in (False, True):
-        model = tiny_model()
-        torch.manual_seed(3)  # the same random head in both runs
-        executor = ServingExecutor(model, num_blocks=48, block_size=4, max_seq_length=64,
-                                   prompt_tokens=lambda rid, s, n: prompts[rid][s : s + n],
-                                   drafter=EagleHead(model, G))  # fmt: skip
+        executor, model = speculative_executor(lambda model: EagleHead(model, G), prompts)
         if pieces:
             with_pieces(executor, max_tokens=64)
         states, tokens = [], []

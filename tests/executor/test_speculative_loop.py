@@ -42,15 +42,28 @@ def run_plan(executor, plan=PLAN):
         executor(Step(decode=decodes, prefill=chunks, accepted=accepted))
 
 
+def random_prompts() -> dict[int, list[int]]:
+    """The prompts of ``PROMPTS``' lengths, the same random tokens every time."""
+    gen = torch.Generator().manual_seed(0)
+    return {rid: torch.randint(97, (n,), generator=gen).tolist() for rid, n in PROMPTS.items()}
+
+
+def speculative_executor(make_drafter, prompts: dict[int, list[int]]):
+    """(An executor over a fresh tiny target whose drafter is ``make_drafter(target)``, fed
+    ``prompts``; the target). Random drafter weights are seeded alike every time."""
+    model = tiny_model()
+    torch.manual_seed(3)
+    executor = ServingExecutor(model, num_blocks=48, block_size=4, max_seq_length=64,
+                               prompt_tokens=lambda rid, s, n: prompts[rid][s : s + n],
+                               drafter=make_drafter(model))  # fmt: skip
+    return executor, model
+
+
 def draft_executor() -> tuple[ServingExecutor, torch.nn.Module, dict[int, list[int]]]:
     """(An executor whose drafter is a draft model, its target, the random prompts of
     ``PROMPTS`` it is fed)."""
-    gen = torch.Generator().manual_seed(0)
-    prompts = {rid: torch.randint(97, (n,), generator=gen).tolist() for rid, n in PROMPTS.items()}
-    model = tiny_model()
-    executor = ServingExecutor(model, num_blocks=48, block_size=4, max_seq_length=64,
-                               prompt_tokens=lambda rid, s, n: prompts[rid][s : s + n],
-                               drafter=DraftModel(tiny_model(), G))  # fmt: skip
+    prompts = random_prompts()
+    executor, model = speculative_executor(lambda model: DraftModel(tiny_model(), G), prompts)
     return executor, model, prompts
 
 
@@ -122,16 +135,11 @@ def test_rounds_with_prompt_chunks_draft_from_graphs_as_eagerly(monkeypatch):
     run = speculative_graphs.ProposeGraphs.run
     monkeypatch.setattr(speculative_graphs.ProposeGraphs, "run",
                         lambda self, *args: replays.append(len(args[1])) or run(self, *args))  # fmt: skip
-    gen = torch.Generator().manual_seed(0)
-    prompts = {rid: torch.randint(97, (n,), generator=gen).tolist() for rid, n in PROMPTS.items()}
+    prompts = random_prompts()
     for make in (lambda model: DraftModel(tiny_model(), G), lambda model: EagleHead(model, G)):
         tokens = []
         for graphs in (False, True):
-            model = tiny_model()
-            torch.manual_seed(3)  # the same random head in both runs
-            executor = ServingExecutor(model, num_blocks=48, block_size=4, max_seq_length=64,
-                                       prompt_tokens=lambda rid, s, n: prompts[rid][s : s + n],
-                                       drafter=make(model))  # fmt: skip
+            executor, model = speculative_executor(make, prompts)
             if graphs:
                 executor.proposals = speculative_graphs.ProposeGraphs(executor, max_batch=4)
                 executor.proposals.capture()
