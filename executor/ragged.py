@@ -90,8 +90,9 @@ class RaggedBatch:
 
 def to_device(device: torch.device, *arrays: np.ndarray) -> list[torch.Tensor]:
     """Integer arrays on ``device`` (int64, flattened) in one copy, not one each (a serving
-    iteration's inputs): a copy from pageable memory waits for the GPU. Each starts 16 bytes into the copy's allocation times
-    some count, as Triton compiles a kernel once for aligned pointers and again for others."""
+    iteration's inputs): a copy from pageable memory waits for the GPU. Each starts on a
+    16-byte boundary, as Triton compiles a kernel once for aligned pointers and again for
+    others."""
     sizes = [array.size for array in arrays]
     starts = np.concatenate([[0], np.cumsum([-(-n // 2) * 2 for n in sizes])])
     packed = np.zeros(starts[-1], dtype=np.int64)
