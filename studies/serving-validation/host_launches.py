@@ -7,8 +7,10 @@ back (each round after a synchronize; the median of 21 rounds of 50 calls): a sm
 op, a bf16 GEMM of 16 rows (cuBLAS), the serving loop's Triton kernels (add + RMSNorm, SiLU x
 mul, RoPE with the paged store, the paged decode attention laid out once and launched), SDPA
 over a 128-token first chunk (cuDNN, as the loop pads it), a CUDA graph's replay of one small
-op, and a whole layer's attention laid out once (``IterationAttention``, 8 decodes and a
-16-token chunk at Llama-3.1-8B's head shapes). Prints microseconds per call and one JSON line.
+op, a whole layer's attention laid out once (``IterationAttention``, 8 decodes and a
+16-token chunk at Llama-3.1-8B's head shapes), and the eager serving iteration of that batch
+through Llama-3.1-8B cut to one layer and to three (half their difference is a layer's host
+work, everything from Python). Prints microseconds per call and one JSON line.
 
     python3 studies/serving-validation/host_launches.py [OUT.json]
 """
@@ -25,9 +27,11 @@ import torch
 import torch.nn.functional as F
 
 from executor import decode_attention, elementwise
+from executor.engine import build_model
 from executor.fused import Kernels, causal_attention
 from executor.kv_cache import PagedKVCache
-from executor.ragged import IterationAttention, RaggedBatch
+from executor.ragged import IterationAttention, RaggedBatch, setup_paged_caches
+from simulator.data.models import get_model
 
 HEADS, KV_HEADS, D, BLOCK = 32, 8, 128, 16
 
@@ -67,7 +71,7 @@ def main() -> int:
     positions = torch.cat([torch.full((8,), 100), torch.arange(16)]).to(device)
     batch = RaggedBatch(positions=positions, blocks=positions // BLOCK, offsets=positions % BLOCK,
                         tables=torch.arange(72, device=device).view(9, 8) % 64, decodes=8,
-                        chunks=[(8, 16, 8, 0)], sample_rows=positions[:1], max_length=101)  # fmt: skip
+                        chunks=[(8, 16, 8, 0)], sample_rows=positions[:1] * 0, max_length=101)  # fmt: skip
     qkv = torch.randn(1, tokens, HEADS + 2 * KV_HEADS, D, device=device, dtype=bf16)
     rope = torch.randn(tokens, D, device=device, dtype=bf16)
     attended = torch.empty(1, tokens, HEADS * D, device=device, dtype=bf16)
@@ -85,6 +89,15 @@ def main() -> int:
             torch.add(a, b, out=out)
         replay = graph.replay
     layer = IterationAttention(attention, qkv, rope, rope, batch, kernels, out=attended)
+
+    def eager_iteration(layers: int):
+        """The batch's iteration through Llama-3.1-8B cut to ``layers`` layers, eagerly."""
+        spec = get_model("llama-3.1-8b").model_copy(update={"num_hidden_layers": layers})
+        model = build_model(spec, device=device, dtype=bf16, fused_kernels=device == "cuda")
+        setup_paged_caches(model, num_blocks=64, block_size=BLOCK, max_seq_length=1024)
+        ids = torch.randint(1000, (1, tokens), device=device)
+        return lambda: model(ids, ragged=batch)
+
     calls = {
         "torch add (1,024)": lambda: torch.add(a, b, out=out),
         "F.linear 16x4096x4096": lambda: F.linear(x, w),
@@ -98,6 +111,8 @@ def main() -> int:
                                                                   chunk[:, :KV_HEADS]),
         "CUDA graph replay": replay,
         "a layer's attention, laid out": lambda: layer(attention),
+        "eager iteration, 1 layer": eager_iteration(1) if device == "cuda" else None,
+        "eager iteration, 3 layers": eager_iteration(3) if device == "cuda" else None,
     }  # fmt: skip
     result = {}
     with torch.inference_mode():
@@ -106,6 +121,10 @@ def main() -> int:
                 continue
             result[name] = round(per_call_us(call, *(() if device == "cuda" else (2, 3))), 1)
             print(f"{name:32s} {result[name]:7.1f} us a call", flush=True)
+    if "eager iteration, 3 layers" in result:
+        per_layer = (result["eager iteration, 3 layers"] - result["eager iteration, 1 layer"]) / 2
+        result["eager layer"] = round(per_layer, 1)
+        print(f"{'eager layer':32s} {per_layer:7.1f} us")
     name = torch.cuda.get_device_name() if device == "cuda" else "cpu"
     line = json.dumps({"device": name, "us_per_call": result})
     print(line)
