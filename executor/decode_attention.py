@@ -319,15 +319,17 @@ def decode_attention(qkv: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
 def prepare(qkv, cos, sin, input_pos, like, kv_length: int, num_heads: int, *,
             block_table: torch.Tensor | None = None, block_s: int | None = None,
             num_warps: int | None = None, num_stages: int | None = None,
-            out: torch.Tensor | None = None) -> Callable:  # fmt: skip
+            out: torch.Tensor | None = None, rotated: bool = False) -> Callable:  # fmt: skip
     """``decode_attention``'s launch, laid out once for every cache shaped as ``like``:
     ``launch(cache)`` runs it on one layer's cache. A model's layers attend with the same
     queries' shapes, positions and tables, each over its own cache, so a serving iteration lays
     its decodes out once and launches them layer after layer (the chunking, scratch and
     arguments are the host's work, not the GPU's). ``block_s``, ``num_warps`` and
-    ``num_stages`` override the module's tile (``BLOCK_S``, ``NUM_WARPS``, ``NUM_STAGES``)."""
+    ``num_stages`` override the module's tile (``BLOCK_S``, ``NUM_WARPS``, ``NUM_STAGES``).
+    ``rotated``: one new token's q is rotated and its K/V stored already, as a verify's are
+    (the piecewise graphs' pieces do both)."""
     batch, query, _, head_dim = qkv.shape
-    fused = query == 1
+    fused = query == 1 and not rotated
     assert supports(head_dim), f"decode_attention: head size {head_dim} (see supports)"
     assert qkv.stride(3) == 1 and qkv.stride(2) == head_dim, "decode_attention: packed heads"
     kv_heads = like.k.shape[1]

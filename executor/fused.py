@@ -216,9 +216,9 @@ class Kernels:
         run (no Triton kernel, or a head size it does not take): SDPA one sequence at a time.
         A bf16 cache uses it too: gathering each sequence's blocks for SDPA costs far more.
 
-        Returns ``prepare(qkv, cos, sin, positions, tables, max_length, heads, out=None)``, the
-        iteration's launch laid out once (``executor.decode_attention.prepare``), which
-        ``launch(cache)`` runs on each layer's cache (shaped as ``cache``)."""
+        Returns ``prepare(qkv, cos, sin, positions, tables, max_length, heads, out=None,
+        rotated=False)``, the iteration's launch laid out once (``executor.decode_attention.
+        prepare``), which ``launch(cache)`` runs on each layer's cache (shaped as ``cache``)."""
         if self.decode_attention is None:
             return None
         from executor import decode_attention as triton_decode
@@ -227,13 +227,15 @@ class Kernels:
             return None
         kernel = self.decode_attention
 
-        def prepare(qkv, cos, sin, positions, tables, max_length, heads, out=None):
+        def prepare(qkv, cos, sin, positions, tables, max_length, heads, out=None,
+                    rotated=False):  # fmt: skip
+            launch = dict(block_table=tables, out=out, rotated=rotated)
             if kernel is triton_decode.decode_attention:
                 return triton_decode.prepare(qkv, cos, sin, positions, cache, max_length, heads,
-                                             block_table=tables, out=out)  # fmt: skip
+                                             **launch)  # fmt: skip
             # A stand-in for the kernel (a test's): called layer by layer.
             return lambda layer_cache: kernel(qkv, cos, sin, positions, layer_cache, max_length,
-                                              heads, block_table=tables, out=out)  # fmt: skip
+                                              heads, **launch)  # fmt: skip
 
         return prepare
 

@@ -10,9 +10,13 @@ a step of ``L`` layers is ``L + 1`` replays and ``L`` eager attentions instead o
 hundred launches from Python. Rows ``N..T`` are padding that no attention reads or writes.
 
 The pieces hand state to each other through static buffers (the residual stream, each layer's
-``qkv``, the attention output, RoPE's cos and sin), views of one allocation at the largest
-bucket, so every piece of every bucket captures the same addresses. Temporaries inside the
-pieces share one memory pool: the pieces run one after another on one stream.
+``qkv``, the attention output, RoPE's cos and sin, each token's K/V slot), views of one
+allocation at the largest bucket, so every piece of every bucket captures the same addresses.
+Temporaries inside the pieces share one memory pool: the pieces run one after another on one
+stream. A piece ends with the next layer's RoPE and its store of the new K/V (as vLLM's pieces
+hold the rotary embedding), so what runs between the pieces is attention alone, over a
+rotated ``qkv`` and a cache that holds every new token (``IterationAttention(rotated=True)``);
+padding rows store theirs into the scratch block no sequence holds.
 
 An EAGLE-3 head reads the states after three of the target's layers (``model.eagle_layers``):
 built with ``keep_hidden``, the pieces after those layers copy the residual stream into static
@@ -49,12 +53,13 @@ PIECEWISE_BUCKETS = tuple(
 class PiecewiseGraphs:
     """``run(token_ids [1, N], batch)`` -> the greedy tokens of ``batch``'s sampled rows, the
     model's ``forward(token_ids, ragged=batch)`` with everything but attention from graphs.
-    ``capture`` is ``executor.engine.capture_graph`` (a test may run pieces eagerly);
-    ``keep_hidden``: keep the states an EAGLE-3 head reads (a batch that asks for them)."""
+    ``scratch_block``: the paged cache's block that padding rows write into; ``capture`` is
+    ``executor.engine.capture_graph`` (a test may run pieces eagerly); ``keep_hidden``: keep
+    the states an EAGLE-3 head reads (a batch that asks for them)."""
 
-    def __init__(self, model, *, max_tokens: int, capture: Callable = capture_graph,
-                 keep_hidden: bool = False) -> None:  # fmt: skip
-        self.model, self._capture = model, capture
+    def __init__(self, model, *, max_tokens: int, scratch_block: int,
+                 capture: Callable = capture_graph, keep_hidden: bool = False) -> None:  # fmt: skip
+        self.model, self._capture, self.scratch = model, capture, scratch_block
         top = min(max_tokens, CUDA_GRAPH_MAX_TOKENS)
         self.buckets = [b for b in PIECEWISE_BUCKETS if b < top] + [top]
         self.graphs: dict[int, list] = {}
@@ -69,6 +74,8 @@ class PiecewiseGraphs:
         self.attended = torch.zeros(1, top, heads * d, dtype=dtype, device=device)
         self.cos = torch.zeros(top, d, dtype=model.rope_cos.dtype, device=device)
         self.sin = torch.zeros_like(self.cos)
+        self.blocks = torch.full((top,), scratch_block, dtype=torch.long, device=device)
+        self.offsets = torch.zeros(top, dtype=torch.long, device=device)
         # The final norm's output, in the lm_head's input dtype (FP8 where it has a static
         # scale): one layer's tail on a row of zeros says which.
         with torch.inference_mode():
@@ -102,8 +109,12 @@ class PiecewiseGraphs:
         layers = model.layers
 
         def store_qkv(layer: int, normed: torch.Tensor) -> None:
-            qkv = layers[layer].attention.wqkv(normed)
-            self.qkv[:, rows].copy_(qkv.view(1, size, *self.qkv.shape[2:]))
+            attention = layers[layer].attention
+            qkv = self.qkv[:, rows]
+            qkv.copy_(attention.wqkv(normed).view(1, size, *self.qkv.shape[2:]))
+            model.kernels.rope_cache(qkv, self.cos[rows], self.sin[rows], attention.num_heads,
+                                     attention.num_kv_heads, attention.kv_cache,
+                                     self.offsets[rows], blocks=self.blocks[rows])  # fmt: skip
 
         def front() -> None:
             residual, normed, cos, sin = model.embed(self.tokens[:, rows], self.positions[rows])
@@ -136,10 +147,13 @@ class PiecewiseGraphs:
         model, graphs = self.model, self.graphs[size]
         self.tokens[:, :n].copy_(token_ids)
         self.positions[:n].copy_(batch.positions)
+        self.blocks[:n].copy_(batch.blocks)
+        self.blocks[n:size].fill_(self.scratch)  # a longer iteration's slots before
+        self.offsets[:n].copy_(batch.offsets)
         qkv, cos, sin = self.qkv[:, :n], self.cos[:n], self.sin[:n]
         with torch.inference_mode():
             attend = IterationAttention(model.layers[0].attention, qkv, cos, sin, batch,
-                                        model.kernels, out=self.attended[:, :n])  # fmt: skip
+                                        model.kernels, out=self.attended[:, :n], rotated=True)  # fmt: skip
             for layer, graph in zip(model.layers, graphs, strict=False):
                 graph.replay()
                 attend(layer.attention)

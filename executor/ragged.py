@@ -131,38 +131,39 @@ class IterationAttention:
 
     The order is the layer's: the decodes' kernel rotates and stores their new K/V itself; then
     the other tokens are rotated and stored (a verify's, the chunks'); then a verify's queries
-    read the cache; then each chunk attends."""
+    read the cache; then each chunk attends. ``rotated``: every token's q is rotated and its
+    K/V stored already (the piecewise graphs' pieces do both), so the decodes' queries read the
+    cache as a verify's do."""
 
     def __init__(self, attention, qkv: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
-                 batch: RaggedBatch, kernels, out: torch.Tensor | None = None) -> None:  # fmt: skip
+                 batch: RaggedBatch, kernels, out: torch.Tensor | None = None,
+                 rotated: bool = False) -> None:  # fmt: skip
         heads, kv_heads, d = attention.num_heads, attention.num_kv_heads, attention.head_dim
         n_dec, query = batch.decodes, batch.query
         n_q = n_dec * query  # the decodes' tokens
         prepare = kernels.paged_decode(attention.kv_cache) if n_dec else None
-        fused = prepare is not None and query == 1  # one new token: the kernel rotates it
+        # One new token, not yet rotated: the kernel rotates and stores it.
+        fused = prepare is not None and query == 1 and not rotated
         first = n_dec if fused else 0
         if out is None:
             out = torch.empty(1, qkv.shape[1], heads * d, dtype=qkv.dtype, device=qkv.device)
-        self.qkv, self.out, self.batch, self.kernels, self.kv_heads = (
-            qkv,
-            out,
-            batch,
-            kernels,
-            kv_heads,
-        )
-        self.fused = self.verify = None
+        self.qkv, self.out, self.batch, self.kernels = qkv, out, batch, kernels
+        self.kv_heads = kv_heads
+        self.fused = self.cached = None
         if fused:  # written in place: the decodes' rows of ``out``
             self.fused = prepare(qkv[0, :n_dec, None], cos[:n_dec], sin[:n_dec],
                                  batch.positions[:n_dec], batch.tables[:n_dec], batch.max_length,
                                  heads, out=out[0, :n_dec].view(n_dec, 1, heads * d))  # fmt: skip
-        elif prepare is not None:  # a verify: query tokens per sequence, K/V stored first
-            self.verify = prepare(qkv[0, :n_q].view(n_dec, query, *qkv.shape[2:]), None, None,
+        elif prepare is not None:  # query tokens per sequence, their K/V stored first
+            self.cached = prepare(qkv[0, :n_q].view(n_dec, query, *qkv.shape[2:]), None, None,
                                   batch.positions[:n_q:query], batch.tables[:n_dec],
                                   batch.max_length, heads,
-                                  out=out[0, :n_q].view(n_dec, query, heads * d))  # fmt: skip
+                                  out=out[0, :n_q].view(n_dec, query, heads * d),
+                                  rotated=True)  # fmt: skip
         self.sdpa_decodes = prepare is None and n_dec > 0
         rest = qkv[:, first:]  # rotated, and its K/V stored in their blocks, in one pass
-        self.rope = (rest, cos[first:], sin[first:], heads, kv_heads) if rest.shape[1] else None
+        stores = rest.shape[1] and not rotated
+        self.rope = (rest, cos[first:], sin[first:], heads, kv_heads) if stores else None
         self.slots = batch.offsets[first:], batch.blocks[first:]
         self.q = qkv[0, :, :heads]  # [N, heads, D], rotated
         bucket = ATTENTION_BUCKET if qkv.is_cuda else 1
@@ -184,8 +185,8 @@ class IterationAttention:
         if self.rope is not None:
             offsets, blocks = self.slots
             self.kernels.rope_cache(*self.rope, cache, offsets, blocks=blocks)
-        if self.verify is not None:
-            self.verify(cache)
+        if self.cached is not None:
+            self.cached(cache)
         elif self.sdpa_decodes:
             n_q = batch.decodes * batch.query
             out[0, :n_q] = _decodes(self.q[:n_q], cache, batch, self.kv_heads).reshape(n_q, -1)

@@ -121,9 +121,11 @@ class ServingExecutor:
         self.piecewise: PiecewiseGraphs | None = None
         if self.graphs is not None and piecewise_up_to and model.collectives is None:
             self.piecewise = PiecewiseGraphs(model, max_tokens=piecewise_up_to,
+                                             scratch_block=self.blocks.scratch,
                                              keep_hidden=getattr(drafter, "wants_hidden", False))  # fmt: skip
             if isinstance(drafter, DraftModel):
-                drafter.pieces = PiecewiseGraphs(drafter.model, max_tokens=piecewise_up_to)
+                drafter.pieces = PiecewiseGraphs(drafter.model, max_tokens=piecewise_up_to,
+                                                 scratch_block=self.blocks.scratch)  # fmt: skip
         generator = torch.Generator(device="cpu").manual_seed(seed)
         # Prompt token ids (request, first position, count): random unless given (a test's).
         self.prompt_tokens = prompt_tokens or (

@@ -114,14 +114,19 @@ def _capture(graphs) -> str | None:
 def compile_split_widths(executor) -> None:
     """Every split-merge width of the paged decode kernel (``decode_splits.split_lengths``)
     for each attention shape and query count that runs it in ``executor``, one sequence in the
-    scratch block no request holds."""
+    scratch block no request holds. Each count is a launch of its own, as is one token that
+    came rotated and stored (a decode beside the piecewise graphs' pieces, which do both)."""
     from executor.decode_splits import split_lengths
 
     model, device = executor.model, executor.device
     kernels, dtype = model.kernels, model.embed_tokens.weight.dtype
-    owners = [(model, {1, executor.query})]
+    # (query tokens, rotated and stored before the kernel)
+    target = {(1, False), (executor.query, executor.query > 1)}
+    if executor.piecewise is not None:
+        target.add((1, True))
+    owners = [(model, target)]
     if executor.drafter is not None:  # a draft step feeds one token, its first one two
-        owners.append((executor.drafter, {1, 2}))
+        owners.append((executor.drafter, {(1, False), (2, True)}))
     longest = executor.max_seq_length + executor.query - 1
     for owner, queries in owners:
         attention = next(paged_attentions(owner), None)
@@ -132,15 +137,15 @@ def compile_split_widths(executor) -> None:
         width = heads + 2 * attention.num_kv_heads
         position = torch.zeros(1, dtype=torch.long, device=device)
         rope = torch.zeros(1, d, dtype=model.rope_cos.dtype, device=device)
-        for query in sorted(queries):
+        for query, rotated in sorted(queries):
             qkv = torch.zeros(1, query, width, d, dtype=dtype, device=device)
             columns = -(-query // executor.block_size)
             tables = torch.full((1, columns), executor.blocks.scratch, device=device)
             for length in split_lengths(attention.num_kv_heads, longest):
                 with torch.inference_mode():
-                    rope_rows = rope if query == 1 else None
-                    paged(qkv, rope_rows, rope_rows, position, tables, max(length, query),
-                          heads)(attention.kv_cache)  # fmt: skip
+                    rope_rows = None if rotated else rope
+                    paged(qkv, rope_rows, rope_rows, position, tables, max(length, query), heads,
+                          rotated=rotated)(attention.kv_cache)  # fmt: skip
 
 
 def paged_attentions(*owners):

@@ -145,6 +145,26 @@ def test_decode_attention_over_paged_blocks_in_interpreter(by_work, round_down):
     assert cache_error < 1e-5 and counters == 0
 
 
+def test_a_decode_rotated_and_stored_before_the_kernel_in_interpreter():
+    """One new token whose q is rotated and K/V stored before the kernel (as the piecewise
+    graphs' pieces do; ``rotated=True``): the kernel reads it from the cache, and the outputs
+    and the cache are those of the kernel that rotates and stores it itself."""
+    script = PAGED.replace(
+        """    got = attention.decode_attention(qkv.clone(), cos, sin, positions, mine, max(lengths), HQ,
+                                     block_table=tables)""",
+        """    rows = qkv.clone()
+    blocks = tables[torch.arange(3), positions // BS]
+    fused.rope_cache(rows.view(1, 3, HQ + 2 * HKV, D), cos, sin, HQ, HKV, mine,
+                     positions % BS, blocks)
+    got = attention.decode_attention(rows, None, None, positions, mine, max(lengths), HQ,
+                                     block_table=tables, rotated=True)""",
+    )
+    assert "rotated=True" in script
+    error, cache_error, counters = map(float, run_in_interpreter(script).split())
+    assert error < 1e-4, f"max abs error {error:.2e} against SDPA over the gathered blocks"
+    assert cache_error < 1e-5 and counters == 0
+
+
 VERIFY = """
     import torch
     import torch.nn.functional as F

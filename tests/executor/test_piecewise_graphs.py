@@ -32,21 +32,30 @@ from tests.executor.test_speculative_loop import (  # noqa: E402
 def with_pieces(executor: ServingExecutor, max_tokens: int) -> ServingExecutor:
     keep = getattr(executor.drafter, "wants_hidden", False)  # as the executor builds them
     executor.piecewise = PiecewiseGraphs(executor.model, max_tokens=max_tokens,
+                                         scratch_block=executor.blocks.scratch,
                                          capture=rerun_capture, keep_hidden=keep)  # fmt: skip
     executor.piecewise.capture()
     if isinstance(executor.drafter, DraftModel):  # its prefill from pieces of its own
         executor.drafter.pieces = PiecewiseGraphs(executor.drafter.model, max_tokens=max_tokens,
+                                                  scratch_block=executor.blocks.scratch,
                                                   capture=rerun_capture)  # fmt: skip
         executor.drafter.pieces.capture()
     return executor
 
 
 def test_buckets_stop_at_the_token_budget_or_the_largest_capture():
+    from executor.ragged import setup_paged_caches
+
     model = tiny_model()
-    assert PiecewiseGraphs(model, max_tokens=40).buckets == [16, 32, 40]
-    assert PiecewiseGraphs(model, max_tokens=40).kept.shape[0] == 0  # no head: no states kept
-    assert PiecewiseGraphs(model, max_tokens=4096).buckets == list(PIECEWISE_BUCKETS)
-    pieces = PiecewiseGraphs(model, max_tokens=40, capture=rerun_capture)
+    setup_paged_caches(model, num_blocks=8, block_size=4, max_seq_length=64)  # the pieces store
+    assert PiecewiseGraphs(model, max_tokens=40, scratch_block=0).buckets == [16, 32, 40]
+    assert (
+        PiecewiseGraphs(model, max_tokens=40, scratch_block=0).kept.shape[0] == 0
+    )  # no head: no states kept
+    assert PiecewiseGraphs(model, max_tokens=4096, scratch_block=0).buckets == list(
+        PIECEWISE_BUCKETS
+    )
+    pieces = PiecewiseGraphs(model, max_tokens=40, scratch_block=0, capture=rerun_capture)
     pieces.capture()
     assert {size: len(graphs) for size, graphs in pieces.graphs.items()} == {
         16: 3, 32: 3, 40: 3,  # the embedding to the first qkv, then one after each layer

@@ -78,7 +78,8 @@ def test_graphs_that_fail_to_capture_leave_the_run_eager_and_say_so(monkeypatch)
     executor.graphs = serving_graphs.PagedDecodeGraphs(
         model, max_batch=4, table_width=32, max_seq_length=128, scratch_block=96
     )
-    executor.piecewise = PiecewiseGraphs(model, max_tokens=32, capture=failing_capture)
+    executor.piecewise = PiecewiseGraphs(model, max_tokens=32, scratch_block=96,
+                                         capture=failing_capture)  # fmt: skip
     executor.warm_up()
     assert executor.graphs is None and executor.piecewise is None and not executor.records
     assert executor.notes == [

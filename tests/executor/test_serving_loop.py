@@ -146,16 +146,33 @@ TRITON_DECODES = """
 """
 
 
-@pytest.mark.parametrize("by_work", [False, True])
-def test_decodes_through_the_paged_kernel_sample_as_sdpa_does(by_work):
+@pytest.mark.parametrize(("by_work", "pieces"), [(False, False), (True, False), (True, True)])
+def test_decodes_through_the_paged_kernel_sample_as_sdpa_does(by_work, pieces):
     """The glue between a ragged batch and the Triton decode kernel (its rows, RoPE tables,
     positions and block tables), in Triton's CPU interpreter: the same greedy tokens as the
-    SDPA path, with either chunk rule (``decode_splits.BY_WORK``)."""
+    SDPA path, with either chunk rule (``decode_splits.BY_WORK``), and with the iterations
+    that hold prompt chunks from piecewise graphs (stand-ins that rerun each piece), whose
+    pieces rotate and store every token before the kernel reads them."""
     from tests.executor.conftest import run_in_interpreter
 
     script = TRITON_DECODES.replace(
         "decode_splits.MIN_KEYS", f"decode_splits.BY_WORK = {by_work}\n    decode_splits.MIN_KEYS"
     )
+    if pieces:
+        script = script.replace(
+            "        out = []\n",
+            "        if triton:\n"
+            "            from executor.piecewise_graphs import PiecewiseGraphs\n"
+            "            from tests.executor.conftest import rerun_capture\n"
+            "            ex.piecewise = PiecewiseGraphs(model, max_tokens=16, scratch_block=16,\n"
+            "                                           capture=rerun_capture)\n"
+            "            ex.piecewise.capture()\n"
+            "        out = []\n",
+        )
+        script = script.replace("    print(int(outputs[0] == outputs[1]), outputs[1])",
+                                "    assert {r.path for r in ex.records} == {'piecewise'}\n"
+                                "    print(int(outputs[0] == outputs[1]), outputs[1])")  # fmt: skip
+        assert "PiecewiseGraphs" in script and "r.path" in script
     same, _ = run_in_interpreter(script).split(" ", 1)
     assert same == "1"
 
@@ -252,10 +269,9 @@ SPLIT_WIDTHS = """
     calls = []
     kernel = attention.decode_attention
 
-    def recorded(qkv, cos, sin, positions, cache, kv_length, heads, block_table=None, out=None):
+    def recorded(qkv, cos, sin, positions, cache, kv_length, heads, **launch):
         calls.append((qkv.shape[1], decode_splits.split_width(qkv.shape[0], 2, kv_length)))
-        return kernel(qkv, cos, sin, positions, cache, kv_length, heads, block_table=block_table,
-                      out=out)
+        return kernel(qkv, cos, sin, positions, cache, kv_length, heads, **launch)
 
     def tiny():
         model = build_model(spec, device="cpu", dtype=torch.float32, fused_kernels=False, seed=1)
