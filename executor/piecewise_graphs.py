@@ -90,6 +90,10 @@ class PiecewiseGraphs:
     def bucket(self, tokens: int) -> int | None:
         return next((b for b in self.buckets if b >= tokens), None)
 
+    def holds(self, tokens: int) -> bool:
+        """Whether captured pieces run an iteration of ``tokens`` (none where capture failed)."""
+        return bool(self.graphs) and self.bucket(tokens) is not None
+
     def capture(self) -> None:
         """Every bucket's pieces, up front, in one memory pool."""
         pool = None

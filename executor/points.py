@@ -37,6 +37,7 @@ __all__ = [
     "machine_info",
     "free_memory",
     "host_dispatch_s",
+    "host_seconds_per_call",
 ]
 
 
@@ -244,24 +245,36 @@ def machine_info() -> dict:
 def host_dispatch_s(device: str | torch.device | None = None, *, calls: int = 100,
                     rounds: int = 21) -> float:  # fmt: skip
     """Seconds this host takes to issue one small eager PyTorch op to ``device`` (the GPU if
-    there is one): the median round of ``calls`` adds of two 1,024-element tensors, each round
-    after a synchronize. How fast the host launches: iterations that launch kernels from
-    Python (attention between graph pieces, steps too large for graphs) run at this pace where
-    their GPU work is shorter, so a serving validation on a slower host measures them slower;
-    hosts of one card differed about threefold (``studies/serving-validation/NOTES.md``)."""
-    import statistics
-    import time
-
+    there is one): ``host_seconds_per_call`` of an add of two 1,024-element tensors. How fast
+    the host launches: iterations that launch kernels from Python (attention between graph
+    pieces, steps too large for graphs) run at this pace where their GPU work is shorter, so a
+    serving validation on a slower host measures them slower; hosts of one card differed
+    about threefold (``studies/serving-validation/NOTES.md``)."""
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     a = torch.ones(1024, device=device)
     b, out = torch.ones_like(a), torch.empty_like(a)
+    return host_seconds_per_call(lambda: torch.add(a, b, out=out), calls=calls, rounds=rounds)
+
+
+def host_seconds_per_call(call, *, calls: int = 100, rounds: int = 21) -> float:
+    """The host's seconds to issue ``call()``: the median over ``rounds`` rounds of ``calls``
+    calls, each round after a synchronize (so the GPU, given little work, never holds the host
+    back). One call first, so that nothing compiles or plans inside a round."""
+    import statistics
+    import time
+
+    def synchronize() -> None:
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+
+    call()
     per_call = []
     for _ in range(rounds):
-        if a.is_cuda:
-            torch.cuda.synchronize(a.device)
+        synchronize()
         start = time.perf_counter()
         for _ in range(calls):
-            torch.add(a, b, out=out)
+            call()
         per_call.append((time.perf_counter() - start) / calls)
+    synchronize()
     return statistics.median(per_call)

@@ -56,6 +56,10 @@ class BucketGraphs:
     def bucket(self, batch: int) -> int | None:
         return next((b for b in self.buckets if b >= batch), None)
 
+    def holds(self, batch: int) -> bool:
+        """Whether a captured graph replays ``batch`` rows (none where capture failed)."""
+        return bool(self.graphs) and self.bucket(batch) is not None
+
     def _capture(self, size: int) -> tuple:
         raise NotImplementedError
 

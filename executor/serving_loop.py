@@ -149,8 +149,8 @@ class ServingExecutor:
             self.blocks.release(rid)
         decode, graphs = iteration.decode, self.graphs
         speculative = self.drafter is not None and bool(decode)
-        graphed = bool(graphs and graphs.graphs and decode and not iteration.prefill
-                       and graphs.bucket(len(decode)))  # fmt: skip
+        graphed = (graphs is not None and bool(decode) and not iteration.prefill
+                   and graphs.holds(len(decode)))  # fmt: skip
         path = "graph" if graphed else "eager"
         if graphed and speculative:
             run, tokens, chunks = self._graph_round(decode), len(decode) * self.query, 0
@@ -340,7 +340,7 @@ class ServingExecutor:
         """(The target model's greedy tokens at ``batch``'s sampled rows, the path): from the
         piecewise graphs where the iteration fits a bucket, else eagerly."""
         piecewise = self.piecewise
-        if piecewise is not None and piecewise.graphs and piecewise.bucket(token_ids.shape[1]):
+        if piecewise is not None and piecewise.holds(token_ids.shape[1]):
             return lambda: piecewise.run(token_ids, batch), "piecewise"
         return lambda: self.model(token_ids, ragged=batch)[0].argmax(dim=-1), "eager"
 
@@ -351,8 +351,7 @@ class ServingExecutor:
         drafter, n, query = self.drafter, len(iteration.decode), self.query
         rows = torch.from_numpy(self._sampled_rows[:n]).to(self.device)
         proposals = self.proposals  # the drafts from a graph, where one holds the decodes
-        if proposals is None or not proposals.graphs or not proposals.bucket(n):
-            proposals = None
+        proposals = proposals if proposals is not None and proposals.holds(n) else None
 
         def run() -> torch.Tensor:
             with torch.inference_mode():

@@ -134,7 +134,7 @@ class DraftModel:
         """The prompt chunks of ``batch`` (no decodes) into the draft's cache; each chunk's
         last token is the one before its sequence's next."""
         pieces = self.pieces
-        if pieces is not None and pieces.graphs and pieces.bucket(token_ids.shape[1]):
+        if pieces is not None and pieces.holds(token_ids.shape[1]):
             pieces.run(token_ids, batch)
         else:
             self.model(token_ids, ragged=batch)

@@ -3,14 +3,14 @@
 Eager iterations of the serving loop were issued in 24-29 ms whatever their size, and its
 piecewise iterations in about 10 (`h100-capture-2026-12-07/`): the host's work, not the GPU's,
 set them. This times, per call, with inputs small enough that the GPU never holds the host
-back (each round after a synchronize; the median of 21 rounds of 50 calls): a small PyTorch
-op, a bf16 GEMM of 16 rows (cuBLAS), the serving loop's Triton kernels (add + RMSNorm, SiLU x
-mul, RoPE with the paged store, the paged decode attention laid out once and launched), SDPA
-over a 128-token first chunk (cuDNN, as the loop pads it), a CUDA graph's replay of one small
-op, a whole layer's attention laid out once (``IterationAttention``, 8 decodes and a
-16-token chunk at Llama-3.1-8B's head shapes), and the eager serving iteration of that batch
-through Llama-3.1-8B cut to one layer and to three (half their difference is a layer's host
-work, everything from Python). Prints microseconds per call and one JSON line.
+back (``executor.points.host_seconds_per_call``: the median of 21 rounds of 50 calls): a
+small PyTorch op, a bf16 GEMM of 16 rows (cuBLAS), the serving loop's Triton kernels (add +
+RMSNorm, SiLU x mul, RoPE with the paged store, the paged decode attention laid out once and
+launched), SDPA over a 128-token first chunk (cuDNN, as the loop pads it), a CUDA graph's
+replay of one small op, a whole layer's attention laid out once (``IterationAttention``, 8
+decodes and a 16-token chunk at Llama-3.1-8B's head shapes), and the eager serving iteration
+of that batch through Llama-3.1-8B cut to one layer and to three (half their difference is a
+layer's host work, everything from Python). Prints microseconds per call and one JSON line.
 
     python3 studies/serving-validation/host_launches.py [OUT.json]
 """
@@ -18,9 +18,7 @@ work, everything from Python). Prints microseconds per call and one JSON line.
 from __future__ import annotations
 
 import json
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -30,28 +28,11 @@ from executor import decode_attention, elementwise
 from executor.engine import build_model
 from executor.fused import Kernels, causal_attention
 from executor.kv_cache import PagedKVCache
+from executor.points import host_seconds_per_call
 from executor.ragged import IterationAttention, RaggedBatch, setup_paged_caches
 from simulator.data.models import get_model
 
 HEADS, KV_HEADS, D, BLOCK = 32, 8, 128, 16
-
-
-def synchronize() -> None:
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
-
-
-def per_call_us(call, calls: int = 50, rounds: int = 21) -> float:
-    call()  # compiled, planned and warm
-    times = []
-    for _ in range(rounds):
-        synchronize()
-        start = time.perf_counter()
-        for _ in range(calls):
-            call()
-        times.append((time.perf_counter() - start) / calls)
-    synchronize()
-    return statistics.median(times) * 1e6
 
 
 def main() -> int:
@@ -119,7 +100,8 @@ def main() -> int:
         for name, call in calls.items():
             if call is None:
                 continue
-            result[name] = round(per_call_us(call, *(() if device == "cuda" else (2, 3))), 1)
+            repeats = {"calls": 50} if device == "cuda" else {"calls": 2, "rounds": 3}
+            result[name] = round(1e6 * host_seconds_per_call(call, **repeats), 1)
             print(f"{name:32s} {result[name]:7.1f} us a call", flush=True)
     if "eager iteration, 3 layers" in result:
         per_layer = (result["eager iteration, 3 layers"] - result["eager iteration, 1 layer"]) / 2
