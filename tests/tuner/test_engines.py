@@ -1,19 +1,17 @@
 """Engine configs: every flag and key exists in the pinned engine release, values are quoted
-safely, and no plan becomes memory-infeasible under an engine's own budget rule."""
+safely, plan knobs land on the engines' names, and the config file starts the same server as
+the command line (memory rules: ``test_engine_memory.py``; the flag definitions themselves:
+``test_engine_definitions.py``)."""
 
 from __future__ import annotations
 
 import itertools
 import json
-import os
 import shlex
-import textwrap
-from pathlib import Path
 
 import pytest
 import yaml
 
-from simulator.cost.memory import RESERVED_CONTEXT_BYTES
 from simulator.data.specs import DeploymentConfig, SpeculativeConfig
 from simulator.errors import ConfigError
 from tuner.engines import (
@@ -22,10 +20,8 @@ from tuner.engines import (
     EngineInputs,
     EngineSection,
     common,
-    memory_fraction,
     render,
 )
-from tuner.engines.extract_flags import extract
 
 GIB = 2**30
 AWKWARD_MODEL = '/models/My Llama\'s "v2" $HOME;echo pwned'
@@ -243,166 +239,6 @@ def test_plan_knobs_land_on_engine_names(sections, engine, name, expected):
         for part in [] if key.startswith("-") else key.split("."):
             got = got.get(part) if isinstance(got, dict) else None
         assert got == want, f"{engine} {name}: {key} is {got!r}, expected {want!r}"
-
-
-# ---------------------------------------------------------------- memory rules
-def granted(engine: str, fraction: float, *, hbm, w, a, r) -> tuple[float, float]:
-    """(KV bytes the engine allocates, total bytes it uses), recomputed from its rule."""
-    if engine == "vllm":  # share of total memory for everything
-        kv = fraction * hbm - (w + a + r)
-        return kv, w + a + r + kv
-    if engine == "sglang":  # share of the memory free at start for weights + KV pool
-        free = hbm - RESERVED_CONTEXT_BYTES
-        return fraction * free - w, fraction * free + a + r
-    kv = fraction * (hbm - w - a - r)  # TRT-LLM: share of what is free after weights, buffers
-    return kv, w + a + r + kv
-
-
-def emitted_fraction(section: EngineSection) -> float:
-    flag = {"vllm": "--gpu-memory-utilization", "sglang": "--mem-fraction-static"}
-    flags = common.flag_values(section.args)
-    return float(flags[flag.get(section.engine, "--kv_cache_free_gpu_memory_fraction")])
-
-
-# fmt: off
-MEMORY_GRID = list(itertools.product(  # hbm, then its shares: weights, activations, reserve, KV
-    (24 * GIB, 80 * GIB, 141 * GIB), (0.05, 0.3, 0.6),
-    (0.01, 0.06), (0.01, 0.04), (0.001, 0.1, 0.3, 0.6),
-))
-# fmt: on
-
-
-@pytest.mark.parametrize("engine", ENGINES)
-def test_emitted_fraction_gives_the_plan_its_kv_and_fits(engine):
-    config = DeploymentConfig()
-    checked = refused = 0
-    for hbm, *shares in MEMORY_GRID:
-        w, a, r, kv = (round(s * hbm) for s in shares)
-        inputs = inputs_for(config, **plan_memory(hbm, w, a, r, kv))
-        try:
-            section = render(engine, inputs)
-        except ConfigError:
-            refused += 1
-            # Refusals are only for plans that do not fit (or leave under 2% headroom).
-            assert w + a + r + kv > 0.975 * hbm, (engine, hbm, shares)
-            continue
-        fraction = emitted_fraction(section)
-        assert 0 < fraction <= 0.98
-        kv_given, total = granted(engine, fraction, hbm=hbm, w=w, a=a, r=r)
-        assert kv_given >= kv, f"{engine}: {fraction} gives {kv_given} < {kv} bytes of KV"
-        assert total <= hbm, f"{engine}: {fraction} uses {total} > {hbm} bytes"
-        assert kv_given - kv < 0.0011 * hbm, "rounded up by more than one 0.001 step"
-        checked += 1
-    assert checked > 100 and refused > 0
-
-
-@pytest.mark.parametrize("engine", ENGINES)
-def test_plans_that_do_not_fit_are_refused(engine):
-    too_big = inputs_for(DeploymentConfig(), kv_cache_bytes=70 * GIB)  # 16+3+2+70 > 80 GiB
-    with pytest.raises(ConfigError):
-        memory_fraction(engine, too_big)
-    with pytest.raises(ConfigError, match="no memory"):
-        memory_fraction(engine, inputs_for(DeploymentConfig(), kv_cache_bytes=0))
-
-
-def test_sglang_rounding_never_eats_activation_headroom():
-    # weights + KV = 0.90004 of the free memory, 5e-5 of it left over: 0.901 would overcommit
-    # the memory outside SGLang's static pools, so the fraction comes from the next finer grid.
-    hbm = 80 * GIB
-    free = hbm - RESERVED_CONTEXT_BYTES
-    w, kv, a = 0.5 * free, 0.40004 * free, 0.05 * hbm
-    r = hbm - 0.90015 * free - a
-    inputs = inputs_for(DeploymentConfig(), **plan_memory(hbm, w, a, r, kv))
-    fraction = memory_fraction("sglang", inputs)
-    granted_kv, total = granted("sglang", fraction, hbm=hbm, w=w, a=a, r=r)
-    assert fraction == 0.9001 and granted_kv >= kv and total <= hbm
-
-
-def test_engine_inputs_validate():
-    with pytest.raises(ConfigError, match="weights_bytes"):
-        inputs_for(DeploymentConfig(), weights_bytes=-1)
-    with pytest.raises(ConfigError, match="model_id"):
-        inputs_for(DeploymentConfig(), model_id=" ")
-    with pytest.raises(ConfigError, match="unknown engine"):
-        render("tgi", inputs_for(DeploymentConfig()))
-
-
-# ---------------------------------------------------------------- the extracted definitions
-@pytest.mark.parametrize("engine", ENGINES)
-def test_committed_definitions_record_their_source(engine):
-    spec = common.definitions(engine)
-    assert spec["engine"] == engine and spec["version"] == ENGINE_VERSIONS[engine]
-    assert spec["files_read"] and spec["flags"] == sorted(spec["flags"])
-    ids = spec["source"]["commits"].values() if engine == "trtllm" else [spec["source"]["sha256"]]
-    assert all(len(i) in (40, 64) for i in ids)
-
-
-WHEELS = os.environ.get("ROOFTUNE_ENGINE_WHEELS")
-
-
-@pytest.mark.parametrize("engine", ["vllm", "sglang"])
-def test_reextracting_from_the_wheel_matches_committed(engine):
-    wheel = f"{engine}-{ENGINE_VERSIONS[engine]}-*.whl"
-    found = sorted(Path(WHEELS).glob(wheel)) if WHEELS else []
-    if not found:
-        pytest.skip(f"no {wheel} in ROOFTUNE_ENGINE_WHEELS={WHEELS!r} (a folder of wheels)")
-    fresh = extract(engine=engine, wheel=found[0])
-    committed = common.definitions(engine)
-    for key in ("flags", "config_keys", "choices", "nested_keys", "nested_choices", "source"):
-        assert fresh[key] == committed[key], f"{engine}: {key} differs from the committed JSON"
-
-
-# A small source tree shaped like TensorRT-LLM's, for the extractor's TRT-LLM path.
-TRT_LLM_ARGS = """
-        class KvCacheConfig(StrictBaseModel):
-            free_gpu_memory_fraction: Optional[float] = Field(default=0.9)
-            dtype: str = "auto"
-        class DecodingBaseConfig(StrictBaseModel):
-            max_draft_len: Optional[int] = None
-            speculative_model: Optional[str] = Field(
-                default=None, validation_alias=AliasChoices("speculative_model", "speculative_model_dir"))
-        class NGramDecodingConfig(DecodingBaseConfig):
-            decoding_type: Literal["NGram"] = Field(default="NGram")
-        class Eagle3DecodingConfig(DecodingBaseConfig):
-            decoding_type: Literal["Eagle3"] = Field(default="Eagle3")
-        SpeculativeConfig: TypeAlias = Annotated[
-            Union[NGramDecodingConfig, Eagle3DecodingConfig], Field(discriminator="decoding_type")]
-        class BaseLlmArgs(StrictBaseModel):
-            tensor_parallel_size: int = 1
-            kv_cache_config: KvCacheConfig = Field(default_factory=KvCacheConfig)
-            speculative_config: Optional[SpeculativeConfig] = None
-        class TorchLlmArgs(BaseLlmArgs):
-            cuda_graph_config: Optional[dict] = None
-            kind: ClassVar[str] = "torch"
-    """
-TRT_SERVE = """
-        @click.command("serve")
-        @click.option("--tensor_parallel_size", "--tp_size", type=int, default=1)
-        @click.option("--backend", type=ChoiceWithAlias(["pytorch", "tensorrt"], {}))
-        @click.option("--config", "--extra_llm_api_options", "extra_llm_api_options", type=str)
-        @click.option("--trust_remote_code", is_flag=True)
-        def serve(model, tensor_parallel_size, backend, extra_llm_api_options, trust_remote_code):
-            pass
-    """
-
-
-def test_trtllm_extractor_reads_pydantic_fields_and_click_options(tmp_path):
-    sources = {"llmapi/llm_args.py": TRT_LLM_ARGS, "commands/serve.py": TRT_SERVE}
-    for name, text in sources.items():
-        path = tmp_path / "tensorrt_llm" / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(textwrap.dedent(text))
-    data = extract(engine="trtllm", source_dir=tmp_path, version="test", commit="f" * 40)
-    flags = "--tensor_parallel_size --tp_size --backend --config --extra_llm_api_options"
-    assert data["flags"] == sorted([*flags.split(), "--trust_remote_code"])
-    keys = "cuda_graph_config kv_cache_config speculative_config tensor_parallel_size"
-    assert data["config_keys"] == keys.split()
-    assert data["nested_keys"]["kv_cache_config"] == ["dtype", "free_gpu_memory_fraction"]
-    spec = "decoding_type max_draft_len speculative_model speculative_model_dir"
-    assert data["nested_keys"]["speculative_config"] == spec.split()
-    assert data["nested_choices"]["speculative_config.decoding_type"] == ["Eagle3", "NGram"]
-    assert data["choices"]["--backend"] == ["pytorch", "tensorrt"]
-    assert data["source"] == {"commit": "f" * 40}
 
 
 # ---------------------------------------------------------------- file form == command form
