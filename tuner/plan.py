@@ -17,18 +17,13 @@ line rather than half understood.
 any other version with one line, rather than misreading it. ``tune schema plan`` prints
 ``plan_json_schema()``.
 
-Writing: ``write_study_dir`` puts everything a plan produces (``plan.json``, each engine's config
-file and launch script, the report and its plots) in a staging folder first, then renames each
-file into place with ``plan.json`` last, so a reader (or a crash) never meets half a plan.
-Each engine's section is rendered by ``tuner.handover.sections``.
+Writing a plan and what comes with it: ``tuner.study_files``. Each engine's section is rendered
+by ``tuner.handover.sections``.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any, Literal
 
@@ -65,8 +60,6 @@ __all__ = [
     "WorkloadInfo",
     "plan_json_schema",
     "load_plan",
-    "write_json_atomic",
-    "write_study_dir",
     "memory_plan",
     "hf_model_id",
     "model_of",
@@ -376,15 +369,6 @@ def load_plan(path: str | Path) -> DeploymentPlan:
         raise ConfigError(f"{path}: invalid plan: {one_line(error)}") from None
 
 
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Write JSON next to ``path`` then rename over it: readers never see half a file."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(
-        json.dumps(data, indent=2, sort_keys=False, allow_nan=False) + "\n", encoding="utf-8"
-    )
-    tmp.replace(path)
-
-
 def hf_model_id(model: Any) -> str:
     """What the plan calls the model: a preset's Hugging Face id (from its config.json URL),
     a local model's directory (engines load the folder, not the config.json), else its name."""
@@ -445,39 +429,3 @@ def memory_plan(
         kv_tokens_needed=kv_tokens_needed,
         headroom_bytes=hardware.memory_reported_bytes - used,
     )
-
-
-def write_study_dir(
-    *,
-    out_dir: Path,
-    plan: DeploymentPlan,
-    figures: dict[str, bytes] | None,
-    html_text: str | None,
-    md_text: str | None,
-) -> list[Path]:
-    """Write every output through a staging folder; ``plan.json`` is renamed in last."""
-    from tuner.handover.scripts import write_engine_files
-
-    out_dir.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=out_dir))
-    try:
-        files = write_engine_files(staging, plan)
-        if figures:
-            (staging / "plots").mkdir()
-            for name, png in figures.items():
-                (staging / "plots" / f"{name}.png").write_bytes(png)
-                files.append(staging / "plots" / f"{name}.png")
-        for name, text in (("report.html", html_text), ("report.md", md_text)):
-            if text is not None:
-                (staging / name).write_text(text, encoding="utf-8")
-                files.append(staging / name)
-        write_json_atomic(staging / "plan.json", plan.model_dump(mode="json"))
-        final = []
-        for path in [*files, staging / "plan.json"]:
-            target = out_dir / path.relative_to(staging)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(path, target)
-            final.append(target)
-        return final
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)

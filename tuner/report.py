@@ -1,7 +1,7 @@
 """The report of a study: figures, ``report.html`` and ``report.md``.
 
 ``build_report(plan=, study=, search=)`` draws the figures (``tuner.plots``) and writes both
-documents as text; ``tuner.plan.write_study_dir`` puts them in the study directory with
+documents as text; ``tuner.study_files.write_study_dir`` puts them in the study directory with
 everything else. ``report.html`` is self-contained (CSS inline, figures as base64 PNG), so it
 can be mailed or attached to a ticket; ``report.md`` links the same PNGs from ``plots/``.
 

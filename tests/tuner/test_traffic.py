@@ -72,8 +72,8 @@ def test_traffic_dry_run_predicts_without_a_gpu(plan_file, capsys):
 def test_the_report_shows_a_validation_under_traffic(tmp_path, capsys):
     """A measured traffic section in the plan (its loads run under progress bars): the report
     draws the CDFs and lists each load's metrics."""
-    from tuner.plan import write_json_atomic
     from tuner.search.run import build_search
+    from tuner.study_files import write_json_atomic
     from tuner.traffic import run_traffic
 
     study = tmp_path / "study"
@@ -126,7 +126,7 @@ def test_host_overhead_is_fitted_and_calibrated_from_a_validated_plan(plan_file,
     assert code == 2 and "tune validate PLAN.json --traffic" in capsys.readouterr().err
     loads = [{"load": "light", "host_overhead": fit}, {"load": "plan", "host_overhead": fit}]
     traffic = {"loads": loads, "machine": {"device_name": "NVIDIA H100 80GB HBM3"}}
-    from tuner.plan import write_json_atomic
+    from tuner.study_files import write_json_atomic
 
     write_json_atomic(plan_file, plan.model_copy(update={"validation": {"traffic": traffic}})
                       .model_dump(mode="json"))  # fmt: skip

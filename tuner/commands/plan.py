@@ -273,9 +273,9 @@ def finish(
 
     from tuner.choose import assemble_plan
     from tuner.cli import _version
-    from tuner.plan import write_study_dir
     from tuner.report import build_report
     from tuner.search.study import redact
+    from tuner.study_files import write_study_dir
 
     efficiency = search.space.hardware[0].efficiency
     provenance = {

@@ -30,10 +30,11 @@ def add_parser(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
 
     from simulator.errors import ConfigError, RooftuneError
-    from tuner.plan import load_plan, write_study_dir
+    from tuner.plan import load_plan
     from tuner.report import build_report
     from tuner.search import study as studies
     from tuner.search.run import build_search
+    from tuner.study_files import write_study_dir
 
     studies.quiet_optuna()
     directory = Path(args.study_dir)

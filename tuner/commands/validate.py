@@ -61,7 +61,8 @@ def run(args: argparse.Namespace) -> int:
     from simulator.cost.predict import predict
     from simulator.data.hardware import load_hardware
     from simulator.data.models import get_model
-    from tuner.plan import load_plan, write_json_atomic
+    from tuner.plan import load_plan
+    from tuner.study_files import write_json_atomic
     from tuner.validation import validation_section, validation_shape
 
     plan = load_plan(args.plan)
@@ -139,8 +140,8 @@ def _traffic(args: argparse.Namespace, plan) -> int:
 
     from simulator.data.hardware import load_hardware
     from simulator.errors import ConfigError
-    from tuner.plan import write_json_atomic
     from tuner.search.run import build_search
+    from tuner.study_files import write_json_atomic
     from tuner.traffic import LOADS, merge_traffic, run_traffic, traffic_config
 
     if args.requests is not None and args.requests < 20:
