@@ -49,6 +49,7 @@ from collections.abc import Callable
 import torch
 
 from executor import decode_splits, pdl
+from executor.triton_launch import launch
 from executor.tritonlib import available, tl, triton
 
 __all__ = ["available", "decode_attention", "prepare", "supports"]
@@ -293,12 +294,12 @@ def supports(head_dim: int) -> bool:
 
 def decode_attention(qkv: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
                      input_pos: torch.Tensor, cache, kv_length: int, num_heads: int,
-                     **launch) -> torch.Tensor:  # fmt: skip
+                     **options) -> torch.Tensor:  # fmt: skip
     """One decode step's attention from the fused projection ``qkv [B, 1, heads + 2 kv_heads,
     D]`` (not yet rotated; q, k, v heads in that order) with ``cos, sin [1, D]`` at the new
     token's position ``input_pos [1]``: stores the new K/V in ``cache`` (``executor.kv_cache.
     KVCache``, bf16 or FP8) and attends over its first ``kv_length`` positions, the new one
-    among them. Returns ``[B, 1, heads * D]`` in qkv's dtype. ``launch``: ``prepare``'s keywords.
+    among them. Returns ``[B, 1, heads * D]`` in qkv's dtype. ``options``: ``prepare``'s keywords.
 
     A serving iteration's decodes (``executor.ragged``) are sequences at different lengths in a
     paged cache (``PagedKVCache``): then ``input_pos [B]`` and ``cos, sin [B, D]`` are per
@@ -313,7 +314,7 @@ def decode_attention(qkv: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
     (``query x G`` rows), so the cache is still read once. Returns ``[B, query, heads * D]``,
     written into ``out`` if given (rows of ``heads * D`` one after another: a serving
     iteration's own output buffer, so no copy follows)."""
-    return prepare(qkv, cos, sin, input_pos, cache, kv_length, num_heads, **launch)(cache)
+    return prepare(qkv, cos, sin, input_pos, cache, kv_length, num_heads, **options)(cache)
 
 
 def prepare(qkv, cos, sin, input_pos, like, kv_length: int, num_heads: int, *,
@@ -383,15 +384,14 @@ def prepare(qkv, cos, sin, input_pos, like, kv_length: int, num_heads: int, *,
         ROUND_DOWN=decode_splits.ROUND_DOWN,
         FP8_AS_F16=FP8_AS_F16,
     )
-    grid = _decode_kernel[(pairs, splits)]
     paged = hasattr(like, "ensure_counters")
 
-    def launch(cache) -> torch.Tensor:
+    def launch_on(cache) -> torch.Tensor:
         if paged:
             cache.ensure_counters(pairs)
         scale = cache.scale if cache.is_fp8 else 1.0
-        grid(*inputs, cache.k, cache.v, partial, lse, cache.split_counters, out, *head, scale,
-             *tail, **constants)  # fmt: skip
+        launch(_decode_kernel, (pairs, splits), *inputs, cache.k, cache.v, partial, lse,
+               cache.split_counters, out, *head, scale, *tail, **constants)  # fmt: skip
         return out
 
-    return launch
+    return launch_on

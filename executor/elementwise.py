@@ -25,6 +25,7 @@ from __future__ import annotations
 import torch
 
 from executor import pdl
+from executor.triton_launch import launch
 from executor.tritonlib import available, tl, triton
 
 __all__ = ["available", "rope_cache", "silu_and_mul", "add_rms_norm"]
@@ -226,7 +227,9 @@ def rope_cache(
     positions = input_pos if input_pos is not None else cos  # unread without a cache
     assert blocks is None or batch == 1, "rope_cache: a paged store takes one row of tokens"
     grid = (batch * num_tokens, triton.cdiv(heads, block_h))
-    _rope_cache_kernel[grid](
+    launch(
+        _rope_cache_kernel,
+        grid,
         qkv,
         cos,
         sin,
@@ -263,7 +266,9 @@ def silu_and_mul(gate_up: torch.Tensor, scale: torch.Tensor | None = None) -> to
     out = torch.empty(rows.shape[0], width, dtype=out_dtype, device=gate_up.device)
     block = min(1024, triton.next_power_of_2(width))
     grid = (rows.shape[0], triton.cdiv(width, block))
-    _silu_and_mul_kernel[grid](
+    launch(
+        _silu_and_mul_kernel,
+        grid,
         rows,
         out,
         scale if scale is not None else out,
@@ -292,7 +297,9 @@ def add_rms_norm(
     new_residual = torch.empty_like(residual)
     out_dtype = torch.float8_e4m3fn if scale is not None else residual.dtype
     normed = torch.empty(residual.shape, dtype=out_dtype, device=residual.device)
-    _add_rms_norm_kernel[(residual.numel() // hidden,)](
+    launch(
+        _add_rms_norm_kernel,
+        (residual.numel() // hidden,),
         residual,
         delta,
         weight,

@@ -15,6 +15,7 @@ from __future__ import annotations
 import torch
 
 from executor import pdl
+from executor.triton_launch import launch
 from executor.tritonlib import available, tl, triton
 
 __all__ = ["available", "quantize_rows", "scale_rows_cols"]
@@ -93,7 +94,9 @@ def quantize_rows(x: torch.Tensor, *, max_block: int = 16384) -> tuple[torch.Ten
     out = torch.empty(rows, width, dtype=torch.float8_e4m3fn, device=x.device)
     scale = torch.empty(rows, 1, dtype=torch.float32, device=x.device)
     block = min(max_block, triton.next_power_of_2(width))
-    _quantize_rows_kernel[(rows,)](
+    launch(
+        _quantize_rows_kernel,
+        (rows,),
         x,
         out,
         scale,
@@ -117,7 +120,9 @@ def scale_rows_cols(
     x = x.contiguous()
     out = torch.empty(rows, width, dtype=dtype, device=x.device)
     block = min(1024, triton.next_power_of_2(width))
-    _scale_rows_cols_kernel[(rows, triton.cdiv(width, block))](
+    launch(
+        _scale_rows_cols_kernel,
+        (rows, triton.cdiv(width, block)),
         x,
         row_scale.contiguous(),
         col_scale.contiguous(),
