@@ -21,6 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from executor.naive_attention import naive_causal_attention
+
 __all__ = [
     "DEFAULT_DECODE_ATTENTION",
     "DECODE_ATTENTION_MODES",
@@ -126,19 +128,14 @@ def causal_attention(
     asks for cuDNN's fused attention (faster than flash on Hopper for long prompts); it wants
     as many K/V heads as query heads, so K/V are repeated first (a small copy next to T^2 work).
     "naive" materializes the scores as the cost model's ``attention: naive`` prices them: a
-    score matrix per head, written, masked, soft-maxed and read back (no fused kernel).
+    score matrix per head, written, soft-maxed under the mask and read back
+    (``executor.naive_attention``).
     Anything else, or a CPU, is PyTorch's choice with native GQA: cuDNN's on Hopper with torch
     2.11 (the "default" and "cudnn" rows of ``studies/attention/h200/attention-rates.log``
     agree), flash elsewhere. cuDNN builds a plan per sequence length, so a serving run pads
     its chunks to buckets (``executor.ragged.ATTENTION_BUCKET``)."""
     if backend == "naive":
-        group = q.shape[1] // k.shape[1]
-        k_full, v_full = k.repeat_interleave(group, dim=1), v.repeat_interleave(group, dim=1)
-        scores = (q @ k_full.transpose(-1, -2)) * q.shape[-1] ** -0.5  # [B, heads, T, T]
-        length = q.shape[-2]
-        causal = torch.ones(length, length, dtype=torch.bool, device=q.device).triu(1)
-        scores = scores.masked_fill(causal, float("-inf"))
-        return torch.softmax(scores, dim=-1) @ v_full
+        return naive_causal_attention(q, k, v)
     if backend == "cudnn" and q.is_cuda:
         from torch.nn.attention import SDPBackend, sdpa_kernel
 
