@@ -9,8 +9,9 @@ RMSNorm, SiLU x mul, RoPE with the paged store, the paged decode attention laid 
 launched), SDPA over a 128-token first chunk (cuDNN, as the loop pads it), a CUDA graph's
 replay of one small op, a whole layer's attention laid out once (``IterationAttention``, 8
 decodes and a 16-token chunk at Llama-3.1-8B's head shapes), and the eager serving iteration
-of that batch through Llama-3.1-8B cut to one layer and to three (half their difference is a
-layer's host work, everything from Python). Prints microseconds per call and one JSON line.
+of that batch through Llama-3.1-8B cut to one layer and to three, eagerly and from piecewise
+graphs (half their difference is a layer's host work on that path). Prints microseconds per
+call and one JSON line.
 
     python3 studies/serving-validation/host_launches.py [OUT.json]
 """
@@ -28,6 +29,7 @@ from executor import decode_attention, elementwise
 from executor.engine import build_model
 from executor.fused import Kernels, causal_attention
 from executor.kv_cache import PagedKVCache
+from executor.piecewise_graphs import PiecewiseGraphs
 from executor.points import host_seconds_per_call
 from executor.ragged import IterationAttention, RaggedBatch, setup_paged_caches
 from simulator.data.models import get_model
@@ -71,13 +73,18 @@ def main() -> int:
         replay = graph.replay
     layer = IterationAttention(attention, qkv, rope, rope, batch, kernels, out=attended)
 
-    def eager_iteration(layers: int):
-        """The batch's iteration through Llama-3.1-8B cut to ``layers`` layers, eagerly."""
+    def iteration(layers: int, piecewise: bool = False):
+        """The batch's iteration through Llama-3.1-8B cut to ``layers`` layers: eagerly, or
+        from piecewise graphs (all but attention replayed) as the serving loop runs it."""
         spec = get_model("llama-3.1-8b").model_copy(update={"num_hidden_layers": layers})
         model = build_model(spec, device=device, dtype=bf16, fused_kernels=device == "cuda")
         setup_paged_caches(model, num_blocks=64, block_size=BLOCK, max_seq_length=1024)
         ids = torch.randint(1000, (1, tokens), device=device)
-        return lambda: model(ids, ragged=batch)
+        if not piecewise:
+            return lambda: model(ids, ragged=batch)
+        pieces = PiecewiseGraphs(model, max_tokens=64, scratch_block=63)
+        pieces.capture()
+        return lambda: pieces.run(ids, batch)
 
     calls = {
         "torch add (1,024)": lambda: torch.add(a, b, out=out),
@@ -92,21 +99,30 @@ def main() -> int:
                                                                   chunk[:, :KV_HEADS]),
         "CUDA graph replay": replay,
         "a layer's attention, laid out": lambda: layer(attention),
-        "eager iteration, 1 layer": eager_iteration(1) if device == "cuda" else None,
-        "eager iteration, 3 layers": eager_iteration(3) if device == "cuda" else None,
+        "eager iteration, 1 layer": iteration(1) if device == "cuda" else None,
+        "eager iteration, 3 layers": iteration(3) if device == "cuda" else None,
+        "piecewise iteration, 1 layer": iteration(1, True) if device == "cuda" else None,
+        "piecewise iteration, 3 layers": iteration(3, True) if device == "cuda" else None,
     }  # fmt: skip
     result = {}
     with torch.inference_mode():
         for name, call in calls.items():
             if call is None:
                 continue
-            repeats = {"calls": 50} if device == "cuda" else {"calls": 2, "rounds": 3}
+            # Ten iterations a round keep the GPU's queue of launches short of full, where
+            # the host would wait on the GPU.
+            calls = 10 if "iteration" in name else 50
+            repeats = {"calls": calls} if device == "cuda" else {"calls": 2, "rounds": 3}
             result[name] = round(1e6 * host_seconds_per_call(call, **repeats), 1)
             print(f"{name:32s} {result[name]:7.1f} us a call", flush=True)
-    if "eager iteration, 3 layers" in result:
-        per_layer = (result["eager iteration, 3 layers"] - result["eager iteration, 1 layer"]) / 2
-        result["eager layer"] = round(per_layer, 1)
-        print(f"{'eager layer':32s} {per_layer:7.1f} us")
+    for path in ("eager", "piecewise"):
+        if f"{path} iteration, 3 layers" in result:
+            three, one = (
+                result[f"{path} iteration, 3 layers"],
+                result[f"{path} iteration, 1 layer"],
+            )
+            result[f"{path} layer"] = round((three - one) / 2, 1)
+            print(f"{path + ' layer':32s} {result[f'{path} layer']:7.1f} us")
     name = torch.cuda.get_device_name() if device == "cuda" else "cpu"
     line = json.dumps({"device": name, "us_per_call": result})
     print(line)
