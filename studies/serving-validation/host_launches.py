@@ -18,6 +18,7 @@ call and one JSON line.
 
 from __future__ import annotations
 
+import itertools
 import json
 import sys
 from pathlib import Path
@@ -51,10 +52,18 @@ def main() -> int:
     gate_up = torch.randn(16, 2 * 14336, device=device, dtype=bf16)
     cache = PagedKVCache(64, KV_HEADS, BLOCK, D, bf16, device)
     tokens = 8 + 16
-    positions = torch.cat([torch.full((8,), 100), torch.arange(16)]).to(device)
-    batch = RaggedBatch(positions=positions, blocks=positions // BLOCK, offsets=positions % BLOCK,
-                        tables=torch.arange(72, device=device).view(9, 8) % 64, decodes=8,
-                        chunks=[(8, 16, 8, 0)], sample_rows=positions[:1] * 0, max_length=101)  # fmt: skip
+
+    def with_chunk(length: int) -> RaggedBatch:
+        """8 decodes at position 100, then a first chunk of ``length`` tokens."""
+        positions = torch.cat([torch.full((8,), 100), torch.arange(length)]).to(device)
+        return RaggedBatch(positions=positions, blocks=positions // BLOCK,
+                           offsets=positions % BLOCK,
+                           tables=torch.arange(72, device=device).view(9, 8) % 64, decodes=8,
+                           chunks=[(8, length, 8, 0)], sample_rows=positions[:1] * 0,
+                           max_length=max(101, length))  # fmt: skip
+
+    batch = with_chunk(16)
+    positions = batch.positions
     qkv = torch.randn(1, tokens, HEADS + 2 * KV_HEADS, D, device=device, dtype=bf16)
     rope = torch.randn(tokens, D, device=device, dtype=bf16)
     attended = torch.empty(1, tokens, HEADS * D, device=device, dtype=bf16)
@@ -73,19 +82,35 @@ def main() -> int:
         replay = graph.replay
     layer = IterationAttention(attention, qkv, rope, rope, batch, kernels, out=attended)
 
-    def iteration(layers: int, piecewise: bool = False):
+    def iteration(layers: int, piecewise: bool = False, chunks: tuple[int, ...] = ()):
         """The batch's iteration through Llama-3.1-8B cut to ``layers`` layers: eagerly, or
-        from piecewise graphs (all but attention replayed) as the serving loop runs it."""
+        from piecewise graphs (all but attention replayed) as the serving loop runs it. With
+        ``chunks``, eagerly with a first chunk of each of those lengths in turn (a new shape a
+        call, as a serving run's iterations above the graphs' sizes are)."""
         spec = get_model("llama-3.1-8b").model_copy(update={"num_hidden_layers": layers})
         model = build_model(spec, device=device, dtype=bf16, fused_kernels=device == "cuda")
         setup_paged_caches(model, num_blocks=64, block_size=BLOCK, max_seq_length=1024)
         ids = torch.randint(1000, (1, tokens), device=device)
+        if chunks:
+            turns = itertools.cycle([(torch.randint(1000, (1, 8 + n), device=device),
+                                      with_chunk(n)) for n in chunks])  # fmt: skip
+
+            def next_shape():
+                token_ids, chunked = next(turns)
+                return model(token_ids, ragged=chunked)
+
+            return next_shape
         if not piecewise:
             return lambda: model(ids, ragged=batch)
         pieces = PiecewiseGraphs(model, max_tokens=64, scratch_block=63)
-        pieces.capture()
+        try:
+            pieces.capture()
+        except Exception as error:  # noqa: BLE001 - the other rows are still worth timing
+            print(f"piecewise graphs not captured: {error}", flush=True)
+            return None
         return lambda: pieces.run(ids, batch)
 
+    long = tuple(range(500, 564))
     calls = {
         "torch add (1,024)": lambda: torch.add(a, b, out=out),
         "F.linear 16x4096x4096": lambda: F.linear(x, w),
@@ -103,6 +128,8 @@ def main() -> int:
         "eager iteration, 3 layers": iteration(3) if device == "cuda" else None,
         "piecewise iteration, 1 layer": iteration(1, True) if device == "cuda" else None,
         "piecewise iteration, 3 layers": iteration(3, True) if device == "cuda" else None,
+        "eager iteration, 1 layer, 500-563": iteration(1, chunks=long) if device == "cuda" else None,
+        "eager iteration, 3 layers, 500-563": iteration(3, chunks=long) if device == "cuda" else None,
     }  # fmt: skip
     result = {}
     with torch.inference_mode():
@@ -115,14 +142,12 @@ def main() -> int:
             repeats = {"calls": calls} if device == "cuda" else {"calls": 2, "rounds": 3}
             result[name] = round(1e6 * host_seconds_per_call(call, **repeats), 1)
             print(f"{name:32s} {result[name]:7.1f} us a call", flush=True)
-    for path in ("eager", "piecewise"):
-        if f"{path} iteration, 3 layers" in result:
-            three, one = (
-                result[f"{path} iteration, 3 layers"],
-                result[f"{path} iteration, 1 layer"],
-            )
-            result[f"{path} layer"] = round((three - one) / 2, 1)
-            print(f"{path + ' layer':32s} {result[f'{path} layer']:7.1f} us")
+    for path, shapes in (("eager", ""), ("piecewise", ""), ("eager", ", 500-563")):
+        one, three = (f"{path} iteration, {n}{shapes}" for n in ("1 layer", "3 layers"))
+        if three in result:
+            label = f"{path} layer{shapes}"
+            result[label] = round((result[three] - result[one]) / 2, 1)
+            print(f"{label:32s} {result[label]:7.1f} us")
     name = torch.cuda.get_device_name() if device == "cuda" else "cpu"
     line = json.dumps({"device": name, "us_per_call": result})
     print(line)
