@@ -17,7 +17,7 @@ fi
 grep -q " failed" $results/gpu-tests.log && export ROOFTUNE_BOUND_LAUNCH=0
 for bound in 0 1; do
     [ -s $results/host-launches-bound$bound.json ] || {
-        ROOFTUNE_BOUND_LAUNCH=$bound timeout 70 python3 $here/host_launches.py \
+        ROOFTUNE_BOUND_LAUNCH=$bound timeout 110 python3 $here/host_launches.py \
             $results/host-launches-bound$bound.json > $results/host-launches-bound$bound.log 2>&1
         tail -n 14 $results/host-launches-bound$bound.log; pack; }
 done
