@@ -23,9 +23,15 @@ built with ``keep_hidden``, the pieces after those layers copy the residual stre
 buffers as well, so a round with prompt chunks serves the head from pieces too
 (``model.hidden``, as the eager forward leaves it). Without a head nothing is copied.
 
-Up to the cost model's ``CUDA_GRAPH_MAX_TOKENS`` (vLLM's default largest capture, which the
-model prices steps by): past that an iteration's GEMMs take longer than the host needs to
-launch them, and it runs eagerly.
+The buckets reach the token budget (up to ``PIECEWISE_MAX_TOKENS``), past vLLM's default
+largest capture (512 tokens, the cost model's ``CUDA_GRAPH_MAX_TOKENS``), above which vLLM runs
+its compiled pieces without graphs. Those are a few fused kernels a layer; this executor's
+eager layer is about a dozen launches from Python, and on a slow host its iterations of
+530-2,875 tokens were issued at 0.6-1.3 ms a layer (median 1.05), longer than their GEMMs
+took (`studies/serving-validation/h100-layout-2026-12-07/`). From pieces the host keeps ahead
+of the GPU, as the model prices such steps. Above 512 tokens the buckets step by 128 tokens
+(256 above 2,048, 512 above 4,096): cuBLAS tiles the rows by 64-256 anyway, so the padding
+costs a few percent.
 """
 
 from __future__ import annotations
@@ -37,17 +43,19 @@ import torch
 from executor.engine import capture_graph
 from executor.model import eagle_layers
 from executor.ragged import IterationAttention, RaggedBatch
-from simulator.cost.roofline import CUDA_GRAPH_MAX_TOKENS
 
-__all__ = ["PIECEWISE_BUCKETS", "PiecewiseGraphs"]
+__all__ = ["PIECEWISE_BUCKETS", "PIECEWISE_MAX_TOKENS", "PiecewiseGraphs"]
 
+PIECEWISE_MAX_TOKENS = 8192
 # Token buckets: fine steps where padding would cost a memory-bound step little, then steps of
-# 64 where the GEMMs turn compute-bound and padding costs FLOPs.
-PIECEWISE_BUCKETS = tuple(
-    b
-    for b in (16, 32, 48, 64, 96, 128, 160, 192, 224, 256, 320, 384, 448, 512)
-    if b < CUDA_GRAPH_MAX_TOKENS
-) + (CUDA_GRAPH_MAX_TOKENS,)
+# 64 where the GEMMs turn compute-bound and padding costs FLOPs, then coarser steps, each a
+# few percent of the bucket.
+PIECEWISE_BUCKETS = (
+    (16, 32, 48, 64, 96, 128, 160, 192, 224, 256, 320, 384, 448, 512)
+    + tuple(range(640, 2049, 128))
+    + tuple(range(2304, 4097, 256))
+    + tuple(range(4608, PIECEWISE_MAX_TOKENS + 1, 512))
+)
 
 
 class PiecewiseGraphs:
@@ -60,7 +68,7 @@ class PiecewiseGraphs:
     def __init__(self, model, *, max_tokens: int, scratch_block: int,
                  capture: Callable = capture_graph, keep_hidden: bool = False) -> None:  # fmt: skip
         self.model, self._capture, self.scratch = model, capture, scratch_block
-        top = min(max_tokens, CUDA_GRAPH_MAX_TOKENS)
+        top = min(max_tokens, PIECEWISE_MAX_TOKENS)
         self.buckets = [b for b in PIECEWISE_BUCKETS if b < top] + [top]
         self.graphs: dict[int, list] = {}
         device = model.embed_tokens.weight.device

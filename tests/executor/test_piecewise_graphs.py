@@ -52,7 +52,9 @@ def test_buckets_stop_at_the_token_budget_or_the_largest_capture():
     assert (
         PiecewiseGraphs(model, max_tokens=40, scratch_block=0).kept.shape[0] == 0
     )  # no head: no states kept
-    assert PiecewiseGraphs(model, max_tokens=4096, scratch_block=0).buckets == list(
+    budget = PiecewiseGraphs(model, max_tokens=4096, scratch_block=0).buckets
+    assert budget == [b for b in PIECEWISE_BUCKETS if b <= 4096] and budget[-1] == 4096
+    assert PiecewiseGraphs(model, max_tokens=20000, scratch_block=0).buckets == list(
         PIECEWISE_BUCKETS
     )
     pieces = PiecewiseGraphs(model, max_tokens=40, scratch_block=0, capture=rerun_capture)
