@@ -10,8 +10,10 @@ launched), SDPA over a 128-token first chunk (cuDNN, as the loop pads it), a CUD
 replay of one small op, a whole layer's attention laid out once (``IterationAttention``, 8
 decodes and a 16-token chunk at Llama-3.1-8B's head shapes), and the eager serving iteration
 of that batch through Llama-3.1-8B cut to one layer and to three, eagerly and from piecewise
-graphs (half their difference is a layer's host work on that path). Prints microseconds per
-call and one JSON line.
+graphs (half their difference is a layer's host work on that path). Each row with a Triton
+launch is timed twice: launched as the executor does (``executor.triton_launch``, the
+arguments bound once), and through Triton's own binding each call ("[through Triton]").
+Prints microseconds per call and one JSON line.
 
     python3 studies/serving-validation/host_launches.py [OUT.json]
 """
@@ -26,7 +28,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from executor import decode_attention, elementwise
+from executor import decode_attention, elementwise, triton_launch
 from executor.engine import build_model
 from executor.fused import Kernels, causal_attention
 from executor.kv_cache import PagedKVCache
@@ -132,22 +134,33 @@ def main() -> int:
         "eager iteration, 3 layers, 500-563": iteration(3, chunks=long) if device == "cuda" else None,
     }  # fmt: skip
     result = {}
+    untouched = ("torch add", "F.linear", "SDPA", "CUDA graph")  # no Triton launch in them
     with torch.inference_mode():
         for name, call in calls.items():
             if call is None:
                 continue
             # Ten iterations a round keep the GPU's queue of launches short of full, where
             # the host would wait on the GPU.
-            calls = 10 if "iteration" in name else 50
-            repeats = {"calls": calls} if device == "cuda" else {"calls": 2, "rounds": 3}
-            result[name] = round(1e6 * host_seconds_per_call(call, **repeats), 1)
-            print(f"{name:32s} {result[name]:7.1f} us a call", flush=True)
+            per_round = 10 if "iteration" in name else 50
+            repeats = {"calls": per_round} if device == "cuda" else {"calls": 2, "rounds": 3}
+            # Triton's launches bound once (executor.triton_launch), then through Triton's own
+            # binding each call, as before.
+            modes = (True,) if name.startswith(untouched) else (True, False)
+            for bound in modes:
+                triton_launch.ENABLED = bound
+                label = name if bound else f"{name} [through Triton]"
+                result[label] = round(1e6 * host_seconds_per_call(call, **repeats), 1)
+                print(f"{label:44s} {result[label]:7.1f} us a call", flush=True)
+            triton_launch.ENABLED = True
     for path, shapes in (("eager", ""), ("piecewise", ""), ("eager", ", 500-563")):
-        one, three = (f"{path} iteration, {n}{shapes}" for n in ("1 layer", "3 layers"))
-        if three in result:
-            label = f"{path} layer{shapes}"
-            result[label] = round((result[three] - result[one]) / 2, 1)
-            print(f"{label:32s} {result[label]:7.1f} us")
+        for through in ("", " [through Triton]"):
+            one, three = (
+                f"{path} iteration, {n}{shapes}{through}" for n in ("1 layer", "3 layers")
+            )
+            if three in result:
+                label = f"{path} layer{shapes}{through}"
+                result[label] = round((result[three] - result[one]) / 2, 1)
+                print(f"{label:44s} {result[label]:7.1f} us")
     name = torch.cuda.get_device_name() if device == "cuda" else "cpu"
     line = json.dumps({"device": name, "us_per_call": result})
     print(line)

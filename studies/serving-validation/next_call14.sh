@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# After Triton's launches were bound once per specialization (executor.triton_launch) and the
-# piecewise graphs' pieces took RoPE and the K/V store: the GPU tests (every kernel against its
-# reference, every decode graph, the piecewise graphs and a draft model's rounds from graphs
-# against eager iterations), the host's time per launch with the binding off and on
-# (host_launches.py, ROOFTUNE_BOUND_LAUNCH=0 then 1), then the bf16 plan at its rate. Should the
-# GPU tests fail, the plan runs with the binding off. A step already done on a warm machine is
-# skipped. Results in $OUT/results.tar, rebuilt after each step.
+# After Triton's launches were bound once per specialization (executor.triton_launch), the
+# piecewise graphs' pieces took RoPE and the K/V store and reach the token budget: the GPU
+# tests (every kernel against its reference, every decode graph, the piecewise graphs and a
+# draft model's rounds from graphs against eager iterations), the host's time per launch with
+# the binding and through Triton (host_launches.py), then the bf16 plan at its rate. Should
+# the GPU tests fail, the plan runs with the binding off (ROOFTUNE_BOUND_LAUNCH=0). A step
+# already done on a warm machine is skipped. Results in $OUT/results.tar, rebuilt each step.
 set -u
 source studies/serving-validation/call_env.sh
 if [ ! -s $results/gpu-tests.log ]; then
@@ -15,11 +15,9 @@ if [ ! -s $results/gpu-tests.log ]; then
     pack
 fi
 grep -q " failed" $results/gpu-tests.log && export ROOFTUNE_BOUND_LAUNCH=0
-for bound in 0 1; do
-    [ -s $results/host-launches-bound$bound.json ] || {
-        ROOFTUNE_BOUND_LAUNCH=$bound timeout 110 python3 $here/host_launches.py \
-            $results/host-launches-bound$bound.json > $results/host-launches-bound$bound.log 2>&1
-        tail -n 14 $results/host-launches-bound$bound.log; pack; }
-done
+[ -s $results/host-launches.json ] || {
+    timeout 150 python3 $here/host_launches.py $results/host-launches.json \
+        > $results/host-launches.log 2>&1
+    tail -n 32 $results/host-launches.log; pack; }
 grep -q "^rc=" $results/8b-bf16-$card/traffic.log 2>/dev/null \
-    || { OUT=$results PLAN_TIMEOUT=110 LOADS=plan bash $here/run.sh 100 bf16; pack; }
+    || { OUT=$results PLAN_TIMEOUT=150 LOADS=plan bash $here/run.sh 100 bf16; pack; }

@@ -21,5 +21,5 @@ measure fp8kv-b128-c4096 --model llama-3.1-8b --weights fp8 --kv-dtype fp8 --bat
 done_already() { grep -q "^rc=" "$results/$1/traffic.log" 2>/dev/null; }
 for plan in bf16-draft bf16-eagle fp8; do
     done_already 8b-${plan%%-*}-$card${plan#${plan%%-*}} \
-        || { OUT=$results PLAN_TIMEOUT=110 LOADS=plan bash $here/run.sh 100 $plan; pack; }
+        || { OUT=$results PLAN_TIMEOUT=130 LOADS=plan bash $here/run.sh 100 $plan; pack; }
 done
