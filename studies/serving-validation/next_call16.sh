@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# next_call14.sh and next_call15.sh as one call, by priority (little device time left): the
+# After Triton launches were bound once (executor.triton_launch), the piecewise graphs reached
+# the token budget and naive attention took four passes, by priority (little device time): the
 # GPU tests, the bf16 plan at its rate, the host's time per launch (host_launches.py), the
 # two executor phases of issue 15 (naive attention's 4k prefill, the FP8-cache decode at
 # batch 128 and 4k), then EAGLE's, the draft model's and the FP8 plan at their rates. Each
