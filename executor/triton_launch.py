@@ -24,7 +24,7 @@ import inspect
 import os
 from typing import Any
 
-__all__ = ["launch", "specialization_key"]
+__all__ = ["ENABLED", "launch", "specialization_key", "trailing_constants"]
 
 _INT32 = range(-(2**31), 2**31)
 ENABLED = os.environ.get("ROOFTUNE_BOUND_LAUNCH", "1") != "0"
