@@ -34,7 +34,11 @@ DECODES, CHUNK, BLOCK = 8, 16, 16
 
 
 class _NoLaunch:
-    """A Triton kernel that launches nothing: ``kernel[grid](...)`` returns at once."""
+    """A Triton kernel that launches nothing: ``kernel[grid](...)`` returns at once (its
+    parameters still ``kernel``'s, as ``executor.triton_launch`` reads them)."""
+
+    def __init__(self, kernel) -> None:
+        self.fn = kernel.fn
 
     def __getitem__(self, grid):
         return lambda *args, **kwargs: None
@@ -77,8 +81,8 @@ def _median_us(run, repeats: int = 30) -> float:
 
 
 def main() -> None:
-    decode_attention._decode_kernel = _NoLaunch()
-    elementwise._rope_cache_kernel = _NoLaunch()
+    decode_attention._decode_kernel = _NoLaunch(decode_attention._decode_kernel)
+    elementwise._rope_cache_kernel = _NoLaunch(elementwise._rope_cache_kernel)
     kernels = Kernels(rope_cache=elementwise.rope_cache,
                       decode_attention=decode_attention.decode_attention,
                       decode_attention_mode="triton")  # fmt: skip
