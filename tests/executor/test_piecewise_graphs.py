@@ -92,6 +92,31 @@ def test_chunks_beside_decodes_from_pieces_sample_what_each_sequence_alone_does(
     assert paths == ["piecewise", "piecewise", "piecewise", "eager", "piecewise", "piecewise"]
 
 
+def test_an_iteration_past_vllms_largest_capture_runs_from_pieces():
+    """The pieces reach the token budget: a 600-token chunk beside a decode replays the 640
+    bucket's pieces (vLLM's captures stop at 512) and samples plain greedy decoding."""
+    model = tiny_model()
+    gen = torch.Generator().manual_seed(1)
+    prompts = {
+        rid: torch.randint(97, (n,), generator=gen).tolist() for rid, n in ((0, 9), (1, 600))
+    }
+    executor = with_pieces(ServingExecutor(
+        model, num_blocks=48, block_size=16, max_seq_length=640,
+        prompt_tokens=lambda rid, start, n: prompts[rid][start : start + n],
+    ), max_tokens=700)  # fmt: skip
+    assert executor.piecewise.buckets[-3:] == [512, 640, 700]
+    sampled: dict[int, list[int]] = {rid: [] for rid in prompts}
+    for decodes, chunks, completed in (([], [(0, 0, 9)], [0]), ([0], [(1, 0, 600)], [1]),
+                                       ([0, 1], [], [])):  # fmt: skip
+        executor(Step(decode=decodes, prefill=chunks))
+        for rid in decodes + completed:
+            sampled[rid].append(executor.last_token[rid])
+    for rid, prompt in prompts.items():
+        assert sampled[rid] == greedy(model, prompt, len(sampled[rid])), rid
+    assert [r.path for r in executor.records] == ["piecewise"] * 3
+    assert executor.piecewise.bucket(601) == 640
+
+
 def test_a_draft_models_rounds_with_chunks_run_the_target_from_pieces():
     """And the draft model's prefill of the same chunks from its own pieces: its cache must
     hold the prompts, or the drafts it keeps would not be greedy decoding."""
