@@ -24,9 +24,10 @@ import inspect
 import os
 from typing import Any
 
+from torch import Tensor
+
 __all__ = ["ENABLED", "launch", "specialization_key", "trailing_constants"]
 
-_INT32 = range(-(2**31), 2**31)
 ENABLED = os.environ.get("ROOFTUNE_BOUND_LAUNCH", "1") != "0"
 _THROUGH_TRITON = object()  # a key whose calls go through Triton (the interpreter)
 # kernel -> {(constants, specialization): (launcher, function, metadata, constexprs, streams)}
@@ -34,13 +35,21 @@ _bound: dict[Any, dict[tuple, Any]] = {}
 
 
 def specialization_key(args: tuple) -> tuple:
-    """What Triton's compiled kernel depends on in ``args``, or finer (see the module)."""
-    return tuple(
-        (a.dtype, a.data_ptr() & 15 == 0)
-        if hasattr(a, "data_ptr")
-        else ((a == 1, a & 15 == 0, a in _INT32, a >= 2**63) if type(a) is int else type(a))
-        for a in args
-    )
+    """What Triton's compiled kernel depends on in ``args``, or finer (see the module). An
+    integer's class: 1 (a constant to Triton), else its width (32-bit, 64-bit signed or
+    unsigned) times whether 16 divides it. A loop, not a comprehension: this runs on every
+    launch, and the integers come first as the commonest case."""
+    key = []
+    for a in args:
+        kind = type(a)
+        if kind is int:
+            width = 0 if -(2**31) <= a < 2**31 else (2 if a < 2**63 else 4)
+            key.append(1 if a == 1 else 2 + width + (a & 15 == 0))
+        elif isinstance(a, Tensor):
+            key.append((a.dtype, a.data_ptr() & 15 == 0))
+        else:
+            key.append(kind)
+    return tuple(key)
 
 
 def launch(kernel, grid: tuple[int, ...], *args, **constants) -> None:

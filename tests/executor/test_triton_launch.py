@@ -110,3 +110,11 @@ def test_arguments_that_would_escape_the_key_are_refused():
         triton_launch.trailing_constants(_kernel_fn, 3, {"BLOCK": 1, "USE_PDL": True})
     with pytest.raises(AssertionError, match="constexpr USE_PDL not given"):
         triton_launch.trailing_constants(_kernel_fn, 4, {"BLOCK": 1})
+
+
+def test_integers_are_keyed_by_what_triton_specializes_on():
+    key = triton_launch.specialization_key
+    # 1 is a constant; then 32-bit, 64-bit and unsigned 64-bit, each divisible by 16 or not.
+    classes = [1, 3, 32, 2**31 + 1, 2**31, 2**63 + 1, 2**63, -(2**31) - 16]
+    assert len({key((n,)) for n in classes}) == 7  # the last is a 64-bit multiple of 16
+    assert key((-16,)) == key((32,)) and key((5,)) == key((7,)) and key((True,)) != key((1,))
