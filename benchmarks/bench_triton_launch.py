@@ -7,7 +7,9 @@ integer class) and hands the arguments to the compiled kernel's launcher. This t
 Python work for the paged decode kernel as a serving iteration launches it layer by layer
 (``decode_attention.prepare``'s ``launch_on(cache)``, 31 arguments, Llama-3.1-8B's head shapes,
 8 sequences), with a launcher that returns at once: what is left for the driver is the C
-launcher's own call. Prints the median microseconds a call, then one JSON line.
+launcher's own call. Beside it, Triton's own argument binder for the same call (sm_90), the
+first of the steps ``kernel[grid](...)`` takes before the launcher. Prints the median
+microseconds a call, then one JSON line.
 
     python benchmarks/bench_triton_launch.py
 """
@@ -35,13 +37,32 @@ class _Compiled:
 
 
 class _Kernel:
-    """The decode kernel's parameters, compiled into ``_Compiled`` on its first launch."""
+    """The decode kernel's parameters, compiled into ``_Compiled`` on its first launch (whose
+    arguments it keeps)."""
 
     def __init__(self, kernel) -> None:
-        self.fn = kernel.fn
+        self.fn, self.first = kernel.fn, None
 
     def __getitem__(self, grid):
-        return lambda *args, **constants: _Compiled()
+        def compile_once(*args, **constants):
+            self.first = args, constants
+            return _Compiled()
+
+        return compile_once
+
+
+def _tritons_binder(kernel):
+    """Triton's own argument binder for ``kernel`` on sm_90 (the first step of every
+    ``kernel[grid](...)``: names, specialization, options), where this Triton exposes it."""
+    try:
+        from triton.backends.compiler import GPUTarget
+        from triton.backends.nvidia.compiler import CUDABackend
+        from triton.runtime import jit
+
+        backend = CUDABackend(GPUTarget("cuda", 90, 32))
+        return jit.create_function_from_signature(kernel.signature, kernel.params, backend)
+    except (ImportError, AttributeError, TypeError):
+        return None
 
 
 def _median_us(call, calls: int = 2000, rounds: int = 15) -> float:
@@ -55,7 +76,8 @@ def _median_us(call, calls: int = 2000, rounds: int = 15) -> float:
 
 
 def main() -> None:
-    decode_attention._decode_kernel = _Kernel(decode_attention._decode_kernel)
+    real = decode_attention._decode_kernel
+    decode_attention._decode_kernel = stand_in = _Kernel(real)
     triton_launch._stream_source = lambda: (lambda device: 0, lambda: 0)
     heads, kv_heads, dim, batch = 32, 8, 128, 8
     cache = PagedKVCache(64, kv_heads, 16, dim, torch.bfloat16, "cpu")
@@ -72,6 +94,10 @@ def main() -> None:
             lambda: triton_launch.specialization_key(args)
         ),
     }
+    binder = _tritons_binder(real)
+    if binder is not None:
+        args, constants = stand_in.first
+        result["Triton's binder alone (sm_90)"] = _median_us(lambda: binder(*args, **constants))
     for name, us in result.items():
         print(f"{name:40s} {us:6.2f} us a call")
     print(json.dumps({"host_us": {k: round(v, 2) for k, v in result.items()}}))
