@@ -1,11 +1,11 @@
 """Launching a Triton kernel with its arguments bound once per specialization.
 
-``kernel[grid](*args, **constants)`` costs the host about 43 us a launch on the slow H100
+``kernel[grid](*args, **constants)`` cost the host about 43 us a launch on the slow H100
 hosts (`studies/serving-validation/h100-layout-2026-12-07/`), against 4.5 us for a CUDA graph's
-replay: Triton binds every argument by name, works out the kernel's specialization, hashes its
-cache key and looks the compiled kernel up, every call. An eager serving iteration of
-Llama-3.1-8B launches five Triton kernels a layer, 160 an iteration, so that binding alone is
-about 7 ms of it.
+replay. Before its launcher runs, Triton binds every argument by name, works out the kernel's
+specialization, hashes its cache key, looks the compiled kernel up and checks the globals it
+read, every call. An eager serving iteration of Llama-3.1-8B launches five Triton kernels a
+layer, 160 an iteration: about 7 ms of host time.
 
 ``launch`` does that work once per specialization. Its key is what Triton specializes on, or
 finer: each tensor's dtype and whether its address is 16-byte aligned; each integer's width and
@@ -16,6 +16,12 @@ kernel's parameter order, constexprs included (the launcher skips them: Triton 3
 Where Triton returns no compiled kernel (its CPU interpreter), a launch hook is set (a
 profiler's) or ``ROOFTUNE_BOUND_LAUNCH=0`` (to time the difference), every call goes through
 Triton as usual.
+
+What is saved is Triton's Python per call; the launcher's own call (unpacking some thirty
+arguments, the driver's launch) stays. On a 2-core CPU (``benchmarks/bench_triton_launch.py``)
+the decode kernel's laid-out launch costs 6.5 us here up to the launcher, where Triton's
+argument binder alone, the first of its steps, costs 5.7; how much of the 43 us goes on a GPU
+host is ``studies/serving-validation/host_launches.py``'s to say.
 """
 
 from __future__ import annotations
