@@ -71,6 +71,7 @@ class PiecewiseGraphs:
         top = min(max_tokens, PIECEWISE_MAX_TOKENS)
         self.buckets = [b for b in PIECEWISE_BUCKETS if b < top] + [top]
         self.graphs: dict[int, list] = {}
+        self.failure: str | None = None  # the buckets that could not be captured, and why
         device = model.embed_tokens.weight.device
         dtype = model.embed_tokens.weight.dtype
         attention = model.layers[0].attention
@@ -103,14 +104,23 @@ class PiecewiseGraphs:
         return bool(self.graphs) and self.bucket(tokens) is not None
 
     def capture(self) -> None:
-        """Every bucket's pieces, up front, in one memory pool."""
+        """Every bucket's pieces, up front, smallest first, in one memory pool. Where a larger
+        bucket runs out of memory, the smaller ones stay and longer iterations run eagerly
+        (``failure`` says from which size and why); a failure at the first is raised."""
         pool = None
         with torch.inference_mode():
             for size in self.buckets:
                 pieces = []
-                for piece in self._pieces(size):
-                    graph, pool = self._capture(piece, pool=pool)
-                    pieces.append(graph)
+                try:
+                    for piece in self._pieces(size):
+                        graph, pool = self._capture(piece, pool=pool)
+                        pieces.append(graph)
+                except torch.OutOfMemoryError as error:
+                    if not self.graphs:
+                        raise
+                    self.buckets = list(self.graphs)
+                    self.failure = f"{size} tokens and more: {str(error).strip()[:120]}"
+                    return
                 self.graphs[size] = pieces
 
     def _pieces(self, size: int) -> list[Callable[[], None]]:

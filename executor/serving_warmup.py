@@ -75,12 +75,15 @@ def warm_up(executor) -> None:
         executor.piecewise = None
         executor.notes.append(f"piecewise graphs could not be captured ({failure}): "
                               "iterations with prompt chunks ran eagerly")  # fmt: skip
+    _note_partial(executor, executor.piecewise, "piecewise graphs")
     draft_pieces = getattr(executor.drafter, "pieces", None)
     failure = None if draft_pieces is None else _capture(draft_pieces)
     if failure is not None:
         executor.drafter.pieces = None
         executor.notes.append(f"the draft model's piecewise graphs could not be captured "
                               f"({failure}): its prefill of prompt chunks ran eagerly")  # fmt: skip
+    _note_partial(executor, getattr(executor.drafter, "pieces", None),
+                  "the draft model's piecewise graphs")  # fmt: skip
     executor.synchronize()
     executor.reset()
 
@@ -95,6 +98,13 @@ def token_counts(limit: int, bucket: int = 0) -> list[int]:
         counts |= {c for c in (power, power + power // 2) if c < limit}
         power *= 2
     return sorted(counts) + ([limit] if limit > 0 else [])
+
+
+def _note_partial(executor, pieces, what: str) -> None:
+    """Say so where ``pieces`` (piecewise graphs) hold only their smaller buckets."""
+    if pieces is not None and pieces.failure is not None:
+        executor.notes.append(f"{what} could not be captured for {pieces.failure}: those "
+                              "iterations ran eagerly")  # fmt: skip
 
 
 def _capture(graphs) -> str | None:

@@ -64,6 +64,35 @@ def test_buckets_stop_at_the_token_budget_or_the_largest_capture():
     }  # fmt: skip
 
 
+def test_a_bucket_out_of_memory_keeps_the_smaller_ones_and_says_so():
+    from executor.ragged import setup_paged_caches
+    from executor.serving_warmup import _note_partial
+
+    model = tiny_model()
+    setup_paged_caches(model, num_blocks=8, block_size=4, max_seq_length=64)
+    per_bucket, calls = len(model.layers) + 1, []
+
+    def runs_out_in_the_third_bucket(fn, pool=None):
+        calls.append(fn)
+        if len(calls) > 2 * per_bucket:
+            raise torch.OutOfMemoryError("CUDA out of memory")
+        return rerun_capture(fn, pool)
+
+    pieces = PiecewiseGraphs(model, max_tokens=40, scratch_block=0,
+                             capture=runs_out_in_the_third_bucket)  # fmt: skip
+    pieces.capture()
+    assert pieces.buckets == [16, 32] and list(pieces.graphs) == [16, 32]
+    assert pieces.holds(32) and not pieces.holds(33)
+    executor = type("Executor", (), {"notes": []})()
+    _note_partial(executor, pieces, "piecewise graphs")
+    assert executor.notes == ["piecewise graphs could not be captured for 40 tokens and more: "
+                              "CUDA out of memory: those iterations ran eagerly"]  # fmt: skip
+    first = PiecewiseGraphs(model, max_tokens=40, scratch_block=0,
+                            capture=runs_out_in_the_third_bucket)  # fmt: skip
+    with pytest.raises(torch.OutOfMemoryError):  # nothing captured: the caller says so
+        first.capture()
+
+
 def test_chunks_beside_decodes_from_pieces_sample_what_each_sequence_alone_does():
     model = tiny_model()
     gen = torch.Generator().manual_seed(0)
