@@ -215,6 +215,8 @@ class _Chunk:
             padded = -self.length % bucket
             # The padding stays zero: each layer copies only the chunk's rows in.
             self.padded = F.pad(self.rows, (0, 0, 0, 0, 0, padded)) if padded else None
+            # Where each layer's rows go: a view made once, not once a layer.
+            self.padded_rows = None if self.padded is None else self.padded[: self.length]
             source = self.rows if self.padded is None else self.padded
             self.qkv = source.transpose(0, 1)[None].split([heads, kv_heads, kv_heads], dim=1)
         else:
@@ -223,8 +225,8 @@ class _Chunk:
 
     def __call__(self, cache: PagedKVCache, batch: RaggedBatch) -> None:
         if self.start == 0:
-            if self.padded is not None:
-                self.padded[: self.length].copy_(self.rows)
+            if self.padded_rows is not None:
+                self.padded_rows.copy_(self.rows)
             o = causal_attention(*self.qkv, self.backend)[..., : self.length, :]
         else:
             k, v = cache.gather(batch.tables[self.row], self.start + self.length, self.q.dtype)
