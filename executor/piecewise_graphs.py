@@ -28,10 +28,11 @@ largest capture (512 tokens, the cost model's ``CUDA_GRAPH_MAX_TOKENS``), above 
 its compiled pieces without graphs. Those are a few fused kernels a layer; this executor's
 eager layer is about a dozen launches from Python, and on a slow host its iterations of
 530-2,875 tokens were issued at 0.6-1.3 ms a layer (median 1.05), longer than their GEMMs
-took (`studies/serving-validation/h100-layout-2026-12-07/`). From pieces the host keeps ahead
-of the GPU, as the model prices such steps. Above 512 tokens the buckets step by 128 tokens
-(256 above 2,048, 512 above 4,096): cuBLAS tiles the rows by 64-256 anyway, so the padding
-costs a few percent.
+took (`studies/serving-validation/h100-layout-2026-12-07/`). From pieces a layer's host work is
+its attention alone, some 0.33 ms there at a few hundred tokens, under the GEMMs' time past 512
+tokens, so such steps are the GPU's, as the model prices them. Above 512 the buckets step by 128
+tokens (256 above 2,048, 512 above 4,096): cuBLAS tiles the rows by 64-256 anyway, so the
+padding costs a few percent.
 """
 
 from __future__ import annotations
@@ -119,7 +120,8 @@ class PiecewiseGraphs:
                     if not self.graphs:
                         raise
                     self.buckets = list(self.graphs)
-                    self.failure = f"{size} tokens and more: {str(error).strip()[:120]}"
+                    why = (str(error).strip().splitlines() or ["out of memory"])[0][:120]
+                    self.failure = f"{size} tokens and more: {why}"
                     return
                 self.graphs[size] = pieces
 
