@@ -67,6 +67,37 @@ def test_graph_decode_matches_eager_on_gpu():
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_launches_bound_once_compute_what_launches_through_triton_do_on_gpu():
+    """``executor.triton_launch``: the first launch of a specialization goes through Triton,
+    the later ones straight to its launcher with fresh tensors; each gives the reference
+    result, and a view off 16-byte alignment gets a specialization of its own."""
+    import torch.nn.functional as F
+
+    from executor import elementwise, triton_launch
+
+    torch.manual_seed(0)
+    weight = torch.randn(4096, device="cuda", dtype=torch.bfloat16)
+    for _ in range(3):
+        residual, delta = torch.randn(2, 5, 4096, device="cuda", dtype=torch.bfloat16)
+        summed, normed = elementwise.add_rms_norm(residual, delta, weight, 1e-5)
+        expected = (residual.float() + delta.float()).to(torch.bfloat16)
+        torch.testing.assert_close(summed, expected)
+        reference = F.rms_norm(expected.float(), (4096,), eps=1e-5) * weight.float()
+        torch.testing.assert_close(normed.float(), reference, atol=3e-2, rtol=2e-2)
+        gate_up = torch.randn(7, 2 * 1024, device="cuda", dtype=torch.bfloat16)
+        gate, up = gate_up.float().chunk(2, dim=-1)
+        torch.testing.assert_close(elementwise.silu_and_mul(gate_up).float(),
+                                   F.silu(gate) * up, atol=3e-2, rtol=2e-2)  # fmt: skip
+    keys = len(triton_launch._bound[elementwise._silu_and_mul_kernel])
+    rows = torch.randn(7 * 2048 + 1, device="cuda", dtype=torch.bfloat16)[1:].view(7, 2048)
+    gate, up = rows.float().chunk(2, dim=-1)
+    torch.testing.assert_close(elementwise.silu_and_mul(rows).float(), F.silu(gate) * up,
+                               atol=3e-2, rtol=2e-2)  # fmt: skip
+    assert len(triton_launch._bound[elementwise._silu_and_mul_kernel]) == keys + 1
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 @pytest.mark.parametrize("weights", ["bf16", "fp8"])
 @pytest.mark.parametrize("batch", [1, 3])
 @pytest.mark.parametrize("attention", ["sdpa", "triton"])
