@@ -12,7 +12,9 @@ decodes and a 16-token chunk at Llama-3.1-8B's head shapes), and the eager servi
 of that batch through Llama-3.1-8B cut to one layer and to three, eagerly and from piecewise
 graphs (half their difference is a layer's host work on that path). Each row with a Triton
 launch is timed twice: launched as the executor does (``executor.triton_launch``, the
-arguments bound once), and through Triton's own binding each call ("[through Triton]").
+arguments bound once), and through Triton's own binding each call ("[through Triton]"); for
+the decode kernel and add + RMSNorm, Triton's launcher alone as well (what a bound launch
+keeps).
 Prints microseconds per call and one JSON line.
 
     python3 studies/serving-validation/host_launches.py [OUT.json]
@@ -38,6 +40,22 @@ from executor.ragged import IterationAttention, RaggedBatch, setup_paged_caches
 from simulator.data.models import get_model
 
 HEADS, KV_HEADS, D, BLOCK = 32, 8, 128, 16
+
+
+def launcher_alone(kernel, call):
+    """``kernel``'s compiled launcher, called with the arguments ``call`` hands it once bound
+    (``executor.triton_launch``), or None where nothing is bound (Triton's interpreter)."""
+    entries = triton_launch._bound.get(kernel, {})
+    bound = {key: entry for key, entry in entries.items() if isinstance(entry, tuple)}
+    recorded: list = []
+    for key, entry in bound.items():
+        entries[key] = (lambda *arguments: recorded.append(arguments), *entry[1:])
+    call()
+    entries.update(bound)
+    if not recorded:
+        return None
+    run = next(iter(bound.values()))[0]
+    return lambda: run(*recorded[0])
 
 
 def main() -> int:
@@ -152,6 +170,14 @@ def main() -> int:
                 result[label] = round(1e6 * host_seconds_per_call(call, **repeats), 1)
                 print(f"{label:44s} {result[label]:7.1f} us a call", flush=True)
             triton_launch.ENABLED = True
+        # What stays of a bound launch: Triton's launcher (its C call and the driver's).
+        for name, kernel in (("decode kernel, laid out", decode_attention._decode_kernel),
+                             ("Triton add_rms_norm", elementwise._add_rms_norm_kernel)):  # fmt: skip
+            alone = launcher_alone(kernel, calls[name])
+            if alone is not None:
+                label = f"{name}: its launcher alone"
+                result[label] = round(1e6 * host_seconds_per_call(alone, calls=50), 1)
+                print(f"{label:44s} {result[label]:7.1f} us a call", flush=True)
     for path, shapes in (("eager", ""), ("piecewise", ""), ("eager", ", 500-563")):
         for through in ("", " [through Triton]"):
             one, three = (
