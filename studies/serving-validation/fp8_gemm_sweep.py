@@ -6,7 +6,8 @@ a 1,024-token chunk's FP8 GEMMs took 16.8 ms, barely under bf16's 19 ms. Dynamic
 scales run cuBLAS's row-wise scaled kernel (``..._ovscale``) above ``quant.SMALL_M`` tokens;
 up to it, the per-tensor kernel unscaled into float32 and a scale epilogue. This times, per M
 (graph replays, medians): bf16 ``F.linear``; FP8 row-wise as the plan runs it; the row-wise
-epilogue path forced at every M; dynamic per-tensor scales. Prints one table, writes JSON.
+epilogue path forced at every M; dynamic per-tensor scales; the Triton few-rows kernel
+(``executor.fp8_kernels.few_rows_gemm``, up to 128 rows). Prints one table, writes JSON.
 
     python3 studies/serving-validation/fp8_gemm_sweep.py OUT.json
 """
@@ -38,13 +39,18 @@ def main() -> int:
         "fp8-rowwise-epilogue": lambda w: quant.Fp8Linear(w, granularity="rowwise",
                                                           quantize=fast),
         "fp8-per-tensor": lambda w: quant.Fp8Linear(w, granularity="per_tensor", quantize=fast),
+        # executor.fp8_kernels.few_rows_gemm up to 128 rows (the epilogue path above).
+        "fp8-triton-few-rows": lambda w: quant.Fp8Linear(w, granularity="rowwise",
+                                                         quantize=fast),
     }  # fmt: skip
     rows = []
     for m in TOKENS:
         row = {"tokens": m}
         for variant, make in variants.items():
             # The epilogue path is the row-wise one below SMALL_M; forced here at every M.
-            quant.SMALL_M = 1 << 30 if variant == "fp8-rowwise-epilogue" else 64
+            few_rows = variant == "fp8-triton-few-rows"
+            quant.SMALL_M = 1 << 30 if variant == "fp8-rowwise-epilogue" or few_rows else 64
+            quant.FEW_ROWS_TRITON = few_rows
             total = 0.0
             for name, weight in layers.items():
                 x = torch.randn(m, weight.shape[1], device="cuda", dtype=torch.bfloat16)
@@ -55,7 +61,7 @@ def main() -> int:
             flops = 2 * m * sum(n * k for n, k in SHAPES.values())
             row[f"{variant}_us"] = round(total * 1e6, 1)
             row[f"{variant}_tflops"] = round(flops / total / 1e12)
-        quant.SMALL_M = 64
+        quant.SMALL_M, quant.FEW_ROWS_TRITON = 64, False
         rows.append(row)
         print(f"M={m:>5}: " + "  ".join(f"{v} {row[v + '_us']:>8.1f} us ({row[v + '_tflops']} "
                                         "TFLOP/s)" for v in variants), flush=True)  # fmt: skip

@@ -3,8 +3,10 @@
 # the token budget and naive attention took four passes, by priority (little device time): the
 # GPU tests, the bf16 plan at its rate, the host's time per launch (host_launches.py), the
 # two executor phases of issue 15 (naive attention's 4k prefill, the FP8-cache decode at
-# batch 128 and 4k), then EAGLE's, the draft model's and the FP8 plan at their rates. Each
-# step packs $OUT/results.tar, so a call cut short keeps what it finished.
+# batch 128 and 4k), then EAGLE's, the draft model's and the FP8 plan at their rates, then the
+# FP8 GEMM sweep with the experimental few-rows kernel (fp8_gemm_sweep.py). Each
+# step packs $OUT/results.tar, so a call cut short keeps what it finished; all of it is more
+# than one call's ten minutes, and a second call on the warm machine skips what is done.
 set -u
 source studies/serving-validation/call_env.sh
 if [ ! -s $results/gpu-tests.log ]; then
@@ -38,3 +40,6 @@ measure fp8kv-b128-c4096 --model llama-3.1-8b --weights fp8 --kv-dtype fp8 --bat
 plan bf16-eagle 130
 plan bf16-draft 130
 plan fp8 130
+# The experimental few-rows FP8 GEMM against cuBLAS's paths, by M (executor.fp8_kernels).
+[ -s $results/fp8-gemm.json ] || { timeout 120 python3 $here/fp8_gemm_sweep.py \
+    $results/fp8-gemm.json > $results/fp8-gemm.log 2>&1; tail -n 12 $results/fp8-gemm.log; pack; }
