@@ -10,7 +10,8 @@
 set -u
 source studies/serving-validation/call_env.sh
 if [ ! -s $results/gpu-tests.log ]; then
-    timeout 150 python3 -m pytest -q -p no:cacheprovider --durations=8 tests/executor/test_gpu.py \
+    timeout 150 python3 -m pytest -q -p no:cacheprovider --durations=8 \
+        tests/executor/test_gpu.py tests/executor/test_gpu_serving.py \
         2>&1 | tail -n 40 > $results/gpu-tests.log
     tail -n 3 $results/gpu-tests.log
     pack

@@ -4,7 +4,8 @@
 # budget, the few-rows FP8 GEMM), then host_launches.py. Results in $OUT/results.tar.
 set -u
 source studies/serving-validation/call_env.sh
-timeout 120 python3 -m pytest -q -p no:cacheprovider --durations=8 tests/executor/test_gpu.py \
+timeout 120 python3 -m pytest -q -p no:cacheprovider --durations=8 \
+        tests/executor/test_gpu.py tests/executor/test_gpu_serving.py \
     2>&1 | tail -n 40 > $results/gpu-tests.log
 tail -n 12 $results/gpu-tests.log
 pack
