@@ -27,7 +27,7 @@ The buckets reach the token budget (up to ``PIECEWISE_MAX_TOKENS``), past vLLM's
 largest capture (512 tokens, the cost model's ``CUDA_GRAPH_MAX_TOKENS``), above which vLLM runs
 its compiled pieces without graphs. Those are a few fused kernels a layer; this executor's
 eager layer is about a dozen launches from Python, and on a slow host its iterations of
-530-2,875 tokens were issued at 0.6-1.3 ms a layer (median 1.05), longer than their GEMMs
+530-2,875 tokens were issued at 0.6-1.3 ms a layer (median 1.07), longer than their GEMMs
 took (`studies/serving-validation/h100-layout-2026-12-07/`). From pieces a layer's host work is
 its attention alone, some 0.33 ms there at a few hundred tokens, under the GEMMs' time past 512
 tokens, so such steps are the GPU's, as the model prices them. Above 512 the buckets step by 128
