@@ -36,7 +36,6 @@ asked (its error shows directly in the logits) and the embedding is a gather, ne
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterable
 from typing import Literal
 
@@ -61,9 +60,6 @@ __all__ = [
 FP8_DTYPE = torch.float8_e4m3fn
 FP8_MAX = 448.0
 SMALL_M = 192  # rows up to which a row-wise FP8 GEMM runs per tensor, its scales applied after
-# An experiment: up to fp8_kernels.FEW_ROWS_MAX rows through one Triton kernel instead (off until
-# a GPU sweep shows it ahead: studies/serving-validation/fp8_gemm_sweep.py).
-FEW_ROWS_TRITON = os.environ.get("ROOFTUNE_FP8_FEW_ROWS") == "1"
 Granularity = Literal["per_tensor", "rowwise"]
 Scaling = Literal["dynamic", "static"]
 
@@ -180,11 +176,6 @@ class Fp8Linear(nn.Module):
         x_fp8, x_scale = self.quantize(x2d, granularity=self.granularity, scale=static)
         few_rows = self.granularity == "rowwise" and x2d.shape[0] <= SMALL_M
         on_gpu = x2d.is_cuda and fp8_kernels.available()
-        if few_rows and on_gpu and FEW_ROWS_TRITON and x2d.shape[0] <= fp8_kernels.FEW_ROWS_MAX:
-            out = fp8_kernels.few_rows_gemm(
-                x_fp8, x_scale, self.weight, self.weight_scale, self.output_dtype
-            )
-            return out.reshape(*leading, self.out_features)
         if few_rows and on_gpu:
             unscaled = torch._scaled_mm(
                 x_fp8,

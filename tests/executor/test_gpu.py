@@ -67,24 +67,6 @@ def test_graph_decode_matches_eager_on_gpu():
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
-@pytest.mark.parametrize("rows", [3, 64, 128])
-def test_the_few_rows_fp8_gemm_matches_cublas_on_gpu(rows, monkeypatch):
-    """The experimental one-kernel FP8 GEMM (``ROOFTUNE_FP8_FEW_ROWS=1``) gives what the
-    cuBLAS path does for the same quantized operands, to bf16 rounding."""
-    from executor import quant
-
-    torch.manual_seed(0)
-    linear = quant.Fp8Linear(torch.randn(4096, 1024, device="cuda", dtype=torch.bfloat16),
-                             granularity="rowwise")  # fmt: skip
-    x = torch.randn(rows, 1024, device="cuda", dtype=torch.bfloat16)
-    monkeypatch.setattr(quant, "FEW_ROWS_TRITON", False)
-    expected = linear(x)
-    monkeypatch.setattr(quant, "FEW_ROWS_TRITON", True)
-    torch.testing.assert_close(linear(x), expected, atol=2e-2, rtol=1e-2)
-
-
-@pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_launches_bound_once_compute_what_launches_through_triton_do_on_gpu():
     """``executor.triton_launch``: the first launch of a specialization goes through Triton,
     the later ones straight to its launcher with fresh tensors; each gives the reference

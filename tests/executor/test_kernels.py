@@ -245,26 +245,3 @@ def test_row_and_column_scales_in_interpreter():
     # Within one bf16 step (2^-7 relative): the interpreter's cast truncates, a GPU rounds.
     error, is_bf16 = _interpret(SCALE_ROWS_COLS)
     assert error <= 2**-7 and is_bf16 == 1.0, "x * row_scale * col_scale, rounded once to bf16"
-
-
-FEW_ROWS_GEMM = """
-    import torch
-    from executor import fp8_kernels
-
-    torch.manual_seed(0)
-    errors = []
-    for rows, n, k in ((5, 40, 200), (16, 64, 128), (33, 24, 96)):  # masked rows, N and K tails
-        x = torch.randn(rows, k).to(torch.float8_e4m3fn)
-        w = torch.randn(n, k).to(torch.float8_e4m3fn)
-        x_scale, w_scale = torch.rand(rows, 1) + 0.5, torch.rand(1, n) + 0.5
-        got = fp8_kernels.few_rows_gemm(x, x_scale, w, w_scale, torch.bfloat16, block_n=16,
-                                        block_k=32)
-        want = (x.float() @ w.float().T) * x_scale * w_scale
-        errors.append(((got.float() - want).abs().max() / want.abs().max()).item())
-    print(*errors)
-"""
-
-
-def test_the_few_rows_fp8_gemm_in_interpreter():
-    errors = _interpret(FEW_ROWS_GEMM)
-    assert max(errors) <= 2**-7, "exact FP8 products, both scales, rounded once to bf16"
