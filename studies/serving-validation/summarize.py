@@ -1,6 +1,7 @@
 """One call's results at a glance: for each validated plan under DIR (a ``plan.json`` with a
 ``validation.traffic`` section, an ``iterations.csv`` beside it), each load's predicted and
-measured metrics, its measured over predicted step by path (with the share of it the host took
+measured metrics and their errors (then the median over every plan's), its measured over
+predicted step by path (with the share of it the host took
 to issue, and the loop's median time between iterations, where kept), and its decode steps by
 span of batches; then each ``decode-gap*.json``'s serving points (graph, eager and chunk
 iterations, the kernels' share) and kernel sweep, fastest first.
@@ -20,6 +21,7 @@ from tuner.traffic import decode_step_ratios, decode_steps
 
 
 def plans(root: Path) -> None:
+    every: list[float] = []  # each metric's |error| at each load of each plan
     for path in sorted(root.rglob("plan.json")):
         traffic = (json.loads(path.read_text()).get("validation") or {}).get("traffic")
         if not traffic:
@@ -36,6 +38,11 @@ def plans(root: Path) -> None:
                     scale, unit = (1, "") if key.endswith("_per_s") else (1e3, " ms")
                     cells.append(f"{key} {scale * value:.4g}/{scale * measured[key]:.4g}{unit}")
             print(f"  {load['load']} ({load['rate_per_s']:.2f} req/s): " + ", ".join(cells))
+            errors = load.get("errors") or {}
+            if errors:
+                print("    error (predicted - measured) / measured: "
+                      + ", ".join(f"{key} {value:+.1%}" for key, value in errors.items()))  # fmt: skip
+                every.extend(abs(value) for value in errors.values())
             paths = {
                 k: v for k, v in (load.get("iterations") or {}).items() if isinstance(v, dict)
             }
@@ -52,6 +59,10 @@ def plans(root: Path) -> None:
             if ratios:
                 print("    decode steps by batch: "
                       + ", ".join(f"{span} {ratio:.2f}x" for span, ratio in ratios))  # fmt: skip
+    if every:
+        within = sum(error <= 0.15 for error in every)
+        print(f"== all plans: median |error| {statistics.median(every):.1%}, {within} of "
+              f"{len(every)} within 15 %")  # fmt: skip
 
 
 def _host_median(records: list, path: str) -> str:
