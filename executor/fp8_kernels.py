@@ -5,6 +5,7 @@
   kernel and a scaling kernel for it.
 - ``scale_rows_cols``: ``out[m, n] * row_scale[m] * col_scale[n]`` into the model's dtype, the
   epilogue of a few-token FP8 GEMM with per-token and per-channel scales.
+
 Both launch with programmatic dependent launch where the GPU has it (``executor.pdl``);
 ``available()`` says whether they can run here. Tests run them in Triton's CPU interpreter.
 """

@@ -175,8 +175,7 @@ class Fp8Linear(nn.Module):
         static = self.input_scale if self.scaling == "static" else None
         x_fp8, x_scale = self.quantize(x2d, granularity=self.granularity, scale=static)
         few_rows = self.granularity == "rowwise" and x2d.shape[0] <= SMALL_M
-        on_gpu = x2d.is_cuda and fp8_kernels.available()
-        if few_rows and on_gpu:
+        if few_rows and x2d.is_cuda and fp8_kernels.available():
             unscaled = torch._scaled_mm(
                 x_fp8,
                 self.weight.t(),

@@ -29,7 +29,7 @@ def _memory_plan(search: Any, point: Any) -> Any:
     from simulator.cost.memory import drafter_memory, kv_tokens_needed
     from simulator.cost.predict import predict
     from simulator.data.models import get_model
-    from tuner.plan import memory_plan
+    from tuner.plan_memory import memory_plan
 
     space, traffic = search.space, search.traffic
     config = space.to_config(point)

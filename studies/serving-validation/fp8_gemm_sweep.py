@@ -9,8 +9,10 @@ up to it, the per-tensor kernel unscaled into float32 and a scale epilogue. This
 tokens; the row-wise epilogue path forced at every M; dynamic per-tensor scales; and the
 operands swapped (``swap-ab``: the weight's output channels as the GEMM's long side, the few
 tokens as its short one, the way CUTLASS kernels for few tokens run), with the scales in an
-epilogue or in cuBLAS's row-wise kernel. Prints one table, writes JSON. (Until h100-bound-2026-12-07/ it also timed a one-kernel Triton GEMM for up
-to 128 rows; it lost to cuBLAS at every M up to 128 there and was removed.)
+epilogue or in cuBLAS's row-wise kernel; each FP8 variant's error against bf16 beside its
+time. Prints one table, writes JSON. (Until `h100-bound-2026-12-07/` it also timed a
+one-kernel Triton GEMM for up to 128 rows; it lost to cuBLAS at every M there and was
+removed.)
 
     python3 studies/serving-validation/fp8_gemm_sweep.py OUT.json
 """

@@ -16,7 +16,7 @@ from simulator.data.hardware import load_hardware
 from simulator.data.models import get_model
 from tuner.engines import EngineInputs, EngineSection, kv_cache_bytes_given, total_bytes_used
 from tuner.handover.sections import render_engines
-from tuner.plan import memory_plan
+from tuner.plan_memory import memory_plan
 from tuner.search.prune import TrafficStats, prune
 from tuner.search.space import Point, SearchSpace
 
