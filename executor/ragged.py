@@ -9,8 +9,8 @@ splits:
 
 - decodes attend over their own cached keys, each to its own length;
 - a chunk attends causally over its prompt so far: the fresh keys alone for a first chunk
-  (the flash kernel), its cached keys for a later one (causal from the bottom right, a bias
-  that lets SDPA run a fused kernel instead of reading a materialized mask).
+  (cuDNN's fused kernel on Hopper), its cached keys too for a later one (cut into shapes that
+  kernel takes and merged, ``executor.prefix_attention``).
 
 K and V live in a ``PagedKVCache`` (``executor.kv_cache``): blocks of ``block_size`` token slots shared by all sequences,
 each sequence holding a table of its blocks, as vLLM, SGLang and TensorRT-LLM keep them (and as
@@ -30,6 +30,7 @@ from torch.nn.attention.bias import causal_lower_right
 
 from executor.fused import causal_attention
 from executor.kv_cache import PagedKVCache
+from executor.prefix_attention import PREFIX_BUCKET, LaterChunk
 
 __all__ = [
     "ATTENTION_BUCKET",
@@ -201,8 +202,9 @@ class _Chunk:
     over its fresh keys, at its length rounded up to a multiple of ``bucket`` (one copy of its
     rows into zeros), so that every chunk of a bucket has the same shape and strides, which is
     what a cuDNN plan is built for; under the causal mask no real query sees a padded key. A
-    later chunk attends over its cached keys, causal from the bottom right (a bias that lets
-    SDPA run a fused kernel instead of reading a materialized mask)."""
+    later chunk attends over its cached keys as ``executor.prefix_attention.LaterChunk`` cuts
+    it up for the same kernel (under ``naive`` attention, through SDPA with a bottom-right
+    causal bias)."""
 
     def __init__(self, qkv, out, chunk, heads: int, kv_heads: int, backend: str,
                  bucket: int) -> None:  # fmt: skip
@@ -219,7 +221,12 @@ class _Chunk:
             self.padded_rows = None if self.padded is None else self.padded[: self.length]
             source = self.rows if self.padded is None else self.padded
             self.qkv = source.transpose(0, 1)[None].split([heads, kv_heads, kv_heads], dim=1)
+        elif backend != "naive":
+            prefix_bucket = PREFIX_BUCKET if qkv.is_cuda else 1
+            self.later = LaterChunk(qkv[0, rows, :heads], self.out, self.start, kv_heads, bucket,
+                                    prefix_bucket)  # fmt: skip
         else:
+            self.later = None
             self.q = qkv[0, rows, :heads].transpose(0, 1)[None]  # [1, heads, L, D]
             self.mask = causal_lower_right(self.length, self.start + self.length)
 
@@ -229,7 +236,10 @@ class _Chunk:
                 self.padded_rows.copy_(self.rows)
             o = causal_attention(*self.qkv, self.backend)[..., : self.length, :]
         else:
-            k, v = cache.gather(batch.tables[self.row], self.start + self.length, self.q.dtype)
+            k, v = cache.gather(batch.tables[self.row], self.start + self.length, self.out.dtype)
+            if self.later is not None:
+                self.later(k, v)
+                return
             o = F.scaled_dot_product_attention(self.q, k, v, enable_gqa=True, attn_mask=self.mask)
         self.out.copy_(o[0].transpose(0, 1))  # one copy
 

@@ -7,7 +7,8 @@ integer arguments specialize (1, a multiple of 16, or neither). ``warm_up`` runs
 token counts that meet each of those, a prompt chunk of each size class up to the token budget
 (the library kernels each size picks; the peak activations; the attention plan of each padded
 chunk length), then the paged decode kernel at every split-merge width it can use
-(``decode_splits.split_lengths``), then captures the decode graphs (a speculative round's, and
+(``decode_splits.split_lengths``), the plans of every shape a later chunk's attention can take
+(``executor.prefix_attention.build_plans``: ~250 for a 16k-token model length), then captures the decode graphs (a speculative round's, and
 its drafts alone) and the piecewise graphs.
 It leaves no trace: its requests are released and its log cleared.
 """
@@ -19,6 +20,7 @@ from dataclasses import dataclass, field
 import torch
 
 from executor.kv_cache import PagedKVCache
+from executor.prefix_attention import build_plans
 from executor.ragged import ATTENTION_BUCKET
 
 __all__ = ["Step", "paged_attentions", "token_counts", "warm_up"]
@@ -58,6 +60,12 @@ def warm_up(executor) -> None:
     for i, count in enumerate(token_counts(peak, ATTENTION_BUCKET)):
         executor(Step([], [(-10 - i, 0, count)], released=[-9 - i] if i else []))
     compile_split_widths(executor)
+    if executor.device.type == "cuda":  # a later chunk's attention plans (cuDNN's, per shape)
+        dtype = executor.model.embed_tokens.weight.dtype
+        for heads, dim in {(a.num_heads, a.head_dim)
+                           for a in paged_attentions(executor.model, executor.drafter)}:  # fmt: skip
+            build_plans(heads, dim, dtype, executor.device, max_chunk=peak,
+                        max_length=executor.max_seq_length, bucket=ATTENTION_BUCKET)  # fmt: skip
     # A capture that fails must not cost the whole validation: the run still measures, with
     # those iterations eager, and says so.
     failure = None if executor.graphs is None else _capture(executor.graphs)

@@ -1,11 +1,17 @@
 #!/usr/bin/env bash
 # After h100-bound-2026-12-07/: where the last gaps are, by priority, each step packed into
-# $OUT/results.tar as it ends (NOTES.md, "Next"): a chunk's attention over its cached prefix
-# by kernel (prefix_attention.py), one speculative round's drafts and verify apart with an
-# EAGLE head (spec_round.py, profiled), the FP8 GEMMs with their operands swapped for few
-# tokens (fp8_gemm_sweep.py), then the draft model's round.
+# $OUT/results.tar as it ends (NOTES.md, "Next"): the GPU tests of a later chunk's attention
+# cut for cuDNN (executor.prefix_attention) and of the serving loop; a chunk's attention over
+# its cached prefix by kernel (prefix_attention.py); one speculative round's drafts and verify
+# apart with an EAGLE head (spec_round.py, profiled); the FP8 GEMMs with their operands
+# swapped for few tokens (fp8_gemm_sweep.py); then the draft model's round.
 set -u
 source studies/serving-validation/call_env.sh
+[ -s $results/gpu-tests.log ] || {
+    timeout 150 python3 -m pytest -q -p no:cacheprovider --durations=5 \
+        tests/executor/test_prefix_attention.py tests/executor/test_gpu_serving.py \
+        > $results/gpu-tests.log 2>&1
+    tail -n 12 $results/gpu-tests.log; pack; }
 [ -s $results/prefix-attention.json ] || {
     timeout 120 python3 $here/prefix_attention.py $results/prefix-attention.json \
         > $results/prefix-attention.log 2>&1

@@ -11,6 +11,8 @@ query, 8 K/V, 128 wide; bf16) and chunks of ``L`` tokens over ``P`` cached ones:
 - ``cudnn-split`` / ``flash-split``: the prefix (every query sees every key) and the chunk
   itself (causal, square, so top-left and bottom-right agree) attended apart on the kernel
   named, their outputs merged by their log-sum-exps, the way split-K flash decoding merges;
+- ``executor-later-chunk``: what the executor now runs, ``executor.prefix_attention`` (the
+  prefix rounded down to 1,024 keys, the rest in a bucketed square, copies included);
 - ``cudnn-causal-square``: cuDNN over a first chunk of ``L + P`` tokens, the rate the model
   is calibrated to, for scale.
 
@@ -33,7 +35,7 @@ import torch
 import torch.nn.functional as F
 
 HEADS, KV_HEADS, HEAD_DIM = 32, 8, 128
-POINTS = ((2048, 2048), (2048, 4096), (2048, 6144), (512, 4096))  # (chunk L, prefix P)
+POINTS = ((2048, 2048), (2048, 4096), (2048, 6144), (512, 4096), (1500, 3300))  # (chunk L, prefix P)
 
 
 def merge(o1: torch.Tensor, lse1: torch.Tensor, o2: torch.Tensor, lse2: torch.Tensor):
@@ -92,6 +94,18 @@ def variants(length: int, prefix: int, device: str) -> dict:
     def flash_split(q, k, v):
         return split(flash_attend, q, *repeated(k, v, q.shape[1]), prefix)
 
+    laid_out = {}
+
+    def executor_chunk(q, k, v):  # laid out once (an iteration's work), then a layer's call
+        if "chunk" not in laid_out:
+            from executor.prefix_attention import LaterChunk
+
+            laid_out["out"] = torch.empty(length, HEADS, HEAD_DIM, device=device, dtype=q.dtype)
+            laid_out["chunk"] = LaterChunk(q[0].transpose(0, 1), laid_out["out"], prefix,
+                                           KV_HEADS, 128)  # fmt: skip
+        laid_out["chunk"](k, v)
+        return laid_out["out"].transpose(0, 1)[None]
+
     return {
         "sdpa-lower-right": lambda q, k, v: F.scaled_dot_product_attention(
             q, k, v, enable_gqa=True, attn_mask=bias
@@ -99,6 +113,7 @@ def variants(length: int, prefix: int, device: str) -> dict:
         "cudnn-mask": cudnn_mask,
         "cudnn-split": cudnn_split,
         "flash-split": flash_split,
+        "executor-later-chunk": executor_chunk,
     }
 
 
