@@ -107,33 +107,35 @@ class LaterChunk:
     def __init__(self, q: torch.Tensor, out: torch.Tensor, start: int, kv_heads: int,
                  bucket: int, prefix_bucket: int = PREFIX_BUCKET) -> None:  # fmt: skip
         length, heads, dim = q.shape
-        self.q, self.out, self.kv_heads = q, out, kv_heads
+        self.q, self.out, self.length = q.transpose(0, 1), out, length
         self.prefix = start - start % prefix_bucket  # keys every query sees
         self.rows = slice(start - self.prefix, start - self.prefix + length)  # in the square
         side = _round_up(self.rows.stop, bucket)
-        # Zeros stay zero: each layer writes only the rows above.
+        # Zeros stay zero: each layer writes only the views below (made once, not per layer).
         self.square = [q.new_zeros(1, heads, side, dim) for _ in range(3)]
-        self.prefix_q = (
-            q.new_zeros(1, heads, _round_up(length, bucket), dim) if self.prefix else None
-        )
+        self.square_q = self.square[0][0, :, self.rows]
+        group = heads // kv_heads  # K/V heads repeated to the query heads in the copies
+        self.square_kv = [x.view(1, kv_heads, group, side, dim)[:, :, :, : self.rows.stop]
+                          for x in self.square[1:]]  # fmt: skip
+        self.repeated = (1, kv_heads, group, self.prefix, dim), (1, heads, self.prefix, dim)
+        if self.prefix:
+            self.prefix_q = q.new_zeros(1, heads, _round_up(length, bucket), dim)
+            self.prefix_q_rows = self.prefix_q[0, :, :length]
 
     def __call__(self, k: torch.Tensor, v: torch.Tensor) -> None:
-        length, heads, dim = self.q.shape
-        group, rows = heads // self.kv_heads, self.rows
-        square_q, square_k, square_v = self.square
-        square_q[0, :, rows].copy_(self.q.transpose(0, 1))
-        for source, target in ((k, square_k), (v, square_v)):  # K/V heads repeated in the copy
-            grouped = target.view(1, self.kv_heads, group, -1, dim)
-            grouped[:, :, :, : rows.stop].copy_(source[:, :, self.prefix :, None].transpose(2, 3))
-        o2, lse2 = attend(square_q, square_k, square_v, causal=True)
+        self.square_q.copy_(self.q)
+        for source, target in zip((k, v), self.square_kv, strict=True):
+            target.copy_(source[:, :, self.prefix :, None].transpose(2, 3))
+        o2, lse2 = attend(*self.square, causal=True)
+        rows = self.rows
         if not self.prefix:
             self.out.copy_(o2[0, :, rows].transpose(0, 1))
             return
-        self.prefix_q[0, :, :length].copy_(self.q.transpose(0, 1))
-        shape = (1, self.kv_heads, group, self.prefix, dim)
-        k1, v1 = (x[:, :, None, : self.prefix].expand(shape).reshape(1, heads, self.prefix, dim)
-                  for x in (k, v))  # fmt: skip
+        self.prefix_q_rows.copy_(self.q)
+        grouped, shape = self.repeated
+        k1, v1 = (x[:, :, None, : self.prefix].expand(grouped).reshape(shape) for x in (k, v))
         o1, lse1 = attend(self.prefix_q, k1, v1, causal=False)
+        length = self.length
         merge(o1[:, :, :length], lse1[:, :, :length], o2[:, :, rows], lse2[:, :, rows], self.out)
 
 
