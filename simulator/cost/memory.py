@@ -36,6 +36,7 @@ __all__ = [
     "MemoryArrays",
     "memory_per_gpu",
     "drafter_memory",
+    "eagle_layers_per_token",
     "kv_tokens_needed",
     "whole_blocks",
     "prefix_hits",
@@ -218,6 +219,23 @@ def drafter_memory(
     cache = arch.widths(layouts.tp, layouts.ep).cache  # one layer's cache elements per token
     kv = layouts.spread(cache) * configs.kv_bytes_per_element / configs.cp
     return layouts.spread(elements) * _BF16, kv
+
+
+def eagle_layers_per_token(
+    model: ModelSpec, hardware: HardwareSpec, configs: ConfigArrays
+) -> np.ndarray:
+    """What one token drafted by an EAGLE-3 head costs, in decoder layers of its target's
+    decode step, per configuration ``[N]``: the head's matrices (``drafter_memory``: bf16)
+    over what a decode step reads per target layer (the layers' weights at the configuration's
+    precision and the lm_head's share; the embedding only has rows gathered). Bytes decide a
+    memory-bound draft and FLOPs a compute-bound one, and the ratio is the same for both: a
+    bf16 head beside an FP8 target streams twice the bytes a matrix and runs at half the FP8
+    rate. At tp 1, for Llama-3.1-8B that is 1.81 layers in bf16 and 3.38 beside FP8 weights
+    (the fc is replicated, so the ratio grows with tp)."""
+    head, _ = drafter_memory(model, hardware, configs, method="eagle")
+    embedding = np.where(model.tie_word_embeddings, 0.0, model.vocab_size / configs.tp)
+    read = weight_bytes_per_gpu(model, configs) - embedding * model.hidden_size * _BF16
+    return head / (read / model.num_hidden_layers)
 
 
 def memory_per_gpu(

@@ -117,8 +117,8 @@ class TrafficShape:
 class Drafter:
     """A speculative option: ``tokens`` drafted per round, each accepted with ``acceptance``.
 
-    ``method``: ``eagle`` (a head costing ``EAGLE_LAYERS_PER_TOKEN`` target layers per drafted
-    token), ``draft`` (``draft_model`` at tp 1 beside the target) or ``ngram`` (free)."""
+    ``method``: ``eagle`` (a head costing ``memory.eagle_layers_per_token`` target layers per
+    drafted token), ``draft`` (``draft_model`` at tp 1 beside the target) or ``ngram`` (free)."""
 
     method: str
     tokens: int

@@ -17,11 +17,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..cost.configs import ConfigArrays
-from ..cost.memory import drafter_memory, whole_blocks
+from ..cost.memory import drafter_memory, eagle_layers_per_token, whole_blocks
 from ..cost.shapes import FEATURES, step_features
 from ..cost.step import StepModel
 from ..data.specs import HardwareSpec, ModelSpec
-from .speculative import EAGLE_LAYERS_PER_TOKEN
 
 if TYPE_CHECKING:
     from .bounds import Drafter, TrafficShape
@@ -77,9 +76,12 @@ class MeanIteration:
             self.drafter_weights[self.drafting] = self.draft_step.memory.weights_bytes
             self.drafter_kv[self.drafting] = self.draft_step.memory.kv_bytes_per_token
         heads = np.flatnonzero(self.eagle_tokens > 0)
+        self.eagle_layers = np.zeros(len(configs))  # a drafted token's cost in target layers
         if heads.size:
             weights, kv = drafter_memory(model, hardware, configs.select(heads), method="eagle")
             self.drafter_weights[heads], self.drafter_kv[heads] = weights, kv
+            self.eagle_layers[heads] = eagle_layers_per_token(model, hardware,
+                                                              configs.select(heads))  # fmt: skip
 
     def kv_room(self) -> tuple[np.ndarray, np.ndarray]:
         """(KV tokens of the cache, KV tokens a decoding sequence holds on average); a
@@ -157,7 +159,7 @@ class MeanIteration:
         if self.eagle_tokens.any():
             layers = self.step.model.num_hidden_layers
             decode = self._round_s(self, self.step, 0.0, decodes, 1.0)
-            drafting = self.eagle_tokens * EAGLE_LAYERS_PER_TOKEN / layers * decode
+            drafting = self.eagle_tokens * self.eagle_layers / layers * decode
             quiet, busy = quiet + drafting, busy + drafting
         if self.draft_step is not None:
             rows = self.drafting

@@ -14,8 +14,9 @@ Drafters:
   the replica with tp = 1: ``g`` sequential decode steps of the whole batch on its own step
   model, its own prefill of every prompt chunk, and its weights and KV cache taken out of the
   target's KV budget;
-- ``eagle``: a one-layer head on the target's hidden states: each drafted token costs about
-  1.5 target decoder layers (the layer plus the head's fusion and lm_head share);
+- ``eagle``: a one-layer head on the target's hidden states: each drafted token costs what
+  its matrices weigh against a target layer's (``memory.eagle_layers_per_token``: 1.8 decode
+  layers of a bf16 8B, 3.4 of an FP8 one, as the head stays bf16);
 - ``ngram``: prompt lookup on the host, no GPU time.
 
 Where it stops paying: the verify step reads the weights once for ``B (g + 1)`` tokens, which
@@ -32,7 +33,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..cost.configs import ConfigArrays
-from ..cost.memory import drafter_memory
+from ..cost.memory import drafter_memory, eagle_layers_per_token
 from ..cost.shapes import decode_terms, feature_vector
 from ..cost.step import StepModel
 from ..cost.step_fast import F, FastStep
@@ -40,7 +41,6 @@ from ..data.specs import DeploymentConfig, HardwareSpec, ModelSpec
 
 __all__ = ["expected_tokens_per_round", "SpeculativeModel", "SpeedupRow", "speedup_table"]
 
-EAGLE_LAYERS_PER_TOKEN = 1.5
 _UNIFORM_CHUNK = 65536
 
 
@@ -104,6 +104,9 @@ class SpeculativeModel:
             draft_model=draft_model,
         )
         self.draft_weights_bytes = float(weights[0])
+        if spec.method == "eagle":
+            configs = ConfigArrays.from_configs([config])
+            self.eagle_layers = float(eagle_layers_per_token(model, hardware, configs)[0])
         self.draft_kv_bytes_per_token = float(kv[0])
         self._log_a = math.log(self.a)
         self._rng = np.random.default_rng(seed)
@@ -128,7 +131,7 @@ class SpeculativeModel:
             return np.zeros(len(contexts))
         if self.method == "eagle":
             step = self.target.decode_latencies(batch, contexts, **self.experts)
-            return self.g * step / self.layers * EAGLE_LAYERS_PER_TOKEN
+            return self.g * step / self.layers * self.eagle_layers
         # g sequential draft steps; each adds a token per sequence to the draft's context.
         assert self.draft is not None
         return self.draft.decode_latencies(batch, contexts, self.g, **self.draft_experts)

@@ -125,3 +125,16 @@ def test_draft_model_takes_kv_memory():
     # 1B draft: ~2.5 GB of bf16 weights and 32 KiB of KV per token beside the 8B's 128 KiB.
     assert drafted.kv_blocks < 0.8 * plain.kv_blocks
     assert head.kv_blocks == plain.kv_blocks
+
+
+def test_an_eagle_draft_costs_its_matrices_against_a_target_layer():
+    """The head's bf16 fc (3h -> h), its layer with 2h-wide q/k/v and its 32,000-token lm_head
+    (849 MB for the 8B) over a decode step's bytes per layer (436 MB of bf16 weights and 33 of
+    the lm_head's): 1.81 layers; beside FP8 weights the head still streams bf16, so about
+    twice that; and the draft time follows, g tokens at that many layers of the decode step."""
+    bf16 = spec_model(MODEL, speculative("eagle", 2))
+    fp8 = spec_model(MODEL, speculative("eagle", 2, weight_dtype="fp8"))
+    assert bf16.eagle_layers == pytest.approx(849.4 / 469.1, rel=1e-3)
+    assert 1.8 < fp8.eagle_layers / bf16.eagle_layers < 1.9
+    step = bf16.target.decode_latencies(1, np.array([1024.0]))[0]
+    assert bf16.draft_time(1, 1024.0) == pytest.approx(2 * step / 32 * bf16.eagle_layers)
