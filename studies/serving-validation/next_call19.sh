@@ -2,9 +2,10 @@
 # After h100-bound-2026-12-07/: where the last gaps are, by priority, each step packed into
 # $OUT/results.tar as it ends (NOTES.md, "Next"): the GPU tests of a later chunk's attention
 # cut for cuDNN (executor.prefix_attention) and of the serving loop; a chunk's attention over
-# its cached prefix by kernel (prefix_attention.py); one speculative round's drafts and verify
-# apart with an EAGLE head (spec_round.py, profiled); the FP8 GEMMs with their operands
-# swapped for few tokens (fp8_gemm_sweep.py); then the draft model's round.
+# its cached prefix by kernel (prefix_attention.py); the summarization plan with it (run.sh);
+# one speculative round's drafts and verify apart with an EAGLE head (spec_round.py,
+# profiled); the FP8 GEMMs with their operands swapped for few tokens (fp8_gemm_sweep.py).
+# The draft model's round is next_call20.sh's.
 set -u
 source studies/serving-validation/call_env.sh
 [ -s $results/gpu-tests.log ] || {
@@ -16,6 +17,11 @@ source studies/serving-validation/call_env.sh
     timeout 120 python3 $here/prefix_attention.py $results/prefix-attention.json \
         > $results/prefix-attention.log 2>&1
     tail -n 6 $results/prefix-attention.log; pack; }
+# The summarization plan's three loads with the new chunk attention, where its tests passed.
+if ! grep -qE " failed| error" $results/gpu-tests.log; then
+    grep -q "^rc=" $results/8b-bf16-$card-summarization/traffic.log 2>/dev/null \
+        || { OUT=$results PLAN_TIMEOUT=200 bash $here/run.sh 40 bf16-summarization; pack; }
+fi
 round() {  # eagle or draft, then spec_round.py's options
     local method=$1; shift
     [ -s $results/spec-round-$method.json ] && return
@@ -26,4 +32,3 @@ round() {  # eagle or draft, then spec_round.py's options
 round eagle --profile
 [ -s $results/fp8-gemm.json ] || { timeout 150 python3 $here/fp8_gemm_sweep.py \
     $results/fp8-gemm.json > $results/fp8-gemm.log 2>&1; tail -n 12 $results/fp8-gemm.log; pack; }
-round draft
