@@ -27,13 +27,26 @@ import torch
 
 from executor.tritonlib import tl, triton
 
-__all__ = ["PREFIX_BUCKET", "LaterChunk", "attend", "build_plans", "merge", "plan_shapes"]
+__all__ = [
+    "MIN_QUERIES",
+    "PREFIX_BUCKET",
+    "LaterChunk",
+    "attend",
+    "build_plans",
+    "merge",
+    "plan_shapes",
+]
 
 # The prefix's keys come in multiples of this: the plans of a 16k-token prompt's chunks are
 # (chunk bucket) x 16 prefix lengths and the squares, all built by the warm-up; the square's
 # extra rows cost at most (PREFIX_BUCKET - 1)^2 / 2 scores a head, against 2,048 x 1,024 and
 # more of the chunk's own where a prefix part exists.
 PREFIX_BUCKET = 1024
+# Fewer queries than this run SDPA's bottom-right kernel instead (``executor.ragged``): on an
+# H100, 512 queries over 4,096 cached keys took 0.387 ms cut for cuDNN against 0.175 through
+# SDPA, while 1,500 over 3,300 took 0.398 against 0.450 and 2,048 over 2,048-6,144 0.38-0.65
+# against 0.48-0.80 (``studies/serving-validation/h100-prefix-2026-12-08/prefix-attention.json``).
+MIN_QUERIES = 1024
 
 
 def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool):
@@ -140,15 +153,17 @@ class LaterChunk:
 
 
 def plan_shapes(max_chunk: int, max_length: int, bucket: int,
-                prefix_bucket: int = PREFIX_BUCKET) -> list[tuple[int, int, bool]]:  # fmt: skip
-    """Every ``(queries, keys, causal)`` shape a ``LaterChunk`` of up to ``max_chunk`` tokens
-    in a sequence of up to ``max_length`` can run: what the warm-up builds plans for."""
-    squares = range(bucket, _round_up(prefix_bucket - 1 + max_chunk, bucket) + 1, bucket)
+                prefix_bucket: int = PREFIX_BUCKET,
+                min_queries: int = MIN_QUERIES) -> list[tuple[int, int, bool]]:  # fmt: skip
+    """Every ``(queries, keys, causal)`` shape a ``LaterChunk`` of ``min_queries`` to
+    ``max_chunk`` tokens in a sequence of up to ``max_length`` can run: what the warm-up
+    builds plans for."""
+    smallest = _round_up(min_queries, bucket)
+    squares = range(smallest, _round_up(prefix_bucket - 1 + max_chunk, bucket) + 1, bucket)
     shapes = [(side, side, True) for side in squares]
     for prefix in range(prefix_bucket, max_length, prefix_bucket):
-        for queries in range(bucket, _round_up(min(max_chunk, max_length - prefix), bucket) + 1,
-                             bucket):  # fmt: skip
-            shapes.append((queries, prefix, False))
+        largest = _round_up(min(max_chunk, max_length - prefix), bucket)
+        shapes += [(queries, prefix, False) for queries in range(smallest, largest + 1, bucket)]
     return shapes
 
 

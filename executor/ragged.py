@@ -30,7 +30,7 @@ from torch.nn.attention.bias import causal_lower_right
 
 from executor.fused import causal_attention
 from executor.kv_cache import PagedKVCache
-from executor.prefix_attention import PREFIX_BUCKET, LaterChunk
+from executor.prefix_attention import MIN_QUERIES, PREFIX_BUCKET, LaterChunk
 
 __all__ = [
     "ATTENTION_BUCKET",
@@ -202,9 +202,10 @@ class _Chunk:
     over its fresh keys, at its length rounded up to a multiple of ``bucket`` (one copy of its
     rows into zeros), so that every chunk of a bucket has the same shape and strides, which is
     what a cuDNN plan is built for; under the causal mask no real query sees a padded key. A
-    later chunk attends over its cached keys as ``executor.prefix_attention.LaterChunk`` cuts
-    it up for the same kernel (under ``naive`` attention, through SDPA with a bottom-right
-    causal bias)."""
+    later chunk of ``MIN_QUERIES`` tokens or more attends over its cached keys as
+    ``executor.prefix_attention.LaterChunk`` cuts it up for the same kernel; a shorter one (and
+    any under ``naive`` attention) through SDPA with a bottom-right causal bias, a fused flash
+    kernel."""
 
     def __init__(self, qkv, out, chunk, heads: int, kv_heads: int, backend: str,
                  bucket: int) -> None:  # fmt: skip
@@ -221,7 +222,7 @@ class _Chunk:
             self.padded_rows = None if self.padded is None else self.padded[: self.length]
             source = self.rows if self.padded is None else self.padded
             self.qkv = source.transpose(0, 1)[None].split([heads, kv_heads, kv_heads], dim=1)
-        elif backend != "naive":
+        elif backend != "naive" and (self.length >= MIN_QUERIES or not qkv.is_cuda):
             prefix_bucket = PREFIX_BUCKET if qkv.is_cuda else 1
             self.later = LaterChunk(qkv[0, rows, :heads], self.out, self.start, kv_heads, bucket,
                                     prefix_bucket)  # fmt: skip

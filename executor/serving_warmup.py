@@ -8,8 +8,8 @@ token counts that meet each of those, a prompt chunk of each size class up to th
 (the library kernels each size picks; the peak activations; the attention plan of each padded
 chunk length), then the paged decode kernel at every split-merge width it can use
 (``decode_splits.split_lengths``), the plans of every shape a later chunk's attention can take
-(``executor.prefix_attention.build_plans``: ~250 for a 16k-token model length), then captures the decode graphs (a speculative round's, and
-its drafts alone) and the piecewise graphs.
+(``executor.prefix_attention.build_plans``: 144 for a 16k-token model length), then captures
+the decode graphs (a speculative round's, and its drafts alone) and the piecewise graphs.
 It leaves no trace: its requests are released and its log cleared.
 """
 

@@ -35,7 +35,8 @@ import torch
 import torch.nn.functional as F
 
 HEADS, KV_HEADS, HEAD_DIM = 32, 8, 128
-POINTS = ((2048, 2048), (2048, 4096), (2048, 6144), (512, 4096), (1500, 3300))  # (chunk L, prefix P)
+POINTS = ((2048, 2048), (2048, 4096), (2048, 6144), (512, 4096), (1500, 3300), (768, 4096),
+          (1024, 4096), (1280, 4096), (1024, 2048))  # (chunk L, prefix P)
 
 
 def merge(o1: torch.Tensor, lse1: torch.Tensor, o2: torch.Tensor, lse2: torch.Tensor):
