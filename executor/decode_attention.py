@@ -24,8 +24,9 @@ un-rotated output of the fused q/k/v projection and:
    against ``stages - 1`` so (``tests/executor/test_decode_attention.py`` counts the buffers);
 4. counts itself done on a per-(sequence, K/V head) counter (an acquire-release atomic): the
    last program of that pair merges every chunk of its G heads by their log-sum-exp (one
-   load of all of them, so the merge costs one memory round trip, not one per head), writes
-   the output and resets the counter. A single chunk writes its output directly.
+   load of all of them, so the merge costs one memory round trip, not one per head; a
+   verify's tokens one after another), writes the output and resets the counter. A single
+   chunk writes its output directly.
 
 A speculative verify step (``query`` tokens per sequence, drafts checked by the target) runs
 the same kernel with its ``query x G`` rows in the tile; its K/V are stored before the kernel,
@@ -52,7 +53,7 @@ from executor import decode_splits, pdl
 from executor.triton_launch import launch
 from executor.tritonlib import available, tl, triton
 
-__all__ = ["available", "decode_attention", "prepare", "supports"]
+__all__ = ["available", "decode_attention", "kernel_constants", "prepare", "supports"]
 
 # The launch's tile: keys per loop step, warps per program, software-pipeline stages (None:
 # Triton's default, 3), as ``studies/serving-validation/decode_gap.py`` chose them over
@@ -259,29 +260,33 @@ if triton is not None:
             tl.store(lse_ptr + part, running_max + tl.log(running_sum))
             tl.debug_barrier()  # every thread's stores are issued before the count
             done = tl.atomic_add(counters_ptr + pair, 1, sem="acq_rel", scope="gpu")
-            if done == splits_here - 1:  # the last chunk of this pair: merge them all at once
+            if done == splits_here - 1:  # the last chunk of this pair: merge them all
+                # One query token's heads at a time (a verify's tokens in turn), all of its
+                # chunks in one load: [BLOCK_SPLITS, GROUP, D] in registers. A verify's three
+                # tokens at once took 255 registers and spilled at 32 chunks (ptxas, sm_90a).
                 splits = tl.arange(0, BLOCK_SPLITS)[:, None]  # [BLOCK_SPLITS, 1]
-                h = tl.arange(0, GROUP)[None, :]  # [1, GROUP]: the real query rows only
-                ok = (splits < splits_here) & (h < QUERY * group)
-                rows = (pair * num_splits + splits) * BLOCK_G + h  # [BLOCK_SPLITS, GROUP]
-                lse = tl.load(lse_ptr + rows, mask=ok, other=float("-inf"), volatile=True)
-                weights = tl.exp(lse - tl.max(lse, axis=0)[None, :])
-                weights = weights / tl.sum(weights, axis=0)[None, :]
+                j = tl.arange(0, GROUP)[None, :]  # [1, GROUP]: the token's query heads
                 e = tl.arange(0, 2 * HALF)[None, None, :]
-                parts = tl.load(
-                    partial_ptr + rows[:, :, None] * head_dim + e,
-                    mask=ok[:, :, None],
-                    other=0.0,
-                    volatile=True,
-                )  # [BLOCK_SPLITS, GROUP, D]
-                merged = tl.sum(parts * weights[:, :, None], axis=0)  # [GROUP, D]
-                r = h.reshape(GROUP, 1)
-                heads_out = (b * QUERY + r // group) * heads + kv_head * group + r % group
-                tl.store(
-                    out_ptr + heads_out * head_dim + e.reshape(1, 2 * HALF),
-                    merged.to(out_type),
-                    mask=r < QUERY * group,
-                )
+                r = j.reshape(GROUP, 1)
+                for new_token in range(QUERY):
+                    ok = (splits < splits_here) & (j < group)
+                    rows = (pair * num_splits + splits) * BLOCK_G + new_token * group + j
+                    lse = tl.load(lse_ptr + rows, mask=ok, other=float("-inf"), volatile=True)
+                    weights = tl.exp(lse - tl.max(lse, axis=0)[None, :])
+                    weights = weights / tl.sum(weights, axis=0)[None, :]
+                    parts = tl.load(
+                        partial_ptr + rows[:, :, None] * head_dim + e,
+                        mask=ok[:, :, None],
+                        other=0.0,
+                        volatile=True,
+                    )  # [BLOCK_SPLITS, GROUP, D]
+                    merged = tl.sum(parts * weights[:, :, None], axis=0)  # [GROUP, D]
+                    heads_out = (b * QUERY + new_token) * heads + kv_head * group + r
+                    tl.store(
+                        out_ptr + heads_out * head_dim + e.reshape(1, 2 * HALF),
+                        merged.to(out_type),
+                        mask=r < group,
+                    )
                 tl.atomic_xchg(counters_ptr + pair, 0)  # ready for the next step
 
 
@@ -317,6 +322,33 @@ def decode_attention(qkv: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
     return prepare(qkv, cos, sin, input_pos, cache, kv_length, num_heads, **options)(cache)
 
 
+def _block_g(query: int, group: int) -> int:
+    """The tile's rows: a sequence's query tokens x the heads of a K/V head, to a power of two
+    of at least 16 (a tensor-core dot's least)."""
+    return max(16, triton.next_power_of_2(query * group))
+
+
+def kernel_constants(batch: int, query: int, num_heads: int, kv_heads: int, head_dim: int,
+                     kv_length: int, *, cache_fp8: bool, fused: bool,
+                     block_s: int | None = None) -> dict:  # fmt: skip
+    """The kernel's compile-time constants for a launch of ``batch`` sequences of ``query``
+    new tokens over up to ``kv_length`` keys (what ``prepare`` compiles)."""
+    group = num_heads // kv_heads
+    return dict(
+        HALF=head_dim // 2,
+        BLOCK_G=_block_g(query, group),
+        BLOCK_S=block_s or BLOCK_S,
+        BLOCK_SPLITS=decode_splits.split_width(batch, kv_heads, kv_length),
+        GROUP=triton.next_power_of_2(group),
+        CACHE_FP8=cache_fp8,
+        QUERY=query,
+        FUSED=fused,
+        BY_WORK=decode_splits.BY_WORK,
+        ROUND_DOWN=decode_splits.ROUND_DOWN,
+        FP8_AS_F16=FP8_AS_F16,
+    )
+
+
 def prepare(qkv, cos, sin, input_pos, like, kv_length: int, num_heads: int, *,
             block_table: torch.Tensor | None = None, block_s: int | None = None,
             num_warps: int | None = None, num_stages: int | None = None,
@@ -337,8 +369,7 @@ def prepare(qkv, cos, sin, input_pos, like, kv_length: int, num_heads: int, *,
     if block_table is None:
         block_table = like.own_rows  # [max_batch, 1]: sequence b's one block is row b
     group = num_heads // kv_heads
-    rows = triton.next_power_of_2(query * group)  # query tokens x the heads of a K/V head
-    block_g = max(16, rows)
+    block_g = _block_g(query, group)
     splits = decode_splits.splits_of(batch, kv_heads, kv_length)
     pairs = batch * kv_heads
     stages = num_stages or NUM_STAGES
@@ -369,20 +400,20 @@ def prepare(qkv, cos, sin, input_pos, like, kv_length: int, num_heads: int, *,
         *k.stride()[:3],
     )
     constants = dict(
-        HALF=head_dim // 2,
-        BLOCK_G=block_g,
-        BLOCK_S=block_s or BLOCK_S,
-        BLOCK_SPLITS=decode_splits.split_width(batch, kv_heads, kv_length),
-        GROUP=rows,
-        CACHE_FP8=like.is_fp8,
+        **kernel_constants(
+            batch,
+            query,
+            num_heads,
+            kv_heads,
+            head_dim,
+            kv_length,
+            cache_fp8=like.is_fp8,
+            fused=fused,
+            block_s=block_s,
+        ),  # fmt: skip
         num_warps=num_warps or NUM_WARPS,
         **({} if stages is None else {"num_stages": stages}),
         **pdl.launch_options(),
-        QUERY=query,
-        FUSED=fused,
-        BY_WORK=decode_splits.BY_WORK,
-        ROUND_DOWN=decode_splits.ROUND_DOWN,
-        FP8_AS_F16=FP8_AS_F16,
     )
     paged = hasattr(like, "ensure_counters")
 

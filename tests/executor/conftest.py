@@ -151,3 +151,26 @@ def compile_for_hopper(
         if "ptxas" in str(error).lower():
             pytest.skip(f"Triton cannot assemble for sm_90 here: {error}")
         raise
+
+
+def ptxas_usage(ptx: str) -> tuple[int, int]:
+    """(registers a thread, bytes spilled to local memory) of ``compile_for_hopper``'s PTX, as
+    Triton's own ``ptxas -v`` reports them for sm_90a: a tile too large for the registers
+    spills, and every spilled value is a round trip to memory."""
+    import re
+    import subprocess
+    import tempfile
+
+    from triton.backends.nvidia.compiler import get_ptxas
+
+    with tempfile.NamedTemporaryFile("w", suffix=".ptx") as source:
+        source.write(ptx)
+        source.flush()
+        run = subprocess.run([get_ptxas(90).path, "-v", "-arch=sm_90a", source.name, "-o",
+                              "/dev/null"], capture_output=True, text=True)  # fmt: skip
+    if run.returncode:
+        pytest.skip(f"ptxas cannot assemble this PTX here: {run.stderr.strip()[-200:]}")
+    registers = re.search(r"Used (\d+) registers", run.stderr)
+    spilled = re.search(r"(\d+) bytes spill stores", run.stderr)
+    assert registers and spilled, run.stderr
+    return int(registers.group(1)), int(spilled.group(1))
