@@ -23,6 +23,8 @@ cuDNN's kernel wants (``executor.fused.causal_attention``).
 
 from __future__ import annotations
 
+import functools
+
 import torch
 
 from executor.tritonlib import tl, triton
@@ -47,6 +49,17 @@ PREFIX_BUCKET = 1024
 # SDPA, while 1,500 over 3,300 took 0.398 against 0.450 and 2,048 over 2,048-6,144 0.38-0.65
 # against 0.48-0.80 (``studies/serving-validation/h100-prefix-2026-12-08/prefix-attention.json``).
 MIN_QUERIES = 1024
+
+
+@functools.cache
+def pays_on(device: torch.device) -> bool:
+    """Whether a GPU runs later chunks cut for cuDNN: Hopper and newer, where it was measured
+    to beat the flash kernel and where PyTorch's cuDNN attention runs (``attend``'s GPU
+    path); elsewhere chunks keep SDPA's kernel. A CPU runs the cut too (on PyTorch's flash
+    kernel), so that the tests run it inside the serving loop."""
+    if device.type != "cuda":
+        return True
+    return torch.backends.cudnn.is_available() and torch.cuda.get_device_capability(device)[0] >= 9
 
 
 def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool):

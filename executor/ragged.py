@@ -30,7 +30,7 @@ from torch.nn.attention.bias import causal_lower_right
 
 from executor.fused import causal_attention
 from executor.kv_cache import PagedKVCache
-from executor.prefix_attention import MIN_QUERIES, PREFIX_BUCKET, LaterChunk
+from executor.prefix_attention import MIN_QUERIES, PREFIX_BUCKET, LaterChunk, pays_on
 
 __all__ = [
     "ATTENTION_BUCKET",
@@ -222,7 +222,11 @@ class _Chunk:
             self.padded_rows = None if self.padded is None else self.padded[: self.length]
             source = self.rows if self.padded is None else self.padded
             self.qkv = source.transpose(0, 1)[None].split([heads, kv_heads, kv_heads], dim=1)
-        elif backend != "naive" and (self.length >= MIN_QUERIES or not qkv.is_cuda):
+        elif (
+            backend != "naive"
+            and pays_on(qkv.device)
+            and (self.length >= MIN_QUERIES or not qkv.is_cuda)
+        ):
             prefix_bucket = PREFIX_BUCKET if qkv.is_cuda else 1
             self.later = LaterChunk(qkv[0, rows, :heads], self.out, self.start, kv_heads, bucket,
                                     prefix_bucket)  # fmt: skip

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import torch
 
 from executor.kv_cache import PagedKVCache
-from executor.prefix_attention import build_plans
+from executor.prefix_attention import build_plans, pays_on
 from executor.ragged import ATTENTION_BUCKET
 
 __all__ = ["Step", "paged_attentions", "token_counts", "warm_up"]
@@ -60,7 +60,7 @@ def warm_up(executor) -> None:
     for i, count in enumerate(token_counts(peak, ATTENTION_BUCKET)):
         executor(Step([], [(-10 - i, 0, count)], released=[-9 - i] if i else []))
     compile_split_widths(executor)
-    if executor.device.type == "cuda":  # a later chunk's attention plans (cuDNN's, per shape)
+    if executor.device.type == "cuda" and pays_on(executor.device):  # cuDNN's plans, per shape
         dtype = executor.model.embed_tokens.weight.dtype
         for heads, dim in {(a.num_heads, a.head_dim)
                            for a in paged_attentions(executor.model, executor.drafter)}:  # fmt: skip
