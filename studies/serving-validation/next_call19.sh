@@ -5,7 +5,7 @@
 # its cached prefix by kernel (prefix_attention.py); the summarization plan with it (run.sh);
 # one speculative round's drafts and verify apart with an EAGLE head (spec_round.py,
 # profiled); the FP8 GEMMs with their operands swapped for few tokens (fp8_gemm_sweep.py).
-# The draft model's round is next_call20.sh's.
+# The draft model's round ran apart (spec_round.py, h100-prefix-2026-12-08/).
 set -u
 source studies/serving-validation/call_env.sh
 [ -s $results/gpu-tests.log ] || {
