@@ -23,7 +23,7 @@ All functions are vectorized over ``ConfigArrays``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -233,8 +233,10 @@ def eagle_layers_per_token(
     rate. At tp 1, for Llama-3.1-8B that is 1.81 layers in bf16 and 3.38 beside FP8 weights
     (the fc is replicated, so the ratio grows with tp)."""
     head, _ = drafter_memory(model, hardware, configs, method="eagle")
+    # Every layer on one stage, whatever the pipeline: a ratio per layer, not per stage.
+    one_stage = replace(configs, pp=np.ones_like(configs.pp))
     embedding = np.where(model.tie_word_embeddings, 0.0, model.vocab_size / configs.tp)
-    read = weight_bytes_per_gpu(model, configs) - embedding * model.hidden_size * _BF16
+    read = weight_bytes_per_gpu(model, one_stage) - embedding * model.hidden_size * _BF16
     return head / (read / model.num_hidden_layers)
 
 

@@ -136,5 +136,8 @@ def test_an_eagle_draft_costs_its_matrices_against_a_target_layer():
     fp8 = spec_model(MODEL, speculative("eagle", 2, weight_dtype="fp8"))
     assert bf16.eagle_layers == pytest.approx(849.4 / 469.1, rel=1e-3)
     assert 1.8 < fp8.eagle_layers / bf16.eagle_layers < 1.9
+    # per layer, not per pipeline stage: two stages (each holding half the layers) change nothing
+    staged = spec_model(MODEL, speculative("eagle", 2, pp=2))
+    assert staged.eagle_layers == pytest.approx(bf16.eagle_layers)
     step = bf16.target.decode_latencies(1, np.array([1024.0]))[0]
     assert bf16.draft_time(1, 1024.0) == pytest.approx(2 * step / 32 * bf16.eagle_layers)
